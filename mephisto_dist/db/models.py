@@ -1,0 +1,211 @@
+"""SQLAlchemy models. Plain data holders: no session, no I/O, no status logic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Requester(Base):
+    __tablename__ = "requester"
+    __table_args__ = (UniqueConstraint("provider_type", "requester_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_type: Mapped[str] = mapped_column(String(64))
+    requester_name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    """All TaskRuns sharing one ``task_name``."""
+
+    __tablename__ = "task"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(255), unique=True)
+    task_type: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TaskRun(Base):
+    __tablename__ = "task_run"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("requester.id"))
+    blueprint_type: Mapped[str] = mapped_column(String(64))
+    architect_type: Mapped[str] = mapped_column(String(64))
+    provider_type: Mapped[str] = mapped_column(String(64))
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The full resolved config (the ``mephisto`` node after defaults and overrides).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    task_dir: Mapped[str] = mapped_column(Text)
+    build_dir: Mapped[str] = mapped_column(Text)
+    server_url: Mapped[str | None] = mapped_column(Text)
+    max_concurrent_units: Mapped[int] = mapped_column(Integer, default=0)
+    is_completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    shutdown_requested_at: Mapped[datetime | None]
+    shutdown_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class Assignment(Base):
+    """One data item; its status is derived from its units (``domain.status.assignment_status``)."""
+
+    __tablename__ = "assignment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"), index=True)
+    data_index: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Unit(Base):
+    __tablename__ = "unit"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "unit_index"),
+        # request_agent's lookup: launched units of one run, lowest id first.
+        Index("ix_unit_run_status_id", "task_run_id", "status", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"))
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"))
+    unit_index: Mapped[int] = mapped_column(Integer)
+    pay_amount: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32), default="created")
+    # Set while a worker holds the unit and kept once it is submitted; cleared when it is handed back.
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("worker.id"), index=True)
+    provider_unit_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[datetime | None]
+    assigned_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    __tablename__ = "worker"
+    __table_args__ = (UniqueConstraint("provider_type", "worker_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_type: Mapped[str] = mapped_column(String(64))
+    worker_name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    """A Worker bound to a Unit. Its id is an unguessable token: it authorises submissions."""
+
+    __tablename__ = "agent"
+    __table_args__ = (
+        UniqueConstraint("task_run_id", "registration_id"),
+        # A worker never gets two units of one assignment.
+        UniqueConstraint("assignment_id", "worker_id"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"))
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    registration_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), default="none")
+    provider_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    init_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    task_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None]
+
+
+class OnboardingAgent(Base):
+    __tablename__ = "onboarding_agent"
+    __table_args__ = (UniqueConstraint("task_run_id", "registration_id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    registration_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), default="none")
+    provider_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Qualification(Base):
+    __tablename__ = "qualification"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GrantedQualification(Base):
+    __tablename__ = "granted_qualification"
+    __table_args__ = (UniqueConstraint("qualification_id", "worker_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    qualification_id: Mapped[int] = mapped_column(ForeignKey("qualification.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    value: Mapped[int] = mapped_column(Integer)
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UnitReview(Base):
+    """One review decision on a unit: status, note and bonus, with when it was made."""
+
+    __tablename__ = "unit_review"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"))
+    status: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    bonus: Mapped[float | None] = mapped_column(Float)
+    bonus_paid_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,1 @@
+"""Pure domain logic: status machines and decisions, with no I/O imports."""

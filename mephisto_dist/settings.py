@@ -1,0 +1,109 @@
+"""Deployment settings: the one place that reads the environment.
+
+Everything else receives a :class:`Settings`. Variables:
+
+- ``MEPHISTO_DIST_DATA_DIR``: data directory (SQLite file, embedded Redis socket, builds, uploads);
+  default ``~/.mephisto-dist``.
+- ``MEPHISTO_DIST_DATABASE_URL``: SQLAlchemy URL; default SQLite in the data directory.
+- ``MEPHISTO_DIST_REDIS_URL``: Redis URL (``redis://`` or ``unix://``); unset means the CLI starts an
+  embedded Redis server on a unix socket in the data directory.
+- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: deployment-wide cap across all runs (0 = none).
+- ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
+- ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
+- ``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``: shared rate for crowd-provider API calls (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mephisto_dist.errors import ConfigError
+
+ENV_PREFIX = "MEPHISTO_DIST_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    max_concurrent_units: int = 0
+    max_upload_bytes: int = 50 * 1024 * 1024
+    lease_ttl_s: float = 60.0
+    provider_calls_per_s: float = 5.0
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    @property
+    def broker_url(self) -> str:
+        """Celery's spelling of the same Redis (kombu names unix sockets ``redis+socket://``)."""
+        url = self.effective_redis_url
+        if url.startswith("unix://"):
+            return "redis+socket://" + url[len("unix://"):]
+        return url
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.data_dir / "builds"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def with_redis_url(self, url: str) -> Settings:
+        return replace(self, redis_url=url)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process see these same settings."""
+        env = {
+            f"{ENV_PREFIX}DATA_DIR": str(self.data_dir),
+            f"{ENV_PREFIX}DATABASE_URL": self.database_url,
+            f"{ENV_PREFIX}MAX_CONCURRENT_UNITS": str(self.max_concurrent_units),
+            f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
+            f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
+        }
+        if self.redis_url is not None:
+            env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
+        return env
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type[float] | type[int]) -> float:
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must not be negative")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get(ENV_PREFIX + "DATA_DIR") or Path.home() / ".mephisto-dist").expanduser()
+    database_url = env.get(ENV_PREFIX + "DATABASE_URL") or f"sqlite:///{data_dir / 'mephisto-dist.db'}"
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=env.get(ENV_PREFIX + "REDIS_URL") or None,
+        max_concurrent_units=int(_number(env, "MAX_CONCURRENT_UNITS", 0, int)),
+        max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
+        lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),
+        provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
+    )
