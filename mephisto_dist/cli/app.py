@@ -1,0 +1,114 @@
+"""Entry point and the small commands. ``run`` lives in ``cli.run``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from mephisto_dist.cli.console import err_console, fail
+from mephisto_dist.errors import MephistoDistError
+
+if TYPE_CHECKING:
+    from mephisto_dist.runtime import Runtime
+
+app = typer.Typer(
+    name="mephisto-dist",
+    help="Run Mephisto crowdsourcing tasks on a distributed runtime (Celery workers, Redis limits, SQL).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def export(
+    task_name: Annotated[Optional[str], typer.Option("--task-name", help="Every run of this task_name.")] = None,
+    run: Annotated[Optional[int], typer.Option("--run", help="One task run, by id.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, json or csv.")] = "jsonl",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
+) -> None:
+    """Export results: one record per unit with its inputs and outputs."""
+    from mephisto_dist.db.engine import transaction
+    from mephisto_dist.export import FORMATS, resolve_runs, unit_records, write_records
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
+
+    if (task_name is None) == (run is None):
+        fail("give exactly one of --task-name NAME or --run RUN_ID")
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    runtime = Runtime(load_settings())
+    _require_database(runtime)
+    with transaction(runtime.sessions) as session:
+        run_ids = resolve_runs(session, task_name=task_name, run_id=run)
+        records = unit_records(session, run_ids, include_unsubmitted=include_unsubmitted)
+        if output is None:
+            count = write_records(records, sys.stdout, fmt)
+        else:
+            tmp = output.with_name(output.name + ".partial")
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                count = write_records(records, out, fmt)
+            tmp.replace(output)
+    err_console.print(f"exported {count} unit(s) from {len(run_ids)} run(s)"
+                      + (f" to {output}" if output else ""))
+
+
+def _require_database(runtime: Runtime) -> None:
+    from mephisto_dist.db.migrate import upgrade
+
+    upgrade(runtime.engine)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (the Procfile's release step)."""
+    from mephisto_dist.db.migrate import upgrade
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
+
+    runtime = Runtime(load_settings())
+    upgrade(runtime.engine)
+    err_console.print("database schema is up to date")
+
+
+@app.command()
+def web(
+    run: Annotated[Optional[int], typer.Option("--run", help="Serve this run (default: the newest open run on --port).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+) -> None:
+    """Serve the worker-facing pages and router protocol (the Procfile's web process)."""
+    import uvicorn
+
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
+    from mephisto_dist.web.app import create_app
+
+    runtime = Runtime(load_settings())
+    application = create_app(runtime, run_id=run, port=port)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _register_run_command() -> None:
+    from mephisto_dist.cli.run import run as run_command
+
+    app.command(name="run", context_settings={"allow_extra_args": False})(run_command)
+
+
+_register_run_command()
+
+
+def main() -> None:
+    try:
+        app()
+    except MephistoDistError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

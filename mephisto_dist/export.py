@@ -1,0 +1,110 @@
+"""Exporting results: one record per unit, streamed from the database in id order."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
+from mephisto_dist.domain.status import UNIT_SUBMITTED
+from mephisto_dist.errors import NotFoundError
+
+FORMATS = ("jsonl", "json", "csv")
+PAGE = 500
+
+
+def resolve_runs(session: Session, *, task_name: str | None, run_id: int | None) -> list[int]:
+    if run_id is not None:
+        if session.get(TaskRun, run_id) is None:
+            raise NotFoundError(f"task run {run_id} does not exist")
+        return [run_id]
+    task_id = session.scalar(select(Task.id).where(Task.task_name == task_name))
+    if task_id is None:
+        known = list(session.scalars(select(Task.task_name).order_by(Task.task_name).limit(20)))
+        hint = f"; known task names: {', '.join(known)}" if known else "; there are no tasks yet"
+        raise NotFoundError(f"no task named {task_name!r}{hint}")
+    return list(session.scalars(select(TaskRun.id).where(TaskRun.task_id == task_id).order_by(TaskRun.id)))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False) -> Iterator[dict[str, Any]]:
+    statuses = None if include_unsubmitted else [s.value for s in UNIT_SUBMITTED]
+    last_id = 0
+    while True:
+        query = (
+            select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name)
+            .join(Assignment, Assignment.id == Unit.assignment_id)
+            .join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .join(Task, Task.id == TaskRun.task_id)
+            .outerjoin(Agent, Agent.id == Unit.agent_id)
+            .outerjoin(Worker, Worker.id == Unit.worker_id)
+            .where(Unit.task_run_id.in_(run_ids), Unit.id > last_id)
+            .order_by(Unit.id)
+            .limit(PAGE)
+        )
+        if statuses is not None:
+            query = query.where(Unit.status.in_(statuses))
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        for unit, inputs, run_id, task_name, agent, worker_name in rows:
+            yield {
+                "unit_id": str(unit.id),
+                "assignment_id": str(unit.assignment_id),
+                "task_run_id": str(run_id),
+                "task_name": task_name,
+                "worker_id": None if unit.worker_id is None else str(unit.worker_id),
+                "worker_name": worker_name,
+                "agent_id": unit.agent_id,
+                "status": unit.status,
+                "pay_amount": unit.pay_amount,
+                "start_time": _iso(unit.assigned_at),
+                "end_time": _iso(agent.submitted_at if agent is not None else None),
+                "data": {"inputs": inputs, "outputs": agent.outputs if agent is not None else None},
+            }
+        last_id = rows[-1][0].id
+
+
+def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    count = 0
+    if fmt == "jsonl":
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    elif fmt == "json":
+        out.write("[")
+        for record in records:
+            out.write(("," if count else "") + "\n  " + json.dumps(record, ensure_ascii=False))
+            count += 1
+        out.write("\n]\n")
+    elif fmt == "csv":
+        # Units may answer different fields: gather every column before writing the header.
+        rows = [_flatten(record) for record in records]
+        columns: dict[str, None] = {}
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+        writer = csv.DictWriter(out, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+        count = len(rows)
+    else:
+        raise ValueError(fmt)
+    return count
+
+
+def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in record.items() if k != "data"}
+    for part in ("inputs", "outputs"):
+        values = record["data"][part] or {}
+        for key, value in values.items():
+            flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return flat

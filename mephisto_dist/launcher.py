@@ -1,0 +1,79 @@
+"""Turning a task folder into a TaskRun: validate everything first, build the served files, then create
+the run with all its assignments and units in one transaction. Nothing is left behind on failure."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.blueprints import static_task
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.errors import ConfigError
+from mephisto_dist.providers import make_provider
+from mephisto_dist.queue import LAUNCH_RUN
+from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.taskconfig import TaskConfig, load_task_config
+
+SUPPORTED_BLUEPRINTS = ("static_task",)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    config: TaskConfig
+    rows: list[dict[str, Any]]
+    server: ServerPlan
+
+
+def prepare_run(task_dir: str | Path, conf: str, overrides: Sequence[str], *, check_port: bool) -> PreparedRun:
+    """Every check that can fail, before anything is created."""
+    config = load_task_config(task_dir, conf, overrides)
+    if config.blueprint_type not in SUPPORTED_BLUEPRINTS:
+        raise ConfigError(f"blueprint {config.blueprint_type!r} is not supported yet; "
+                          f"supported: {', '.join(SUPPORTED_BLUEPRINTS)}")
+    make_provider(config.provider_type, config.provider)
+    server = plan_server(config.architect_type, config.architect)
+    rows = static_task.validate_and_load(config.blueprint)
+    if check_port:
+        check_port_free(server)
+    return PreparedRun(config, rows, server)
+
+
+def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
+    """Build the run's files and create its rows; on any failure remove the build and raise."""
+    config = prepared.config
+    build_dir = runtime.settings.builds_dir / uuid.uuid4().hex
+    static_task.build(config.blueprint, build_dir)
+    task = config.task
+    new = NewRun(
+        task_name=str(task["task_name"]),
+        blueprint_type=config.blueprint_type,
+        architect_type=config.architect_type,
+        provider_type=config.provider_type,
+        requester_name=str(config.provider.get("requester_name") or f"{config.provider_type}_requester"),
+        sandbox=config.provider_type != "mturk",
+        config=config.as_dict(),
+        task_dir=str(config.task_dir),
+        build_dir=str(build_dir),
+        server_url=prepared.server.public_url,
+        max_concurrent_units=int(task.get("max_num_concurrent_units") or 0),
+        units_per_assignment=int(config.blueprint.get("units_per_assignment") or 1),
+        pay_amount=float(task.get("task_reward") or 0.0),
+        assignment_data=[static_task.init_task_data(row, config.blueprint) for row in prepared.rows],
+    )
+    try:
+        with transaction(runtime.sessions) as session:
+            return create_task_run(session, new, now=datetime.now(UTC))
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+
+
+def enqueue_launch(runtime: Runtime, run_id: int) -> None:
+    runtime.queue.enqueue(LAUNCH_RUN, run_id)

@@ -1,0 +1,54 @@
+"""Celery task names and the enqueue side of the queue, kept at arm's length from the Celery app.
+
+The web server and the CLI only *send* tasks; ``workers`` registers them under these names. Tasks are
+sent after the database commit they read (callers enqueue outside their transaction).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from celery import Celery
+
+LAUNCH_RUN = "mephisto_dist.launch_run"
+LAUNCH_UNITS = "mephisto_dist.launch_units"
+UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
+UNIT_SUBMITTED = "mephisto_dist.unit_submitted"
+RECONCILE_POOLS = "mephisto_dist.reconcile_pools"
+RECONCILE_RUNS = "mephisto_dist.reconcile_runs"
+
+DEFAULT_QUEUE = "mephisto"
+
+
+class TaskQueue(Protocol):
+    def enqueue(self, name: str, *args: Any) -> None: ...
+
+
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """The Celery settings every process of the deployment shares."""
+    return {
+        "broker_url": broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "broker_transport_options": {"visibility_timeout": 3600},
+    }
+
+
+class CeleryQueue:
+    def __init__(self, broker_url: str) -> None:
+        self._app = Celery("mephisto_dist_sender", set_as_current=False)
+        self._app.conf.update(celery_config(broker_url))
+
+    def enqueue(self, name: str, *args: Any) -> None:
+        self._app.send_task(name, args=list(args))
+
+    def close(self) -> None:
+        self._app.close()

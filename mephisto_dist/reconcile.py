@@ -1,0 +1,65 @@
+"""Reconcilers fired by beat (see ``beat.schedule``). Each is safe to run twice at once: it recomputes
+from the database, the source of truth, and writes idempotently."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.domain.status import UNIT_ACTIVE, UnitStatus
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
+
+
+def _open_run_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(TaskRun.id).where(TaskRun.is_completed.is_(False))))
+
+
+def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s: float) -> dict[str, int]:
+    """Renew every token whose unit is launched or assigned, drop tokens of units that are done, and
+    rebuild pools lost to a Redis restart. A token taken for a unit still ``created`` is a launch in
+    flight: it is kept (the next launch of the run reuses it if its launcher died)."""
+    counts: dict[str, int] = {}
+    everyone: set[str] = set()
+    with transaction(factory) as session:
+        run_ids = _open_run_ids(session)
+        per_run: dict[int, tuple[set[str], set[str]]] = {}
+        for run_id in run_ids:
+            rows = session.execute(
+                select(Unit.id, Unit.status).where(
+                    Unit.task_run_id == run_id,
+                    Unit.status.in_([s.value for s in UNIT_ACTIVE] + [UnitStatus.CREATED.value]),
+                )
+            ).all()
+            active = {unit_holder(u) for u, s in rows if s != UnitStatus.CREATED.value}
+            created = {unit_holder(u) for u, s in rows if s == UnitStatus.CREATED.value}
+            per_run[run_id] = (active, created)
+    for run_id, (active, created) in per_run.items():
+        pool = run_pool(run_id)
+        in_flight = limiter.holders(pool) & created
+        counts[pool] = limiter.reconcile(pool, active | in_flight, lease_s)
+        everyone |= active | in_flight
+    global_in_flight = limiter.holders(GLOBAL_POOL) & set().union(*(c for _, c in per_run.values()))
+    counts[GLOBAL_POOL] = limiter.reconcile(GLOBAL_POOL, everyone | global_in_flight, lease_s)
+    return counts
+
+
+def reconcile_runs(factory: sessionmaker[Session], *, now: datetime) -> list[int]:
+    """Close runs whose units are all done; return the open runs that still have units to launch."""
+    to_launch: list[int] = []
+    with transaction(factory) as session:
+        for run_id in _open_run_ids(session):
+            if mark_completed_if_done(session, run_id, now=now):
+                continue
+            run = session.get(TaskRun, run_id)
+            if run is None or run.shutdown_requested_at is not None:
+                continue
+            waiting = session.scalar(select(Unit.id).where(
+                Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value).limit(1))
+            if waiting is not None:
+                to_launch.append(run_id)
+    return to_launch

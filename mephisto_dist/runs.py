@@ -1,0 +1,174 @@
+"""TaskRuns: creating one with its assignments and units in one transaction, launching units under the
+concurrency pools, counting, and noticing when a run is done."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
+from mephisto_dist.db.transitions import move_unit
+from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.errors import NotFoundError
+from mephisto_dist.limiter import Limiter, PoolLimit
+from mephisto_dist.providers import CrowdProvider
+
+LAUNCH_BATCH = 200
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Everything a TaskRun is created from, validated beforehand."""
+
+    task_name: str
+    blueprint_type: str
+    architect_type: str
+    provider_type: str
+    requester_name: str
+    sandbox: bool
+    config: dict[str, Any]
+    task_dir: str
+    build_dir: str
+    server_url: str | None
+    max_concurrent_units: int
+    units_per_assignment: int
+    pay_amount: float
+    assignment_data: Sequence[dict[str, Any]]
+
+
+def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
+    """Create Task (if new), Requester (if new), TaskRun, Assignments and Units; return the run id.
+
+    Runs inside the caller's transaction, so a failure leaves nothing behind.
+    """
+    task_id = _get_or_create(session, Task, {"task_name": new.task_name},
+                             {"task_type": new.blueprint_type, "created_at": now})
+    requester_id = _get_or_create(
+        session, Requester, {"provider_type": new.provider_type, "requester_name": new.requester_name},
+        {"created_at": now},
+    )
+    run = TaskRun(
+        task_id=task_id, requester_id=requester_id, blueprint_type=new.blueprint_type,
+        architect_type=new.architect_type, provider_type=new.provider_type, sandbox=new.sandbox,
+        config=new.config, task_dir=new.task_dir, build_dir=new.build_dir, server_url=new.server_url,
+        max_concurrent_units=new.max_concurrent_units, created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    assignment_ids = list(session.scalars(
+        insert(Assignment).returning(Assignment.id, sort_by_parameter_order=True),
+        [{"task_run_id": run.id, "data_index": i, "data": data, "created_at": now}
+         for i, data in enumerate(new.assignment_data)],
+    ))
+    session.execute(insert(Unit), [
+        {"assignment_id": assignment_id, "task_run_id": run.id, "unit_index": index,
+         "pay_amount": new.pay_amount, "status": UnitStatus.CREATED.value,
+         "created_at": now, "status_changed_at": now}
+        for assignment_id in assignment_ids for index in range(new.units_per_assignment)
+    ])
+    return run.id
+
+
+def _get_or_create(session: Session, model: Any, keys: Mapping[str, Any], extra: Mapping[str, Any]) -> int:
+    query = select(model.id).filter_by(**keys)
+    found = session.scalar(query)
+    if found is not None:
+        return int(found)
+    try:
+        with session.begin_nested():
+            row = model(**keys, **extra)
+            session.add(row)
+        return int(row.id)
+    except IntegrityError:  # another process created it between our read and write
+        return int(session.scalar(query))
+
+
+def run_pool(run_id: int) -> str:
+    return f"run:{run_id}"
+
+
+GLOBAL_POOL = "global"
+
+
+def unit_holder(unit_id: int) -> str:
+    return f"unit:{unit_id}"
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What launching a run's units needs besides the database."""
+
+    limiter: Limiter
+    provider: CrowdProvider
+    lease_s: float
+    global_cap: int
+
+
+def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int, *, now: datetime) -> int:
+    """Launch created units of a run while the concurrency pools have room; return how many."""
+    launched = 0
+    while True:
+        with transaction(factory) as session:
+            run = session.get(TaskRun, run_id)
+            if run is None:
+                raise NotFoundError(f"task run {run_id} does not exist")
+            if run.is_completed or run.shutdown_requested_at is not None:
+                return launched
+            pools = [PoolLimit(run_pool(run_id), run.max_concurrent_units, ctx.lease_s)]
+            if ctx.global_cap:
+                pools.append(PoolLimit(GLOBAL_POOL, ctx.global_cap, ctx.lease_s))
+            candidates = list(session.scalars(
+                select(Unit.id).where(Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)
+                .order_by(Unit.id).limit(LAUNCH_BATCH)
+            ))
+            taken: list[int] = []
+            refused = False
+            for unit_id in candidates:
+                if not ctx.limiter.acquire(unit_holder(unit_id), pools).ok:
+                    refused = True
+                    break
+                taken.append(unit_id)
+            moved: set[int] = set()
+            try:
+                published = ctx.provider.publish_units(run_id, taken, run.server_url or "", run.config["task"])
+                for item in published:
+                    if move_unit(session, item.unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now,
+                                 provider_unit_id=item.provider_unit_id):
+                        moved.add(item.unit_id)
+            finally:
+                lost = [u for u in taken if u not in moved]
+                for unit_id in lost:  # another launcher got there first, or publishing failed
+                    ctx.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
+        launched += len(moved)
+        if refused or len(candidates) < LAUNCH_BATCH:
+            return launched
+
+
+def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:
+    rows = session.execute(
+        select(Unit.status, func.count()).where(Unit.task_run_id == run_id).group_by(Unit.status)
+    )
+    return {UnitStatus(status): int(count) for status, count in rows}
+
+
+def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> bool:
+    """Mark the run completed when every unit is done; True only for the call that marked it."""
+    pending = session.scalar(
+        select(Unit.id).where(
+            Unit.task_run_id == run_id, Unit.status.not_in([s.value for s in UNIT_DONE])
+        ).limit(1)
+    )
+    if pending is not None:
+        return False
+    result = session.execute(
+        update(TaskRun).where(TaskRun.id == run_id, TaskRun.is_completed.is_(False))
+        .values(is_completed=True, completed_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

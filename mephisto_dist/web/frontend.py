@@ -1,0 +1,12 @@
+"""What ``/task_config.json`` returns: the blueprint's frontend args for a run's stored config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mephisto_dist.blueprints import static_task
+from mephisto_dist.taskconfig import TaskConfig
+
+
+def frontend_config(config: dict[str, Any]) -> dict[str, Any]:
+    return static_task.frontend_args(TaskConfig.from_dict(config))

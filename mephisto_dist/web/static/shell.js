@@ -1,0 +1,169 @@
+// The worker-facing page of a static HTML task: asks the router for an agent, fills the task HTML with
+// the unit's data, and submits every field of the form (files included) as Mephisto's static task does.
+(function () {
+  "use strict";
+  var params = new URLSearchParams(window.location.search);
+  var statusEl = document.getElementById("shell-status");
+  var form = document.getElementById("task-form");
+  var content = document.getElementById("task-content");
+  var previewEl = document.getElementById("preview-content");
+  var submitButton = document.getElementById("submit-button");
+
+  var workerName = params.get("worker_id") || params.get("workerId");
+  var assignmentRef = params.get("assignment_id") || params.get("assignmentId");
+  var hitId = params.get("hitId");
+  var turkSubmitTo = params.get("turkSubmitTo");
+  var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" : "mock");
+  var isPreview = !workerName || !assignmentRef || assignmentRef === "ASSIGNMENT_ID_NOT_AVAILABLE";
+  var agentId = null;
+
+  function say(text, kind) {
+    statusEl.textContent = text;
+    statusEl.className = "status" + (kind ? " " + kind : "");
+    statusEl.hidden = false;
+  }
+
+  function postJson(path, body) {
+    return fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }).then(readResponse);
+  }
+
+  function readResponse(response) {
+    return response.text().then(function (text) {
+      var data = null;
+      try { data = text ? JSON.parse(text) : {}; } catch (e) { data = { error: text }; }
+      if (!response.ok) {
+        throw new Error((data && data.error) || ("the server answered " + response.status));
+      }
+      return data;
+    });
+  }
+
+  function fill(template, values) {
+    var html = template;
+    Object.keys(values).forEach(function (key) {
+      if (key === "html") { return; }
+      html = html.split("${" + key + "}").join(String(values[key]));
+    });
+    return html;
+  }
+
+  function runScripts(container) {
+    // Scripts inserted with innerHTML do not run; re-create them so the task's own code executes.
+    container.querySelectorAll("script").forEach(function (old) {
+      var script = document.createElement("script");
+      Array.prototype.forEach.call(old.attributes, function (attr) {
+        script.setAttribute(attr.name, attr.value);
+      });
+      script.text = old.text;
+      old.parentNode.replaceChild(script, old);
+    });
+  }
+
+  function showPreview(config) {
+    var has = config && config.has_preview;
+    if (!has) {
+      say("Preview: accept the task to begin.");
+      return;
+    }
+    fetch("/preview.html").then(function (r) { return r.text(); }).then(function (html) {
+      statusEl.hidden = true;
+      previewEl.innerHTML = html;
+      previewEl.hidden = false;
+      runScripts(previewEl);
+    });
+  }
+
+  function startTask(initData) {
+    var source = initData.html;
+    return fetch("/" + encodeURIComponent(source)).then(function (r) {
+      if (!r.ok) { throw new Error("the task page " + source + " could not be loaded"); }
+      return r.text();
+    }).then(function (template) {
+      var html = fill(template, initData);
+      html = html.split("${mephisto_agent_id}").join(agentId);
+      html = html.split("${provider_worker_id}").join(workerName);
+      content.innerHTML = html;
+      statusEl.hidden = true;
+      form.hidden = false;
+      runScripts(content);
+      window.mephistoAgentId = agentId;
+    });
+  }
+
+  function collect() {
+    var data = new FormData(form);
+    var fields = {};
+    var upload = new FormData();
+    data.forEach(function (value, key) {
+      if (value instanceof File) {
+        if (value.name) { upload.append(key, value, value.name); }
+        return;
+      }
+      if (Object.prototype.hasOwnProperty.call(fields, key)) {
+        fields[key] = [].concat(fields[key], value);
+      } else {
+        fields[key] = value;
+      }
+    });
+    upload.append("USED_AGENT_ID", agentId);
+    upload.append("final_string_data", JSON.stringify(fields));
+    return upload;
+  }
+
+  function finishOnMturk() {
+    if (!turkSubmitTo) { return; }
+    var external = document.createElement("form");
+    external.method = "POST";
+    external.action = turkSubmitTo.replace(/\/$/, "") + "/mturk/externalSubmit";
+    var input = document.createElement("input");
+    input.type = "hidden";
+    input.name = "assignmentId";
+    input.value = assignmentRef;
+    external.appendChild(input);
+    document.body.appendChild(external);
+    external.submit();
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!form.reportValidity()) { return; }
+    submitButton.disabled = true;
+    say("Submitting…");
+    fetch("/submit_task", { method: "POST", body: collect() }).then(readResponse).then(function () {
+      form.hidden = true;
+      say("Thank you! Your work has been submitted.", "done");
+      finishOnMturk();
+    }).catch(function (error) {
+      submitButton.disabled = false;
+      say("Your work could not be submitted: " + error.message, "error");
+    });
+  });
+
+  fetch("/task_config.json").then(readResponse).then(function (config) {
+    if (config.task_title) { document.title = config.task_title; }
+    if (isPreview) { showPreview(config); return null; }
+    var providerData = {
+      worker_name: workerName,
+      assignment_id: assignmentRef,
+      agent_registration_id: assignmentRef + "-" + workerName,
+      provider_type: providerType,
+    };
+    if (hitId) { providerData.hit_id = hitId; }
+    return postJson("/request_agent", { provider_data: providerData, client_timestamp: Date.now() / 1000 })
+      .then(function (packet) {
+        var details = packet.data || {};
+        if (!details.agent_id) {
+          say(details.failure_reason || "There is no work available for you right now.", "error");
+          return null;
+        }
+        agentId = details.agent_id;
+        return startTask(details.init_task_data || {});
+      });
+  }).catch(function (error) {
+    say("The task could not be loaded: " + error.message, "error");
+  });
+})();

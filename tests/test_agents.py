@@ -1,0 +1,141 @@
+"""The hot path (request_agent / submit_task logic) on real SQLite and PostgreSQL, including races
+between processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from mephisto_dist import agents
+from mephisto_dist.agents import Registration, RunContext
+from mephisto_dist.db.engine import make_engine, make_sessionmaker, transaction
+from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.db.transitions import move_unit
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.errors import IllegalTransition, RequestError
+from tests.factories import make_run, now
+
+
+def register(factory, run: RunContext, worker: str, assignment_ref: str = "a1") -> agents.AgentDetails:  # type: ignore[no-untyped-def]
+    reg = Registration.from_request({"provider_data": {
+        "worker_name": worker, "assignment_id": assignment_ref,
+        "agent_registration_id": f"{assignment_ref}-{worker}", "provider_type": "mock"}})
+    with transaction(factory) as session:
+        return agents.register_agent(session, run, reg, now=now())
+
+
+def submit(factory, run: RunContext, agent_id: str, outputs: dict) -> agents.Submission:  # type: ignore[no-untyped-def,type-arg]
+    with transaction(factory) as session:
+        return agents.submit_task(session, run, agent_id, outputs, now=now())
+
+
+def test_worker_gets_a_unit_and_reconnects_to_the_same_agent(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=2)
+    first = register(factory, run, "alice")
+    assert first.agent_id and first.init_task_data == {"text": "item 0", "html": "task.html"}
+    again = register(factory, run, "alice")
+    assert again.agent_id == first.agent_id
+    packet = first.packet()
+    assert packet["packet_type"] == "agent_details" and packet["data"]["agent_id"] == first.agent_id
+
+
+def test_a_worker_never_gets_two_units_of_one_assignment(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=2, units_per_assignment=2)
+    got = [register(factory, run, "alice", f"hit{i}") for i in range(3)]
+    assert got[0].agent_id and got[1].agent_id
+    assert got[2].agent_id is None and got[2].failure_reason == agents.NO_UNIT_AVAILABLE
+    with transaction(factory) as session:
+        assignments = list(session.scalars(select(Agent.assignment_id).where(Agent.task_run_id == run.run_id)))
+    assert len(set(assignments)) == 2
+
+
+def test_submit_records_once_and_a_repeat_keeps_the_first_answer(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1)
+    details = register(factory, run, "alice")
+    assert details.agent_id is not None
+    first = submit(factory, run, details.agent_id, {"rating": "4"})
+    repeat = submit(factory, run, details.agent_id, {"rating": "1"})
+    assert first.first and not repeat.first
+    with transaction(factory) as session:
+        agent = session.get(Agent, details.agent_id)
+        unit = session.get(Unit, first.unit_id)
+        assert agent is not None and unit is not None
+        assert agent.outputs == {"rating": "4"} and agent.status == AgentStatus.COMPLETED.value
+        assert unit.status == UnitStatus.COMPLETED.value and unit.completed_at is not None
+    after = register(factory, run, "alice")
+    assert after.agent_id is None and after.failure_reason == agents.ALREADY_SUBMITTED
+
+
+def test_unknown_and_foreign_agent_ids_are_refused(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1, task_name="one")
+    other = make_run(factory, assignments=1, task_name="two")
+    details = register(factory, other, "bob")
+    assert details.agent_id is not None
+    with pytest.raises(RequestError, match="unknown agent id") as unknown:
+        submit(factory, run, "forged-agent", {})
+    assert unknown.value.status_code == 404
+    with pytest.raises(RequestError, match="does not belong to this task run") as foreign:
+        submit(factory, run, details.agent_id, {})
+    assert foreign.value.status_code == 403
+
+
+def test_an_illegal_status_write_raises_and_a_lost_race_returns_false(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1, launch=False)
+    with transaction(factory) as session:
+        unit_id = session.scalar(select(Unit.id).where(Unit.task_run_id == run.run_id))
+        assert unit_id is not None
+        with pytest.raises(IllegalTransition):
+            move_unit(session, unit_id, UnitStatus.CREATED, UnitStatus.COMPLETED, now=now())
+        assert move_unit(session, unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now())
+        assert not move_unit(session, unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now())
+
+
+def _race_worker(url: str, run: RunContext, worker: str, start, results) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    start.wait()
+    got = []
+    for i in range(4):
+        details = register(factory, run, worker, f"hit{i}")
+        got.append(details.unit_id)
+    results.put((worker, got))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("processes", [6])
+def test_processes_racing_for_units_never_share_one(engine: Engine, database_url: str, processes: int) -> None:
+    """Several processes register different workers at the same moment for fewer units than asks:
+    every unit goes to exactly one agent, and the same worker never gets two units of one assignment."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=5, units_per_assignment=2)  # 10 units, 24 asks
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    workers = [context.Process(target=_race_worker, args=(database_url, run, f"w{n}", start, results))
+               for n in range(processes)]
+    for process in workers:
+        process.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for process in workers:
+        process.join(60)
+        assert process.exitcode == 0
+    handed = [unit for _, units in outcomes for unit in units if unit is not None]
+    assert len(handed) == 10 and len(set(handed)) == 10
+    with transaction(factory) as session:
+        assigned = session.scalar(select(func.count()).select_from(Unit).where(
+            Unit.task_run_id == run.run_id, Unit.status == UnitStatus.ASSIGNED.value))
+        pairs = session.execute(select(Agent.worker_id, Agent.assignment_id)
+                                .where(Agent.task_run_id == run.run_id)).all()
+        owners = Counter(session.scalars(select(Unit.agent_id).where(Unit.task_run_id == run.run_id)))
+    assert assigned == 10
+    assert len(pairs) == len(set(pairs)) == 10
+    assert all(count == 1 for count in owners.values())

@@ -1,0 +1,12 @@
+"""The Celery worker process: ``celery -A workers worker``.
+
+It runs the TaskRunner of every Assignment as short, idempotent tasks triggered by events (run
+launched, unit assigned, unit submitted) and the reconcilers beat schedules. No task waits for a human.
+"""
+
+from mephisto_dist.settings import load_settings
+from workers.app import make_celery
+
+app = make_celery(load_settings())
+
+from workers import tasks  # noqa: E402,F401  (registers the tasks on ``app``)

@@ -1,0 +1,106 @@
+"""Thin Celery tasks: each takes ids, builds nothing but reads the process Runtime, and calls the library.
+
+All are ``acks_late`` (from the shared config) and idempotent: a re-delivered task finds the work done.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from celery import Celery
+
+from mephisto_dist import queue
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, TaskRun, Unit
+from mephisto_dist.limiter import PoolLimit  # noqa: F401  (re-exported for hooks)
+from mephisto_dist.providers import make_provider
+from mephisto_dist.runs import (
+    GLOBAL_POOL,
+    LaunchContext,
+    launch_units,
+    mark_completed_if_done,
+    run_pool,
+    unit_holder,
+)
+from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+from workers import app as _app
+
+log = logging.getLogger(__name__)
+app: Celery = _app
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """This worker process's resources, built on first use (after the prefork fork)."""
+    return Runtime(load_settings())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _launch(run_id: int) -> int:
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            log.warning("launch for unknown run %s ignored", run_id)
+            return 0
+        provider_type = run.provider_type
+        provider_args = run.config.get("provider", {})
+    ctx = LaunchContext(rt.limiter, make_provider(provider_type, provider_args), rt.settings.lease_ttl_s,
+                        rt.settings.max_concurrent_units)
+    return launch_units(rt.sessions, ctx, run_id, now=_now())
+
+
+@app.task(name=queue.LAUNCH_RUN)
+def launch_run(run_id: int) -> int:
+    return _launch(run_id)
+
+
+@app.task(name=queue.LAUNCH_UNITS)
+def launch_more_units(run_id: int) -> int:
+    return _launch(run_id)
+
+
+@app.task(name=queue.UNIT_ASSIGNED)
+def unit_assigned(agent_id: str) -> None:
+    """The TaskRunner's on-assigned hook. A static task has no live exchange with the worker, so
+    there is nothing to run beyond confirming the agent exists."""
+    with transaction(runtime().sessions) as session:
+        if session.get(Agent, agent_id) is None:
+            log.warning("unit_assigned for unknown agent %s", agent_id)
+
+
+@app.task(name=queue.UNIT_SUBMITTED)
+def unit_submitted(unit_id: int) -> None:
+    """Free the unit's slot (again: release is idempotent), launch what the slot allows, and close the
+    run when this was its last unit."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        unit = session.get(Unit, unit_id)
+        if unit is None:
+            return
+        run_id = unit.task_run_id
+    rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
+    _launch(run_id)
+    with transaction(rt.sessions) as session:
+        if mark_completed_if_done(session, run_id, now=_now()):
+            log.info("task run %s is complete", run_id)
+
+
+@app.task(name=queue.RECONCILE_POOLS)
+def reconcile_pools_task() -> None:
+    rt = runtime()
+    reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
+
+
+@app.task(name=queue.RECONCILE_RUNS)
+def reconcile_runs_task() -> None:
+    rt = runtime()
+    for run_id in reconcile_runs(rt.sessions, now=_now()):
+        _launch(run_id)
