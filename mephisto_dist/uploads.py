@@ -22,13 +22,14 @@ def safe_filename(name: str) -> str:
 class StoredFile:
     field: str
     filename: str
+    path: str
     relative_path: str
     size: int
     content_type: str | None
 
     def record(self) -> dict[str, Any]:
-        return {"filename": self.filename, "stored_as": self.relative_path, "size": self.size,
-                "content_type": self.content_type}
+        return {"filename": self.filename, "path": self.path, "stored_as": self.relative_path,
+                "size": self.size, "content_type": self.content_type}
 
 
 class UploadStore:
@@ -52,7 +53,8 @@ class UploadStore:
             counter += 1
         with target.open("wb") as out:
             shutil.copyfileobj(data, out)
-        return StoredFile(field, filename, str(target.relative_to(self.root)), target.stat().st_size,
+        return StoredFile(field, filename, str(target.resolve()), str(target.relative_to(self.root)),
+                          target.stat().st_size,
                           content_type)
 
     def discard(self, batch: Path) -> None:

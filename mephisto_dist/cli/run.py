@@ -142,19 +142,28 @@ def _table(run_id: int, counts: dict[UnitStatus, int], elapsed_s: float) -> Tabl
 
 
 def _watch(runtime: Runtime, run_id: int, children: ChildProcesses) -> None:
+    """Units per status until the run is done: a live table on a terminal, a line per change elsewhere."""
     started = time.monotonic()
     last: dict[UnitStatus, int] | None = None
-    with Live(console=console, auto_refresh=False, transient=False) as live:
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    if live is not None:
+        live.start()
+    try:
         while True:
             _check_children(children)
             with transaction(runtime.sessions) as session:
                 counts = unit_counts(session, run_id)
-            live.update(_table(run_id, counts, time.monotonic() - started), refresh=True)
-            if not console.is_terminal and counts != last:
-                console.print(" ".join(f"{s.value}={counts.get(s, 0)}" for s in SHOWN_STATUSES))
+            if live is not None:
+                live.update(_table(run_id, counts, time.monotonic() - started), refresh=True)
+            elif counts != last:
+                console.print(" ".join(f"{s.value}={counts.get(s, 0)}" for s in SHOWN_STATUSES),
+                              soft_wrap=True)
             last = counts
             if run_is_done(counts):
                 break
             time.sleep(POLL_S)
+    finally:
+        if live is not None:
+            live.stop()
     console.print(f"task run {run_id} is done: "
-                  + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n))
+                  + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n), soft_wrap=True)

@@ -268,4 +268,3 @@ def _attach_files(fields: dict[str, Any], stored: list[StoredFile]) -> None:
         by_field.setdefault(item.field, []).append(item.record())
     for name, records in by_field.items():
         fields[name] = records[0] if len(records) == 1 else records
-    fields["files"] = [item.record() for item in stored]

@@ -1,0 +1,276 @@
+"""Every argument a task config may set, declared once.
+
+The loader validates against these tables and the ``wut`` command prints them, so a new argument is
+added here and nowhere else. Names, types and defaults follow Mephisto 1.x (``BlueprintArgs`` and its
+mixins, ``StaticBlueprintArgs``, ``StaticHTMLBlueprintArgs``, ``ArchitectArgs``, ``LocalArchitectArgs``,
+``MockArchitectArgs``, ``ProviderArgs``, ``TaskRunArgs``) so that Mephisto task folders load unchanged.
+Where Mephisto declared a value as a string only because its launcher passed it on as text (the local
+architect's ``port``), the type here is the one the value really has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mephisto_dist.errors import ConfigError
+
+
+class _Missing:
+    """Type of :data:`MISSING`; printed the way OmegaConf and Mephisto print a missing value."""
+
+    def __repr__(self) -> str:
+        return "???"
+
+    def __reduce__(self) -> str:
+        return "MISSING"  # copies and pickles stay the one module-level instance
+
+
+MISSING: Final = _Missing()
+"""Default of an argument that has none: the config must give it."""
+
+BLUEPRINT: Final = "blueprint"
+ARCHITECT: Final = "architect"
+PROVIDER: Final = "provider"
+TASK: Final = "task"
+CHOICE_KINDS: Final = (BLUEPRINT, ARCHITECT, PROVIDER)
+"""Kinds picked by name in the defaults list (``/mephisto/<kind>: <name>``)."""
+KINDS: Final = (*CHOICE_KINDS, TASK)
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One configurable value: ``mephisto.<kind>.<dest>``.
+
+    ``default`` is :data:`MISSING` for a required argument and ``None`` for an optional one that is
+    simply absent unless given. ``minimum`` bounds numbers (inclusive).
+    """
+
+    dest: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    minimum: float | None = None
+
+    @property
+    def default_text(self) -> str:
+        """The default as the ``wut`` table prints it: ``???`` when there is none."""
+        return "???" if self.default is MISSING else repr(self.default)
+
+
+@dataclass(frozen=True)
+class Section:
+    """The arguments of one blueprint, architect or provider (or of ``mephisto.task``)."""
+
+    kind: str
+    name: str
+    description: str
+    arguments: tuple[Argument, ...]
+
+    @property
+    def dests(self) -> tuple[str, ...]:
+        return tuple(argument.dest for argument in self.arguments)
+
+    def argument(self, dest: str) -> Argument | None:
+        for argument in self.arguments:
+            if argument.dest == dest:
+                return argument
+        return None
+
+
+# -- blueprints --------------------------------------------------------------------------------------
+
+_BLUEPRINT_BASE = (
+    Argument("block_qualification", str, None,
+             "Qualification that marks workers soft-blocked from this task; unset blocks nobody."),
+    Argument("tips_location", str, None,
+             "CSV of tips workers left for this task (accepted so Mephisto configs load; not shown yet)."),
+)
+
+_ONBOARDING = (
+    Argument("onboarding_qualification", str, None,
+             "Qualification recording the onboarding result; setting it turns onboarding on, and a worker "
+             "who fails also gets '<name>-failed'."),
+)
+
+_SCREENING = (
+    Argument("passed_qualification_name", str, None,
+             "Qualification given to workers who passed the screening unit."),
+    Argument("max_screening_units", int, None,
+             "Most screening units this run may launch (they are paid like any unit).", minimum=0),
+    Argument("use_screening_task", bool, False,
+             "Give unscreened workers a screening unit first (needs a Python screening hook)."),
+)
+
+_GOLDS = (
+    Argument("gold_qualification_base", str, None,
+             "Prefix of the qualifications that count a worker's gold results."),
+    Argument("max_gold_units", int, None,
+             "Most gold units this run may launch (they are paid like any unit).", minimum=0),
+    Argument("use_golds", bool, False,
+             "Mix units with known answers into workers' queues (needs a Python gold factory)."),
+    Argument("min_golds", int, 1,
+             "Golds a worker must get right before receiving real units.", minimum=0),
+    Argument("max_incorrect_golds", int, 0,
+             "Golds a worker may get wrong before being disqualified.", minimum=0),
+)
+
+_STATIC_BASE = (
+    Argument("units_per_assignment", int, 1,
+             "How many different workers complete each data item.", minimum=1),
+    Argument("extra_source_dir", str, None,
+             "Folder of files the task HTML refers to (images, CSS, scripts), served next to it."),
+    Argument("data_json", str, None, "JSON file holding a list of objects, one per assignment."),
+    Argument("data_jsonl", str, None, "JSON-lines file, one object per line, one line per assignment."),
+    Argument("data_csv", str, None,
+             "CSV file with a header row; each further row is one assignment, every value a string."),
+)
+
+STATIC_TASK = Section(
+    kind=BLUEPRINT,
+    name="static_task",
+    description=(
+        "A templated HTML page shown to workers: each data row fills the page's ${column} "
+        "placeholders and the fields of the page's form are the submitted result."
+    ),
+    arguments=(
+        Argument("task_source", str, MISSING, "The (templated) HTML file workers see for the task.",
+                 required=True),
+        Argument("preview_source", str, None,
+                 "HTML shown to workers previewing the task; defaults to the task HTML."),
+        Argument("onboarding_source", str, None,
+                 "HTML of the onboarding step (used when onboarding_qualification is set)."),
+        *_STATIC_BASE,
+        *_ONBOARDING,
+        *_BLUEPRINT_BASE,
+        *_SCREENING,
+        *_GOLDS,
+    ),
+)
+
+# -- architects --------------------------------------------------------------------------------------
+
+_ARCHITECT_BASE = (
+    Argument("server_type", str, "node",
+             "Mephisto's router flavour (accepted so Mephisto configs load; mephisto-dist always serves "
+             "with its own web process).", choices=("node", "flask")),
+    Argument("server_source_path", str, None,
+             "A prepared Mephisto router folder (accepted so Mephisto configs load; not used)."),
+)
+
+LOCAL_ARCHITECT = Section(
+    kind=ARCHITECT,
+    name="local",
+    description="Serve the worker-facing pages from this machine (or a load-balanced group of web processes).",
+    arguments=(
+        *_ARCHITECT_BASE,
+        Argument("hostname", str, "localhost", "Host name workers' browsers use to reach the server."),
+        Argument("port", int, 3000, "Port the worker-facing server listens on.", minimum=1),
+    ),
+)
+
+MOCK_ARCHITECT = Section(
+    kind=ARCHITECT,
+    name="mock",
+    description="An architect for tests: deploys nothing unless asked to run a local server.",
+    arguments=(
+        *_ARCHITECT_BASE,
+        Argument("should_run_server", bool, False, "Actually start a local server for the run."),
+        Argument("port", int, 3000, "Port of that server.", minimum=1),
+    ),
+)
+
+# -- providers ---------------------------------------------------------------------------------------
+
+MOCK_PROVIDER = Section(
+    kind=PROVIDER,
+    name="mock",
+    description="A local stand-in crowd: workers are whoever opens the task URL with a worker_id.",
+    arguments=(
+        Argument("requester_name", str, "MOCK_REQUESTER", "Requester account the run is launched under."),
+    ),
+)
+
+MTURK_PROVIDER = Section(
+    kind=PROVIDER,
+    name="mturk",
+    description="Amazon Mechanical Turk (live marketplace, real payments).",
+    arguments=(
+        Argument("requester_name", str, MISSING,
+                 "Registered requester whose AWS credentials launch the HITs.", required=True),
+    ),
+)
+
+MTURK_SANDBOX_PROVIDER = Section(
+    kind=PROVIDER,
+    name="mturk_sandbox",
+    description="Amazon Mechanical Turk's sandbox (test marketplace, no real payments).",
+    arguments=(
+        Argument("requester_name", str, MISSING,
+                 "Registered sandbox requester whose AWS credentials launch the HITs.", required=True),
+    ),
+)
+
+# -- the task run ------------------------------------------------------------------------------------
+
+TASK_RUN = Section(
+    kind=TASK,
+    name=TASK,
+    description="The TaskRun: what workers see on the crowd provider, pay, timing and limits.",
+    arguments=(
+        Argument("task_name", str, MISSING,
+                 "Name grouping runs of the same task; per-worker limits count across it.", required=True),
+        Argument("task_title", str, MISSING, "Title workers see on the crowd provider.", required=True),
+        Argument("task_description", str, MISSING, "Longer description of the work.", required=True),
+        Argument("task_reward", float, MISSING, "Pay per worker per unit, in dollars.", required=True,
+                 minimum=0),
+        Argument("task_tags", str, MISSING, "Comma-separated keywords workers can search for.",
+                 required=True),
+        Argument("task_lifetime_in_seconds", int, 60 * 60 * 24 * 31,
+                 "How long units stay available on the provider before expiring.", minimum=1),
+        Argument("assignment_duration_in_seconds", int, 30 * 60,
+                 "Time a worker has to finish a unit once accepted.", minimum=1),
+        Argument("no_submission_patience", int, 60 * 60 * 12,
+                 "Seconds without any submission after which the run is presumed stuck and shut down.",
+                 minimum=1),
+        Argument("allowed_concurrent", int, 0,
+                 "Units one worker may hold at once in this run (0 = unlimited).", minimum=0),
+        Argument("maximum_units_per_worker", int, 0,
+                 "Units one worker may do across all runs with this task_name (0 = unlimited).", minimum=0),
+        Argument("max_num_concurrent_units", int, 0,
+                 "Units of the run launched or assigned at any moment (0 = unlimited).", minimum=0),
+        Argument("submission_timeout", int, 600,
+                 "Seconds to wait for the final submit after a unit is marked done.", minimum=0),
+        Argument("post_install_script", str, "",
+                 "Script run between npm install and build of a React webapp (unused by static_task)."),
+        Argument("force_rebuild", bool, False,
+                 "Rebuild a React webapp on every launch (unused by static_task)."),
+    ),
+)
+
+_REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
+    BLUEPRINT: (STATIC_TASK,),
+    ARCHITECT: (LOCAL_ARCHITECT, MOCK_ARCHITECT),
+    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER),
+    TASK: (TASK_RUN,),
+}
+
+
+def sections(kind: str) -> tuple[Section, ...]:
+    """Every section of one kind (``blueprint``, ``architect``, ``provider`` or ``task``)."""
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(f"unknown argument kind '{kind}'; known: {', '.join(KINDS)}") from None
+
+
+def get_section(kind: str, name: str) -> Section:
+    """The section ``name`` of ``kind``; a :class:`ConfigError` listing the known names otherwise."""
+    known = sections(kind)
+    for section in known:
+        if section.name == name:
+            return section
+    names = ", ".join(section.name for section in known)
+    raise ConfigError(f"unknown {kind} '{name}'; known: {names}")
