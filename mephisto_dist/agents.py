@@ -108,7 +108,10 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
             session.add(worker)
         return worker.id
     except IntegrityError:  # the same worker registered through another web process just now
-        return int(session.scalar(query))
+        found = session.scalar(query)
+        if found is None:
+            raise
+        return int(found)
 
 
 def register_agent(session: Session, run: RunContext, reg: Registration, *, now: datetime) -> AgentDetails:
@@ -146,7 +149,7 @@ def _reconnect(session: Session, agent: Agent, worker_id: int, reg: Registration
     return AgentDetails(reg.request_id, worker_id, agent.id, agent.unit_id, data)
 
 
-def _open_units_query(run_id: int, worker_id: int) -> Select[tuple[int, int]]:
+def _open_units_query(run_id: int, worker_id: int) -> Select[int, int]:
     """Launched units of the run in assignments this worker has not worked on, lowest id first."""
     mine = aliased(Agent)
     return (
@@ -167,7 +170,7 @@ def _candidate_units(session: Session, run_id: int, worker_id: int) -> list[tupl
         query = query.limit(1).with_for_update(of=Unit, skip_locked=True)
     else:
         query = query.limit(CANDIDATES_PER_TRY)  # SQLite serialises writers: no one else is choosing
-    return [(int(u), int(a)) for u, a in session.execute(query)]
+    return [(int(row[0]), int(row[1])) for row in session.execute(query)]
 
 
 def _units_in_flight(session: Session, run_id: int, worker_id: int) -> bool:

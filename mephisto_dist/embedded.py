@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import redis
 
@@ -55,12 +54,13 @@ class EmbeddedRedis:
             return self.url
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
-        log = open(self.socket.parent / "redis.log", "ab")
-        self._process = subprocess.Popen(
-            [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(self.socket.parent)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.socket.parent / "redis.log", "ab") as log:
+            self._process = subprocess.Popen(
+                [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket),
+                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.socket.parent)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -112,9 +112,9 @@ class ChildProcesses:
     def start(self, name: str, argv: Sequence[str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log: IO[bytes] = open(log_path, "ab")
-        process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                   start_new_session=True)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
+                                       start_new_session=True)
         child = Child(name, process, log_path)
         self.children.append(child)
         return child

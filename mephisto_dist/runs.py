@@ -87,7 +87,13 @@ def _get_or_create(session: Session, model: Any, keys: Mapping[str, Any], extra:
             session.add(row)
         return int(row.id)
     except IntegrityError:  # another process created it between our read and write
-        return int(session.scalar(query))
+        return _must(session.scalar(query))
+
+
+def _must(value: Any) -> int:
+    if value is None:
+        raise RuntimeError("a row vanished right after a unique-key conflict")
+    return int(value)
 
 
 def run_pool(run_id: int) -> str:

@@ -81,7 +81,7 @@ class Settings:
         return env
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type[float] | type[int]) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type[float | int]) -> float:
     raw = env.get(ENV_PREFIX + name)
     if raw is None or raw == "":
         return default

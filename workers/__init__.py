@@ -9,4 +9,4 @@ from workers.app import make_celery
 
 app = make_celery(load_settings())
 
-from workers import tasks  # noqa: E402,F401  (registers the tasks on ``app``)
+from workers import tasks  # noqa: F401  (registers the tasks on ``app``)

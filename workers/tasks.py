@@ -16,6 +16,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.limiter import PoolLimit  # noqa: F401  (re-exported for hooks)
 from mephisto_dist.providers import make_provider
+from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runs import (
     GLOBAL_POOL,
     LaunchContext,
@@ -24,7 +25,6 @@ from mephisto_dist.runs import (
     run_pool,
     unit_holder,
 )
-from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 from workers import app as _app

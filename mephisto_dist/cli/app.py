@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,10 +25,10 @@ app = typer.Typer(
 
 @app.command()
 def export(
-    task_name: Annotated[Optional[str], typer.Option("--task-name", help="Every run of this task_name.")] = None,
-    run: Annotated[Optional[int], typer.Option("--run", help="One task run, by id.")] = None,
+    task_name: Annotated[str | None, typer.Option("--task-name", help="Every run of this task_name.")] = None,
+    run: Annotated[int | None, typer.Option("--run", help="One task run, by id.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl, json or csv.")] = "jsonl",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
     include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
 ) -> None:
     """Export results: one record per unit with its inputs and outputs."""
@@ -77,7 +77,7 @@ def migrate() -> None:
 
 @app.command()
 def web(
-    run: Annotated[Optional[int], typer.Option("--run", help="Serve this run (default: the newest open run on --port).")] = None,
+    run: Annotated[int | None, typer.Option("--run", help="Serve this run (default: the newest open run on --port).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import httpx
 import typer
@@ -32,7 +32,7 @@ SHOWN_STATUSES = (UnitStatus.CREATED, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, 
 
 def run(
     task_dir: Annotated[Path, typer.Argument(help="A Mephisto task folder (with hydra_configs/conf/).")],
-    args: Annotated[Optional[list[str]], typer.Argument(
+    args: Annotated[list[str] | None, typer.Argument(
         help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value overrides.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the run and print its id.")] = False,
 ) -> None:

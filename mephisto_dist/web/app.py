@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -25,7 +26,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError
 from mephisto_dist.queue import UNIT_ASSIGNED, UNIT_SUBMITTED
-from mephisto_dist.runs import run_pool, unit_holder, GLOBAL_POOL
+from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_holder
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.uploads import StoredFile, UploadStore
 from mephisto_dist.web.frontend import frontend_config
@@ -64,7 +65,7 @@ class RunResolver:
         self._cached_at = time.monotonic()
         return self._cached
 
-    def _by_port(self, session: Any) -> TaskRun | None:
+    def _by_port(self, session: Session) -> TaskRun | None:
         runs = session.scalars(
             select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type == "local")
             .order_by(TaskRun.id.desc()).limit(20)
@@ -194,8 +195,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
                 agent = agents.load_agent(session, run, agent_id)
                 merged = dict(agent.task_metadata or {})
                 merged.update(metadata)
-                session.execute(Agent.__table__.update().where(Agent.id == agent.id)
-                                .values(task_metadata=merged))
+                session.execute(update(Agent).where(Agent.id == agent.id).values(task_metadata=merged))
 
         await run_in_threadpool(work)
         return JSONResponse({"status": "Metadata received"})
