@@ -23,6 +23,8 @@ from mephisto_dist.db.models import Agent, Assignment, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
+from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
+from mephisto_dist.runs import unit_holder
 
 CANDIDATES_PER_TRY = 8
 CLAIM_ATTEMPTS = 20
@@ -31,6 +33,17 @@ CLAIM_RETRY_S = 0.005
 NO_UNIT_AVAILABLE = "There is no unit available for you right now. Please try again later."
 ALREADY_SUBMITTED = "You have already submitted this unit."
 NO_LONGER_YOURS = "This unit is no longer assigned to you (status: {status})."
+TOO_MANY_AT_ONCE = ("You are already working on {cap} unit(s) of this task at once, the most allowed. "
+                    "Submit one before taking another.")
+MAXIMUM_REACHED = "You have reached the maximum number of units of this task you may do ({cap})."
+
+
+@dataclass(frozen=True)
+class WorkerGate:
+    """The per-worker limits, held in Redis so that every web process decides them atomically."""
+
+    limiter: Limiter
+    lease_s: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,19 @@ class RunContext:
     provider_type: str
     build_dir: str
     config: dict[str, Any]
+    allowed_concurrent: int = 0
+    maximum_units_per_worker: int = 0
+
+    def worker_pools(self, worker_id: int, lease_s: float) -> list[PoolLimit]:
+        """The per-worker limits of DESIGN.md as pools; empty when the run sets none."""
+        pools = []
+        if self.allowed_concurrent:
+            pools.append(PoolLimit(keys.worker_assigned_pool(self.run_id, worker_id),
+                                   self.allowed_concurrent, lease_s))
+        if self.maximum_units_per_worker:
+            pools.append(PoolLimit(keys.worker_task_units_pool(self.task_name, worker_id),
+                                   self.maximum_units_per_worker, None))
+        return pools
 
 
 @dataclass(frozen=True)
@@ -114,7 +140,9 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
         return int(found)
 
 
-def register_agent(session: Session, run: RunContext, reg: Registration, *, now: datetime) -> AgentDetails:
+def register_agent(
+    session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None
+) -> AgentDetails:
     """Give the worker an agent on a launched unit of the run, or say why not."""
     worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
     existing = session.scalar(
@@ -129,12 +157,28 @@ def register_agent(session: Session, run: RunContext, reg: Registration, *, now:
                 time.sleep(CLAIM_RETRY_S)  # another transaction holds the free units' locks right now
                 continue
             break
+        pools = run.worker_pools(worker_id, gate.lease_s) if gate is not None else []
         for unit_id, assignment_id in candidates:
+            if pools:
+                assert gate is not None
+                taken = gate.limiter.acquire(unit_holder(unit_id), pools)
+                if not taken.ok:
+                    return AgentDetails(reg.request_id, worker_id, failure_reason=_refusal(pools, taken))
             agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
+            if agent_id is None and pools:
+                assert gate is not None
+                gate.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
             if agent_id is not None:
                 data = session.scalar(select(Assignment.data).where(Assignment.id == assignment_id))
                 return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data, created=True)
     return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
+
+
+def _refusal(pools: list[PoolLimit], taken: Acquired) -> str:
+    pool = next(p for p in pools if p.pool == taken.refused_pool)
+    if pool.lease_s is None:
+        return MAXIMUM_REACHED.format(cap=pool.cap)
+    return TOO_MANY_AT_ONCE.format(cap=pool.cap)
 
 
 def _reconnect(session: Session, agent: Agent, worker_id: int, reg: Registration) -> AgentDetails:
@@ -206,6 +250,7 @@ def _claim(
 class Submission:
     unit_id: int
     agent_id: str
+    worker_id: int
     first: bool
 
 
@@ -216,18 +261,18 @@ def submit_task(
     agent = load_agent(session, run, agent_id)
     status = AgentStatus(agent.status)
     if status == AgentStatus.COMPLETED:
-        return Submission(agent.unit_id, agent.id, first=False)
+        return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
     if status != AgentStatus.IN_TASK:
         raise RequestError(NO_LONGER_YOURS.format(status=status) + " Your submission was not recorded.", 409)
     if not move_agent(session, agent.id, AgentStatus.IN_TASK, AgentStatus.COMPLETED, now=now,
                       outputs=outputs, submitted_at=now):
         session.refresh(agent)
         if agent.status == AgentStatus.COMPLETED.value:
-            return Submission(agent.unit_id, agent.id, first=False)
+            return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
         raise RequestError(NO_LONGER_YOURS.format(status=agent.status), 409)
     if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
         raise RequestError("this unit is no longer open for submissions", 409)
-    return Submission(agent.unit_id, agent.id, first=True)
+    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True)
 
 
 def load_agent(session: Session, run: RunContext, agent_id: str) -> Agent:

@@ -3,15 +3,16 @@ from the database, the source of truth, and writes idempotently."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import TaskRun, Unit
-from mephisto_dist.domain.status import UNIT_ACTIVE, UnitStatus
-from mephisto_dist.limiter import Limiter
+from mephisto_dist.db.models import Task, TaskRun, Unit
+from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
 
 
@@ -45,6 +46,44 @@ def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s
         everyone |= active | in_flight
     global_in_flight = limiter.holders(GLOBAL_POOL) & set().union(*(c for _, c in per_run.values()))
     counts[GLOBAL_POOL] = limiter.reconcile(GLOBAL_POOL, everyone | global_in_flight, lease_s)
+    counts.update(_reconcile_worker_pools(factory, limiter, run_ids, lease_s=lease_s))
+    return counts
+
+
+def _reconcile_worker_pools(
+    factory: sessionmaker[Session], limiter: Limiter, run_ids: list[int], *, lease_s: float
+) -> dict[str, int]:
+    """``allowed_concurrent``: renew each worker's tokens for the units they hold assigned (a worker
+    with none has tokens that simply run out). ``maximum_units_per_worker``: rebuild each worker's
+    count from their assigned and submitted units in every run of the task."""
+    counts: dict[str, int] = {}
+    held = [UnitStatus.ASSIGNED.value] + [s.value for s in UNIT_SUBMITTED]
+    with transaction(factory) as session:
+        runs = session.execute(
+            select(TaskRun.id, TaskRun.task_id, TaskRun.config, Task.task_name)
+            .join(Task, Task.id == TaskRun.task_id).where(TaskRun.id.in_(run_ids))
+        ).all()
+        assigned: dict[str, set[str]] = defaultdict(set)
+        totals: dict[str, set[str]] = defaultdict(set)
+        seen_tasks: set[int] = set()
+        for run_id, task_id, config, task_name in runs:
+            task_args = config.get("task", {})
+            if int(task_args.get("allowed_concurrent") or 0):
+                for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
+                        Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+                        Unit.worker_id.is_not(None))):
+                    assigned[keys.worker_assigned_pool(run_id, worker_id or 0)].add(unit_holder(unit_id))
+            if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
+                seen_tasks.add(task_id)
+                for unit_id, worker_id in session.execute(
+                        select(Unit.id, Unit.worker_id).join(TaskRun, TaskRun.id == Unit.task_run_id)
+                        .where(TaskRun.task_id == task_id, Unit.status.in_(held),
+                               Unit.worker_id.is_not(None))):
+                    totals[keys.worker_task_units_pool(task_name, worker_id or 0)].add(unit_holder(unit_id))
+    for pool, holders in assigned.items():
+        counts[pool] = limiter.reconcile(pool, holders, lease_s)
+    for pool, holders in totals.items():
+        counts[pool] = limiter.reconcile(pool, holders, None)
     return counts
 
 

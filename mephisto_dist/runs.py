@@ -17,7 +17,7 @@ from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_unit
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError
-from mephisto_dist.limiter import Limiter, PoolLimit
+from mephisto_dist.limiter import Limiter, PoolLimit, keys
 from mephisto_dist.providers import CrowdProvider
 
 LAUNCH_BATCH = 200
@@ -97,13 +97,14 @@ def _must(value: Any) -> int:
 
 
 def run_pool(run_id: int) -> str:
-    return f"run:{run_id}"
+    return keys.run_units_pool(run_id)
 
 
-GLOBAL_POOL = "global"
+GLOBAL_POOL = keys.deployment_units_pool()
 
 
 def unit_holder(unit_id: int) -> str:
+    """A unit's name as the holder of its concurrency tokens."""
     return f"unit:{unit_id}"
 
 

@@ -93,13 +93,15 @@ def web(
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
-def _register_run_command() -> None:
+def _register_commands() -> None:
+    from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.run import run as run_command
 
-    app.command(name="run", context_settings={"allow_extra_args": False})(run_command)
+    app.command(name="run")(run_command)
+    app.command(name="limits")(limits)
 
 
-_register_run_command()
+_register_commands()
 
 
 def main() -> None:

@@ -21,10 +21,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from mephisto_dist import agents
-from mephisto_dist.agents import Registration, RunContext
+from mephisto_dist.agents import Registration, RunContext, WorkerGate
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun
-from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError
+from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError, ServiceError
+from mephisto_dist.limiter import keys
 from mephisto_dist.queue import UNIT_ASSIGNED, UNIT_SUBMITTED
 from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_holder
 from mephisto_dist.runtime import Runtime
@@ -60,8 +61,11 @@ class RunResolver:
             if run is None:
                 raise RequestError("no task run is being served here", 404)
             task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or ""
+            task_args = run.config.get("task", {})
             self._cached = RunContext(run.id, run.task_id, task_name, run.provider_type, run.build_dir,
-                                      run.config)
+                                      run.config,
+                                      allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
+                                      maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0))
         self._cached_at = time.monotonic()
         return self._cached
 
@@ -78,6 +82,7 @@ class RunResolver:
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
     resolver = RunResolver(runtime, run_id, port)
+    gate = WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s)
     uploads = UploadStore(runtime.settings.uploads_dir)
     max_bytes = runtime.settings.max_upload_bytes
 
@@ -102,7 +107,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         def work() -> agents.AgentDetails:
             run = resolver.current()
             with transaction(runtime.sessions) as session:
-                return agents.register_agent(session, run, reg, now=_now())
+                return agents.register_agent(session, run, reg, now=_now(), gate=gate)
 
         details = await run_in_threadpool(work)
         if details.created:
@@ -169,15 +174,17 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         if not submission.first and batch is not None:
             uploads.discard(batch)  # a repeated submit keeps the first answer and its files
         if submission.first:
-            await run_in_threadpool(_after_submit, submission.unit_id)
+            await run_in_threadpool(_after_submit, submission)
         return JSONResponse({"status": "Submitted!" if submission.first else "Already submitted",
                              "unit_id": str(submission.unit_id)})
 
-    def _after_submit(unit_id: int) -> None:
+    def _after_submit(submission: agents.Submission) -> None:
         run = resolver.current()
-        # Free the slot now, so the next unit launches without waiting for the worker's task.
-        runtime.limiter.release(unit_holder(unit_id), [run_pool(run.run_id), GLOBAL_POOL])
-        runtime.queue.enqueue(UNIT_SUBMITTED, unit_id)
+        # Free the slots now, so the next unit launches without waiting for the worker's task. The
+        # worker's task-wide count keeps the unit: completed units count toward the maximum.
+        runtime.limiter.release(unit_holder(submission.unit_id), [
+            run_pool(run.run_id), GLOBAL_POOL, keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+        runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 
     async def submit_onboarding(request: Request) -> Response:
         raise RequestError("this task run has no onboarding", 400)
@@ -219,6 +226,8 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             return JSONResponse({"error": str(exc)}, exc.status_code)
         if isinstance(exc, NotFoundError):
             return JSONResponse({"error": str(exc)}, 404)
+        if isinstance(exc, ServiceError):
+            return JSONResponse({"error": str(exc)}, 503)
         return JSONResponse({"error": str(exc)}, 500)
 
     routes = [
