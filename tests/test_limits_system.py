@@ -1,0 +1,156 @@
+"""Concurrency limits end to end: real web servers, a real Celery worker, simulated workers over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+from tests.conftest import wait_for
+from tests.system import celery_worker, web_server
+from tests.taskdirs import write_task_dir
+
+ACTIVE = (UnitStatus.LAUNCHED.value, UnitStatus.ASSIGNED.value)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, sqlite_url: str, redis_url: str) -> Iterator[Runtime]:
+    settings = load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
+                              "MEPHISTO_DIST_DATABASE_URL": sqlite_url,
+                              "MEPHISTO_DIST_REDIS_URL": redis_url})
+    rt = Runtime(settings)
+    upgrade(rt.engine)
+    yield rt
+    rt.close()
+
+
+def active_units(rt: Runtime, run_id: int) -> int:
+    with transaction(rt.sessions) as session:
+        return int(session.scalar(select(func.count()).select_from(Unit).where(
+            Unit.task_run_id == run_id, Unit.status.in_(ACTIVE))) or 0)
+
+
+def provider_data(worker: str, ref: str) -> dict[str, object]:
+    return {"provider_data": {"worker_name": worker, "assignment_id": ref,
+                              "agent_registration_id": f"{ref}-{worker}", "provider_type": "mock"}}
+
+
+def test_cap_of_five_with_fifty_workers(tmp_path: Path, runtime: Runtime) -> None:
+    cap, units, clients = 5, 60, 50
+    task_dir = write_task_dir(tmp_path, rows=units, architect="mock", cap=cap)
+    run_id = create_run(runtime, prepare_run(task_dir, "example", [], check_port=False))
+    observed: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            observed.append(active_units(runtime, run_id))
+            time.sleep(0.005)
+
+    with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+            web_server(runtime.settings, run_id, tmp_path / "web.log") as url:
+        enqueue_launch(runtime, run_id)
+        wait_for(lambda: active_units(runtime, run_id) == cap, message="the first 5 units to launch")
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        submits: list[float] = []
+        claims: list[float] = []
+        in_flight = 0
+        most_in_flight = 0
+
+        async def worker(n: int, client: httpx.AsyncClient) -> None:
+            nonlocal in_flight, most_in_flight
+            attempt = 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                attempt += 1
+                response = await client.post(url + "/request_agent", json=provider_data(f"w{n}", f"h{attempt}"))
+                data = response.json()["data"]
+                if data["agent_id"] is None:
+                    if len(submits) >= units:
+                        return
+                    await asyncio.sleep(0.01)
+                    continue
+                claims.append(time.monotonic())
+                in_flight += 1
+                most_in_flight = max(most_in_flight, in_flight)
+                await asyncio.sleep(0.02)  # the worker reads the page
+                in_flight -= 1
+                done = await client.post(url + "/submit_task", json={
+                    "USED_AGENT_ID": data["agent_id"], "final_data": {"rating": "3"}})
+                assert done.status_code == 200
+                submits.append(time.monotonic())
+
+        async def main() -> None:
+            limits = httpx.Limits(max_connections=clients)
+            async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+                await asyncio.gather(*(worker(n, client) for n in range(clients)))
+
+        try:
+            asyncio.run(main())
+        finally:
+            stop.set()
+            sampler.join()
+
+        def completed() -> bool:
+            with transaction(runtime.sessions) as session:
+                run = session.get(TaskRun, run_id)
+                return bool(run and run.is_completed)
+
+        wait_for(completed, message="the run to complete")
+    assert len(submits) == units
+    assert most_in_flight <= cap
+    assert observed and max(observed) <= cap
+    # A freed slot goes to a waiting worker at once, not after a polling interval: the gap from a
+    # submit to the next claim that followed it.
+    gaps = [min(c - s for c in claims if c > s) for s in sorted(submits)[:-cap] if any(c > s for c in claims)]
+    assert gaps and statistics.median(gaps) < 1.0, statistics.median(gaps)
+
+
+def test_per_worker_limits_hold_across_two_web_processes(tmp_path: Path, runtime: Runtime) -> None:
+    task_dir = write_task_dir(tmp_path, rows=10, architect="mock", extra_yaml=(
+        "    allowed_concurrent: 1\n    maximum_units_per_worker: 3\n"))
+    run_id = create_run(runtime, prepare_run(task_dir, "example", [], check_port=False))
+    with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+            web_server(runtime.settings, run_id, tmp_path / "web1.log") as first, \
+            web_server(runtime.settings, run_id, tmp_path / "web2.log") as second:
+        enqueue_launch(runtime, run_id)
+        wait_for(lambda: active_units(runtime, run_id) == 10, message="10 units launched")
+
+        async def burst(round_: int) -> list[dict[str, object]]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(*(
+                    client.post((first, second)[i % 2] + "/request_agent",
+                                json=provider_data("same-worker", f"r{round_}-{i}"))
+                    for i in range(12)))
+            return [r.json()["data"] for r in responses]
+
+        reasons: set[str] = set()
+        for round_ in range(3):
+            answers = asyncio.run(burst(round_))
+            agents_given = [a["agent_id"] for a in answers if a["agent_id"]]
+            assert len(agents_given) == 1, answers
+            reasons |= {str(a["failure_reason"]) for a in answers if not a["agent_id"]}
+            done = httpx.post(first + "/submit_task", json={"USED_AGENT_ID": agents_given[0],
+                                                           "final_data": {"rating": "1"}})
+            assert done.status_code == 200
+        assert any("at once" in r for r in reasons), reasons
+        final = asyncio.run(burst(9))
+        assert not any(a["agent_id"] for a in final)
+        assert all("maximum number of units" in str(a["failure_reason"]) for a in final), final
+        other = httpx.post(second + "/request_agent", json=provider_data("another-worker", "x")).json()["data"]
+        assert other["agent_id"], other
