@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_unit
-from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.limiter import Limiter, PoolLimit, keys
 from mephisto_dist.providers import CrowdProvider
@@ -129,6 +129,7 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
             if run.is_completed or run.shutdown_requested_at is not None:
                 return launched
             pools = [PoolLimit(run_pool(run_id), run.max_concurrent_units, ctx.lease_s)]
+            _repair_pool_if_lost(session, ctx, run_id, run.max_concurrent_units)
             if ctx.global_cap:
                 pools.append(PoolLimit(GLOBAL_POOL, ctx.global_cap, ctx.lease_s))
             candidates = list(session.scalars(
@@ -156,6 +157,23 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
         launched += len(moved)
         if refused or len(candidates) < LAUNCH_BATCH:
             return launched
+
+
+def _repair_pool_if_lost(session: Session, ctx: LaunchContext, run_id: int, cap: int) -> None:
+    """A pool holding fewer tokens than the run has active units lost them (Redis restarted or was
+    flushed): rebuild it from the database before taking more, so the cap still holds."""
+    pool = run_pool(run_id)
+    if not (ctx.limiter.get_cap(pool) or cap):
+        return
+    active = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
+        Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UNIT_ACTIVE])))}
+    current = ctx.limiter.holders(pool)
+    if active <= current:
+        return
+    created = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
+        Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value,
+        Unit.id.in_([int(h.split(":", 1)[1]) for h in current] or [-1])))}
+    ctx.limiter.reconcile(pool, active | created, ctx.lease_s)
 
 
 def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:

@@ -11,6 +11,9 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
 - ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
 - ``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``: shared rate for crowd-provider API calls (default 5).
+- ``MEPHISTO_DIST_POOL_RENEW_EVERY_S`` / ``MEPHISTO_DIST_RUN_SWEEP_EVERY_S``: beat intervals for renewing
+  and repairing the concurrency pools (default 10 s, a sixth of the lease) and for closing and
+  unstalling runs (default 5 s).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Settings:
     max_upload_bytes: int = 50 * 1024 * 1024
     lease_ttl_s: float = 60.0
     provider_calls_per_s: float = 5.0
+    pool_renew_every_s: float = 10.0
+    run_sweep_every_s: float = 5.0
 
     @property
     def embedded_redis(self) -> bool:
@@ -75,6 +80,8 @@ class Settings:
             f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
+            f"{ENV_PREFIX}POOL_RENEW_EVERY_S": str(self.pool_renew_every_s),
+            f"{ENV_PREFIX}RUN_SWEEP_EVERY_S": str(self.run_sweep_every_s),
         }
         if self.redis_url is not None:
             env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
@@ -106,4 +113,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
         lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
+        pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
+        run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),
     )

@@ -79,3 +79,16 @@ def web_server(settings: Settings, run_id: int, log: Path) -> Iterator[str]:
         yield url
     finally:
         stop(process)
+
+
+@contextmanager
+def celery_beat(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
+             "--schedule", str(log.with_suffix(".schedule"))],
+            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop(process)

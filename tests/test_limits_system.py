@@ -154,3 +154,76 @@ def test_per_worker_limits_hold_across_two_web_processes(tmp_path: Path, runtime
         assert all("maximum number of units" in str(a["failure_reason"]) for a in final), final
         other = httpx.post(second + "/request_agent", json=provider_data("another-worker", "x")).json()["data"]
         assert other["agent_id"], other
+
+
+def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                                 sqlite_url: str, redis_url: str) -> None:
+    from dataclasses import replace
+
+    import redis as redis_lib
+
+    from mephisto_dist.runs import run_pool
+    from tests.system import celery_beat
+
+    cap, units = 3, 15
+    settings = replace(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
+                                      "MEPHISTO_DIST_DATABASE_URL": sqlite_url,
+                                      "MEPHISTO_DIST_REDIS_URL": redis_url}),
+                       pool_renew_every_s=0.5, run_sweep_every_s=0.5)
+    rt = Runtime(settings)
+    upgrade(rt.engine)
+    task_dir = write_task_dir(tmp_path, rows=units, architect="mock", cap=cap)
+    run_id = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))
+    observed: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            observed.append(active_units(rt, run_id))
+            time.sleep(0.005)
+
+    done = 0
+
+    def work_one(url: str, n: int) -> bool:
+        data = httpx.post(url + "/request_agent", json=provider_data(f"w{n}", "h")).json()["data"]
+        if not data["agent_id"]:
+            return False
+        httpx.post(url + "/submit_task", json={"USED_AGENT_ID": data["agent_id"], "final_data": {}})
+        return True
+
+    sampler = threading.Thread(target=sample)
+    with celery_worker(settings, tmp_path / "worker.log"), celery_beat(settings, tmp_path / "beat.log"), \
+            web_server(settings, run_id, tmp_path / "web.log") as url:
+        enqueue_launch(rt, run_id)
+        wait_for(lambda: active_units(rt, run_id) == cap, message="the first units to launch")
+        sampler.start()
+        try:
+            n = 0
+            while done < 4:
+                n += 1
+                done += work_one(url, n)
+            client = redis_lib.Redis.from_url(redis_url)
+            client.flushall()  # the pools and any queued tasks are gone
+            wait_for(lambda: rt.limiter.held(run_pool(run_id)) == cap, message="beat to rebuild the pool")
+            client.close()
+            deadline = time.monotonic() + 60
+            while done < units and time.monotonic() < deadline:
+                n += 1
+                if work_one(url, n):
+                    done += 1
+                else:
+                    time.sleep(0.02)
+
+            def completed() -> bool:
+                with transaction(rt.sessions) as session:
+                    run = session.get(TaskRun, run_id)
+                    return bool(run and run.is_completed)
+
+            wait_for(completed, timeout_s=20, message="the run to complete after the flush")
+        finally:
+            stop.set()
+            if sampler.is_alive():
+                sampler.join()
+    rt.close()
+    assert done == units
+    assert observed and max(observed) <= cap, max(observed)
