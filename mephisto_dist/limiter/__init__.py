@@ -1,0 +1,121 @@
+"""Concurrency limits as leased token pools, and a shared rate bucket: the contract.
+
+This package owns the limits of DESIGN.md ("Limits"): ``max_num_concurrent_units``,
+``allowed_concurrent`` and ``maximum_units_per_worker`` are each a *pool*, a named set of tokens with
+a cap, and crowd-provider API calls share a token *bucket*.
+
+A pool's tokens are identified by their holder (in practice a unit id such as ``"unit:42"``). A token
+is leased: unless it is renewed it returns to the pool when its lease runs out, so a process that dies
+holding tokens leaks nothing for longer than the lease. A pool acquired with ``lease_s=None`` keeps its
+members for good (a worker's units ever taken in a task). Cap 0 means unlimited; holders are recorded
+all the same so :meth:`Limiter.held` counts them. The cap is passed on every call (the caller reads it
+from the database), but a cap stored with :meth:`Limiter.set_cap` wins, so a live run's cap can be
+changed from the CLI. Lowering a cap below current usage takes nothing away; it refuses new holders
+until usage falls below the new cap.
+
+The database is the source of truth: a beat job recounts holders from unit statuses and calls
+:meth:`Limiter.reconcile`, which rebuilds a pool lost to a Redis restart. Take tokens before the
+database write that makes them count and give them back after the write that ends them, so a recount
+never sees more holders than the pool.
+
+Implementations, named by technology: ``redis_pool.RedisLimiter`` / ``redis_pool.RedisRateBucket``
+(shared by every process; the Redis server's clock decides expiry) and ``memory_pool.MemoryLimiter`` /
+``memory_pool.MemoryRateBucket`` (one process; injectable clock). Redis keys are built in ``keys``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimit:
+    """One pool to take a token in: its name, the caller's cap (0 = unlimited) and the lease length
+    (``None`` = the token never expires)."""
+
+    pool: str
+    cap: int
+    lease_s: float | None
+
+    def __post_init__(self) -> None:
+        if self.cap < 0:
+            raise ValueError(f"pool {self.pool!r}: cap must not be negative, got {self.cap}")
+        check_lease(self.lease_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The outcome of :meth:`Limiter.acquire`: either every token was taken (``ok``), or none was and
+    ``refused_pool`` names the first full pool."""
+
+    ok: bool
+    refused_pool: str | None = None
+
+
+class Limiter(Protocol):
+    """Leased token pools shared by everyone using the same implementation instance (or Redis)."""
+
+    def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        """Take a token for ``holder`` in every pool, or in none. A holder already in a pool keeps its
+        token, is not counted twice and gets a fresh lease."""
+        ...
+
+    def release(self, holder: str, pools: Sequence[str]) -> int:
+        """Give back ``holder``'s tokens; returns how many it actually held. Idempotent."""
+        ...
+
+    def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+        """Give a fresh lease to those of ``holders`` that still hold a token; returns how many."""
+        ...
+
+    def held(self, pool: str) -> int:
+        """How many live tokens the pool has."""
+        ...
+
+    def holders(self, pool: str) -> set[str]:
+        """Who holds the pool's live tokens."""
+        ...
+
+    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+        """Atomically make the pool exactly ``holders``, all with fresh leases; returns the count."""
+        ...
+
+    def set_cap(self, pool: str, cap: int | None) -> None:
+        """Store a cap that overrides the one callers pass (``None`` removes the override)."""
+        ...
+
+    def get_cap(self, pool: str) -> int | None:
+        """The stored cap override, if any."""
+        ...
+
+
+class RateBucket(Protocol):
+    """Token buckets shared by everyone using the same implementation instance (or Redis)."""
+
+    def take(self, key: str, rate_per_s: float, burst: int) -> float:
+        """Take one token from bucket ``key`` (refilled at ``rate_per_s``, holding at most ``burst``).
+
+        Returns 0.0 when a token was taken, else the seconds to wait before trying again (nothing is
+        taken then).
+        """
+        ...
+
+
+def check_lease(lease_s: float | None) -> None:
+    if lease_s is not None and not (lease_s > 0 and math.isfinite(lease_s)):
+        raise ValueError(f"a lease must be a positive number of seconds or None, got {lease_s!r}")
+
+
+def check_cap(cap: int | None) -> None:
+    if cap is not None and cap < 0:
+        raise ValueError(f"a cap must not be negative, got {cap}")
+
+
+def check_rate(rate_per_s: float, burst: int) -> None:
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise ValueError(f"a rate must be a positive number per second, got {rate_per_s!r}")
+    if burst < 1:
+        raise ValueError(f"a burst must be at least 1, got {burst}")

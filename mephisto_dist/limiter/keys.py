@@ -1,0 +1,72 @@
+"""Every Redis key of the limiter is built here. This docstring is the key schema.
+
+``P`` is the prefix (default ``mephisto-dist:limiter``; one Redis can serve several deployments
+with different prefixes). ``<pool>`` and ``<bucket>`` are caller-chosen names, see below.
+
+=================================  ======  ===============================================  ===========
+key                                type    TTL                                              owner
+=================================  ======  ===============================================  ===========
+``P:pool:<pool>``                  ZSET    member = holder, score = lease expiry in ms on   acquire.lua,
+                                           the Redis server clock (``+inf``: never          release.lua,
+                                           expires). PEXPIREAT = the latest lease in it;    renew.lua,
+                                           no TTL while a member never expires; Redis       reconcile.lua
+                                           drops it when empty.
+``P:cap:<pool>``                   STRING  integer cap overriding the caller's; no TTL,     set_cap (CLI)
+                                           removed by ``set_cap(pool, None)``.
+``P:rate:<bucket>``                HASH    ``tokens`` (float), ``ts`` (server ms of the     rate.lua
+                                           last refill); TTL = time to refill the burst +
+                                           1 s, after which a fresh bucket is the same.
+=================================  ======  ===============================================  ===========
+
+The ``P:pool:`` and ``P:cap:`` namespaces differ in their fixed part, so no pool name can collide
+with another pool's cap key. The limiter assumes one Redis (not Cluster): an acquire touches several
+pools in one script.
+
+Pool names for DESIGN.md's limits (components are escaped so ``:`` in an id cannot forge another
+name); holders are unit ids:
+
+- :func:`run_units_pool` -- ``max_num_concurrent_units``: units of a run ``launched`` or
+  ``assigned``; leased.
+- :func:`worker_assigned_pool` -- ``allowed_concurrent``: units a worker holds ``assigned`` in a run;
+  leased.
+- :func:`worker_task_units_pool` -- ``maximum_units_per_worker``: units a worker ever took across runs
+  sharing a ``task_name``; ``lease_s=None``.
+- :func:`deployment_units_pool` -- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: units of every run;
+  leased.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mephisto-dist:limiter"
+
+
+def pool_key(pool: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:pool:{pool}"
+
+
+def cap_key(pool: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:cap:{pool}"
+
+
+def rate_key(bucket: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:rate:{bucket}"
+
+
+def _part(value: str | int) -> str:
+    return str(value).replace("%", "%25").replace(":", "%3A")
+
+
+def run_units_pool(task_run_id: str | int) -> str:
+    return f"run:{_part(task_run_id)}:units"
+
+
+def worker_assigned_pool(task_run_id: str | int, worker_id: str | int) -> str:
+    return f"run:{_part(task_run_id)}:worker:{_part(worker_id)}:assigned"
+
+
+def worker_task_units_pool(task_name: str, worker_id: str | int) -> str:
+    return f"task:{_part(task_name)}:worker:{_part(worker_id)}:units"
+
+
+def deployment_units_pool() -> str:
+    return "deployment:units"

@@ -1,0 +1,121 @@
+"""The limiter in memory: the same semantics as ``redis_pool`` inside one process.
+
+For tests and single-process tools. "Now" comes from an injectable clock (seconds, monotonic), so
+lease expiry and refill are tested without waiting. Every method holds one lock, so threads see each
+operation as atomic, as Redis clients see a script.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+
+from mephisto_dist.limiter import Acquired, PoolLimit, check_cap, check_lease, check_rate
+
+Clock = Callable[[], float]
+
+
+def _expiry(now: float, lease_s: float | None) -> float:
+    return math.inf if lease_s is None else now + lease_s
+
+
+class MemoryLimiter:
+    """:class:`~mephisto_dist.limiter.Limiter` in one process."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pools: dict[str, dict[str, float]] = {}  # pool -> holder -> lease expiry
+        self._caps: dict[str, int] = {}
+
+    def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        with self._lock:
+            now = self._clock()
+            for limit in pools:
+                members = self._pruned(limit.pool, now)
+                cap = self._caps.get(limit.pool, limit.cap)
+                if cap > 0 and holder not in members and len(members) >= cap:
+                    return Acquired(ok=False, refused_pool=limit.pool)
+            for limit in pools:
+                self._pools.setdefault(limit.pool, {})[holder] = _expiry(now, limit.lease_s)
+            return Acquired(ok=True)
+
+    def release(self, holder: str, pools: Sequence[str]) -> int:
+        with self._lock:
+            now = self._clock()
+            return sum(self._pruned(pool, now).pop(holder, None) is not None for pool in pools)
+
+    def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+        check_lease(lease_s)
+        with self._lock:
+            now = self._clock()
+            members = self._pruned(pool, now)
+            renewed = [holder for holder in set(holders) if holder in members]
+            for holder in renewed:
+                members[holder] = _expiry(now, lease_s)
+            return len(renewed)
+
+    def held(self, pool: str) -> int:
+        with self._lock:
+            return len(self._pruned(pool, self._clock()))
+
+    def holders(self, pool: str) -> set[str]:
+        with self._lock:
+            return set(self._pruned(pool, self._clock()))
+
+    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+        check_lease(lease_s)
+        with self._lock:
+            expiry = _expiry(self._clock(), lease_s)
+            self._pools[pool] = dict.fromkeys(holders, expiry)
+            return len(self._pools[pool])
+
+    def set_cap(self, pool: str, cap: int | None) -> None:
+        check_cap(cap)
+        with self._lock:
+            if cap is None:
+                self._caps.pop(pool, None)
+            else:
+                self._caps[pool] = cap
+
+    def get_cap(self, pool: str) -> int | None:
+        with self._lock:
+            return self._caps.get(pool)
+
+    def _pruned(self, pool: str, now: float) -> dict[str, float]:
+        """The pool's members without expired leases (the caller holds the lock). A pool never
+        written to reads as empty without being stored."""
+        members = self._pools.get(pool)
+        if members is None:
+            return {}
+        expired = [holder for holder, expiry in members.items() if expiry <= now]
+        for holder in expired:
+            del members[holder]
+        return members
+
+
+class MemoryRateBucket:
+    """:class:`~mephisto_dist.limiter.RateBucket` in one process."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, time of last refill)
+
+    def take(self, key: str, rate_per_s: float, burst: int) -> float:
+        check_rate(rate_per_s, burst)
+        with self._lock:
+            now = self._clock()
+            tokens, refilled_at = self._buckets.get(key, (float(burst), now))
+            # A clock stepping back must not mint or destroy tokens.
+            if now > refilled_at:
+                tokens = min(float(burst), tokens + (now - refilled_at) * rate_per_s)
+                refilled_at = now
+            # The epsilon absorbs float error after waiting exactly the advertised time.
+            if tokens >= 1 - 1e-9:
+                self._buckets[key] = (max(0.0, tokens - 1), refilled_at)
+                return 0.0
+            self._buckets[key] = (tokens, refilled_at)
+            return (1 - tokens) / rate_per_s

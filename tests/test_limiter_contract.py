@@ -1,0 +1,259 @@
+"""One behavioural suite for the limiter contract, run against every implementation.
+
+Time is the only difference: the memory implementations run on a fake clock that each poll advances,
+the Redis ones on the server clock with short real leases. Either way a test waits for a condition
+with a deadline (``eventually``), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from conftest import wait_for
+
+from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, RateBucket
+from mephisto_dist.limiter.memory_pool import MemoryLimiter, MemoryRateBucket
+from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
+
+LEASE_S = 0.3  # short enough to watch expire in real time, long enough to outlast a slow poll
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    limiter: Limiter
+    bucket: RateBucket
+    tick: Callable[[], None]  # lets some time pass on a fake clock; a no-op on a real one
+
+    def eventually(self, condition: Callable[[], object], timeout_s: float = 3.0, message: str = "") -> None:
+        def poll() -> object:
+            self.tick()
+            return condition()
+
+        wait_for(poll, timeout_s=timeout_s, message=message or "condition")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "memory":
+        clock = FakeClock()
+
+        def tick() -> None:
+            clock.now += 0.05
+
+        yield Harness(MemoryLimiter(clock), MemoryRateBucket(clock), tick)
+    else:
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        yield Harness(RedisLimiter(client), RedisRateBucket(client), lambda: None)
+        client.close()
+
+
+OK = Acquired(ok=True)
+
+
+def limit(pool: str, cap: int, lease_s: float | None = 60.0) -> PoolLimit:
+    return PoolLimit(pool, cap, lease_s)
+
+
+def test_cap_is_respected(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert [limiter.acquire(f"unit:{i}", [limit("run", 3)]).ok for i in range(5)] == [
+        True, True, True, False, False,
+    ]
+    assert limiter.acquire("unit:9", [limit("run", 3)]) == Acquired(ok=False, refused_pool="run")
+    assert limiter.held("run") == 3
+    assert limiter.holders("run") == {"unit:0", "unit:1", "unit:2"}
+    assert limiter.release("unit:1", ["run"]) == 1
+    assert limiter.acquire("unit:9", [limit("run", 3)]) == OK
+    assert limiter.holders("run") == {"unit:0", "unit:2", "unit:9"}
+
+
+def test_cap_zero_is_unlimited_but_counted(harness: Harness) -> None:
+    for i in range(50):
+        assert harness.limiter.acquire(f"unit:{i}", [limit("run", 0)]) == OK
+    assert harness.limiter.held("run") == 50
+
+
+def test_reacquire_is_idempotent(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.acquire("unit:1", [limit("run", 2)]) == OK
+    assert limiter.acquire("unit:1", [limit("run", 2)]) == OK
+    assert limiter.held("run") == 1
+    assert limiter.acquire("unit:2", [limit("run", 2)]) == OK
+    # Full, yet a holder already in the pool keeps its token.
+    assert limiter.acquire("unit:1", [limit("run", 2)]) == OK
+    assert limiter.acquire("unit:3", [limit("run", 2)]).ok is False
+    assert limiter.held("run") == 2
+
+
+def test_release_is_idempotent(harness: Harness) -> None:
+    limiter = harness.limiter
+    limiter.acquire("unit:1", [limit("a", 2), limit("b", 2)])
+    assert limiter.release("unit:1", ["a", "b"]) == 2
+    assert limiter.release("unit:1", ["a", "b"]) == 0
+    assert limiter.release("unit:never", ["a", "nowhere"]) == 0
+    assert limiter.release("unit:1", []) == 0
+    assert limiter.held("a") == limiter.held("b") == 0
+
+
+def test_acquire_is_all_or_nothing_across_pools(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.acquire("unit:1", [limit("worker", 1)]) == OK
+    pools = [limit("run", 5), limit("worker", 1), limit("task", 0, None)]
+    assert limiter.acquire("unit:2", pools) == Acquired(ok=False, refused_pool="worker")
+    assert limiter.held("run") == 0
+    assert limiter.held("task") == 0
+    assert limiter.release("unit:1", ["worker"]) == 1
+    assert limiter.acquire("unit:2", pools) == OK
+    assert limiter.holders("run") == limiter.holders("worker") == limiter.holders("task") == {"unit:2"}
+
+
+def test_refused_pool_is_the_first_full_one(harness: Harness) -> None:
+    limiter = harness.limiter
+    limiter.acquire("unit:1", [limit("a", 1), limit("b", 1)])
+    assert limiter.acquire("unit:2", [limit("b", 1), limit("a", 1)]) == Acquired(False, "b")
+    assert limiter.acquire("unit:2", [limit("a", 1), limit("b", 1)]) == Acquired(False, "a")
+    assert limiter.acquire("unit:2", []) == OK
+
+
+def test_lease_expiry_returns_the_token(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.acquire("unit:1", [limit("run", 1, LEASE_S)]) == OK
+    assert limiter.acquire("unit:2", [limit("run", 1, LEASE_S)]).ok is False
+    harness.eventually(lambda: limiter.held("run") == 0, message="the lease to run out")
+    assert limiter.release("unit:1", ["run"]) == 0
+    assert limiter.acquire("unit:2", [limit("run", 1, LEASE_S)]) == OK
+
+
+def test_non_expiring_pool_keeps_members(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.acquire("unit:1", [limit("task", 2, None), limit("run", 5, LEASE_S)]) == OK
+    harness.eventually(lambda: limiter.held("run") == 0, message="the leased token to expire")
+    assert limiter.holders("task") == {"unit:1"}
+    # Renewing a never-expiring member keeps it so.
+    assert limiter.renew("task", ["unit:1"], None) == 1
+    assert limiter.holders("task") == {"unit:1"}
+
+
+def test_renew_keeps_the_token(harness: Harness) -> None:
+    limiter = harness.limiter
+    # Both start with the same short lease, "kept" first; renewals give it a longer one so that a
+    # slow poll on a loaded machine cannot let it lapse.
+    limiter.acquire("unit:kept", [limit("run", 3, LEASE_S)])
+    limiter.acquire("unit:lost", [limit("run", 3, LEASE_S)])
+    renewed: list[int] = []
+
+    def lost_while_kept_renewed() -> bool:
+        renewed.append(limiter.renew("run", ["unit:kept", "unit:absent"], 3 * LEASE_S))
+        return "unit:lost" not in limiter.holders("run")
+
+    harness.eventually(lost_while_kept_renewed, message="the unrenewed lease to run out")
+    assert limiter.holders("run") == {"unit:kept"}
+    assert set(renewed) == {1}
+    # An expired holder is not brought back by renew: its slot may be someone else's by now.
+    assert limiter.renew("run", ["unit:lost"], LEASE_S) == 0
+    assert limiter.renew("run", [], LEASE_S) == 0
+
+
+def test_reconcile_replaces_contents(harness: Harness) -> None:
+    limiter = harness.limiter
+    for holder in ["unit:1", "unit:2", "unit:3"]:
+        limiter.acquire(holder, [limit("run", 3)])
+    assert limiter.reconcile("run", ["unit:2", "unit:4"], 60.0) == 2
+    assert limiter.holders("run") == {"unit:2", "unit:4"}
+    assert limiter.acquire("unit:5", [limit("run", 3)]) == OK
+    assert limiter.acquire("unit:6", [limit("run", 3)]).ok is False
+    assert limiter.reconcile("run", [], 60.0) == 0
+    assert limiter.held("run") == 0
+
+
+def test_reconcile_gives_fresh_leases(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.reconcile("run", {"unit:1", "unit:2"}, LEASE_S) == 2
+    harness.eventually(lambda: limiter.held("run") == 0, message="reconciled leases to run out")
+    assert limiter.reconcile("task", ["unit:1"], None) == 1
+    assert limiter.holders("task") == {"unit:1"}
+
+
+def test_reconcile_many_holders(harness: Harness) -> None:
+    holders = {f"unit:{i}" for i in range(10_000)}
+    assert harness.limiter.reconcile("run", holders, 60.0) == 10_000
+    assert harness.limiter.holders("run") == holders
+
+
+def test_stored_cap_overrides_the_passed_one(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.get_cap("run") is None
+    for i in range(2):
+        assert limiter.acquire(f"unit:{i}", [limit("run", 2)]) == OK
+    assert limiter.acquire("unit:2", [limit("run", 2)]).ok is False
+
+    limiter.set_cap("run", 4)  # raised from the CLI while the run is live
+    assert limiter.get_cap("run") == 4
+    assert limiter.acquire("unit:2", [limit("run", 2)]) == OK
+    assert limiter.acquire("unit:3", [limit("run", 2)]) == OK
+    assert limiter.acquire("unit:4", [limit("run", 100)]).ok is False
+
+    limiter.set_cap("run", 2)  # lowered below usage: nobody loses a token, nobody new gets one
+    assert limiter.held("run") == 4
+    assert limiter.acquire("unit:0", [limit("run", 100)]) == OK  # a holder keeps its token
+    limiter.release("unit:0", ["run"])
+    limiter.release("unit:1", ["run"])
+    assert limiter.acquire("unit:4", [limit("run", 100)]).ok is False  # usage 2, not below 2
+    limiter.release("unit:2", ["run"])
+    assert limiter.acquire("unit:4", [limit("run", 100)]) == OK
+
+    limiter.set_cap("run", 0)  # unlimited
+    assert all(limiter.acquire(f"unit:x{i}", [limit("run", 1)]).ok for i in range(10))
+    limiter.set_cap("run", None)  # back to the caller's cap
+    assert limiter.get_cap("run") is None
+    assert limiter.acquire("unit:y", [limit("run", 1)]).ok is False
+
+
+def test_invalid_arguments_are_refused(harness: Harness) -> None:
+    with pytest.raises(ValueError):
+        PoolLimit("run", -1, 1.0)
+    with pytest.raises(ValueError):
+        PoolLimit("run", 1, 0.0)
+    with pytest.raises(ValueError):
+        harness.limiter.set_cap("run", -1)
+    with pytest.raises(ValueError):
+        harness.bucket.take("mturk", 0.0, 1)
+    with pytest.raises(ValueError):
+        harness.bucket.take("mturk", 1.0, 0)
+
+
+def test_rate_bucket_bursts_then_asks_to_wait(harness: Harness) -> None:
+    bucket = harness.bucket
+    rate_per_s = 10.0
+    assert [bucket.take("mturk", rate_per_s, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait_s = bucket.take("mturk", rate_per_s, 3)
+    assert 0 < wait_s <= 1 / rate_per_s
+    assert bucket.take("other-provider", rate_per_s, 3) == 0.0  # buckets are independent
+
+    # The advertised wait is enough, and refusals took nothing meanwhile.
+    harness.eventually(lambda: bucket.take("mturk", rate_per_s, 3) == 0.0, message="a refill")
+    assert bucket.take("mturk", rate_per_s, 3) > 0
+
+
+def test_rate_bucket_refills_up_to_burst_only(harness: Harness) -> None:
+    bucket = harness.bucket
+    assert bucket.take("api", 50.0, 2) == 0.0
+    assert bucket.take("api", 50.0, 2) == 0.0
+
+    def full_again() -> bool:
+        # The bucket holds at most 2, however long it rested: a third take in a row must wait.
+        return bucket.take("api", 50.0, 2) == 0.0 and bucket.take("api", 50.0, 2) == 0.0
+
+    harness.eventually(full_again, message="the bucket to refill")
+    assert bucket.take("api", 50.0, 2) > 0
