@@ -243,6 +243,8 @@ TASK_RUN = Section(
                  "Units of the run launched or assigned at any moment (0 = unlimited).", minimum=0),
         Argument("submission_timeout", int, 600,
                  "Seconds to wait for the final submit after a unit is marked done.", minimum=0),
+        Argument("resume_incomplete_run", bool, False,
+                 "Instead of a new run, resume the newest unfinished run of this task_name."),
         Argument("post_install_script", str, "",
                  "Script run between npm install and build of a React webapp (unused by static_task)."),
         Argument("force_rebuild", bool, False,
