@@ -33,6 +33,8 @@ CLAIM_RETRY_S = 0.005
 NO_UNIT_AVAILABLE = "There is no unit available for you right now. Please try again later."
 ALREADY_SUBMITTED = "You have already submitted this unit."
 NO_LONGER_YOURS = "This unit is no longer assigned to you (status: {status})."
+TIMED_OUT = ("The time allowed for this unit ran out before you submitted, so it was offered to another "
+             "worker. Your submission was not recorded.")
 TOO_MANY_AT_ONCE = ("You are already working on {cap} unit(s) of this task at once, the most allowed. "
                     "Submit one before taking another.")
 MAXIMUM_REACHED = "You have reached the maximum number of units of this task you may do ({cap})."
@@ -187,6 +189,8 @@ def _reconnect(session: Session, agent: Agent, worker_id: int, reg: Registration
     status = AgentStatus(agent.status)
     if status == AgentStatus.COMPLETED:
         return AgentDetails(reg.request_id, worker_id, failure_reason=ALREADY_SUBMITTED)
+    if status == AgentStatus.TIMEOUT:
+        return AgentDetails(reg.request_id, worker_id, failure_reason=TIMED_OUT)
     if status not in (AgentStatus.IN_TASK, AgentStatus.ACCEPTED, AgentStatus.NONE):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_LONGER_YOURS.format(status=status))
     data = session.scalar(select(Assignment.data).where(Assignment.id == agent.assignment_id))
@@ -262,6 +266,8 @@ def submit_task(
     status = AgentStatus(agent.status)
     if status == AgentStatus.COMPLETED:
         return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
+    if status == AgentStatus.TIMEOUT:
+        raise RequestError(TIMED_OUT, 409)
     if status != AgentStatus.IN_TASK:
         raise RequestError(NO_LONGER_YOURS.format(status=status) + " Your submission was not recorded.", 409)
     if not move_agent(session, agent.id, AgentStatus.IN_TASK, AgentStatus.COMPLETED, now=now,

@@ -4,15 +4,18 @@ from the database, the source of truth, and writes idempotently."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist import lifecycle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Task, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.providers import CrowdProvider
 from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
 
 
@@ -87,15 +90,33 @@ def _reconcile_worker_pools(
     return counts
 
 
-def reconcile_runs(factory: sessionmaker[Session], *, now: datetime) -> list[int]:
-    """Close runs whose units are all done; return the open runs that still have units to launch."""
+def reconcile_runs(
+    factory: sessionmaker[Session], limiter: Limiter, provider_for: Callable[[TaskRun], CrowdProvider], *,
+    now: datetime,
+) -> list[int]:
+    """Sweep every open run: time out overdue units, shut down runs past their lifetime or patience,
+    close runs whose units are all done; return the runs that still have units to launch."""
     to_launch: list[int] = []
     with transaction(factory) as session:
-        for run_id in _open_run_ids(session):
-            if mark_completed_if_done(session, run_id, now=now):
-                continue
+        run_ids = _open_run_ids(session)
+    for run_id in run_ids:
+        lifecycle.time_out_overdue_units(factory, limiter, run_id, now=now)
+        with transaction(factory) as session:
             run = session.get(TaskRun, run_id)
-            if run is None or run.shutdown_requested_at is not None:
+            if run is None:
+                continue
+            reason = None
+            if run.shutdown_requested_at is None:
+                reason = lifecycle.stop_reason(lifecycle.RunTiming.of(run), created_at=run.created_at,
+                                               last_activity_at=lifecycle.last_activity(session, run), now=now)
+                if reason is not None:
+                    lifecycle.request_shutdown(session, run_id, reason, now=now)
+            stopping = reason is not None or run.shutdown_requested_at is not None
+        if stopping:
+            # Idempotent: also finishes an expiry step whose process died half-way.
+            lifecycle.expire_available_units(factory, provider_for(run), limiter, run_id, now=now)
+        with transaction(factory) as session:
+            if mark_completed_if_done(session, run_id, now=now) or stopping:
                 continue
             waiting = session.scalar(select(Unit.id).where(
                 Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value).limit(1))

@@ -95,9 +95,15 @@ def web(
 
 def _register_commands() -> None:
     from mephisto_dist.cli.limits import limits
+    from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
+    from mephisto_dist.cli.runs import runs, shutdown, status
 
     app.command(name="run")(run_command)
+    app.command(name="resume")(resume)
+    app.command(name="shutdown")(shutdown)
+    app.command(name="runs")(runs)
+    app.command(name="status")(status)
     app.command(name="limits")(limits)
 
 

@@ -1,33 +1,47 @@
-"""``mephisto-dist run``: enqueue a TaskRun and, attached, run its services and show progress."""
+"""``mephisto-dist run`` and ``resume``: enqueue a TaskRun and, attached, run its services, show
+progress, and stop it the Mephisto way: Ctrl-C once drains, twice forces."""
 
 from __future__ import annotations
 
+import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Self
 
 import httpx
 import typer
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy import func, select
 
-from mephisto_dist.cli.console import console, err_console
+from mephisto_dist import lifecycle
+from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.migrate import upgrade
-from mephisto_dist.domain.status import UnitStatus, run_is_done
+from mephisto_dist.db.models import Agent, Task, TaskRun
+from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
 from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.launcher import PreparedRun, create_run, enqueue_launch, prepare_run
-from mephisto_dist.providers import make_provider
+from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runs import unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
 POLL_S = 0.5
 SERVER_START_TIMEOUT_S = 20.0
+FORCE_STOP_TIMEOUT_S = 4.0
+EXIT_FORCED = 130
 SHOWN_STATUSES = (UnitStatus.CREATED, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, UnitStatus.COMPLETED,
                   UnitStatus.ACCEPTED, UnitStatus.REJECTED, UnitStatus.SOFT_REJECTED, UnitStatus.EXPIRED)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def run(
@@ -39,19 +53,85 @@ def run(
     """Launch a task run from a Mephisto task folder."""
     conf, overrides = _split_args(args or [])
     settings = load_settings()
+    if detach and settings.embedded_redis:
+        fail("--detach needs MEPHISTO_DIST_REDIS_URL: a detached run is worked by Celery workers "
+             "started elsewhere")
     prepared = prepare_run(task_dir, conf, overrides, check_port=not detach)
+    if prepared.config.task.get("resume_incomplete_run"):
+        resumable = _incomplete_run(settings, str(prepared.config.task["task_name"]))
+        if resumable is not None:
+            console.print(f"resuming incomplete task run {resumable} of {prepared.config.task['task_name']}")
+            _resume(settings, resumable, detach=detach)
+            return
     if detach:
         runtime = Runtime(settings)
-        if settings.embedded_redis:
-            err_console.print("[bold red]error:[/] --detach needs MEPHISTO_DIST_REDIS_URL: detached runs are "
-                              "worked by Celery workers started elsewhere")
-            raise typer.Exit(2)
-        upgrade(runtime.engine)
-        run_id = create_run(runtime, prepared)
-        enqueue_launch(runtime, run_id)
+        try:
+            upgrade(runtime.engine)
+            run_id = create_run(runtime, prepared)
+            enqueue_launch(runtime, run_id)
+        finally:
+            runtime.close()
         console.print(run_id)
         return
-    _run_attached(settings, prepared)
+    with Services(settings) as services:
+        upgrade(services.runtime.engine)
+        run_id = create_run(services.runtime, prepared)
+        Attached(services, run_id, prepared.server, str(prepared.config.task["task_name"])).start_and_watch()
+
+
+def resume(
+    run_id: Annotated[int, typer.Argument(help="The task run to resume.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the relaunch.")] = False,
+) -> None:
+    """Relaunch what is not done of a run whose processes died; completed work is never redone."""
+    settings = load_settings()
+    if detach and settings.embedded_redis:
+        fail("--detach needs MEPHISTO_DIST_REDIS_URL")
+    _resume(settings, run_id, detach=detach)
+
+
+def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
+    runtime = Runtime(settings)
+    try:
+        upgrade(runtime.engine)
+        with transaction(runtime.sessions) as session:
+            stored = session.get(TaskRun, run_id)
+            if stored is None:
+                fail(f"task run {run_id} does not exist")
+            if stored.is_completed:
+                fail(f"task run {run_id} is already complete; nothing to resume")
+            if stored.shutdown_requested_at is not None:
+                fail(f"task run {run_id} was stopped ({stored.shutdown_reason}); start a new run instead")
+            task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
+            server = plan_server(stored.architect_type, stored.config.get("architect", {}))
+    finally:
+        runtime.close()
+    if detach:
+        runtime = Runtime(settings)
+        try:
+            enqueue_launch(runtime, run_id)
+        finally:
+            runtime.close()
+        console.print(run_id)
+        return
+    check_port_free(server)
+    with Services(settings) as services:
+        Attached(services, run_id, server, task_name).start_and_watch()
+
+
+def _incomplete_run(settings: Settings, task_name: str) -> int | None:
+    runtime = Runtime(settings)
+    try:
+        upgrade(runtime.engine)
+        with transaction(runtime.sessions) as session:
+            found = session.scalar(
+                select(TaskRun.id).join(Task, Task.id == TaskRun.task_id)
+                .where(Task.task_name == task_name, TaskRun.is_completed.is_(False),
+                       TaskRun.shutdown_requested_at.is_(None))
+                .order_by(TaskRun.id.desc()).limit(1))
+        return None if found is None else int(found)
+    finally:
+        runtime.close()
 
 
 def _split_args(args: list[str]) -> tuple[str, list[str]]:
@@ -65,45 +145,164 @@ def _split_args(args: list[str]) -> tuple[str, list[str]]:
     return conf, overrides
 
 
-def _run_attached(settings: Settings, prepared: PreparedRun) -> None:
-    redis_server = EmbeddedRedis(settings) if settings.embedded_redis else None
-    if redis_server is not None:
-        settings = replace(settings, redis_url=redis_server.start())
-    runtime = Runtime(settings)
-    children: ChildProcesses | None = None
-    try:
-        upgrade(runtime.engine)
-        run_id = create_run(runtime, prepared)
-        children = ChildProcesses(settings, settings.data_dir / "logs" / f"run-{run_id}")
+class Services:
+    """The embedded Redis (when no URL is configured) and the Runtime on it, for an attached run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._redis = EmbeddedRedis(settings) if settings.embedded_redis else None
+        self.settings = settings
+        self.runtime: Runtime
+
+    def __enter__(self) -> Self:
+        if self._redis is not None:
+            self.settings = replace(self.settings, redis_url=self._redis.start())
+        self.runtime = Runtime(self.settings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.runtime.close()
+        if self._redis is not None:
+            self._redis.stop()
+
+
+class Interrupts:
+    """Counts Ctrl-Cs instead of raising, so no step is cut half-way: the watch loop reads the count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: object = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Self:
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+
+
+@dataclass
+class Attached:
+    services: Services
+    run_id: int
+    server: ServerPlan
+    task_name: str
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.services.runtime
+
+    def start_and_watch(self) -> None:
+        children = ChildProcesses(self.services.settings,
+                                  self.services.settings.data_dir / "logs" / f"run-{self.run_id}")
+        with Interrupts() as interrupts:
+            try:
+                started = time.monotonic()
+                children.start_worker()
+                children.start_beat()
+                if self.server.should_run_server:
+                    children.start_web(self.run_id, self.server.bind_host, self.server.port)
+                enqueue_launch(self.runtime, self.run_id)
+                if self.server.should_run_server:
+                    _wait_for_server(self.server.port, children, interrupts)
+                console.print(f"task run [bold]{self.run_id}[/] of [bold]{self.task_name}[/] launched in "
+                              f"{time.monotonic() - started:.1f}s; logs in {children.log_dir}")
+                _print_worker_urls(self._provider(), self.server.public_url)
+                forced = self._watch(children, interrupts)
+            finally:
+                children.stop(FORCE_STOP_TIMEOUT_S if interrupts.count >= 2 else 10.0)
+        self._summary()
+        if forced:
+            raise typer.Exit(EXIT_FORCED)
+
+    def _provider(self) -> CrowdProvider:
+        with transaction(self.runtime.sessions) as session:
+            stored = session.get(TaskRun, self.run_id)
+            assert stored is not None
+            return make_provider(stored.provider_type, stored.config.get("provider", {}))
+
+    def _watch(self, children: ChildProcesses, interrupts: Interrupts) -> bool:
+        """Show units per status until the run is done; True when it was force-stopped."""
         started = time.monotonic()
-        children.start_worker()
-        children.start_beat()
-        server = prepared.server
-        if server.should_run_server:
-            children.start_web(run_id, server.bind_host, server.port)
-        enqueue_launch(runtime, run_id)
-        if server.should_run_server:
-            _wait_for_server(server.port, children)
-        console.print(f"task run [bold]{run_id}[/] of [bold]{prepared.config.task['task_name']}[/] "
-                      f"launched in {time.monotonic() - started:.1f}s; logs in {children.log_dir}")
-        _print_worker_urls(prepared, server.public_url)
-        _watch(runtime, run_id, children)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: stopping the run's processes. Units not yet done stay in the "
-                          "database; export what was submitted with mephisto-dist export.")
-        raise typer.Exit(130) from None
-    finally:
-        if children is not None:
-            children.stop()
-        runtime.close()
-        if redis_server is not None:
-            redis_server.stop()
+        draining = False
+        last_line: str | None = None
+        waiting_said: int | None = None
+        live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+        if live is not None:
+            live.start()
+        try:
+            while True:
+                if interrupts.count >= 2:
+                    self._force()
+                    return True
+                if interrupts.count == 1 and not draining:
+                    self._drain(lifecycle.REASON_CTRL_C)
+                    draining = True
+                _check_children(children)
+                with transaction(self.runtime.sessions) as session:
+                    stored = session.get(TaskRun, self.run_id)
+                    assert stored is not None
+                    counts = unit_counts(session, self.run_id)
+                    if stored.shutdown_requested_at is not None and not draining:
+                        draining = True
+                        console.print(f"the run is stopping: {stored.shutdown_reason}", soft_wrap=True)
+                        self._drain(None)
+                if live is not None:
+                    live.update(_table(self.run_id, counts, time.monotonic() - started), refresh=True)
+                else:
+                    line = " ".join(f"{s.value}={counts.get(s, 0)}" for s in SHOWN_STATUSES)
+                    if line != last_line:
+                        console.print(line, soft_wrap=True)
+                    last_line = line
+                if run_is_done(counts):
+                    return False
+                in_flight = counts.get(UnitStatus.ASSIGNED, 0)
+                if draining and in_flight != waiting_said:
+                    err_console.print(f"waiting on {in_flight} units in flight; Ctrl-C again to force quit",
+                                      soft_wrap=True)
+                    waiting_said = in_flight
+                time.sleep(POLL_S)
+        finally:
+            if live is not None:
+                live.stop()
+
+    def _drain(self, reason: str | None) -> None:
+        err_console.print("stopping: no more launches; taking available units off the provider "
+                          "(this step finishes even if you press Ctrl-C)", soft_wrap=True)
+        now = _now()
+        if reason is not None:
+            with transaction(self.runtime.sessions) as session:
+                lifecycle.request_shutdown(session, self.run_id, reason, now=now)
+        count = lifecycle.expire_available_units(self.runtime.sessions, self._provider(), self.runtime.limiter,
+                                                 self.run_id, now=now)
+        err_console.print(f"{count} available unit(s) expired", soft_wrap=True)
+
+    def _force(self) -> None:
+        err_console.print("force quit: disconnecting active workers and expiring every unit not submitted",
+                          soft_wrap=True)
+        now = _now()
+        with transaction(self.runtime.sessions) as session:
+            lifecycle.request_shutdown(session, self.run_id, lifecycle.REASON_FORCED, now=now)
+        lifecycle.force_expire(self.runtime.sessions, self._provider(), self.runtime.limiter, self.run_id, now=now)
+
+    def _summary(self) -> None:
+        with transaction(self.runtime.sessions) as session:
+            counts = unit_counts(session, self.run_id)
+            agents = dict(session.execute(select(Agent.status, func.count()).where(
+                Agent.task_run_id == self.run_id).group_by(Agent.status)).all())
+        returned = sum(agents.get(s.value, 0) for s in (AgentStatus.RETURNED, AgentStatus.DISCONNECT,
+                                                        AgentStatus.TIMEOUT))
+        console.print(f"task run {self.run_id} finished: {counts.get(UnitStatus.COMPLETED, 0)} completed, "
+                      f"{counts.get(UnitStatus.EXPIRED, 0)} expired, {returned} returned or timed out",
+                      soft_wrap=True)
 
 
-def _wait_for_server(port: int, children: ChildProcesses) -> None:
+def _wait_for_server(port: int, children: ChildProcesses, interrupts: Interrupts) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     url = f"http://127.0.0.1:{port}/task_config.json"
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and interrupts.count == 0:
         _check_children(children)
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
@@ -111,7 +310,8 @@ def _wait_for_server(port: int, children: ChildProcesses) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise ServiceError(f"the web server did not answer on port {port}; see {children.log_dir / 'web.log'}")
+    if interrupts.count == 0:
+        raise ServiceError(f"the web server did not answer on port {port}; see {children.log_dir / 'web.log'}")
 
 
 def _check_children(children: ChildProcesses) -> None:
@@ -120,14 +320,13 @@ def _check_children(children: ChildProcesses) -> None:
                            f"see {child.log_path}")
 
 
-def _print_worker_urls(prepared: PreparedRun, server_url: str) -> None:
-    provider = make_provider(prepared.config.provider_type, prepared.config.provider)
+def _print_worker_urls(provider: CrowdProvider, server_url: str) -> None:
     url = provider.worker_url(server_url, "worker1", "1")
     if url is None:
         return
     console.print("Open the task as a worker (any worker_id / assignment_id you like):")
-    console.print(f"  {url}")
-    console.print(f"  {provider.worker_url(server_url, 'worker2', '2')}")
+    console.print(f"  {url}", soft_wrap=True)
+    console.print(f"  {provider.worker_url(server_url, 'worker2', '2')}", soft_wrap=True)
 
 
 def _table(run_id: int, counts: dict[UnitStatus, int], elapsed_s: float) -> Table:
@@ -139,31 +338,3 @@ def _table(run_id: int, counts: dict[UnitStatus, int], elapsed_s: float) -> Tabl
         table.add_column(status.value, justify="right")
     table.add_row(*(str(counts.get(s, 0)) for s in SHOWN_STATUSES))
     return table
-
-
-def _watch(runtime: Runtime, run_id: int, children: ChildProcesses) -> None:
-    """Units per status until the run is done: a live table on a terminal, a line per change elsewhere."""
-    started = time.monotonic()
-    last: dict[UnitStatus, int] | None = None
-    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
-    if live is not None:
-        live.start()
-    try:
-        while True:
-            _check_children(children)
-            with transaction(runtime.sessions) as session:
-                counts = unit_counts(session, run_id)
-            if live is not None:
-                live.update(_table(run_id, counts, time.monotonic() - started), refresh=True)
-            elif counts != last:
-                console.print(" ".join(f"{s.value}={counts.get(s, 0)}" for s in SHOWN_STATUSES),
-                              soft_wrap=True)
-            last = counts
-            if run_is_done(counts):
-                break
-            time.sleep(POLL_S)
-    finally:
-        if live is not None:
-            live.stop()
-    console.print(f"task run {run_id} is done: "
-                  + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n), soft_wrap=True)

@@ -1,0 +1,171 @@
+"""``runs``, ``status`` and ``shutdown``: seeing and stopping runs from any machine."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import httpx
+import typer
+from rich.table import Table
+from sqlalchemy import func, select
+
+from mephisto_dist import lifecycle
+from mephisto_dist.cli.console import console, fail
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
+from mephisto_dist.domain.diagnosis import RunFacts, diagnose
+from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.errors import ServiceError
+from mephisto_dist.providers import make_provider
+from mephisto_dist.runs import run_pool, unit_counts
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+
+ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _runtime() -> Runtime:
+    runtime = Runtime(load_settings())
+    upgrade(runtime.engine)
+    return runtime
+
+
+def _compact(counts: dict[UnitStatus, int]) -> str:
+    return " · ".join(f"{s.value} {counts[s]}" for s in ORDER if counts.get(s))
+
+
+def runs(
+    task_name: Annotated[str | None, typer.Option("--task-name", help="Only runs of this task_name.")] = None,
+) -> None:
+    """A table of runs, grouped by task_name."""
+    runtime = _runtime()
+    try:
+        with transaction(runtime.sessions) as session:
+            query = (select(TaskRun, Task.task_name).join(Task, Task.id == TaskRun.task_id)
+                     .order_by(Task.task_name, TaskRun.id))
+            if task_name is not None:
+                query = query.where(Task.task_name == task_name)
+            rows = session.execute(query).all()
+            if task_name is not None and not rows:
+                fail(f"no runs of task {task_name!r}")
+            per_run: dict[int, dict[UnitStatus, int]] = defaultdict(dict)
+            for run_id, status, count in session.execute(
+                    select(Unit.task_run_id, Unit.status, func.count()).group_by(Unit.task_run_id, Unit.status)):
+                per_run[run_id][UnitStatus(status)] = count
+        table = Table(title="task runs")
+        for column in ("task name", "run", "provider", "created", "units", "done"):
+            table.add_column(column)
+        previous = None
+        for run, name in rows:
+            counts = per_run.get(run.id, {})
+            done = "yes" if run.is_completed else ("stopping" if run.shutdown_requested_at else "no")
+            table.add_row(name if name != previous else "", str(run.id),
+                          run.provider_type + (" (sandbox)" if run.sandbox and run.provider_type != "mock" else ""),
+                          run.created_at.strftime("%Y-%m-%d %H:%M"), _compact(counts), done)
+            previous = name
+        console.print(table)
+    finally:
+        runtime.close()
+
+
+def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None:
+    """Units per status, agents in flight, the pool, the server, and why the run is not progressing."""
+    runtime = _runtime()
+    now = _now()
+    try:
+        with transaction(runtime.sessions) as session:
+            run = session.get(TaskRun, run_id)
+            if run is None:
+                fail(f"task run {run_id} does not exist")
+            counts = unit_counts(session, run_id)
+            in_flight = session.execute(
+                select(Unit.id, Worker.worker_name, Unit.assigned_at)
+                .join(Worker, Worker.id == Unit.worker_id)
+                .where(Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)
+                .order_by(Unit.assigned_at).limit(10)).all()
+            recent = int(session.scalar(select(func.count()).select_from(Agent).where(
+                Agent.task_run_id == run_id, Agent.submitted_at >= now - timedelta(minutes=10))) or 0)
+        try:
+            held: int | None = runtime.limiter.held(run_pool(run_id))
+            cap = runtime.limiter.get_cap(run_pool(run_id))
+        except ServiceError:
+            held, cap = None, None
+        cap = run.max_concurrent_units if cap is None else cap
+        answers = _answers(run.server_url) if run.architect_type == "local" else None
+        total = sum(counts.values())
+        done = sum(n for s, n in counts.items() if s in UNIT_DONE)
+        console.print(f"[bold]task run {run_id}[/] ({run.provider_type}, {run.blueprint_type}): "
+                      f"{done}/{total} units done", soft_wrap=True)
+        table = Table()
+        for s in ORDER:
+            table.add_column(s.value, justify="right")
+        table.add_row(*(str(counts.get(s, 0)) for s in ORDER))
+        console.print(table)
+        console.print(f"concurrency pool: {'?' if held is None else held} held of "
+                      f"{'unlimited' if not cap else cap}", soft_wrap=True)
+        console.print(f"server: {run.server_url or 'none'}"
+                      + ("" if answers is None else (" (answers)" if answers else " (does NOT answer)")),
+                      soft_wrap=True)
+        console.print(f"provider hosts {counts.get(UnitStatus.LAUNCHED, 0)} available unit(s); "
+                      f"{recent / 10:.1f} submissions/min over the last 10 min", soft_wrap=True)
+        if in_flight:
+            console.print("in flight (oldest first):")
+            for unit_id, worker_name, assigned_at in in_flight:
+                age = int((now - assigned_at).total_seconds()) if assigned_at else 0
+                console.print(f"  unit {unit_id}: {worker_name}, for {age // 60} min {age % 60} s", soft_wrap=True)
+        facts = RunFacts(
+            is_completed=run.is_completed, shutdown_reason=run.shutdown_reason if run.shutdown_requested_at else None,
+            created=counts.get(UnitStatus.CREATED, 0), launched=counts.get(UnitStatus.LAUNCHED, 0),
+            assigned=counts.get(UnitStatus.ASSIGNED, 0), cap=cap, held=held,
+            oldest_assigned_at=in_flight[0][2] if in_flight else None,
+            server_url=run.server_url, server_answers=answers)
+        for sentence in diagnose(facts, now=now):
+            console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
+    finally:
+        runtime.close()
+
+
+def _answers(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        return httpx.get(url.rstrip("/") + "/task_config.json", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def shutdown(
+    run_id: Annotated[int, typer.Argument(help="The task run.")],
+    force: Annotated[bool, typer.Option("--force", help="Disconnect active workers and expire everything.")] = False,
+) -> None:
+    """Stop a run from any machine, as Ctrl-C does on an attached run (once, or twice with --force)."""
+    runtime = _runtime()
+    now = _now()
+    try:
+        with transaction(runtime.sessions) as session:
+            run = session.get(TaskRun, run_id)
+            if run is None:
+                fail(f"task run {run_id} does not exist")
+            if run.is_completed:
+                fail(f"task run {run_id} is already complete")
+            provider = make_provider(run.provider_type, run.config.get("provider", {}))
+            lifecycle.request_shutdown(session, run_id,
+                                       lifecycle.REASON_FORCED if force else lifecycle.REASON_SHUTDOWN, now=now)
+        if force:
+            count = lifecycle.force_expire(runtime.sessions, provider, runtime.limiter, run_id, now=now)
+            console.print(f"task run {run_id} force-stopped: {count} unit(s) expired, active workers disconnected")
+            return
+        count = lifecycle.expire_available_units(runtime.sessions, provider, runtime.limiter, run_id, now=now)
+        with transaction(runtime.sessions) as session:
+            waiting = lifecycle.in_flight(session, run_id)
+        console.print(f"task run {run_id} stopping: {count} available unit(s) expired; waiting on {waiting} "
+                      f"unit(s) in flight (mephisto-dist shutdown {run_id} --force to stop them now)")
+    finally:
+        runtime.close()

@@ -1,0 +1,152 @@
+"""Stopping, expiring and timing out: what Ctrl-C, ``shutdown``, ``resume`` and the beat sweeps do to a
+run. Everything is driven by database state and ``now``, so it works from any machine and happens even
+when the process that launched the run is gone. Every step is idempotent: re-running a step that was
+killed half-way finishes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, TaskRun, Unit
+from mephisto_dist.db.transitions import move_agent, move_units
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.errors import NotFoundError
+from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.providers import CrowdProvider
+from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
+
+REASON_CTRL_C = "stopped by the researcher (Ctrl-C)"
+REASON_SHUTDOWN = "stopped by the researcher (mephisto-dist shutdown)"
+REASON_FORCED = "force-stopped by the researcher"
+REASON_LIFETIME = "task_lifetime_in_seconds ({s} s) ran out"
+REASON_PATIENCE = "no submission for no_submission_patience ({s} s)"
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """A run's timing arguments (``mephisto.task``), read from its stored config."""
+
+    assignment_duration_s: int
+    task_lifetime_s: int
+    no_submission_patience_s: int
+
+    @classmethod
+    def of(cls, run: TaskRun) -> RunTiming:
+        task = run.config.get("task", {})
+        return cls(int(task.get("assignment_duration_in_seconds") or 1800),
+                   int(task.get("task_lifetime_in_seconds") or 31 * 24 * 3600),
+                   int(task.get("no_submission_patience") or 12 * 3600))
+
+
+def stop_reason(timing: RunTiming, *, created_at: datetime, last_activity_at: datetime,
+                now: datetime) -> str | None:
+    """Why a run should shut itself down now, if it should (pure)."""
+    if now - created_at >= timedelta(seconds=timing.task_lifetime_s):
+        return REASON_LIFETIME.format(s=timing.task_lifetime_s)
+    if now - last_activity_at >= timedelta(seconds=timing.no_submission_patience_s):
+        return REASON_PATIENCE.format(s=timing.no_submission_patience_s)
+    return None
+
+
+def request_shutdown(session: Session, run_id: int, reason: str, *, now: datetime) -> bool:
+    """Stop launching: True only for the call that made the request."""
+    if session.get(TaskRun, run_id) is None:
+        raise NotFoundError(f"task run {run_id} does not exist")
+    result = session.execute(
+        update(TaskRun).where(TaskRun.id == run_id, TaskRun.shutdown_requested_at.is_(None))
+        .values(shutdown_requested_at=now, shutdown_reason=reason)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def expire_available_units(
+    factory: sessionmaker[Session], provider: CrowdProvider, limiter: Limiter, run_id: int, *, now: datetime
+) -> int:
+    """Take every launched-but-unassigned unit off the provider and expire it, and expire units never
+    launched. Unpublishing comes first: a unit a worker can still see must not be marked expired."""
+    with transaction(factory) as session:
+        rows = session.execute(select(Unit.id, Unit.provider_unit_id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.LAUNCHED.value)).all()
+    provider.unpublish_units([p for _, p in rows if p])
+    with transaction(factory) as session:
+        expired = move_units(session, [u for u, _ in rows], UnitStatus.LAUNCHED, UnitStatus.EXPIRED, now=now)
+        never = list(session.scalars(select(Unit.id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)))
+        expired += move_units(session, never, UnitStatus.CREATED, UnitStatus.EXPIRED, now=now)
+    _release(limiter, run_id, expired, [])
+    return len(expired)
+
+
+def force_expire(
+    factory: sessionmaker[Session], provider: CrowdProvider, limiter: Limiter, run_id: int, *, now: datetime
+) -> int:
+    """Disconnect every active agent and expire every unit not yet submitted. Work submitted before
+    this moment is kept."""
+    count = expire_available_units(factory, provider, limiter, run_id, now=now)
+    with transaction(factory) as session:
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)).all()
+        expired = move_units(session, [u for u, _, _ in rows], UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now)
+        for unit_id, agent_id, _ in rows:
+            if unit_id in expired and agent_id:
+                move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now)
+        mark_completed_if_done(session, run_id, now=now)
+    _release(limiter, run_id, expired, [(u, w) for u, _, w in rows if u in expired and w is not None])
+    return count + len(expired)
+
+
+def _release(limiter: Limiter, run_id: int, unit_ids: Sequence[int],
+             worker_units: Sequence[tuple[int, int]]) -> None:
+    for unit_id in unit_ids:
+        limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
+    for unit_id, worker_id in worker_units:
+        limiter.release(unit_holder(unit_id), [keys.worker_assigned_pool(run_id, worker_id)])
+
+
+def time_out_overdue_units(factory: sessionmaker[Session], limiter: Limiter, run_id: int, *,
+                           now: datetime) -> int:
+    """Units assigned longer than ``assignment_duration_in_seconds``: the agent times out (a late
+    submission is refused) and the unit goes back to the pool for another worker, or expires when the
+    run is shutting down."""
+    with transaction(factory) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            return 0
+        cutoff = now - timedelta(seconds=RunTiming.of(run).assignment_duration_s)
+        stopping = run.shutdown_requested_at is not None
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+            Unit.assigned_at < cutoff)).all()
+        moved: list[tuple[int, int | None]] = []
+        for unit_id, agent_id, worker_id in rows:
+            if agent_id is None or not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.TIMEOUT,
+                                                  now=now):
+                continue  # submitted (or handled) just now
+            target = UnitStatus.EXPIRED if stopping else UnitStatus.LAUNCHED
+            extra = {} if stopping else {"agent_id": None, "worker_id": None}
+            if move_units(session, [unit_id], UnitStatus.ASSIGNED, target, now=now, **extra):
+                moved.append((unit_id, worker_id))
+    for unit_id, worker_id in moved:
+        pools = [keys.worker_assigned_pool(run_id, worker_id)] if worker_id is not None else []
+        if stopping:
+            pools += [run_pool(run_id), GLOBAL_POOL]
+        limiter.release(unit_holder(unit_id), pools)
+    return len(moved)
+
+
+def last_activity(session: Session, run: TaskRun) -> datetime:
+    """The newest submission of the run, or its creation when nothing was submitted yet."""
+    newest = session.scalar(select(func.max(Agent.submitted_at)).where(Agent.task_run_id == run.id))
+    return newest or run.created_at
+
+
+def in_flight(session: Session, run_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(Unit).where(
+        Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)) or 0)

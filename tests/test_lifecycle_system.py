@@ -1,0 +1,138 @@
+"""Stopping runs with real processes and signals: Ctrl-C once and twice on an attached run, shutdown
+from another process, timeouts and stalls driven by beat, and resume after every process died."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from tests.conftest import wait_for
+from tests.system import ROOT, free_port
+from tests.taskdirs import write_task_dir
+
+
+class AttachedRun:
+    """``mephisto-dist run`` on the embedded default, its output collected as it comes."""
+
+    def __init__(self, tmp_path: Path, *args: str, rows: int = 4, extra_yaml: str = "",
+                 env: dict[str, str] | None = None, command: str = "run") -> None:
+        self.port = free_port()
+        self.data_dir = tmp_path / "data"
+        self.task_dir = write_task_dir(tmp_path, rows=rows, port=self.port, extra_yaml=extra_yaml)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+        self.env.update({"MEPHISTO_DIST_DATA_DIR": str(self.data_dir), "COLUMNS": "200"})
+        self.env.update(env or {})
+        target = [str(self.task_dir)] if command == "run" else []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mephisto_dist.cli.app", command, *target, *args], cwd=ROOT, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def wait_for_output(self, pattern: str, timeout_s: float = 40) -> re.Match[str]:
+        return wait_for(lambda: re.search(pattern, self.text()), timeout_s=timeout_s,  # type: ignore[no-any-return]
+                        message=f"{pattern!r} in the output:\n{self.text()}")
+
+    def interrupt(self) -> None:
+        os.kill(self.process.pid, signal.SIGINT)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def register(self, worker: str) -> dict[str, object]:
+        data = httpx.post(self.url + "/request_agent", json={"provider_data": {
+            "worker_name": worker, "assignment_id": "a", "agent_registration_id": f"a-{worker}",
+            "provider_type": "mock"}}).json()["data"]
+        assert isinstance(data, dict)
+        return data
+
+    def submit(self, agent_id: object) -> httpx.Response:
+        return httpx.post(self.url + "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": {"r": "1"}})
+
+    def statuses(self) -> dict[str, int]:
+        engine = create_engine(f"sqlite:///{self.data_dir / 'mephisto-dist.db'}")
+        try:
+            with engine.connect() as connection:
+                return dict(connection.execute(text("select status, count(*) from unit group by status")).all())
+        finally:
+            engine.dispose()
+
+    def agent_statuses(self) -> dict[str, int]:
+        engine = create_engine(f"sqlite:///{self.data_dir / 'mephisto-dist.db'}")
+        try:
+            with engine.connect() as connection:
+                return dict(connection.execute(text("select status, count(*) from agent group by status")).all())
+        finally:
+            engine.dispose()
+
+
+def test_ctrl_c_once_drains_then_exits_cleanly(tmp_path: Path) -> None:
+    run = AttachedRun(tmp_path, rows=4)
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 4, message="units launched")
+        first = run.register("w1")
+        second = run.register("w2")
+        assert first["agent_id"] and second["agent_id"]
+        run.interrupt()
+        run.wait_for_output(r"waiting on 2 units in flight; Ctrl-C again to force quit")
+        assert run.statuses() == {"expired": 2, "assigned": 2}
+        assert run.register("w3")["agent_id"] is None  # nothing is offered any more
+        assert run.submit(first["agent_id"]).status_code == 200
+        run.wait_for_output(r"waiting on 1 units in flight")
+        assert run.submit(second["agent_id"]).status_code == 200
+        assert run.wait(30) == 0, run.text()
+    finally:
+        run.kill()
+    assert "2 completed, 2 expired" in run.text()
+    assert run.statuses() == {"expired": 2, "completed": 2}
+
+
+def test_ctrl_c_twice_forces_within_ten_seconds_and_keeps_submitted_work(tmp_path: Path) -> None:
+    run = AttachedRun(tmp_path, rows=3)
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 3, message="units launched")
+        done = run.register("w1")
+        assert run.submit(done["agent_id"]).status_code == 200
+        active = run.register("w2")
+        assert active["agent_id"]
+        run.interrupt()
+        run.wait_for_output(r"waiting on 1 units in flight")
+        started = time.monotonic()
+        run.interrupt()
+        code = run.wait(10)
+        elapsed = time.monotonic() - started
+    finally:
+        run.kill()
+    assert code == 130, run.text()
+    assert elapsed < 10
+    assert run.statuses() == {"completed": 1, "expired": 2}
+    assert run.agent_statuses() == {"completed": 1, "disconnect": 1}
