@@ -6,6 +6,7 @@ Same code paths as a deployment; only the URLs differ.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,17 @@ from mephisto_dist.errors import ServiceError
 from mephisto_dist.settings import Settings
 
 START_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be sent SIGTERM when the CLI that started us dies, even by SIGKILL,
+    so no server or worker outlives its run's CLI (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def redis_server_binary() -> str:
@@ -59,7 +71,7 @@ class EmbeddedRedis:
                 [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket),
                  "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                  "--dir", str(self.socket.parent)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads yet)
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
@@ -113,8 +125,9 @@ class ChildProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
+            # A session of their own: a Ctrl-C at the terminal reaches only the CLI, which decides.
             process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         child = Child(name, process, log_path)
         self.children.append(child)
         return child

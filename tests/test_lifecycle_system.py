@@ -136,3 +136,103 @@ def test_ctrl_c_twice_forces_within_ten_seconds_and_keeps_submitted_work(tmp_pat
     assert elapsed < 10
     assert run.statuses() == {"completed": 1, "expired": 2}
     assert run.agent_statuses() == {"completed": 1, "disconnect": 1}
+
+
+def _external_env(tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {"MEPHISTO_DIST_REDIS_URL": redis_url,
+           "MEPHISTO_DIST_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'mephisto-dist.db'}",
+           "MEPHISTO_DIST_RUN_SWEEP_EVERY_S": "0.3", "MEPHISTO_DIST_POOL_RENEW_EVERY_S": "0.5"}
+    env.update(extra)
+    return env
+
+
+def cli(run: AttachedRun, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], cwd=ROOT, env=run.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_detached_run_is_shut_down_from_another_process(tmp_path: Path, redis_url: str) -> None:
+    """The attached CLI of a run is gone (killed); ``shutdown`` from elsewhere still stops it, and a
+    resumed run finishes the drain."""
+    run = AttachedRun(tmp_path, rows=3, env=_external_env(tmp_path, redis_url))
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 3, message="units launched")
+        agent = run.register("w1")
+        assert agent["agent_id"]
+    finally:
+        run.kill()  # every process of the run dies with it
+    result = cli(run, "shutdown", "1")
+    assert result.returncode == 0, result.stderr
+    assert "2 available unit(s) expired; waiting on 1 unit(s) in flight" in result.stdout
+    status = cli(run, "status", "1")
+    assert "the run is stopping" in status.stdout and "does NOT answer" in status.stdout, status.stdout
+    forced = cli(run, "shutdown", "1", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert run.statuses() == {"expired": 3}
+    again = cli(run, "shutdown", "1")
+    assert again.returncode == 2 and "already complete" in again.stderr
+
+
+def test_an_overdue_unit_times_out_goes_to_another_worker_and_refuses_the_late_submit(
+        tmp_path: Path, redis_url: str) -> None:
+    run = AttachedRun(tmp_path, rows=1, env=_external_env(tmp_path, redis_url),
+                      extra_yaml="    assignment_duration_in_seconds: 1\n")
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 1, message="the unit launched")
+        slow = run.register("slow")
+        assert slow["agent_id"]
+        wait_for(lambda: run.statuses().get("launched") == 1 and run.agent_statuses().get("timeout") == 1,
+                 message="beat to time the unit out")
+        late = run.submit(slow["agent_id"])
+        assert late.status_code == 409 and "time allowed for this unit ran out" in late.json()["error"]
+        fast = run.register("fast")
+        assert fast["agent_id"] and fast["agent_id"] != slow["agent_id"]
+        assert run.submit(fast["agent_id"]).status_code == 200
+        assert run.wait(30) == 0, run.text()
+    finally:
+        run.kill()
+    assert run.statuses() == {"completed": 1}
+
+
+def test_a_run_without_submissions_shuts_itself_down_after_its_patience(tmp_path: Path, redis_url: str) -> None:
+    run = AttachedRun(tmp_path, rows=2, env=_external_env(tmp_path, redis_url),
+                      extra_yaml="    no_submission_patience: 2\n")
+    try:
+        run.wait_for_output(r"the run is stopping: no submission for no_submission_patience \(2 s\)")
+        assert run.wait(30) == 0, run.text()
+    finally:
+        run.kill()
+    assert run.statuses() == {"expired": 2}
+    result = cli(run, "runs")
+    assert "test-task" in result.stdout and "expired 2" in result.stdout, result.stdout
+
+
+def test_resume_after_every_process_died_redoes_nothing(tmp_path: Path, redis_url: str) -> None:
+    run = AttachedRun(tmp_path, rows=4, env=_external_env(tmp_path, redis_url))
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 4, message="units launched")
+        done = run.register("w1")
+        assert run.submit(done["agent_id"]).status_code == 200
+        held = run.register("w2")
+        assert held["agent_id"]
+    finally:
+        run.kill()
+    resumed = AttachedRun(tmp_path, "1", command="resume", env=_external_env(tmp_path, redis_url))
+    resumed.port, resumed.url = run.port, run.url
+    resumed.task_dir, resumed.data_dir = run.task_dir, run.data_dir
+    try:
+        resumed.wait_for_output(r"Open the task as a worker")
+        # w2 still holds its unit and can finish it on the resumed server; nothing completed is re-offered.
+        assert resumed.submit(held["agent_id"]).status_code == 200
+        assert resumed.register("w1")["agent_id"] is None
+        for worker in ("w3", "w4"):
+            agent = resumed.register(worker)
+            assert agent["agent_id"], agent
+            assert resumed.submit(agent["agent_id"]).status_code == 200
+        assert resumed.wait(30) == 0, resumed.text()
+    finally:
+        resumed.kill()
+    assert resumed.statuses() == {"completed": 4}

@@ -36,6 +36,7 @@ POLL_S = 0.5
 SERVER_START_TIMEOUT_S = 20.0
 FORCE_STOP_TIMEOUT_S = 4.0
 EXIT_FORCED = 130
+EXIT_TERMINATED = 143
 SHOWN_STATUSES = (UnitStatus.CREATED, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, UnitStatus.COMPLETED,
                   UnitStatus.ACCEPTED, UnitStatus.REJECTED, UnitStatus.SOFT_REJECTED, UnitStatus.EXPIRED)
 
@@ -166,21 +167,31 @@ class Services:
 
 
 class Interrupts:
-    """Counts Ctrl-Cs instead of raising, so no step is cut half-way: the watch loop reads the count."""
+    """Counts Ctrl-Cs instead of raising, so no step is cut half-way: the watch loop reads the count.
+
+    SIGTERM (the CLI itself being stopped, not the run) stops this CLI's services and leaves the run
+    as it is, to be resumed with ``mephisto-dist resume``.
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        self._previous: object = None
+        self.terminated = False
+        self._previous: list[object] = []
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
 
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.terminated = True
+
     def __enter__(self) -> Self:
-        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self._previous = [signal.signal(signal.SIGINT, self._on_sigint),
+                          signal.signal(signal.SIGTERM, self._on_sigterm)]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+        signal.signal(signal.SIGINT, self._previous[0])  # type: ignore[arg-type]
+        signal.signal(signal.SIGTERM, self._previous[1])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -234,6 +245,10 @@ class Attached:
             live.start()
         try:
             while True:
+                if interrupts.terminated:
+                    err_console.print(f"terminated: services stopped; the run stays open "
+                                      f"(mephisto-dist resume {self.run_id})", soft_wrap=True)
+                    raise typer.Exit(EXIT_TERMINATED)
                 if interrupts.count >= 2:
                     self._force()
                     return True
@@ -245,10 +260,13 @@ class Attached:
                     stored = session.get(TaskRun, self.run_id)
                     assert stored is not None
                     counts = unit_counts(session, self.run_id)
-                    if stored.shutdown_requested_at is not None and not draining:
-                        draining = True
-                        console.print(f"the run is stopping: {stored.shutdown_reason}", soft_wrap=True)
-                        self._drain(None)
+                    stopped_elsewhere = stored.shutdown_requested_at is not None and not draining
+                    reason = stored.shutdown_reason
+                if stopped_elsewhere:  # by `mephisto-dist shutdown` or a beat sweep
+                    draining = True
+                    console.print(f"the run is stopping: {reason}", soft_wrap=True)
+                    self._drain(None)
+                    continue
                 if live is not None:
                     live.update(_table(self.run_id, counts, time.monotonic() - started), refresh=True)
                 else:
