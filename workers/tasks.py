@@ -15,7 +15,7 @@ from mephisto_dist import queue
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.limiter import PoolLimit  # noqa: F401  (re-exported for hooks)
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runs import (
     GLOBAL_POOL,
@@ -99,8 +99,12 @@ def reconcile_pools_task() -> None:
     reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
 
 
+def provider_for(run: TaskRun) -> CrowdProvider:
+    return make_provider(run.provider_type, run.config.get("provider", {}))
+
+
 @app.task(name=queue.RECONCILE_RUNS)
 def reconcile_runs_task() -> None:
     rt = runtime()
-    for run_id in reconcile_runs(rt.sessions, now=_now()):
+    for run_id in reconcile_runs(rt.sessions, rt.limiter, provider_for, now=_now()):
         _launch(run_id)
