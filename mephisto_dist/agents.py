@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, bindparam, delete, exists, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist.db.models import Agent, Assignment, Unit, Worker
@@ -26,7 +27,6 @@ from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
 from mephisto_dist.runs import unit_holder
 
-CANDIDATES_PER_TRY = 8
 CLAIM_ATTEMPTS = 20
 CLAIM_RETRY_S = 0.005
 
@@ -125,55 +125,83 @@ class Registration:
                    request_id if isinstance(request_id, str) else None)
 
 
+def _insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the session's dialect (SQLite and PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model).on_conflict_do_nothing()
+    return sqlite_insert(model).on_conflict_do_nothing()
+
+
+_FIND_WORKER = select(Worker.id).where(Worker.provider_type == bindparam("provider_type"),
+                                       Worker.worker_name == bindparam("worker_name"))
+
+
+def find_worker(session: Session, provider_type: str, worker_name: str) -> int | None:
+    found = session.scalar(_FIND_WORKER, {"provider_type": provider_type, "worker_name": worker_name})
+    return None if found is None else int(found)
+
+
 def get_or_create_worker(session: Session, provider_type: str, worker_name: str, *, now: datetime) -> int:
-    query = select(Worker.id).where(Worker.provider_type == provider_type, Worker.worker_name == worker_name)
-    found = session.scalar(query)
+    found = find_worker(session, provider_type, worker_name)
     if found is not None:
-        return int(found)
-    try:
-        with session.begin_nested():
-            worker = Worker(provider_type=provider_type, worker_name=worker_name, created_at=now)
-            session.add(worker)
-        return worker.id
-    except IntegrityError:  # the same worker registered through another web process just now
-        found = session.scalar(query)
-        if found is None:
-            raise
-        return int(found)
+        return found
+    session.execute(_insert_ignoring_conflicts(session, Worker).values(
+        provider_type=provider_type, worker_name=worker_name, created_at=now))
+    created = find_worker(session, provider_type, worker_name)  # ours, or another process's
+    if created is None:
+        raise RuntimeError(f"worker {worker_name!r} vanished right after it was created")
+    return created
+
+
+_FIND_REGISTRATION = select(Agent.id, Agent.worker_id, Agent.status, Agent.unit_id, Agent.assignment_id).where(
+    Agent.task_run_id == bindparam("run_id"), Agent.registration_id == bindparam("registration_id"))
+_ASSIGNMENT_DATA = select(Assignment.data).where(Assignment.id == bindparam("assignment_id"))
 
 
 def register_agent(
     session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None
 ) -> AgentDetails:
-    """Give the worker an agent on a launched unit of the run, or say why not."""
-    worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
-    existing = session.scalar(
-        select(Agent).where(Agent.task_run_id == run.run_id, Agent.registration_id == reg.registration_id)
-    )
-    if existing is not None:
-        return _reconnect(session, existing, worker_id, reg)
+    """Give the worker an agent on a launched unit of the run, or say why not.
+
+    A refusal writes nothing: the worker row is created only once there is a unit to give.
+    """
+    worker_id = find_worker(session, run.provider_type, reg.worker_name)
+    if worker_id is not None:
+        existing = session.execute(_FIND_REGISTRATION, {"run_id": run.run_id,
+                                                        "registration_id": reg.registration_id}).first()
+        if existing is not None:
+            return _reconnect(session, existing, worker_id, reg)
     for attempt in range(CLAIM_ATTEMPTS):
-        candidates = _candidate_units(session, run.run_id, worker_id)
-        if not candidates:
+        candidate = _candidate_unit(session, run.run_id, worker_id)
+        if candidate is None:
             if attempt + 1 < CLAIM_ATTEMPTS and _units_in_flight(session, run.run_id, worker_id):
                 time.sleep(CLAIM_RETRY_S)  # another transaction holds the free units' locks right now
                 continue
             break
+        unit_id, assignment_id, data = candidate
+        if worker_id is None:
+            worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
         pools = run.worker_pools(worker_id, gate.lease_s) if gate is not None else []
-        for unit_id, assignment_id in candidates:
-            if pools:
-                assert gate is not None
-                taken = gate.limiter.acquire(unit_holder(unit_id), pools)
-                if not taken.ok:
-                    return AgentDetails(reg.request_id, worker_id, failure_reason=_refusal(pools, taken))
-            agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
-            if agent_id is None and pools:
-                assert gate is not None
-                gate.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
-            if agent_id is not None:
-                data = session.scalar(select(Assignment.data).where(Assignment.id == assignment_id))
-                return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data, created=True)
+        if pools:
+            assert gate is not None
+            taken = gate.limiter.acquire(unit_holder(unit_id), pools)
+            if not taken.ok:
+                return AgentDetails(reg.request_id, worker_id, failure_reason=_refusal(pools, taken))
+        agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
+        if agent_id is not None:
+            return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data, created=True)
+        if pools:
+            assert gate is not None
+            gate.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
+        if _registration_taken(session, run.run_id, reg.registration_id):
+            # The same registration id won on another web process at this moment: reconnect to it.
+            return register_agent(session, run, reg, now=now, gate=gate)
     return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
+
+
+def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:
+    return session.execute(_FIND_REGISTRATION, {"run_id": run_id,
+                                                "registration_id": registration_id}).first() is not None
 
 
 def _refusal(pools: list[PoolLimit], taken: Acquired) -> str:
@@ -183,71 +211,69 @@ def _refusal(pools: list[PoolLimit], taken: Acquired) -> str:
     return TOO_MANY_AT_ONCE.format(cap=pool.cap)
 
 
-def _reconnect(session: Session, agent: Agent, worker_id: int, reg: Registration) -> AgentDetails:
-    if agent.worker_id != worker_id:
+def _reconnect(session: Session, existing: Any, worker_id: int, reg: Registration) -> AgentDetails:
+    agent_id, owner_id, raw_status, unit_id, assignment_id = existing
+    if owner_id != worker_id:
         raise RequestError("this registration id belongs to another worker", 403)
-    status = AgentStatus(agent.status)
+    status = AgentStatus(raw_status)
     if status == AgentStatus.COMPLETED:
         return AgentDetails(reg.request_id, worker_id, failure_reason=ALREADY_SUBMITTED)
     if status == AgentStatus.TIMEOUT:
         return AgentDetails(reg.request_id, worker_id, failure_reason=TIMED_OUT)
     if status not in (AgentStatus.IN_TASK, AgentStatus.ACCEPTED, AgentStatus.NONE):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_LONGER_YOURS.format(status=status))
-    data = session.scalar(select(Assignment.data).where(Assignment.id == agent.assignment_id))
-    return AgentDetails(reg.request_id, worker_id, agent.id, agent.unit_id, data)
+    data = session.scalar(_ASSIGNMENT_DATA, {"assignment_id": assignment_id})
+    return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data)
 
 
-def _open_units_query(run_id: int, worker_id: int) -> Select[int, int]:
-    """Launched units of the run in assignments this worker has not worked on, lowest id first."""
-    mine = aliased(Agent)
-    return (
-        select(Unit.id, Unit.assignment_id)
-        .where(
-            Unit.task_run_id == run_id,
-            Unit.status == UnitStatus.LAUNCHED.value,
-            ~exists().where(mine.assignment_id == Unit.assignment_id, mine.worker_id == worker_id),
-        )
-        .order_by(Unit.id)
-    )
+_MINE = aliased(Agent)
+_OPEN_UNITS = (
+    select(Unit.id, Unit.assignment_id, Assignment.data)
+    .join(Assignment, Assignment.id == Unit.assignment_id)
+    .where(Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.LAUNCHED.value)
+    .order_by(Unit.id)
+    .limit(1)
+)
+# Launched units of the run in assignments this worker has not worked on, lowest id first.
+_OPEN_UNITS_FOR_WORKER = _OPEN_UNITS.where(
+    ~exists().where(_MINE.assignment_id == Unit.assignment_id, _MINE.worker_id == bindparam("worker_id")))
 
 
-def _candidate_units(session: Session, run_id: int, worker_id: int) -> list[tuple[int, int]]:
-    query = _open_units_query(run_id, worker_id)
+def _candidate_unit(session: Session, run_id: int, worker_id: int | None) -> tuple[int, int, Any] | None:
+    query = _OPEN_UNITS if worker_id is None else _OPEN_UNITS_FOR_WORKER
     if session.get_bind().dialect.name == "postgresql":
         # Lock exactly the row we will claim: locking more would hide units from other workers.
-        query = query.limit(1).with_for_update(of=Unit, skip_locked=True)
-    else:
-        query = query.limit(CANDIDATES_PER_TRY)  # SQLite serialises writers: no one else is choosing
-    return [(int(row[0]), int(row[1])) for row in session.execute(query)]
+        query = query.with_for_update(of=Unit, skip_locked=True)
+    row = session.execute(query, {"run_id": run_id, "worker_id": worker_id}).first()
+    return None if row is None else (int(row[0]), int(row[1]), row[2])
 
 
-def _units_in_flight(session: Session, run_id: int, worker_id: int) -> bool:
+def _units_in_flight(session: Session, run_id: int, worker_id: int | None) -> bool:
     if session.get_bind().dialect.name != "postgresql":
-        return False
-    return session.execute(_open_units_query(run_id, worker_id).limit(1)).first() is not None
+        return False  # SQLite serialises writers: no one else is choosing at this moment
+    query = _OPEN_UNITS if worker_id is None else _OPEN_UNITS_FOR_WORKER
+    return session.execute(query, {"run_id": run_id, "worker_id": worker_id}).first() is not None
 
 
 def _claim(
     session: Session, run: RunContext, reg: Registration, worker_id: int, unit_id: int, assignment_id: int,
     *, now: datetime,
 ) -> str | None:
+    """Insert the agent, then move the unit to it; undo the insert if the unit was taken meanwhile.
+    The insert ignores conflicts, so a lost race costs no SAVEPOINT: it inserts nothing."""
     agent_id = secrets.token_hex(12)
-    try:
-        with session.begin_nested():
-            if not move_unit(session, unit_id, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, now=now,
-                             agent_id=agent_id, worker_id=worker_id):
-                return None
-            session.add(Agent(
-                id=agent_id, unit_id=unit_id, assignment_id=assignment_id, task_run_id=run.run_id,
-                worker_id=worker_id, registration_id=reg.registration_id,
-                status=AgentStatus.IN_TASK.value, provider_data=reg.provider_data,
-                created_at=now, status_changed_at=now,
-            ))
-            session.flush()
-    except IntegrityError:
-        # Another process registered this worker on the assignment, or the same registration id.
-        return None
-    return agent_id
+    inserted = session.execute(_insert_ignoring_conflicts(session, Agent).values(
+        id=agent_id, unit_id=unit_id, assignment_id=assignment_id, task_run_id=run.run_id,
+        worker_id=worker_id, registration_id=reg.registration_id, status=AgentStatus.IN_TASK.value,
+        provider_data=reg.provider_data, init_data={}, created_at=now, status_changed_at=now,
+    ))
+    if not inserted.rowcount:  # type: ignore[attr-defined]
+        return None  # this registration, or this worker on this assignment, won elsewhere
+    if move_unit(session, unit_id, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, now=now,
+                 agent_id=agent_id, worker_id=worker_id):
+        return agent_id
+    session.execute(delete(Agent).where(Agent.id == agent_id))
+    return None
 
 
 @dataclass(frozen=True)
@@ -272,17 +298,25 @@ def submit_task(
         raise RequestError(NO_LONGER_YOURS.format(status=status) + " Your submission was not recorded.", 409)
     if not move_agent(session, agent.id, AgentStatus.IN_TASK, AgentStatus.COMPLETED, now=now,
                       outputs=outputs, submitted_at=now):
-        session.refresh(agent)
-        if agent.status == AgentStatus.COMPLETED.value:
+        again = load_agent(session, run, agent_id)
+        if again.status == AgentStatus.COMPLETED.value:
             return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
-        raise RequestError(NO_LONGER_YOURS.format(status=agent.status), 409)
+        if again.status == AgentStatus.TIMEOUT.value:
+            raise RequestError(TIMED_OUT, 409)
+        raise RequestError(NO_LONGER_YOURS.format(status=again.status), 409)
     if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
         raise RequestError("this unit is no longer open for submissions", 409)
     return Submission(agent.unit_id, agent.id, agent.worker_id, first=True)
 
 
-def load_agent(session: Session, run: RunContext, agent_id: str) -> Agent:
-    agent = session.get(Agent, agent_id) if isinstance(agent_id, str) and agent_id else None
+_LOAD_AGENT = select(Agent.id, Agent.unit_id, Agent.worker_id, Agent.task_run_id, Agent.status,
+                     Agent.task_metadata).where(Agent.id == bindparam("agent_id"))
+
+
+def load_agent(session: Session, run: RunContext, agent_id: str) -> Row[Any]:
+    """The agent's few fields the hot path needs, checked to belong to this run."""
+    agent = (session.execute(_LOAD_AGENT, {"agent_id": agent_id}).first()
+             if isinstance(agent_id, str) and agent_id else None)
     if agent is None:
         raise RequestError(f"unknown agent id {agent_id!r}", 404)
     if agent.task_run_id != run.run_id:

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
-from mephisto_dist.db.transitions import move_unit
+from mephisto_dist.db.transitions import move_units_each
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.limiter import Limiter, PoolLimit, keys
 from mephisto_dist.providers import CrowdProvider
 
 LAUNCH_BATCH = 200
+UNCAPPED_LAUNCH_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,12 @@ class LaunchContext:
 
 
 def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int, *, now: datetime) -> int:
-    """Launch created units of a run while the concurrency pools have room; return how many."""
+    """Launch created units of a run while the concurrency pools have room; return how many.
+
+    Safe to run from several processes at once: publishing is idempotent per unit (providers use the
+    unit as their idempotency token) and the move to ``launched`` is a compare-and-set, so a unit
+    another launcher got first just gives its token back. An uncapped run takes no tokens at all.
+    """
     launched = 0
     while True:
         with transaction(factory) as session:
@@ -128,34 +134,38 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
                 raise NotFoundError(f"task run {run_id} does not exist")
             if run.is_completed or run.shutdown_requested_at is not None:
                 return launched
-            pools = [PoolLimit(run_pool(run_id), run.max_concurrent_units, ctx.lease_s)]
-            _repair_pool_if_lost(session, ctx, run_id, run.max_concurrent_units)
+            stored_cap = ctx.limiter.get_cap(run_pool(run_id))
+            cap = run.max_concurrent_units if stored_cap is None else stored_cap
+            pools = [PoolLimit(run_pool(run_id), cap, ctx.lease_s)] if cap else []
             if ctx.global_cap:
                 pools.append(PoolLimit(GLOBAL_POOL, ctx.global_cap, ctx.lease_s))
+            if cap:
+                _repair_pool_if_lost(session, ctx, run_id, cap)
             candidates = list(session.scalars(
                 select(Unit.id).where(Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)
-                .order_by(Unit.id).limit(LAUNCH_BATCH)
+                .order_by(Unit.id).limit(LAUNCH_BATCH if pools else UNCAPPED_LAUNCH_BATCH)
             ))
             taken: list[int] = []
             refused = False
-            for unit_id in candidates:
+            for unit_id in candidates if pools else ():
                 if not ctx.limiter.acquire(unit_holder(unit_id), pools).ok:
                     refused = True
                     break
                 taken.append(unit_id)
+            if not pools:
+                taken = candidates
             moved: set[int] = set()
             try:
                 published = ctx.provider.publish_units(run_id, taken, run.server_url or "", run.config["task"])
-                for item in published:
-                    if move_unit(session, item.unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now,
-                                 provider_unit_id=item.provider_unit_id):
-                        moved.add(item.unit_id)
+                moved = set(move_units_each(session, [(p.unit_id, {"provider_unit_id": p.provider_unit_id})
+                                                      for p in published],
+                                            UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now))
             finally:
                 lost = [u for u in taken if u not in moved]
-                for unit_id in lost:  # another launcher got there first, or publishing failed
+                for unit_id in lost if pools else ():  # another launcher got there first, or publishing failed
                     ctx.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
         launched += len(moved)
-        if refused or len(candidates) < LAUNCH_BATCH:
+        if refused or len(candidates) < (LAUNCH_BATCH if pools else UNCAPPED_LAUNCH_BATCH):
             return launched
 
 
@@ -185,9 +195,10 @@ def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:
 
 def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> bool:
     """Mark the run completed when every unit is done; True only for the call that marked it."""
+    # Looking for the few not-done statuses uses the (run, status) index; NOT IN would walk the run.
     pending = session.scalar(
         select(Unit.id).where(
-            Unit.task_run_id == run_id, Unit.status.not_in([s.value for s in UNIT_DONE])
+            Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UnitStatus if s not in UNIT_DONE])
         ).limit(1)
     )
     if pending is not None:

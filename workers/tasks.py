@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from celery import Celery
+from sqlalchemy import select
 
 from mephisto_dist import queue
 from mephisto_dist.db.engine import transaction
@@ -78,19 +79,22 @@ def unit_assigned(agent_id: str) -> None:
 
 @app.task(name=queue.UNIT_SUBMITTED)
 def unit_submitted(unit_id: int) -> None:
-    """Free the unit's slot (again: release is idempotent), launch what the slot allows, and close the
-    run when this was its last unit."""
+    """The TaskRunner's on-submitted event: free the unit's slot (again: release is idempotent),
+    launch what the slot allows when the web server could not, and close the run when this was its
+    last unit."""
     rt = runtime()
     with transaction(rt.sessions) as session:
-        unit = session.get(Unit, unit_id)
-        if unit is None:
+        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type)
+                              .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == unit_id)).first()
+        if row is None:
             return
-        run_id = unit.task_run_id
-    rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
-    _launch(run_id)
-    with transaction(rt.sessions) as session:
+        run_id, provider_type = row
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
+            return
+    rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
+    if not make_provider(provider_type).publishes_instantly:
+        _launch(run_id)
 
 
 @app.task(name=queue.RECONCILE_POOLS)

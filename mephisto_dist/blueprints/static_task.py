@@ -77,6 +77,11 @@ def build(blueprint_args: Mapping[str, Any], build_dir: Path) -> None:
         raise
 
 
+# A static task has no live exchange with its worker once assigned, so its TaskRunner has no
+# on-assigned hook: nothing is enqueued when a unit is assigned (submissions are).
+HAS_ON_ASSIGNED_HOOK = False
+
+
 def init_task_data(row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]:
     """An assignment's initial data: the row plus ``html``, the name the task page is served under."""
     return {**row, "html": _task_file_name(blueprint_args)}

@@ -4,6 +4,8 @@ PostgreSQL is used as it comes."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,9 +60,30 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(factory: sessionmaker[Session]) -> threading.RLock | None:
+    """SQLite has one writer at a time. Threads of one process queue on a lock rather than in SQLite's
+    busy handler, which sleeps and retries and so turns contention into latency; other processes
+    still wait in the busy handler."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return None
+    with _SQLITE_WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.get(bind)
+        if lock is None:
+            lock = _SQLITE_WRITERS[bind] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """The one place that commits: the block's work commits on exit or rolls back on error."""
+    lock = _writer_lock(factory)
+    if lock is not None:
+        lock.acquire()
     session = factory()
     try:
         yield session
@@ -70,3 +93,5 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+        if lock is not None:
+            lock.release()

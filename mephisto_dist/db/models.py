@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -138,6 +139,10 @@ class Worker(Base):
     provider_type: Mapped[str] = mapped_column(String(64))
     worker_name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Blocked from every task (and on the provider); a block qualification blocks from one task only.
+    is_blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    block_reason: Mapped[str | None] = mapped_column(Text)
+    blocked_at: Mapped[datetime | None]
 
 
 class Agent(Base):
@@ -209,3 +214,34 @@ class UnitReview(Base):
     bonus: Mapped[float | None] = mapped_column(Float)
     bonus_paid_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderCall(Base):
+    """A side effect on the crowd provider (approve, reject, bonus, block, unblock).
+
+    The row is written with the decision that causes it and claimed before the provider is called, so a
+    re-delivered task or a re-run command never repeats it; ``idempotency_key`` is also handed to the
+    provider (MTurk's ``UniqueRequestToken``) for the one window the claim cannot cover: a process dying
+    between calling the provider and recording that it did.
+    """
+
+    __tablename__ = "provider_call"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    action: Mapped[str] = mapped_column(String(16))
+    provider_type: Mapped[str] = mapped_column(String(64))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    task_run_id: Mapped[int | None] = mapped_column(ForeignKey("task_run.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"), index=True)
+    unit_review_id: Mapped[int | None] = mapped_column(ForeignKey("unit_review.id"))
+    amount: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # What the provider needs to find the work (worker name, HIT and assignment ids), as of the decision.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    receipt: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Agent, OnboardingAgent, Unit
@@ -62,6 +62,36 @@ def move_units(
         .execution_options(synchronize_session=False)
     )
     return [row[0] for row in session.execute(statement)]
+
+
+def move_units_each(
+    session: Session,
+    changes: Sequence[tuple[int, dict[str, Any]]],
+    old: UnitStatus,
+    new: UnitStatus,
+    *,
+    now: datetime,
+) -> list[int]:
+    """Like :func:`move_units`, with fields of each unit's own (a provider's id, say); return the ids
+    moved. One executemany compare-and-set for the batch, then one read of which rows it moved (they
+    carry this call's ``now``)."""
+    check_unit_transition(old, new)
+    if not changes:
+        return []
+    names = sorted({name for _, fields in changes for name in fields})
+    values: dict[str, Any] = {"status": new.value, "status_changed_at": now}
+    stamp = _UNIT_STAMPS.get(new)
+    if stamp is not None:
+        values[stamp] = now
+    values.update({name: bindparam(f"v_{name}") for name in names})
+    table: Table = Unit.__table__  # type: ignore[assignment]
+    statement = (update(table).where(table.c.id == bindparam("v_unit_id"), table.c.status == old.value)
+                 .values(**values))
+    params = [{"v_unit_id": unit_id, **{f"v_{n}": fields.get(n) for n in names}} for unit_id, fields in changes]
+    session.connection().execute(statement, params)
+    ids = [unit_id for unit_id, _ in changes]
+    return list(session.scalars(select(Unit.id).where(
+        Unit.id.in_(ids), Unit.status == new.value, Unit.status_changed_at == now)))
 
 
 def move_unit(

@@ -22,12 +22,14 @@ from starlette.routing import Route
 
 from mephisto_dist import agents
 from mephisto_dist.agents import Registration, RunContext, WorkerGate
+from mephisto_dist.blueprints import static_task
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError, ServiceError
 from mephisto_dist.limiter import keys
+from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.queue import UNIT_ASSIGNED, UNIT_SUBMITTED
-from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_holder
+from mephisto_dist.runs import GLOBAL_POOL, LaunchContext, launch_units, run_pool, unit_holder
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.uploads import StoredFile, UploadStore
 from mephisto_dist.web.frontend import frontend_config
@@ -80,8 +82,22 @@ class RunResolver:
         return None
 
 
+class ProviderCache:
+    """One provider object per run served (providers hold no per-request state)."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[int, CrowdProvider] = {}
+
+    def get(self, run: RunContext) -> CrowdProvider:
+        provider = self._by_run.get(run.run_id)
+        if provider is None:
+            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.config.get("provider", {}))
+        return provider
+
+
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
     resolver = RunResolver(runtime, run_id, port)
+    providers = ProviderCache()
     gate = WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s)
     uploads = UploadStore(runtime.settings.uploads_dir)
     max_bytes = runtime.settings.max_upload_bytes
@@ -107,11 +123,12 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         def work() -> agents.AgentDetails:
             run = resolver.current()
             with transaction(runtime.sessions) as session:
-                return agents.register_agent(session, run, reg, now=_now(), gate=gate)
+                details = agents.register_agent(session, run, reg, now=_now(), gate=gate)
+            if details.created and static_task.HAS_ON_ASSIGNED_HOOK:
+                runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
+            return details
 
         details = await run_in_threadpool(work)
-        if details.created:
-            await run_in_threadpool(runtime.queue.enqueue, UNIT_ASSIGNED, details.agent_id)
         return JSONResponse(details.packet())
 
     async def submit_task(request: Request) -> Response:
@@ -163,7 +180,10 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         def work() -> agents.Submission:
             run = resolver.current()
             with transaction(runtime.sessions) as session:
-                return agents.submit_task(session, run, agent_id, outputs, now=_now())
+                submission = agents.submit_task(session, run, agent_id, outputs, now=_now())
+            if submission.first:
+                _after_submit(run, submission)
+            return submission
 
         try:
             submission = await run_in_threadpool(work)
@@ -173,17 +193,19 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             raise
         if not submission.first and batch is not None:
             uploads.discard(batch)  # a repeated submit keeps the first answer and its files
-        if submission.first:
-            await run_in_threadpool(_after_submit, submission)
         return JSONResponse({"status": "Submitted!" if submission.first else "Already submitted",
                              "unit_id": str(submission.unit_id)})
 
-    def _after_submit(submission: agents.Submission) -> None:
-        run = resolver.current()
-        # Free the slots now, so the next unit launches without waiting for the worker's task. The
-        # worker's task-wide count keeps the unit: completed units count toward the maximum.
+    def _after_submit(run: RunContext, submission: agents.Submission) -> None:
+        """After the commit: free the unit's slots and refill them at once where publishing is free;
+        the worker's TaskRunner hook (and publishing on a real marketplace) runs on Celery."""
         runtime.limiter.release(unit_holder(submission.unit_id), [
             run_pool(run.run_id), GLOBAL_POOL, keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+        provider = providers.get(run)
+        if provider.publishes_instantly:
+            launch_units(runtime.sessions, LaunchContext(runtime.limiter, provider, runtime.settings.lease_ttl_s,
+                                                         runtime.settings.max_concurrent_units),
+                         run.run_id, now=_now())
         runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 
     async def submit_onboarding(request: Request) -> Response:
