@@ -13,14 +13,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, exists, select
+from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from mephisto_dist.db.models import Agent, Assignment, Unit, Worker
+from mephisto_dist.db.models import Agent, Assignment, Base, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
@@ -125,11 +126,16 @@ class Registration:
                    request_id if isinstance(request_id, str) else None)
 
 
-def _insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` in the session's dialect (SQLite and PostgreSQL)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql_insert(model).on_conflict_do_nothing()
-    return sqlite_insert(model).on_conflict_do_nothing()
+@lru_cache(maxsize=8)
+def _insert_ignoring_conflicts(dialect: str, table_name: str) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect (SQLite or PostgreSQL), built once."""
+    table = Base.metadata.tables[table_name]
+    return (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table).on_conflict_do_nothing()
+
+
+def _run(session: Session, statement: Any, params: dict[str, Any] | None = None) -> Any:
+    """Execute a prebuilt Core statement on the session's connection, past the ORM layer."""
+    return session.connection().execute(statement, params or {})
 
 
 _FIND_WORKER = select(Worker.id).where(Worker.provider_type == bindparam("provider_type"),
@@ -137,7 +143,7 @@ _FIND_WORKER = select(Worker.id).where(Worker.provider_type == bindparam("provid
 
 
 def find_worker(session: Session, provider_type: str, worker_name: str) -> int | None:
-    found = session.scalar(_FIND_WORKER, {"provider_type": provider_type, "worker_name": worker_name})
+    found = _run(session, _FIND_WORKER, {"provider_type": provider_type, "worker_name": worker_name}).scalar()
     return None if found is None else int(found)
 
 
@@ -145,8 +151,8 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
     found = find_worker(session, provider_type, worker_name)
     if found is not None:
         return found
-    session.execute(_insert_ignoring_conflicts(session, Worker).values(
-        provider_type=provider_type, worker_name=worker_name, created_at=now))
+    _run(session, _insert_ignoring_conflicts(_dialect(session), "worker"),
+         {"provider_type": provider_type, "worker_name": worker_name, "created_at": now})
     created = find_worker(session, provider_type, worker_name)  # ours, or another process's
     if created is None:
         raise RuntimeError(f"worker {worker_name!r} vanished right after it was created")
@@ -167,8 +173,8 @@ def register_agent(
     """
     worker_id = find_worker(session, run.provider_type, reg.worker_name)
     if worker_id is not None:
-        existing = session.execute(_FIND_REGISTRATION, {"run_id": run.run_id,
-                                                        "registration_id": reg.registration_id}).first()
+        existing = _run(session, _FIND_REGISTRATION, {"run_id": run.run_id,
+                                                      "registration_id": reg.registration_id}).first()
         if existing is not None:
             return _reconnect(session, existing, worker_id, reg)
     for attempt in range(CLAIM_ATTEMPTS):
@@ -200,8 +206,8 @@ def register_agent(
 
 
 def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:
-    return session.execute(_FIND_REGISTRATION, {"run_id": run_id,
-                                                "registration_id": registration_id}).first() is not None
+    return _run(session, _FIND_REGISTRATION, {"run_id": run_id,
+                                              "registration_id": registration_id}).first() is not None
 
 
 def _refusal(pools: list[PoolLimit], taken: Acquired) -> str:
@@ -222,7 +228,7 @@ def _reconnect(session: Session, existing: Any, worker_id: int, reg: Registratio
         return AgentDetails(reg.request_id, worker_id, failure_reason=TIMED_OUT)
     if status not in (AgentStatus.IN_TASK, AgentStatus.ACCEPTED, AgentStatus.NONE):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_LONGER_YOURS.format(status=status))
-    data = session.scalar(_ASSIGNMENT_DATA, {"assignment_id": assignment_id})
+    data = _run(session, _ASSIGNMENT_DATA, {"assignment_id": assignment_id}).scalar()
     return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data)
 
 
@@ -237,22 +243,28 @@ _OPEN_UNITS = (
 # Launched units of the run in assignments this worker has not worked on, lowest id first.
 _OPEN_UNITS_FOR_WORKER = _OPEN_UNITS.where(
     ~exists().where(_MINE.assignment_id == Unit.assignment_id, _MINE.worker_id == bindparam("worker_id")))
+_OPEN_UNITS_LOCKED = _OPEN_UNITS.with_for_update(of=Unit, skip_locked=True)
+_OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, skip_locked=True)
 
 
 def _candidate_unit(session: Session, run_id: int, worker_id: int | None) -> tuple[int, int, Any] | None:
     query = _OPEN_UNITS if worker_id is None else _OPEN_UNITS_FOR_WORKER
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         # Lock exactly the row we will claim: locking more would hide units from other workers.
-        query = query.with_for_update(of=Unit, skip_locked=True)
-    row = session.execute(query, {"run_id": run_id, "worker_id": worker_id}).first()
+        query = (_OPEN_UNITS_LOCKED if worker_id is None else _OPEN_UNITS_FOR_WORKER_LOCKED)
+    row = _run(session, query, {"run_id": run_id, "worker_id": worker_id}).first()
     return None if row is None else (int(row[0]), int(row[1]), row[2])
 
 
 def _units_in_flight(session: Session, run_id: int, worker_id: int | None) -> bool:
-    if session.get_bind().dialect.name != "postgresql":
+    if _dialect(session) != "postgresql":
         return False  # SQLite serialises writers: no one else is choosing at this moment
     query = _OPEN_UNITS if worker_id is None else _OPEN_UNITS_FOR_WORKER
-    return session.execute(query, {"run_id": run_id, "worker_id": worker_id}).first() is not None
+    return _run(session, query, {"run_id": run_id, "worker_id": worker_id}).first() is not None
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _claim(
@@ -262,17 +274,17 @@ def _claim(
     """Insert the agent, then move the unit to it; undo the insert if the unit was taken meanwhile.
     The insert ignores conflicts, so a lost race costs no SAVEPOINT: it inserts nothing."""
     agent_id = secrets.token_hex(12)
-    inserted = session.execute(_insert_ignoring_conflicts(session, Agent).values(
-        id=agent_id, unit_id=unit_id, assignment_id=assignment_id, task_run_id=run.run_id,
-        worker_id=worker_id, registration_id=reg.registration_id, status=AgentStatus.IN_TASK.value,
-        provider_data=reg.provider_data, init_data={}, created_at=now, status_changed_at=now,
-    ))
-    if not inserted.rowcount:  # type: ignore[attr-defined]
+    inserted = _run(session, _insert_ignoring_conflicts(_dialect(session), "agent"), {
+        "id": agent_id, "unit_id": unit_id, "assignment_id": assignment_id, "task_run_id": run.run_id,
+        "worker_id": worker_id, "registration_id": reg.registration_id, "status": AgentStatus.IN_TASK.value,
+        "provider_data": reg.provider_data, "init_data": {}, "created_at": now, "status_changed_at": now,
+    })
+    if not inserted.rowcount:
         return None  # this registration, or this worker on this assignment, won elsewhere
     if move_unit(session, unit_id, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, now=now,
                  agent_id=agent_id, worker_id=worker_id):
         return agent_id
-    session.execute(delete(Agent).where(Agent.id == agent_id))
+    _run(session, _DELETE_AGENT, {"agent_id": agent_id})
     return None
 
 
@@ -309,13 +321,14 @@ def submit_task(
     return Submission(agent.unit_id, agent.id, agent.worker_id, first=True)
 
 
+_DELETE_AGENT = delete(Agent).where(Agent.id == bindparam("agent_id"))
 _LOAD_AGENT = select(Agent.id, Agent.unit_id, Agent.worker_id, Agent.task_run_id, Agent.status,
                      Agent.task_metadata).where(Agent.id == bindparam("agent_id"))
 
 
-def load_agent(session: Session, run: RunContext, agent_id: str) -> Row[Any]:
+def load_agent(session: Session, run: RunContext, agent_id: str) -> Any:
     """The agent's few fields the hot path needs, checked to belong to this run."""
-    agent = (session.execute(_LOAD_AGENT, {"agent_id": agent_id}).first()
+    agent = (_run(session, _LOAD_AGENT, {"agent_id": agent_id}).first()
              if isinstance(agent_id, str) and agent_id else None)
     if agent is None:
         raise RequestError(f"unknown agent id {agent_id!r}", 404)

@@ -134,7 +134,7 @@ class ChildProcesses:
 
     def start_worker(self, concurrency: int = 2) -> Child:
         return self.start("worker", [sys.executable, "-m", "celery", "-A", "workers", "worker", "-E",
-                                     "--concurrency", str(concurrency), "--loglevel", "INFO",
+                                     "--concurrency", str(concurrency), "--loglevel", "WARNING",
                                      "--hostname", f"mephisto-dist-{os.getpid()}@%h"])
 
     def start_beat(self) -> Child:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from celery import Celery
-
 LAUNCH_RUN = "mephisto_dist.launch_run"
 LAUNCH_UNITS = "mephisto_dist.launch_units"
 UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
@@ -44,6 +42,8 @@ def celery_config(broker_url: str) -> dict[str, Any]:
 
 class CeleryQueue:
     def __init__(self, broker_url: str) -> None:
+        from celery import Celery  # imported on first use: it is slow to import, and most commands never send
+
         self._app = Celery("mephisto_dist_sender", set_as_current=False)
         self._app.conf.update(celery_config(broker_url))
 
@@ -52,3 +52,7 @@ class CeleryQueue:
 
     def close(self) -> None:
         self._app.close()
+
+
+# Review side effects on the crowd provider (``workers.review_tasks``): one ledger row per call.
+PROVIDER_CALL = "mephisto_dist.provider_call"

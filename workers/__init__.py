@@ -9,4 +9,5 @@ from workers.app import make_celery
 
 app = make_celery(load_settings())
 
+import workers.review_tasks  # noqa: F401  (registers the review tasks on ``app``)
 from workers import tasks  # noqa: F401  (registers the tasks on ``app``)

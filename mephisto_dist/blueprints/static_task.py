@@ -77,9 +77,10 @@ def build(blueprint_args: Mapping[str, Any], build_dir: Path) -> None:
         raise
 
 
-# A static task has no live exchange with its worker once assigned, so its TaskRunner has no
-# on-assigned hook: nothing is enqueued when a unit is assigned (submissions are).
+# A static task has no live exchange with its worker, so its TaskRunner has no on-assigned or
+# on-submitted hook of its own: the web server enqueues those events only when there is work for them.
 HAS_ON_ASSIGNED_HOOK = False
+HAS_ON_SUBMITTED_HOOK = False
 
 
 def init_task_data(row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,15 @@ def _register_commands() -> None:
     app.command(name="status")(status)
     app.command(name="limits")(limits)
 
+    from mephisto_dist.cli.review import review_app
+    from mephisto_dist.cli.workers import qualifications_app, workers_app
+    from mephisto_dist.cli.wut import wut
+
+    app.command(name="wut")(wut)
+    app.add_typer(review_app, name="review")
+    app.add_typer(workers_app, name="workers")
+    app.add_typer(qualifications_app, name="qualifications")
+
 
 _register_commands()
 

@@ -28,7 +28,7 @@ from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.providers import CrowdProvider, make_provider
-from mephisto_dist.runs import unit_counts
+from mephisto_dist.runs import LaunchContext, launch_units, unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
@@ -211,10 +211,15 @@ class Attached:
         with Interrupts() as interrupts:
             try:
                 started = time.monotonic()
+                if self.server.should_run_server:  # first: it takes longest to come up
+                    children.start_web(self.run_id, self.server.bind_host, self.server.port)
                 children.start_worker()
                 children.start_beat()
-                if self.server.should_run_server:
-                    children.start_web(self.run_id, self.server.bind_host, self.server.port)
+                # The first units are launched here, while the server starts, so that they are
+                # claimable the moment it answers; the Celery launch task then finds them done.
+                launch_units(self.runtime.sessions, LaunchContext(
+                    self.runtime.limiter, self._provider(), self.runtime.settings.lease_ttl_s,
+                    self.runtime.settings.max_concurrent_units), self.run_id, now=_now())
                 enqueue_launch(self.runtime, self.run_id)
                 if self.server.should_run_server:
                     _wait_for_server(self.server.port, children, interrupts)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Agent, OnboardingAgent, Unit
+from mephisto_dist.db.models import Agent, Base, OnboardingAgent, Unit
 from mephisto_dist.domain.status import (
     AgentStatus,
     UnitStatus,
@@ -35,6 +36,31 @@ def _as_set(old: UnitStatus | AgentStatus | Collection[Any]) -> list[Any]:
     return list(old)
 
 
+@lru_cache(maxsize=256)
+def _unit_update(olds: tuple[str, ...], new: str, names: tuple[str, ...]) -> Update:
+    """One compiled compare-and-set per shape (old statuses, new status, fields written), built once:
+    the hot path re-executes it with new parameters instead of building and compiling it each time."""
+    table = _table(Unit)
+    values: dict[str, Any] = {"status": new, **{name: bindparam(f"v_{name}") for name in names}}
+    return (update(table)
+            .where(table.c.id.in_(bindparam("v_ids", expanding=True)), table.c.status.in_(olds))
+            .values(**values)
+            .returning(table.c.id))
+
+
+@lru_cache(maxsize=256)
+def _agent_update(table_name: str, olds: tuple[str, ...], new: str, names: tuple[str, ...]) -> Update:
+    table = Base.metadata.tables[table_name]
+    values: dict[str, Any] = {"status": new, **{name: bindparam(f"v_{name}") for name in names}}
+    return update(table).where(table.c.id == bindparam("v_id"), table.c.status.in_(olds)).values(**values)
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def move_units(
     session: Session,
     unit_ids: Sequence[int],
@@ -50,18 +76,14 @@ def move_units(
         check_unit_transition(status, new)
     if not unit_ids:
         return []
-    values: dict[str, Any] = {"status": new.value, "status_changed_at": now, **fields}
+    values: dict[str, Any] = {"status_changed_at": now, **fields}
     stamp = _UNIT_STAMPS.get(new)
     if stamp is not None and stamp not in values:
         values[stamp] = now
-    statement = (
-        update(Unit)
-        .where(Unit.id.in_(list(unit_ids)), Unit.status.in_([s.value for s in olds]))
-        .values(**values)
-        .returning(Unit.id)
-        .execution_options(synchronize_session=False)
-    )
-    return [row[0] for row in session.execute(statement)]
+    names = tuple(sorted(values))
+    statement = _unit_update(tuple(sorted(s.value for s in olds)), new.value, names)
+    params = {"v_ids": list(unit_ids), **{f"v_{name}": values[name] for name in names}}
+    return [row[0] for row in session.connection().execute(statement, params)]
 
 
 def move_units_each(
@@ -84,7 +106,7 @@ def move_units_each(
     if stamp is not None:
         values[stamp] = now
     values.update({name: bindparam(f"v_{name}") for name in names})
-    table: Table = Unit.__table__  # type: ignore[assignment]
+    table = _table(Unit)
     statement = (update(table).where(table.c.id == bindparam("v_unit_id"), table.c.status == old.value)
                  .values(**values))
     params = [{"v_unit_id": unit_id, **{f"v_{n}": fields.get(n) for n in names}} for unit_id, fields in changes]
@@ -115,16 +137,7 @@ def move_agent(
     now: datetime,
     **fields: Any,
 ) -> bool:
-    olds = _as_set(old)
-    for status in olds:
-        check_agent_transition(status, new)
-    statement = (
-        update(Agent)
-        .where(Agent.id == agent_id, Agent.status.in_([s.value for s in olds]))
-        .values(status=new.value, status_changed_at=now, **fields)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return _move_agent_row(session, Agent, agent_id, old, new, now=now, onboarding=False, **fields)
 
 
 def move_onboarding_agent(
@@ -136,13 +149,25 @@ def move_onboarding_agent(
     now: datetime,
     **fields: Any,
 ) -> bool:
+    return _move_agent_row(session, OnboardingAgent, agent_id, old, new, now=now, onboarding=True, **fields)
+
+
+def _move_agent_row(
+    session: Session,
+    model: type[Any],
+    agent_id: str,
+    old: AgentStatus | Collection[AgentStatus],
+    new: AgentStatus,
+    *,
+    now: datetime,
+    onboarding: bool,
+    **fields: Any,
+) -> bool:
     olds = _as_set(old)
     for status in olds:
-        check_agent_transition(status, new, onboarding=True)
-    statement = (
-        update(OnboardingAgent)
-        .where(OnboardingAgent.id == agent_id, OnboardingAgent.status.in_([s.value for s in olds]))
-        .values(status=new.value, status_changed_at=now, **fields)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+        check_agent_transition(status, new, onboarding=onboarding)
+    values = {"status_changed_at": now, **fields}
+    names = tuple(sorted(values))
+    statement = _agent_update(_table(model).name, tuple(sorted(s.value for s in olds)), new.value, names)
+    params = {"v_id": agent_id, **{f"v_{name}": values[name] for name in names}}
+    return bool(session.connection().execute(statement, params).rowcount)

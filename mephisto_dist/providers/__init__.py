@@ -20,8 +20,20 @@ class PublishedUnit:
     provider_unit_id: str
 
 
+@dataclass(frozen=True)
+class SubmittedWork:
+    """One worker's submission as the provider knows it: the worker, the published unit (HIT) and the
+    provider's own data about the agent (on MTurk its ``assignment_id``)."""
+
+    worker_name: str
+    provider_unit_id: str | None
+    provider_data: Mapping[str, Any]
+
+
 class CrowdProvider(Protocol):
     provider_type: str
+    # Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once.
+    publishes_instantly: bool
 
     def publish_units(
         self, run_id: int, unit_ids: Sequence[int], server_url: str, task_args: Mapping[str, Any]
@@ -37,11 +49,34 @@ class CrowdProvider(Protocol):
         """The URL a worker opens, where the provider has such a thing (mock); else None."""
         ...
 
+    # Review side effects. Each takes the ledger's idempotency key and passes it on where the provider
+    # accepts one (MTurk's ``UniqueRequestToken``), and returns a receipt to record.
+
+    def approve_work(self, work: SubmittedWork, *, idempotency_key: str) -> str:
+        """Pay for a submission (approval, and soft rejection: the work is paid but not welcome again)."""
+        ...
+
+    def reject_work(self, work: SubmittedWork, reason: str, *, idempotency_key: str) -> str:
+        """Refuse to pay for a submission, telling the worker why."""
+        ...
+
+    def pay_bonus(self, work: SubmittedWork, amount: float, reason: str, *, idempotency_key: str) -> str:
+        """Pay ``amount`` dollars on top of a submission; never twice for one key."""
+        ...
+
+    def block_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
+        """Keep a worker from every task of this requester."""
+        ...
+
+    def unblock_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
+        ...
+
 
 class MockProvider:
     """Publishes nothing: a worker opens ``<server>/?worker_id=W&assignment_id=A`` directly."""
 
     provider_type = "mock"
+    publishes_instantly = True
 
     def publish_units(
         self, run_id: int, unit_ids: Sequence[int], server_url: str, task_args: Mapping[str, Any]
@@ -53,6 +88,23 @@ class MockProvider:
 
     def worker_url(self, server_url: str, worker_name: str, assignment_ref: str) -> str | None:
         return f"{server_url.rstrip('/')}/?worker_id={worker_name}&assignment_id={assignment_ref}"
+
+    # Nothing to pay or block: the ledger row that asked for the call is the record of it.
+
+    def approve_work(self, work: SubmittedWork, *, idempotency_key: str) -> str:
+        return f"mock:{idempotency_key}"
+
+    def reject_work(self, work: SubmittedWork, reason: str, *, idempotency_key: str) -> str:
+        return f"mock:{idempotency_key}"
+
+    def pay_bonus(self, work: SubmittedWork, amount: float, reason: str, *, idempotency_key: str) -> str:
+        return f"mock:{idempotency_key}"
+
+    def block_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
+        return f"mock:{idempotency_key}"
+
+    def unblock_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
+        return f"mock:{idempotency_key}"
 
 
 def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = None) -> CrowdProvider:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -29,12 +30,20 @@ from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError,
 from mephisto_dist.limiter import keys
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.queue import UNIT_ASSIGNED, UNIT_SUBMITTED
-from mephisto_dist.runs import GLOBAL_POOL, LaunchContext, launch_units, run_pool, unit_holder
+from mephisto_dist.runs import (
+    GLOBAL_POOL,
+    LaunchContext,
+    launch_units,
+    mark_completed_if_done,
+    run_pool,
+    unit_holder,
+)
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.uploads import StoredFile, UploadStore
 from mephisto_dist.web.frontend import frontend_config
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STATIC_DIR = Path(__file__).with_name("static")
 RESOLVE_CACHE_S = 2.0
 
@@ -98,6 +107,12 @@ class ProviderCache:
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
     resolver = RunResolver(runtime, run_id, port)
     providers = ProviderCache()
+    # SQLite takes one writer at a time, so threads would only queue for it and fight over the GIL:
+    # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently.
+    in_loop = runtime.engine.dialect.name == "sqlite"
+
+    async def blocking(work: Callable[[], T]) -> T:
+        return work() if in_loop else await run_in_threadpool(work)
     gate = WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s)
     uploads = UploadStore(runtime.settings.uploads_dir)
     max_bytes = runtime.settings.max_upload_bytes
@@ -128,7 +143,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
                 runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
             return details
 
-        details = await run_in_threadpool(work)
+        details = await blocking(work)
         return JSONResponse(details.packet())
 
     async def submit_task(request: Request) -> Response:
@@ -181,12 +196,14 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             run = resolver.current()
             with transaction(runtime.sessions) as session:
                 submission = agents.submit_task(session, run, agent_id, outputs, now=_now())
+                if submission.first:
+                    mark_completed_if_done(session, run.run_id, now=_now())
             if submission.first:
                 _after_submit(run, submission)
             return submission
 
         try:
-            submission = await run_in_threadpool(work)
+            submission = await blocking(work)
         except BaseException:
             if batch is not None:
                 uploads.discard(batch)
@@ -206,7 +223,9 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             launch_units(runtime.sessions, LaunchContext(runtime.limiter, provider, runtime.settings.lease_ttl_s,
                                                          runtime.settings.max_concurrent_units),
                          run.run_id, now=_now())
-        runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
+        if static_task.HAS_ON_SUBMITTED_HOOK or not provider.publishes_instantly:
+            # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
+            runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 
     async def submit_onboarding(request: Request) -> Response:
         raise RequestError("this task run has no onboarding", 400)

@@ -1,0 +1,331 @@
+"""Qualifications and blocks: granting, revoking and listing qualifications, blocking workers, and
+checking a worker's grants against a task's requirements.
+
+The requirement checks (:func:`meets_requirements`) are pure functions of a worker's grants, with
+Mephisto's comparators, so the hot path can call them on data it already holds. The rest runs inside the
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
+from mephisto_dist.errors import ConfigError, NotFoundError
+from mephisto_dist.review import CallAction, record_call
+
+MAX_NAME_CHARS = 255
+FAILED_SUFFIX = "-failed"
+"""A worker who fails onboarding gets ``<onboarding_qualification>-failed`` as well."""
+
+
+class Comparator(StrEnum):
+    """Mephisto's qualification comparators (``mephisto.data_model.qualification``)."""
+
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+    EQUAL_TO = "EqualTo"
+    NOT_EQUAL_TO = "NotEqualTo"
+    GREATER_THAN = "GreaterThan"
+    GREATER_THAN_OR_EQUAL_TO = "GreaterThanOrEqualTo"
+    LESS_THAN = "LessThan"
+    LESS_THAN_OR_EQUAL_TO = "LessThanOrEqualTo"
+    IN = "In"
+    NOT_IN = "NotIn"
+
+
+_COMPARE: dict[Comparator, Callable[[int, Any], bool]] = {
+    Comparator.EQUAL_TO: operator.eq,
+    Comparator.NOT_EQUAL_TO: operator.ne,
+    Comparator.GREATER_THAN: operator.gt,
+    Comparator.GREATER_THAN_OR_EQUAL_TO: operator.ge,
+    Comparator.LESS_THAN: operator.lt,
+    Comparator.LESS_THAN_OR_EQUAL_TO: operator.le,
+    Comparator.IN: lambda granted, values: granted in values,
+    Comparator.NOT_IN: lambda granted, values: granted not in values,
+}
+_LIST_COMPARATORS = frozenset({Comparator.IN, Comparator.NOT_IN})
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One qualification requirement, as Mephisto's ``make_qualification_dict`` writes it."""
+
+    qualification_name: str
+    comparator: Comparator
+    value: int | tuple[int, ...] | None = None
+    applicable_providers: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Requirement:
+        """Parse ``{"qualification_name", "comparator", "value", "applicable_providers"}``."""
+        name = raw.get("qualification_name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"qualification requirement {dict(raw)!r} has no qualification_name")
+        try:
+            comparator = Comparator(str(raw.get("comparator")))
+        except ValueError:
+            known = ", ".join(c.value for c in Comparator)
+            raise ConfigError(f"requirement on {name!r}: unknown comparator {raw.get('comparator')!r}; "
+                              f"known: {known}") from None
+        providers = raw.get("applicable_providers")
+        return cls(name, comparator, _requirement_value(name, comparator, raw.get("value")),
+                   None if providers is None else tuple(str(p) for p in providers))
+
+
+def _requirement_value(name: str, comparator: Comparator, value: Any) -> int | tuple[int, ...] | None:
+    if comparator in (Comparator.EXISTS, Comparator.DOES_NOT_EXIST):
+        return None
+    if comparator in _LIST_COMPARATORS:
+        if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+            return tuple(int(v) for v in value)
+        raise ConfigError(f"requirement on {name!r}: {comparator.value} needs a list of integers, got {value!r}")
+    if _is_int(value):
+        return int(value)
+    raise ConfigError(f"requirement on {name!r}: {comparator.value} needs an integer value, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def requirement_met(granted: Mapping[str, int], requirement: Requirement) -> bool:
+    """Whether a worker holding ``granted`` (name -> value) meets one requirement."""
+    held = granted.get(requirement.qualification_name)
+    if requirement.comparator == Comparator.EXISTS:
+        return held is not None
+    if requirement.comparator == Comparator.DOES_NOT_EXIST:
+        return held is None
+    if held is None:  # every value comparison needs a value to compare
+        return False
+    return bool(_COMPARE[requirement.comparator](held, requirement.value))
+
+
+def meets_requirements(
+    granted: Mapping[str, int],
+    requirements: Iterable[Requirement | Mapping[str, Any]],
+    *,
+    provider_type: str | None = None,
+) -> bool:
+    """Whether a worker holding ``granted`` meets every requirement (Mephisto's ``worker_is_qualified``).
+
+    Requirements may be :class:`Requirement` objects or Mephisto's qualification dicts. With
+    ``provider_type`` given, a requirement whose ``applicable_providers`` leaves it out is ignored.
+    Unlike Mephisto, a requirement on a qualification nobody holds is checked, not skipped.
+    """
+    for item in requirements:
+        requirement = item if isinstance(item, Requirement) else Requirement.from_dict(item)
+        providers = requirement.applicable_providers
+        if provider_type is not None and providers is not None and provider_type not in providers:
+            continue
+        if not requirement_met(granted, requirement):
+            return False
+    return True
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def granted_values(session: Session, worker_id: int) -> dict[str, int]:
+    """A worker's qualifications, name -> value: the input of :func:`meets_requirements`."""
+    rows = session.execute(
+        select(Qualification.name, GrantedQualification.value)
+        .join(GrantedQualification, GrantedQualification.qualification_id == Qualification.id)
+        .where(GrantedQualification.worker_id == worker_id)
+    )
+    return {name: value for name, value in rows}
+
+
+def worker_is_blocked(session: Session, worker_id: int, block_qualification: str | None) -> bool:
+    """Blocked from every task, or (with the run's ``block_qualification``) holding that qualification,
+    whatever its value: Mephisto turns a block qualification into a ``DoesNotExist`` requirement."""
+    if session.scalar(select(Worker.is_blocked).where(Worker.id == worker_id)):
+        return True
+    if not block_qualification:
+        return False
+    held = session.scalar(
+        select(GrantedQualification.id)
+        .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
+        .where(GrantedQualification.worker_id == worker_id, Qualification.name == block_qualification)
+    )
+    return held is not None
+
+
+def find_worker(session: Session, worker_name: str, provider_type: str | None = None) -> Worker:
+    query = select(Worker).where(Worker.worker_name == worker_name)
+    if provider_type is not None:
+        query = query.where(Worker.provider_type == provider_type)
+    found = list(session.scalars(query.order_by(Worker.provider_type)))
+    if not found:
+        on = f" on provider {provider_type!r}" if provider_type else ""
+        raise NotFoundError(f"no worker named {worker_name!r}{on}")
+    if len(found) > 1:
+        providers = ", ".join(w.provider_type for w in found)
+        raise ConfigError(f"worker {worker_name!r} exists on several providers ({providers}); pass --provider")
+    return found[0]
+
+
+def find_qualification(session: Session, name: str) -> Qualification:
+    found = session.scalar(select(Qualification).where(Qualification.name == name))
+    if found is None:
+        known = list(session.scalars(select(Qualification.name).order_by(Qualification.name).limit(20)))
+        hint = f"; known: {', '.join(known)}" if known else "; there are none yet"
+        raise NotFoundError(f"no qualification named {name!r}{hint}")
+    return found
+
+
+@dataclass(frozen=True)
+class QualificationSummary:
+    name: str
+    workers: int
+    created_at: datetime
+
+
+def list_qualifications(session: Session) -> list[QualificationSummary]:
+    rows = session.execute(
+        select(Qualification.name, func.count(GrantedQualification.id), Qualification.created_at)
+        .outerjoin(GrantedQualification, GrantedQualification.qualification_id == Qualification.id)
+        .group_by(Qualification.id, Qualification.name, Qualification.created_at)
+        .order_by(Qualification.name)
+    )
+    return [QualificationSummary(name, count, created) for name, count, created in rows]
+
+
+@dataclass(frozen=True)
+class Grant:
+    worker_name: str
+    provider_type: str
+    value: int
+    granted_at: datetime
+
+
+def list_grants(session: Session, qualification_id: int) -> list[Grant]:
+    rows = session.execute(
+        select(Worker.worker_name, Worker.provider_type, GrantedQualification.value,
+               GrantedQualification.granted_at)
+        .join(Worker, Worker.id == GrantedQualification.worker_id)
+        .where(GrantedQualification.qualification_id == qualification_id)
+        .order_by(Worker.worker_name)
+    )
+    return [Grant(*row) for row in rows]
+
+
+# -- writing -----------------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise ConfigError(f"a qualification name must have 1 to {MAX_NAME_CHARS} characters, got {name!r}")
+    return name
+
+
+def create_qualification(session: Session, name: str, *, now: datetime) -> tuple[int, bool]:
+    """The qualification's id, creating it if needed; ``True`` when this call created it."""
+    name = check_name(name)
+    query = select(Qualification.id).where(Qualification.name == name)
+    found = session.scalar(query)
+    if found is not None:
+        return int(found), False
+    try:
+        with session.begin_nested():
+            row = Qualification(name=name, created_at=now)
+            session.add(row)
+        return row.id, True
+    except IntegrityError:  # created by another process just now
+        return int(session.scalars(query).one()), False
+
+
+def grant(session: Session, qualification_id: int, worker_id: int, value: int, *, now: datetime) -> None:
+    """Give a worker a qualification with ``value``, or change the value they hold."""
+    changed = session.execute(
+        update(GrantedQualification)
+        .where(GrantedQualification.qualification_id == qualification_id,
+               GrantedQualification.worker_id == worker_id)
+        .values(value=value, granted_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        return
+    try:
+        with session.begin_nested():
+            session.add(GrantedQualification(qualification_id=qualification_id, worker_id=worker_id,
+                                             value=value, granted_at=now))
+    except IntegrityError:  # granted by another process between our update and insert: ours is newer
+        grant(session, qualification_id, worker_id, value, now=now)
+
+
+def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
+    """Take a qualification away; ``False`` when the worker did not hold it."""
+    removed = session.execute(
+        delete(GrantedQualification)
+        .where(GrantedQualification.qualification_id == qualification_id,
+               GrantedQualification.worker_id == worker_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(removed)
+
+
+def clear_onboarding(session: Session, worker_id: int, qualification_name: str) -> list[str]:
+    """Remove ``<name>`` and ``<name>-failed`` so the worker may take onboarding again; the names removed."""
+    removed = []
+    for name in (qualification_name, qualification_name + FAILED_SUFFIX):
+        qualification_id = session.scalar(select(Qualification.id).where(Qualification.name == name))
+        if qualification_id is not None and revoke(session, qualification_id, worker_id):
+            removed.append(name)
+    return removed
+
+
+def block_worker(session: Session, worker_id: int, reason: str, *, now: datetime) -> int | None:
+    """Block a worker from every task and record the block for the provider; the provider call's id, or
+    ``None`` when the worker was already blocked."""
+    blocked = session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.is_blocked.is_(False))
+        .values(is_blocked=True, block_reason=reason, blocked_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not blocked:
+        return None
+    return _record_block_call(session, CallAction.BLOCK, worker_id, reason, now=now)
+
+
+def unblock_worker(session: Session, worker_id: int, reason: str, *, now: datetime) -> int | None:
+    """Lift a block; the provider call's id, or ``None`` when the worker was not blocked."""
+    lifted = session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.is_blocked.is_(True))
+        .values(is_blocked=False, block_reason=None, blocked_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not lifted:
+        return None
+    return _record_block_call(session, CallAction.UNBLOCK, worker_id, reason, now=now)
+
+
+def _record_block_call(session: Session, action: CallAction, worker_id: int, reason: str, *,
+                       now: datetime) -> int:
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFoundError(f"worker {worker_id} does not exist")
+    # The provider account to block on: the one of the newest run this worker worked in, if any.
+    provider_args = session.scalar(
+        select(TaskRun.config).join(Unit, Unit.task_run_id == TaskRun.id)
+        .where(Unit.worker_id == worker_id, TaskRun.provider_type == worker.provider_type)
+        .order_by(TaskRun.id.desc()).limit(1)
+    )
+    # Blocks can be lifted and laid again, so each one gets a key of its own.
+    return record_call(
+        session, action, f"{action.value}:{worker_id}:{uuid.uuid4().hex}",
+        provider_type=worker.provider_type, worker_id=worker_id, reason=reason, now=now,
+        payload={"worker_name": worker.worker_name,
+                 "provider_args": (provider_args or {}).get("provider", {})},
+    )
