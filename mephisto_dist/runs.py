@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,32 +119,47 @@ class LaunchContext:
     global_cap: int
 
 
+_RUN_FOR_LAUNCH = select(TaskRun.is_completed, TaskRun.shutdown_requested_at, TaskRun.max_concurrent_units,
+                         TaskRun.server_url).where(TaskRun.id == bindparam("run_id"))
+_ACTIVE_COUNT = select(func.count()).select_from(Unit).where(
+    Unit.task_run_id == bindparam("run_id"), Unit.status.in_([s.value for s in UNIT_ACTIVE]))
+_CREATED = (select(Unit.id).where(Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.CREATED.value)
+            .order_by(Unit.id).limit(bindparam("limit")))
+
+
 def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int, *, now: datetime) -> int:
     """Launch created units of a run while the concurrency pools have room; return how many.
 
     Safe to run from several processes at once: publishing is idempotent per unit (providers use the
     unit as their idempotency token) and the move to ``launched`` is a compare-and-set, so a unit
-    another launcher got first just gives its token back. An uncapped run takes no tokens at all.
+    another launcher got first just gives its token back. The database's count of active units says
+    how many may launch; the Redis pool makes that decision atomic across processes. An uncapped run
+    takes no tokens at all.
     """
     launched = 0
     while True:
         with transaction(factory) as session:
-            run = session.get(TaskRun, run_id)
+            connection = session.connection()
+            run = connection.execute(_RUN_FOR_LAUNCH, {"run_id": run_id}).first()
             if run is None:
                 raise NotFoundError(f"task run {run_id} does not exist")
             if run.is_completed or run.shutdown_requested_at is not None:
                 return launched
-            stored_cap = ctx.limiter.get_cap(run_pool(run_id))
+            pool_state = ctx.limiter.state(run_pool(run_id))
+            stored_cap = pool_state.cap_override
             cap = run.max_concurrent_units if stored_cap is None else stored_cap
             pools = [PoolLimit(run_pool(run_id), cap, ctx.lease_s)] if cap else []
             if ctx.global_cap:
                 pools.append(PoolLimit(GLOBAL_POOL, ctx.global_cap, ctx.lease_s))
+            batch = UNCAPPED_LAUNCH_BATCH
             if cap:
-                _repair_pool_if_lost(session, ctx, run_id, cap)
-            candidates = list(session.scalars(
-                select(Unit.id).where(Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)
-                .order_by(Unit.id).limit(LAUNCH_BATCH if pools else UNCAPPED_LAUNCH_BATCH)
-            ))
+                active = int(connection.execute(_ACTIVE_COUNT, {"run_id": run_id}).scalar_one())
+                batch = min(LAUNCH_BATCH, cap - active)
+                if batch <= 0:
+                    return launched
+                if pool_state.held < active:
+                    _repair_pool(session, ctx, run_id)
+            candidates = list(connection.execute(_CREATED, {"run_id": run_id, "limit": batch}).scalars())
             taken: list[int] = []
             refused = False
             for unit_id in candidates if pools else ():
@@ -156,7 +171,8 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
                 taken = candidates
             moved: set[int] = set()
             try:
-                published = ctx.provider.publish_units(run_id, taken, run.server_url or "", run.config["task"])
+                task_args = _task_args(session, run_id) if taken and not ctx.provider.publishes_instantly else {}
+                published = ctx.provider.publish_units(run_id, taken, run.server_url or "", task_args)
                 moved = set(move_units_each(session, [(p.unit_id, {"provider_unit_id": p.provider_unit_id})
                                                       for p in published],
                                             UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now))
@@ -165,24 +181,26 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
                 for unit_id in lost if pools else ():  # another launcher got there first, or publishing failed
                     ctx.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
         launched += len(moved)
-        if refused or len(candidates) < (LAUNCH_BATCH if pools else UNCAPPED_LAUNCH_BATCH):
+        if refused or cap or len(candidates) < batch:
             return launched
 
 
-def _repair_pool_if_lost(session: Session, ctx: LaunchContext, run_id: int, cap: int) -> None:
-    """A pool holding fewer tokens than the run has active units lost them (Redis restarted or was
-    flushed): rebuild it from the database before taking more, so the cap still holds."""
+def _task_args(session: Session, run_id: int) -> dict[str, Any]:
+    config = session.scalar(select(TaskRun.config).where(TaskRun.id == run_id)) or {}
+    return dict(config.get("task", {}))
+
+
+def _repair_pool(session: Session, ctx: LaunchContext, run_id: int) -> None:
+    """The pool holds fewer tokens than the run has active units: it lost them (Redis restarted or was
+    flushed). Rebuild it from the database before taking more, so the cap still holds; tokens of
+    launches in flight (units still ``created``) are kept."""
     pool = run_pool(run_id)
-    if not (ctx.limiter.get_cap(pool) or cap):
-        return
     active = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
         Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UNIT_ACTIVE])))}
     current = ctx.limiter.holders(pool)
-    if active <= current:
-        return
     created = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
         Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value,
-        Unit.id.in_([int(h.split(":", 1)[1]) for h in current] or [-1])))}
+        Unit.id.in_([int(h.split(":", 1)[1]) for h in current - active] or [-1])))}
     ctx.limiter.reconcile(pool, active | created, ctx.lease_s)
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 from conftest import wait_for
 
-from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, RateBucket
+from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, PoolState, RateBucket
 from mephisto_dist.limiter.memory_pool import MemoryLimiter, MemoryRateBucket
 from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
 
@@ -257,3 +257,15 @@ def test_rate_bucket_refills_up_to_burst_only(harness: Harness) -> None:
 
     harness.eventually(full_again, message="the bucket to refill")
     assert bucket.take("api", 50.0, 2) > 0
+
+
+def test_state_reads_the_cap_override_and_live_tokens_together(harness: Harness) -> None:
+    limiter = harness.limiter
+    assert limiter.state("run") == PoolState(None, 0)
+    limiter.acquire("unit:1", [limit("run", 5)])
+    limiter.acquire("unit:2", [PoolLimit("run", 5, LEASE_S)])
+    limiter.set_cap("run", 3)
+    assert limiter.state("run") == PoolState(3, 2)
+    harness.eventually(lambda: limiter.state("run") == PoolState(3, 1), message="the short lease to run out")
+    limiter.set_cap("run", None)
+    assert limiter.state("run") == PoolState(None, 1)

@@ -100,6 +100,9 @@ def move_units_each(
     check_unit_transition(old, new)
     if not changes:
         return []
+    if len(changes) == 1:  # one row: the RETURNING statement says directly whether it moved
+        unit_id, fields = changes[0]
+        return move_units(session, [unit_id], old, new, now=now, **fields)
     names = sorted({name for _, fields in changes for name in fields})
     values: dict[str, Any] = {"status": new.value, "status_changed_at": now}
     stamp = _UNIT_STAMPS.get(new)

@@ -55,6 +55,14 @@ class Acquired:
     refused_pool: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What :meth:`Limiter.state` reads: the stored cap override (``None``: none) and live tokens."""
+
+    cap_override: int | None
+    held: int
+
+
 class Limiter(Protocol):
     """Leased token pools shared by everyone using the same implementation instance (or Redis)."""
 
@@ -89,6 +97,10 @@ class Limiter(Protocol):
 
     def get_cap(self, pool: str) -> int | None:
         """The stored cap override, if any."""
+        ...
+
+    def state(self, pool: str) -> PoolState:
+        """The stored cap override and the live token count, read together (one round trip)."""
         ...
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from mephisto_dist.limiter import Acquired, PoolLimit, check_cap, check_lease, check_rate
+from mephisto_dist.limiter import Acquired, PoolLimit, PoolState, check_cap, check_lease, check_rate
 
 Clock = Callable[[], float]
 
@@ -83,6 +83,10 @@ class MemoryLimiter:
     def get_cap(self, pool: str) -> int | None:
         with self._lock:
             return self._caps.get(pool)
+
+    def state(self, pool: str) -> PoolState:
+        with self._lock:
+            return PoolState(self._caps.get(pool), len(self._pruned(pool, self._clock())))
 
     def _pruned(self, pool: str, now: float) -> dict[str, float]:
         """The pool's members without expired leases (the caller holds the lock). A pool never

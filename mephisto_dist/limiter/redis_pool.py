@@ -17,7 +17,7 @@ import redis
 from redis.commands.core import Script
 
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.limiter import Acquired, PoolLimit, check_cap, check_lease, check_rate, keys
+from mephisto_dist.limiter import Acquired, PoolLimit, PoolState, check_cap, check_lease, check_rate, keys
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -83,6 +83,7 @@ class RedisLimiter:
         self._release: Script = client.register_script(_lua("release.lua"))
         self._renew: Script = client.register_script(_lua("renew.lua"))
         self._reconcile: Script = client.register_script(_lua("reconcile.lua"))
+        self._state: Script = client.register_script(_lua("state.lua"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = keys.PREFIX) -> RedisLimiter:
@@ -139,6 +140,11 @@ class RedisLimiter:
         with self._boundary:
             value = self._client.get(keys.cap_key(pool, self._prefix))
         return None if value is None else int(value)
+
+    def state(self, pool: str) -> PoolState:
+        with self._boundary:
+            cap, held = self._state([keys.pool_key(pool, self._prefix), keys.cap_key(pool, self._prefix)], [])
+        return PoolState(None if int(cap) < 0 else int(cap), int(held))
 
     def _live(self, pool: str) -> set[str]:
         # Reading is done without a script: TIME and the members in one MULTI, filtered here against
