@@ -142,9 +142,16 @@ class ChildProcesses:
         return self.start("beat", [sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
                                    "--schedule", str(schedule)])
 
-    def start_web(self, run_id: int, host: str, port: int) -> Child:
-        return self.start("web", [sys.executable, "-m", "mephisto_dist.cli.app", "web", "--run", str(run_id),
-                                  "--host", host, "--port", str(port)])
+    def start_web(self, run_id: int | None, host: str, port: int) -> Child:
+        """Without a run id the server serves the newest open run on its port, so it can be started
+        before the run exists."""
+        argv = [sys.executable, "-m", "mephisto_dist.web", "--host", host, "--port", str(port)]
+        if run_id is not None:
+            argv += ["--run", str(run_id)]
+        return self.start("web", argv)
+
+    def started(self, name: str) -> bool:
+        return any(child.name == name for child in self.children)
 
     def dead(self) -> list[Child]:
         return [c for c in self.children if c.process.poll() is not None]

@@ -3,6 +3,7 @@ progress, and stop it the Mephisto way: Ctrl-C once drains, twice forces."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -75,9 +76,20 @@ def run(
         console.print(run_id)
         return
     with Services(settings) as services:
-        upgrade(services.runtime.engine)
-        run_id = create_run(services.runtime, prepared)
-        Attached(services, run_id, prepared.server, str(prepared.config.task["task_name"])).start_and_watch()
+        children = ChildProcesses(services.settings, services.settings.data_dir / "logs" /
+                                  time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"))
+        server = prepared.server
+        if server.should_run_server:
+            # Started before the run exists (it serves the newest open run on its port): it is the
+            # slowest process to come up, and the first unit is claimable once it answers.
+            children.start_web(None, server.bind_host, server.port)
+        try:
+            upgrade(services.runtime.engine)
+            run_id = create_run(services.runtime, prepared)
+        except BaseException:
+            children.stop()
+            raise
+        Attached(services, run_id, server, str(prepared.config.task["task_name"]), children).start_and_watch()
 
 
 def resume(
@@ -117,7 +129,9 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
         return
     check_port_free(server)
     with Services(settings) as services:
-        Attached(services, run_id, server, task_name).start_and_watch()
+        children = ChildProcesses(services.settings, services.settings.data_dir / "logs" /
+                                  time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"))
+        Attached(services, run_id, server, task_name, children).start_and_watch()
 
 
 def _incomplete_run(settings: Settings, task_name: str) -> int | None:
@@ -200,21 +214,19 @@ class Attached:
     run_id: int
     server: ServerPlan
     task_name: str
+    children: ChildProcesses
 
     @property
     def runtime(self) -> Runtime:
         return self.services.runtime
 
     def start_and_watch(self) -> None:
-        children = ChildProcesses(self.services.settings,
-                                  self.services.settings.data_dir / "logs" / f"run-{self.run_id}")
+        children = self.children
         with Interrupts() as interrupts:
             try:
                 started = time.monotonic()
-                if self.server.should_run_server:  # first: it takes longest to come up
+                if self.server.should_run_server and not children.started("web"):
                     children.start_web(self.run_id, self.server.bind_host, self.server.port)
-                children.start_worker()
-                children.start_beat()
                 # The first units are launched here, while the server starts, so that they are
                 # claimable the moment it answers; the Celery launch task then finds them done.
                 launch_units(self.runtime.sessions, LaunchContext(
@@ -223,6 +235,10 @@ class Attached:
                 enqueue_launch(self.runtime, self.run_id)
                 if self.server.should_run_server:
                     _wait_for_server(self.server.port, children, interrupts)
+                # Celery comes up once workers can already work: on two cores its start-up would
+                # otherwise slow the server's.
+                children.start_worker()
+                children.start_beat()
                 console.print(f"task run [bold]{self.run_id}[/] of [bold]{self.task_name}[/] launched in "
                               f"{time.monotonic() - started:.1f}s; logs in {children.log_dir}")
                 _print_worker_urls(self._provider(), self.server.public_url)

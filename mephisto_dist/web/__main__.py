@@ -1,0 +1,27 @@
+"""``python -m mephisto_dist.web``: the worker-facing server alone, without the CLI's imports (the
+embedded run starts it this way, so that it answers as early as possible)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+from mephisto_dist.web.app import create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m mephisto_dist.web")
+    parser.add_argument("--run", type=int, default=None, help="serve this run (default: newest open run on --port)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args()
+    runtime = Runtime(load_settings())
+    uvicorn.run(create_app(runtime, run_id=args.run, port=args.port), host=args.host, port=args.port,
+                log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
