@@ -29,7 +29,7 @@ from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError, ServiceError
 from mephisto_dist.limiter import keys
 from mephisto_dist.providers import CrowdProvider, make_provider
-from mephisto_dist.queue import UNIT_ASSIGNED, UNIT_SUBMITTED
+from mephisto_dist.queue import RECONCILE_RUNS, UNIT_ASSIGNED, UNIT_SUBMITTED
 from mephisto_dist.runs import (
     GLOBAL_POOL,
     LaunchContext,
@@ -219,10 +219,14 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         runtime.limiter.release(unit_holder(submission.unit_id), [
             run_pool(run.run_id), GLOBAL_POOL, keys.worker_assigned_pool(run.run_id, submission.worker_id)])
         provider = providers.get(run)
+        launched = 0
         if provider.publishes_instantly:
-            launch_units(runtime.sessions, LaunchContext(runtime.limiter, provider, runtime.settings.lease_ttl_s,
-                                                         runtime.settings.max_concurrent_units),
-                         run.run_id, now=_now())
+            launched = launch_units(runtime.sessions, LaunchContext(
+                runtime.limiter, provider, runtime.settings.lease_ttl_s, runtime.settings.max_concurrent_units),
+                run.run_id, now=_now())
+        if runtime.settings.max_concurrent_units and not launched:
+            # The deployment-wide slot this unit freed may belong to another run's waiting units.
+            runtime.queue.enqueue(RECONCILE_RUNS)
         if static_task.HAS_ON_SUBMITTED_HOOK or not provider.publishes_instantly:
             # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
             runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)

@@ -1,0 +1,61 @@
+"""Pure decisions, tested without a clock: when a run stops itself, and what ``status`` says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mephisto_dist.domain.diagnosis import RunFacts, diagnose
+from mephisto_dist.lifecycle import RunTiming, stop_reason
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TIMING = RunTiming(assignment_duration_s=600, task_lifetime_s=3600, no_submission_patience_s=900)
+
+
+@pytest.mark.parametrize(("created_ago_s", "activity_ago_s", "expected"), [
+    (100, 100, None),
+    (3600, 10, "task_lifetime_in_seconds (3600 s) ran out"),
+    (1000, 900, "no submission for no_submission_patience (900 s)"),
+    (1000, 899, None),
+])
+def test_stop_reason(created_ago_s: int, activity_ago_s: int, expected: str | None) -> None:
+    now = T0 + timedelta(hours=5)
+    reason = stop_reason(TIMING, created_at=now - timedelta(seconds=created_ago_s),
+                         last_activity_at=now - timedelta(seconds=activity_ago_s), now=now)
+    assert reason == expected
+
+
+def facts(**changes: object) -> RunFacts:
+    base = dict(is_completed=False, shutdown_reason=None, created=0, launched=3, assigned=2, cap=0, held=5,
+                oldest_assigned_at=None, server_url="http://localhost:3000", server_answers=True)
+    base.update(changes)
+    return RunFacts(**base)  # type: ignore[arg-type]
+
+
+def test_a_healthy_run_has_nothing_to_say() -> None:
+    assert diagnose(facts(), now=T0) == []
+
+
+def test_a_cap_held_by_assigned_units_is_named_with_the_oldest_age() -> None:
+    said = diagnose(facts(created=10, launched=0, assigned=5, cap=5, held=5,
+                          oldest_assigned_at=T0 - timedelta(minutes=41)), now=T0)
+    assert "no unit launched: the cap of 5 is held by 5 assigned units, oldest assigned 41 min ago" in said
+
+
+def test_a_silent_server_and_an_empty_provider_are_named() -> None:
+    said = diagnose(facts(launched=0, assigned=2, server_answers=False), now=T0)
+    assert "the server at http://localhost:3000 does not answer" in said
+    assert any(s.startswith("the provider hosts 0 available units") for s in said)
+
+
+def test_redis_down_and_waiting_units() -> None:
+    said = diagnose(facts(created=4, launched=0, assigned=0, held=None), now=T0)
+    assert any("Redis does not answer" in s for s in said)
+    assert "4 unit(s) wait to launch" in said
+
+
+def test_stopping_and_complete_runs() -> None:
+    assert diagnose(facts(is_completed=True), now=T0) == ["the run is complete"]
+    said = diagnose(facts(shutdown_reason="stopped by the researcher (Ctrl-C)"), now=T0)
+    assert said[0] == "the run is stopping (stopped by the researcher (Ctrl-C)); waiting on 2 unit(s) in flight"
