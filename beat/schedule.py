@@ -7,10 +7,14 @@ from typing import Any
 from mephisto_dist import queue
 from mephisto_dist.settings import Settings
 
+PROVIDER_CALL_SWEEP_EVERY_S = 60.0
+
 
 def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "renew-and-repair-concurrency-pools": {"task": queue.RECONCILE_POOLS,
                                                "schedule": settings.pool_renew_every_s},
         "finish-and-unstall-runs": {"task": queue.RECONCILE_RUNS, "schedule": settings.run_sweep_every_s},
+        "resend-unfinished-provider-calls": {"task": queue.RESEND_PROVIDER_CALLS,
+                                             "schedule": PROVIDER_CALL_SWEEP_EVERY_S},
     }

@@ -56,3 +56,4 @@ class CeleryQueue:
 
 # Review side effects on the crowd provider (``workers.review_tasks``): one ledger row per call.
 PROVIDER_CALL = "mephisto_dist.provider_call"
+RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"

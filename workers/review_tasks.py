@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 
 from mephisto_dist import queue
+from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.review import CLAIM_STALE_AFTER_S, CallInFlight, perform_call
+from mephisto_dist.review import CLAIM_STALE_AFTER_S, CallInFlight, perform_call, unfinished_calls
 from workers.tasks import app, runtime
 
 log = logging.getLogger(__name__)
@@ -32,3 +34,15 @@ def provider_call(self: Task[Any, Any], call_id: int) -> str:
         log.warning("provider call %s failed: %s", call_id, error)
         countdown = min(RETRY_BACKOFF_MAX_S, 10 * 2 ** self.request.retries)
         raise self.retry(exc=error, countdown=countdown) from None
+
+
+@app.task(name=queue.RESEND_PROVIDER_CALLS)  # type: ignore[untyped-decorator]
+def resend_provider_calls() -> int:
+    """Beat's sweep: re-enqueue provider calls whose enqueue failed or whose process died. A call
+    already under way or done is not repeated (``perform_call`` claims its ledger row first)."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        call_ids = unfinished_calls(session, now=datetime.now(UTC))
+    for call_id in call_ids:
+        rt.queue.enqueue(queue.PROVIDER_CALL, call_id)
+    return len(call_ids)
