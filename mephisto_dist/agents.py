@@ -1,13 +1,17 @@
-"""Agents: binding a worker to a unit (``request_agent``) and taking their submission (``submit_task``).
+"""Agents: binding a worker to a unit (``request_agent``), taking their submission (``submit_task``), and
+the gate in front of both: blocks, qualification requirements, onboarding (``submit_onboarding``) and the
+task's ``worker_can_do_unit`` hook.
 
 This is the hot path of the worker-facing server: a few indexed queries in one transaction, no scans of
-a run, no waiting on Celery. Races between web processes are settled by compare-and-set status writes
-and the unique constraints on agents (one agent per registration id, one unit per worker and
-assignment).
+a run, no waiting on Celery. A run with no gate configured pays nothing for it (the worker's global
+block comes with the worker lookup); a gated run adds one indexed query for the worker's grants.
+Races between web processes are settled by compare-and-set status writes and the unique constraints on
+agents (one agent per registration id, one unit per worker and assignment).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -21,12 +25,18 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from mephisto_dist.db.models import Agent, Assignment, Base, Unit, Worker
+from mephisto_dist import onboarding
+from mephisto_dist.blueprints import static_task
+from mephisto_dist.db.models import Agent, Assignment, Base, GrantedQualification, Qualification, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
+from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
+from mephisto_dist.qualifications import Requirement, meets_requirements
 from mephisto_dist.runs import unit_holder
+
+log = logging.getLogger(__name__)
 
 CLAIM_ATTEMPTS = 20
 CLAIM_RETRY_S = 0.005
@@ -39,6 +49,9 @@ TIMED_OUT = ("The time allowed for this unit ran out before you submitted, so it
 TOO_MANY_AT_ONCE = ("You are already working on {cap} unit(s) of this task at once, the most allowed. "
                     "Submit one before taking another.")
 MAXIMUM_REACHED = "You have reached the maximum number of units of this task you may do ({cap})."
+NOT_QUALIFIED = "You are not qualified to work on this task."
+ONBOARDING_FAILED = "You did not pass the qualification for this task, so you cannot work on it."
+CAN_DO_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,32 @@ class RunContext:
     config: dict[str, Any]
     allowed_concurrent: int = 0
     maximum_units_per_worker: int = 0
+    onboarding_qualification: str | None = None
+    block_qualification: str | None = None
+    requirements: tuple[Requirement, ...] = ()
+    hooks: TaskHooks = NO_HOOKS
+    onboarding_data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, run_id: int, task_id: int, task_name: str, provider_type: str, build_dir: str,
+                    config: dict[str, Any]) -> RunContext:
+        """From a run's stored config; loads the task's hooks module (once per process)."""
+        task_args = config.get("task", {})
+        blueprint_args = config.get("blueprint", {})
+        hooks = hooks_for(blueprint_args)
+        return cls(run_id, task_id, task_name, provider_type, build_dir, config,
+                   allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
+                   maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0),
+                   onboarding_qualification=blueprint_args.get("onboarding_qualification") or None,
+                   block_qualification=blueprint_args.get("block_qualification") or None,
+                   requirements=static_task.requirements(blueprint_args),
+                   hooks=hooks,
+                   onboarding_data=static_task.onboarding_task_data(hooks))
+
+    @property
+    def gated(self) -> bool:
+        """Whether a worker's grants must be read before they get a unit."""
+        return bool(self.onboarding_qualification or self.block_qualification or self.requirements)
 
     def worker_pools(self, worker_id: int, lease_s: float) -> list[PoolLimit]:
         """The per-worker limits of DESIGN.md as pools; empty when the run sets none."""
@@ -159,6 +198,8 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
     return created
 
 
+_FIND_WORKER_STANDING = select(Worker.id, Worker.is_blocked).where(
+    Worker.provider_type == bindparam("provider_type"), Worker.worker_name == bindparam("worker_name"))
 _FIND_REGISTRATION = select(Agent.id, Agent.worker_id, Agent.status, Agent.unit_id, Agent.assignment_id).where(
     Agent.task_run_id == bindparam("run_id"), Agent.registration_id == bindparam("registration_id"))
 _ASSIGNMENT_DATA = select(Assignment.data).where(Assignment.id == bindparam("assignment_id"))
@@ -169,18 +210,32 @@ def register_agent(
 ) -> AgentDetails:
     """Give the worker an agent on a launched unit of the run, or say why not.
 
-    A refusal writes nothing: the worker row is created only once there is a unit to give.
+    A worker the run's gate sends to onboarding gets an onboarding agent (its id starts with
+    ``onboarding_``) and the onboarding page's data instead. A refusal writes nothing: the worker row is
+    created only once there is a unit (or onboarding) to give.
     """
-    worker_id = find_worker(session, run.provider_type, reg.worker_name)
-    if worker_id is not None:
+    worker = _run(session, _FIND_WORKER_STANDING, {"provider_type": run.provider_type,
+                                                   "worker_name": reg.worker_name}).first()
+    worker_id: int | None = None
+    if worker is not None:
+        worker_id = int(worker.id)
         existing = _run(session, _FIND_REGISTRATION, {"run_id": run.run_id,
                                                       "registration_id": reg.registration_id}).first()
         if existing is not None:
             return _reconnect(session, existing, worker_id, reg)
+        if worker.is_blocked:
+            return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
+    if run.gated:
+        gated = _gate(session, run, reg, worker_id, now=now)
+        if gated is not None:
+            return gated
+    can_do = run.hooks.worker_can_do_unit
     for attempt in range(CLAIM_ATTEMPTS):
-        candidate = _candidate_unit(session, run.run_id, worker_id)
+        candidate = (_candidate_unit(session, run.run_id, worker_id) if can_do is None
+                     else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
         if candidate is None:
-            if attempt + 1 < CLAIM_ATTEMPTS and _units_in_flight(session, run.run_id, worker_id):
+            if (can_do is None and attempt + 1 < CLAIM_ATTEMPTS
+                    and _units_in_flight(session, run.run_id, worker_id)):
                 time.sleep(CLAIM_RETRY_S)  # another transaction holds the free units' locks right now
                 continue
             break
@@ -203,6 +258,63 @@ def register_agent(
             # The same registration id won on another web process at this moment: reconnect to it.
             return register_agent(session, run, reg, now=now, gate=gate)
     return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
+
+
+_GRANTED = (select(Qualification.name, GrantedQualification.value)
+            .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
+            .where(GrantedQualification.worker_id == bindparam("worker_id")))
+
+
+def _gate(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime
+) -> AgentDetails | None:
+    """Refuse the worker or send them to onboarding; ``None`` lets them on to a unit."""
+    granted: dict[str, int] = ({} if worker_id is None else
+                               {name: value for name, value in _run(session, _GRANTED, {"worker_id": worker_id})})
+    refusal = gate_refusal(run, granted)
+    if refusal is not None:
+        return AgentDetails(reg.request_id, worker_id, failure_reason=refusal)
+    name = run.onboarding_qualification
+    if name and onboarding.standing(granted, name) == onboarding.Standing.NEEDED:
+        if worker_id is None:
+            worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
+        agent_id = onboarding.start(session, run.run_id, worker_id, reg.registration_id, reg.provider_data,
+                                    now=now)
+        return AgentDetails(reg.request_id, worker_id, agent_id, init_task_data=dict(run.onboarding_data))
+    return None
+
+
+def gate_refusal(run: RunContext, granted: Mapping[str, int]) -> str | None:
+    """Why a worker holding ``granted`` (qualification name -> value) may not work on the run, or ``None``.
+
+    Mephisto's rules: holding the block qualification (whatever its value) refuses, as does missing a
+    requirement or having failed the run's onboarding.
+    """
+    if run.block_qualification and run.block_qualification in granted:
+        return NOT_QUALIFIED
+    if run.requirements and not meets_requirements(granted, run.requirements, provider_type=run.provider_type):
+        return NOT_QUALIFIED
+    name = run.onboarding_qualification
+    if name and onboarding.standing(granted, name) == onboarding.Standing.FAILED:
+        return ONBOARDING_FAILED
+    return None
+
+
+def submit_onboarding(
+    session: Session, run: RunContext, agent_id: str, outputs: dict[str, Any], *, passed: bool, now: datetime,
+    gate: WorkerGate | None = None,
+) -> AgentDetails:
+    """Record the verdict on an onboarding submission, then answer what the worker gets next: a unit, as
+    :func:`register_agent` would give one, when they passed; a refusal when they did not. A repeated
+    submission keeps the first verdict."""
+    if not run.onboarding_qualification:
+        raise RequestError("this task run has no onboarding", 400)
+    agent = onboarding.record_result(session, run.run_id, agent_id, run.onboarding_qualification,
+                                     passed=passed, outputs=outputs, now=now)
+    if agent.status == AgentStatus.REJECTED:
+        return AgentDetails(None, agent.worker_id, failure_reason=ONBOARDING_FAILED)
+    reg = Registration(agent.worker_name, agent.registration_id, agent.provider_data)
+    return register_agent(session, run, reg, now=now, gate=gate)
 
 
 def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:
@@ -244,6 +356,8 @@ _OPEN_UNITS = (
 _OPEN_UNITS_FOR_WORKER = _OPEN_UNITS.where(
     ~exists().where(_MINE.assignment_id == Unit.assignment_id, _MINE.worker_id == bindparam("worker_id")))
 _OPEN_UNITS_LOCKED = _OPEN_UNITS.with_for_update(of=Unit, skip_locked=True)
+_OPEN_UNITS_AFTER = _OPEN_UNITS.where(Unit.id > bindparam("after_id")).limit(CAN_DO_BATCH)
+_OPEN_UNITS_AFTER_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.id > bindparam("after_id")).limit(CAN_DO_BATCH)
 _OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, skip_locked=True)
 
 
@@ -254,6 +368,36 @@ def _candidate_unit(session: Session, run_id: int, worker_id: int | None) -> tup
         query = (_OPEN_UNITS_LOCKED if worker_id is None else _OPEN_UNITS_FOR_WORKER_LOCKED)
     row = _run(session, query, {"run_id": run_id, "worker_id": worker_id}).first()
     return None if row is None else (int(row[0]), int(row[1]), row[2])
+
+
+def _candidate_unit_for(
+    session: Session, run_id: int, worker_id: int | None, worker_name: str, can_do: WorkerCanDoUnit
+) -> tuple[int, int, Any] | None:
+    """The lowest launched unit the task's ``worker_can_do_unit`` hook lets this worker take.
+
+    Candidates are read in batches without row locks (a lock on every unit the hook turns down would
+    hide it from other workers); the claim's compare-and-set settles a race for the one chosen.
+    """
+    query = _OPEN_UNITS_AFTER if worker_id is None else _OPEN_UNITS_AFTER_FOR_WORKER
+    after = 0
+    while True:
+        rows = _run(session, query, {"run_id": run_id, "worker_id": worker_id, "after_id": after}).all()
+        for unit_id, assignment_id, data in rows:
+            if _worker_can_do(can_do, worker_name, data):
+                return int(unit_id), int(assignment_id), data
+        if len(rows) < CAN_DO_BATCH:
+            return None
+        after = int(rows[-1][0])
+
+
+def _worker_can_do(can_do: WorkerCanDoUnit, worker_name: str, data: Any) -> bool:
+    try:
+        return bool(can_do(worker_name, dict(data or {})))
+    except Exception as error:
+        # A bug in the task's hook is not a verdict on the worker: say so rather than refuse them.
+        log.exception("the task's worker_can_do_unit hook failed")
+        raise RequestError(f"the task's worker_can_do_unit hook failed: {type(error).__name__}: {error}",
+                           500) from None
 
 
 def _units_in_flight(session: Session, run_id: int, worker_id: int | None) -> bool:

@@ -384,7 +384,7 @@ def test_every_default_is_a_valid_value() -> None:
     for kind in KINDS:
         for section in sections(kind):
             for argument in section.arguments:
-                assert argument.help and argument.type in (str, int, float, bool)
+                assert argument.help and argument.type in (str, int, float, bool, list)
                 assert argument.required == (argument.default is MISSING)
                 if argument.default is not MISSING and argument.default is not None:
                     assert coerce(argument, argument.default, argument.dest) == argument.default

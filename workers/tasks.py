@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import select
 
 from mephisto_dist import queue
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, TaskRun, Unit
+from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
+from mephisto_dist.hooks import hooks_for
 from mephisto_dist.limiter import PoolLimit  # noqa: F401  (re-exported for hooks)
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
@@ -79,22 +81,38 @@ def unit_assigned(agent_id: str) -> None:
 
 @app.task(name=queue.UNIT_SUBMITTED)
 def unit_submitted(unit_id: int) -> None:
-    """The TaskRunner's on-submitted event: free the unit's slot (again: release is idempotent),
-    launch what the slot allows when the web server could not, and close the run when this was its
-    last unit."""
+    """The TaskRunner's on-submitted event: run the task folder's ``on_unit_submitted`` hook, free the
+    unit's slot (again: release is idempotent), launch what the slot allows when the web server could
+    not, and close the run when this was its last unit (after the hook, so that it is not lost)."""
     rt = runtime()
     with transaction(rt.sessions) as session:
-        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type)
-                              .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == unit_id)).first()
-        if row is None:
-            return
-        run_id, provider_type = row
+        row = session.execute(
+            select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Assignment.data, Agent.outputs)
+            .join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .join(Assignment, Assignment.id == Unit.assignment_id)
+            .outerjoin(Agent, Agent.id == Unit.agent_id)
+            .where(Unit.id == unit_id)).first()
+    if row is None:
+        return
+    run_id, provider_type, config, unit_data, outputs = row
+    _on_unit_submitted(unit_id, config, unit_data, outputs)
+    with transaction(rt.sessions) as session:
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
             return
     rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
     if not make_provider(provider_type).publishes_instantly:
         _launch(run_id)
+
+
+def _on_unit_submitted(unit_id: int, config: dict[str, Any], unit_data: Any, outputs: Any) -> None:
+    """The task's hook, if it has one; its failure is logged and does not hold the run back."""
+    try:
+        hook = hooks_for(config.get("blueprint", {})).on_unit_submitted
+        if hook is not None and outputs is not None:
+            hook(dict(unit_data or {}), dict(outputs))
+    except Exception:
+        log.exception("the task's on_unit_submitted hook failed for unit %s", unit_id)
 
 
 @app.task(name=queue.RECONCILE_POOLS)

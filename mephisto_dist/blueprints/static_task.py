@@ -1,8 +1,10 @@
 """The ``static_task`` blueprint's files and data (Mephisto's StaticHTMLBlueprint), with no database or web.
 
-- :func:`validate_and_load` checks the source files and reads the data rows (CSV, JSON or JSON lines).
+- :func:`validate_and_load` checks the source files, the hooks module and the qualification requirements,
+  and reads the data rows (CSV, JSON or JSON lines).
 - :func:`build` lays out what the worker-facing server serves for a run.
-- :func:`init_task_data` is one assignment's data as the page receives it.
+- :func:`init_task_data` is one assignment's data as the page receives it; :func:`onboarding_task_data`
+  is the onboarding page's.
 - :func:`frontend_args` is what ``/task_config.json`` answers.
 
 Relative paths are taken from the current directory, as Mephisto does; task folders normally use
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.hooks import TaskHooks, hooks_for
+from mephisto_dist.qualifications import Requirement
 from mephisto_dist.taskconfig import TaskConfig
 
 DATA_ARGS: Final = ("data_csv", "data_json", "data_jsonl")
@@ -34,9 +38,12 @@ _NEEDS_PYTHON: Final = {
 
 
 def validate_and_load(blueprint_args: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Check the HTML sources and the data file; return the data rows (one per assignment)."""
+    """Check the HTML sources, the hooks module, the requirements and the data file; return the data rows
+    (one per assignment)."""
     _check_sources(blueprint_args)
     _check_features(blueprint_args)
+    hooks_for(blueprint_args)
+    requirements(blueprint_args)
     dest, path = _data_file(blueprint_args)
     if dest == "data_csv":
         return _load_csv(path)
@@ -78,9 +85,37 @@ def build(blueprint_args: Mapping[str, Any], build_dir: Path) -> None:
 
 
 # A static task has no live exchange with its worker, so its TaskRunner has no on-assigned or
-# on-submitted hook of its own: the web server enqueues those events only when there is work for them.
+# on-submitted hook of its own: the web server enqueues those events only when there is work for them
+# (for on-submitted: a task folder's ``on_unit_submitted`` hook, see ``mephisto_dist.hooks``).
 HAS_ON_ASSIGNED_HOOK = False
 HAS_ON_SUBMITTED_HOOK = False
+
+
+def has_on_submitted_hook(hooks: TaskHooks) -> bool:
+    """Whether a run's UNIT_SUBMITTED event has a hook to run on the Celery workers."""
+    return HAS_ON_SUBMITTED_HOOK or hooks.on_unit_submitted is not None
+
+
+def requirements(blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]:
+    """``mephisto.blueprint.qualifications``, parsed: what a worker must hold to be given a unit."""
+    given = blueprint_args.get("qualifications")
+    if given is None:
+        return ()
+    if not isinstance(given, list):
+        raise ConfigError("mephisto.blueprint.qualifications must be a list of "
+                          "{qualification_name, comparator, value}")
+    parsed = []
+    for number, item in enumerate(given, start=1):
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"mephisto.blueprint.qualifications item {number} must be a mapping "
+                              f"{{qualification_name, comparator, value}}, found {item!r}")
+        parsed.append(Requirement.from_dict(item))
+    return tuple(parsed)
+
+
+def onboarding_task_data(hooks: TaskHooks) -> dict[str, Any]:
+    """The onboarding page's data: the hooks' ``onboarding_data`` plus ``html``, the page to show."""
+    return {**hooks.onboarding_data, "html": ONBOARDING_FILE}
 
 
 def init_task_data(row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,10 +128,11 @@ def frontend_args(config: TaskConfig) -> dict[str, Any]:
 
     Mephisto 1.x's StaticHTMLBlueprint adds nothing to the base Blueprint's (empty) task config; these
     are the keys Mephisto's other blueprints send and its front-end packages read, filled for a static
-    page. ``frame_height`` 0 lets MTurk size the frame to the window; nothing is blocked on mobile.
+    page. ``frame_height`` 0 lets MTurk size the frame to the window; nothing is blocked on mobile. A
+    hooks module's ``task_config`` is merged in last, as Mephisto merged ``SharedTaskState.task_config``.
     """
     blueprint = config.blueprint
-    return {
+    base = {
         "task_source": _task_file_name(blueprint),
         "preview_source": PREVIEW_FILE,
         "has_preview": bool(blueprint.get("preview_source")),
@@ -107,6 +143,7 @@ def frontend_args(config: TaskConfig) -> dict[str, Any]:
         "frame_height": 0,
         "block_mobile": False,
     }
+    return {**base, **hooks_for(blueprint).task_config}
 
 
 # -- sources -----------------------------------------------------------------------------------------

@@ -85,6 +85,12 @@ class Section:
 _BLUEPRINT_BASE = (
     Argument("block_qualification", str, None,
              "Qualification that marks workers soft-blocked from this task; unset blocks nobody."),
+    Argument("qualifications", list, None,
+             "Qualification requirements a worker must meet (Mephisto's SharedTaskState.qualifications): "
+             "a list of {qualification_name, comparator, value[, applicable_providers]}."),
+    Argument("hooks_module", str, None,
+             "Absolute path of a .py file (e.g. ${task_dir}/hooks.py) defining any of validate_onboarding, "
+             "worker_can_do_unit, on_unit_submitted, onboarding_data, task_config."),
     Argument("tips_location", str, None,
              "CSV of tips workers left for this task (accepted so Mephisto configs load; not shown yet)."),
 )

@@ -423,6 +423,8 @@ def _convert(kind: type, value: Any) -> Any:
             return value
         text = str(value).strip().lower() if isinstance(value, str | int) else None
         return True if text in _TRUE else False if text in _FALSE else None
+    if kind is list:
+        return value if isinstance(value, list) else None
     if isinstance(value, bool | dict | list):
         return None
     if kind is int:

@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mephisto_dist import agents
+from mephisto_dist import agents, onboarding
 from mephisto_dist.agents import Registration, RunContext, WorkerGate
 from mephisto_dist.blueprints import static_task
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun
+from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import MephistoDistError, NotFoundError, RequestError, ServiceError
 from mephisto_dist.limiter import keys
 from mephisto_dist.providers import CrowdProvider, make_provider
@@ -72,11 +73,8 @@ class RunResolver:
             if run is None:
                 raise RequestError("no task run is being served here", 404)
             task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or ""
-            task_args = run.config.get("task", {})
-            self._cached = RunContext(run.id, run.task_id, task_name, run.provider_type, run.build_dir,
-                                      run.config,
-                                      allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
-                                      maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0))
+            self._cached = RunContext.from_config(run.id, run.task_id, task_name, run.provider_type,
+                                                  run.build_dir, run.config)
         self._cached_at = time.monotonic()
         return self._cached
 
@@ -196,7 +194,9 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             run = resolver.current()
             with transaction(runtime.sessions) as session:
                 submission = agents.submit_task(session, run, agent_id, outputs, now=_now())
-                if submission.first:
+                if submission.first and run.hooks.on_unit_submitted is None:
+                    # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
+                    # services stop, and the last unit's hook would be lost.
                     mark_completed_if_done(session, run.run_id, now=_now())
             if submission.first:
                 _after_submit(run, submission)
@@ -227,12 +227,41 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         if runtime.settings.max_concurrent_units and not launched:
             # The deployment-wide slot this unit freed may belong to another run's waiting units.
             runtime.queue.enqueue(RECONCILE_RUNS)
-        if static_task.HAS_ON_SUBMITTED_HOOK or not provider.publishes_instantly:
+        if static_task.has_on_submitted_hook(run.hooks) or not provider.publishes_instantly:
             # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
             runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 
     async def submit_onboarding(request: Request) -> Response:
-        raise RequestError("this task run has no onboarding", 400)
+        body = await _json_body(request, max_bytes)
+        agent_id = str(body.get("USED_AGENT_ID") or "")
+        data = body.get("onboarding_data")
+        if not isinstance(data, dict):
+            raise RequestError("submit_onboarding needs an 'onboarding_data' object")
+
+        def load() -> tuple[RunContext, onboarding.OnboardingAgentRow]:
+            run = resolver.current()
+            if not run.onboarding_qualification:
+                raise RequestError("this task run has no onboarding", 400)
+            with transaction(runtime.sessions) as session:
+                return run, onboarding.load(session, run.run_id, agent_id)
+
+        run, agent = await blocking(load)
+        if agent.status == AgentStatus.ONBOARDING:
+            # The task's own code, which may be slow: off the event loop, outside any transaction.
+            passed = await run_in_threadpool(_validate_onboarding, run, data)
+        else:
+            passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
+
+        def record() -> agents.AgentDetails:
+            with transaction(runtime.sessions) as session:
+                details = agents.submit_onboarding(session, run, agent_id, data, passed=passed, now=_now(),
+                                                   gate=gate)
+            if details.created and static_task.HAS_ON_ASSIGNED_HOOK:
+                runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
+            return details
+
+        details = await blocking(record)
+        return JSONResponse(details.packet())
 
     async def submit_metadata(request: Request) -> Response:
         body = await _json_body(request, max_bytes)
@@ -287,6 +316,20 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         Route("/{path:path}", run_file),
     ]
     return Starlette(routes=routes, exception_handlers={MephistoDistError: on_error})
+
+
+def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:
+    """The task's ``validate_onboarding`` verdict; everyone passes when the task has none."""
+    validate = run.hooks.validate_onboarding
+    if validate is None:
+        return True
+    try:
+        return bool(validate(dict(data)))
+    except Exception as error:
+        # A bug in the task's hook is not a verdict on the worker: leave the onboarding open.
+        log.exception("the task's validate_onboarding hook failed")
+        raise RequestError(f"the task's validate_onboarding hook failed: {type(error).__name__}: {error}",
+                           500) from None
 
 
 def _check_length(request: Request, max_bytes: int, *, required: bool) -> None:

@@ -1,5 +1,7 @@
 // The worker-facing page of a static HTML task: asks the router for an agent, fills the task HTML with
 // the unit's data, and submits every field of the form (files included) as Mephisto's static task does.
+// An agent whose id starts with "onboarding_" gets the onboarding page in the same form first; its
+// answers go to /submit_onboarding, whose answer (a unit, or a refusal) continues in the same page.
 (function () {
   "use strict";
   var params = new URLSearchParams(window.location.search);
@@ -8,6 +10,7 @@
   var content = document.getElementById("task-content");
   var previewEl = document.getElementById("preview-content");
   var submitButton = document.getElementById("submit-button");
+  var noticeEl = document.getElementById("shell-notice");
 
   var workerName = params.get("worker_id") || params.get("workerId");
   var assignmentRef = params.get("assignment_id") || params.get("assignmentId");
@@ -16,6 +19,7 @@
   var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" : "mock");
   var isPreview = !workerName || !assignmentRef || assignmentRef === "ASSIGNMENT_ID_NOT_AVAILABLE";
   var agentId = null;
+  var onboarding = false;
 
   function say(text, kind) {
     statusEl.textContent = text;
@@ -80,7 +84,7 @@
   function startTask(initData) {
     var source = initData.html;
     return fetch("/" + encodeURIComponent(source)).then(function (r) {
-      if (!r.ok) { throw new Error("the task page " + source + " could not be loaded"); }
+      if (!r.ok) { throw new Error("the page " + source + " could not be loaded"); }
       return r.text();
     }).then(function (template) {
       var html = fill(template, initData);
@@ -88,10 +92,28 @@
       html = html.split("${provider_worker_id}").join(workerName);
       content.innerHTML = html;
       statusEl.hidden = true;
+      noticeEl.hidden = !onboarding;
+      submitButton.disabled = false;
       form.hidden = false;
       runScripts(content);
       window.mephistoAgentId = agentId;
+      window.scrollTo(0, 0);
     });
+  }
+
+  // An agent_details packet (from /request_agent or /submit_onboarding): a refusal, or the page to show.
+  function follow(packet) {
+    var details = packet.data || {};
+    if (!details.agent_id) {
+      form.hidden = true;
+      noticeEl.hidden = true;
+      content.innerHTML = "";
+      say(details.failure_reason || "There is no work available for you right now.", "error");
+      return null;
+    }
+    agentId = details.agent_id;
+    onboarding = agentId.indexOf("onboarding_") === 0;
+    return startTask(details.init_task_data || {});
   }
 
   function collect() {
@@ -111,7 +133,17 @@
     });
     upload.append("USED_AGENT_ID", agentId);
     upload.append("final_string_data", JSON.stringify(fields));
-    return upload;
+    return { fields: fields, upload: upload };
+  }
+
+  function submitOnboarding() {
+    say("Checking your answers…");
+    return postJson("/submit_onboarding", { USED_AGENT_ID: agentId, onboarding_data: collect().fields })
+      .then(follow)
+      .catch(function (error) {
+        submitButton.disabled = false;
+        say("Your answers could not be sent: " + error.message, "error");
+      });
   }
 
   function finishOnMturk() {
@@ -132,8 +164,9 @@
     event.preventDefault();
     if (!form.reportValidity()) { return; }
     submitButton.disabled = true;
+    if (onboarding) { submitOnboarding(); return; }
     say("Submitting…");
-    fetch("/submit_task", { method: "POST", body: collect() }).then(readResponse).then(function () {
+    fetch("/submit_task", { method: "POST", body: collect().upload }).then(readResponse).then(function () {
       form.hidden = true;
       say("Thank you! Your work has been submitted.", "done");
       finishOnMturk();
@@ -154,15 +187,7 @@
     };
     if (hitId) { providerData.hit_id = hitId; }
     return postJson("/request_agent", { provider_data: providerData, client_timestamp: Date.now() / 1000 })
-      .then(function (packet) {
-        var details = packet.data || {};
-        if (!details.agent_id) {
-          say(details.failure_reason || "There is no work available for you right now.", "error");
-          return null;
-        }
-        agentId = details.agent_id;
-        return startTask(details.init_task_data || {});
-      });
+      .then(follow);
   }).catch(function (error) {
     say("The task could not be loaded: " + error.message, "error");
   });
