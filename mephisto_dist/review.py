@@ -128,8 +128,9 @@ def check_decision(decision: Decision, note: str | None, bonus: float | None) ->
             raise ReviewError("a bonus needs a reason (--reason): the provider shows it to the worker")
 
 
-def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decision) -> None:
-    """A one-line error naming the first unit that is missing or not in a status ``decision`` applies to."""
+def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decision) -> dict[int, UnitStatus]:
+    """A one-line error naming the first unit that is missing or not in a status ``decision`` applies to;
+    else each unit's status as this transaction sees it."""
     rule = _RULES[decision]
     rows = session.execute(select(Unit.id, Unit.status).where(Unit.id.in_(list(unit_ids))))
     found = {unit_id: status for unit_id, status in rows}
@@ -141,6 +142,7 @@ def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decisi
             allowed = " or ".join(s.value for s in rule.unit_from)
             raise NotReviewable(f"unit {unit_id} is {status}; only {allowed} units can be given "
                                 f"'{decision.value}'")
+    return {unit_id: UnitStatus(status) for unit_id, status in found.items()}
 
 
 def decide(
@@ -150,7 +152,7 @@ def decide(
     """Apply one decision inside the caller's transaction (nothing is sent anywhere: after the commit,
     hand the returned ``call_ids`` to :func:`perform_call`)."""
     check_decision(decision, note, bonus)
-    check_reviewable(session, [unit_id], decision)
+    seen = check_reviewable(session, [unit_id], decision)[unit_id]
     rule = _RULES[decision]
     row = session.execute(
         select(Unit.worker_id, Unit.agent_id, Unit.task_run_id, Unit.provider_unit_id, Worker.worker_name,
@@ -162,7 +164,9 @@ def decide(
     worker_id, agent_id, run_id, provider_unit_id, worker_name, provider_type, config = row
     if worker_id is None or agent_id is None:
         raise NotReviewable(f"unit {unit_id} has no worker's submission to review")
-    if not move_unit(session, unit_id, rule.unit_from, rule.unit_to, now=now):
+    # From the status this reviewer saw, not any status the rule allows: a rejection committed by
+    # someone else a moment ago must not be silently overridden by an approval decided on "completed".
+    if not move_unit(session, unit_id, seen, rule.unit_to, now=now):
         current = session.scalar(select(Unit.status).where(Unit.id == unit_id))
         raise AlreadyDecided(f"unit {unit_id} was decided by someone else just now (it is {current} now)")
     if not move_agent(session, agent_id, rule.agent_from, rule.agent_to, now=now):

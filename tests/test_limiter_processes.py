@@ -191,14 +191,15 @@ def test_keys_follow_the_schema(limiter: RedisLimiter, redis_client: redis.Redis
     RedisRateBucket(redis_client).take("mturk", 2.0, 10)
 
     leased, forever = keys.pool_key("leased"), keys.pool_key("forever")
-    assert sorted(redis_client.keys("*")) == sorted(
+    # Only the limiter's namespace: processes of other tests may still be winding down on this server.
+    assert sorted(redis_client.keys(keys.PREFIX + ":*")) == sorted(
         key.encode() for key in [leased, forever, keys.cap_key("leased"), keys.rate_key("mturk")]
     )
     assert redis_client.type(leased) == b"zset" and redis_client.type(keys.rate_key("mturk")) == b"hash"
-    assert 29_000 < redis_client.pttl(leased) <= 30_000  # the latest lease, not the last one given
+    assert 20_000 < redis_client.pttl(leased) <= 30_000  # the latest lease, not the last one given (5 s)
     assert redis_client.pttl(forever) == -1
     assert redis_client.pttl(keys.cap_key("leased")) == -1
-    assert 5_000 < redis_client.pttl(keys.rate_key("mturk")) <= 6_000  # 10 tokens at 2/s, + 1 s
+    assert 4_000 < redis_client.pttl(keys.rate_key("mturk")) <= 6_000  # 10 tokens at 2/s, + 1 s
     assert redis_client.get(keys.cap_key("leased")) == b"7"
 
     assert limiter.release("unit:1", ["leased", "forever"]) == 2
