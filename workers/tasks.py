@@ -17,7 +17,6 @@ from mephisto_dist import queue
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
 from mephisto_dist.hooks import hooks_for
-from mephisto_dist.limiter import PoolLimit  # noqa: F401  (re-exported for hooks)
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runs import (
