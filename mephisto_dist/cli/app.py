@@ -32,7 +32,7 @@ def export(
     include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
 ) -> None:
     """Export results: one record per unit with its inputs and outputs."""
-    from mephisto_dist.db.engine import transaction
+    from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.export import FORMATS, resolve_runs, unit_records, write_records
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
@@ -43,7 +43,7 @@ def export(
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     runtime = Runtime(load_settings())
     _require_database(runtime)
-    with transaction(runtime.sessions) as session:
+    with read_transaction(runtime.sessions) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run)
         records = unit_records(session, run_ids, include_unsubmitted=include_unsubmitted)
         if output is None:

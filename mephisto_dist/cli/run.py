@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from mephisto_dist import lifecycle
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.cli.console import console, err_console, fail
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
@@ -277,7 +277,7 @@ class Attached:
                     self._drain(lifecycle.REASON_CTRL_C)
                     draining = True
                 _check_children(children)
-                with transaction(self.runtime.sessions) as session:
+                with read_transaction(self.runtime.sessions) as session:
                     stored = session.get(TaskRun, self.run_id)
                     assert stored is not None
                     counts = unit_counts(session, self.run_id)
@@ -327,7 +327,7 @@ class Attached:
         lifecycle.force_expire(self.runtime.sessions, self._provider(), self.runtime.limiter, self.run_id, now=now)
 
     def _summary(self) -> None:
-        with transaction(self.runtime.sessions) as session:
+        with read_transaction(self.runtime.sessions) as session:
             counts = unit_counts(session, self.run_id)
             agents = dict(session.execute(select(Agent.status, func.count()).where(
                 Agent.task_run_id == self.run_id).group_by(Agent.status)).all())

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.diagnosis import RunFacts, diagnose
@@ -47,7 +47,7 @@ def runs(
     """A table of runs, grouped by task_name."""
     runtime = _runtime()
     try:
-        with transaction(runtime.sessions) as session:
+        with read_transaction(runtime.sessions) as session:
             query = (select(TaskRun, Task.task_name).join(Task, Task.id == TaskRun.task_id)
                      .order_by(Task.task_name, TaskRun.id))
             if task_name is not None:
@@ -80,7 +80,7 @@ def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None
     runtime = _runtime()
     now = _now()
     try:
-        with transaction(runtime.sessions) as session:
+        with read_transaction(runtime.sessions) as session:
             run = session.get(TaskRun, run_id)
             if run is None:
                 fail(f"task run {run_id} does not exist")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mephisto_dist.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "mephisto_dist_read_only"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -51,7 +52,9 @@ def _sqlite_engine(database_url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers take no lock in WAL mode: a read-only transaction must not queue behind writers.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -95,3 +98,16 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
         if lock is not None:
             lock.release()
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that only reads (progress displays, status, export): on SQLite it takes no write
+    lock, so polling never delays the workers' writes. Writing in it is a programming error."""
+    session = factory()
+    try:
+        session.connection(execution_options={READ_ONLY: True})
+        yield session
+        session.rollback()
+    finally:
+        session.close()
