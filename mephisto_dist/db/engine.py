@@ -108,6 +108,7 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     try:
         session.connection(execution_options={READ_ONLY: True})
         yield session
-        session.rollback()
     finally:
+        # Closing ends the transaction (the pool rolls the connection back) and, unlike an explicit
+        # rollback, leaves the objects read usable afterwards.
         session.close()
