@@ -236,3 +236,28 @@ def test_resume_after_every_process_died_redoes_nothing(tmp_path: Path, redis_ur
     finally:
         resumed.kill()
     assert resumed.statuses() == {"completed": 4}
+
+
+def test_run_with_resume_incomplete_run_picks_up_the_unfinished_run(tmp_path: Path, redis_url: str) -> None:
+    run = AttachedRun(tmp_path, rows=2, env=_external_env(tmp_path, redis_url))
+    try:
+        run.wait_for_output(r"Open the task as a worker")
+        wait_for(lambda: run.statuses().get("launched") == 2, message="units launched")
+        first = run.register("w1")
+        assert run.submit(first["agent_id"]).status_code == 200
+    finally:
+        run.kill()
+    again = AttachedRun(tmp_path, "mephisto.task.resume_incomplete_run=true", rows=2,
+                        env=_external_env(tmp_path, redis_url))
+    again.port, again.url = run.port, run.url  # the stored run's port, not the new folder's
+    try:
+        again.wait_for_output(r"resuming incomplete task run 1 of test-task")
+        again.wait_for_output(r"Open the task as a worker")
+        second = again.register("w2")
+        assert second["agent_id"] and again.submit(second["agent_id"]).status_code == 200
+        assert again.wait(30) == 0, again.text()
+    finally:
+        again.kill()
+    assert again.statuses() == {"completed": 2}
+    engine_text = cli(again, "runs")
+    assert engine_text.stdout.count("test-task") == 1, engine_text.stdout  # no second run was created
