@@ -14,8 +14,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, TaskRun, Unit
-from mephisto_dist.db.transitions import move_agent, move_units
+from mephisto_dist.db.models import Agent, OnboardingAgent, TaskRun, Unit
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_units
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.limiter import Limiter, keys
@@ -139,6 +139,21 @@ def time_out_overdue_units(factory: sessionmaker[Session], limiter: Limiter, run
             pools += [run_pool(run_id), GLOBAL_POOL]
         limiter.release(unit_holder(unit_id), pools)
     return len(moved)
+
+
+def time_out_abandoned_onboarding(factory: sessionmaker[Session], run_id: int, *, now: datetime) -> int:
+    """Onboarding agents left in ``onboarding`` longer than the run's assignment duration time out: the
+    worker who comes back starts a fresh attempt instead of a stale one."""
+    with transaction(factory) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            return 0
+        cutoff = now - timedelta(seconds=RunTiming.of(run).assignment_duration_s)
+        stale = list(session.scalars(select(OnboardingAgent.id).where(
+            OnboardingAgent.task_run_id == run_id, OnboardingAgent.status == AgentStatus.ONBOARDING.value,
+            OnboardingAgent.created_at < cutoff)))
+        return sum(move_onboarding_agent(session, agent_id, AgentStatus.ONBOARDING, AgentStatus.TIMEOUT, now=now)
+                   for agent_id in stale)
 
 
 def last_activity(session: Session, run: TaskRun) -> datetime:

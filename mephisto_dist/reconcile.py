@@ -101,6 +101,7 @@ def reconcile_runs(
         run_ids = _open_run_ids(session)
     for run_id in run_ids:
         lifecycle.time_out_overdue_units(factory, limiter, run_id, now=now)
+        lifecycle.time_out_abandoned_onboarding(factory, run_id, now=now)
         with transaction(factory) as session:
             run = session.get(TaskRun, run_id)
             if run is None:

@@ -298,3 +298,24 @@ def test_the_gate_costs_nothing_when_off_and_one_query_when_on(engine: Engine) -
     assert not any("qualification" in s or "onboarding" in s for s in ungated)
     assert sum("granted_qualification" in s for s in with_gate) == 1
     assert len(with_gate) == len(ungated) + 1
+
+
+def test_an_abandoned_onboarding_times_out_and_the_worker_starts_afresh(engine: Engine) -> None:
+    from datetime import timedelta
+
+    from mephisto_dist.lifecycle import time_out_abandoned_onboarding
+
+    factory = make_sessionmaker(engine)
+    run = onboarding_run(factory, assignments=1)
+    first = register(factory, run, "gina")
+    assert first.agent_id is not None and first.agent_id.startswith("onboarding_")
+    assert time_out_abandoned_onboarding(factory, run.run_id, now=now()) == 0  # still fresh
+    later = now() + timedelta(seconds=1800 + 1)  # the run's default assignment duration has passed
+    assert time_out_abandoned_onboarding(factory, run.run_id, now=later) == 1
+    assert time_out_abandoned_onboarding(factory, run.run_id, now=later) == 0  # idempotent
+    with transaction(factory) as session:
+        stale = session.get(OnboardingAgent, first.agent_id)
+        assert stale is not None and stale.status == AgentStatus.TIMEOUT.value
+    again = register(factory, run, "gina")
+    assert again.agent_id is not None and again.agent_id.startswith("onboarding_")
+    assert again.agent_id != first.agent_id
