@@ -59,17 +59,17 @@ def _launch(run_id: int) -> int:
     return launch_units(rt.sessions, ctx, run_id, now=_now())
 
 
-@app.task(name=queue.LAUNCH_RUN)
+@app.task(name=queue.LAUNCH_RUN)  # type: ignore[untyped-decorator]
 def launch_run(run_id: int) -> int:
     return _launch(run_id)
 
 
-@app.task(name=queue.LAUNCH_UNITS)
+@app.task(name=queue.LAUNCH_UNITS)  # type: ignore[untyped-decorator]
 def launch_more_units(run_id: int) -> int:
     return _launch(run_id)
 
 
-@app.task(name=queue.UNIT_ASSIGNED)
+@app.task(name=queue.UNIT_ASSIGNED)  # type: ignore[untyped-decorator]
 def unit_assigned(agent_id: str) -> None:
     """The TaskRunner's on-assigned hook. A static task has no live exchange with the worker, so
     there is nothing to run beyond confirming the agent exists."""
@@ -78,7 +78,7 @@ def unit_assigned(agent_id: str) -> None:
             log.warning("unit_assigned for unknown agent %s", agent_id)
 
 
-@app.task(name=queue.UNIT_SUBMITTED)
+@app.task(name=queue.UNIT_SUBMITTED)  # type: ignore[untyped-decorator]
 def unit_submitted(unit_id: int) -> None:
     """The TaskRunner's on-submitted event: run the task folder's ``on_unit_submitted`` hook, free the
     unit's slot (again: release is idempotent), launch what the slot allows when the web server could
@@ -114,7 +114,7 @@ def _on_unit_submitted(unit_id: int, config: dict[str, Any], unit_data: Any, out
         log.exception("the task's on_unit_submitted hook failed for unit %s", unit_id)
 
 
-@app.task(name=queue.RECONCILE_POOLS)
+@app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]
 def reconcile_pools_task() -> None:
     rt = runtime()
     reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
@@ -124,7 +124,7 @@ def provider_for(run: TaskRun) -> CrowdProvider:
     return make_provider(run.provider_type, run.config.get("provider", {}))
 
 
-@app.task(name=queue.RECONCILE_RUNS)
+@app.task(name=queue.RECONCILE_RUNS)  # type: ignore[untyped-decorator]
 def reconcile_runs_task() -> None:
     rt = runtime()
     for run_id in reconcile_runs(rt.sessions, rt.limiter, provider_for, now=_now()):
