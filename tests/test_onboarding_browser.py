@@ -4,8 +4,6 @@ workers in headless Chromium (Debian's, never ``playwright install``), then ``me
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,17 +11,13 @@ from typing import Any
 
 import pytest
 
-from tests.test_browser_e2e import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PAGE_S,
+from tests.browser import (
     REPO,
-    STARTUP_S,
     RunProcess,
-    free_port,
+    open_page,
     run_export,
+    run_starter,
     submit_and_confirm,
-    user_env,
 )
 
 pytestmark = pytest.mark.browser
@@ -35,53 +29,18 @@ NOT_PASSED = "You did not pass the qualification for this task, so you cannot wo
 @pytest.fixture
 def start_run(tmp_path: Path) -> Iterator[Callable[[str], tuple[RunProcess, int]]]:
     """Start ``mephisto-dist run examples/onboarding_task`` on a free port; yield (run, port)."""
-    started: list[RunProcess] = []
+    with run_starter(tmp_path, TASK_DIR, "created=0 launched=3 ") as start:
+        def start_and_port(task_name: str) -> tuple[RunProcess, int]:
+            run, _, port = start(task_name)
+            return run, port
 
-    def start(task_name: str) -> tuple[RunProcess, int]:
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(TASK_DIR),
-             f"mephisto.architect.port={port}", f"mephisto.task.task_name={task_name}"],
-            cwd=REPO, env=user_env(tmp_path / "data"), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        )
-        run = RunProcess(process)
-        started.append(run)
-        run.wait_for_line(f"http://localhost:{port}/?worker_id=", STARTUP_S)
-        run.wait_for_line("created=0 launched=3 ", STARTUP_S)
-        return run, port
-
-    try:
-        yield start
-    finally:
-        for run in started:
-            run.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+        yield start_and_port
 
 
 def open_onboarding(browser: Any, port: int, worker: str, assignment: str) -> Any:
     """A fresh page opened as ``worker``, waited on until the onboarding questions show."""
-    context = browser.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(PAGE_S * 1000)
-    page.goto(f"http://localhost:{port}/?worker_id={worker}&assignment_id={assignment}")
-    try:
-        page.wait_for_selector("#task-form:not([hidden]) input[name=natural]")
-    except Exception as error:
-        status = page.locator("#shell-status").inner_text(timeout=1000)
-        raise AssertionError(f"onboarding did not show for {worker}; the page says {status!r}") from error
-    return page
+    return open_page(browser, port, worker, assignment, "#task-form:not([hidden]) input[name=natural]",
+                     "onboarding")
 
 
 def answer(page: Any, natural: str, top_rating: str) -> None:
