@@ -19,7 +19,7 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
     env["MEPHISTO_DIST_DATA_DIR"] = str(data_dir)
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], env=env, check=False,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -27,8 +27,9 @@ def test_stop_reason(created_ago_s: int, activity_ago_s: int, expected: str | No
 
 
 def facts(**changes: object) -> RunFacts:
-    base = dict(is_completed=False, shutdown_reason=None, created=0, launched=3, assigned=2, cap=0, held=5,
-                oldest_assigned_at=None, server_url="http://localhost:3000", server_answers=True)
+    base: dict[str, object] = {
+        "is_completed": False, "shutdown_reason": None, "created": 0, "launched": 3, "assigned": 2, "cap": 0,
+        "held": 5, "oldest_assigned_at": None, "server_url": "http://localhost:3000", "server_answers": True}
     base.update(changes)
     return RunFacts(**base)  # type: ignore[arg-type]
 

@@ -54,7 +54,7 @@ def cli(rt: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(rt.settings.to_env())
     env["COLUMNS"] = "200"
     return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def take_and_submit(url: str, worker: str) -> None:
@@ -109,7 +109,8 @@ def test_the_deployment_wide_cap_holds_across_runs(tmp_path: Path, redis_url: st
                 url = url1 if active(rt, first) else url2
                 take_and_submit(url, f"w{n}")
                 assert active(rt) <= 3
-                wait_for(lambda: active(rt) == min(3, 8 - n - 1), message="the freed slot refilled")
+                expected = min(3, 8 - n - 1)
+                wait_for(lambda expected=expected: active(rt) == expected, message="the freed slot refilled")
             wait_for(lambda: active(rt) == 3, message="freed slots refilled up to the deployment cap")
     finally:
         rt.close()

@@ -3,13 +3,17 @@ from __future__ import annotations
 import pytest
 
 from mephisto_dist.domain.status import (
-    AgentStatus as A,
-    UnitStatus as U,
     UNIT_FINAL,
     UNIT_TRANSITIONS,
     assignment_status,
     check_agent_transition,
     check_unit_transition,
+)
+from mephisto_dist.domain.status import (
+    AgentStatus as A,
+)
+from mephisto_dist.domain.status import (
+    UnitStatus as U,
 )
 from mephisto_dist.errors import IllegalTransition
 
