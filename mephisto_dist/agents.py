@@ -17,18 +17,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist import onboarding
 from mephisto_dist.blueprints import static_task
-from mephisto_dist.db.models import Agent, Assignment, Base, GrantedQualification, Qualification, Unit, Worker
+from mephisto_dist.db.models import Agent, Assignment, GrantedQualification, Qualification, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
@@ -165,13 +163,6 @@ class Registration:
                    request_id if isinstance(request_id, str) else None)
 
 
-@lru_cache(maxsize=8)
-def _insert_ignoring_conflicts(dialect: str, table_name: str) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect (SQLite or PostgreSQL), built once."""
-    table = Base.metadata.tables[table_name]
-    return (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table).on_conflict_do_nothing()
-
-
 def _run(session: Session, statement: Any, params: dict[str, Any] | None = None) -> Any:
     """Execute a prebuilt Core statement on the session's connection, past the ORM layer."""
     return session.connection().execute(statement, params or {})
@@ -190,8 +181,8 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
     found = find_worker(session, provider_type, worker_name)
     if found is not None:
         return found
-    _run(session, _insert_ignoring_conflicts(_dialect(session), "worker"),
-         {"provider_type": provider_type, "worker_name": worker_name, "created_at": now})
+    insert_ignoring_conflicts(session, "worker",
+                              {"provider_type": provider_type, "worker_name": worker_name, "created_at": now})
     created = find_worker(session, provider_type, worker_name)  # ours, or another process's
     if created is None:
         raise RuntimeError(f"worker {worker_name!r} vanished right after it was created")
@@ -418,12 +409,12 @@ def _claim(
     """Insert the agent, then move the unit to it; undo the insert if the unit was taken meanwhile.
     The insert ignores conflicts, so a lost race costs no SAVEPOINT: it inserts nothing."""
     agent_id = secrets.token_hex(12)
-    inserted = _run(session, _insert_ignoring_conflicts(_dialect(session), "agent"), {
+    inserted = insert_ignoring_conflicts(session, "agent", {
         "id": agent_id, "unit_id": unit_id, "assignment_id": assignment_id, "task_run_id": run.run_id,
         "worker_id": worker_id, "registration_id": reg.registration_id, "status": AgentStatus.IN_TASK.value,
         "provider_data": reg.provider_data, "init_data": {}, "created_at": now, "status_changed_at": now,
     })
-    if not inserted.rowcount:
+    if not inserted:
         return None  # this registration, or this worker on this assignment, won elsewhere
     if move_unit(session, unit_id, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, now=now,
                  agent_id=agent_id, worker_id=worker_id):

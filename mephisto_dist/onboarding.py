@@ -17,12 +17,11 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import OnboardingAgent, Worker
 from mephisto_dist.db.transitions import move_onboarding_agent
+from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.qualifications import FAILED_SUFFIX, create_qualification, grant
@@ -75,22 +74,16 @@ def start(session: Session, run_id: int, worker_id: int, registration_id: str, p
         # again. The registration keeps its decided row; this attempt gets a row of its own.
         stored_registration = f"{registration_id}#{secrets.token_hex(4)}"
     agent_id = ID_PREFIX + secrets.token_hex(12)
-    inserted = connection.execute(_insert_ignoring_conflicts(session), {
+    inserted = insert_ignoring_conflicts(session, OnboardingAgent.__tablename__, {
         "id": agent_id, "task_run_id": run_id, "worker_id": worker_id, "registration_id": stored_registration,
         "status": AgentStatus.ONBOARDING.value,
         # Where the worker continues once they pass: the unit is claimed under this registration.
         "provider_data": {**provider_data, "agent_registration_id": registration_id},
         "created_at": now, "status_changed_at": now,
     })
-    if not inserted.rowcount:  # the same registration started onboarding on another process just now
+    if not inserted:  # the same registration started onboarding on another process just now
         return start(session, run_id, worker_id, registration_id, provider_data, now=now)
     return agent_id
-
-
-def _insert_ignoring_conflicts(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return insert(OnboardingAgent).on_conflict_do_nothing()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
+from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.review import CallAction, record_call
 
@@ -232,18 +233,7 @@ def check_name(name: str) -> str:
 
 def create_qualification(session: Session, name: str, *, now: datetime) -> tuple[int, bool]:
     """The qualification's id, creating it if needed; ``True`` when this call created it."""
-    name = check_name(name)
-    query = select(Qualification.id).where(Qualification.name == name)
-    found = session.scalar(query)
-    if found is not None:
-        return int(found), False
-    try:
-        with session.begin_nested():
-            row = Qualification(name=name, created_at=now)
-            session.add(row)
-        return row.id, True
-    except IntegrityError:  # created by another process just now
-        return int(session.scalars(query).one()), False
+    return get_or_create(session, Qualification, {"name": check_name(name)}, {"created_at": now})
 
 
 def grant(session: Session, qualification_id: int, worker_id: int, value: int, *, now: datetime) -> None:

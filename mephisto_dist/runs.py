@@ -3,18 +3,18 @@ concurrency pools, counting, and noticing when a run is done."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_units_each
+from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.limiter import Limiter, PoolLimit, keys
@@ -49,9 +49,9 @@ def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
 
     Runs inside the caller's transaction, so a failure leaves nothing behind.
     """
-    task_id = _get_or_create(session, Task, {"task_name": new.task_name},
-                             {"task_type": new.blueprint_type, "created_at": now})
-    requester_id = _get_or_create(
+    task_id, _ = get_or_create(session, Task, {"task_name": new.task_name},
+                               {"task_type": new.blueprint_type, "created_at": now})
+    requester_id, _ = get_or_create(
         session, Requester, {"provider_type": new.provider_type, "requester_name": new.requester_name},
         {"created_at": now},
     )
@@ -75,26 +75,6 @@ def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
         for assignment_id in assignment_ids for index in range(new.units_per_assignment)
     ])
     return run.id
-
-
-def _get_or_create(session: Session, model: Any, keys: Mapping[str, Any], extra: Mapping[str, Any]) -> int:
-    query = select(model.id).filter_by(**keys)
-    found = session.scalar(query)
-    if found is not None:
-        return int(found)
-    try:
-        with session.begin_nested():
-            row = model(**keys, **extra)
-            session.add(row)
-        return int(row.id)
-    except IntegrityError:  # another process created it between our read and write
-        return _must(session.scalar(query))
-
-
-def _must(value: Any) -> int:
-    if value is None:
-        raise RuntimeError("a row vanished right after a unique-key conflict")
-    return int(value)
 
 
 def run_pool(run_id: int) -> str:
