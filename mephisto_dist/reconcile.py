@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist import lifecycle
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Task, TaskRun, Unit
-from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.providers import CrowdProvider
-from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
+from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, pool_members, run_pool, unit_holder
 
 
 def _open_run_ids(session: Session) -> list[int]:
@@ -28,27 +28,13 @@ def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s
     rebuild pools lost to a Redis restart. A token taken for a unit still ``created`` is a launch in
     flight: it is kept (the next launch of the run reuses it if its launcher died)."""
     counts: dict[str, int] = {}
-    everyone: set[str] = set()
-    with transaction(factory) as session:
+    with read_transaction(factory) as session:
         run_ids = _open_run_ids(session)
-        per_run: dict[int, tuple[set[str], set[str]]] = {}
-        for run_id in run_ids:
-            rows = session.execute(
-                select(Unit.id, Unit.status).where(
-                    Unit.task_run_id == run_id,
-                    Unit.status.in_([s.value for s in UNIT_ACTIVE] + [UnitStatus.CREATED.value]),
-                )
-            ).all()
-            active = {unit_holder(u) for u, s in rows if s != UnitStatus.CREATED.value}
-            created = {unit_holder(u) for u, s in rows if s == UnitStatus.CREATED.value}
-            per_run[run_id] = (active, created)
-    for run_id, (active, created) in per_run.items():
-        pool = run_pool(run_id)
-        in_flight = limiter.holders(pool) & created
-        counts[pool] = limiter.reconcile(pool, active | in_flight, lease_s)
-        everyone |= active | in_flight
-    global_in_flight = limiter.holders(GLOBAL_POOL) & set().union(*(c for _, c in per_run.values()))
-    counts[GLOBAL_POOL] = limiter.reconcile(GLOBAL_POOL, everyone | global_in_flight, lease_s)
+        wanted = {run_pool(run_id): pool_members(session, [run_id], limiter.holders(run_pool(run_id)))
+                  for run_id in run_ids}
+        wanted[GLOBAL_POOL] = pool_members(session, run_ids, limiter.holders(GLOBAL_POOL))
+    for pool, members in wanted.items():
+        counts[pool] = limiter.reconcile(pool, members, lease_s)
     counts.update(_reconcile_worker_pools(factory, limiter, run_ids, lease_s=lease_s))
     return counts
 

@@ -89,6 +89,12 @@ def unit_holder(unit_id: int) -> str:
     return f"unit:{unit_id}"
 
 
+def unit_of_holder(holder: str) -> int | None:
+    """The unit a token holder names, if it names one."""
+    kind, _, number = holder.partition(":")
+    return int(number) if kind == "unit" and number.isdigit() else None
+
+
 @dataclass(frozen=True)
 class LaunchContext:
     """What launching a run's units needs besides the database."""
@@ -172,16 +178,21 @@ def _task_args(session: Session, run_id: int) -> dict[str, Any]:
 
 def _repair_pool(session: Session, ctx: LaunchContext, run_id: int) -> None:
     """The pool holds fewer tokens than the run has active units: it lost them (Redis restarted or was
-    flushed). Rebuild it from the database before taking more, so the cap still holds; tokens of
-    launches in flight (units still ``created``) are kept."""
+    flushed). Rebuild it from the database before taking more, so the cap still holds."""
     pool = run_pool(run_id)
+    ctx.limiter.reconcile(pool, pool_members(session, [run_id], ctx.limiter.holders(pool)), ctx.lease_s)
+
+
+def pool_members(session: Session, run_ids: Sequence[int], current: set[str]) -> set[str]:
+    """Who should hold the tokens of a pool over these runs, the database being the source of truth:
+    every unit launched or assigned, plus those of the ``current`` holders whose unit is still
+    ``created`` (a launch in flight: kept, and reused by the run's next launch if its launcher died)."""
     active = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
-        Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UNIT_ACTIVE])))}
-    current = ctx.limiter.holders(pool)
-    created = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
-        Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value,
-        Unit.id.in_([int(h.split(":", 1)[1]) for h in current - active] or [-1])))}
-    ctx.limiter.reconcile(pool, active | created, ctx.lease_s)
+        Unit.task_run_id.in_(list(run_ids)), Unit.status.in_([s.value for s in UNIT_ACTIVE])))}
+    others = [unit_id for unit_id in map(unit_of_holder, current - active) if unit_id is not None]
+    in_flight = {unit_holder(u) for u in session.scalars(select(Unit.id).where(
+        Unit.id.in_(others), Unit.task_run_id.in_(list(run_ids)), Unit.status == UnitStatus.CREATED.value))}
+    return active | in_flight
 
 
 def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:
