@@ -216,15 +216,18 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     def _after_submit(run: RunContext, submission: agents.Submission) -> None:
         """After the commit: free the unit's slots and refill them at once where publishing is free;
         the worker's TaskRunner hook (and publishing on a real marketplace) runs on Celery."""
-        runtime.limiter.release(unit_holder(submission.unit_id), [
-            run_pool(run.run_id), GLOBAL_POOL, keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+        holder = unit_holder(submission.unit_id)
+        # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
+        freed = runtime.limiter.release(holder, [run_pool(run.run_id), GLOBAL_POOL])
+        if run.allowed_concurrent:
+            runtime.limiter.release(holder, [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
         provider = providers.get(run)
         launched = 0
-        if provider.publishes_instantly:
+        if freed and provider.publishes_instantly:
             launched = launch_units(runtime.sessions, LaunchContext(
                 runtime.limiter, provider, runtime.settings.lease_ttl_s, runtime.settings.max_concurrent_units),
                 run.run_id, now=_now())
-        if runtime.settings.max_concurrent_units and not launched:
+        if freed and runtime.settings.max_concurrent_units and not launched:
             # The deployment-wide slot this unit freed may belong to another run's waiting units.
             runtime.queue.enqueue(RECONCILE_RUNS)
         if static_task.has_on_submitted_hook(run.hooks) or not provider.publishes_instantly:
