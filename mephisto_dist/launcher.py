@@ -16,7 +16,7 @@ from mephisto_dist.blueprints import static_task
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.providers import make_provider
-from mephisto_dist.queue import LAUNCH_RUN
+from mephisto_dist.queue import LAUNCH_UNITS
 from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.taskconfig import TaskConfig, load_task_config
@@ -76,4 +76,4 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
 
 
 def enqueue_launch(runtime: Runtime, run_id: int) -> None:
-    runtime.queue.enqueue(LAUNCH_RUN, run_id)
+    runtime.queue.enqueue(LAUNCH_UNITS, run_id)

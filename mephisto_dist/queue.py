@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-LAUNCH_RUN = "mephisto_dist.launch_run"
 LAUNCH_UNITS = "mephisto_dist.launch_units"
 UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
 UNIT_SUBMITTED = "mephisto_dist.unit_submitted"

@@ -52,20 +52,14 @@ def _launch(run_id: int) -> int:
         if run is None:
             log.warning("launch for unknown run %s ignored", run_id)
             return 0
-        provider_type = run.provider_type
-        provider_args = run.config.get("provider", {})
-    ctx = LaunchContext(rt.limiter, make_provider(provider_type, provider_args), rt.settings.lease_ttl_s,
-                        rt.settings.max_concurrent_units)
+        provider = provider_for(run)
+    ctx = LaunchContext(rt.limiter, provider, rt.settings.lease_ttl_s, rt.settings.max_concurrent_units)
     return launch_units(rt.sessions, ctx, run_id, now=_now())
 
 
-@app.task(name=queue.LAUNCH_RUN)  # type: ignore[untyped-decorator]
-def launch_run(run_id: int) -> int:
-    return _launch(run_id)
-
-
 @app.task(name=queue.LAUNCH_UNITS)  # type: ignore[untyped-decorator]
-def launch_more_units(run_id: int) -> int:
+def launch_units_task(run_id: int) -> int:
+    """Launch what the run's pools allow: when the run is created, its cap raised, or a slot freed."""
     return _launch(run_id)
 
 
