@@ -14,10 +14,23 @@ from pathlib import Path
 
 import httpx
 
-from mephisto_dist.settings import Settings
+from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import Settings, load_settings
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_runtime(data_dir: Path, database_url: str, redis_url: str, **settings: str) -> Runtime:
+    """A Runtime on the test's database (migrated) and Redis; ``settings`` are further MEPHISTO_DIST_*
+    variables without the prefix (``MAX_UPLOAD_BYTES="65536"``)."""
+    env = {"MEPHISTO_DIST_DATA_DIR": str(data_dir), "MEPHISTO_DIST_DATABASE_URL": database_url,
+           "MEPHISTO_DIST_REDIS_URL": redis_url}
+    env.update({f"MEPHISTO_DIST_{name}": value for name, value in settings.items()})
+    runtime = Runtime(load_settings(env))
+    upgrade(runtime.engine)
+    return runtime
 
 
 def free_port() -> int:

@@ -14,16 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.hooks import load_hooks
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
-from tests.system import celery_worker, web_server
+from tests.system import celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 from tests.test_cli_bad_input import assert_refused, run_cli, task_runs
 
@@ -104,11 +102,7 @@ def test_a_non_callable_hook_is_refused_by_load_hooks(tmp_path: Path) -> None:
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    settings = load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
-                              "MEPHISTO_DIST_DATABASE_URL": database_url,
-                              "MEPHISTO_DIST_REDIS_URL": redis_url})
-    rt = Runtime(settings)
-    upgrade(rt.engine)
+    rt = make_runtime(tmp_path / "data", database_url, redis_url)
     yield rt
     rt.close()
 

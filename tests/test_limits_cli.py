@@ -13,30 +13,23 @@ import pytest
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Unit
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, web_server
+from tests.system import ROOT, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 ACTIVE = ("launched", "assigned")
 
 
-def make_runtime(tmp_path: Path, redis_url: str, **extra: str) -> Runtime:
-    env = {"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
-           "MEPHISTO_DIST_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'db.sqlite'}",
-           "MEPHISTO_DIST_REDIS_URL": redis_url, **extra}
-    rt = Runtime(load_settings(env))
-    upgrade(rt.engine)
-    return rt
+def sqlite_runtime(tmp_path: Path, redis_url: str, **settings: str) -> Runtime:
+    return make_runtime(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'db.sqlite'}", redis_url, **settings)
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path, redis_url)
+    rt = sqlite_runtime(tmp_path, redis_url)
     yield rt
     rt.close()
 
@@ -93,7 +86,7 @@ def test_the_cap_of_a_live_run_is_shown_raised_and_lowered(tmp_path: Path, runti
 
 
 def test_the_deployment_wide_cap_holds_across_runs(tmp_path: Path, redis_url: str) -> None:
-    rt = make_runtime(tmp_path, redis_url, MEPHISTO_DIST_MAX_CONCURRENT_UNITS="3")
+    rt = sqlite_runtime(tmp_path, redis_url, MAX_CONCURRENT_UNITS="3")
     try:
         task_dir = write_task_dir(tmp_path, rows=4, architect="mock")
         first = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))

@@ -14,14 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
-from tests.system import celery_worker, web_server
+from tests.system import celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 ACTIVE = (UnitStatus.LAUNCHED.value, UnitStatus.ASSIGNED.value)
@@ -29,11 +27,7 @@ ACTIVE = (UnitStatus.LAUNCHED.value, UnitStatus.ASSIGNED.value)
 
 @pytest.fixture
 def runtime(tmp_path: Path, sqlite_url: str, redis_url: str) -> Iterator[Runtime]:
-    settings = load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
-                              "MEPHISTO_DIST_DATABASE_URL": sqlite_url,
-                              "MEPHISTO_DIST_REDIS_URL": redis_url})
-    rt = Runtime(settings)
-    upgrade(rt.engine)
+    rt = make_runtime(tmp_path / "data", sqlite_url, redis_url)
     yield rt
     rt.close()
 
@@ -158,7 +152,6 @@ def test_per_worker_limits_hold_across_two_web_processes(tmp_path: Path, runtime
 
 def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                                                                  sqlite_url: str, redis_url: str) -> None:
-    from dataclasses import replace
 
     import redis as redis_lib
 
@@ -166,12 +159,8 @@ def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path,
     from tests.system import celery_beat
 
     cap, units = 3, 15
-    settings = replace(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
-                                      "MEPHISTO_DIST_DATABASE_URL": sqlite_url,
-                                      "MEPHISTO_DIST_REDIS_URL": redis_url}),
-                       pool_renew_every_s=0.5, run_sweep_every_s=0.5)
-    rt = Runtime(settings)
-    upgrade(rt.engine)
+    rt = make_runtime(tmp_path / "data", sqlite_url, redis_url, POOL_RENEW_EVERY_S="0.5", RUN_SWEEP_EVERY_S="0.5")
+    settings = rt.settings
     task_dir = write_task_dir(tmp_path, rows=units, architect="mock", cap=cap)
     run_id = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))
     observed: list[int] = []

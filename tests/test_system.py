@@ -12,26 +12,19 @@ import pytest
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.export import unit_records
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
-from tests.system import celery_worker, web_server
+from tests.system import celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    settings = load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
-                              "MEPHISTO_DIST_DATABASE_URL": database_url,
-                              "MEPHISTO_DIST_REDIS_URL": redis_url,
-                              "MEPHISTO_DIST_MAX_UPLOAD_BYTES": str(64 * 1024)})
-    rt = Runtime(settings)
-    upgrade(rt.engine)
+    rt = make_runtime(tmp_path / "data", database_url, redis_url, MAX_UPLOAD_BYTES=str(64 * 1024))
     yield rt
     rt.close()
 
