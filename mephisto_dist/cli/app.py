@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from mephisto_dist.cli.console import err_console, fail
 from mephisto_dist.errors import MephistoDistError
-
-if TYPE_CHECKING:
-    from mephisto_dist.runtime import Runtime
 
 app = typer.Typer(
     name="mephisto-dist",
@@ -32,18 +29,15 @@ def export(
     include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
 ) -> None:
     """Export results: one record per unit with its inputs and outputs."""
+    from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.export import FORMATS, resolve_runs, unit_records, write_records
-    from mephisto_dist.runtime import Runtime
-    from mephisto_dist.settings import load_settings
 
     if (task_name is None) == (run is None):
         fail("give exactly one of --task-name NAME or --run RUN_ID")
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    runtime = Runtime(load_settings())
-    _require_database(runtime)
-    with read_transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run)
         records = unit_records(session, run_ids, include_unsubmitted=include_unsubmitted)
         if output is None:
@@ -57,22 +51,13 @@ def export(
                       + (f" to {output}" if output else ""))
 
 
-def _require_database(runtime: Runtime) -> None:
-    from mephisto_dist.db.migrate import upgrade
-
-    upgrade(runtime.engine)
-
-
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (the Procfile's release step)."""
-    from mephisto_dist.db.migrate import upgrade
-    from mephisto_dist.runtime import Runtime
-    from mephisto_dist.settings import load_settings
+    from mephisto_dist.cli.runtime import opened_runtime
 
-    runtime = Runtime(load_settings())
-    upgrade(runtime.engine)
-    err_console.print("database schema is up to date")
+    with opened_runtime():
+        err_console.print("database schema is up to date")
 
 
 @app.command()

@@ -10,13 +10,11 @@ from rich.table import Table
 from sqlalchemy import update
 
 from mephisto_dist.cli.console import console, fail
+from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.queue import LAUNCH_UNITS
 from mephisto_dist.runs import GLOBAL_POOL, run_pool
-from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 
 
 def limits(
@@ -27,9 +25,8 @@ def limits(
     """Show a run's concurrency pool (held, free, cap), or change its cap while it runs."""
     if max_concurrent is not None and max_concurrent < 0:
         fail("--max-concurrent must be 0 (unlimited) or more")
-    runtime = Runtime(load_settings())
+    runtime = open_runtime()
     try:
-        upgrade(runtime.engine)
         with transaction(runtime.sessions) as session:
             run = session.get(TaskRun, run_id)
             if run is None:

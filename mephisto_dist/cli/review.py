@@ -19,8 +19,8 @@ from rich.prompt import Prompt
 from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, err_console, fail
+from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
 from mephisto_dist.export import resolve_runs
@@ -45,7 +45,6 @@ from mephisto_dist.review import (
     worker_histories,
 )
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 
 review_app = typer.Typer(
     help="Review completed units: approve, soft reject, reject (with a reason), bonus, block. With only "
@@ -67,12 +66,6 @@ SHOWN_IDS = 20
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _open_runtime() -> Runtime:
-    runtime = Runtime(load_settings())
-    upgrade(runtime.engine)
-    return runtime
 
 
 def dispatch_calls(runtime: Runtime, call_ids: Sequence[int]) -> None:
@@ -130,7 +123,7 @@ def _decide_command(decision: Decision, unit_ids: list[str] | None, all_complete
     amount = parse_bonus(bonus) if bonus is not None else None
     check_decision(decision, reason, amount)
     ids = _parse_unit_ids(unit_ids or [])
-    runtime = _open_runtime()
+    runtime = open_runtime()
     try:
         now = _now()
         skipped: list[str] = []
@@ -185,7 +178,7 @@ def review(ctx: typer.Context, task_name: TaskNameOption = None, run: RunOption 
         return
     if (task_name is None) == (run is None):
         fail("give exactly one of --task-name NAME or --run RUN_ID")
-    runtime = _open_runtime()
+    runtime = open_runtime()
     try:
         with transaction(runtime.sessions) as session:
             run_ids = resolve_runs(session, task_name=task_name, run_id=run)
@@ -220,7 +213,7 @@ def soft_reject(unit_ids: UnitIds = None, all_completed: AllCompleted = False, r
 @review_app.command("resend")
 def resend(run: RunOption = None) -> None:
     """Send again the provider calls that were never carried out (queueing failed, or a worker died)."""
-    runtime = _open_runtime()
+    runtime = open_runtime()
     try:
         with transaction(runtime.sessions) as session:
             if run is not None and session.get(TaskRun, run) is None:

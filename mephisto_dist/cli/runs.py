@@ -13,28 +13,20 @@ from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
+from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.diagnosis import RunFacts, diagnose
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.providers import make_provider
 from mephisto_dist.runs import run_pool, unit_counts
-from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _runtime() -> Runtime:
-    runtime = Runtime(load_settings())
-    upgrade(runtime.engine)
-    return runtime
 
 
 def _compact(counts: dict[UnitStatus, int]) -> str:
@@ -45,7 +37,7 @@ def runs(
     task_name: Annotated[str | None, typer.Option("--task-name", help="Only runs of this task_name.")] = None,
 ) -> None:
     """A table of runs, grouped by task_name."""
-    runtime = _runtime()
+    runtime = open_runtime()
     try:
         with read_transaction(runtime.sessions) as session:
             query = (select(TaskRun, Task.task_name).join(Task, Task.id == TaskRun.task_id)
@@ -77,7 +69,7 @@ def runs(
 
 def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None:
     """Units per status, agents in flight, the pool, the server, and why the run is not progressing."""
-    runtime = _runtime()
+    runtime = open_runtime()
     now = _now()
     try:
         with read_transaction(runtime.sessions) as session:
@@ -146,7 +138,7 @@ def shutdown(
     force: Annotated[bool, typer.Option("--force", help="Disconnect active workers and expire everything.")] = False,
 ) -> None:
     """Stop a run from any machine, as Ctrl-C does on an attached run (once, or twice with --force)."""
-    runtime = _runtime()
+    runtime = open_runtime()
     now = _now()
     try:
         with transaction(runtime.sessions) as session:

@@ -3,8 +3,6 @@ qualifications ...`` (list, create, grant, revoke)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -15,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.review import dispatch_calls
+from mephisto_dist.cli.runtime import opened_runtime
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.export import resolve_runs
@@ -35,8 +33,6 @@ from mephisto_dist.qualifications import (
     unblock_worker,
 )
 from mephisto_dist.review import worker_histories
-from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import load_settings
 
 workers_app = typer.Typer(help="Workers: their record, blocking and unblocking, onboarding resets.",
                           no_args_is_help=True)
@@ -50,16 +46,6 @@ DEFAULT_BLOCK_REASON = "blocked by the requester"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    runtime = Runtime(load_settings())
-    try:
-        upgrade(runtime.engine)
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def _parse_value(text: str) -> int:
@@ -78,7 +64,7 @@ def list_workers(
                                                   "workers.")] = None,
 ) -> None:
     """Each worker's units done, accepted, rejected, soft rejected, and whether they are blocked."""
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         task_id = None
         soft_blocks: dict[int, list[str]] = {}
         if task_name is not None:
@@ -125,7 +111,7 @@ def block(
     provider: ProviderOption = None,
 ) -> None:
     """Block a worker from every task (and on the provider), or from the tasks of one block qualification."""
-    with _runtime() as runtime:
+    with opened_runtime() as runtime:
         with transaction(runtime.sessions) as session:
             found = find_worker(session, worker, provider)
             if qualification is not None:
@@ -150,7 +136,7 @@ def unblock(
     provider: ProviderOption = None,
 ) -> None:
     """Lift a worker's block (everywhere, or one block qualification)."""
-    with _runtime() as runtime:
+    with opened_runtime() as runtime:
         with transaction(runtime.sessions) as session:
             found = find_worker(session, worker, provider)
             call_id = None
@@ -173,7 +159,7 @@ def clear_onboarding_command(
     provider: ProviderOption = None,
 ) -> None:
     """Let a worker take onboarding again: removes <NAME> and <NAME>-failed."""
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         found = find_worker(session, worker, provider)
         name = check_name(qualification)
         known = session.scalar(select(Qualification.id).where(
@@ -196,7 +182,7 @@ def list_command(
     name: Annotated[str | None, typer.Argument(help="Show who holds this qualification.")] = None,
 ) -> None:
     """Every qualification with how many workers hold it, or the holders of one."""
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         if name is None:
             summaries = list_qualifications(session)
             grants = None
@@ -220,7 +206,7 @@ def list_command(
 @qualifications_app.command("create")
 def create(name: Annotated[str, typer.Argument(help="The new qualification's name.")]) -> None:
     """Create a qualification (granting needs one that exists)."""
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         _, created = create_qualification(session, name, now=_now())
     console.print(f"qualification {name!r} " + ("created" if created else "already exists"), highlight=False)
 
@@ -234,7 +220,7 @@ def grant_command(
 ) -> None:
     """Give a worker a qualification (or change the value they hold)."""
     number = _parse_value(value)
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         qualification = find_qualification(session, name)
         found = find_worker(session, worker, provider)
         grant(session, qualification.id, found.id, number, now=_now())
@@ -248,7 +234,7 @@ def revoke_command(
     provider: ProviderOption = None,
 ) -> None:
     """Take a qualification away from a worker."""
-    with _runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
         qualification = find_qualification(session, name)
         found = find_worker(session, worker, provider)
         if not revoke(session, qualification.id, found.id):
