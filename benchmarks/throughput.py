@@ -49,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -194,10 +194,8 @@ def runnable_wait_s(pid: int) -> float:
     except OSError:
         return 0.0
     for task in tasks:
-        try:
+        with suppress(OSError, IndexError, ValueError):
             total_ns += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
     return total_ns / 1e9
 
 
@@ -243,10 +241,8 @@ class RunProcess:
                 break
             if signum is not None:
                 self.process.send_signal(signum)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         if self.process.poll() is None:
             print(f"run process {self.process.pid} did not stop on Ctrl-C twice: SIGKILL", file=sys.stderr)
             self.process.kill()

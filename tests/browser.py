@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,20 +155,16 @@ class RunProcess:
                 break
             family += [pid for pid in _descendants(self.process.pid) if pid not in family]
             self.process.send_signal(attempt)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(STOP_S if attempt == signal.SIGINT else 5)
-            except subprocess.TimeoutExpired:
-                pass
         family += [pid for pid in _descendants(self.process.pid) if pid not in family]
         deadline = time.monotonic() + 5
         while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in family:
             if _alive(pid):
-                try:
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         if self.process.stdout is not None:
             self.process.stdout.close()
 

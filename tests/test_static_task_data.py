@@ -234,7 +234,7 @@ def test_failed_build_leaves_nothing_half_made(tmp_path: Path, monkeypatch: pyte
         return real_copy(source, target, **kwargs)
 
     monkeypatch.setattr(shutil, "copy2", failing_copy)
-    with pytest.raises(ConfigError, match="cannot build the static_task files into .*No space left"):
+    with pytest.raises(ConfigError, match=r"cannot build the static_task files into .*No space left"):
         build({**blueprint, "onboarding_source": str(onboarding)}, build_dir)
     assert sorted(p.name for p in builds.iterdir()) == ["run-1"]
     assert not (build_dir / "onboarding.html").exists()  # the previous build is untouched

@@ -101,7 +101,7 @@ def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None
         table.add_row(*(str(counts.get(s, 0)) for s in ORDER))
         console.print(table)
         console.print(f"concurrency pool: {'?' if held is None else held} held of "
-                      f"{'unlimited' if not cap else cap}", soft_wrap=True)
+                      f"{cap or 'unlimited'}", soft_wrap=True)
         console.print(f"server: {run.server_url or 'none'}"
                       + ("" if answers is None else (" (answers)" if answers else " (does NOT answer)")),
                       soft_wrap=True)
