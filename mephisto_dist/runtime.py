@@ -17,6 +17,7 @@ from mephisto_dist.limiter import Limiter
 from mephisto_dist.limiter.redis_pool import RedisLimiter
 from mephisto_dist.queue import CeleryQueue
 from mephisto_dist.settings import Settings
+from mephisto_dist.storage import Storage, open_storage
 
 
 class Runtime:
@@ -38,6 +39,10 @@ class Runtime:
     @cached_property
     def limiter(self) -> Limiter:
         return RedisLimiter(self.redis)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return open_storage(self.settings.effective_storage_url)
 
     @cached_property
     def queue(self) -> CeleryQueue:

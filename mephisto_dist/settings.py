@@ -7,6 +7,9 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_DATABASE_URL``: SQLAlchemy URL; default SQLite in the data directory.
 - ``MEPHISTO_DIST_REDIS_URL``: Redis URL (``redis://`` or ``unix://``); unset means the CLI starts an
   embedded Redis server on a unix socket in the data directory.
+- ``MEPHISTO_DIST_STORAGE_URL``: where run bundles and uploads live, ``file:///PATH`` or
+  ``s3://BUCKET/PREFIX`` (boto3's standard AWS configuration: profiles, ``AWS_ENDPOINT_URL_S3``);
+  default ``file://<data dir>/storage``.
 - ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: deployment-wide cap across all runs (0 = none).
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
 - ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
@@ -33,6 +36,7 @@ class Settings:
     data_dir: Path
     database_url: str
     redis_url: str | None
+    storage_url: str = ""
     max_concurrent_units: int = 0
     max_upload_bytes: int = 50 * 1024 * 1024
     lease_ttl_s: float = 60.0
@@ -68,6 +72,15 @@ class Settings:
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "storage").resolve().as_uri()
+
+    @property
+    def bundle_cache_dir(self) -> Path:
+        """This machine's copies of run bundles fetched from storage."""
+        return self.data_dir / "bundle-cache"
+
     def with_redis_url(self, url: str) -> Settings:
         return replace(self, redis_url=url)
 
@@ -76,6 +89,7 @@ class Settings:
         env = {
             f"{ENV_PREFIX}DATA_DIR": str(self.data_dir),
             f"{ENV_PREFIX}DATABASE_URL": self.database_url,
+            f"{ENV_PREFIX}STORAGE_URL": self.effective_storage_url,
             f"{ENV_PREFIX}MAX_CONCURRENT_UNITS": str(self.max_concurrent_units),
             f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
@@ -105,10 +119,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get(ENV_PREFIX + "DATA_DIR") or Path.home() / ".mephisto-dist").expanduser()
     database_url = env.get(ENV_PREFIX + "DATABASE_URL") or f"sqlite:///{data_dir / 'mephisto-dist.db'}"
+    storage_url = env.get(ENV_PREFIX + "STORAGE_URL") or ""
+    if storage_url and not storage_url.startswith(("file:///", "s3://")):
+        raise ConfigError(f"{ENV_PREFIX}STORAGE_URL={storage_url!r}: use file:///PATH or s3://BUCKET/PREFIX")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
         redis_url=env.get(ENV_PREFIX + "REDIS_URL") or None,
+        storage_url=storage_url,
         max_concurrent_units=int(_number(env, "MAX_CONCURRENT_UNITS", 0, int)),
         max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
         lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),

@@ -137,3 +137,58 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 in server mode: a separate process reached over HTTP, as MinIO or AWS would be."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"moto server exited with {process.returncode}; see {log.name}")
+        try:
+            return httpx.get(url + "/moto-api/", timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, timeout_s=30, interval_s=0.1, message="moto server to start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_storage_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the moto server; the environment points boto3 at it the standard way
+    (``AWS_ENDPOINT_URL_S3``), so this process and its children reach it like any S3 store."""
+    import boto3
+
+    for name, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    bucket = "b-" + uuid.uuid4().hex[:12]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/deploy"
