@@ -1,0 +1,65 @@
+"""Registering a worker's agent and taking their onboarding answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mephisto_dist import agents, onboarding
+from mephisto_dist.agents import AgentDetails, Registration, RunContext
+from mephisto_dist.blueprints import static_task
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.errors import RequestError
+from mephisto_dist.queue import UNIT_ASSIGNED
+from mephisto_dist.services.served import Served, now
+
+log = logging.getLogger(__name__)
+
+
+def request_agent(served: Served, reg: Registration) -> AgentDetails:
+    """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
+    one after the commit."""
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        details = agents.register_agent(session, run, reg, now=now(), gate=served.gate)
+    _announce(served, details)
+    return details
+
+
+def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> AgentDetails:
+    """Judge an onboarding submission with the task's ``validate_onboarding`` (outside any transaction:
+    it is the task's own code, maybe slow), record the verdict and answer what the worker gets next."""
+    run = served.run()
+    if not run.onboarding_qualification:
+        raise RequestError("this task run has no onboarding", 400)
+    with transaction(served.runtime.sessions) as session:
+        agent = onboarding.load(session, run.run_id, agent_id)
+    if agent.status == AgentStatus.ONBOARDING:
+        passed = _validate_onboarding(run, data)
+    else:
+        passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
+    with transaction(served.runtime.sessions) as session:
+        details = agents.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
+                                           gate=served.gate)
+    _announce(served, details)
+    return details
+
+
+def _announce(served: Served, details: AgentDetails) -> None:
+    if details.created and static_task.HAS_ON_ASSIGNED_HOOK:
+        served.runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
+
+
+def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:
+    """The task's ``validate_onboarding`` verdict; everyone passes when the task has none."""
+    validate = run.hooks.validate_onboarding
+    if validate is None:
+        return True
+    try:
+        return bool(validate(dict(data)))
+    except Exception as error:
+        # A bug in the task's hook is not a verdict on the worker: leave the onboarding open.
+        log.exception("the task's validate_onboarding hook failed")
+        raise RequestError(f"the task's validate_onboarding hook failed: {type(error).__name__}: {error}",
+                           500) from None

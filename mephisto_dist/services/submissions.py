@@ -1,0 +1,119 @@
+"""Taking a worker's submission (answers and uploaded files) and their metadata (tips, feedback)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import update
+
+from mephisto_dist import agents
+from mephisto_dist.agents import RunContext, Submission
+from mephisto_dist.blueprints import static_task
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent
+from mephisto_dist.limiter import keys
+from mephisto_dist.queue import RECONCILE_RUNS, UNIT_SUBMITTED
+from mephisto_dist.runs import (
+    GLOBAL_POOL,
+    LaunchContext,
+    launch_units,
+    mark_completed_if_done,
+    run_pool,
+    unit_holder,
+)
+from mephisto_dist.services.served import Served, now
+from mephisto_dist.uploads import StoredFile
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file input of a multipart submission, still in the request's temporary storage."""
+
+    field: str
+    filename: str
+    content_type: str | None
+    data: BinaryIO
+
+
+def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
+                files: Sequence[UploadedFile] = ()) -> Submission:
+    """Store the files, then record the answer; a refused or repeated submission leaves no files behind
+    (a repeat keeps the first answer and its files)."""
+    batch = _store_files(served, agent_id, outputs, files) if files else None
+    try:
+        submission = _record(served, agent_id, outputs)
+    except BaseException:
+        if batch is not None:
+            served.uploads.discard(batch)
+        raise
+    if not submission.first and batch is not None:
+        served.uploads.discard(batch)
+    return submission
+
+
+def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> None:
+    """Merge ``metadata`` into the agent's (Mephisto's tips and feedback arrive this way)."""
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        agent = agents.load_agent(session, run, agent_id)
+        merged = dict(agent.task_metadata or {})
+        merged.update(metadata)
+        session.execute(update(Agent).where(Agent.id == agent.id).values(task_metadata=merged))
+
+
+def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
+                 files: Sequence[UploadedFile]) -> Path:
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        agents.load_agent(session, run, agent_id)  # refuse a stranger before writing their files
+    batch = served.uploads.new_batch(run.run_id, agent_id)
+    stored = [served.uploads.save(batch, f.field, f.filename, f.content_type, f.data) for f in files]
+    _attach_files(outputs, stored)
+    return batch
+
+
+def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission:
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        submission = agents.submit_task(session, run, agent_id, outputs, now=now())
+        if submission.first and run.hooks.on_unit_submitted is None:
+            # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
+            # services stop, and the last unit's hook would be lost.
+            mark_completed_if_done(session, run.run_id, now=now())
+    if submission.first:
+        _after_submit(served, run, submission)
+    return submission
+
+
+def _after_submit(served: Served, run: RunContext, submission: Submission) -> None:
+    """After the commit: free the unit's slots and refill them at once where publishing is free;
+    the worker's TaskRunner hook (and publishing on a real marketplace) runs on Celery."""
+    runtime = served.runtime
+    holder = unit_holder(submission.unit_id)
+    # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
+    freed = runtime.limiter.release(holder, [run_pool(run.run_id), GLOBAL_POOL])
+    if run.allowed_concurrent:
+        runtime.limiter.release(holder, [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+    provider = served.providers.get(run)
+    launched = 0
+    if freed and provider.publishes_instantly:
+        launched = launch_units(runtime.sessions, LaunchContext(
+            runtime.limiter, provider, runtime.settings.lease_ttl_s, runtime.settings.max_concurrent_units),
+            run.run_id, now=now())
+    if freed and runtime.settings.max_concurrent_units and not launched:
+        # The deployment-wide slot this unit freed may belong to another run's waiting units.
+        runtime.queue.enqueue(RECONCILE_RUNS)
+    if static_task.has_on_submitted_hook(run.hooks) or not provider.publishes_instantly:
+        # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
+        runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
+
+
+def _attach_files(fields: dict[str, Any], stored: list[StoredFile]) -> None:
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for item in stored:
+        by_field.setdefault(item.field, []).append(item.record())
+    for name, records in by_field.items():
+        fields[name] = records[0] if len(records) == 1 else records

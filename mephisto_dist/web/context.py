@@ -1,0 +1,43 @@
+"""What every route handler reaches through its request: the served run's services and where to run
+their blocking work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+
+from mephisto_dist.services.served import Served
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WebContext:
+    served: Served
+    # SQLite takes one writer at a time, so threads would only queue for it and fight over the GIL:
+    # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently.
+    in_loop: bool
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.served.runtime.settings.max_upload_bytes
+
+    async def call(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a hot-path service function: on the loop with SQLite, in a thread otherwise."""
+        if self.in_loop:
+            return work(*args, **kwargs)
+        return await run_in_threadpool(work, *args, **kwargs)
+
+    async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run work that may be slow whatever the database (the task's own code, file copies)."""
+        return await run_in_threadpool(work, *args, **kwargs)
+
+
+def context_of(connection: HTTPConnection) -> WebContext:
+    context: WebContext = connection.app.state.context
+    return context

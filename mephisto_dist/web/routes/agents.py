@@ -1,0 +1,33 @@
+"""``/request_agent`` and ``/submit_onboarding``: a worker gets an agent (or onboarding, or a refusal)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mephisto_dist.agents import Registration
+from mephisto_dist.services import agents as service
+from mephisto_dist.web.bodies import agent_id_of, json_body, json_object
+from mephisto_dist.web.context import context_of
+
+
+async def request_agent(request: Request) -> Response:
+    context = context_of(request)
+    reg = Registration.from_request(await json_body(request, context.max_body_bytes))
+    details = await context.call(service.request_agent, context.served, reg)
+    return JSONResponse(details.packet())
+
+
+async def submit_onboarding(request: Request) -> Response:
+    context = context_of(request)
+    body = await json_body(request, context.max_body_bytes)
+    data = json_object(body, "onboarding_data", "submit_onboarding")
+    details = await context.call_in_thread(service.submit_onboarding, context.served, agent_id_of(body), data)
+    return JSONResponse(details.packet())
+
+
+ROUTES = [
+    Route("/request_agent", request_agent, methods=["POST"]),
+    Route("/submit_onboarding", submit_onboarding, methods=["POST"]),
+]

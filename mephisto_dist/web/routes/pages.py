@@ -1,0 +1,50 @@
+"""The page a worker opens, its assets, the run's built files and its front-end configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from mephisto_dist.web.context import context_of
+from mephisto_dist.web.frontend import frontend_config
+
+STATIC_DIR = Path(__file__).parent.parent / "static"
+SHELL_ASSETS = frozenset({"shell.js", "shell.css"})
+
+
+async def shell(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "shell.html", headers={"Cache-Control": "no-store"})
+
+
+async def shell_asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in SHELL_ASSETS:
+        raise HTTPException(404)
+    return FileResponse(STATIC_DIR / name)
+
+
+async def task_config(request: Request) -> Response:
+    run = await context_of(request).call_in_thread(context_of(request).served.run)
+    return JSONResponse(frontend_config(run.config))
+
+
+async def run_file(request: Request) -> Response:
+    run = await context_of(request).call_in_thread(context_of(request).served.run)
+    root = Path(run.build_dir).resolve()
+    path = (root / request.path_params["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise HTTPException(404)
+    return FileResponse(path)
+
+
+ROUTES = [
+    Route("/", shell),
+    Route("/_mephisto_dist/{name}", shell_asset),
+    Route("/task_config.json", task_config),
+]
+# Matches every path: it goes after every other group.
+FALLBACK = [Route("/{path:path}", run_file)]

@@ -1,0 +1,88 @@
+"""``/submit_task`` (JSON or multipart with files), ``/submit_metadata`` and ``/log_error``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mephisto_dist.agents import Submission
+from mephisto_dist.errors import RequestError
+from mephisto_dist.services import submissions as service
+from mephisto_dist.services.submissions import UploadedFile
+from mephisto_dist.web.bodies import agent_id_of, check_length, is_multipart, json_body, json_object
+from mephisto_dist.web.context import context_of
+
+log = logging.getLogger(__name__)
+
+
+async def submit_task(request: Request) -> Response:
+    context = context_of(request)
+    if is_multipart(request):
+        return await _submit_multipart(request)
+    body = await json_body(request, context.max_body_bytes)
+    final_data = json_object(body, "final_data", "submit_task")
+    submission = await context.call(service.submit_task, context.served, agent_id_of(body), final_data)
+    return _submitted(submission)
+
+
+async def _submit_multipart(request: Request) -> Response:
+    context = context_of(request)
+    check_length(request, context.max_body_bytes, required=True)
+    form = await request.form(max_part_size=context.max_body_bytes)
+    try:
+        agent_id = str(form.get("USED_AGENT_ID") or "")
+        fields = _final_string_data(form)
+        files = [UploadedFile(key, value.filename, value.content_type, value.file)
+                 for key, value in form.multi_items() if isinstance(value, UploadFile) and value.filename]
+        if not files:
+            submission = await context.call(service.submit_task, context.served, agent_id, fields)
+        else:
+            submission = await context.call_in_thread(service.submit_task, context.served, agent_id, fields,
+                                                      files)
+        return _submitted(submission)
+    finally:
+        await form.close()
+
+
+def _final_string_data(form: FormData) -> dict[str, Any]:
+    raw = form.get("final_string_data") or "{}"
+    try:
+        fields = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise RequestError("final_string_data is not a JSON object")
+    return fields
+
+
+def _submitted(submission: Submission) -> Response:
+    return JSONResponse({"status": "Submitted!" if submission.first else "Already submitted",
+                         "unit_id": str(submission.unit_id)})
+
+
+async def submit_metadata(request: Request) -> Response:
+    context = context_of(request)
+    body = await json_body(request, context.max_body_bytes)
+    metadata = json_object(body, "metadata", "submit_metadata")
+    await context.call_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
+    return JSONResponse({"status": "Metadata received"})
+
+
+async def log_error(request: Request) -> Response:
+    body = await json_body(request, context_of(request).max_body_bytes)
+    log.warning("front-end error from agent %s: %s", body.get("USED_AGENT_ID"),
+                str(body.get("final_data") or body.get("error_data") or body)[:2000])
+    return JSONResponse({"status": "Error logged"})
+
+
+ROUTES = [
+    Route("/submit_task", submit_task, methods=["POST"]),
+    Route("/submit_metadata", submit_metadata, methods=["POST"]),
+    Route("/log_error", log_error, methods=["POST"]),
+]
