@@ -17,6 +17,12 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_POOL_RENEW_EVERY_S`` / ``MEPHISTO_DIST_RUN_SWEEP_EVERY_S``: beat intervals for renewing
   and repairing the concurrency pools (default 10 s, a sixth of the lease) and for closing and
   unstalling runs (default 5 s).
+- ``MEPHISTO_DIST_HEARTBEAT_EVERY_S``: how often workers, beat and worker-facing servers leave a heartbeat
+  (default 10 s); one missing for three periods counts as gone.
+- ``MEPHISTO_DIST_BEAT_LOCK_TIMEOUT_S``: how long beat's lock in Redis outlives a beat that died (default
+  30 s): a second beat takes over after at most this long.
+- ``MEPHISTO_DIST_RECONCILE_EVERY_S``: beat interval of the server and crowd-provider reconcilers
+  (default 60 s).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ class Settings:
     provider_calls_per_s: float = 5.0
     pool_renew_every_s: float = 10.0
     run_sweep_every_s: float = 5.0
+    heartbeat_every_s: float = 10.0
+    beat_lock_timeout_s: float = 30.0
+    reconcile_every_s: float = 60.0
 
     @property
     def embedded_redis(self) -> bool:
@@ -63,6 +72,11 @@ class Settings:
         if url.startswith("unix://"):
             return "redis+socket://" + url[len("unix://"):]
         return url
+
+    @property
+    def heartbeat_stale_s(self) -> float:
+        """A process whose last heartbeat is older than this is taken for gone."""
+        return 3 * self.heartbeat_every_s
 
     @property
     def builds_dir(self) -> Path:
@@ -96,6 +110,9 @@ class Settings:
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
             f"{ENV_PREFIX}POOL_RENEW_EVERY_S": str(self.pool_renew_every_s),
             f"{ENV_PREFIX}RUN_SWEEP_EVERY_S": str(self.run_sweep_every_s),
+            f"{ENV_PREFIX}HEARTBEAT_EVERY_S": str(self.heartbeat_every_s),
+            f"{ENV_PREFIX}BEAT_LOCK_TIMEOUT_S": str(self.beat_lock_timeout_s),
+            f"{ENV_PREFIX}RECONCILE_EVERY_S": str(self.reconcile_every_s),
         }
         if self.redis_url is not None:
             env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
@@ -133,4 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
         pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
         run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),
+        heartbeat_every_s=float(_number(env, "HEARTBEAT_EVERY_S", 10.0, float)),
+        beat_lock_timeout_s=float(_number(env, "BEAT_LOCK_TIMEOUT_S", 30.0, float)),
+        reconcile_every_s=float(_number(env, "RECONCILE_EVERY_S", 60.0, float)),
     )

@@ -60,3 +60,18 @@ def test_stopping_and_complete_runs() -> None:
     assert diagnose(facts(is_completed=True), now=T0) == ["the run is complete"]
     said = diagnose(facts(shutdown_reason="stopped by the researcher (Ctrl-C)"), now=T0)
     assert said[0] == "the run is stopping (stopped by the researcher (Ctrl-C)); waiting on 2 unit(s) in flight"
+
+
+def test_process_diagnosis_names_a_missing_worker_and_beat() -> None:
+    from mephisto_dist.domain.diagnosis import ProcessFacts, diagnose_processes, workers_answer
+
+    running = ProcessFacts(worker_ages_s=[2.0, 50.0], beat_ages_s=[1.0], stale_after_s=30)
+    assert diagnose_processes(running) == [] and workers_answer(running) is True
+    never = ProcessFacts(worker_ages_s=[], beat_ages_s=[], stale_after_s=30)
+    said = diagnose_processes(never)
+    assert "no Celery worker has been seen" in said[0] and "beat is not running (never seen)" in said[1]
+    assert workers_answer(never) is False
+    gone = ProcessFacts(worker_ages_s=[400.0], beat_ages_s=[7300.0], stale_after_s=30)
+    said = diagnose_processes(gone)
+    assert "last one was seen 6 min ago" in said[0] and "last seen 2 h 1 min ago" in said[1]
+    assert diagnose_processes(ProcessFacts(None, None, 30)) == []

@@ -6,8 +6,11 @@ launched, unit assigned, unit submitted) and the reconcilers beat schedules. No 
 
 from mephisto_dist.settings import load_settings
 from workers.app import make_celery
+from workers.heartbeat import install_heartbeat
 
-app = make_celery(load_settings())
+_settings = load_settings()
+app = make_celery(_settings)
+install_heartbeat(app, _settings)
 
 import workers.review_tasks  # noqa: F401  (registers the review tasks on ``app``)
 from workers import tasks  # noqa: F401  (registers the tasks on ``app``)

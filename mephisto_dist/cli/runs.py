@@ -13,10 +13,11 @@ from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
+from mephisto_dist.cli.health import print_processes
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
-from mephisto_dist.domain.diagnosis import RunFacts, diagnose
+from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processes, workers_answer
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.providers import make_provider
@@ -67,11 +68,18 @@ def runs(
         runtime.close()
 
 
-def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None:
-    """Units per status, agents in flight, the pool, the server, and why the run is not progressing."""
+def status(run_id: Annotated[int | None, typer.Argument(
+        help="The task run (without it: the deployment's workers, beat, servers and reconcilers).")] = None,
+) -> None:
+    """Units per status, agents in flight, the pool, the server, whether workers and beat run, and why
+    the run is not progressing."""
     runtime = open_runtime()
     now = _now()
     try:
+        if run_id is None:
+            for sentence in diagnose_processes(print_processes(runtime)):
+                console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
+            return
         with read_transaction(runtime.sessions) as session:
             run = session.get(TaskRun, run_id)
             if run is None:
@@ -112,13 +120,14 @@ def status(run_id: Annotated[int, typer.Argument(help="The task run.")]) -> None
             for unit_id, worker_name, assigned_at in in_flight:
                 age = int((now - assigned_at).total_seconds()) if assigned_at else 0
                 console.print(f"  unit {unit_id}: {worker_name}, for {age // 60} min {age % 60} s", soft_wrap=True)
+        processes = print_processes(runtime)
         facts = RunFacts(
             is_completed=run.is_completed, shutdown_reason=run.shutdown_reason if run.shutdown_requested_at else None,
             created=counts.get(UnitStatus.CREATED, 0), launched=counts.get(UnitStatus.LAUNCHED, 0),
             assigned=counts.get(UnitStatus.ASSIGNED, 0), cap=cap, held=held,
             oldest_assigned_at=in_flight[0][2] if in_flight else None,
-            server_url=run.server_url, server_answers=answers)
-        for sentence in diagnose(facts, now=now):
+            server_url=run.server_url, server_answers=answers, workers_seen=workers_answer(processes))
+        for sentence in diagnose(facts, now=now) + diagnose_processes(processes):
             console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
     finally:
         runtime.close()

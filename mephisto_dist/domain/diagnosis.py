@@ -22,8 +22,55 @@ class RunFacts:
 
 
 def _minutes(since: datetime, now: datetime) -> str:
-    minutes = int((now - since).total_seconds() // 60)
-    return f"{minutes} min" if minutes else f"{int((now - since).total_seconds())} s"
+    return ago((now - since).total_seconds())
+
+
+def ago(age_s: float) -> str:
+    """``42 s``, ``5 min``, ``3 h 10 min``, ``2 days``: how long ago, in the words status uses."""
+    seconds = int(age_s)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """Heartbeat ages in seconds of the deployment's Celery workers and beat, youngest first (empty:
+    never seen, or forgotten after a week); ``None``: Redis did not answer."""
+
+    worker_ages_s: list[float] | None
+    beat_ages_s: list[float] | None
+    stale_after_s: float
+
+
+def diagnose_processes(facts: ProcessFacts) -> list[str]:
+    """Plain sentences for a missing worker or beat; empty when both run."""
+    found: list[str] = []
+    if facts.worker_ages_s is not None:
+        if not facts.worker_ages_s:
+            found.append("no Celery worker has been seen: nothing launches, submits are not processed; "
+                         "start one with celery -A workers worker")
+        elif facts.worker_ages_s[0] > facts.stale_after_s:
+            found.append(f"no Celery worker answers: the last one was seen {ago(facts.worker_ages_s[0])} ago; "
+                         f"start one with celery -A workers worker")
+    if facts.beat_ages_s is not None:
+        if not facts.beat_ages_s:
+            found.append("beat is not running (never seen): overdue units, leaked tokens, orphaned HITs and "
+                         "servers are not reconciled; start it with celery -A beat beat")
+        elif facts.beat_ages_s[0] > facts.stale_after_s:
+            found.append(f"beat is not running: last seen {ago(facts.beat_ages_s[0])} ago; overdue units, "
+                         f"orphaned HITs and servers are not reconciled; start it with celery -A beat beat")
+    return found
+
+
+def workers_answer(facts: ProcessFacts) -> bool | None:
+    if facts.worker_ages_s is None:
+        return None
+    return bool(facts.worker_ages_s) and facts.worker_ages_s[0] <= facts.stale_after_s
 
 
 def diagnose(facts: RunFacts, *, now: datetime) -> list[str]:
