@@ -80,6 +80,7 @@ def web(
 
 def _register_commands() -> None:
     from mephisto_dist.cli.limits import limits
+    from mephisto_dist.cli.mturk_local import mturk_local
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
     from mephisto_dist.cli.runs import runs, shutdown, status
@@ -90,6 +91,7 @@ def _register_commands() -> None:
     app.command(name="runs")(runs)
     app.command(name="status")(status)
     app.command(name="limits")(limits)
+    app.command(name="mturk-local")(mturk_local)
 
     from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.workers import qualifications_app, workers_app

@@ -1,0 +1,47 @@
+"""``mephisto-dist mturk-local``: run the local MTurk stand-in (``mephisto_dist.mturk_local``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mephisto_dist.cli.console import err_console, fail
+
+
+def mturk_local(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
+    db: Annotated[Path | None, typer.Option("--db", help="SQLite file holding its state "
+                                            "(default: mturk-local.sqlite3 in the data directory).")] = None,
+    rate: Annotated[float, typer.Option(help="Requester API calls a second before ThrottlingException "
+                                        "(0: never throttle).")] = 10.0,
+    balance: Annotated[str, typer.Option(help="Starting account balance in dollars (a new file only).")]
+    = "10000.00",
+) -> None:
+    """A local Mechanical Turk for tests and rehearsals: MTurk's requester API for boto3
+    (endpoint_url=http://HOST:PORT) and worker pages at the same address. Never for production."""
+    import uvicorn
+
+    from mephisto_dist.mturk_local.app import Service, create_app
+    from mephisto_dist.mturk_local.store import Store
+    from mephisto_dist.settings import load_settings
+
+    if rate < 0:
+        fail(f"--rate {rate} must not be negative")
+    try:
+        start_balance = Decimal(balance)
+    except InvalidOperation:
+        fail(f"--balance {balance!r} is not an amount in dollars")
+    path = db or load_settings().data_dir / "mturk-local.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store(path, initial_balance=start_balance)
+    except sqlite3.Error as error:
+        fail(f"cannot open {path} as mturk-local's state: {error}")
+    err_console.print(f"mturk-local on http://{host}:{port} (requester API: endpoint_url; worker pages: "
+                      f"http://{host}:{port}/), state in {path}", highlight=False)
+    uvicorn.run(create_app(Service(store, rate)), host=host, port=port, log_level="warning", access_log=False)
