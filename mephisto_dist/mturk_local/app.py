@@ -176,6 +176,22 @@ def worker_routes(service: Service) -> list[Route]:
             return {"Calls": calls, "Rows": counted}
         return service.worker_call(read)
 
+    return [
+        json_route("/api/hits", api_hits, ["GET"]),
+        json_route("/api/hits/{hit_id}/preview", api_preview, ["GET"]),
+        json_route("/api/hits/{hit_id}/accept", api_accept, ["POST"]),
+        json_route("/api/assignments/{assignment_id}/return", api_return, ["POST"]),
+        json_route("/api/workers/{worker_id}/assignments", api_assignments, ["GET"]),
+        json_route("/api/workers/{worker_id}/messages", api_messages, ["GET"]),
+        json_route("/api/stats", api_stats, ["GET"]),
+        *submit_routes(service),
+        *page_routes(service),
+    ]
+
+
+def submit_routes(service: Service) -> list[Route]:
+    """``/mturk/externalSubmit`` (a form, as the task page posts it) and its JSON twin."""
+
     async def external_submit(request: Request) -> Response:
         fields = {k: str(val) for k, val in (await request.form()).items()} if request.method == "POST" \
             else dict(request.query_params)
@@ -198,16 +214,8 @@ def worker_routes(service: Service) -> list[Route]:
             return JSONResponse({"error": str(refusal)}, refusal.status)
 
     return [
-        json_route("/api/hits", api_hits, ["GET"]),
-        json_route("/api/hits/{hit_id}/preview", api_preview, ["GET"]),
-        json_route("/api/hits/{hit_id}/accept", api_accept, ["POST"]),
-        json_route("/api/assignments/{assignment_id}/return", api_return, ["POST"]),
-        Route("/api/assignments/{assignment_id}/submit", api_submit, methods=["POST"]),
-        json_route("/api/workers/{worker_id}/assignments", api_assignments, ["GET"]),
-        json_route("/api/workers/{worker_id}/messages", api_messages, ["GET"]),
-        json_route("/api/stats", api_stats, ["GET"]),
         Route("/mturk/externalSubmit", external_submit, methods=["GET", "POST"]),
-        *page_routes(service),
+        Route("/api/assignments/{assignment_id}/submit", api_submit, methods=["POST"]),
     ]
 
 
