@@ -80,11 +80,13 @@ class RunContext:
 
     @classmethod
     def from_config(cls, run_id: int, task_id: int, task_name: str, provider_type: str, build_dir: str,
-                    config: dict[str, Any]) -> RunContext:
-        """From a run's stored config; loads the task's hooks module (once per process)."""
+                    config: dict[str, Any], hooks: TaskHooks | None = None) -> RunContext:
+        """From a run's stored config and its hooks (by default loaded from the path the config names,
+        once per process)."""
         task_args = config.get("task", {})
         blueprint_args = config.get("blueprint", {})
-        hooks = hooks_for(blueprint_args)
+        if hooks is None:
+            hooks = hooks_for(blueprint_args)
         return cls(run_id, task_id, task_name, provider_type, build_dir, config,
                    allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
                    maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED
 from mephisto_dist.errors import NotFoundError
+from mephisto_dist.storage import Storage
+from mephisto_dist.uploads import stored_keys
 
 FORMATS = ("jsonl", "json", "csv")
 PAGE = 500
@@ -108,3 +111,25 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         for key, value in values.items():
             flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return flat
+
+
+def collect_files(records: Iterable[dict[str, Any]], keys: list[str]) -> Iterator[dict[str, Any]]:
+    """Pass the records through, noting the storage key of every uploaded file they reference."""
+    for record in records:
+        keys.extend(stored_keys(record["data"]["outputs"]))
+        yield record
+
+
+def download_files(storage: Storage, keys: Iterable[str], dest: Path) -> int:
+    """Fetch each key to ``dest/<key>`` (the key's folders kept); return how many files were written."""
+    count = 0
+    for key in keys:
+        target = dest.joinpath(*key.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with partial.open("wb") as out:
+            for chunk in storage.stream(key):
+                out.write(chunk)
+        partial.replace(target)
+        count += 1
+    return count

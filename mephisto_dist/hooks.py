@@ -21,8 +21,9 @@ keep state between calls: every web process (on every machine) imports the file 
 unit twice. A run with this hook is closed by that task, after the hook ran for its last unit. A hook that raises is logged
 and the worker is told the task failed; it is never taken as a verdict on the worker.
 
-The file is imported once per path per process, and must be at that path on every machine that runs a
-web or worker process of the run.
+The file is imported once per path per process. A run created with a bundle (``mephisto_dist.bundles``)
+imports it from the bundle's copy of the task folder, which every machine fetches from storage, with
+that folder first on ``sys.path`` so that it can import its neighbours.
 """
 
 from __future__ import annotations
@@ -88,16 +89,18 @@ def hooks_path(blueprint_args: Mapping[str, Any]) -> Path | None:
 def hooks_for(blueprint_args: Mapping[str, Any]) -> TaskHooks:
     """The hooks of a run's blueprint arguments (:data:`NO_HOOKS` when it names no file)."""
     path = hooks_path(blueprint_args)
-    return NO_HOOKS if path is None else load_hooks(str(path))
+    # Its folder first on sys.path, as when Mephisto's run_task.py ran from the task folder.
+    return NO_HOOKS if path is None else load_hooks(str(path), str(path.parent))
 
 
 @lru_cache(maxsize=32)
-def load_hooks(path: str) -> TaskHooks:
+def load_hooks(path: str, search_dir: str | None = None) -> TaskHooks:
     """Import the file at ``path`` (once per process) and check what it defines; ConfigError if unusable.
 
     A module-level name that is not one of the hooks is ignored, so helpers may live next to them.
+    With ``search_dir``, the file may import modules from that folder.
     """
-    module = _import(Path(path))
+    module = _import(Path(path), search_dir)
     found: dict[str, Any] = {}
     for name in FUNCTIONS:
         value = getattr(module, name, None)
@@ -112,7 +115,24 @@ def load_hooks(path: str) -> TaskHooks:
     return TaskHooks(path=path, **found)
 
 
-def _import(path: Path) -> ModuleType:
+def _import(path: Path, search_dir: str | None = None) -> ModuleType:
+    if search_dir is None:
+        return _exec(path)
+    before = set(sys.modules)
+    sys.path.insert(0, search_dir)
+    try:
+        return _exec(path)
+    finally:
+        sys.path.remove(search_dir)
+        # The folder's own modules stay referenced by the hooks module, but leave sys.modules: another
+        # run's bundle may hold a different module under the same name.
+        for name in set(sys.modules) - before:
+            module_file = str(getattr(sys.modules[name], "__file__", "") or "")
+            if module_file.startswith(search_dir + "/") and not name.startswith("mephisto_dist_task_hooks_"):
+                del sys.modules[name]
+
+
+def _exec(path: Path) -> ModuleType:
     # A name of its own per file, so two task folders' hooks.py never replace each other.
     name = f"mephisto_dist_task_hooks_{hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)

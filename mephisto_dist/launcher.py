@@ -3,8 +3,7 @@ the run with all its assignments and units in one transaction. Nothing is left b
 
 from __future__ import annotations
 
-import shutil
-import uuid
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.blueprints import static_task
+from mephisto_dist.bundles import check_hooks_inside, store_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.providers import make_provider
@@ -40,16 +40,21 @@ def prepare_run(task_dir: str | Path, conf: str, overrides: Sequence[str], *, ch
     make_provider(config.provider_type, config.provider)
     server = plan_server(config.architect_type, config.architect)
     rows = static_task.validate_and_load(config.blueprint)
+    check_hooks_inside(config.blueprint, Path(config.task_dir))
     if check_port:
         check_port_free(server)
     return PreparedRun(config, rows, server)
 
 
 def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
-    """Build the run's files and create its rows; on any failure remove the build and raise."""
+    """Build the run's files, store them with the task folder's Python as the run's bundle, and create
+    its rows. A bundle stored for a run whose rows then fail is harmless: it is content-addressed, and
+    the next identical run reuses it."""
     config = prepared.config
-    build_dir = runtime.settings.builds_dir / uuid.uuid4().hex
-    static_task.build(config.blueprint, build_dir)
+    with tempfile.TemporaryDirectory(prefix="mephisto-dist-build-") as scratch:
+        build_dir = Path(scratch) / "build"
+        static_task.build(config.blueprint, build_dir)
+        bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir))
     task = config.task
     new = NewRun(
         task_name=str(task["task_name"]),
@@ -60,19 +65,16 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         sandbox=config.provider_type != "mturk",
         config=config.as_dict(),
         task_dir=str(config.task_dir),
-        build_dir=str(build_dir),
+        build_dir="",
+        bundle_key=bundle_key,
         server_url=prepared.server.public_url,
         max_concurrent_units=int(task.get("max_num_concurrent_units") or 0),
         units_per_assignment=int(config.blueprint.get("units_per_assignment") or 1),
         pay_amount=float(task.get("task_reward") or 0.0),
         assignment_data=[static_task.init_task_data(row, config.blueprint) for row in prepared.rows],
     )
-    try:
-        with transaction(runtime.sessions) as session:
-            return create_task_run(session, new, now=datetime.now(UTC))
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
+    with transaction(runtime.sessions) as session:
+        return create_task_run(session, new, now=datetime.now(UTC))
 
 
 def enqueue_launch(runtime: Runtime, run_id: int) -> None:

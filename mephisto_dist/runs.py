@@ -42,6 +42,7 @@ class NewRun:
     units_per_assignment: int
     pay_amount: float
     assignment_data: Sequence[dict[str, Any]]
+    bundle_key: str | None = None
 
 
 def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
@@ -58,7 +59,8 @@ def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
     run = TaskRun(
         task_id=task_id, requester_id=requester_id, blueprint_type=new.blueprint_type,
         architect_type=new.architect_type, provider_type=new.provider_type, sandbox=new.sandbox,
-        config=new.config, task_dir=new.task_dir, build_dir=new.build_dir, server_url=new.server_url,
+        config=new.config, task_dir=new.task_dir, build_dir=new.build_dir, bundle_key=new.bundle_key,
+        server_url=new.server_url,
         max_concurrent_units=new.max_concurrent_units, created_at=now,
     )
     session.add(run)

@@ -12,6 +12,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.bundles import BundleCache
 from mephisto_dist.db.engine import make_engine, make_sessionmaker
 from mephisto_dist.limiter import Limiter
 from mephisto_dist.limiter.redis_pool import RedisLimiter
@@ -43,6 +44,10 @@ class Runtime:
     @cached_property
     def storage(self) -> Storage:
         return open_storage(self.settings.effective_storage_url)
+
+    @cached_property
+    def bundles(self) -> BundleCache:
+        return BundleCache(self.storage, self.settings.bundle_cache_dir)
 
     @cached_property
     def queue(self) -> CeleryQueue:

@@ -79,14 +79,6 @@ class Settings:
         return 3 * self.heartbeat_every_s
 
     @property
-    def builds_dir(self) -> Path:
-        return self.data_dir / "builds"
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
-
-    @property
     def effective_storage_url(self) -> str:
         return self.storage_url or (self.data_dir / "storage").resolve().as_uri()
 

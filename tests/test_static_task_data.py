@@ -10,6 +10,7 @@ import pytest
 
 from mephisto_dist.blueprints.static_task import build, frontend_args, init_task_data, validate_and_load
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.hooks import NO_HOOKS
 from mephisto_dist.taskconfig import load_task_config
 
 
@@ -296,7 +297,7 @@ mephisto:
     assert [init_task_data(row, config.blueprint) for row in rows] == [
         {"text": "hello", "label": "1", "html": "demo_task.html"},
     ]
-    assert frontend_args(config) == {
+    assert frontend_args(config, NO_HOOKS) == {
         "task_source": "demo_task.html",
         "preview_source": "preview.html",
         "has_preview": False,

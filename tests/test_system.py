@@ -132,7 +132,7 @@ def test_the_protocol_refuses_bad_requests_with_a_clear_status(tmp_path: Path, r
         assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
         traversal = httpx.get(url + "/..%2f..%2fetc/passwd")
         assert traversal.status_code == 404
-        assert not list((runtime.settings.uploads_dir).glob("**/big.bin"))
+        assert not list((runtime.settings.data_dir / "storage").glob("**/big.bin"))
         # Nothing above changed the agent: it can still submit.
         ok = httpx.post(url + "/submit_task", json={"USED_AGENT_ID": agent, "final_data": {"rating": "1"}})
         assert ok.status_code == 200

@@ -14,9 +14,9 @@ from celery import Celery
 from sqlalchemy import select
 
 from mephisto_dist import queue
+from mephisto_dist.bundles import run_files
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
-from mephisto_dist.hooks import hooks_for
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runs import (
@@ -80,15 +80,15 @@ def unit_submitted(unit_id: int) -> None:
     rt = runtime()
     with transaction(rt.sessions) as session:
         row = session.execute(
-            select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Assignment.data, Agent.outputs)
+            select(Unit.task_run_id, TaskRun.provider_type, Assignment.data, Agent.outputs)
             .join(TaskRun, TaskRun.id == Unit.task_run_id)
             .join(Assignment, Assignment.id == Unit.assignment_id)
             .outerjoin(Agent, Agent.id == Unit.agent_id)
             .where(Unit.id == unit_id)).first()
     if row is None:
         return
-    run_id, provider_type, config, unit_data, outputs = row
-    _on_unit_submitted(unit_id, config, unit_data, outputs)
+    run_id, provider_type, unit_data, outputs = row
+    _on_unit_submitted(unit_id, run_id, unit_data, outputs)
     with transaction(rt.sessions) as session:
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
@@ -98,10 +98,14 @@ def unit_submitted(unit_id: int) -> None:
         _launch(run_id)
 
 
-def _on_unit_submitted(unit_id: int, config: dict[str, Any], unit_data: Any, outputs: Any) -> None:
-    """The task's hook, if it has one; its failure is logged and does not hold the run back."""
+def _on_unit_submitted(unit_id: int, run_id: int, unit_data: Any, outputs: Any) -> None:
+    """The task's hook (from the run's bundle), if it has one; its failure is logged and does not hold
+    the run back."""
     try:
-        hook = hooks_for(config.get("blueprint", {})).on_unit_submitted
+        rt = runtime()
+        with transaction(rt.sessions) as session:
+            run = session.get(TaskRun, run_id)
+            hook = None if run is None else run_files(rt.bundles, run).hooks.on_unit_submitted
         if hook is not None and outputs is not None:
             hook(dict(unit_data or {}), dict(outputs))
     except Exception:

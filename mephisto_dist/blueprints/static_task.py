@@ -123,7 +123,7 @@ def init_task_data(row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) ->
     return {**row, "html": _task_file_name(blueprint_args)}
 
 
-def frontend_args(config: TaskConfig) -> dict[str, Any]:
+def frontend_args(config: TaskConfig, hooks: TaskHooks) -> dict[str, Any]:
     """The ``task_config`` the static HTML front end receives from ``/task_config.json``.
 
     Mephisto 1.x's StaticHTMLBlueprint adds nothing to the base Blueprint's (empty) task config; these
@@ -143,7 +143,7 @@ def frontend_args(config: TaskConfig) -> dict[str, Any]:
         "frame_height": 0,
         "block_mobile": False,
     }
-    return {**base, **hooks_for(blueprint).task_config}
+    return {**base, **hooks.task_config}
 
 
 # -- sources -----------------------------------------------------------------------------------------

@@ -27,11 +27,20 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl, json or csv.")] = "jsonl",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
     include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
+    download: Annotated[Path | None, typer.Option(
+        "--download", help="Also fetch every uploaded file from storage into this folder.")] = None,
 ) -> None:
     """Export results: one record per unit with its inputs and outputs."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import read_transaction
-    from mephisto_dist.export import FORMATS, resolve_runs, unit_records, write_records
+    from mephisto_dist.export import (
+        FORMATS,
+        collect_files,
+        download_files,
+        resolve_runs,
+        unit_records,
+        write_records,
+    )
 
     if (task_name is None) == (run is None):
         fail("give exactly one of --task-name NAME or --run RUN_ID")
@@ -39,7 +48,8 @@ def export(
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run)
-        records = unit_records(session, run_ids, include_unsubmitted=include_unsubmitted)
+        keys: list[str] = []
+        records = collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted), keys)
         if output is None:
             count = write_records(records, sys.stdout, fmt)
         else:
@@ -47,8 +57,11 @@ def export(
             with tmp.open("w", encoding="utf-8", newline="") as out:
                 count = write_records(records, out, fmt)
             tmp.replace(output)
-    err_console.print(f"exported {count} unit(s) from {len(run_ids)} run(s)"
-                      + (f" to {output}" if output else ""))
+        err_console.print(f"exported {count} unit(s) from {len(run_ids)} run(s)"
+                          + (f" to {output}" if output else ""))
+        if download is not None:
+            fetched = download_files(runtime.storage, keys, download)
+            err_console.print(f"downloaded {fetched} uploaded file(s) to {download}")
 
 
 @app.command()

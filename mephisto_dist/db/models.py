@@ -88,6 +88,8 @@ class TaskRun(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     task_dir: Mapped[str] = mapped_column(Text)
     build_dir: Mapped[str] = mapped_column(Text)
+    # ``bundles/<sha256>.tar`` in object storage: the built files and the task folder's Python.
+    bundle_key: Mapped[str | None] = mapped_column(String(128))
     server_url: Mapped[str | None] = mapped_column(Text)
     max_concurrent_units: Mapped[int] = mapped_column(Integer, default=0)
     is_completed: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.agents import RunContext, WorkerGate
+from mephisto_dist.bundles import run_files
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
@@ -44,8 +45,9 @@ class RunResolver:
             if run is None:
                 raise RequestError("no task run is being served here", 404)
             task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or ""
+            files = run_files(self._runtime.bundles, run)
             self._cached = RunContext.from_config(run.id, run.task_id, task_name, run.provider_type,
-                                                  run.build_dir, run.config)
+                                                  str(files.build_dir), run.config, files.hooks)
         self._cached_at = time.monotonic()
         return self._cached
 
@@ -87,7 +89,7 @@ class Served:
     def for_runtime(cls, runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Served:
         return cls(runtime, RunResolver(runtime, run_id, port), ProviderCache(),
                    WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s),
-                   UploadStore(runtime.settings.uploads_dir))
+                   UploadStore(runtime.storage))
 
     def run(self) -> RunContext:
         return self.resolver.current()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import update
@@ -25,7 +24,7 @@ from mephisto_dist.runs import (
     unit_holder,
 )
 from mephisto_dist.services.served import Served, now
-from mephisto_dist.uploads import StoredFile
+from mephisto_dist.uploads import StoredFile, UploadBatch
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> 
 
 
 def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
-                 files: Sequence[UploadedFile]) -> Path:
+                 files: Sequence[UploadedFile]) -> UploadBatch:
     run = served.run()
     with transaction(served.runtime.sessions) as session:
         agents.load_agent(session, run, agent_id)  # refuse a stranger before writing their files

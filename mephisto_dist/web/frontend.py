@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from mephisto_dist.blueprints import static_task
+from mephisto_dist.hooks import TaskHooks
 from mephisto_dist.taskconfig import TaskConfig
 
 
-def frontend_config(config: dict[str, Any]) -> dict[str, Any]:
-    return static_task.frontend_args(TaskConfig.from_dict(config))
+def frontend_config(config: dict[str, Any], hooks: TaskHooks) -> dict[str, Any]:
+    return static_task.frontend_args(TaskConfig.from_dict(config), hooks)

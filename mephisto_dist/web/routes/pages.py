@@ -29,7 +29,7 @@ async def shell_asset(request: Request) -> Response:
 
 async def task_config(request: Request) -> Response:
     run = await context_of(request).call_in_thread(context_of(request).served.run)
-    return JSONResponse(frontend_config(run.config))
+    return JSONResponse(frontend_config(run.config, run.hooks))
 
 
 async def run_file(request: Request) -> Response:

@@ -1,0 +1,176 @@
+"""Run bundles: what a run serves and runs, stored once in object storage so no machine needs another's disk.
+
+A bundle is one tar file holding ``build/`` (the blueprint's built files, served to workers) and
+``python/`` (every ``.py`` file of the task folder, relative paths kept: the hooks module and whatever it
+imports from the folder). It is stored under ``bundles/<sha256>.tar``, the hash of its bytes, when the
+run is created, and the key is recorded on the run. Entries are written in a fixed order with fixed
+metadata, so the same files give the same key and are stored once.
+
+Web and Celery processes fetch a bundle on first use into this machine's cache
+(``<data dir>/bundle-cache/<sha256>/``), check its hash, and serve and import from there. A hooks file
+edited after a run was created therefore belongs to the next run, never to half of a running one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import TaskRun
+from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
+from mephisto_dist.hooks import HOOKS_ARG, NO_HOOKS, TaskHooks, hooks_for, load_hooks
+from mephisto_dist.storage import CHUNK_BYTES, Storage
+
+KEY_PREFIX: Final = "bundles/"
+BUILD_DIR: Final = "build"
+PYTHON_DIR: Final = "python"
+# Folders that hold someone else's Python (environments, caches), never the task's own modules.
+_SKIPPED_DIRS: Final = {"__pycache__", "node_modules", "site-packages", "venv", "env"}
+MAX_PYTHON_FILES: Final = 500
+
+
+def python_files(task_dir: Path) -> list[Path]:
+    """The task folder's ``.py`` files, relative to it, in a fixed order."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(task_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+        found.extend(Path(folder, name).relative_to(task_dir) for name in sorted(files) if name.endswith(".py"))
+    if len(found) > MAX_PYTHON_FILES:
+        raise ConfigError(f"{task_dir} holds {len(found)} .py files (a virtual environment?); a task folder's "
+                          f"bundle takes at most {MAX_PYTHON_FILES}: move other code out of the folder")
+    return found
+
+
+def check_hooks_inside(blueprint_args: Mapping[str, Any], task_dir: Path) -> None:
+    """A hooks file outside the task folder would not travel with the bundle: refuse it."""
+    value = blueprint_args.get(HOOKS_ARG)
+    if value and not Path(str(value)).resolve().is_relative_to(task_dir.resolve()):
+        raise ConfigError(f"mephisto.blueprint.{HOOKS_ARG} must be inside the task folder {task_dir} "
+                          f"(it is stored with the run), got {value}")
+
+
+def pack(build_dir: Path, task_dir: Path, out: Path) -> str:
+    """Write the bundle of these folders to ``out``; return its key."""
+    entries = [(f"{BUILD_DIR}/{p.relative_to(build_dir).as_posix()}", p)
+               for p in sorted(build_dir.rglob("*")) if p.is_file()]
+    entries += [(f"{PYTHON_DIR}/{rel.as_posix()}", task_dir / rel) for rel in python_files(task_dir)]
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in entries:
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as data:
+                tar.addfile(info, data)
+    return f"{KEY_PREFIX}{_sha256(out)}.tar"
+
+
+def store_bundle(storage: Storage, build_dir: Path, task_dir: Path) -> str:
+    """Pack and store a run's bundle (once: an identical bundle is already there); return its key."""
+    with tempfile.TemporaryDirectory(prefix="mephisto-dist-bundle-") as scratch:
+        tar_path = Path(scratch) / "bundle.tar"
+        key = pack(build_dir, task_dir, tar_path)
+        if not storage.exists(key):
+            with tar_path.open("rb") as data:
+                storage.put(key, data)
+    return key
+
+
+class BundleCache:
+    """This machine's extracted copies of bundles, fetched from storage on first use."""
+
+    def __init__(self, storage: Storage, cache_dir: Path) -> None:
+        self._storage = storage
+        self._dir = cache_dir
+
+    def local(self, key: str) -> Path:
+        """The extracted bundle's folder, fetching it first if this machine has not yet."""
+        digest = _digest_of(key)
+        target = self._dir / digest
+        if target.is_dir():
+            return target
+        self._dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=self._dir))
+        try:
+            tar_path = staging / "bundle.tar"
+            with tar_path.open("wb") as out:
+                for chunk in self._storage.stream(key):
+                    out.write(chunk)
+            if _sha256(tar_path) != digest:
+                raise ServiceError(f"run bundle {key} is corrupt in storage (its hash does not match)")
+            extracted = staging / "files"
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(extracted, filter="data")
+            for folder in (BUILD_DIR, PYTHON_DIR):
+                (extracted / folder).mkdir(exist_ok=True)
+            try:
+                extracted.rename(target)
+            except OSError:
+                if not target.is_dir():  # another process of this machine finished first otherwise
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run's served files are on this machine, and its hooks."""
+
+    build_dir: Path
+    hooks: TaskHooks
+
+
+def run_files(cache: BundleCache, run: TaskRun) -> RunFiles:
+    """A run's files from its bundle (fetched on first use); a run made before bundles existed uses its
+    build folder and hooks path as they were recorded."""
+    blueprint_args = run.config.get("blueprint", {})
+    if run.bundle_key is None:
+        return RunFiles(Path(run.build_dir), hooks_for(blueprint_args))
+    root = cache.local(run.bundle_key)
+    return RunFiles(root / BUILD_DIR, bundled_hooks(root, run.task_dir, blueprint_args))
+
+
+def bundled_hooks(root: Path, task_dir: str, blueprint_args: Mapping[str, Any]) -> TaskHooks:
+    """The hooks module named by the run's config, imported from the bundle's copy of the task folder."""
+    value = blueprint_args.get(HOOKS_ARG)
+    if not value:
+        return NO_HOOKS
+    relative = Path(str(value)).relative_to(task_dir) if Path(str(value)).is_relative_to(task_dir) else \
+        Path(str(value)).resolve().relative_to(Path(task_dir).resolve())
+    python = root / PYTHON_DIR
+    return load_hooks(str(python / relative), str(python))
+
+
+def run_bundle_path(cache: BundleCache, session: Session, run_id: int) -> Path:
+    """The local folder of a run's bundle (``build/`` and ``python/``), fetched on first use."""
+    key = session.scalar(select(TaskRun.bundle_key).where(TaskRun.id == run_id))
+    if key is None:
+        if session.get(TaskRun, run_id) is None:
+            raise NotFoundError(f"task run {run_id} does not exist")
+        raise NotFoundError(f"task run {run_id} has no bundle (it was created before bundles existed)")
+    return cache.local(key)
+
+
+def _digest_of(key: str) -> str:
+    digest = key.removeprefix(KEY_PREFIX).removesuffix(".tar")
+    if not key.startswith(KEY_PREFIX) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a bundle key: {key!r}")
+    return digest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for chunk in iter(lambda: data.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
