@@ -10,6 +10,9 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_STORAGE_URL``: where run bundles and uploads live, ``file:///PATH`` or
   ``s3://BUCKET/PREFIX`` (boto3's standard AWS configuration: profiles, ``AWS_ENDPOINT_URL_S3``);
   default ``file://<data dir>/storage``.
+- ``MEPHISTO_DIST_FLOWER_BASIC_AUTH``: ``user:password`` (comma-separated for several) that
+  ``mephisto-dist flower`` requires; Flower's own ``FLOWER_BASIC_AUTH`` / ``FLOWER_AUTH`` count too.
+- ``MEPHISTO_DIST_METRICS_PORT``: where ``web`` serves Prometheus metrics (its own listener; unset: none).
 - ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: deployment-wide cap across all runs (0 = none).
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
 - ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mephisto_dist.errors import ConfigError
@@ -52,6 +55,10 @@ class Settings:
     heartbeat_every_s: float = 10.0
     beat_lock_timeout_s: float = 30.0
     reconcile_every_s: float = 60.0
+    # Secrets stay out of repr, so a logged Settings never shows them.
+    flower_basic_auth: str | None = field(default=None, repr=False)
+    flower_own_auth: bool = False
+    metrics_port: int | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -131,6 +138,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     storage_url = env.get(ENV_PREFIX + "STORAGE_URL") or ""
     if storage_url and not storage_url.startswith(("file:///", "s3://")):
         raise ConfigError(f"{ENV_PREFIX}STORAGE_URL={storage_url!r}: use file:///PATH or s3://BUCKET/PREFIX")
+    flower_basic_auth = env.get(ENV_PREFIX + "FLOWER_BASIC_AUTH") or None
+    if flower_basic_auth is not None and not all(
+            user and password for user, _, password in (pair.partition(":") for pair in flower_basic_auth.split(","))):
+        raise ConfigError(f"{ENV_PREFIX}FLOWER_BASIC_AUTH must be user:password (several: comma-separated)")
+    metrics_port = int(_number(env, "METRICS_PORT", 0, int)) or None
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -145,4 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         heartbeat_every_s=float(_number(env, "HEARTBEAT_EVERY_S", 10.0, float)),
         beat_lock_timeout_s=float(_number(env, "BEAT_LOCK_TIMEOUT_S", 30.0, float)),
         reconcile_every_s=float(_number(env, "RECONCILE_EVERY_S", 60.0, float)),
+        flower_basic_auth=flower_basic_auth,
+        flower_own_auth=bool(env.get("FLOWER_BASIC_AUTH") or env.get("FLOWER_AUTH")),
+        metrics_port=metrics_port,
     )

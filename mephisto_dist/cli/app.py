@@ -106,9 +106,12 @@ def _register_commands() -> None:
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
 
+    from mephisto_dist.cli.flower import flower
     from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.workers import qualifications_app, workers_app
     from mephisto_dist.cli.wut import wut
+
+    app.command(name="flower", context_settings={"allow_extra_args": True})(flower)
 
     app.command(name="wut")(wut)
     app.add_typer(review_app, name="review")
