@@ -28,6 +28,7 @@ from mephisto_dist.db.models import Agent, Assignment, GrantedQualification, Qua
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
@@ -42,6 +43,8 @@ CLAIM_RETRY_S = 0.005
 NO_UNIT_AVAILABLE = "There is no unit available for you right now. Please try again later."
 ALREADY_SUBMITTED = "You have already submitted this unit."
 NO_LONGER_YOURS = "This unit is no longer assigned to you (status: {status})."
+TASK_CLOSED = ("This task was closed before you submitted, so your work was not recorded. "
+               "You can close this page.")
 TIMED_OUT = ("The time allowed for this unit ran out before you submitted, so it was offered to another "
              "worker. Your submission was not recorded.")
 TOO_MANY_AT_ONCE = ("You are already working on {cap} unit(s) of this task at once, the most allowed. "
@@ -160,6 +163,8 @@ class Registration:
             if not isinstance(assignment_ref, str) or not assignment_ref:
                 raise RequestError("provider_data needs agent_registration_id or assignment_id")
             registration_id = f"{assignment_ref}-{worker_name}"
+        check_name(worker_name, "provider_data.worker_name")
+        check_name(registration_id, "provider_data.agent_registration_id")
         request_id = body.get("request_id")
         return cls(worker_name.strip(), registration_id, dict(provider_data),
                    request_id if isinstance(request_id, str) else None)
@@ -444,7 +449,7 @@ def submit_task(
     if status == AgentStatus.TIMEOUT:
         raise RequestError(TIMED_OUT, 409)
     if status != AgentStatus.IN_TASK:
-        raise RequestError(NO_LONGER_YOURS.format(status=status) + " Your submission was not recorded.", 409)
+        raise RequestError(_not_recorded(status), 409)
     if not move_agent(session, agent.id, AgentStatus.IN_TASK, AgentStatus.COMPLETED, now=now,
                       outputs=outputs, submitted_at=now):
         again = load_agent(session, run, agent_id)
@@ -452,10 +457,16 @@ def submit_task(
             return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
         if again.status == AgentStatus.TIMEOUT.value:
             raise RequestError(TIMED_OUT, 409)
-        raise RequestError(NO_LONGER_YOURS.format(status=again.status), 409)
+        raise RequestError(_not_recorded(AgentStatus(again.status)), 409)
     if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
         raise RequestError("this unit is no longer open for submissions", 409)
     return Submission(agent.unit_id, agent.id, agent.worker_id, first=True)
+
+
+def _not_recorded(status: AgentStatus) -> str:
+    if status in (AgentStatus.DISCONNECT, AgentStatus.EXPIRED):
+        return TASK_CLOSED  # the run was stopped (a forced Ctrl-C, an expiry)
+    return NO_LONGER_YOURS.format(status=status) + " Your submission was not recorded."
 
 
 _DELETE_AGENT = delete(Agent).where(Agent.id == bindparam("agent_id"))

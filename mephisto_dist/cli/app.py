@@ -80,15 +80,11 @@ def web(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
 ) -> None:
     """Serve the worker-facing pages and router protocol (the Procfile's web process)."""
-    import uvicorn
-
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
-    from mephisto_dist.web.app import create_app
+    from mephisto_dist.web.server import serve
 
-    runtime = Runtime(load_settings())
-    application = create_app(runtime, run_id=run, port=port)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    serve(Runtime(load_settings()), run_id=run, host=host, port=port)
 
 
 def _register_commands() -> None:

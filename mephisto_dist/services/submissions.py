@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from mephisto_dist import agents
 from mephisto_dist.agents import RunContext, Submission
 from mephisto_dist.blueprints import static_task
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
+from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter import keys
 from mephisto_dist.queue import RECONCILE_RUNS, UNIT_SUBMITTED
 from mephisto_dist.runs import (
@@ -54,13 +56,18 @@ def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
 
 
 def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> None:
-    """Merge ``metadata`` into the agent's (Mephisto's tips and feedback arrive this way)."""
+    """Merge ``metadata`` into the agent's (Mephisto's tips and feedback arrive this way) while the agent
+    is still working: once the unit is submitted, what was reviewed and exported stays as it was."""
     run = served.run()
     with transaction(served.runtime.sessions) as session:
         agent = agents.load_agent(session, run, agent_id)
-        merged = dict(agent.task_metadata or {})
-        merged.update(metadata)
-        session.execute(update(Agent).where(Agent.id == agent.id).values(task_metadata=merged))
+        merged = {**(agent.task_metadata or {}), **metadata}
+        # Compare-and-set on the status: a submit committing meanwhile wins, and this is refused.
+        still_working = update(Agent).where(Agent.id == agent.id, Agent.status == AgentStatus.IN_TASK.value)
+        changed = session.connection().execute(still_working.values(task_metadata=merged)).rowcount
+        if not changed:
+            status = session.scalar(select(Agent.status).where(Agent.id == agent.id))
+            raise RequestError(f"this agent's metadata can no longer change (status: {status})", 409)
 
 
 def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-import uvicorn
-
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
-from mephisto_dist.web.app import create_app
+from mephisto_dist.web.server import serve
 
 
 def main() -> None:
@@ -18,9 +16,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
-    runtime = Runtime(load_settings())
-    uvicorn.run(create_app(runtime, run_id=args.run, port=args.port), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+    serve(Runtime(load_settings()), run_id=args.run, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.services.served import Served
+from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import error_response
 from mephisto_dist.web.routes import agents, pages, submissions
@@ -25,7 +27,7 @@ ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, agents.ROUTES, su
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
     app = Starlette(routes=[route for group in ROUTE_GROUPS for route in group],
-                    exception_handlers={MephistoDistError: error_response})
+                    exception_handlers={MephistoDistError: error_response}, middleware=[Middleware(AccessLog)])
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    in_loop=runtime.engine.dialect.name == "sqlite")
     return app

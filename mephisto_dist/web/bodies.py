@@ -1,48 +1,82 @@
-"""Reading request bodies: size limits, JSON objects, multipart forms."""
+"""Reading request bodies: a size limit enforced while the body streams in (a chunked body has no
+Content-Length to check first), JSON objects, multipart forms."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
+from starlette.types import Message
 
+from mephisto_dist.domain.worker_input import check_depth, check_name
 from mephisto_dist.errors import RequestError
 
+MAX_AGENT_ID_CHARS = 64  # the agent id column
 
-def check_length(request: Request, max_bytes: int, *, required: bool) -> None:
-    raw = request.headers.get("content-length")
-    if raw is None:
-        if required:
-            raise RequestError("a submission must say its Content-Length", 411)
-        return
-    if not raw.isdigit():
-        raise RequestError("Content-Length is not a number")
-    if int(raw) > max_bytes:
-        raise RequestError(
-            f"the submission is {int(raw)} bytes, over the limit of {max_bytes} bytes", 413)
+
+def limited(request: Request, max_bytes: int) -> Request:
+    """The same request, refusing its body (413) once more than ``max_bytes`` have arrived: a declared
+    Content-Length is judged before reading, a chunked body as soon as it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError("Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise RequestError(f"the request is {int(declared)} bytes, over the limit of {max_bytes} bytes", 413)
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise RequestError(f"the request is over the limit of {max_bytes} bytes", 413)
+        return message
+
+    return Request(request.scope, receive)
 
 
 async def json_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    check_length(request, max_bytes, required=False)
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise RequestError(f"the request is {len(raw)} bytes, over the limit of {max_bytes} bytes", 413)
-    try:
-        body = json.loads(raw or b"{}")
-    except json.JSONDecodeError:
-        raise RequestError("the request body is not valid JSON") from None
+    raw = await limited(request, max_bytes).body()
+    body = parse_json(raw or b"{}", "the request body")
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     return body
+
+
+async def form_body(request: Request, max_bytes: int) -> FormData:
+    return await limited(request, max_bytes).form(max_part_size=max_bytes)
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise RequestError(f"{what} is not valid UTF-8") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise RequestError(f"{what} is not valid JSON") from None
+    except RecursionError:
+        raise RequestError(f"{what} is JSON nested too deeply") from None
+    check_depth(value)
+    return value
 
 
 def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-def agent_id_of(body: dict[str, Any]) -> str:
-    return str(body.get("USED_AGENT_ID") or "")
+def agent_id_of(body: dict[str, Any] | FormData) -> str:
+    value = body.get("USED_AGENT_ID")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise RequestError("USED_AGENT_ID is missing")
+    return check_name(value, "USED_AGENT_ID", max_chars=MAX_AGENT_ID_CHARS)
 
 
 def json_object(body: dict[str, Any], key: str, request_kind: str) -> dict[str, Any]:

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from mephisto_dist.errors import RequestError
 from mephisto_dist.web.context import context_of
 from mephisto_dist.web.frontend import frontend_config
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 SHELL_ASSETS = frozenset({"shell.js", "shell.css"})
+DEFAULT_TITLE = "Task"
 
 
 async def shell(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "shell.html", headers={"Cache-Control": "no-store"})
+    context = context_of(request)
+    try:
+        run = await context.call_in_thread(context.served.run)
+        title = str(frontend_config(run.config).get("task_title") or DEFAULT_TITLE)
+    except RequestError:
+        title = DEFAULT_TITLE  # no run served yet: the page itself says so once it asks
+    page = (STATIC_DIR / "shell.html").read_text(encoding="utf-8").replace("{{task_title}}", html.escape(title))
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
 async def shell_asset(request: Request) -> Response:
@@ -37,6 +47,9 @@ async def run_file(request: Request) -> Response:
     root = Path(run.build_dir).resolve()
     path = (root / request.path_params["path"]).resolve()
     if not path.is_relative_to(root) or not path.is_file():
+        if request.path_params["path"] == "favicon.ico":
+            # Browsers ask for it on their own: a task without one gets an empty answer, not a 404.
+            return Response(status_code=204)
         raise HTTPException(404)
     return FileResponse(path)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,7 +14,7 @@ from mephisto_dist.agents import Submission
 from mephisto_dist.errors import RequestError
 from mephisto_dist.services import submissions as service
 from mephisto_dist.services.submissions import UploadedFile
-from mephisto_dist.web.bodies import agent_id_of, check_length, is_multipart, json_body, json_object
+from mephisto_dist.web.bodies import agent_id_of, form_body, is_multipart, json_body, json_object, parse_json
 from mephisto_dist.web.context import context_of
 
 log = logging.getLogger(__name__)
@@ -33,10 +32,9 @@ async def submit_task(request: Request) -> Response:
 
 async def _submit_multipart(request: Request) -> Response:
     context = context_of(request)
-    check_length(request, context.max_body_bytes, required=True)
-    form = await request.form(max_part_size=context.max_body_bytes)
+    form = await form_body(request, context.max_body_bytes)
     try:
-        agent_id = str(form.get("USED_AGENT_ID") or "")
+        agent_id = agent_id_of(form)
         fields = _final_string_data(form)
         files = [UploadedFile(key, value.filename, value.content_type, value.file)
                  for key, value in form.multi_items() if isinstance(value, UploadFile) and value.filename]
@@ -51,11 +49,12 @@ async def _submit_multipart(request: Request) -> Response:
 
 
 def _final_string_data(form: FormData) -> dict[str, Any]:
-    raw = form.get("final_string_data") or "{}"
-    try:
-        fields = json.loads(raw) if isinstance(raw, str) else None
-    except json.JSONDecodeError:
-        fields = None
+    """The answers, as JSON text in the form's ``final_string_data`` field (Mephisto's static task
+    always sends it: a form without it did not come from a task page, and must not close the unit)."""
+    raw = form.get("final_string_data")
+    if not isinstance(raw, str):
+        raise RequestError("submit_task needs a 'final_string_data' field (the answers as JSON text)")
+    fields = parse_json(raw, "final_string_data")
     if not isinstance(fields, dict):
         raise RequestError("final_string_data is not a JSON object")
     return fields

@@ -18,6 +18,8 @@
   var turkSubmitTo = params.get("turkSubmitTo");
   var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" : "mock");
   var isPreview = !workerName || !assignmentRef || assignmentRef === "ASSIGNMENT_ID_NOT_AVAILABLE";
+  var CLOSED = "This task has been closed (its server no longer answers), so your work was not recorded. " +
+    "You can close this page.";
   var agentId = null;
   var onboarding = false;
 
@@ -40,7 +42,9 @@
       var data = null;
       try { data = text ? JSON.parse(text) : {}; } catch (e) { data = { error: text }; }
       if (!response.ok) {
-        throw new Error((data && data.error) || ("the server answered " + response.status));
+        var failure = new Error((data && data.error) || ("the server answered " + response.status));
+        failure.status = response.status;
+        throw failure;
       }
       return data;
     });
@@ -172,7 +176,15 @@
       finishOnMturk();
     }).catch(function (error) {
       submitButton.disabled = false;
-      say("Your work could not be submitted: " + error.message, "error");
+      if (error instanceof TypeError) {
+        // fetch rejects with a TypeError when nothing answers: the run's server was shut down.
+        say(CLOSED, "error");
+      } else if (error.status === 409) {
+        form.hidden = true;  // the unit is no longer this worker's: the server says why
+        say(error.message, "error");
+      } else {
+        say("Your work could not be submitted: " + error.message, "error");
+      }
     });
   });
 
