@@ -172,7 +172,7 @@ def test_a_chunked_multipart_body_is_refused_once_it_passes_the_limit(runtime: R
     assert response.status_code == 413 and "over the limit" in response.json()["error"]
     assert body.sent <= LIMIT_BYTES // CHUNK_BYTES + 1 < len(body.chunks)
     assert unit_status(runtime, agent) == "assigned"
-    assert not list(runtime.settings.uploads_dir.glob("**/evidence.bin"))
+    assert not list(runtime.settings.data_dir.glob("**/evidence.bin"))
     # Under the limit, a chunked multipart submission is taken.
     small = multipart({"USED_AGENT_ID": agent, "final_string_data": '{"rating": "4"}'}, {"evidence": b"abc"})
     taken = call(runtime, run, "POST", "/submit_task", content=Body([small[:50], small[50:]]), headers=FORM)
@@ -189,7 +189,7 @@ def test_a_multipart_submit_without_final_string_data_keeps_the_unit_open(runtim
                     files={"evidence": ("e.txt", b"hello", "text/plain")})
     assert response.status_code == 400 and "final_string_data" in response.json()["error"]
     assert unit_status(runtime, agent) == "assigned"
-    assert not list(runtime.settings.uploads_dir.glob("**/e.txt"))
+    assert not list(runtime.settings.data_dir.glob("**/e.txt"))
     ok = call(runtime, run, "POST", "/submit_task", data={"USED_AGENT_ID": agent, "final_string_data": '{"a": "1"}'},
               files={"evidence": ("e.txt", b"hello", "text/plain")})
     assert ok.status_code == 200 and unit_status(runtime, agent) == "completed"

@@ -23,7 +23,7 @@ async def shell(request: Request) -> Response:
     context = context_of(request)
     try:
         run = await context.call_in_thread(context.served.run)
-        title = str(frontend_config(run.config).get("task_title") or DEFAULT_TITLE)
+        title = str(frontend_config(run.config, run.hooks).get("task_title") or DEFAULT_TITLE)
     except RequestError:
         title = DEFAULT_TITLE  # no run served yet: the page itself says so once it asks
     page = (STATIC_DIR / "shell.html").read_text(encoding="utf-8").replace("{{task_title}}", html.escape(title))
