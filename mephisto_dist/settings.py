@@ -38,6 +38,10 @@ from pathlib import Path
 from mephisto_dist.errors import ConfigError
 
 ENV_PREFIX = "MEPHISTO_DIST_"
+# What a user should look at when a backing service cannot be reached.
+DATABASE_HINT = (f"check {ENV_PREFIX}DATABASE_URL (host, port, database name, role and password) and that "
+                 "the database server is running")
+REDIS_HINT = f"check {ENV_PREFIX}REDIS_URL and that the Redis server is running"
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,14 @@ def main() -> None:
     except MephistoDistError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         raise SystemExit(2) from None
+    except Exception as error:
+        from mephisto_dist.driver_errors import translate
+
+        translated = translate(error)
+        if translated is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {translated}", highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -36,7 +36,11 @@ def make_engine(database_url: str) -> Engine:
 
 def _sqlite_engine(database_url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the folder of the SQLite database {database}: "
+                              f"{error.strerror or error}") from None
     engine = create_engine(database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

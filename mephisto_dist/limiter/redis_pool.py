@@ -18,6 +18,7 @@ from redis.commands.core import Script
 
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.limiter import Acquired, PoolLimit, PoolState, check_cap, check_lease, check_rate, keys
+from mephisto_dist.settings import REDIS_HINT
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -69,7 +70,7 @@ class _Boundary:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            raise ServiceError(f"Redis at {self.url} is not answering: {error}") from error
+            raise ServiceError(f"Redis at {self.url} is not answering: {error}; {REDIS_HINT}") from error
 
 
 class RedisLimiter:
