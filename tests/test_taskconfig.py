@@ -388,3 +388,18 @@ def test_every_default_is_a_valid_value() -> None:
                 assert argument.required == (argument.default is MISSING)
                 if argument.default is not MISSING and argument.default is not None:
                     assert coerce(argument, argument.default, argument.dest) == argument.default
+
+
+def test_a_top_level_override_without_its_prefix_is_refused_with_the_dotted_key(folder: Path) -> None:
+    assert load_error(folder, "task_name=oops").startswith(
+        "unknown key 'task_name'; did you mean 'mephisto.task.task_name'? (from override 'task_name=oops')")
+    assert "did you mean 'mephisto.task.max_num_concurrent_units'?" in load_error(
+        folder, "max_num_concurent_units=5")
+    assert "did you mean 'mephisto.blueprint.units_per_assignment'?" in load_error(
+        folder, "blueprint.units_per_assignment=2")
+    assert "task arguments are set as mephisto.KIND.NAME=VALUE" in load_error(folder, "zzzzqqq=1")
+
+
+def test_a_top_level_key_of_the_task_config_itself_can_be_overridden(tmp_path: Path) -> None:
+    write_conf(tmp_path, EXAMPLE + "num_turns: 3\n")
+    load_task_config(tmp_path, "example", ["num_turns=5"])  # the task's own key: taken, not refused

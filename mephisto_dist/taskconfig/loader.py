@@ -281,10 +281,24 @@ def _apply_override(root: DictConfig, override: _Override, chosen: Mapping[str, 
             known = len(parts) == 3 and parts[1] in chosen and parts[2] in chosen[parts[1]].dests
             if not known:
                 raise _unknown_key(key, chosen, where)
+    elif key.split(".")[0] not in root:
+        # A key of the task's own config (Mephisto scripts add top-level ones) may be overridden; any
+        # other is most likely a mephisto key without its prefix, which would be silently ignored.
+        raise _unknown_top_level_key(key, chosen, where)
     try:
         OmegaConf.update(root, key, override.value, merge=True, force_add=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot apply override '{override.text}': {_first_line(error)}") from None
+
+
+def _unknown_top_level_key(key: str, chosen: Mapping[str, Section], where: str) -> ConfigError:
+    name = key.split(".")[-1]
+    dotted = {f"mephisto.{kind}.{dest}": dest for kind, section in chosen.items() for dest in section.dests}
+    exact = [full for full, dest in dotted.items() if dest == name]
+    close = exact or [full for dest in difflib.get_close_matches(name, list(dotted.values()), n=1)
+                      for full, same in dotted.items() if same == dest]
+    hint = f"; did you mean '{close[0]}'?" if close else "; task arguments are set as mephisto.KIND.NAME=VALUE"
+    return ConfigError(f"unknown key '{key}'{hint} ({where})")
 
 
 # -- resolving and building --------------------------------------------------------------------------
