@@ -18,7 +18,8 @@ from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processes, workers_answer
-from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.domain.run_summary import run_state, unit_progress
+from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.providers import make_provider
 from mephisto_dist.runs import run_pool, unit_counts
@@ -92,27 +93,36 @@ def status(run_id: Annotated[int | None, typer.Argument(
                 .order_by(Unit.assigned_at).limit(10)).all()
             recent = int(session.scalar(select(func.count()).select_from(Agent).where(
                 Agent.task_run_id == run_id, Agent.submitted_at >= now - timedelta(minutes=10))) or 0)
-        try:
-            held: int | None = runtime.limiter.held(run_pool(run_id))
-            cap = runtime.limiter.get_cap(run_pool(run_id))
-        except ServiceError:
-            held, cap = None, None
+        finished = run.is_completed
+        held: int | None = None
+        cap: int | None = None
+        if not finished:
+            try:
+                held = runtime.limiter.held(run_pool(run_id))
+                cap = runtime.limiter.get_cap(run_pool(run_id))
+            except ServiceError:
+                held, cap = None, None
         cap = run.max_concurrent_units if cap is None else cap
-        answers = _answers(run.server_url) if run.architect_type == "local" else None
-        total = sum(counts.values())
-        done = sum(n for s, n in counts.items() if s in UNIT_DONE)
+        answers = _answers(run.server_url) if run.architect_type == "local" and not finished else None
+        state = run_state(finished=finished,
+                          stopping_reason=(run.shutdown_reason or "") if run.shutdown_requested_at else None)
         console.print(f"[bold]task run {run_id}[/] ({run.provider_type}, {run.blueprint_type}): "
-                      f"{done}/{total} units done", soft_wrap=True)
+                      f"{state}: {unit_progress(counts)}", soft_wrap=True)
         table = Table()
         for s in ORDER:
             table.add_column(s.value, justify="right")
         table.add_row(*(str(counts.get(s, 0)) for s in ORDER))
         console.print(table)
-        console.print(f"concurrency pool: {'?' if held is None else held} held of "
-                      f"{cap or 'unlimited'}", soft_wrap=True)
-        console.print(f"server: {run.server_url or 'none'}"
-                      + ("" if answers is None else (" (answers)" if answers else " (does NOT answer)")),
-                      soft_wrap=True)
+        if finished:
+            # A finished run holds no tokens and its server was stopped with it: nothing to probe.
+            console.print("concurrency pool: released (the run is finished)", soft_wrap=True)
+            console.print(f"server: {run.server_url or 'none'} (stopped with the run)", soft_wrap=True)
+        else:
+            console.print(f"concurrency pool: {'?' if held is None else held} held of "
+                          f"{cap or 'unlimited'}", soft_wrap=True)
+            console.print(f"server: {run.server_url or 'none'}"
+                          + ("" if answers is None else (" (answers)" if answers else " (does NOT answer)")),
+                          soft_wrap=True)
         console.print(f"provider hosts {counts.get(UnitStatus.LAUNCHED, 0)} available unit(s); "
                       f"{recent / 10:.1f} submissions/min over the last 10 min", soft_wrap=True)
         if in_flight:
