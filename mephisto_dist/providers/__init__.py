@@ -1,8 +1,8 @@
 """Crowd providers: where units are published and workers come from.
 
 A provider is a :class:`CrowdProvider`; ``mock`` publishes nothing and takes worker and assignment from
-the page URL. The marketplace behind ``mturk`` cannot be reached from a test machine; it is driven
-through boto3 behind this same contract.
+the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical Turk through boto3
+behind this same contract.
 """
 
 from __future__ import annotations
@@ -107,7 +107,16 @@ class MockProvider:
         return f"mock:{idempotency_key}"
 
 
+PROVIDER_TYPES = ("mock", "mturk", "mturk_sandbox")
+
+
 def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = None) -> CrowdProvider:
+    """The provider of a run, from its stored ``mephisto.provider`` arguments. Building one makes no
+    remote call (MTurk's client is built on first use)."""
     if provider_type == "mock":
         return MockProvider()
-    raise ConfigError(f"provider {provider_type!r} is not supported yet; supported: mock")
+    if provider_type in ("mturk", "mturk_sandbox"):
+        from mephisto_dist.providers.mturk import MTurkProvider
+
+        return MTurkProvider(provider_type, provider_args)
+    raise ConfigError(f"provider {provider_type!r} is not supported; supported: {', '.join(PROVIDER_TYPES)}")
