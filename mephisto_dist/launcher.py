@@ -17,6 +17,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.providers import make_provider
 from mephisto_dist.queue import LAUNCH_UNITS
+from mephisto_dist.requesters import provider_access_args
 from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.taskconfig import TaskConfig, load_task_config
@@ -51,6 +52,10 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
     its rows. A bundle stored for a run whose rows then fail is harmless: it is content-addressed, and
     the next identical run reuses it."""
     config = prepared.config
+    stored = config.as_dict()
+    with transaction(runtime.sessions) as session:
+        stored["provider"] = provider_access_args(session, config.provider_type, stored["provider"],
+                                                  runtime.settings.deployment)
     with tempfile.TemporaryDirectory(prefix="mephisto-dist-build-") as scratch:
         build_dir = Path(scratch) / "build"
         static_task.build(config.blueprint, build_dir)
@@ -63,7 +68,7 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         provider_type=config.provider_type,
         requester_name=str(config.provider.get("requester_name") or f"{config.provider_type}_requester"),
         sandbox=config.provider_type != "mturk",
-        config=config.as_dict(),
+        config=stored,
         task_dir=str(config.task_dir),
         build_dir="",
         bundle_key=bundle_key,

@@ -174,8 +174,12 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
 
 
 def _task_args(session: Session, run_id: int) -> dict[str, Any]:
+    """The run's ``mephisto.task`` arguments, with the blueprint's qualification requirements and block
+    qualification, which a remote provider turns into its own (MTurk's QualificationRequirements)."""
     config = session.scalar(select(TaskRun.config).where(TaskRun.id == run_id)) or {}
-    return dict(config.get("task", {}))
+    blueprint = config.get("blueprint", {})
+    return {**config.get("task", {}), "qualifications": blueprint.get("qualifications") or [],
+            "block_qualification": blueprint.get("block_qualification")}
 
 
 def _repair_pool(session: Session, ctx: LaunchContext, run_id: int) -> None:

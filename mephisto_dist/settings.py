@@ -17,6 +17,8 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
 - ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
 - ``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``: shared rate for crowd-provider API calls (default 5).
+- ``MEPHISTO_DIST_DEPLOYMENT``: this deployment's name, written on every HIT it creates so that two
+  deployments sharing a requester account tell their HITs apart (default ``default``).
 - ``MEPHISTO_DIST_POOL_RENEW_EVERY_S`` / ``MEPHISTO_DIST_RUN_SWEEP_EVERY_S``: beat intervals for renewing
   and repairing the concurrency pools (default 10 s, a sixth of the lease) and for closing and
   unstalling runs (default 5 s).
@@ -56,6 +58,7 @@ class Settings:
     provider_calls_per_s: float = 5.0
     pool_renew_every_s: float = 10.0
     run_sweep_every_s: float = 5.0
+    deployment: str = "default"
     heartbeat_every_s: float = 10.0
     beat_lock_timeout_s: float = 30.0
     reconcile_every_s: float = 60.0
@@ -113,6 +116,7 @@ class Settings:
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
             f"{ENV_PREFIX}POOL_RENEW_EVERY_S": str(self.pool_renew_every_s),
             f"{ENV_PREFIX}RUN_SWEEP_EVERY_S": str(self.run_sweep_every_s),
+            f"{ENV_PREFIX}DEPLOYMENT": self.deployment,
             f"{ENV_PREFIX}HEARTBEAT_EVERY_S": str(self.heartbeat_every_s),
             f"{ENV_PREFIX}BEAT_LOCK_TIMEOUT_S": str(self.beat_lock_timeout_s),
             f"{ENV_PREFIX}RECONCILE_EVERY_S": str(self.reconcile_every_s),
@@ -133,6 +137,12 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type[float 
     if value < 0:
         raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must not be negative")
     return value
+
+
+def _deployment(name: str) -> str:
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        raise ConfigError(f"{ENV_PREFIX}DEPLOYMENT={name!r} must be letters, digits, '-' or '_' (at most 64)")
+    return name
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -158,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
         pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
         run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),
+        deployment=_deployment(env.get(ENV_PREFIX + "DEPLOYMENT") or "default"),
         heartbeat_every_s=float(_number(env, "HEARTBEAT_EVERY_S", 10.0, float)),
         beat_lock_timeout_s=float(_number(env, "BEAT_LOCK_TIMEOUT_S", 30.0, float)),
         reconcile_every_s=float(_number(env, "RECONCILE_EVERY_S", 60.0, float)),

@@ -90,6 +90,7 @@ def web(
 def _register_commands() -> None:
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
+    from mephisto_dist.cli.requesters import register, requesters
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
     from mephisto_dist.cli.runs import runs, shutdown, status
@@ -101,6 +102,8 @@ def _register_commands() -> None:
     app.command(name="status")(status)
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
+    app.command(name="register")(register)
+    app.command(name="requesters")(requesters)
 
     from mephisto_dist.cli.flower import flower
     from mephisto_dist.cli.review import review_app

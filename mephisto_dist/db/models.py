@@ -61,6 +61,10 @@ class Requester(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     provider_type: Mapped[str] = mapped_column(String(64))
     requester_name: Mapped[str] = mapped_column(String(255))
+    # Where its credentials are (a profile of the AWS shared credentials file; none: the standard AWS
+    # environment) and its API endpoint when not the provider's own. Never a key.
+    aws_profile: Mapped[str | None] = mapped_column(String(255))
+    endpoint_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -199,6 +199,14 @@ MOCK_PROVIDER = Section(
     ),
 )
 
+MTURK_ACCESS = (
+    Argument("endpoint_url", str, None, "MTurk API endpoint; filled in from the requester's registration."),
+    Argument("aws_profile", str, None,
+             "AWS credentials profile of the requester; filled in from its registration (never a key)."),
+    Argument("deployment", str, None, "Deployment name marked on every HIT; filled in from "
+             "MEPHISTO_DIST_DEPLOYMENT."),
+)
+
 MTURK_PROVIDER = Section(
     kind=PROVIDER,
     name="mturk",
@@ -206,6 +214,7 @@ MTURK_PROVIDER = Section(
     arguments=(
         Argument("requester_name", str, MISSING,
                  "Registered requester whose AWS credentials launch the HITs.", required=True),
+        *MTURK_ACCESS,
     ),
 )
 
@@ -216,6 +225,7 @@ MTURK_SANDBOX_PROVIDER = Section(
     arguments=(
         Argument("requester_name", str, MISSING,
                  "Registered sandbox requester whose AWS credentials launch the HITs.", required=True),
+        *MTURK_ACCESS,
     ),
 )
 

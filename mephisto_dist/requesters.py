@@ -1,0 +1,79 @@
+"""Requesters: the provider accounts runs are launched under. A requester row names where its
+credentials are (an AWS profile, or the standard AWS environment) and its endpoint; never a key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import Requester
+from mephisto_dist.db.unique_rows import get_or_create
+from mephisto_dist.errors import ConfigError
+from mephisto_dist.providers.mturk.client import MTURK_TYPES, RequesterAccess
+
+REGISTRABLE = ("mock", *MTURK_TYPES)
+
+
+@dataclass(frozen=True)
+class RegisteredRequester:
+    requester_name: str
+    provider_type: str
+    aws_profile: str | None
+    endpoint_url: str | None
+
+    def access(self) -> RequesterAccess:
+        return RequesterAccess(self.requester_name, self.provider_type, self.aws_profile, self.endpoint_url)
+
+
+def check_endpoint(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"endpoint_url {url!r} must be an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def register(session: Session, provider_type: str, name: str, *, aws_profile: str | None,
+             endpoint_url: str | None, now: datetime) -> RegisteredRequester:
+    """Create or update the requester (registering again replaces how it is reached)."""
+    if provider_type not in REGISTRABLE:
+        raise ConfigError(f"cannot register a requester for {provider_type!r}; choose one of {', '.join(REGISTRABLE)}")
+    if not name or len(name) > 255 or any(c.isspace() for c in name):
+        raise ConfigError(f"requester name {name!r} must be 1 to 255 characters without spaces")
+    requester_id, _ = get_or_create(session, Requester, {"provider_type": provider_type, "requester_name": name},
+                                    {"created_at": now})
+    row = session.get(Requester, requester_id)
+    assert row is not None
+    row.aws_profile = aws_profile
+    row.endpoint_url = endpoint_url
+    return _registered(row)
+
+
+def list_requesters(session: Session) -> list[RegisteredRequester]:
+    rows = session.scalars(select(Requester).order_by(Requester.provider_type, Requester.requester_name))
+    return [_registered(row) for row in rows]
+
+
+def provider_access_args(session: Session, provider_type: str, provider_args: dict[str, Any],
+                         deployment: str) -> dict[str, Any]:
+    """A run's provider arguments with the requester's access filled in from its registration; an MTurk
+    run needs a registered requester."""
+    if provider_type not in MTURK_TYPES:
+        return provider_args
+    name = str(provider_args.get("requester_name") or "")
+    row = session.scalar(select(Requester).where(Requester.provider_type == provider_type,
+                                                 Requester.requester_name == name))
+    if row is None:
+        raise ConfigError(f"requester {name!r} is not registered for {provider_type}; run "
+                          f"'mephisto-dist register {provider_type} name={name} access_key_id=... "
+                          "secret_access_key=...' first")
+    given = {key: value for key, value in provider_args.items() if value is not None}
+    return {**_registered(row).access().as_args(), "deployment": deployment, **given}
+
+
+def _registered(row: Requester) -> RegisteredRequester:
+    return RegisteredRequester(row.requester_name, row.provider_type, row.aws_profile, row.endpoint_url)
