@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
-from mephisto_dist.domain.status import UNIT_SUBMITTED
+from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.storage import Storage
 from mephisto_dist.uploads import stored_keys
@@ -39,8 +39,20 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False) -> Iterator[dict[str, Any]]:
-    statuses = None if include_unsubmitted else [s.value for s in UNIT_SUBMITTED]
+def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> list[str] | None:
+    """Which unit statuses an export holds (``None``: every one). By default the units that ended,
+    submitted or expired, so that what was lost shows next to what was collected."""
+    if include_unsubmitted:
+        return None if include_expired else [s.value for s in UnitStatus if s != UnitStatus.EXPIRED]
+    ended = set(UNIT_SUBMITTED) | ({UnitStatus.EXPIRED} if include_expired else set())
+    return sorted(s.value for s in ended)
+
+
+def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
+                 include_expired: bool = True) -> Iterator[dict[str, Any]]:
+    """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
+    tips and feedback arrive through ``submit_metadata``)."""
+    statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
     last_id = 0
     while True:
         query = (
@@ -73,6 +85,7 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 "start_time": _iso(unit.assigned_at),
                 "end_time": _iso(agent.submitted_at if agent is not None else None),
                 "data": {"inputs": inputs, "outputs": agent.outputs if agent is not None else None},
+                "metadata": (agent.task_metadata or {}) if agent is not None else {},
             }
         last_id = rows[-1][0].id
 
@@ -105,10 +118,11 @@ def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> 
 
 
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in record.items() if k != "data"}
-    for part in ("inputs", "outputs"):
-        values = record["data"][part] or {}
-        for key, value in values.items():
+    flat = {k: v for k, v in record.items() if k not in ("data", "metadata")}
+    parts = {"inputs": record["data"]["inputs"], "outputs": record["data"]["outputs"],
+             "metadata": record.get("metadata")}
+    for part, values in parts.items():
+        for key, value in (values or {}).items():
             flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return flat
 

@@ -26,11 +26,15 @@ def export(
     run: Annotated[int | None, typer.Option("--run", help="One task run, by id.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl, json or csv.")] = "jsonl",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
-    include_unsubmitted: Annotated[bool, typer.Option("--all", help="Also units nobody submitted.")] = False,
+    include_unsubmitted: Annotated[bool, typer.Option(
+        "--all", help="Also units still open (created, launched, assigned).")] = False,
+    include_expired: Annotated[bool, typer.Option(
+        "--expired/--no-expired", help="Include units that expired unsubmitted (the default).")] = True,
     download: Annotated[Path | None, typer.Option(
         "--download", help="Also fetch every uploaded file from storage into this folder.")] = None,
 ) -> None:
-    """Export results: one record per unit with its inputs and outputs."""
+    """Export results: one record per submitted or expired unit, with its status, inputs, outputs and
+    metadata (tips, feedback)."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.export import (
@@ -49,7 +53,8 @@ def export(
     with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run)
         keys: list[str] = []
-        records = collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted), keys)
+        records = collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
+                                                  include_expired=include_expired), keys)
         if output is None:
             count = write_records(records, sys.stdout, fmt)
         else:

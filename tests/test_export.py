@@ -1,0 +1,110 @@
+"""Export: every unit that ended (submitted or expired, expired optional), its status and metadata, in
+all three formats, on SQLite and PostgreSQL; and the command's flags."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from mephisto_dist import agents
+from mephisto_dist.agents import Registration, RunContext
+from mephisto_dist.db.engine import make_sessionmaker, transaction
+from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.db.transitions import move_units
+from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.export import unit_records, write_records
+from tests.factories import make_run, now
+from tests.system import make_runtime
+
+
+def build(factory: Any) -> RunContext:
+    """Four units: two submitted (one with tips and feedback), one expired, one still launched."""
+    run = make_run(factory, assignments=4)
+    for worker, answer in (("ann", "yes"), ("bob", "no, ça va")):
+        reg = Registration.from_request({"provider_data": {"worker_name": worker, "assignment_id": worker}})
+        with transaction(factory) as session:
+            details = agents.register_agent(session, run, reg, now=now())
+            assert details.agent_id
+            if worker == "ann":
+                session.execute(update(Agent).where(Agent.id == details.agent_id).values(
+                    task_metadata={"feedback": "clear task", "tips": [{"text": "read twice"}]}))
+            agents.submit_task(session, run, details.agent_id, {"answer": answer}, now=now())
+    with transaction(factory) as session:
+        launched = list(session.scalars(select(Unit.id).where(Unit.status == UnitStatus.LAUNCHED.value)
+                                        .order_by(Unit.id)))
+        move_units(session, launched[:1], UnitStatus.LAUNCHED, UnitStatus.EXPIRED, now=now())
+    return run
+
+
+def export(factory: Any, run: RunContext, fmt: str, **flags: bool) -> tuple[int, str]:
+    out = io.StringIO()
+    with transaction(factory) as session:
+        count = write_records(unit_records(session, [run.run_id], **flags), out, fmt)
+    return count, out.getvalue()
+
+
+def test_every_ended_unit_with_status_and_metadata_in_jsonl_json_and_csv(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = build(factory)
+
+    count, text = export(factory, run, "jsonl")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert count == 3 and [r["status"] for r in records] == ["completed", "completed", "expired"]
+    ann, bob, lost = records
+    assert ann["worker_name"] == "ann" and ann["data"]["outputs"] == {"answer": "yes"}
+    assert ann["metadata"] == {"feedback": "clear task", "tips": [{"text": "read twice"}]}
+    assert bob["metadata"] == {} and bob["data"]["outputs"] == {"answer": "no, ça va"}
+    assert lost["worker_name"] is None and lost["data"]["outputs"] is None and lost["metadata"] == {}
+    assert lost["data"]["inputs"]["text"].startswith("item ")
+
+    count, text = export(factory, run, "json")
+    assert count == 3 and json.loads(text) == records
+
+    count, text = export(factory, run, "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert count == 3 and [r["status"] for r in rows] == ["completed", "completed", "expired"]
+    assert rows[0]["metadata.feedback"] == "clear task"
+    assert json.loads(rows[0]["metadata.tips"]) == [{"text": "read twice"}]
+    assert rows[1]["outputs.answer"] == "no, ça va" and rows[1]["metadata.feedback"] == ""
+    assert rows[2]["outputs.answer"] == "" and rows[2]["inputs.text"].startswith("item ")
+
+    count, text = export(factory, run, "jsonl", include_expired=False)
+    assert count == 2 and "expired" not in {json.loads(line)["status"] for line in text.splitlines()}
+    count, text = export(factory, run, "jsonl", include_unsubmitted=True)
+    assert count == 4 and [json.loads(line)["status"] for line in text.splitlines()][-1] == "launched"
+    count, text = export(factory, run, "csv", include_unsubmitted=True, include_expired=False)
+    assert count == 3 and [r["status"] for r in csv.DictReader(io.StringIO(text))] == [
+        "completed", "completed", "launched"]
+
+
+def test_the_export_command_writes_each_format_and_leaves_expired_out_on_request(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    database_url = f"sqlite:///{data / 'mephisto-dist.db'}"
+    runtime = make_runtime(data, database_url, "redis://unused")
+    run = build(runtime.sessions)
+    runtime.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env.update({"MEPHISTO_DIST_DATA_DIR": str(data), "MEPHISTO_DIST_DATABASE_URL": database_url})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "export", "--run", str(run.run_id),
+                                 *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    assert [json.loads(line)["status"] for line in cli().stdout.splitlines()] == ["completed", "completed", "expired"]
+    assert len(json.loads(cli("--format", "json").stdout)) == 3
+    target = tmp_path / "out.csv"
+    done = cli("--format", "csv", "--no-expired", "-o", str(target))
+    assert "exported 2 unit(s) from 1 run(s)" in done.stderr
+    rows = list(csv.DictReader(target.open(encoding="utf-8", newline="")))
+    assert [r["status"] for r in rows] == ["completed", "completed"] and rows[0]["metadata.feedback"] == "clear task"
+    assert [json.loads(line)["status"] for line in cli("--all").stdout.splitlines()][-1] == "launched"
