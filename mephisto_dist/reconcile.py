@@ -30,11 +30,13 @@ def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s
     counts: dict[str, int] = {}
     with read_transaction(factory) as session:
         run_ids = _open_run_ids(session)
-        wanted = {run_pool(run_id): pool_members(session, [run_id], limiter.holders(run_pool(run_id)))
-                  for run_id in run_ids}
-        wanted[GLOBAL_POOL] = pool_members(session, run_ids, limiter.holders(GLOBAL_POOL))
+        # Each pool's holders are read before the database: a launch that takes a token after that is
+        # not in the recount, and must keep its token (reconcile drops only holders seen here).
+        seen = {pool: limiter.holders(pool) for pool in [*map(run_pool, run_ids), GLOBAL_POOL]}
+        wanted = {run_pool(run_id): pool_members(session, [run_id], seen[run_pool(run_id)]) for run_id in run_ids}
+        wanted[GLOBAL_POOL] = pool_members(session, run_ids, seen[GLOBAL_POOL])
     for pool, members in wanted.items():
-        counts[pool] = limiter.reconcile(pool, members, lease_s)
+        counts[pool] = limiter.reconcile(pool, members, lease_s, seen=seen[pool])
     counts.update(_reconcile_worker_pools(factory, limiter, run_ids, lease_s=lease_s))
     return counts
 

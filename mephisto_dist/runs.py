@@ -111,6 +111,8 @@ _RUN_FOR_LAUNCH = select(TaskRun.is_completed, TaskRun.shutdown_requested_at, Ta
                          TaskRun.server_url).where(TaskRun.id == bindparam("run_id"))
 _ACTIVE_COUNT = select(func.count()).select_from(Unit).where(
     Unit.task_run_id == bindparam("run_id"), Unit.status.in_([s.value for s in UNIT_ACTIVE]))
+_STILL_CREATED = select(Unit.id).where(Unit.id.in_(bindparam("ids", expanding=True)),
+                                      Unit.status == UnitStatus.CREATED.value)
 _CREATED = (select(Unit.id).where(Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.CREATED.value)
             .order_by(Unit.id).limit(bindparam("limit")))
 
@@ -164,13 +166,23 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
                 moved = set(move_units_each(session, [(p.unit_id, {"provider_unit_id": p.provider_unit_id})
                                                       for p in published],
                                             UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now))
-            finally:
-                lost = [u for u in taken if u not in moved]
-                for unit_id in lost if pools else ():  # another launcher got there first, or publishing failed
-                    ctx.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
+            except BaseException:
+                _give_back(ctx, [u for u in taken if u not in moved], pools)  # publishing failed
+                raise
+            lost = [u for u in taken if u not in moved]
+            if lost and pools:
+                # A unit another launcher moved first keeps its token: the holder is the unit, so that
+                # token is now the launched unit's (giving it back would let the pool admit one too
+                # many). Only units still waiting (not published) give theirs back.
+                _give_back(ctx, list(connection.execute(_STILL_CREATED, {"ids": lost}).scalars()), pools)
         launched += len(moved)
         if refused or cap or len(candidates) < batch:
             return launched
+
+
+def _give_back(ctx: LaunchContext, unit_ids: Sequence[int], pools: Sequence[PoolLimit]) -> None:
+    for unit_id in unit_ids if pools else ():
+        ctx.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
 
 
 def _task_args(session: Session, run_id: int) -> dict[str, Any]:
@@ -186,7 +198,8 @@ def _repair_pool(session: Session, ctx: LaunchContext, run_id: int) -> None:
     """The pool holds fewer tokens than the run has active units: it lost them (Redis restarted or was
     flushed). Rebuild it from the database before taking more, so the cap still holds."""
     pool = run_pool(run_id)
-    ctx.limiter.reconcile(pool, pool_members(session, [run_id], ctx.limiter.holders(pool)), ctx.lease_s)
+    seen = ctx.limiter.holders(pool)  # before the database is read: later launches keep their tokens
+    ctx.limiter.reconcile(pool, pool_members(session, [run_id], seen), ctx.lease_s, seen=seen)
 
 
 def pool_members(session: Session, run_ids: Sequence[int], current: set[str]) -> set[str]:

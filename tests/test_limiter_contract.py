@@ -177,6 +177,20 @@ def test_reconcile_replaces_contents(harness: Harness) -> None:
     assert limiter.held("run") == 0
 
 
+def test_reconcile_keeps_a_token_taken_after_the_caller_looked(harness: Harness) -> None:
+    """A launch that takes a token between the recount's look at the pool and its database read is not
+    in the recount; dropping it would let the pool admit one more than its cap."""
+    limiter = harness.limiter
+    for holder in ["unit:1", "unit:2"]:
+        limiter.acquire(holder, [limit("run", 3)])
+    seen = limiter.holders("run")
+    assert limiter.acquire("unit:3", [limit("run", 3)]) == OK  # a launch racing the recount
+    assert limiter.reconcile("run", ["unit:2", "unit:9"], 60.0, seen=seen) == 3
+    assert limiter.holders("run") == {"unit:2", "unit:3", "unit:9"}
+    assert limiter.acquire("unit:4", [limit("run", 3)]).ok is False
+    assert limiter.reconcile("run", [], 60.0, seen=limiter.holders("run")) == 0
+
+
 def test_reconcile_gives_fresh_leases(harness: Harness) -> None:
     limiter = harness.limiter
     assert limiter.reconcile("run", {"unit:1", "unit:2"}, LEASE_S) == 2

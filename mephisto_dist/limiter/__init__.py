@@ -87,8 +87,14 @@ class Limiter(Protocol):
         """Who holds the pool's live tokens."""
         ...
 
-    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
-        """Atomically make the pool exactly ``holders``, all with fresh leases; returns the count."""
+    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None, *,
+                  seen: Collection[str] | None = None) -> int:
+        """Atomically give ``holders`` fresh leases and drop the others; returns the count.
+
+        ``seen``: the holders the caller read before the recount. Only those of them missing from
+        ``holders`` are dropped, so a token acquired after the caller looked survives (a launch racing
+        the recount). Without it the pool becomes exactly ``holders``.
+        """
         ...
 
     def set_cap(self, pool: str, cap: int | None) -> None:

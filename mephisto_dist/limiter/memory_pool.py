@@ -65,11 +65,15 @@ class MemoryLimiter:
         with self._lock:
             return set(self._pruned(pool, self._clock()))
 
-    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None, *,
+                  seen: Collection[str] | None = None) -> int:
         check_lease(lease_s)
         with self._lock:
-            expiry = _expiry(self._clock(), lease_s)
-            self._pools[pool] = dict.fromkeys(holders, expiry)
+            now = self._clock()
+            expiry = _expiry(now, lease_s)
+            kept = {} if seen is None else {
+                holder: until for holder, until in self._pruned(pool, now).items() if holder not in set(seen)}
+            self._pools[pool] = {**kept, **dict.fromkeys(holders, expiry)}
             return len(self._pools[pool])
 
     def set_cap(self, pool: str, cap: int | None) -> None:

@@ -1,13 +1,16 @@
--- reconcile.lua: make a pool exactly the given holders, all with fresh leases.
+-- reconcile.lua: make a pool the given holders, all with fresh leases.
 --
 -- KEYS[1]     pool: ZSET holder -> lease expiry (server-clock ms; +inf = never expires)
 -- ARGV[1]     lease in ms, or 'never'
--- ARGV[2..n]  holders (the database's recount)
+-- ARGV[2]     'all', or k: how many holders the caller saw in the pool before it read the database
+-- ARGV[3..]   with k: those k holders, then the database's recount; with 'all': the recount only
 -- Returns the number of holders now in the pool.
 --
--- Used by the beat job that recounts from unit statuses, so a pool lost to a Redis restart or
--- FLUSHALL is rebuilt. Holders are added one call each: unpacking thousands of them into one ZADD
--- would overflow the Lua stack.
+-- Used by the beat job (and a launcher that finds tokens missing) to recount from unit statuses, so a
+-- pool lost to a Redis restart or FLUSHALL is rebuilt. With 'all' the pool becomes exactly the recount.
+-- With the holders seen, only those of them the recount dropped are removed: a holder that acquired
+-- after the caller looked (a launch racing the recount) keeps its token, or the cap would be exceeded.
+-- Holders are added one call each: unpacking thousands of them into one ZADD would overflow the Lua stack.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -17,11 +20,29 @@ if ARGV[1] ~= 'never' then
   expiry = now + tonumber(ARGV[1])
 end
 
-redis.call('DEL', pool)
-for i = 2, #ARGV do
+local first = 3
+if ARGV[2] == 'all' then
+  redis.call('DEL', pool)
+else
+  local seen = tonumber(ARGV[2])
+  first = 3 + seen
+  local wanted = {}
+  for i = first, #ARGV do
+    wanted[ARGV[i]] = true
+  end
+  for i = 3, first - 1 do
+    if not wanted[ARGV[i]] then
+      redis.call('ZREM', pool, ARGV[i])
+    end
+  end
+end
+for i = first, #ARGV do
   redis.call('ZADD', pool, expiry, ARGV[i])
 end
-if #ARGV > 1 and ARGV[1] ~= 'never' then
-  redis.call('PEXPIREAT', pool, math.ceil(expiry))
+if #ARGV >= first and ARGV[1] ~= 'never' then
+  local ttl = redis.call('PTTL', pool)
+  if ttl < 0 or now + ttl < expiry then
+    redis.call('PEXPIREAT', pool, math.ceil(expiry))
+  end
 end
 return redis.call('ZCARD', pool)

@@ -123,10 +123,12 @@ class RedisLimiter:
     def holders(self, pool: str) -> set[str]:
         return self._live(pool)
 
-    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
+    def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None, *,
+                  seen: Collection[str] | None = None) -> int:
         check_lease(lease_s)
+        looked = ["all"] if seen is None else [str(len(seen)), *seen]
         with self._boundary:
-            return int(self._reconcile([keys.pool_key(pool, self._prefix)], [_lease_arg(lease_s), *holders]))
+            return int(self._reconcile([keys.pool_key(pool, self._prefix)], [_lease_arg(lease_s), *looked, *holders]))
 
     def set_cap(self, pool: str, cap: int | None) -> None:
         check_cap(cap)
