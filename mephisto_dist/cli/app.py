@@ -83,13 +83,16 @@ def web(
     run: Annotated[int | None, typer.Option("--run", help="Serve this run (default: the newest open run on --port).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    public_port: Annotated[int | None, typer.Option(
+        "--public-port", help="The run's port when a balancer listens on it and this process behind it "
+        "(default: --port).")] = None,
 ) -> None:
     """Serve the worker-facing pages and router protocol (the Procfile's web process)."""
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
     from mephisto_dist.web.server import serve
 
-    serve(Runtime(load_settings()), run_id=run, host=host, port=port)
+    serve(Runtime(load_settings()), run_id=run, host=host, port=port, public_port=public_port)
 
 
 def _register_commands() -> None:

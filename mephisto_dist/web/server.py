@@ -7,12 +7,12 @@ import logging
 from mephisto_dist.runtime import Runtime
 
 
-def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int) -> None:
+def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None) -> None:
     import uvicorn
 
     from mephisto_dist.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # uvicorn's own access log would repeat ours, without the time taken.
-    uvicorn.run(create_app(runtime, run_id=run_id, port=port), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(runtime, run_id=run_id, port=public_port or port), host=host, port=port, log_level="warning",
                 access_log=False, log_config=None)

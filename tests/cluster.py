@@ -1,0 +1,171 @@
+"""Machines for the multi-machine tests: each is a set of processes with its own loopback address
+(127.0.0.2, 127.0.0.3, ...) and its own data directory. They share nothing but the services' TCP URLs
+(PostgreSQL, Redis, S3 over HTTP) and an nginx balancer in front of their web processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mephisto_dist.settings import Settings, load_settings
+from tests.conftest import free_port, wait_for
+from tests.system import ROOT, stop
+
+NGINX_SITE = ROOT / "infra" / "nginx" / "mephisto-dist.conf"
+
+
+@contextmanager
+def redis_over_tcp(directory: Path) -> Iterator[str]:
+    """A private redis-server on 127.0.0.1 (TCP only: no unix socket)."""
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is not on PATH (see .ci/run)"
+    port = free_port()
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                "--appendonly", "no", "--dir", str(directory)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        wait_for(lambda: _pings(client), message="redis-server to start")
+        client.close()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _pings(client: object) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except redis.ConnectionError:
+        return False
+
+
+@dataclass
+class Machine:
+    address: str
+    data_dir: Path
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    def spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = self.data_dir / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(list(argv), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+
+    def web(self, port: int, public_port: int) -> subprocess.Popen[bytes]:
+        process = self.spawn(f"web-{port}", sys.executable, "-m", "mephisto_dist.cli.app", "web",
+                             "--host", self.address, "--port", str(port), "--public-port", str(public_port))
+        wait_for(lambda: process.poll() is not None or _answers(f"http://{self.address}:{port}/task_config.json"),
+                 timeout_s=30, message=f"web on {self.address}:{port}")
+        assert process.poll() is None, (self.data_dir / f"web-{port}.log").read_text()
+        return process
+
+    def worker(self, name: str) -> subprocess.Popen[bytes]:
+        log = self.data_dir / f"{name}.log"
+        process = self.spawn(name, sys.executable, "-m", "celery", "-A", "workers", "worker", "-E",
+                             "--prefetch-multiplier", "1", "--concurrency", "2", "--loglevel", "INFO",
+                             "--hostname", f"{name}@{self.address}")
+        wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
+                 message=f"Celery worker {name}")
+        assert process.poll() is None, log.read_text()
+        return process
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        return self.spawn("beat", sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
+                          "--schedule", str(self.data_dir / "beat.schedule"))
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL, as a machine losing power would: no cleanup of any kind."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def machine(root: Path, address: str, shared: dict[str, str], **extra: str) -> Machine:
+    data_dir = root / address
+    data_dir.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env.update(shared)
+    env["MEPHISTO_DIST_DATA_DIR"] = str(data_dir)
+    env.update({f"MEPHISTO_DIST_{k}": v for k, v in extra.items()})
+    env["COLUMNS"] = "200"
+    return Machine(address, data_dir, env)
+
+
+@contextmanager
+def nginx(directory: Path, address: str, port: int, upstreams: list[str]) -> Iterator[str]:
+    """Debian's nginx, unprivileged, running ``infra/nginx/mephisto-dist.conf`` with these upstreams."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    site = NGINX_SITE.read_text()
+    servers = "".join(f"    server {u} max_fails=1 fail_timeout=5s;\n" for u in upstreams)
+    site = re.sub(r"(?m)^    server 10\.0\.0\.\d+:\d+ .*\n", "", site)
+    site = site.replace("    keepalive 64;", servers + "    keepalive 64;")
+    site = site.replace("listen 3000;", f"listen {address}:{port};")
+    directory.mkdir(parents=True, exist_ok=True)
+    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / temp).mkdir(exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+{site}
+}}
+""")
+    log = (directory / "nginx.out").open("ab")
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(directory)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{address}:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or _answers(url + "/task_config.json"), timeout_s=20,
+                 message="nginx to answer")
+        assert process.poll() is None, (directory / "error.log").read_text()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
