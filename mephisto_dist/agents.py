@@ -229,8 +229,7 @@ def register_agent(
             return gated
     can_do = run.hooks.worker_can_do_unit
     for attempt in range(CLAIM_ATTEMPTS):
-        candidate = (_candidate_unit(session, run.run_id, worker_id) if can_do is None
-                     else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
+        candidate = _candidate(session, run, reg, worker_id, can_do, gate, now=now)
         if candidate is None:
             if (can_do is None and attempt + 1 < CLAIM_ATTEMPTS
                     and _units_in_flight(session, run.run_id, worker_id)):
@@ -357,6 +356,48 @@ _OPEN_UNITS_LOCKED = _OPEN_UNITS.with_for_update(of=Unit, skip_locked=True)
 _OPEN_UNITS_AFTER = _OPEN_UNITS.where(Unit.id > bindparam("after_id")).limit(CAN_DO_BATCH)
 _OPEN_UNITS_AFTER_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.id > bindparam("after_id")).limit(CAN_DO_BATCH)
 _OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, skip_locked=True)
+
+
+# A HIT of a one-assignment-per-HIT provider (MTurk) names its unit.
+HIT_PROVIDERS = ("mturk", "mturk_sandbox")
+_UNIT_OF_HIT = _OPEN_UNITS.where(Unit.provider_unit_id == bindparam("hit_id"))
+_UNIT_OF_HIT_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.provider_unit_id == bindparam("hit_id"))
+_HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Agent.provider_data)
+             .join(Agent, Agent.id == Unit.agent_id)
+             .where(Unit.task_run_id == bindparam("run_id"), Unit.provider_unit_id == bindparam("hit_id"),
+                    Unit.status == UnitStatus.ASSIGNED.value, Agent.status == AgentStatus.IN_TASK.value))
+
+
+def _candidate(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, can_do: WorkerCanDoUnit | None,
+    gate: WorkerGate | None, *, now: datetime,
+) -> tuple[int, int, Any] | None:
+    hit_id = reg.provider_data.get("hit_id")
+    if not hit_id or run.provider_type not in HIT_PROVIDERS:
+        return (_candidate_unit(session, run.run_id, worker_id) if can_do is None
+                else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
+    _take_back_ended_assignment(session, run, str(hit_id), str(reg.provider_data.get("assignment_id") or ""),
+                                gate, now=now)
+    query = _UNIT_OF_HIT if worker_id is None else _UNIT_OF_HIT_FOR_WORKER
+    row = _run(session, query, {"run_id": run.run_id, "worker_id": worker_id, "hit_id": str(hit_id)}).first()
+    if row is None or (can_do is not None and not _worker_can_do(can_do, reg.worker_name, row[2])):
+        return None
+    return int(row[0]), int(row[1]), row[2]
+
+
+def _take_back_ended_assignment(
+    session: Session, run: RunContext, hit_id: str, assignment_ref: str, gate: WorkerGate | None, *, now: datetime,
+) -> None:
+    """MTurk hands a one-assignment HIT to a new assignment only once the previous one was returned or
+    abandoned: the unit still held by that earlier assignment's agent comes back (the agent returned)."""
+    held = _run(session, _HELD_HIT, {"run_id": run.run_id, "hit_id": hit_id}).first()
+    if held is None or not assignment_ref or (held.provider_data or {}).get("assignment_id") == assignment_ref:
+        return
+    if not move_agent(session, held.agent_id, AgentStatus.IN_TASK, AgentStatus.RETURNED, now=now):
+        return
+    if move_unit(session, held.id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now, agent_id=None, worker_id=None) \
+            and gate is not None and held.worker_id is not None:
+        gate.limiter.release(unit_holder(held.id), [keys.worker_assigned_pool(run.run_id, held.worker_id)])
 
 
 def _candidate_unit(session: Session, run_id: int, worker_id: int | None) -> tuple[int, int, Any] | None:

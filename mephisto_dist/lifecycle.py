@@ -93,6 +93,11 @@ def force_expire(
     with transaction(factory) as session:
         rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)).all()
+        held_hits = list(session.scalars(select(Unit.provider_unit_id).where(
+            Unit.id.in_([u for u, _, _ in rows]), Unit.provider_unit_id.is_not(None))))
+    # Expired here, the units' HITs must not be handed to another worker after the holder returns them.
+    provider.unpublish_units([hit for hit in held_hits if hit])
+    with transaction(factory) as session:
         expired = move_units(session, [u for u, _, _ in rows], UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now)
         for unit_id, agent_id, _ in rows:
             if unit_id in expired and agent_id:
