@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -24,6 +24,7 @@ from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun
+from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
 from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
@@ -215,6 +216,7 @@ class Attached:
     server: ServerPlan
     task_name: str
     children: ChildProcesses
+    _live: Live | None = field(default=None, init=False, repr=False)
 
     @property
     def runtime(self) -> Runtime:
@@ -262,13 +264,14 @@ class Attached:
         last_line: str | None = None
         waiting_said: int | None = None
         live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+        self._live = live
         if live is not None:
             live.start()
         try:
             while True:
                 if interrupts.terminated:
-                    err_console.print(f"terminated: services stopped; the run stays open "
-                                      f"(mephisto-dist resume {self.run_id})", soft_wrap=True)
+                    self._say(f"terminated: services stopped; the run stays open "
+                              f"(mephisto-dist resume {self.run_id})")
                     raise typer.Exit(EXIT_TERMINATED)
                 if interrupts.count >= 2:
                     self._force()
@@ -285,7 +288,7 @@ class Attached:
                     reason = stored.shutdown_reason
                 if stopped_elsewhere:  # by `mephisto-dist shutdown` or a beat sweep
                     draining = True
-                    console.print(f"the run is stopping: {reason}", soft_wrap=True)
+                    self._say(f"the run is stopping: {reason}")
                     self._drain(None)
                     continue
                 if live is not None:
@@ -299,28 +302,35 @@ class Attached:
                     return False
                 in_flight = counts.get(UnitStatus.ASSIGNED, 0)
                 if draining and in_flight != waiting_said:
-                    err_console.print(f"waiting on {in_flight} units in flight; Ctrl-C again to force quit",
-                                      soft_wrap=True)
+                    self._say(f"waiting on {in_flight} units in flight; Ctrl-C again to force quit")
                     waiting_said = in_flight
                 time.sleep(POLL_S)
         finally:
             if live is not None:
                 live.stop()
+            self._live = None
+
+    def _say(self, text: str) -> None:
+        """A stop message: above the live table on a terminal (written beside it, the table's next
+        refresh would draw over it), on stderr otherwise."""
+        if self._live is not None:
+            self._live.console.print(text, soft_wrap=True, highlight=False)
+        else:
+            err_console.print(text, soft_wrap=True, highlight=False)
 
     def _drain(self, reason: str | None) -> None:
-        err_console.print("stopping: no more launches; taking available units off the provider "
-                          "(this step finishes even if you press Ctrl-C)", soft_wrap=True)
+        self._say("stopping: no more launches; taking available units off the provider "
+                  "(this step finishes even if you press Ctrl-C)")
         now = _now()
         if reason is not None:
             with transaction(self.runtime.sessions) as session:
                 lifecycle.request_shutdown(session, self.run_id, reason, now=now)
         count = lifecycle.expire_available_units(self.runtime.sessions, self._provider(), self.runtime.limiter,
                                                  self.run_id, now=now)
-        err_console.print(f"{count} available unit(s) expired", soft_wrap=True)
+        self._say(f"{count} available unit(s) expired")
 
     def _force(self) -> None:
-        err_console.print("force quit: disconnecting active workers and expiring every unit not submitted",
-                          soft_wrap=True)
+        self._say("force quit: disconnecting active workers and expiring every unit not submitted")
         now = _now()
         with transaction(self.runtime.sessions) as session:
             lifecycle.request_shutdown(session, self.run_id, lifecycle.REASON_FORCED, now=now)
@@ -369,10 +379,7 @@ def _print_worker_urls(provider: CrowdProvider, server_url: str) -> None:
 
 
 def _table(run_id: int, counts: dict[UnitStatus, int], elapsed_s: float) -> Table:
-    total = sum(counts.values())
-    done = sum(n for s, n in counts.items() if s not in (UnitStatus.CREATED, UnitStatus.LAUNCHED,
-                                                          UnitStatus.ASSIGNED))
-    table = Table(title=f"task run {run_id}: {done}/{total} units done ({elapsed_s:.0f}s)", expand=False)
+    table = Table(title=f"task run {run_id}: {unit_progress(counts)} ({elapsed_s:.0f}s)", expand=False)
     for status in SHOWN_STATUSES:
         table.add_column(status.value, justify="right")
     table.add_row(*(str(counts.get(s, 0)) for s in SHOWN_STATUSES))
