@@ -231,9 +231,12 @@ class Attached:
                     children.start_web(self.run_id, self.server.bind_host, self.server.port)
                 # The first units are launched here, while the server starts, so that they are
                 # claimable the moment it answers; the Celery launch task then finds them done.
-                launch_units(self.runtime.sessions, LaunchContext(
-                    self.runtime.limiter, self._provider(), self.runtime.settings.lease_ttl_s,
-                    self.runtime.settings.max_concurrent_units), self.run_id, now=_now())
+                # Not on a marketplace (MTurk): a HIT up before the server answers shows workers a dead page.
+                provider = self._provider()
+                if provider.publishes_instantly:
+                    launch_units(self.runtime.sessions, LaunchContext(
+                        self.runtime.limiter, provider, self.runtime.settings.lease_ttl_s,
+                        self.runtime.settings.max_concurrent_units), self.run_id, now=_now())
                 enqueue_launch(self.runtime, self.run_id)
                 if self.server.should_run_server:
                     _wait_for_server(self.server.port, children, interrupts)
@@ -243,7 +246,7 @@ class Attached:
                 children.start_beat()
                 console.print(f"task run [bold]{self.run_id}[/] of [bold]{self.task_name}[/] launched in "
                               f"{time.monotonic() - started:.1f}s; logs in {children.log_dir}")
-                _print_worker_urls(self._provider(), self.server.public_url)
+                _print_worker_urls(provider, self.server.public_url)
                 forced = self._watch(children, interrupts)
             finally:
                 children.stop(FORCE_STOP_TIMEOUT_S if interrupts.count >= 2 else 10.0)
@@ -372,6 +375,7 @@ def _check_children(children: ChildProcesses) -> None:
 def _print_worker_urls(provider: CrowdProvider, server_url: str) -> None:
     url = provider.worker_url(server_url, "worker1", "1")
     if url is None:
+        console.print(f"workers find the HITs on {provider.provider_type}; each opens {server_url}", soft_wrap=True)
         return
     console.print("Open the task as a worker (any worker_id / assignment_id you like):")
     console.print(f"  {url}", soft_wrap=True)
