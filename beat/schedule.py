@@ -15,6 +15,8 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "renew-and-repair-concurrency-pools": {"task": queue.RECONCILE_POOLS,
                                                "schedule": settings.pool_renew_every_s},
         "finish-and-unstall-runs": {"task": queue.RECONCILE_RUNS, "schedule": settings.run_sweep_every_s},
+        "disconnect-silent-pages-and-recover-calls": {"task": queue.LIVE_SWEEP,
+                                                      "schedule": settings.live_sweep_every_s},
         "resend-unfinished-provider-calls": {"task": queue.RESEND_PROVIDER_CALLS,
                                              "schedule": PROVIDER_CALL_SWEEP_EVERY_S},
     }

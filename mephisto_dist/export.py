@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
+from mephisto_dist.live.calls import calls_by_agent
 from mephisto_dist.storage import Storage
 from mephisto_dist.uploads import stored_keys
 
@@ -71,7 +72,12 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
         rows = session.execute(query).all()
         if not rows:
             return
+        # A live task's remote calls and answers (Mephisto's agent state ``requests``) go with its data.
+        requests = calls_by_agent(session, [agent.id for _, _, _, _, agent, _ in rows if agent is not None])
         for unit, inputs, run_id, task_name, agent, worker_name in rows:
+            data: dict[str, Any] = {"inputs": inputs, "outputs": agent.outputs if agent is not None else None}
+            if agent is not None and agent.id in requests:
+                data["requests"] = requests[agent.id]
             yield {
                 "unit_id": str(unit.id),
                 "assignment_id": str(unit.assignment_id),
@@ -84,7 +90,7 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 "pay_amount": unit.pay_amount,
                 "start_time": _iso(unit.assigned_at),
                 "end_time": _iso(agent.submitted_at if agent is not None else None),
-                "data": {"inputs": inputs, "outputs": agent.outputs if agent is not None else None},
+                "data": data,
                 "metadata": (agent.task_metadata or {}) if agent is not None else {},
             }
         last_id = rows[-1][0].id
@@ -124,6 +130,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     for part, values in parts.items():
         for key, value in (values or {}).items():
             flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if "requests" in record["data"]:
+        flat["requests"] = json.dumps(record["data"]["requests"], ensure_ascii=False)
     return flat
 
 

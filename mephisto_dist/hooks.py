@@ -11,6 +11,8 @@ The file is named by ``mephisto.blueprint.hooks_module`` (an absolute path, norm
   recorded.
 - ``onboarding_data: dict``: merged into the onboarding page's data (its ``${key}`` placeholders).
 - ``task_config: dict``: merged into ``/task_config.json``.
+- ``function_registry: dict`` (``remote_procedure`` tasks): name -> ``fn(request_id, args, agent_state)``,
+  the functions a worker's page may call; each call runs on the Celery workers.
 
 Where each runs. ``validate_onboarding`` and ``worker_can_do_unit`` decide the answer to a worker's
 request, so they run in the web process that answers it, as Mephisto ran them in its server process;
@@ -62,6 +64,7 @@ class TaskHooks:
     on_unit_submitted: OnUnitSubmitted | None = None
     onboarding_data: dict[str, Any] = field(default_factory=dict)
     task_config: dict[str, Any] = field(default_factory=dict)
+    function_registry: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 NO_HOOKS: Final = TaskHooks()
@@ -112,7 +115,21 @@ def load_hooks(path: str, search_dir: str | None = None) -> TaskHooks:
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{path}: {name} must be a dict, found {type(value).__name__}")
         found[name] = dict(value or {})
+    found["function_registry"] = _function_registry(path, getattr(module, "function_registry", None))
     return TaskHooks(path=path, **found)
+
+
+def _function_registry(path: str, value: Any) -> dict[str, Callable[..., Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: function_registry must be a dict of name -> function, "
+                          f"found {type(value).__name__}")
+    for name, function in value.items():
+        if not isinstance(name, str) or not callable(function):
+            raise ConfigError(f"{path}: function_registry[{name!r}] must be a function, "
+                              f"found {type(function).__name__}")
+    return dict(value)
 
 
 def _import(path: Path, search_dir: str | None = None) -> ModuleType:

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 LAUNCH_UNITS = "mephisto_dist.launch_units"
 UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
 UNIT_SUBMITTED = "mephisto_dist.unit_submitted"
+REMOTE_CALL = "mephisto_dist.remote_call"
+LIVE_SWEEP = "mephisto_dist.live_sweep"
 RECONCILE_POOLS = "mephisto_dist.reconcile_pools"
 RECONCILE_RUNS = "mephisto_dist.reconcile_runs"
 

@@ -28,6 +28,12 @@ Everything else receives a :class:`Settings`. Variables:
   30 s): a second beat takes over after at most this long.
 - ``MEPHISTO_DIST_RECONCILE_EVERY_S``: beat interval of the server and crowd-provider reconcilers
   (default 60 s).
+- ``MEPHISTO_DIST_LIVE_DISCONNECT_S``: a live page silent (no heartbeat) this long is disconnected and its
+  unit goes back to the pool (default 15 s, Mephisto's router's ``FAILED_PING_TIME``; pages beat every 6 s).
+- ``MEPHISTO_DIST_REMOTE_CALL_LEASE_S``: a Celery worker running a remote call renews a lease this long;
+  when it lapses the worker is taken for dead and the call re-run once (default 3 s).
+- ``MEPHISTO_DIST_LIVE_SWEEP_EVERY_S``: beat interval of the live sweep (silent pages, orphaned calls;
+  default 2 s).
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class Settings:
     flower_basic_auth: str | None = field(default=None, repr=False)
     flower_own_auth: bool = False
     metrics_port: int | None = None
+    live_disconnect_s: float = 15.0
+    remote_call_lease_s: float = 3.0
+    live_sweep_every_s: float = 2.0
 
     @property
     def embedded_redis(self) -> bool:
@@ -120,6 +129,9 @@ class Settings:
             f"{ENV_PREFIX}HEARTBEAT_EVERY_S": str(self.heartbeat_every_s),
             f"{ENV_PREFIX}BEAT_LOCK_TIMEOUT_S": str(self.beat_lock_timeout_s),
             f"{ENV_PREFIX}RECONCILE_EVERY_S": str(self.reconcile_every_s),
+            f"{ENV_PREFIX}LIVE_DISCONNECT_S": str(self.live_disconnect_s),
+            f"{ENV_PREFIX}REMOTE_CALL_LEASE_S": str(self.remote_call_lease_s),
+            f"{ENV_PREFIX}LIVE_SWEEP_EVERY_S": str(self.live_sweep_every_s),
         }
         if self.redis_url is not None:
             env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
@@ -175,4 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flower_basic_auth=flower_basic_auth,
         flower_own_auth=bool(env.get("FLOWER_BASIC_AUTH") or env.get("FLOWER_AUTH")),
         metrics_port=metrics_port,
+        live_disconnect_s=float(_number(env, "LIVE_DISCONNECT_S", 15.0, float)),
+        remote_call_lease_s=float(_number(env, "REMOTE_CALL_LEASE_S", 3.0, float)),
+        live_sweep_every_s=float(_number(env, "LIVE_SWEEP_EVERY_S", 2.0, float)),
     )

@@ -56,12 +56,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def celery_worker(settings: Settings, log: Path, concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: str = "test",
+                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process (its own process group); ``name`` tells two workers apart."""
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
-            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h"],
+            cwd=ROOT, env={**child_env(settings), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
     try:
         wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
                  message="the Celery worker to be ready")

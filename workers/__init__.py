@@ -12,5 +12,5 @@ _settings = load_settings()
 app = make_celery(_settings)
 install_heartbeat(app, _settings)
 
-import workers.review_tasks  # noqa: F401  (registers the review tasks on ``app``)
-from workers import tasks  # noqa: F401  (registers the tasks on ``app``)
+# Imported for their side effect: each registers its tasks on ``app``.
+from workers import review_tasks, runner_tasks, tasks  # noqa: F401

@@ -8,13 +8,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
 
 from celery import Celery
 from sqlalchemy import select
 
-from mephisto_dist import queue
-from mephisto_dist.bundles import run_files
+from mephisto_dist import queue, runner_events
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
 from mephisto_dist.providers import CrowdProvider, make_provider
@@ -65,16 +63,15 @@ def launch_units_task(run_id: int) -> int:
 
 @app.task(name=queue.UNIT_ASSIGNED)  # type: ignore[untyped-decorator]
 def unit_assigned(agent_id: str) -> None:
-    """The TaskRunner's on-assigned hook. A static task has no live exchange with the worker, so
-    there is nothing to run beyond confirming the agent exists."""
-    with transaction(runtime().sessions) as session:
-        if session.get(Agent, agent_id) is None:
-            log.warning("unit_assigned for unknown agent %s", agent_id)
+    """The TaskRunner's on-assigned event: store the agent's initial state (sent only for blueprints
+    whose runner wants it)."""
+    runner_events.unit_assigned(runtime(), agent_id)
 
 
 @app.task(name=queue.UNIT_SUBMITTED)  # type: ignore[untyped-decorator]
 def unit_submitted(unit_id: int) -> None:
-    """The TaskRunner's on-submitted event: run the task folder's ``on_unit_submitted`` hook, free the
+    """The TaskRunner's on-submitted event (the task's ``on_unit_submitted`` hook, then on-assignment-finished
+    when it was the assignment's last unit; see ``mephisto_dist.runner_events``), free the
     unit's slot (again: release is idempotent), launch what the slot allows when the web server could
     not, and close the run when this was its last unit (after the hook, so that it is not lost)."""
     rt = runtime()
@@ -88,7 +85,7 @@ def unit_submitted(unit_id: int) -> None:
     if row is None:
         return
     run_id, provider_type, unit_data, outputs = row
-    _on_unit_submitted(unit_id, run_id, unit_data, outputs)
+    runner_events.unit_submitted(rt, unit_id, run_id, unit_data, outputs)
     with transaction(rt.sessions) as session:
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
@@ -96,20 +93,6 @@ def unit_submitted(unit_id: int) -> None:
     rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
     if not make_provider(provider_type).publishes_instantly:
         _launch(run_id)
-
-
-def _on_unit_submitted(unit_id: int, run_id: int, unit_data: Any, outputs: Any) -> None:
-    """The task's hook (from the run's bundle), if it has one; its failure is logged and does not hold
-    the run back."""
-    try:
-        rt = runtime()
-        with transaction(rt.sessions) as session:
-            run = session.get(TaskRun, run_id)
-            hook = None if run is None else run_files(rt.bundles, run).hooks.on_unit_submitted
-        if hook is not None and outputs is not None:
-            hook(dict(unit_data or {}), dict(outputs))
-    except Exception:
-        log.exception("the task's on_unit_submitted hook failed for unit %s", unit_id)
 
 
 @app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]

@@ -84,18 +84,6 @@ def build(blueprint_args: Mapping[str, Any], build_dir: Path) -> None:
         raise
 
 
-# A static task has no live exchange with its worker, so its TaskRunner has no on-assigned or
-# on-submitted hook of its own: the web server enqueues those events only when there is work for them
-# (for on-submitted: a task folder's ``on_unit_submitted`` hook, see ``mephisto_dist.hooks``).
-HAS_ON_ASSIGNED_HOOK = False
-HAS_ON_SUBMITTED_HOOK = False
-
-
-def has_on_submitted_hook(hooks: TaskHooks) -> bool:
-    """Whether a run's UNIT_SUBMITTED event has a hook to run on the Celery workers."""
-    return HAS_ON_SUBMITTED_HOOK or hooks.on_unit_submitted is not None
-
-
 def requirements(blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]:
     """``mephisto.blueprint.qualifications``, parsed: what a worker must hold to be given a unit."""
     given = blueprint_args.get("qualifications")

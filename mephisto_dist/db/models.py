@@ -251,3 +251,31 @@ class ProviderCall(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
+
+
+class RemoteCall(Base):
+    """One remote procedure call from a worker's page (Mephisto's ``RemoteRequest``) and its answer: the
+    live state of a ``remote_procedure`` assignment, kept with the agent's data and exported with it.
+
+    ``request_id`` is the page's own id for the call, so a packet the page sends twice is one call.
+    ``status``: ``pending`` (queued), ``running`` (a Celery worker holds it under a Redis lease),
+    ``answered`` or ``failed`` (the page got an error packet). ``attempts`` counts the Celery runs that
+    claimed it, so a call whose worker died is re-run once and then answered with an error.
+    """
+
+    __tablename__ = "remote_call"
+    __table_args__ = (UniqueConstraint("agent_id", "request_id"),
+                      Index("ix_remote_call_status", "status"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    task_run_id: Mapped[int] = mapped_column(ForeignKey("task_run.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    args_json: Mapped[str] = mapped_column(Text)
+    response_json: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]

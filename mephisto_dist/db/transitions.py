@@ -15,11 +15,13 @@ from typing import Any
 from sqlalchemy import Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Agent, Base, OnboardingAgent, Unit
+from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Unit
 from mephisto_dist.domain.status import (
     AgentStatus,
+    RemoteCallStatus,
     UnitStatus,
     check_agent_transition,
+    check_remote_call_transition,
     check_unit_transition,
 )
 
@@ -174,3 +176,22 @@ def _move_agent_row(
     statement = _agent_update(_table(model).name, tuple(sorted(s.value for s in olds)), new.value, names)
     params = {"v_id": agent_id, **{f"v_{name}": values[name] for name in names}}
     return bool(session.connection().execute(statement, params).rowcount)
+
+
+def move_remote_call(
+    session: Session,
+    call_id: int,
+    old: RemoteCallStatus,
+    new: RemoteCallStatus,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a remote call's status; ``attempts_plus_one=True`` also counts a Celery run."""
+    check_remote_call_transition(old, new)
+    table = _table(RemoteCall)
+    values: dict[str, Any] = {"status": new.value}
+    if fields.pop("attempts_plus_one", False):
+        values["attempts"] = table.c.attempts + 1
+    values.update(fields)
+    result = session.connection().execute(
+        update(table).where(table.c.id == call_id, table.c.status == old.value).values(**values))
+    return bool(result.rowcount)

@@ -142,3 +142,29 @@ def assignment_status(unit_statuses: Iterable[UnitStatus]) -> UnitStatus:
 def run_is_done(status_counts: dict[UnitStatus, int]) -> bool:
     total = sum(status_counts.values())
     return total > 0 and all(s in UNIT_DONE for s, n in status_counts.items() if n)
+
+
+class RemoteCallStatus(StrEnum):
+    """A remote procedure call of a live task: queued, held by a Celery worker, or settled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    ANSWERED = "answered"
+    FAILED = "failed"
+
+
+C = RemoteCallStatus
+REMOTE_CALL_TRANSITIONS: dict[RemoteCallStatus, frozenset[RemoteCallStatus]] = {
+    C.PENDING: frozenset({C.RUNNING, C.FAILED}),
+    # Back to pending when its worker died (the lease lapsed) and it has a run left.
+    C.RUNNING: frozenset({C.ANSWERED, C.FAILED, C.PENDING}),
+    C.ANSWERED: frozenset(),
+    C.FAILED: frozenset(),
+}
+# The most Celery runs a call gets: the first, and one more if the worker running it died.
+REMOTE_CALL_MAX_RUNS = 2
+
+
+def check_remote_call_transition(old: RemoteCallStatus, new: RemoteCallStatus) -> None:
+    if new not in REMOTE_CALL_TRANSITIONS[old]:
+        raise IllegalTransition(f"a remote call cannot go from {old.value!r} to {new.value!r}")

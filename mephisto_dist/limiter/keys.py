@@ -33,6 +33,23 @@ name); holders are unit ids:
   sharing a ``task_name``; ``lease_s=None``.
 - :func:`deployment_units_pool` -- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: units of every run;
   leased.
+
+The live channel (``mephisto_dist.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
+
+=================================  =======  ==============================================  ===========
+key                                type     TTL                                             owner
+=================================  =======  ==============================================  ===========
+``L:heartbeats``                   ZSET     member = agent id, score = its page's last      heartbeat.lua
+                                            heartbeat in ms on the Redis server clock; no   (web),
+                                            TTL: the sweep removes members it handled.      stale.lua
+                                                                                            (sweep)
+``L:call:<call id>:lease``         STRING   the Celery worker running a remote call; PX     live.calls
+                                            ``remote_call_lease_s``, renewed while the
+                                            function runs, so it lapses when the worker
+                                            dies.
+``L:agent:<agent id>``             channel  pub/sub: packets for that agent's page, heard   live.outbox,
+                                            by the web process holding its websocket.       live.hub
+=================================  =======  ==============================================  ===========
 """
 
 from __future__ import annotations
@@ -70,3 +87,18 @@ def worker_task_units_pool(task_name: str, worker_id: str | int) -> str:
 
 def deployment_units_pool() -> str:
     return "deployment:units"
+
+
+LIVE_PREFIX = "mephisto-dist:live"
+
+
+def live_heartbeats_key(prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:heartbeats"
+
+
+def remote_call_lease_key(call_id: int, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:call:{call_id}:lease"
+
+
+def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:agent:{_part(agent_id)}"

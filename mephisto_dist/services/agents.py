@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from mephisto_dist import agents, onboarding
 from mephisto_dist.agents import AgentDetails, Registration, RunContext
-from mephisto_dist.blueprints import static_task
+from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
+from mephisto_dist.live import calls
 from mephisto_dist.queue import UNIT_ASSIGNED
 from mephisto_dist.services.served import Served, now
 
@@ -21,8 +23,12 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
     one after the commit."""
     run = served.run()
+    runner = runner_for(blueprint_type_of(run.config))
     with transaction(served.runtime.sessions) as session:
         details = agents.register_agent(session, run, reg, now=now(), gate=served.gate)
+        if runner.live and details.agent_id and details.unit_id is not None and not details.created:
+            details = replace(details, init_task_data=runner.returning_agent_data(
+                details.init_task_data or {}, calls.requests_of(session, details.agent_id)))
     _announce(served, details)
     return details
 
@@ -47,7 +53,9 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
 
 
 def _announce(served: Served, details: AgentDetails) -> None:
-    if details.created and static_task.HAS_ON_ASSIGNED_HOOK:
+    """The TaskRunner's on-assigned event, for a new agent on a unit when the run's runner wants it."""
+    if (details.created and details.unit_id is not None
+            and runner_for(blueprint_type_of(served.run().config)).wants_unit_assigned):
         served.runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from mephisto_dist import agents
 from mephisto_dist.agents import RunContext, Submission
-from mephisto_dist.blueprints import static_task
+from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.status import AgentStatus
@@ -112,7 +112,7 @@ def _after_submit(served: Served, run: RunContext, submission: Submission) -> No
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
-    if static_task.has_on_submitted_hook(run.hooks) or not provider.publishes_instantly:
+    if runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks) or not provider.publishes_instantly:
         # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
         runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 

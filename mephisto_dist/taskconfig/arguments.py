@@ -156,6 +156,26 @@ STATIC_TASK = Section(
     ),
 )
 
+REMOTE_PROCEDURE = Section(
+    kind=BLUEPRINT,
+    name="remote_procedure",
+    description=(
+        "A React page on mephisto-task's useMephistoRemoteProcedureTask that calls the task's Python "
+        "functions (function_registry) while the worker works; each call runs on a Celery worker."
+    ),
+    arguments=(
+        Argument("task_source", str, MISSING,
+                 "The task's JavaScript bundle, e.g. ${task_dir}/webapp/build/bundle.js.", required=True),
+        Argument("link_task_source", bool, False,
+                 "Serve the bundle from the task folder rather than a copy (development)."),
+        *_STATIC_BASE,
+        *_ONBOARDING,
+        *_BLUEPRINT_BASE,
+        *_SCREENING,
+        *_GOLDS,
+    ),
+)
+
 # -- architects --------------------------------------------------------------------------------------
 
 _ARCHITECT_BASE = (
@@ -269,7 +289,7 @@ TASK_RUN = Section(
 )
 
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
-    BLUEPRINT: (STATIC_TASK,),
+    BLUEPRINT: (STATIC_TASK, REMOTE_PROCEDURE),
     ARCHITECT: (LOCAL_ARCHITECT, MOCK_ARCHITECT),
     PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER),
     TASK: (TASK_RUN,),

@@ -7,27 +7,41 @@ group, write its module with a ``ROUTES`` list and name it in ``ROUTE_GROUPS``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.services.served import Served
 from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import error_response
-from mephisto_dist.web.routes import agents, pages, submissions
+from mephisto_dist.web.routes import agents, live, pages, submissions
 
 # In matching order; pages.FALLBACK (the run's built files, any path) comes last.
-ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, agents.ROUTES, submissions.ROUTES, pages.FALLBACK)
+ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, agents.ROUTES, submissions.ROUTES, live.ROUTES,
+                                                 pages.FALLBACK)
 
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
+    hub = LiveHub(runtime.settings.effective_redis_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await hub.close()
+
     app = Starlette(routes=[route for group in ROUTE_GROUPS for route in group],
-                    exception_handlers={MephistoDistError: error_response}, middleware=[Middleware(AccessLog)])
+                    exception_handlers={MephistoDistError: error_response}, middleware=[Middleware(AccessLog)],
+                    lifespan=lifespan)
+    app.state.live = hub
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    in_loop=runtime.engine.dialect.name == "sqlite")
     return app

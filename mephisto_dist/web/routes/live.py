@@ -1,0 +1,94 @@
+"""The live channel's websocket (Mephisto's router protocol, see ``mephisto_dist.live.protocol``): served
+at ``/`` by every web process, where ``mephisto-task``'s socket handler connects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from mephisto_dist.errors import RequestError
+from mephisto_dist.live import protocol
+from mephisto_dist.live.hub import LiveHub, PageSocket
+from mephisto_dist.services import live as service
+from mephisto_dist.web.context import WebContext, context_of
+
+log = logging.getLogger(__name__)
+
+
+def hub_of(websocket: WebSocket) -> LiveHub:
+    hub: LiveHub = websocket.app.state.live
+    return hub
+
+
+async def live_socket(websocket: WebSocket) -> None:
+    context, hub = context_of(websocket), hub_of(websocket)
+    await websocket.accept()
+    page = PageSocket(websocket.send_text)
+    agent_id: str | None = None
+    try:
+        while True:
+            packet = protocol.parse(await websocket.receive_text())
+            if packet is None:
+                continue
+            subject = packet.get("subject_id")
+            if not isinstance(subject, str) or not subject:
+                continue
+            kind = packet["packet_type"]
+            if kind == protocol.ALIVE:
+                agent_id = await _alive(context, hub, page, subject, agent_id)
+            elif kind == protocol.HEARTBEAT:
+                now_ms = await hub.presence.beat(subject) if subject == agent_id else None
+                await page.send(protocol.heartbeat_answer(subject, page.status, now_ms=now_ms or _ms()))
+            elif kind == protocol.MEPHISTO_BOUND_LIVE_UPDATE and subject == agent_id:
+                await _live_update(context, page, subject, packet.get("data"))
+            elif kind == protocol.LOG_ERROR:
+                log.warning("front-end error from agent %s: %s", subject, str(packet.get("data"))[:2000])
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if agent_id is not None:
+            await hub.detach(agent_id, page)
+
+
+async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: str,
+                 previous: str | None) -> str | None:
+    """Link the socket to its agent, tell the page its status, and resend the answers it may have missed
+    while it was away (after subscribing, so none falls in between; the page drops repeats)."""
+    try:
+        status = await context.call(service.agent_status, context.served, agent_id)
+    except RequestError as error:
+        await page.send(protocol.status_packet(agent_id, "expired"))
+        log.info("live channel: refused alive for %s: %s", agent_id, error)
+        return previous
+    if previous is not None and previous != agent_id:
+        await hub.detach(previous, page)
+    await hub.attach(agent_id, page)
+    page.status = status
+    await hub.presence.beat(agent_id)
+    await page.send(protocol.status_packet(agent_id, status))
+    for request_id, response in await context.call(service.missed_answers, context.served, agent_id):
+        await page.send(protocol.answer_update(agent_id, request_id, response))
+    return agent_id
+
+
+async def _live_update(context: WebContext, page: PageSocket, agent_id: str, data: Any) -> None:
+    if not isinstance(data, dict):
+        return
+    try:
+        await context.call(service.live_update, context.served, agent_id, data)
+    except RequestError as error:
+        request_id = data.get("request_id")
+        if isinstance(request_id, str):
+            await page.send(protocol.answer_update(agent_id, request_id, protocol.error_response(str(error))))
+
+
+def _ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+ROUTES = [WebSocketRoute("/", live_socket)]
