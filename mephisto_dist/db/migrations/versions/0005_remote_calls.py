@@ -1,14 +1,14 @@
 """remote procedure calls of live tasks
 
-Revision ID: 0003_remote_calls
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_remote_calls'
-down_revision = '0002'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
