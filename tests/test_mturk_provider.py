@@ -222,7 +222,7 @@ def test_block_unblock_grant_revoke_and_notify(stubbed: Any) -> None:
     assert provider.notify_workers(workers, "s", "m") == ["A3"]
 
 
-def test_throttling_surfaces_after_botocores_retries(stubbed: Any) -> None:
+def test_throttling_surfaces_as_a_provider_error(stubbed: Any) -> None:
     provider, stubber = stubbed
     stubber.add_client_error("GetAccountBalance", service_error_code="ThrottlingException",
                              service_message="Rate exceeded", http_status_code=400)
@@ -241,3 +241,39 @@ def test_annotations_tokens_and_access() -> None:
     assert access.endpoint == SANDBOX_ENDPOINT and "secret" not in repr(access.as_args())
     with pytest.raises(ConfigError, match="requester_name"):
         RequesterAccess.from_args("mturk", {})
+
+
+class LaunchStub:
+    """The launcher's one-unit launch as the provider sees it (run, unit, launch id)."""
+
+    def __init__(self, run_id: int, unit_id: int, launch_id: str) -> None:
+        self.run_id, self.unit_id, self.launch_id = run_id, unit_id, launch_id
+
+
+def test_publish_unit_uses_the_launch_id_as_token_and_mark(stubbed: Any) -> None:
+    provider, stubber = stubbed
+    stubber.add_response("CreateHITType", {"HITTypeId": "TYPE1"}, ANY_PARAMS)
+    stubber.add_response("CreateHITWithHITType", hit("HITL"), {
+        "HITTypeId": "TYPE1", "MaxAssignments": 1, "LifetimeInSeconds": 7200, "Question": QUESTION,
+        "RequesterAnnotation": "mephisto-dist deployment=prod run=4 unit=9 launch=L-77",
+        "UniqueRequestToken": "L-77"})
+    turk_error(stubber, "CreateHITWithHITType", "AWS.MechanicalTurk.HitAlreadyExists",
+               "There is already a HIT which exists with the same UniqueRequestToken. The HIT Id is HITL.")
+    launch = LaunchStub(4, 9, "L-77")
+    assert provider.publish_unit(launch, SERVER, TASK_ARGS) == "HITL"
+    assert provider.publish_unit(launch, SERVER, TASK_ARGS) == "HITL"  # a re-sent launch
+    assert mapping.parse_annotation("mephisto-dist deployment=prod run=4 unit=9 launch=L-77") == \
+        mapping.HitMark("prod", 4, 9, "L-77")
+
+
+def test_unpublish_launches_finds_their_hits_by_our_mark(stubbed: Any) -> None:
+    provider, stubber = stubbed
+    stubber.add_response("ListHITs", {"HITs": [
+        {"HITId": "MINE", "RequesterAnnotation": "mephisto-dist deployment=prod run=4 unit=9 launch=L-1"},
+        {"HITId": "OTHERDEPLOY", "RequesterAnnotation": "mephisto-dist deployment=dev run=4 unit=9 launch=L-1"},
+        {"HITId": "FOREIGN", "RequesterAnnotation": "made by hand"},
+        {"HITId": "OLDLAUNCH", "RequesterAnnotation": "mephisto-dist deployment=prod run=4 unit=9 launch=L-0"}]},
+        {"MaxResults": 100})
+    stubber.add_response("UpdateExpirationForHIT", {}, {"HITId": "MINE", "ExpireAt": PAST})
+    provider.unpublish_launches([LaunchStub(4, 9, "L-1"), LaunchStub(4, 10, "L-2")])
+    provider.unpublish_launches([])  # nothing asked, nothing listed

@@ -19,7 +19,7 @@ DEFAULT_AUTO_APPROVE_DELAY_S = 5 * 24 * 3600  # Mephisto's default
 MAX_TOKEN_CHARS = 64
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 EXTERNAL_QUESTION_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
-_ANNOTATION = re.compile(rf"{ANNOTATION_PREFIX} deployment=(\S+) run=(\d+) unit=(\d+)")
+_ANNOTATION = re.compile(rf"{ANNOTATION_PREFIX} deployment=(\S+) run=(\d+) unit=(\d+)(?: launch=(\S+))?")
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,22 @@ class HitMark:
     deployment: str
     run_id: int
     unit_id: int
+    launch_id: str | None = None
 
 
-def annotation(deployment: str, run_id: int, unit_id: int) -> str:
-    """Our mark on every HIT we create: which deployment, run and unit it belongs to."""
-    return f"{ANNOTATION_PREFIX} deployment={deployment} run={run_id} unit={unit_id}"
+def annotation(deployment: str, run_id: int, unit_id: int, launch_id: str | None = None) -> str:
+    """Our mark on every HIT we create: which deployment, run and unit it belongs to, and the launch that
+    made it (so a launch whose sender died can be found and taken down)."""
+    mark = f"{ANNOTATION_PREFIX} deployment={deployment} run={run_id} unit={unit_id}"
+    return f"{mark} launch={launch_id}" if launch_id else mark
 
 
 def parse_annotation(text: str | None) -> HitMark | None:
     """The mark of a HIT we created, or None for a HIT another tool made."""
     found = _ANNOTATION.fullmatch(text or "")
-    return None if found is None else HitMark(found.group(1), int(found.group(2)), int(found.group(3)))
+    if found is None:
+        return None
+    return HitMark(found.group(1), int(found.group(2)), int(found.group(3)), found.group(4))
 
 
 def request_token(key: str) -> str:

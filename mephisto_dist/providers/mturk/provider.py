@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import botocore.exceptions
 from botocore import xform_name
@@ -18,6 +18,17 @@ from mephisto_dist.providers.mturk import mapping
 from mephisto_dist.providers.mturk.client import RequesterAccess, build_client
 
 ClientFactory = Callable[[RequesterAccess], Any]
+
+
+class Launch(Protocol):
+    """One launch of one unit (the launcher's ``UnitLaunch``): its id is the HIT's UniqueRequestToken."""
+
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def unit_id(self) -> int: ...
+    @property
+    def launch_id(self) -> str: ...
 PAST = datetime(2015, 1, 1, tzinfo=UTC)  # an ExpireAt in the past expires a HIT at once
 _HIT_ID_IN_MESSAGE = re.compile(r"HIT Id is ([A-Z0-9]+)")
 DUPLICATE_CODES = ("AWS.MechanicalTurk.HitAlreadyExists", "AWS.MechanicalTurk.DuplicateRequest")
@@ -107,6 +118,28 @@ class MTurkProvider:
                                      mapping.annotation(self.deployment, run_id, unit_id), token)
             published.append(PublishedUnit(unit_id, hit_id))
         return published
+
+    def publish_unit(self, launch: Launch, server_url: str, task_args: Mapping[str, Any]) -> str:
+        """One HIT for one launch, its launch id as the UniqueRequestToken and in our mark: a re-sent
+        launch gets back the HIT the first send made."""
+        return self.create_hit(self.hit_type_for(task_args), mapping.external_question(server_url),
+                               mapping.lifetime_s(task_args),
+                               mapping.annotation(self.deployment, launch.run_id, launch.unit_id, launch.launch_id),
+                               mapping.request_token(launch.launch_id))
+
+    def unpublish_launches(self, launches: Sequence[Launch]) -> None:
+        """Expire whatever HITs these launches made though their HIT ids were never recorded (the sender
+        died mid-call): found by our mark, since MTurk cannot be asked by token without making a HIT."""
+        wanted = {(launch.run_id, launch.unit_id, launch.launch_id) for launch in launches}
+        if not wanted:
+            return
+        found = []
+        for hit in self.pages("ListHITs", "HITs", MaxResults=100):
+            mark = mapping.parse_annotation(hit.get("RequesterAnnotation"))
+            if mark is not None and mark.deployment == self.deployment and \
+                    (mark.run_id, mark.unit_id, mark.launch_id) in wanted:
+                found.append(str(hit["HITId"]))
+        self.unpublish_units(found)
 
     def create_hit(self, hit_type_id: str, question: str, lifetime_s: int, annotation: str, token: str) -> str:
         try:
