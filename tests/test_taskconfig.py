@@ -241,8 +241,8 @@ def test_unknown_architect_and_provider_in_override(folder: Path) -> None:
     assert load_error(folder, "mephisto/architect=heroku") == (
         "unknown architect 'heroku'; known: local, mock (from override 'mephisto/architect=heroku')"
     )
-    assert "unknown provider 'prolific'; known: mock, mturk, mturk_sandbox" in load_error(
-        folder, "mephisto/provider=prolific")
+    assert "unknown provider 'crowdflower'; known: mock, mturk, mturk_sandbox, prolific" in load_error(
+        folder, "mephisto/provider=crowdflower")
 
 
 def test_group_override_can_fix_the_file(tmp_path: Path) -> None:
@@ -365,7 +365,7 @@ def test_unresolvable_interpolation(tmp_path: Path) -> None:
 
 
 def test_registry_lookups() -> None:
-    assert [section.name for section in sections("provider")] == ["mock", "mturk", "mturk_sandbox"]
+    assert [section.name for section in sections("provider")] == ["mock", "mturk", "mturk_sandbox", "prolific"]
     assert get_section("architect", "local").argument("port") is not None
     with pytest.raises(ConfigError, match=r"^unknown blueprint 'foo'; known: static_task, remote_procedure$"):
         get_section("blueprint", "foo")

@@ -60,6 +60,9 @@ def run(
         fail("--detach needs MEPHISTO_DIST_REDIS_URL: a detached run is worked by Celery workers "
              "started elsewhere")
     prepared = prepare_run(task_dir, conf, overrides, check_port=not detach)
+    for key in prepared.config.unimplemented_settings():
+        err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
+                          "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
     if prepared.config.task.get("resume_incomplete_run"):
         resumable = _incomplete_run(settings, str(prepared.config.task["task_name"]))
         if resumable is not None:

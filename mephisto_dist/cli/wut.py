@@ -22,14 +22,16 @@ from mephisto_dist.taskconfig.arguments import (
     sections,
 )
 
-COLUMNS = ("dest", "type", "default", "help", "choices", "required")
+COLUMNS = ("dest", "type", "default", "help", "choices", "required", "implemented")
+NOT_YET = "not yet"
 
 
-def argument_row(argument: Argument) -> tuple[str, str, str, str, str, str]:
-    """One table row, in :data:`COLUMNS` order, the way Mephisto's ``wut`` prints it."""
+def argument_row(argument: Argument) -> tuple[str, str, str, str, str, str, str]:
+    """One table row, in :data:`COLUMNS` order, the way Mephisto's ``wut`` prints it, plus whether
+    mephisto-dist carries the argument out (``not yet``: accepted so Mephisto's configs load)."""
     choices = "" if argument.choices is None else ", ".join(str(c) for c in argument.choices)
     return (argument.dest, argument.type.__name__, argument.default_text, argument.help, choices,
-            str(argument.required))
+            str(argument.required), "yes" if argument.implemented else NOT_YET)
 
 
 def select_arguments(section: Section, names: Sequence[str]) -> tuple[Argument, ...]:
@@ -52,7 +54,7 @@ def select_arguments(section: Section, names: Sequence[str]) -> tuple[Argument, 
 def argument_table(title: str, arguments: Sequence[Argument]) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     for column in COLUMNS:
-        table.add_column(column, no_wrap=column in ("dest", "type", "default"), overflow="fold")
+        table.add_column(column, no_wrap=column in ("dest", "type", "default", "implemented"), overflow="fold")
     for argument in arguments:
         table.add_row(*argument_row(argument))
     return table
@@ -85,7 +87,7 @@ def wut(
     if name is None and kind != TASK:
         if len(args) > 1:
             raise ConfigError(f"name the {kind} first: wut {kind}=NAME {' '.join(args[1:])}")
-        console.print(f"{kind}: {', '.join(s.name for s in sections(kind))}", highlight=False)
+        console.print(f"{kind}: {_names(kind)}", highlight=False)
         console.print(f"see one with: mephisto-dist wut {kind}={sections(kind)[0].name}", highlight=False)
         return
     section = get_section(kind, name or TASK)
@@ -95,13 +97,20 @@ def wut(
 
 def _print_kinds() -> None:
     for kind in KINDS:
-        console.print(f"{kind}: {', '.join(s.name for s in sections(kind))}", highlight=False)
+        console.print(f"{kind}: {_names(kind)}", highlight=False)
     console.print("see one with: mephisto-dist wut blueprint=static_task (or architect=local, provider=mock, "
                   "task)", highlight=False)
 
 
+def _names(kind: str) -> str:
+    return ", ".join(s.name if s.implemented else f"{s.name} ({NOT_YET} implemented)" for s in sections(kind))
+
+
 def _print_section(section: Section, arguments: Sequence[Argument], *, filtered: bool) -> None:
     console.print(section.description, highlight=False)
+    if not section.implemented:
+        console.print(f"{section.kind} {section.name!r} is accepted in task configs but {NOT_YET} implemented: "
+                      "a run with it is refused", highlight=False)
     title = "Task run arguments" if section.kind == TASK else f"{section.kind.capitalize()} arguments"
     if section.kind != TASK:
         title += f" ({section.name})"

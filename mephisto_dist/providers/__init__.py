@@ -119,4 +119,5 @@ def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = 
         from mephisto_dist.providers.mturk import MTurkProvider
 
         return MTurkProvider(provider_type, provider_args)
-    raise ConfigError(f"provider {provider_type!r} is not supported; supported: {', '.join(PROVIDER_TYPES)}")
+    raise ConfigError(f"provider {provider_type!r} is not implemented yet (its arguments are accepted so the "
+                      f"task config loads); implemented: {', '.join(PROVIDER_TYPES)}")

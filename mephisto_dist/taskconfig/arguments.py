@@ -10,7 +10,7 @@ architect's ``port``), the type here is the one the value really has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from mephisto_dist.errors import ConfigError
@@ -53,6 +53,9 @@ class Argument:
     choices: tuple[Any, ...] | None = None
     required: bool = False
     minimum: float | None = None
+    implemented: bool = True
+    """False for an argument accepted so that Mephisto's task folders load, whose meaning mephisto-dist
+    does not carry out yet: ``wut`` marks it and ``run`` warns when it is set to another value."""
 
     @property
     def default_text(self) -> str:
@@ -68,6 +71,9 @@ class Section:
     name: str
     description: str
     arguments: tuple[Argument, ...]
+    implemented: bool = True
+    """False for a kind whose arguments are accepted (configs load, ``wut`` lists them) but that cannot
+    run yet."""
 
     @property
     def dests(self) -> tuple[str, ...]:
@@ -92,7 +98,11 @@ _BLUEPRINT_BASE = (
              "Absolute path of a .py file (e.g. ${task_dir}/hooks.py) defining any of validate_onboarding, "
              "worker_can_do_unit, on_unit_submitted, onboarding_data, task_config."),
     Argument("tips_location", str, None,
-             "CSV of tips workers left for this task (accepted so Mephisto configs load; not shown yet)."),
+             "CSV of tips workers left for this task (accepted so Mephisto configs load; not shown yet).",
+             implemented=False),
+    Argument("task_source_review", str, None,
+             "JS bundle of the task's review version for Mephisto's TaskReview app (accepted so Mephisto "
+             "configs load; mephisto-dist reviews from the command line).", implemented=False),
 )
 
 _ONBOARDING = (
@@ -103,24 +113,28 @@ _ONBOARDING = (
 
 _SCREENING = (
     Argument("passed_qualification_name", str, None,
-             "Qualification given to workers who passed the screening unit."),
+             "Qualification given to workers who passed the screening unit.", implemented=False),
     Argument("max_screening_units", int, None,
-             "Most screening units this run may launch (they are paid like any unit).", minimum=0),
+             "Most screening units this run may launch (they are paid like any unit).", minimum=0,
+             implemented=False),
     Argument("use_screening_task", bool, False,
-             "Give unscreened workers a screening unit first (needs a Python screening hook)."),
+             "Give unscreened workers a screening unit first (needs a Python screening hook).",
+             implemented=False),
 )
 
 _GOLDS = (
     Argument("gold_qualification_base", str, None,
-             "Prefix of the qualifications that count a worker's gold results."),
+             "Prefix of the qualifications that count a worker's gold results.", implemented=False),
     Argument("max_gold_units", int, None,
-             "Most gold units this run may launch (they are paid like any unit).", minimum=0),
+             "Most gold units this run may launch (they are paid like any unit).", minimum=0,
+             implemented=False),
     Argument("use_golds", bool, False,
-             "Mix units with known answers into workers' queues (needs a Python gold factory)."),
+             "Mix units with known answers into workers' queues (needs a Python gold factory).",
+             implemented=False),
     Argument("min_golds", int, 1,
-             "Golds a worker must get right before receiving real units.", minimum=0),
+             "Golds a worker must get right before receiving real units.", minimum=0, implemented=False),
     Argument("max_incorrect_golds", int, 0,
-             "Golds a worker may get wrong before being disqualified.", minimum=0),
+             "Golds a worker may get wrong before being disqualified.", minimum=0, implemented=False),
 )
 
 _STATIC_BASE = (
@@ -181,9 +195,10 @@ REMOTE_PROCEDURE = Section(
 _ARCHITECT_BASE = (
     Argument("server_type", str, "node",
              "Mephisto's router flavour (accepted so Mephisto configs load; mephisto-dist always serves "
-             "with its own web process).", choices=("node", "flask")),
+             "with its own web process).", choices=("node", "flask"), implemented=False),
     Argument("server_source_path", str, None,
-             "A prepared Mephisto router folder (accepted so Mephisto configs load; not used)."),
+             "A prepared Mephisto router folder (accepted so Mephisto configs load; not used).",
+             implemented=False),
 )
 
 LOCAL_ARCHITECT = Section(
@@ -249,6 +264,31 @@ MTURK_SANDBOX_PROVIDER = Section(
     ),
 )
 
+PROLIFIC_PROVIDER = Section(
+    kind=PROVIDER,
+    name="prolific",
+    description="Prolific studies (arguments accepted so Mephisto's Prolific configs load; cannot run yet).",
+    implemented=False,
+    arguments=tuple(replace(argument, implemented=False) for argument in (
+        Argument("requester_name", str, "prolific", "Registered Prolific requester launching the study."),
+        Argument("prolific_external_study_url", str, "",
+                 "The study URL participants are sent to; may carry {{%PROLIFIC_PID%}}, {{%STUDY_ID%}} and "
+                 "{{%SESSION_ID%}} placeholders."),
+        Argument("prolific_id_option", str, "url_parameters",
+                 "How the participant id reaches the task.", choices=("question", "url_parameters", "not_required")),
+        Argument("prolific_estimated_completion_time_in_minutes", int, 5,
+                 "Estimated minutes one participant takes (Prolific's estimated_completion_time).", minimum=1),
+        Argument("prolific_eligibility_requirements", list, [],
+                 "Prolific eligibility requirements (age, country, allow or block lists, ...)."),
+        Argument("prolific_workspace_name", str, "My Workspace", "Prolific workspace of the study."),
+        Argument("prolific_project_name", str, "Project", "Prolific project of the study."),
+        Argument("prolific_allow_list_group_name", str, "Allow list",
+                 "Participant group holding the workers allowed in."),
+        Argument("prolific_block_list_group_name", str, "Block list",
+                 "Participant group holding blocked workers."),
+    )),
+)
+
 # -- the task run ------------------------------------------------------------------------------------
 
 TASK_RUN = Section(
@@ -277,21 +317,26 @@ TASK_RUN = Section(
                  "Units one worker may do across all runs with this task_name (0 = unlimited).", minimum=0),
         Argument("max_num_concurrent_units", int, 0,
                  "Units of the run launched or assigned at any moment (0 = unlimited).", minimum=0),
+        Argument("max_assignments_per_hit", int, 1,
+                 "Times one HIT can be accepted and completed (Mephisto launches one unit per HIT).",
+                 minimum=1, implemented=False),
         Argument("submission_timeout", int, 600,
-                 "Seconds to wait for the final submit after a unit is marked done.", minimum=0),
+                 "Seconds to wait for the final submit after a unit is marked done.", minimum=0,
+                 implemented=False),
         Argument("resume_incomplete_run", bool, False,
                  "Instead of a new run, resume the newest unfinished run of this task_name."),
         Argument("post_install_script", str, "",
-                 "Script run between npm install and build of a React webapp (unused by static_task)."),
+                 "Script run between npm install and build of a React webapp (unused by static_task).",
+                 implemented=False),
         Argument("force_rebuild", bool, False,
-                 "Rebuild a React webapp on every launch (unused by static_task)."),
+                 "Rebuild a React webapp on every launch (unused by static_task).", implemented=False),
     ),
 )
 
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
     BLUEPRINT: (STATIC_TASK, REMOTE_PROCEDURE),
     ARCHITECT: (LOCAL_ARCHITECT, MOCK_ARCHITECT),
-    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER),
+    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER),
     TASK: (TASK_RUN,),
 }
 

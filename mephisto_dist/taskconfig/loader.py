@@ -24,9 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.taskconfig.arguments import (
+    ARCHITECT,
+    BLUEPRINT,
     CHOICE_KINDS,
     KINDS,
     MISSING,
+    PROVIDER,
     TASK,
     TASK_RUN,
     Argument,
@@ -69,6 +72,18 @@ class TaskConfig:
             "provider": {"_provider_type": self.provider_type, **self.provider},
             "task": dict(self.task),
         }
+
+    def unimplemented_settings(self) -> list[str]:
+        """``mephisto.KIND.NAME`` of each argument that is accepted but not carried out yet and is set
+        here to something other than its default (``run`` warns about each)."""
+        found = []
+        for kind, name in ((BLUEPRINT, self.blueprint_type), (ARCHITECT, self.architect_type),
+                           (PROVIDER, self.provider_type), (TASK, TASK)):
+            values = getattr(self, kind)
+            for argument in get_section(kind, name).arguments:
+                if not argument.implemented and values.get(argument.dest, argument.default) != argument.default:
+                    found.append(f"mephisto.{kind}.{argument.dest}")
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskConfig:
