@@ -12,7 +12,7 @@ import operator
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -20,7 +20,15 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
+from mephisto_dist.db.models import (
+    Agent,
+    GrantedQualification,
+    OnboardingAgent,
+    Qualification,
+    TaskRun,
+    Unit,
+    Worker,
+)
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.review import CallAction, record_call
@@ -236,8 +244,14 @@ def create_qualification(session: Session, name: str, *, now: datetime) -> tuple
     return get_or_create(session, Qualification, {"name": check_name(name)}, {"created_at": now})
 
 
-def grant(session: Session, qualification_id: int, worker_id: int, value: int, *, now: datetime) -> None:
-    """Give a worker a qualification with ``value``, or change the value they hold."""
+def grant(session: Session, qualification_id: int, worker_id: int, value: int, *, now: datetime) -> int | None:
+    """Give a worker a qualification with ``value``, or change the value they hold; on a provider with
+    qualifications of its own, also record the call that copies it there (its id is returned)."""
+    _set_grant(session, qualification_id, worker_id, value, now=now)
+    return record_qualification_sync(session, qualification_id, worker_id, now=now)
+
+
+def _set_grant(session: Session, qualification_id: int, worker_id: int, value: int, *, now: datetime) -> None:
     changed = session.execute(
         update(GrantedQualification)
         .where(GrantedQualification.qualification_id == qualification_id,
@@ -252,7 +266,7 @@ def grant(session: Session, qualification_id: int, worker_id: int, value: int, *
             session.add(GrantedQualification(qualification_id=qualification_id, worker_id=worker_id,
                                              value=value, granted_at=now))
     except IntegrityError:  # granted by another process between our update and insert: ours is newer
-        grant(session, qualification_id, worker_id, value, now=now)
+        _set_grant(session, qualification_id, worker_id, value, now=now)
 
 
 def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
@@ -263,7 +277,64 @@ def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
                GrantedQualification.worker_id == worker_id)
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
+    if removed:
+        record_qualification_sync(session, qualification_id, worker_id, now=datetime.now(UTC))
     return bool(removed)
+
+
+SYNCED_PROVIDERS = ("mturk", "mturk_sandbox")
+
+
+def record_qualification_sync(session: Session, qualification_id: int, worker_id: int, *,
+                              now: datetime) -> int | None:
+    """A ledger row copying the worker's standing on the qualification to their provider (MTurk), sent
+    by the Celery worker after the commit (beat re-sends a row nobody sent); ``None`` for a provider that
+    keeps no qualifications of its own."""
+    worker = session.get(Worker, worker_id)
+    name = session.scalar(select(Qualification.name).where(Qualification.id == qualification_id))
+    if worker is None or name is None or worker.provider_type not in SYNCED_PROVIDERS:
+        return None
+    return record_call(
+        session, CallAction.SYNC_QUALIFICATION, f"sync_qual:{worker_id}:{uuid.uuid4().hex}",
+        provider_type=worker.provider_type, worker_id=worker_id, reason="updated by the requester", now=now,
+        payload={"worker_name": worker.worker_name, "qualification_name": name,
+                 "provider_args": _newest_provider_args(session, worker)})
+
+
+def pending_worker_calls(session: Session, worker_id: int) -> list[int]:
+    """The worker's qualification syncs and notifications not yet sent (to send after the commit)."""
+    from mephisto_dist.db.models import ProviderCall
+
+    return list(session.scalars(select(ProviderCall.id).where(
+        ProviderCall.worker_id == worker_id, ProviderCall.status == "pending",
+        ProviderCall.action.in_([CallAction.SYNC_QUALIFICATION.value, CallAction.NOTIFY.value]))
+        .order_by(ProviderCall.id)))
+
+
+def record_notification(session: Session, worker_id: int, subject: str, message: str, *, now: datetime) -> int:
+    """A ledger row messaging one worker through their provider (MTurk's NotifyWorkers)."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFoundError(f"worker {worker_id} does not exist")
+    if not subject.strip() or not message.strip():
+        raise ConfigError("a notification needs a subject and a message")
+    return record_call(
+        session, CallAction.NOTIFY, f"notify:{worker_id}:{uuid.uuid4().hex}", provider_type=worker.provider_type,
+        worker_id=worker_id, now=now,
+        payload={"worker_name": worker.worker_name, "subject": subject, "message": message,
+                 "provider_args": _newest_provider_args(session, worker)})
+
+
+def _newest_provider_args(session: Session, worker: Worker) -> dict[str, Any]:
+    """The provider account a worker is reached through: the one of the newest run they took a unit or
+    onboarding in."""
+    newest = None
+    for holder in (Agent, OnboardingAgent):
+        run_id = session.scalar(select(func.max(holder.task_run_id)).join(TaskRun, TaskRun.id == holder.task_run_id)
+                               .where(holder.worker_id == worker.id, TaskRun.provider_type == worker.provider_type))
+        newest = run_id if newest is None or (run_id is not None and run_id > newest) else newest
+    config = session.scalar(select(TaskRun.config).where(TaskRun.id == newest)) if newest is not None else None
+    return dict((config or {}).get("provider", {}))
 
 
 def clear_onboarding(session: Session, worker_id: int, qualification_name: str) -> list[str]:

@@ -16,14 +16,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Assignment, ProviderCall, TaskRun, Unit, UnitReview, Worker
+from mephisto_dist.db.models import (
+    Agent,
+    Assignment,
+    GrantedQualification,
+    ProviderCall,
+    Qualification,
+    TaskRun,
+    Unit,
+    UnitReview,
+    Worker,
+)
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import ConfigError, MephistoDistError, NotFoundError, ServiceError
@@ -62,6 +72,9 @@ class CallAction(StrEnum):
     BONUS = "bonus"
     BLOCK = "block"
     UNBLOCK = "unblock"
+    # A worker's standing on one qualification, copied to the provider as it is when the call runs.
+    SYNC_QUALIFICATION = "sync_qual"
+    NOTIFY = "notify"
 
 
 class CallStatus(StrEnum):
@@ -298,14 +311,24 @@ def _claim(session: Session, call_id: int, *, now: datetime, stale_after_s: floa
             call.status = CallStatus.SKIPPED.value
             call.done_at = now
             return CallStatus.SKIPPED
+    payload = dict(call.payload)
+    if action == CallAction.SYNC_QUALIFICATION:
+        # Grants and revokes may be carried out out of order: each sends the standing as it is now.
+        payload["value"] = session.scalar(
+            select(GrantedQualification.value)
+            .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
+            .where(GrantedQualification.worker_id == call.worker_id,
+                   Qualification.name == payload.get("qualification_name")))
     return _ClaimedCall(call.id, action, call.idempotency_key, call.provider_type, int(attempt),
-                        call.unit_review_id, call.amount, call.reason or "", dict(call.payload))
+                        call.unit_review_id, call.amount, call.reason or "", payload)
 
 
 def _call_provider(provider: CrowdProvider, call: _ClaimedCall) -> str:
     key = call.key
     payload = call.payload
     worker_name = str(payload.get("worker_name") or "")
+    if call.action in (CallAction.SYNC_QUALIFICATION, CallAction.NOTIFY):
+        return _call_worker_channel(provider, call, worker_name)
     if call.action == CallAction.BLOCK:
         return provider.block_worker(worker_name, call.reason, idempotency_key=key)
     if call.action == CallAction.UNBLOCK:
@@ -318,6 +341,31 @@ def _call_provider(provider: CrowdProvider, call: _ClaimedCall) -> str:
     if call.amount is None:
         raise ConfigError(f"bonus call {key} has no amount")
     return provider.pay_bonus(work, call.amount, call.reason, idempotency_key=key)
+
+
+@runtime_checkable
+class WorkerChannel(Protocol):
+    """What a provider with its own qualifications and messages (MTurk) offers beyond the contract."""
+
+    def grant_qualification(self, worker_name: str, qualification_name: str, value: int) -> str: ...
+    def revoke_qualification(self, worker_name: str, qualification_name: str, reason: str) -> str: ...
+    def notify_workers(self, worker_names: Sequence[str], subject: str, message: str) -> list[str]: ...
+
+
+def _call_worker_channel(provider: CrowdProvider, call: _ClaimedCall, worker_name: str) -> str:
+    if not isinstance(provider, WorkerChannel):
+        return f"{provider.provider_type}:nothing to send"  # mock keeps qualifications only here
+    payload = call.payload
+    if call.action == CallAction.NOTIFY:
+        failed = provider.notify_workers([worker_name], str(payload.get("subject")), str(payload.get("message")))
+        if failed:
+            raise ServiceError(f"{provider.provider_type} could not notify worker {worker_name}")
+        return f"notified:{worker_name}"
+    name = str(payload.get("qualification_name"))
+    value = payload.get("value")
+    if value is None:
+        return provider.revoke_qualification(worker_name, name, call.reason)
+    return provider.grant_qualification(worker_name, name, int(value))
 
 
 def _release(session: Session, call: _ClaimedCall, error: str) -> None:

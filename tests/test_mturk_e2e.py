@@ -23,6 +23,14 @@ from mephisto_dist.db.models import Agent, ProviderCall, Unit
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.providers import make_provider
 from mephisto_dist.providers.mturk import credentials
+from mephisto_dist.qualifications import (
+    create_qualification,
+    find_worker,
+    grant,
+    pending_worker_calls,
+    record_notification,
+    revoke,
+)
 from mephisto_dist.queue import PROVIDER_CALL
 from mephisto_dist.requesters import register
 from mephisto_dist.review import Decision, decide, perform_call
@@ -208,10 +216,47 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
                 runtime.queue.enqueue(PROVIDER_CALL, call_id)
             wait_for(lambda: mturk.get_assignment(AssignmentId=assignment_of(runtime, second_unit))["Assignment"]
                      ["AssignmentStatus"] == "Approved", message="the override")
+
+            # Qualifications granted and revoked here reach MTurk through the ledger, in the order that
+            # matters (each call sends the standing as it is when it runs), and so do notifications.
+            sync_qualifications_and_notify(runtime, mturk, turk)
         runtime.close()
     for path in [*tmp_path.joinpath("data").rglob("*"), *logs.iterdir()]:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def sync_qualifications_and_notify(runtime: Runtime, mturk: Any, turk: str) -> None:
+    with transaction(runtime.sessions) as session:
+        trained, _ = create_qualification(session, "trained", now=datetime.now(UTC))
+        worker = find_worker(session, "A1SIM0")
+        granted = grant(session, trained, worker.id, 7, now=datetime.now(UTC))
+    assert granted is not None
+    runtime.queue.enqueue(PROVIDER_CALL, granted)
+
+    def holders(status: str = "Granted") -> list[tuple[str, int]]:
+        types = [t["QualificationTypeId"] for t in mturk.list_qualification_types(
+            Query="trained", MustBeRequestable=False, MustBeOwnedByCaller=True)["QualificationTypes"]
+            if t["Name"] == "trained"]
+        if not types:
+            return []
+        found = mturk.list_workers_with_qualification_type(QualificationTypeId=types[0], Status=status)
+        return [(q["WorkerId"], q["IntegerValue"]) for q in found["Qualifications"]]
+
+    wait_for(lambda: holders() == [("A1SIM0", 7)], timeout_s=30, message="the grant on MTurk")
+    with transaction(runtime.sessions) as session:
+        regrant = grant(session, trained, worker.id, 9, now=datetime.now(UTC))
+        assert revoke(session, trained, worker.id)
+        revoked = pending_worker_calls(session, worker.id)
+    assert regrant in revoked and len(revoked) == 2
+    for call_id in reversed(revoked):  # carried out in the wrong order
+        perform_call(runtime.sessions, call_id)
+    assert holders() == [] and holders("Revoked") == [("A1SIM0", 7)]
+    with transaction(runtime.sessions) as session:
+        note = record_notification(session, worker.id, "Thanks", "Your ratings were great", now=datetime.now(UTC))
+    runtime.queue.enqueue(PROVIDER_CALL, note)
+    wait_for(lambda: httpx.get(f"{turk}/api/workers/A1SIM0/messages").json()["Notifications"], timeout_s=30,
+             message="the notification")
 
 
 def _provider_args(runtime: Runtime, run_id: int) -> dict[str, Any]:

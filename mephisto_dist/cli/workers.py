@@ -29,6 +29,8 @@ from mephisto_dist.qualifications import (
     grant,
     list_grants,
     list_qualifications,
+    pending_worker_calls,
+    record_notification,
     revoke,
     unblock_worker,
 )
@@ -220,10 +222,13 @@ def grant_command(
 ) -> None:
     """Give a worker a qualification (or change the value they hold)."""
     number = _parse_value(value)
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        qualification = find_qualification(session, name)
-        found = find_worker(session, worker, provider)
-        grant(session, qualification.id, found.id, number, now=_now())
+    with opened_runtime() as runtime:
+        with transaction(runtime.sessions) as session:
+            qualification = find_qualification(session, name)
+            found = find_worker(session, worker, provider)
+            grant(session, qualification.id, found.id, number, now=_now())
+            calls = pending_worker_calls(session, found.id)
+        dispatch_calls(runtime, calls)
     console.print(f"granted {name}={number} to worker {worker}", highlight=False)
 
 
@@ -234,9 +239,28 @@ def revoke_command(
     provider: ProviderOption = None,
 ) -> None:
     """Take a qualification away from a worker."""
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        qualification = find_qualification(session, name)
-        found = find_worker(session, worker, provider)
-        if not revoke(session, qualification.id, found.id):
-            fail(f"worker {worker} does not hold {name!r}")
+    with opened_runtime() as runtime:
+        with transaction(runtime.sessions) as session:
+            qualification = find_qualification(session, name)
+            found = find_worker(session, worker, provider)
+            if not revoke(session, qualification.id, found.id):
+                fail(f"worker {worker} does not hold {name!r}")
+            calls = pending_worker_calls(session, found.id)
+        dispatch_calls(runtime, calls)
     console.print(f"revoked {name} from worker {worker}", highlight=False)
+
+
+@workers_app.command("notify")
+def notify(
+    workers: Annotated[list[str], typer.Argument(help="Worker names.")],
+    subject: Annotated[str, typer.Option("--subject", help="The message's subject.")],
+    message: Annotated[str, typer.Option("--message", help="The message.")],
+    provider: ProviderOption = None,
+) -> None:
+    """Message workers through their provider (MTurk's NotifyWorkers), as ledger calls sent by Celery."""
+    with opened_runtime() as runtime:
+        with transaction(runtime.sessions) as session:
+            calls = [record_notification(session, find_worker(session, name, provider).id, subject, message,
+                                         now=_now()) for name in workers]
+        dispatch_calls(runtime, calls)
+    console.print(f"{len(calls)} notification(s) recorded and sent", highlight=False)
