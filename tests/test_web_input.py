@@ -195,6 +195,20 @@ def test_a_multipart_submit_without_final_string_data_keeps_the_unit_open(runtim
     assert ok.status_code == 200 and unit_status(runtime, agent) == "completed"
 
 
+def test_a_multipart_field_that_is_not_utf8_is_refused(runtime: Runtime, run: RunContext) -> None:
+    agent = register(runtime, run)
+    raw = multipart({"USED_AGENT_ID": agent, "final_string_data": '{"comment": "caf#"}'}, {"evidence": b"abc"})
+    raw = raw.replace(b"caf#", b"caf\xe9")  # Latin-1, not UTF-8
+    response = call(runtime, run, "POST", "/submit_task", content=raw, headers=FORM)
+    assert response.status_code == 400
+    assert response.json()["error"] == "the form field 'final_string_data' is not valid UTF-8"
+    assert unit_status(runtime, agent) == "assigned"
+    good = multipart({"USED_AGENT_ID": agent, "final_string_data": '{"comment": "café"}'}, {"evidence": b"abc"})
+    assert call(runtime, run, "POST", "/submit_task", content=good, headers=FORM).status_code == 200
+    with transaction(runtime.sessions) as session:
+        assert session.get(Agent, agent).outputs["comment"] == "café"  # type: ignore[union-attr,index]
+
+
 def test_metadata_is_taken_while_working_and_refused_after_submission(runtime: Runtime, run: RunContext) -> None:
     agent = register(runtime, run)
     tips = call(runtime, run, "POST", "/submit_metadata", json={"USED_AGENT_ID": agent, "metadata": {"tips": ["a"]}})

@@ -4,9 +4,11 @@ Content-Length to check first), JSON objects, multipart forms."""
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import Any
 
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -47,8 +49,28 @@ async def json_body(request: Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, except that a text field that is not valid UTF-8 is refused: Starlette would
+    decode it as Latin-1 and the answer would be stored garbled."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"the form field {part.field_name!r} is not valid UTF-8") from None
+        super().on_part_end()
+
+
 async def form_body(request: Request, max_bytes: int) -> FormData:
-    return await limited(request, max_bytes).form(max_part_size=max_bytes)
+    """A multipart body, read through :func:`limited`, with every text field valid UTF-8."""
+    body = limited(request, max_bytes)
+    try:
+        async with aclosing(body.stream()) as stream:
+            return await _StrictMultiPartParser(body.headers, stream, max_part_size=max_bytes).parse()
+    except MultiPartException as error:
+        raise RequestError(error.message) from None
 
 
 def parse_json(raw: bytes | str, what: str) -> Any:
