@@ -37,6 +37,7 @@ from mephisto_dist.db.models import (
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import ConfigError, MephistoDistError, NotFoundError, ServiceError
+from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, SubmittedWork, make_provider
 
 CLAIM_STALE_AFTER_S = 300.0
@@ -267,10 +268,12 @@ def perform_call(
         receipt = _call_provider(provider_for(claimed.provider_type, claimed.payload.get("provider_args", {})),
                                  claimed)
     except Exception as error:
+        record_provider_call(claimed.provider_type, claimed.action.value, "error")
         with transaction(factory) as session:
             _release(session, claimed, f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS])
         raise ServiceError(f"{claimed.provider_type} {claimed.action.value} ({claimed.key}) failed: {error}") \
             from error
+    record_provider_call(claimed.provider_type, claimed.action.value, "ok")
     with transaction(factory) as session:
         now = clock()
         session.execute(

@@ -18,6 +18,7 @@ from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.limiter import Limiter, PoolLimit, keys
+from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider
 
 LAUNCH_BATCH = 200
@@ -162,7 +163,12 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
             moved: set[int] = set()
             try:
                 task_args = _task_args(session, run_id) if taken and not ctx.provider.publishes_instantly else {}
-                published = ctx.provider.publish_units(run_id, taken, run.server_url or "", task_args)
+                try:
+                    published = ctx.provider.publish_units(run_id, taken, run.server_url or "", task_args)
+                except Exception:
+                    record_provider_call(type(ctx.provider).__name__, "publish", "error", len(taken))
+                    raise
+                record_provider_call(type(ctx.provider).__name__, "publish", "ok", len(published))
                 moved = set(move_units_each(session, [(p.unit_id, {"provider_unit_id": p.provider_unit_id})
                                                       for p in published],
                                             UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now))

@@ -106,6 +106,11 @@ class Settings:
         return self.storage_url or (self.data_dir / "storage").resolve().as_uri()
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where this machine's processes write their Prometheus metrics (multiprocess mode)."""
+        return self.data_dir / "metrics"
+
+    @property
     def bundle_cache_dir(self) -> Path:
         """This machine's copies of run bundles fetched from storage."""
         return self.data_dir / "bundle-cache"

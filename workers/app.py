@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import task_postrun
+
+from mephisto_dist import metrics
 from mephisto_dist.queue import celery_config
 from mephisto_dist.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
+    metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
     app = Celery("mephisto_dist")
     app.conf.update(celery_config(settings.broker_url))
     app.conf.worker_send_task_events = True
     app.conf.task_send_sent_event = True
+    task_postrun.connect(_count_outcome, weak=False, dispatch_uid="mephisto_dist.metrics.celery_tasks")
     return app
+
+
+def _count_outcome(sender: Any = None, state: str | None = None, **_: Any) -> None:
+    if sender is not None and state:
+        metrics.record_celery_task(str(sender.name), state)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from mephisto_dist import queue, runner_events
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
+from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.runs import (
@@ -98,7 +99,8 @@ def unit_submitted(unit_id: int) -> None:
 @app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]
 def reconcile_pools_task() -> None:
     rt = runtime()
-    reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
+    recounted = reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
+    record_reconciler_action("pool_recounted", len(recounted))
 
 
 def provider_for(run: TaskRun) -> CrowdProvider:
@@ -109,4 +111,4 @@ def provider_for(run: TaskRun) -> CrowdProvider:
 def reconcile_runs_task() -> None:
     rt = runtime()
     for run_id in reconcile_runs(rt.sessions, rt.limiter, provider_for, now=_now()):
-        _launch(run_id)
+        record_reconciler_action("units_relaunched", _launch(run_id))

@@ -86,13 +86,41 @@ def web(
     public_port: Annotated[int | None, typer.Option(
         "--public-port", help="The run's port when a balancer listens on it and this process behind it "
         "(default: --port).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics on this port too (default: "
+        "MEPHISTO_DIST_METRICS_PORT; never the worker-facing port).")] = None,
+    metrics_host: Annotated[str | None, typer.Option(
+        "--metrics-host", help="Address for the metrics listener (default: --host).")] = None,
 ) -> None:
     """Serve the worker-facing pages and router protocol (the Procfile's web process)."""
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
     from mephisto_dist.web.server import serve
 
-    serve(Runtime(load_settings()), run_id=run, host=host, port=port, public_port=public_port)
+    serve(Runtime(load_settings()), run_id=run, host=host, port=port, public_port=public_port,
+          metrics_port=metrics_port, metrics_host=metrics_host)
+
+
+def metrics(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: MEPHISTO_DIST_METRICS_PORT, else 9100).")] = None,
+) -> None:
+    """Serve this machine's Prometheus metrics (every process's, summed) and the deployment's figures."""
+    import signal
+
+    from mephisto_dist import metrics as recorded
+    from mephisto_dist.metrics.listener import serve as serve_metrics
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
+
+    settings = load_settings()
+    recorded.enable(settings)
+    chosen = port or settings.metrics_port or 9100
+    if not serve_metrics(Runtime(settings), host, chosen):
+        fail(f"{host}:{chosen} is already in use")
+    err_console.print(f"serving metrics on http://{host}:{chosen}/metrics")
+    while True:
+        signal.pause()
 
 
 def _register_commands() -> None:
@@ -104,6 +132,7 @@ def _register_commands() -> None:
     from mephisto_dist.cli.runs import runs, shutdown, status
 
     app.command(name="run")(run_command)
+    app.command(name="metrics")(metrics)
     app.command(name="resume")(resume)
     app.command(name="shutdown")(shutdown)
     app.command(name="runs")(runs)

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from mephisto_dist import metrics
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
@@ -21,6 +22,7 @@ from mephisto_dist.services.served import Served
 from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import error_response
+from mephisto_dist.web.request_metrics import RequestMetrics
 from mephisto_dist.web.routes import agents, live, pages, submissions
 
 # In matching order; pages.FALLBACK (the run's built files, any path) comes last.
@@ -29,6 +31,7 @@ ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, agents.ROUTES, su
 
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
+    metrics.enable(runtime.settings)
     hub = LiveHub(runtime.settings.effective_redis_url)
 
     @contextlib.asynccontextmanager
@@ -39,8 +42,8 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             await hub.close()
 
     app = Starlette(routes=[route for group in ROUTE_GROUPS for route in group],
-                    exception_handlers={MephistoDistError: error_response}, middleware=[Middleware(AccessLog)],
-                    lifespan=lifespan)
+                    exception_handlers={MephistoDistError: error_response},
+                    middleware=[Middleware(RequestMetrics), Middleware(AccessLog)], lifespan=lifespan)
     app.state.live = hub
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    in_loop=runtime.engine.dialect.name == "sqlite")

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mephisto_dist.agents import Registration
+from mephisto_dist.metrics import record_agent_answer
 from mephisto_dist.services import agents as service
 from mephisto_dist.web.bodies import agent_id_of, json_body, json_object
 from mephisto_dist.web.context import context_of
@@ -16,6 +17,7 @@ async def request_agent(request: Request) -> Response:
     context = context_of(request)
     reg = Registration.from_request(await json_body(request, context.max_body_bytes))
     details = await context.call(service.request_agent, context.served, reg)
+    record_agent_answer(details.failure_reason, details.agent_id)
     return JSONResponse(details.packet())
 
 

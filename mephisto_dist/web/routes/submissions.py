@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from mephisto_dist.agents import Submission
 from mephisto_dist.errors import RequestError
+from mephisto_dist.metrics import record_submission
 from mephisto_dist.services import submissions as service
 from mephisto_dist.services.submissions import UploadedFile
 from mephisto_dist.web.bodies import agent_id_of, form_body, is_multipart, json_body, json_object, parse_json
@@ -61,6 +62,7 @@ def _final_string_data(form: FormData) -> dict[str, Any]:
 
 
 def _submitted(submission: Submission) -> Response:
+    record_submission(submission.first)
     return JSONResponse({"status": "Submitted!" if submission.first else "Already submitted",
                          "unit_id": str(submission.unit_id)})
 

@@ -1,0 +1,98 @@
+"""The metrics listener: this machine's recorded metrics summed over its processes, and the deployment's
+figures read from the database and Redis when Prometheus scrapes (the ones ``status`` prints)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from mephisto_dist.db.engine import read_transaction
+from mephisto_dist.db.models import TaskRun
+from mephisto_dist.errors import ConfigError, ServiceError
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_counts
+from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolFigure:
+    pool: str
+    run_id: int | None
+    held: int
+    cap: int
+
+
+def pool_figure(limiter: Limiter, pool: str, run_id: int | None, configured_cap: int) -> PoolFigure:
+    """Tokens held and the cap in force, as ``status`` reads them: a stored cap overrides the run's."""
+    stored = limiter.get_cap(pool)
+    return PoolFigure(pool, run_id, limiter.held(pool), configured_cap if stored is None else stored)
+
+
+class DeploymentCollector:
+    """Figures read from the database and Redis when Prometheus scrapes, never on the hot path."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        units = GaugeMetricFamily("mephisto_dist_units", "Units per status of each open run", labels=["run", "status"])
+        held = GaugeMetricFamily("mephisto_dist_tokens_held", "Concurrency tokens held", labels=["pool", "run"])
+        cap = GaugeMetricFamily("mephisto_dist_token_cap", "Cap of each concurrency pool (0 = none)",
+                                labels=["pool", "run"])
+        rt = self._runtime
+        try:
+            with read_transaction(rt.sessions) as session:
+                runs = session.execute(select(TaskRun.id, TaskRun.max_concurrent_units)
+                                       .where(TaskRun.is_completed.is_(False))).all()
+                counts = {run_id: unit_counts(session, run_id) for run_id, _ in runs}
+            figures = [pool_figure(rt.limiter, run_pool(run_id), run_id, configured) for run_id, configured in runs]
+            figures.append(pool_figure(rt.limiter, GLOBAL_POOL, None, rt.settings.max_concurrent_units))
+        except ServiceError as error:
+            log.warning("metrics: cannot read the deployment's figures: %s", error)
+            return
+        for run_id, by_status in counts.items():
+            for status, count in by_status.items():
+                units.add_metric([str(run_id), status.value], count)
+        for figure in figures:
+            run_label = "" if figure.run_id is None else str(figure.run_id)
+            held.add_metric([figure.pool, run_label], figure.held)
+            cap.add_metric([figure.pool, run_label], figure.cap)
+        yield units
+        yield held
+        yield cap
+
+
+def registry(runtime: Runtime) -> Any:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    collected = CollectorRegistry()
+    MultiProcessCollector(collected, path=str(runtime.settings.metrics_dir))  # type: ignore[no-untyped-call]
+    collected.register(DeploymentCollector(runtime))
+    return collected
+
+
+def serve(runtime: Runtime, host: str, port: int, *, worker_port: int | None = None) -> bool:
+    """Serve this machine's metrics on ``host:port`` in a background thread; False when another process
+    of the machine already serves them there (several web processes share one listener)."""
+    from prometheus_client import start_http_server
+
+    if port == worker_port:
+        raise ConfigError(f"the metrics port {port} is the worker-facing port: give metrics a port of their own")
+    try:
+        start_http_server(port, addr=host, registry=registry(runtime))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {error.strerror}") from None
+        log.info("metrics: %s:%d is served by another process of this machine", host, port)
+        return False
+    return True
