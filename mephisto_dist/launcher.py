@@ -16,7 +16,7 @@ from mephisto_dist.bundles import check_hooks_inside, store_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.providers import make_provider
-from mephisto_dist.queue import LAUNCH_UNITS
+from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.requesters import provider_access_args
 from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
@@ -82,5 +82,7 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         return create_task_run(session, new, now=datetime.now(UTC))
 
 
-def enqueue_launch(runtime: Runtime, run_id: int) -> None:
-    runtime.queue.enqueue(LAUNCH_UNITS, run_id)
+def enqueue_launch(runtime: Runtime, run_id: int, architect_type: str | None = None) -> None:
+    """Launch the run's units; a run whose server is deployed remotely (``ec2``) gets its server first,
+    and the deploy task launches the units once the server's URL is known."""
+    runtime.queue.enqueue(DEPLOY_SERVER if architect_type == "ec2" else LAUNCH_UNITS, run_id)

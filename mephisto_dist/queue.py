@@ -58,3 +58,7 @@ class CeleryQueue:
 # Review side effects on the crowd provider (``workers.review_tasks``): one ledger row per call.
 PROVIDER_CALL = "mephisto_dist.provider_call"
 RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"
+
+# Beat's reconcilers of the outside world (``workers.reconcile_tasks``).
+RECONCILE_SERVERS = "mephisto_dist.reconcile_servers"
+DEPLOY_SERVER = "mephisto_dist.deploy_server"

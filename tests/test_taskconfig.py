@@ -190,8 +190,8 @@ def test_from_dict_fills_new_defaults_and_validates(folder: Path) -> None:
     assert TaskConfig.from_dict(stored).task["submission_timeout"] == 600
 
     wrong = copy.deepcopy(stored)
-    wrong["architect"]["_architect_type"] = "ec2"
-    with pytest.raises(ConfigError, match=r"unknown architect 'ec2'; known: local, mock"):
+    wrong["architect"]["_architect_type"] = "heroku"
+    with pytest.raises(ConfigError, match=r"unknown architect 'heroku'; known: local, ec2, mock"):
         TaskConfig.from_dict(wrong)
     wrong = copy.deepcopy(stored)
     wrong["task"]["task_reward"] = "lots"
@@ -239,7 +239,7 @@ def test_unknown_blueprint_in_defaults(tmp_path: Path) -> None:
 
 def test_unknown_architect_and_provider_in_override(folder: Path) -> None:
     assert load_error(folder, "mephisto/architect=heroku") == (
-        "unknown architect 'heroku'; known: local, mock (from override 'mephisto/architect=heroku')"
+        "unknown architect 'heroku'; known: local, ec2, mock (from override 'mephisto/architect=heroku')"
     )
     assert "unknown provider 'crowdflower'; known: mock, mturk, mturk_sandbox, prolific" in load_error(
         folder, "mephisto/provider=crowdflower")

@@ -84,7 +84,7 @@ def test_wut_alone_lists_every_kind_and_name(tmp_path: Path) -> None:
         names = ", ".join(section.name for section in sections(kind))
         assert f"{kind}: {names}" in result.stdout
     architects = wut(tmp_path, "architect")
-    assert "architect: local, mock" in architects.stdout
+    assert "architect: local, ec2, mock" in architects.stdout
 
 
 @pytest.mark.parametrize(("args", "needles"), [

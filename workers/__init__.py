@@ -13,4 +13,4 @@ app = make_celery(_settings)
 install_heartbeat(app, _settings)
 
 # Imported for their side effect: each registers its tasks on ``app``.
-from workers import review_tasks, runner_tasks, tasks  # noqa: F401
+from workers import reconcile_tasks, review_tasks, runner_tasks, tasks  # noqa: F401

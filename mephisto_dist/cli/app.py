@@ -91,14 +91,18 @@ def web(
         "MEPHISTO_DIST_METRICS_PORT; never the worker-facing port).")] = None,
     metrics_host: Annotated[str | None, typer.Option(
         "--metrics-host", help="Address for the metrics listener (default: --host).")] = None,
+    server_id: Annotated[int | None, typer.Option("--server-id", help="The record an architect made for this "
+                                                  "server (default: record a new one).")] = None,
 ) -> None:
-    """Serve the worker-facing pages and router protocol (the Procfile's web process)."""
+    """Serve the worker-facing pages and router protocol (the Procfile's web process). The server is
+    recorded before it listens, leaves heartbeats, and stops itself when its run has ended or its
+    record is marked stopped."""
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
     from mephisto_dist.web.server import serve
 
     serve(Runtime(load_settings()), run_id=run, host=host, port=port, public_port=public_port,
-          metrics_port=metrics_port, metrics_host=metrics_host)
+          metrics_port=metrics_port, metrics_host=metrics_host, server_id=server_id)
 
 
 def metrics(
@@ -129,7 +133,7 @@ def _register_commands() -> None:
     from mephisto_dist.cli.requesters import register, requesters
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
-    from mephisto_dist.cli.runs import runs, shutdown, status
+    from mephisto_dist.cli.runs import reconciled, runs, shutdown, status
 
     app.command(name="run")(run_command)
     app.command(name="metrics")(metrics)
@@ -137,6 +141,7 @@ def _register_commands() -> None:
     app.command(name="shutdown")(shutdown)
     app.command(name="runs")(runs)
     app.command(name="status")(status)
+    app.command(name="reconciled")(reconciled)
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
     app.command(name="register")(register)

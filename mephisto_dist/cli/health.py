@@ -1,11 +1,20 @@
-"""The deployment's processes for ``status``: Celery workers and beat by their heartbeats in Redis."""
+"""What ``status`` and ``reconciled`` show of the deployment: Celery workers and beat by their heartbeats
+in Redis, the recorded servers, and what the reconcilers found and did."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy import select
+
 from mephisto_dist import heartbeats
 from mephisto_dist.cli.console import console
+from mephisto_dist.db.engine import read_transaction
+from mephisto_dist.db.models import Server
 from mephisto_dist.domain.diagnosis import ProcessFacts, ago
+from mephisto_dist.domain.servers import ServerStatus
 from mephisto_dist.errors import ServiceError
+from mephisto_dist.reconcilers import records
 from mephisto_dist.runtime import Runtime
 
 SHOWN_WORKERS = 5
@@ -38,3 +47,32 @@ def print_processes(runtime: Runtime) -> ProcessFacts:
     console.print(f"beat: {running} ({beat_line})", soft_wrap=True)
     return facts
 
+
+
+def print_servers(runtime: Runtime, task_run_id: int | None, *, now: datetime) -> None:
+    """The recorded servers (of one run, or every one not stopped) with their last heartbeat."""
+    with read_transaction(runtime.sessions) as session:
+        query = select(Server).order_by(Server.id)
+        query = (query.where(Server.task_run_id == task_run_id) if task_run_id is not None
+                 else query.where(Server.status != ServerStatus.STOPPED.value))
+        servers = session.scalars(query).all()
+        for server in servers:
+            seen = ("never beat" if server.heartbeat_at is None
+                    else f"last heartbeat {ago((now - server.heartbeat_at).total_seconds())} ago")
+            where = server.instance_id or (f"pid {server.pid}" if server.pid else "")
+            run = "" if task_run_id is not None else f"run {server.task_run_id or '(any on its port)'}, "
+            note = f"; {server.note}" if server.note and server.status != ServerStatus.RUNNING.value else ""
+            console.print(f"server {server.id}: {server.status} ({run}{server.architect} {server.address or '?'} "
+                          f"{where} on {server.host}, {seen}{note})", soft_wrap=True)
+
+
+def print_reconciled(runtime: Runtime, task_run_id: int | None, *, limit: int) -> int:
+    """What beat's reconcilers found and did, newest first; returns how many lines."""
+    with read_transaction(runtime.sessions) as session:
+        rows = records.recent(session, task_run_id=task_run_id, limit=limit)
+        for row in rows:
+            state = ("done" if row.done_at is not None else
+                     f"FAILED: {row.error}" if row.error else "in progress")
+            console.print(f"{row.created_at:%Y-%m-%d %H:%M:%S} {row.reconciler}: {row.subject}: {row.found} "
+                          f"-> {row.action} ({state})", soft_wrap=True, highlight=False)
+        return len(rows)

@@ -74,7 +74,7 @@ def run(
         try:
             upgrade(runtime.engine)
             run_id = create_run(runtime, prepared)
-            enqueue_launch(runtime, run_id)
+            enqueue_launch(runtime, run_id, prepared.config.architect_type)
         finally:
             runtime.close()
         console.print(run_id)
@@ -121,12 +121,13 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
                 fail(f"task run {run_id} was stopped ({stored.shutdown_reason}); start a new run instead")
             task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
             server = plan_server(stored.architect_type, stored.config.get("architect", {}))
+            architect_type = stored.architect_type
     finally:
         runtime.close()
     if detach:
         runtime = Runtime(settings)
         try:
-            enqueue_launch(runtime, run_id)
+            enqueue_launch(runtime, run_id, architect_type)
         finally:
             runtime.close()
         console.print(run_id)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
-from mephisto_dist.cli.health import print_processes
+from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
@@ -25,6 +25,7 @@ from mephisto_dist.providers import make_provider
 from mephisto_dist.runs import run_pool, unit_counts
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
+RECENT_RECONCILED = 5
 
 
 def _now() -> datetime:
@@ -78,7 +79,11 @@ def status(run_id: Annotated[int | None, typer.Argument(
     now = _now()
     try:
         if run_id is None:
-            for sentence in diagnose_processes(print_processes(runtime)):
+            deployment = print_processes(runtime)
+            print_servers(runtime, None, now=now)
+            if print_reconciled(runtime, None, limit=RECENT_RECONCILED):
+                console.print("(mephisto-dist reconciled shows more)")
+            for sentence in diagnose_processes(deployment):
                 console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
             return
         with read_transaction(runtime.sessions) as session:
@@ -130,6 +135,8 @@ def status(run_id: Annotated[int | None, typer.Argument(
             for unit_id, worker_name, assigned_at in in_flight:
                 age = int((now - assigned_at).total_seconds()) if assigned_at else 0
                 console.print(f"  unit {unit_id}: {worker_name}, for {age // 60} min {age % 60} s", soft_wrap=True)
+        print_servers(runtime, run_id, now=now)
+        print_reconciled(runtime, run_id, limit=RECENT_RECONCILED)
         processes = print_processes(runtime)
         facts = RunFacts(
             is_completed=run.is_completed, shutdown_reason=run.shutdown_reason if run.shutdown_requested_at else None,
@@ -178,5 +185,18 @@ def shutdown(
             waiting = lifecycle.in_flight(session, run_id)
         console.print(f"task run {run_id} stopping: {count} available unit(s) expired; waiting on {waiting} "
                       f"unit(s) in flight (mephisto-dist shutdown {run_id} --force to stop them now)")
+    finally:
+        runtime.close()
+
+
+def reconciled(
+    run_id: Annotated[int | None, typer.Option("--run", help="Only what concerned this task run.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 50,
+) -> None:
+    """What beat's reconcilers found (orphaned servers, HITs, ...) and what they did about it."""
+    runtime = open_runtime()
+    try:
+        if not print_reconciled(runtime, run_id, limit=limit):
+            console.print("the reconcilers have found nothing to do")
     finally:
         runtime.close()

@@ -279,3 +279,37 @@ class RemoteCall(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
+
+
+class Server(Base):
+    """A worker-facing server an architect deployed, recorded before it is started (``domain.servers``)."""
+
+    __tablename__ = "server"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key: the reconciler must still see servers of runs deleted from the database.
+    task_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    architect: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    instance_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="deploying", index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime | None]
+
+
+class ReconcileRecord(Base):
+    """What a reconciler found and what it did about it, for ``status`` and ``mephisto-dist reconciled``."""
+
+    __tablename__ = "reconcile_record"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reconciler: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    task_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    found: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    done_at: Mapped[datetime | None]

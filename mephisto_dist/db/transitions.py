@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Unit
+from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, Unit
+from mephisto_dist.domain.servers import ServerStatus, check_server_transition
 from mephisto_dist.domain.status import (
     AgentStatus,
     RemoteCallStatus,
@@ -195,3 +196,21 @@ def move_remote_call(
     result = session.connection().execute(
         update(table).where(table.c.id == call_id, table.c.status == old.value).values(**values))
     return bool(result.rowcount)
+
+
+def move_server(
+    session: Session,
+    server_id: int,
+    old: ServerStatus | Collection[ServerStatus],
+    new: ServerStatus,
+    *,
+    now: datetime,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a server's status (``domain.servers``); False when another process moved it."""
+    olds = [old] if isinstance(old, ServerStatus) else list(old)
+    for status in olds:
+        check_server_transition(status, new)
+    statement = (update(Server).where(Server.id == server_id, Server.status.in_([s.value for s in olds]))
+                 .values(status=new.value, status_changed_at=now, **fields))
+    return bool(session.connection().execute(statement).rowcount)

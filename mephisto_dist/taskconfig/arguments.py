@@ -212,6 +212,28 @@ LOCAL_ARCHITECT = Section(
     ),
 )
 
+EC2_ARCHITECT = Section(
+    kind=ARCHITECT,
+    name="ec2",
+    description="Serve the worker-facing pages from an EC2 instance tagged with the run, terminated when the "
+                "run ends (AWS credentials as AWS tools keep them: a named profile or the environment).",
+    arguments=(
+        *_ARCHITECT_BASE,
+        Argument("instance_type", str, "t2.micro", "Instance type of the server."),
+        Argument("subdomain", str, None, "Name of the server under `domain` (default: the task_name)."),
+        Argument("profile_name", str, None, "AWS profile to deploy with (default: the standard AWS environment)."),
+        Argument("region_name", str, "us-east-2", "AWS region of the instance."),
+        Argument("image_id", str, MISSING, "AMI with mephisto-dist installed in /opt/mephisto-dist/venv and the "
+                 "deployment's settings in /etc/mephisto-dist.env (infra/README.md).", required=True),
+        Argument("subnet_id", str, None, "Subnet to launch in (default: the account's default subnet)."),
+        Argument("security_group_id", str, None, "Security group letting workers reach `port`."),
+        Argument("key_pair_name", str, None, "Key pair for SSH access to the instance."),
+        Argument("domain", str, None, "Domain routed to the instance: the server is https://SUBDOMAIN.DOMAIN "
+                 "(default: the instance's public DNS name)."),
+        Argument("port", int, 3000, "Port the server listens on.", minimum=1),
+    ),
+)
+
 MOCK_ARCHITECT = Section(
     kind=ARCHITECT,
     name="mock",
@@ -335,7 +357,7 @@ TASK_RUN = Section(
 
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
     BLUEPRINT: (STATIC_TASK, REMOTE_PROCEDURE),
-    ARCHITECT: (LOCAL_ARCHITECT, MOCK_ARCHITECT),
+    ARCHITECT: (LOCAL_ARCHITECT, EC2_ARCHITECT, MOCK_ARCHITECT),
     PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER),
     TASK: (TASK_RUN,),
 }

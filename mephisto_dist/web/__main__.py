@@ -15,8 +15,9 @@ def main() -> None:
     parser.add_argument("--run", type=int, default=None, help="serve this run (default: newest open run on --port)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--server-id", type=int, default=None, help="the record an architect made for this server")
     args = parser.parse_args()
-    serve(Runtime(load_settings()), run_id=args.run, host=args.host, port=args.port)
+    serve(Runtime(load_settings()), run_id=args.run, host=args.host, port=args.port, server_id=args.server_id)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Running the worker-facing app under uvicorn, with our access log on stderr (the process's log)."""
+"""Running the worker-facing app under uvicorn, with our access log on stderr (the process's log); the
+server is recorded and beats on its record while it runs (``architects.local``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from mephisto_dist.runtime import Runtime
 
 
 def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
-          metrics_port: int | None = None, metrics_host: str | None = None) -> None:
+          metrics_port: int | None = None, metrics_host: str | None = None, server_id: int | None = None) -> None:
     """Serve the app; with a metrics port, also this machine's metrics there, unless another process of
     the machine already does (several web processes share one listener)."""
-    import uvicorn
-
     from mephisto_dist import metrics
-    from mephisto_dist.web.app import create_app
+    from mephisto_dist.architects.local import serve_recorded
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     metrics.enable(runtime.settings)
@@ -23,6 +22,4 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
         from mephisto_dist.metrics.listener import serve as serve_metrics
 
         serve_metrics(runtime, metrics_host or host, metrics_port, worker_port=port)
-    # uvicorn's own access log would repeat ours, without the time taken.
-    uvicorn.run(create_app(runtime, run_id=run_id, port=public_port or port), host=host, port=port, log_level="warning",
-                access_log=False, log_config=None)
+    serve_recorded(runtime, run_id=run_id, host=host, port=port, public_port=public_port, server_id=server_id)

@@ -1,0 +1,149 @@
+"""The ``local`` architect's server: the web process on this machine records itself before it listens,
+leaves a heartbeat on its record while it runs, and stops itself when its run has ended or its record
+is marked stopping (by ``mephisto-dist`` or beat's server reconciler, from any machine)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import uvicorn
+
+from mephisto_dist.architects import ServerRef, plan_server
+from mephisto_dist.architects.servers import (
+    NewServer,
+    ask_to_stop,
+    heartbeat,
+    mark_stopped,
+    record_server,
+    should_stop,
+)
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Server, TaskRun
+from mephisto_dist.errors import MephistoDistError, NotFoundError
+from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ServerKeeper(threading.Thread):
+    """Beats every ``every_s`` and asks uvicorn for its graceful stop once the server must stop. A
+    database error skips one beat: the reconciler tolerates a few."""
+
+    def __init__(self, runtime: Runtime, server_id: int, every_s: float, server: uvicorn.Server) -> None:
+        super().__init__(name="server-heartbeat", daemon=True)
+        self._runtime = runtime
+        self._server_id = server_id
+        self._every_s = every_s
+        self._server = server
+        self._done = threading.Event()
+        self.stop_reason: str | None = None
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.beat_once()
+            except Exception:  # a missed beat is harmless; a dead keeper thread is not
+                log.exception("server %s could not leave its heartbeat", self._server_id)
+            if self.stop_reason is not None:
+                log.warning("server %s stops: %s", self._server_id, self.stop_reason)
+                self._server.should_exit = True
+                return
+            self._done.wait(self._every_s)
+
+    def beat_once(self) -> None:
+        now = _now()
+        with transaction(self._runtime.sessions) as session:
+            heartbeat(session, self._server_id, now=now)
+            self.stop_reason = should_stop(session, self._server_id, now=now, grace_s=self._every_s)
+
+    def finish(self) -> None:
+        self._done.set()
+
+
+def _address(host: str, port: int) -> str:
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def adopt_or_record(runtime: Runtime, *, run_id: int | None, host: str, port: int, server_id: int | None) -> int:
+    """This process's server record: the one an architect made before starting it (``server_id``), or a
+    new one, written before the server listens."""
+    with transaction(runtime.sessions) as session:
+        if server_id is None:
+            return record_server(session, NewServer(run_id, "local", socket.gethostname(), _address(host, port),
+                                                    pid=os.getpid()), now=_now())
+        server = session.get(Server, server_id)
+        if server is None:
+            raise MephistoDistError(f"server {server_id} is not recorded")
+        server.pid = os.getpid()
+        return server_id
+
+
+def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
+                   server_id: int | None = None) -> None:
+    """Record, serve with heartbeats until told to stop (or killed), and close the record on the way out.
+    ``public_port``: the run's port when a balancer listens on it and this process behind it."""
+    from mephisto_dist.web.app import create_app
+
+    server_id = adopt_or_record(runtime, run_id=run_id, host=host, port=port, server_id=server_id)
+    run_port = public_port or port
+    # uvicorn's own access log would repeat ours (web.server), without the time taken.
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime, run_id=run_id, port=run_port), host=host, port=port,
+                                           log_level="warning", access_log=False, log_config=None))
+    keeper = ServerKeeper(runtime, server_id, runtime.settings.heartbeat_every_s, server)
+    keeper.start()
+    try:
+        server.run()
+    finally:
+        keeper.finish()
+        try:
+            with transaction(runtime.sessions) as session:
+                mark_stopped(session, server_id, keeper.stop_reason or "the server exited", now=_now())
+        except Exception:  # the reconciler closes the record of a server that died
+            log.exception("server %s could not record that it stopped", server_id)
+
+
+class LocalArchitect:
+    """``deploy`` starts a web process on this machine for one run, recorded first; ``stop`` marks the
+    record stopping, which the server reads on its next heartbeat (from any machine: no signal needed)."""
+
+    name = "local"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def deploy(self, task_run_id: int) -> int:
+        with transaction(self._runtime.sessions) as session:
+            run = session.get(TaskRun, task_run_id)
+            if run is None:
+                raise NotFoundError(f"task run {task_run_id} does not exist")
+            plan = plan_server("local", run.config.get("architect", {}))
+            server_id = record_server(session, NewServer(task_run_id, "local", socket.gethostname(),
+                                                         plan.public_url), now=_now())
+        argv = [sys.executable, "-m", "mephisto_dist.web", "--run", str(task_run_id), "--host", plan.bind_host,
+                "--port", str(plan.port), "--server-id", str(server_id)]
+        env = dict(os.environ)
+        env.update(self._runtime.settings.to_env())
+        log_path = self._runtime.settings.data_dir / "logs" / f"server-{server_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:
+            subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return server_id
+
+    def stop(self, server: ServerRef) -> None:
+        with transaction(self._runtime.sessions) as session:
+            ask_to_stop(session, server.server_id, "asked to stop", now=_now())
+
+    def gone(self, servers: Sequence[ServerRef]) -> set[int] | None:
+        return None
