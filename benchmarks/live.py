@@ -8,7 +8,9 @@ temporary directory, or a fresh database on the PostgreSQL server of ``--databas
 ``redis-server`` on a unix socket. ``--webs`` web processes (``mephisto-dist web``) and ``--workers``
 Celery workers (``--concurrency`` pool processes each) are started as subprocesses. P simulated pages
 (asyncio tasks in this process, spread over the web processes) each get an agent over HTTP, open the
-websocket and send ``alive``, then make ``--calls`` calls one after another, exactly as
+websocket and send ``alive``, then make ``--calls`` calls, waiting ``--think-ms`` after each answer (a
+person reads it before asking again; 0 sends the next call at once, which measures capacity: with 50
+pages back to back, every call waits behind the other 49), exactly as
 ``useMephistoRemoteProcedureTask`` sends them (``mephisto_bound_live_update`` with ``request_id``,
 ``target``, ``args``); a call's round trip is from sending the packet to receiving its
 ``client_bound_live_update`` answer. Reported: calls per second over the whole run, p50/p90/p99/max of
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -186,7 +189,8 @@ def process_cpu_s(pid: int) -> float:
     return total
 
 
-async def page(base_url: str, worker: str, calls: int, samples: list[float], errors: list[str]) -> None:
+async def page(base_url: str, worker: str, calls: int, think_s: float, samples: list[float],
+               errors: list[str]) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.post(base_url + "/request_agent", json={"provider_data": {
             "worker_name": worker, "assignment_id": worker, "agent_registration_id": f"{worker}-{worker}",
@@ -197,7 +201,11 @@ async def page(base_url: str, worker: str, calls: int, samples: list[float], err
         return
     async with websockets.connect(base_url.replace("http://", "ws://") + "/", max_queue=None) as socket_:
         await socket_.send(json.dumps({"packet_type": "alive", "subject_id": agent_id, "data": {}}))
+        # Pages start spread over one think time, as people do, not all in the same millisecond.
+        await asyncio.sleep(random.uniform(0, think_s))
         for number in range(calls):
+            if number:
+                await asyncio.sleep(think_s)
             request_id = str(uuid.uuid4())
             sent = time.perf_counter()
             await socket_.send(json.dumps({"packet_type": "mephisto_bound_live_update", "subject_id": agent_id,
@@ -213,11 +221,12 @@ async def page(base_url: str, worker: str, calls: int, samples: list[float], err
                     break
 
 
-async def drive(urls: list[str], pages: int, calls: int) -> tuple[list[float], list[str], float]:
+async def drive(urls: list[str], pages: int, calls: int, think_s: float) -> tuple[list[float], list[str], float]:
     samples: list[float] = []
     errors: list[str] = []
     started = time.perf_counter()
-    await asyncio.gather(*(page(urls[i % len(urls)], f"page{i}", calls, samples, errors) for i in range(pages)))
+    await asyncio.gather(*(page(urls[i % len(urls)], f"page{i}", calls, think_s, samples, errors)
+                           for i in range(pages)))
     return samples, errors, time.perf_counter() - started
 
 
@@ -252,6 +261,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=50)
     parser.add_argument("--calls", type=int, default=40, help="calls per page, one after another")
+    parser.add_argument("--think-ms", type=float, default=1000.0,
+                        help="a page's pause between an answer and its next call (0: back to back, for capacity)")
     parser.add_argument("--webs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -284,7 +295,7 @@ def main() -> None:
             time.sleep(3)  # the Celery workers finish starting (their log level hides "ready")
             cpu_before = {id(p): process_cpu_s(p.pid) for _, p in processes}
             load_before = time.process_time()
-            samples, errors, wall_s = asyncio.run(drive(urls, args.pages, args.calls))
+            samples, errors, wall_s = asyncio.run(drive(urls, args.pages, args.calls, args.think_ms / 1000))
             load_cpu_s = time.process_time() - load_before
             cpu = {}
             for kind, process in processes:
@@ -295,7 +306,7 @@ def main() -> None:
             stop(process)
         shutil.rmtree(directory, ignore_errors=True)
     result = {
-        "pages": args.pages, "calls_per_page": args.calls, "webs": args.webs, "workers": args.workers,
+        "pages": args.pages, "calls_per_page": args.calls, "think_ms": args.think_ms, "webs": args.webs, "workers": args.workers,
         "concurrency": args.concurrency, "pool": args.pool,
         "database": "postgresql" if args.database_url else "sqlite", "cpus": os.cpu_count(),
         "calls": len(samples), "errors": len(errors), "wall_s": round(wall_s, 2),

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from mephisto_dist import queue
 from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, blueprint_type_of, runner_for
 from mephisto_dist.bundles import run_files
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, RemoteCall, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
 from mephisto_dist.live import calls, protocol
@@ -89,21 +90,42 @@ def remote_call(rt: Runtime, call_id: int) -> str | None:
 
 
 def _claim(rt: Runtime, call_id: int) -> _Claimed | None:
-    with transaction(rt.sessions) as session:
-        call = session.get(RemoteCall, call_id)
+    """Read what the call needs without the write lock, then claim it in a transaction of one update:
+    on SQLite the write lock is the bottleneck every web and worker process shares."""
+    with read_transaction(rt.sessions) as session:
+        call = session.execute(select(RemoteCall.agent_id, RemoteCall.request_id, RemoteCall.target,
+                                      RemoteCall.args_json, RemoteCall.status, RemoteCall.task_run_id)
+                               .where(RemoteCall.id == call_id)).first()
         if call is None or call.status != RemoteCallStatus.PENDING.value:
             return None
+        data = session.scalar(select(Assignment.data).join(Agent, Agent.assignment_id == Assignment.id)
+                              .where(Agent.id == call.agent_id))
+        previous = tuple(r for r in calls.requests_of(session, call.agent_id) if r.uuid != call.request_id)
+        view = _cached_run_view(rt, session, int(call.task_run_id))
+    if view is None:
+        return None
+    with transaction(rt.sessions) as session:
         if not calls.claim_call(session, call_id, now=_now()):
             return None
-        row = session.execute(select(TaskRun, Assignment.data).join(Agent, Agent.task_run_id == TaskRun.id)
-                              .join(Assignment, Assignment.id == Agent.assignment_id)
-                              .where(Agent.id == call.agent_id)).first()
-        if row is None:
+    return _Claimed(view, CallView(call.agent_id, call.request_id, call.target, call.args_json,
+                                   dict(data or {}), previous))
+
+
+_RUN_VIEWS: dict[int, RunView] = {}
+_RUN_VIEWS_MAX = 64
+
+
+def _cached_run_view(rt: Runtime, session: Session, run_id: int) -> RunView | None:
+    """A run's view, kept per process: a run's config and bundle never change once it exists."""
+    view = _RUN_VIEWS.get(run_id)
+    if view is None:
+        run = session.get(TaskRun, run_id)
+        if run is None:
             return None
-        run, data = row
-        previous = tuple(r for r in calls.requests_of(session, call.agent_id) if r.uuid != call.request_id)
-        return _Claimed(_run_view(rt, run), CallView(call.agent_id, call.request_id, call.target, call.args_json,
-                                                 dict(data or {}), previous))
+        if len(_RUN_VIEWS) >= _RUN_VIEWS_MAX:
+            _RUN_VIEWS.clear()
+        view = _RUN_VIEWS[run_id] = _run_view(rt, run)
+    return view
 
 
 def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outputs: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
@@ -20,7 +20,7 @@ from mephisto_dist.services.served import Served, now
 def agent_status(served: Served, agent_id: str) -> str:
     """The status of the page's agent; RequestError when it is not an agent of the served run."""
     run = served.run()
-    with transaction(served.runtime.sessions) as session:
+    with read_transaction(served.runtime.sessions) as session:
         row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
         if row is None:
             row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
@@ -31,7 +31,7 @@ def agent_status(served: Served, agent_id: str) -> str:
 
 
 def missed_answers(served: Served, agent_id: str) -> list[tuple[str, str]]:
-    with transaction(served.runtime.sessions) as session:
+    with read_transaction(served.runtime.sessions) as session:
         return calls.settled_answers(session, agent_id)
 
 
