@@ -15,6 +15,7 @@ from mephisto_dist.errors import ConfigError
 from mephisto_dist.providers import SubmittedWork, make_provider
 from mephisto_dist.providers.mturk import mapping
 from mephisto_dist.providers.mturk.client import SANDBOX_ENDPOINT, RequesterAccess
+from mephisto_dist.providers.mturk.provider import _HIT_TYPES as hit_types
 from mephisto_dist.providers.mturk.provider import PAST, MTurkProvider, ProviderCallFailed, WorkNotSubmitted
 
 TASK_ARGS = {"task_title": "Rate a sentence", "task_description": "Read and rate", "task_reward": 0.3,
@@ -32,6 +33,14 @@ class TurkStubber(Stubber):
 
     def add_client_error(self, method: str, *args: Any, **kwargs: Any) -> None:
         super().add_client_error(xform_name(method), *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def fresh_hit_types() -> Iterator[None]:
+    """Each test sees MTurk afresh: the process's cache of HIT types starts empty."""
+    hit_types.clear()
+    yield
+    hit_types.clear()
 
 
 @pytest.fixture()
@@ -101,6 +110,17 @@ def test_publish_makes_qualification_types_hit_type_and_one_hit_per_unit(stubbed
             "UniqueRequestToken": f"launch-{unit_id}"})
     published = provider.publish_units(4, [11, 12], SERVER, args, tokens={11: "launch-11", 12: "launch-12"})
     assert [(p.unit_id, p.provider_unit_id) for p in published] == [(11, "HITA"), (12, "HITB")]
+
+
+def test_the_hit_type_is_asked_for_once_per_process(stubbed: Any) -> None:
+    provider, stubber = stubbed
+    stubber.add_response("CreateHITType", {"HITTypeId": "TYPE1"}, ANY_PARAMS)
+    for unit_id in (1, 2):
+        stubber.add_response("CreateHITWithHITType", hit(f"HIT{unit_id}"), ANY_PARAMS)
+        provider.publish_unit(LaunchStub(4, unit_id, f"L{unit_id}"), SERVER, TASK_ARGS)
+    other = MTurkProvider("mturk_sandbox", ARGS, client_factory=lambda access: provider.client())
+    stubber.add_response("CreateHITWithHITType", hit("HIT3"), ANY_PARAMS)
+    assert other.publish_unit(LaunchStub(4, 3, "L3"), SERVER, TASK_ARGS) == "HIT3"
 
 
 def test_a_repeated_launch_gets_the_hit_its_token_made(stubbed: Any) -> None:

@@ -31,7 +31,9 @@ class Launch(Protocol):
     def launch_id(self) -> str: ...
 PAST = datetime(2015, 1, 1, tzinfo=UTC)  # an ExpireAt in the past expires a HIT at once
 _HIT_ID_IN_MESSAGE = re.compile(r"HIT Id is ([A-Z0-9]+)")
-DUPLICATE_CODES = ("AWS.MechanicalTurk.HitAlreadyExists", "AWS.MechanicalTurk.DuplicateRequest")
+# A run's HIT type per account and properties, kept for the process: every launch of a run would
+# otherwise spend provider calls (and rate) asking MTurk for the HIT type it already has.
+_HIT_TYPES: dict[tuple[str, str | None, str], str] = {}
 
 
 class ProviderCallFailed(ServiceError):
@@ -58,7 +60,6 @@ class MTurkProvider:
         self._args = dict(provider_args or {})
         self._client_factory = client_factory
         self._client: Any = None
-        self._hit_types: dict[str, str] = {}
 
     @property
     def access(self) -> RequesterAccess:
@@ -170,10 +171,10 @@ class MTurkProvider:
         block = task_args.get("block_qualification")
         block_id = self.qualification_type_id(str(block)) if block else None
         params = mapping.hit_type(task_args, mapping.qualification_requirements(requirements, type_ids, block_id))
-        key = repr(sorted(params.items()))
-        if key not in self._hit_types:
-            self._hit_types[key] = str(self.call("CreateHITType", **params)["HITTypeId"])
-        return self._hit_types[key]
+        key = (self.access.endpoint, self.access.profile, repr(sorted(params.items())))
+        if key not in _HIT_TYPES:
+            _HIT_TYPES[key] = str(self.call("CreateHITType", **params)["HITTypeId"])
+        return _HIT_TYPES[key]
 
     def qualification_type_id(self, name: str, *, create: bool = True) -> str:
         """The requester's qualification type of this name (made if missing and ``create``)."""
