@@ -14,7 +14,7 @@ import redis.exceptions
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from mephisto_dist.errors import ConfigError, ServiceError
+from mephisto_dist.errors import ConfigError, ServiceError, Unreachable
 from mephisto_dist.settings import DATABASE_HINT, REDIS_HINT, Settings, load_settings
 
 
@@ -23,15 +23,17 @@ def translate(error: BaseException, settings: Settings | None = None) -> Service
     if isinstance(error, sa_exc.SQLAlchemyError) and _is_driver_error(error):
         settings = settings or _settings()
         url = mask_url(settings.database_url) if settings else "the database"
-        verb = "cannot reach" if _is_connection_error(error) else "error from"
-        return ServiceError(f"{verb} the database at {url}: {_reason(error)}; {DATABASE_HINT}")
+        if _is_connection_error(error):
+            return Unreachable(f"cannot reach the database at {url}: {_reason(error)}; {DATABASE_HINT}")
+        return ServiceError(f"error from the database at {url}: {_reason(error)}; {DATABASE_HINT}")
     redis_error = _redis_error(error)
     if redis_error is not None:
         settings = settings or _settings()
         url = mask_url(settings.effective_redis_url) if settings else "Redis"
-        unreachable = isinstance(redis_error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
-        verb = "cannot reach" if unreachable else "error from"
-        return ServiceError(f"{verb} Redis at {url}: {_first_line(str(redis_error))}; {REDIS_HINT}")
+        reason = f"{_first_line(str(redis_error))}; {REDIS_HINT}"
+        if isinstance(redis_error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return Unreachable(f"cannot reach Redis at {url}: {reason}")
+        return ServiceError(f"error from Redis at {url}: {reason}")
     return None
 
 

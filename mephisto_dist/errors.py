@@ -31,3 +31,7 @@ class RequestError(MephistoDistError):
 
 class ServiceError(MephistoDistError):
     """A backing service (Redis, the database, a crowd provider) is missing or failed."""
+
+
+class Unreachable(ServiceError):
+    """A backing service could not be reached at all (refused, unknown host, bad credentials)."""

@@ -229,3 +229,25 @@ def test_a_bad_agent_id_is_a_400_not_a_driver_error(runtime: Runtime, run: RunCo
                              (None, "USED_AGENT_ID is missing")):
         response = call(runtime, run, "POST", "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": {}})
         assert response.status_code == 400 and reason in response.json()["error"], response.text
+
+
+def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy.engine import make_url
+
+    from mephisto_dist.settings import load_settings
+    from mephisto_dist.web.errors import BACKEND_DOWN
+    from tests.conftest import PG_URL
+
+    down = make_url(PG_URL).set(port=1, password="s3cret-pw").render_as_string(hide_password=False)
+    runtime = Runtime(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path), "MEPHISTO_DIST_DATABASE_URL": down,
+                                     "MEPHISTO_DIST_REDIS_URL": "redis://127.0.0.1:1/0"}))
+    try:
+        for method, path, body in (("GET", "/task_config.json", None),
+                                   ("POST", "/request_agent", registration("alice"))):
+            response = call(runtime, RunContext(1, 1, "t", "mock", "/nonexistent", {}), method, path, json=body)
+            assert response.status_code == 503 and response.json() == {"error": BACKEND_DOWN}
+    finally:
+        runtime.close()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "cannot reach the database at postgresql://" in logged and ":***@" in logged
+    assert "s3cret-pw" not in logged

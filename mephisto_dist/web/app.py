@@ -21,7 +21,7 @@ from mephisto_dist.runtime import Runtime
 from mephisto_dist.services.served import Served
 from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
-from mephisto_dist.web.errors import error_response
+from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.request_metrics import RequestMetrics
 from mephisto_dist.web.routes import agents, live, pages, submissions
 
@@ -42,7 +42,8 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             await hub.close()
 
     app = Starlette(routes=[route for group in ROUTE_GROUPS for route in group],
-                    exception_handlers={MephistoDistError: error_response},
+                    exception_handlers={MephistoDistError: error_response,
+                                        **dict.fromkeys(DRIVER_ERRORS, driver_error_response)},
                     middleware=[Middleware(RequestMetrics), Middleware(AccessLog)], lifespan=lifespan)
     app.state.live = hub
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
+import kombu.exceptions
+import redis.exceptions
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mephisto_dist.errors import NotFoundError, RequestError, ServiceError
+from mephisto_dist.driver_errors import translate
+from mephisto_dist.errors import NotFoundError, RequestError, ServiceError, Unreachable
+from mephisto_dist.web.context import context_of
+
+log = logging.getLogger(__name__)
+
+DRIVER_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, redis.exceptions.RedisError,
+                                               kombu.exceptions.KombuError)
+"""Errors of the database, Redis and broker clients that reach a handler untranslated."""
+BACKEND_DOWN = ("The task's server cannot reach a service it needs right now, so nothing was recorded. "
+                "Please try again in a minute.")
 
 
 async def error_response(request: Request, exc: Exception) -> Response:
@@ -16,3 +31,13 @@ async def error_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ServiceError):
         return JSONResponse({"error": str(exc)}, 503)
     return JSONResponse({"error": str(exc)}, 500)
+
+
+async def driver_error_response(request: Request, exc: Exception) -> Response:
+    """An outage is a 503 the worker can read (the operator's line, URL masked, goes to the log); any
+    other driver error is a bug, answered 500 without its SQL."""
+    translated = translate(exc, context_of(request).served.runtime.settings)
+    log.error("%s %s: %s", request.method, request.url.path, translated or repr(exc))
+    if isinstance(translated, Unreachable):
+        return JSONResponse({"error": BACKEND_DOWN}, 503)
+    return JSONResponse({"error": "internal error"}, 500)
