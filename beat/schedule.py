@@ -20,4 +20,5 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "resend-unfinished-provider-calls": {"task": queue.RESEND_PROVIDER_CALLS,
                                              "schedule": PROVIDER_CALL_SWEEP_EVERY_S},
         "stop-orphaned-servers": {"task": queue.RECONCILE_SERVERS, "schedule": settings.reconcile_every_s},
+        "expire-orphaned-hits": {"task": queue.RECONCILE_HITS, "schedule": settings.reconcile_every_s},
     }

@@ -62,3 +62,4 @@ RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"
 # Beat's reconcilers of the outside world (``workers.reconcile_tasks``).
 RECONCILE_SERVERS = "mephisto_dist.reconcile_servers"
 DEPLOY_SERVER = "mephisto_dist.deploy_server"
+RECONCILE_HITS = "mephisto_dist.reconcile_hits"

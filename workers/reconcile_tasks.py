@@ -62,3 +62,15 @@ def runs_missing_a_server() -> list[int]:
                                        Server.status.in_([s.value for s in SERVER_LIVE]))
         return list(session.scalars(select(TaskRun.id).where(
             TaskRun.architect_type == "ec2", TaskRun.is_completed.is_(False), ~live.exists())))
+
+
+@app.task(name=queue.RECONCILE_HITS)  # type: ignore[untyped-decorator]
+def reconcile_hits_task() -> int:
+    """Every registered MTurk requester's orphaned HITs, and submissions that never reached us."""
+    from mephisto_dist.reconcilers.hits import reconcile_all
+
+    rt = runtime()
+    decisions = reconcile_all(rt.sessions, rt.redis, rt.settings.deployment, now=datetime.now(UTC))
+    for decision in decisions:
+        log.info("HIT %s: %s (%s)", decision.hit_id, decision.action.value, decision.found)
+    return len(decisions)

@@ -142,6 +142,11 @@ def _register_commands() -> None:
     app.command(name="runs")(runs)
     app.command(name="status")(status)
     app.command(name="reconciled")(reconciled)
+
+    from mephisto_dist.cli.hits import cleanup, hits_app
+
+    app.add_typer(hits_app, name="hits")
+    app.command(name="cleanup")(cleanup)
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
     app.command(name="register")(register)

@@ -313,3 +313,23 @@ class ReconcileRecord(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     done_at: Mapped[datetime | None]
+
+
+class ProviderSubmission(Base):
+    """An assignment the provider holds as submitted that never reached us (the web tier was down, or the
+    run is gone): kept with the provider's answer and flagged for review, never lost."""
+
+    __tablename__ = "provider_submission"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_type: Mapped[str] = mapped_column(String(64))
+    requester_name: Mapped[str] = mapped_column(String(255))
+    hit_id: Mapped[str] = mapped_column(String(255))
+    assignment_id: Mapped[str] = mapped_column(String(255), unique=True)
+    worker_name: Mapped[str] = mapped_column(String(255))
+    task_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    answer: Mapped[str | None] = mapped_column(Text)
+    provider_status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default="needs review")
+    submitted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,6 +13,9 @@ key                         type    TTL                                         
                                     HASH per entry, ``P:beat::statics`` SET) and its lock
                                     ``P:beat::lock`` (STRING, TTL = ``BEAT_LOCK_TIMEOUT_S``,
                                     extended by the beat holding it on every tick).
+``P:lock:reconcile:<name>``  STRING  a token naming the holder; TTL = the lock's timeout. Held     reconcilers
+                                    by one reconciler pass over one requester's HITs at a time
+                                    (``<name>`` = ``hits:<provider type>:<requester>``).
 ==========================  ======  ===========================================================  ============
 
 ``<role>`` is ``worker`` or ``beat``. Scores come from the Redis server's clock (``TIME``), so machines
@@ -36,3 +39,7 @@ def heartbeat_key(role: Role, prefix: str = PREFIX) -> str:
 def beat_prefix(prefix: str = PREFIX) -> str:
     """celery-redbeat's ``redbeat_key_prefix``: it appends ``:schedule``, ``:statics``, ``:lock``."""
     return f"{prefix}:beat:"
+
+
+def reconcile_lock_key(name: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:lock:reconcile:{name}"

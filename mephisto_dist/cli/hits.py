@@ -1,0 +1,152 @@
+"""``hits outstanding`` and ``cleanup``: the requester's HITs on MTurk, which run and unit each belongs to
+(or "orphan"), and expiring or deleting orphans on demand. HITs another tool made are shown apart and
+touched only when named by id (``cleanup --hit ID``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mephisto_dist.cli.console import console, err_console, fail
+from mephisto_dist.cli.runtime import opened_runtime
+from mephisto_dist.domain.hits import HitAction, HitDecision, decide_hit, orphan_reason
+from mephisto_dist.providers.mturk.provider import MTurkProvider
+from mephisto_dist.reconcilers.hits import ListedHit, apply_decision, requester_providers, survey
+from mephisto_dist.runtime import Runtime
+
+hits_app = typer.Typer(help="The crowd provider's HITs.", no_args_is_help=True)
+RequesterOption = Annotated[str | None, typer.Option("--requester", help="Only this registered requester.")]
+
+
+def _providers(runtime: Runtime, requester: str | None) -> list[MTurkProvider]:
+    providers = requester_providers(runtime.sessions, runtime.settings.deployment)
+    if requester is not None:
+        providers = [p for p in providers if p.access.requester_name == requester]
+        if not providers:
+            fail(f"no MTurk requester named {requester!r} is registered (see mephisto-dist requesters)")
+    if not providers:
+        fail("no MTurk requester is registered (mephisto-dist register mturk|mturk_sandbox name=NAME ...)")
+    return providers
+
+
+def _belongs(item: ListedHit) -> str:
+    if item.mark is None or not item.facts.ours:
+        return "foreign"
+    reason = orphan_reason(item.facts)
+    where = f"run {item.mark.run_id} unit {item.mark.unit_id}"
+    return f"orphan ({where}: {reason})" if reason else where
+
+
+def _table(title: str, items: Sequence[ListedHit], extra: dict[str, str] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("HIT", no_wrap=True)
+    for column in ("status", "expires", "pending", "available", "completed", "belongs to"):
+        table.add_column(column)
+    if extra is not None:
+        table.add_column("cleanup")
+    for item in items:
+        hit = item.hit
+        row = [item.hit_id, str(hit.get("HITStatus")), f"{hit['Expiration']:%Y-%m-%d %H:%M}",
+               str(hit.get("NumberOfAssignmentsPending", 0)), str(hit.get("NumberOfAssignmentsAvailable", 0)),
+               str(hit.get("NumberOfAssignmentsCompleted", 0)), _belongs(item)]
+        if extra is not None:
+            row.append(extra.get(item.hit_id, ""))
+        table.add_row(*row)
+    return table
+
+
+@hits_app.command("outstanding")
+def outstanding(
+    requester: RequesterOption = None,
+    run: Annotated[int | None, typer.Option("--run", help="Only HITs of this task run (by our mark).")] = None,
+) -> None:
+    """Every HIT of the requester's account with its status, assignments pending, available and completed,
+    and the run and unit it belongs to (or orphan); HITs other tools made are listed apart."""
+    now = datetime.now(UTC)
+    with opened_runtime() as runtime:
+        for provider in _providers(runtime, requester):
+            listed = survey(runtime.sessions, provider, now=now)
+            ours = [i for i in listed if i.facts.ours and (run is None or (i.mark and i.mark.run_id == run))]
+            foreign = [i for i in listed if not i.facts.ours] if run is None else []
+            name = f"{provider.access.requester_name} ({provider.provider_type})"
+            console.print(_table(f"HITs of {name}: {len(ours)} ours", ours))
+            if foreign:
+                console.print(_table(f"{len(foreign)} HIT(s) made by other tools (never touched by beat; "
+                                     "cleanup --hit ID touches one)", foreign))
+
+
+def _older(item: ListedHit, older_than_days: float | None, now: datetime) -> bool:
+    created = item.hit.get("CreationTime")
+    return older_than_days is None or created is None or created <= now - timedelta(days=older_than_days)
+
+
+def _named(item: ListedHit) -> HitDecision | None:
+    """What cleanup does to a HIT named by id, ours or not: expire it, then delete it once MTurk allows."""
+    facts = item.facts
+    if not facts.expired:
+        return HitDecision(item.hit_id, "named by id", HitAction.EXPIRE)
+    if facts.pending == 0 and facts.hit_status == "Reviewable":
+        return HitDecision(item.hit_id, "named by id", HitAction.DELETE)
+    return None
+
+
+def cleanup(
+    requester: RequesterOption = None,
+    older_than: Annotated[float | None, typer.Option("--older-than", min=0, help="Only HITs created more "
+                                                     "than DAYS days ago.", metavar="DAYS")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; do nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do it without asking.")] = False,
+    hit: Annotated[list[str] | None, typer.Option("--hit", help="Also this HIT, by id (may be another "
+                                                  "tool's).")] = None,
+) -> None:
+    """Expire orphaned HITs, and delete expired ones with nothing pending and every submission reviewed."""
+    now = datetime.now(UTC)
+    named = set(hit or [])
+    with opened_runtime() as runtime:
+        for provider in _providers(runtime, requester):
+            listed = survey(runtime.sessions, provider, now=now)
+            plan: list[tuple[ListedHit, HitDecision]] = []
+            for item in listed:
+                decision = _named(item) if item.hit_id in named else (
+                    decide_hit(item.facts) if _older(item, older_than, now) else None)
+                if decision is not None:
+                    plan.append((item, decision))
+            named -= {item.hit_id for item in listed}
+            _show_and_apply(runtime, provider, listed, plan, dry_run=dry_run, yes=yes, now=now)
+    if named:
+        fail(f"no such HIT on the requester's account: {', '.join(sorted(named))}")
+
+
+def _show_and_apply(runtime: Runtime, provider: MTurkProvider, listed: Sequence[ListedHit],
+                    plan: Sequence[tuple[ListedHit, HitDecision]], *, dry_run: bool, yes: bool,
+                    now: datetime) -> None:
+    name = f"{provider.access.requester_name} ({provider.provider_type})"
+    actions = {item.hit_id: decision.action.value for item, decision in plan}
+    ours = [item for item, _ in plan if item.facts.ours]
+    foreign_named = [item for item, _ in plan if not item.facts.ours]
+    foreign = [i for i in listed if not i.facts.ours and i.hit_id not in actions]
+    if not plan:
+        console.print(f"{name}: no orphaned HIT to expire or delete")
+    else:
+        console.print(_table(f"{name}: {len(plan)} HIT(s) to clean up", [*ours, *foreign_named], actions))
+    if foreign:
+        console.print(f"{len(foreign)} HIT(s) made by other tools left alone (name one with --hit ID)")
+    if not plan or dry_run:
+        if plan:
+            console.print("dry run: nothing was changed")
+        return
+    if not yes and not typer.confirm(f"expire or delete these {len(plan)} HIT(s)?"):
+        err_console.print("nothing was changed")
+        return
+    done = {HitAction.EXPIRE: 0, HitAction.DELETE: 0}
+    for item, decision in plan:
+        if apply_decision(runtime.sessions, provider, decision, item.mark.run_id if item.mark else None, now=now,
+                          reconciler="cleanup"):
+            done[decision.action] += 1
+    console.print(f"{name}: {done[HitAction.EXPIRE]} HIT(s) expired, {done[HitAction.DELETE]} deleted"
+                  + ("" if sum(done.values()) == len(plan) else
+                     f"; {len(plan) - sum(done.values())} failed (see mephisto-dist reconciled)"))

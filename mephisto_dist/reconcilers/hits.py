@@ -1,0 +1,228 @@
+"""Orphaned HITs and the provider against the database, for one requester account at a time.
+
+One pass lists every HIT of the account (ListHITs, every page), keeps those carrying this deployment's
+mark, and decides with ``domain.hits`` what to expire or delete; it also records assignments the
+provider holds as submitted that never reached us (``ProviderSubmission``, flagged for review). HITs
+are not database rows, so the batch lock is a Redis lock per requester account: a second pass at the same
+moment finds it held and does nothing; a later one sees what the first did.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, ProviderSubmission, TaskRun, Unit
+from mephisto_dist.domain.hits import (
+    HitAction,
+    HitDecision,
+    HitFacts,
+    UnitState,
+    decide_hit,
+    needs_review_count,
+)
+from mephisto_dist.domain.status import UNIT_FINAL, UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.errors import ServiceError
+from mephisto_dist.heartbeats.keys import reconcile_lock_key
+from mephisto_dist.providers.mturk.mapping import HitMark, parse_annotation
+from mephisto_dist.providers.mturk.provider import MTurkProvider, ProviderCallFailed
+from mephisto_dist.reconcilers import records
+
+log = logging.getLogger(__name__)
+NAME = "hits"
+LOCK_TIMEOUT_S = 600
+REVIEWED_FINAL = frozenset({*UNIT_FINAL, UnitStatus.REJECTED})
+GONE_CODES = ("AWS.MechanicalTurk.HITDoesNotExist",)
+
+
+@dataclass(frozen=True)
+class ListedHit:
+    """A HIT as the provider lists it, its mark (None: another tool's), and the decision's facts."""
+
+    hit: dict[str, Any]
+    mark: HitMark | None
+    facts: HitFacts
+
+    @property
+    def hit_id(self) -> str:
+        return str(self.hit["HITId"])
+
+
+def _unit_state(unit: tuple[int, str, str | None] | None, hit_id: str) -> UnitState:
+    if unit is None:
+        return UnitState.UNKNOWN
+    _, status, provider_unit_id = unit
+    if provider_unit_id is not None and provider_unit_id != hit_id:
+        return UnitState.ELSEWHERE
+    return UnitState.FINAL if UnitStatus(status) in REVIEWED_FINAL else UnitState.ACTIVE
+
+
+def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: datetime) -> list[ListedHit]:
+    """Every HIT of the account with what the database says of its run and unit."""
+    hits = list(provider.pages("ListHITs", "HITs", MaxResults=100))
+    marks = {str(h["HITId"]): parse_annotation(h.get("RequesterAnnotation")) for h in hits}
+    ours = {hit_id: mark for hit_id, mark in marks.items()
+            if mark is not None and mark.deployment == provider.deployment}
+    with transaction(factory) as session:
+        runs = {run_id: completed for run_id, completed in session.execute(
+            select(TaskRun.id, TaskRun.is_completed).where(TaskRun.id.in_({m.run_id for m in ours.values()})))}
+        units = {unit_id: (unit_id, status, hit_id) for unit_id, status, hit_id in session.execute(
+            select(Unit.id, Unit.status, Unit.provider_unit_id).where(
+                Unit.id.in_({m.unit_id for m in ours.values()})))}
+    listed = []
+    for hit in hits:
+        hit_id = str(hit["HITId"])
+        mark = ours.get(hit_id)
+        run_state = "unknown" if mark is None or mark.run_id not in runs else (
+            "finished" if runs[mark.run_id] else "live")
+        facts = HitFacts(
+            hit_id=hit_id, ours=mark is not None, run_state=run_state,
+            unit_state=_unit_state(units.get(mark.unit_id) if mark else None, hit_id),
+            expired=hit["Expiration"] <= now, hit_status=str(hit.get("HITStatus")),
+            pending=int(hit.get("NumberOfAssignmentsPending") or 0), unreviewed=None)
+        if needs_review_count(facts):
+            submitted = list(provider.pages("ListAssignmentsForHIT", "Assignments", HITId=hit_id,
+                                            AssignmentStatuses=["Submitted"]))
+            facts = HitFacts(**{**facts.__dict__, "unreviewed": len(submitted)})
+        listed.append(ListedHit(hit, marks[hit_id], facts))
+    return listed
+
+
+def reconcile_hits(factory: sessionmaker[Session], client: redis.Redis, provider: MTurkProvider, *,
+                   now: datetime) -> list[HitDecision]:
+    """One pass over one requester's account; nothing when another pass holds it."""
+    access = provider.access
+    lock = client.lock(reconcile_lock_key(f"hits:{access.provider_type}:{access.requester_name}"),
+                       timeout=LOCK_TIMEOUT_S, blocking=False)
+    if not lock.acquire(token=uuid.uuid4().hex):
+        return []
+    try:
+        listed = survey(factory, provider, now=now)
+        record_unreceived_submissions(factory, provider, listed, now=now)
+        decisions = [d for d in (decide_hit(item.facts) for item in listed) if d is not None]
+        runs = {item.hit_id: item.mark.run_id if item.mark else None for item in listed}
+        for decision in decisions:
+            apply_decision(factory, provider, decision, runs[decision.hit_id], now=now)
+        return decisions
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # it outlived its timeout; the next pass is harmless anyway
+            log.warning("the HIT reconciler's lock for %s expired before the pass ended", access.requester_name)
+
+
+def apply_decision(factory: sessionmaker[Session], provider: MTurkProvider, decision: HitDecision,
+                   run_id: int | None, *, now: datetime, reconciler: str = NAME) -> bool:
+    """Expire or delete the HIT and record it (``reconciler``: who did it); True when it is done. A HIT
+    already gone counts as done."""
+    error: str | None = None
+    try:
+        if decision.action == HitAction.EXPIRE:
+            provider.unpublish_units([decision.hit_id])
+        else:
+            provider.call("DeleteHIT", HITId=decision.hit_id)
+    except ProviderCallFailed as failed:
+        if failed.turk_code not in GONE_CODES:
+            error = str(failed)
+    with transaction(factory) as session:
+        record_id = records.record(session, reconciler, f"HIT {decision.hit_id} ({provider.access.requester_name})",
+                                   decision.found, decision.action.value, task_run_id=run_id, now=now,
+                                   done=error is None)
+        if error is not None:
+            records.mark_done(session, record_id, now=now, error=error)
+    if error is not None:
+        log.warning("HIT %s: %s failed: %s", decision.hit_id, decision.action.value, error)
+    return error is None
+
+
+def _known_assignments(session: Session, unit_ids: Sequence[int]) -> set[str]:
+    """Assignment ids whose submission reached us (an agent of the unit submitted with it)."""
+    known: set[str] = set()
+    for provider_data, in session.execute(select(Agent.provider_data).where(
+            Agent.unit_id.in_(unit_ids), Agent.submitted_at.is_not(None))):
+        if isinstance(provider_data, dict) and provider_data.get("assignment_id"):
+            known.add(str(provider_data["assignment_id"]))
+    return known
+
+
+def record_unreceived_submissions(factory: sessionmaker[Session], provider: MTurkProvider,
+                                  listed: Sequence[ListedHit], *, now: datetime) -> int:
+    """Assignments MTurk holds as submitted for our HITs that never reached us: stored with MTurk's answer
+    and flagged for review. A unit we hold as submitted is skipped (its submission reached us)."""
+    candidates = [item for item in listed if item.mark is not None
+                  and int(item.hit.get("NumberOfAssignmentsCompleted") or 0) > 0]
+    if not candidates:
+        return 0
+    with transaction(factory) as session:
+        statuses = {unit_id: status for unit_id, status in session.execute(select(Unit.id, Unit.status).where(
+            Unit.id.in_({c.mark.unit_id for c in candidates if c.mark})))}
+        seen = set(session.scalars(select(ProviderSubmission.assignment_id).where(
+            ProviderSubmission.hit_id.in_([c.hit_id for c in candidates]))))
+        known = _known_assignments(session, list(statuses))
+    added = 0
+    for item in candidates:
+        assert item.mark is not None
+        status = statuses.get(item.mark.unit_id)
+        if status is not None and UnitStatus(status) in UNIT_SUBMITTED:
+            continue
+        for assignment in provider.pages("ListAssignmentsForHIT", "Assignments", HITId=item.hit_id,
+                                         AssignmentStatuses=["Submitted", "Approved", "Rejected"]):
+            assignment_id = str(assignment["AssignmentId"])
+            if assignment_id in seen or assignment_id in known:
+                continue
+            added += _record_submission(factory, provider, item, assignment, unit_known=status is not None,
+                                        now=now)
+    return added
+
+
+def _record_submission(factory: sessionmaker[Session], provider: MTurkProvider, item: ListedHit,
+                       assignment: dict[str, Any], *, unit_known: bool, now: datetime) -> int:
+    assert item.mark is not None
+    run_id = item.mark.run_id if unit_known else None
+    try:
+        with transaction(factory) as session:
+            session.add(ProviderSubmission(
+                provider_type=provider.provider_type, requester_name=provider.access.requester_name,
+                hit_id=item.hit_id, assignment_id=str(assignment["AssignmentId"]),
+                worker_name=str(assignment["WorkerId"]), task_run_id=run_id,
+                unit_id=item.mark.unit_id if unit_known else None, answer=assignment.get("Answer"),
+                provider_status=str(assignment.get("AssignmentStatus")), submitted_at=assignment.get("SubmitTime"),
+                created_at=now))
+            session.flush()
+            records.record(session, "provider", f"assignment {assignment['AssignmentId']} of HIT {item.hit_id}",
+                           "submitted on MTurk, never reached us", "recorded for review",
+                           task_run_id=item.mark.run_id, now=now, done=True)
+    except IntegrityError:  # another pass recorded it first
+        return 0
+    return 1
+
+
+def requester_providers(factory: sessionmaker[Session], deployment: str) -> list[MTurkProvider]:
+    """One provider per registered MTurk requester account, marked with this deployment."""
+    from mephisto_dist.providers.mturk.client import MTURK_TYPES
+    from mephisto_dist.requesters import list_requesters
+
+    with transaction(factory) as session:
+        registered = [r for r in list_requesters(session) if r.provider_type in MTURK_TYPES]
+    return [MTurkProvider(r.provider_type, {**r.access().as_args(), "deployment": deployment}) for r in registered]
+
+
+def reconcile_all(factory: sessionmaker[Session], client: redis.Redis, deployment: str, *,
+                  now: datetime) -> list[HitDecision]:
+    decided: list[HitDecision] = []
+    for provider in requester_providers(factory, deployment):
+        try:
+            decided += reconcile_hits(factory, client, provider, now=now)
+        except ServiceError as error:  # this account is unreachable now; the next pass retries
+            log.warning("cannot reconcile the HITs of %s: %s", provider.access.requester_name, error)
+    return decided

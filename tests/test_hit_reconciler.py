@@ -1,0 +1,186 @@
+"""Orphaned HITs and submissions that never reached us, against a real mturk-local process: the HIT
+reconciler (two at once do the work once; a foreign HIT is never touched) and the ``hits outstanding``
+and ``cleanup`` commands on HITs of runs no longer in the database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select, update
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import ProviderSubmission, ReconcileRecord, Unit
+from mephisto_dist.domain.hits import HitAction
+from mephisto_dist.providers.mturk.credentials import save_profile
+from mephisto_dist.providers.mturk.mapping import annotation
+from mephisto_dist.reconcilers.hits import reconcile_all
+from mephisto_dist.requesters import register
+from mephisto_dist.runtime import Runtime
+from tests.factories import make_run
+from tests.mturk_local_process import FAKE_KEY_ID, FAKE_SECRET, client, external_question, mturk_local
+from tests.system import ROOT, child_env, make_runtime
+
+TASK_URL = "https://example.org/task"
+
+
+@pytest.fixture
+def turk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    credentials = tmp_path / "aws" / "credentials"
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws" / "config"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    save_profile("lab", FAKE_KEY_ID, FAKE_SECRET, credentials)
+    with mturk_local(tmp_path / "turk.sqlite3", tmp_path / "turk.log") as url:
+        yield url
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, database_url: str, redis_url: str, turk: str) -> Iterator[Runtime]:
+    rt = make_runtime(tmp_path / "data", database_url, redis_url)
+    with transaction(rt.sessions) as session:
+        register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+    yield rt
+    rt.close()
+
+
+def make_hit(mturk: Any, note: str, *, max_assignments: int = 1) -> str:
+    type_id = mturk.create_hit_type(Title="Rate a sentence", Description="Rate it", Reward="0.10",
+                                    AssignmentDurationInSeconds=600, AutoApprovalDelayInSeconds=86400)["HITTypeId"]
+    return str(mturk.create_hit_with_hit_type(HITTypeId=type_id, MaxAssignments=max_assignments,
+                                              LifetimeInSeconds=3600, Question=external_question(TASK_URL),
+                                              RequesterAnnotation=note)["HIT"]["HITId"])
+
+
+def work(turk: str, hit_id: str, worker: str) -> str:
+    accepted = httpx.post(f"{turk}/api/hits/{hit_id}/accept", json={"workerId": worker})
+    assert accepted.status_code == 200, accepted.text
+    assignment_id = str(accepted.json()["AssignmentId"])
+    done = httpx.post(f"{turk}/mturk/externalSubmit", data={"assignmentId": assignment_id, "rating": "5"},
+                      headers={"accept": "application/json"})
+    assert done.status_code == 200, done.text
+    return assignment_id
+
+
+def hit(mturk: Any, hit_id: str) -> dict[str, Any] | None:
+    """The HIT as GetHIT returns it; None once deleted (gone, or kept as Disposed)."""
+    try:
+        found = dict(mturk.get_hit(HITId=hit_id)["HIT"])
+    except mturk.exceptions.RequestError:
+        return None
+    return None if found["HITStatus"] == "Disposed" else found
+
+
+def test_orphaned_hits_are_expired_then_deleted_once_and_foreign_ones_never_touched(
+        runtime: Runtime, turk: str, redis_url: str) -> None:
+    mturk = client(turk)
+    live = make_run(runtime.sessions, task_name="live")
+    with transaction(runtime.sessions) as session:
+        unit_id = session.scalars(select(Unit.id).where(Unit.task_run_id == live.run_id)).first()
+    live_hit = make_hit(mturk, annotation("default", live.run_id, unit_id or 0))
+    with transaction(runtime.sessions) as session:
+        session.execute(update(Unit).where(Unit.id == unit_id).values(provider_unit_id=live_hit))
+    gone_run_hit = make_hit(mturk, annotation("default", 999, 5))
+    submitted_hit = make_hit(mturk, annotation("default", 998, 7))
+    foreign_hit = make_hit(mturk, "made by a colleague's script")
+    other_deployment_hit = make_hit(mturk, annotation("staging", 999, 5))
+    assignment_id = work(turk, submitted_hit, "AWORKER1")  # while we were down: it never reached us
+
+    # Two reconcilers at the same moment, each with its own connections.
+    barrier = threading.Barrier(2)
+    results: list[list[tuple[str, HitAction]]] = []
+
+    def reconcile() -> None:
+        connection = redis.Redis.from_url(redis_url)
+        barrier.wait()
+        decided = reconcile_all(runtime.sessions, connection, "default", now=datetime.now(UTC))
+        results.append([(d.hit_id, d.action) for d in decided])
+        connection.close()
+
+    threads = [threading.Thread(target=reconcile) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(pair for result in results for pair in result) == sorted(
+        [(gone_run_hit, HitAction.EXPIRE), (submitted_hit, HitAction.EXPIRE)])
+    assert hit(mturk, gone_run_hit)["HITStatus"] == "Reviewable"  # type: ignore[index]
+    with transaction(runtime.sessions) as session:
+        recorded = session.scalars(select(ProviderSubmission)).all()
+        assert [(r.assignment_id, r.worker_name, r.hit_id, r.status) for r in recorded] == [
+            (assignment_id, "AWORKER1", submitted_hit, "needs review")]
+        assert "rating" in (recorded[0].answer or "")
+        assert len(session.scalars(select(ReconcileRecord).where(ReconcileRecord.reconciler == "hits")).all()) == 2
+
+    # The next pass deletes the expired orphan with nothing to review; the submitted one waits for review.
+    second = reconcile_all(runtime.sessions, redis.Redis.from_url(redis_url), "default", now=datetime.now(UTC))
+    assert [(d.hit_id, d.action) for d in second] == [(gone_run_hit, HitAction.DELETE)]
+    assert hit(mturk, gone_run_hit) is None
+    mturk.approve_assignment(AssignmentId=assignment_id)
+    third = reconcile_all(runtime.sessions, redis.Redis.from_url(redis_url), "default", now=datetime.now(UTC))
+    assert [(d.hit_id, d.action) for d in third] == [(submitted_hit, HitAction.DELETE)]
+
+    for untouched in (live_hit, foreign_hit, other_deployment_hit):
+        found = hit(mturk, untouched)
+        assert found is not None and found["HITStatus"] == "Assignable", untouched
+    with transaction(runtime.sessions) as session:  # recorded once, however many passes saw it
+        assert len(session.scalars(select(ProviderSubmission)).all()) == 1
+
+
+def _cli(rt: Runtime, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**child_env(rt.settings), "COLUMNS": "250"}  # a wide "terminal": table cells stay on one line
+    return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False, input=input_text)
+
+
+def test_hits_outstanding_and_cleanup_for_a_run_no_longer_in_the_database(
+        tmp_path: Path, sqlite_url: str, redis_url: str, turk: str) -> None:
+    rt = make_runtime(tmp_path / "cli", sqlite_url, redis_url)
+    with transaction(rt.sessions) as session:
+        register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+    mturk = client(turk)
+    orphans = [make_hit(mturk, annotation("default", 4242, unit)) for unit in (1, 2)]
+    foreign = make_hit(mturk, "someone else's")
+    try:
+        shown = _cli(rt, "hits", "outstanding", "--requester", "lab")
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        for orphan in orphans:
+            assert orphan in text
+        assert "orphan (run 4242 unit 1: its run is not in the database)" in text, shown.stdout
+        assert "made by other tools" in text and foreign in text
+
+        only_run = _cli(rt, "hits", "outstanding", "--run", "4242")
+        assert foreign not in only_run.stdout and orphans[0] in only_run.stdout
+
+        dry = _cli(rt, "cleanup", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "2 HIT(s) to clean up" in dry.stdout and "dry run: nothing was changed" in dry.stdout, dry.stdout
+        assert "1 HIT(s) made by other tools left alone" in dry.stdout
+        assert all(hit(mturk, h)["HITStatus"] == "Assignable" for h in [*orphans, foreign])  # type: ignore[index]
+
+        refused = _cli(rt, "cleanup", input_text="n\n")
+        assert "nothing was changed" in refused.stderr
+        assert all(hit(mturk, h)["HITStatus"] == "Assignable" for h in orphans)  # type: ignore[index]
+
+        done = _cli(rt, "cleanup", "--yes")
+        assert "2 HIT(s) expired, 0 deleted" in done.stdout, done.stdout
+        assert all(hit(mturk, h)["HITStatus"] == "Reviewable" for h in orphans)  # type: ignore[index]
+        assert hit(mturk, foreign)["HITStatus"] == "Assignable"  # type: ignore[index]
+
+        deleted = _cli(rt, "cleanup", "--yes", "--hit", foreign)
+        assert "1 HIT(s) expired, 2 deleted" in deleted.stdout, deleted.stdout
+        assert all(hit(mturk, h) is None for h in orphans)
+        missing = _cli(rt, "cleanup", "--yes", "--hit", "NOSUCHHIT")
+        assert missing.returncode == 2 and "no such HIT on the requester's account: NOSUCHHIT" in missing.stderr
+    finally:
+        rt.close()
