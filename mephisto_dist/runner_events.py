@@ -164,8 +164,36 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
             view = _run_view(rt, run) if run is not None else None
         if view is not None:
             runner_for(view.blueprint_type).on_agent_disconnected(view, item.agent_id, status.value)
+    ended = _tell_ended_agents(rt, presence)
     rerun, failed = _recover_orphans(rt)
-    return {"disconnected": len(gone), "calls_rerun": rerun, "calls_failed": failed}
+    return {"disconnected": len(gone), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
+
+
+_ENDINGS = frozenset({AgentStatus.TIMEOUT, AgentStatus.EXPIRED, AgentStatus.RETURNED, AgentStatus.DISCONNECT})
+
+
+def _tell_ended_agents(rt: Runtime, presence: Presence) -> int:
+    """Live pages whose agent ended elsewhere (timed out by beat, expired by a shutdown, submitted) stop
+    being watched; the page of one that did not submit hears its status, and its runner the event."""
+    watched = list(presence.watched())
+    if not watched:
+        return 0
+    with read_transaction(rt.sessions) as session:
+        rows = session.execute(select(Agent.id, Agent.status, Agent.task_run_id).where(
+            Agent.id.in_(watched), Agent.status != AgentStatus.IN_TASK.value)).all()
+    told = 0
+    for agent_id, status, run_id in rows:
+        if not presence.forget(agent_id):
+            continue  # another sweep took it
+        if AgentStatus(status) not in _ENDINGS:
+            continue  # submitted: nothing to tell
+        send_to_agent(rt.redis, agent_id, protocol.status_packet(agent_id, str(status)))
+        with read_transaction(rt.sessions) as session:
+            view = _cached_run_view(rt, session, int(run_id))
+        if view is not None:
+            runner_for(view.blueprint_type).on_agent_disconnected(view, agent_id, str(status))
+        told += 1
+    return told
 
 
 def _recover_orphans(rt: Runtime) -> tuple[int, int]:

@@ -39,7 +39,7 @@ function_registry = {"echo": echo, "slow": slow, "boom": boom, "die": die}
 
 
 def make_remote_run(rt: Runtime, root: Path, *, assignments: int = 3, cap: int = 0,
-                    task_name: str = "live-test") -> int:
+                    task_name: str = "live-test", duration_s: int = 1800) -> int:
     hooks = root / "hooks.py"
     hooks.write_text(FUNCTIONS)
     rows = [{"index": i, "text": f"item {i}"} for i in range(assignments)]
@@ -51,7 +51,8 @@ def make_remote_run(rt: Runtime, root: Path, *, assignments: int = 3, cap: int =
         requester_name="mock_requester", sandbox=True,
         config={"task_dir": str(root), "conf_name": "test",
                 "task": {"task_name": task_name, "task_title": "t", "task_description": "d", "task_reward": 0.5,
-                         "task_tags": "test", "max_num_concurrent_units": cap},
+                         "task_tags": "test", "max_num_concurrent_units": cap,
+                         "assignment_duration_in_seconds": duration_s},
                 "architect": {"_architect_type": "mock"}, "provider": {"_provider_type": "mock"},
                 "blueprint": blueprint},
         task_dir=str(root), build_dir=str(root), server_url="http://localhost:3000",

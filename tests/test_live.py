@@ -22,7 +22,8 @@ from tests.live_page import LivePage
 from tests.live_runs import make_remote_run, request_agent
 from tests.system import celery_beat, celery_worker, make_runtime, web_server
 
-FAST_SWEEP = {"LIVE_DISCONNECT_S": "2", "REMOTE_CALL_LEASE_S": "1", "LIVE_SWEEP_EVERY_S": "0.3"}
+FAST_SWEEP = {"LIVE_DISCONNECT_S": "2", "REMOTE_CALL_LEASE_S": "1", "LIVE_SWEEP_EVERY_S": "0.3",
+              "RUN_SWEEP_EVERY_S": "0.5"}
 
 
 @pytest.fixture
@@ -223,3 +224,20 @@ def test_calls_are_exported_with_the_agents_data(tmp_path: Path, runtime: Runtim
     (call,) = record["data"]["requests"]
     assert call["request_id"] == first and call["target"] == "echo" and call["status"] == "answered"
     assert '"q": 1' in call["args_json"] and '"echo"' in call["response_json"]
+
+
+def test_a_page_whose_agent_times_out_is_told_once(tmp_path: Path, runtime: Runtime) -> None:
+    run_id = make_remote_run(runtime, tmp_path, assignments=1, duration_s=1)
+    with ExitStack() as stack:
+        web = stack.enter_context(web_server(runtime.settings, run_id, tmp_path / "web.log"))
+        stack.enter_context(celery_worker(runtime.settings, tmp_path / "worker.log", concurrency=1,
+                                          env=worker_env(tmp_path, "w1")))
+        stack.enter_context(celery_beat(runtime.settings, tmp_path / "beat.log"))
+        agent = request_agent(web, "worker1")
+        page = stack.enter_context(_opened(LivePage(web, agent["agent_id"])))
+        # Beat times the agent out after assignment_duration_in_seconds; the live sweep tells the page.
+        wait_for(lambda: "timeout" in page.statuses, timeout_s=30, message="the page to hear it timed out")
+        assert agent_and_unit(runtime, agent["agent_id"])[:2] == ("timeout", "launched")
+        beats = page.heartbeat_answers
+        wait_for(lambda: page.heartbeat_answers >= beats + 10, timeout_s=30, message="more heartbeats")
+        assert page.statuses.count("timeout") == 1  # the page keeps beating, and is not told again

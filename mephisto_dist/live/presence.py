@@ -53,9 +53,10 @@ class Presence:
         found = self._stale(keys=[self._key], args=[int(silence_s * 1000), STALE_BATCH])
         return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
-    def forget(self, agent_id: str) -> None:
-        """Stop watching an agent (its unit was submitted, or it ended otherwise)."""
-        self._client.zrem(self._key, agent_id)
+    def forget(self, agent_id: str) -> bool:
+        """Stop watching an agent (its unit was submitted, or it ended otherwise); True for the one caller
+        that removed it, so two sweeps never both act on it."""
+        return bool(self._client.zrem(self._key, agent_id))
 
     def watched(self) -> dict[str, int]:
         pairs = cast(list[tuple[bytes, float]], self._client.zrange(self._key, 0, -1, withscores=True))

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from mephisto_dist.domain.status import AGENT_ACTIVE
 from mephisto_dist.errors import RequestError
 from mephisto_dist.live import protocol
 from mephisto_dist.live.hub import LiveHub, PageSocket
@@ -16,6 +17,8 @@ from mephisto_dist.services import live as service
 from mephisto_dist.web.context import WebContext, context_of
 
 log = logging.getLogger(__name__)
+
+_WORKING = frozenset(status.value for status in AGENT_ACTIVE)
 
 
 def hub_of(websocket: WebSocket) -> LiveHub:
@@ -40,7 +43,10 @@ async def live_socket(websocket: WebSocket) -> None:
             if kind == protocol.ALIVE:
                 agent_id = await _alive(context, hub, page, subject, agent_id)
             elif kind == protocol.HEARTBEAT:
-                now_ms = await hub.presence.beat(subject) if subject == agent_id else None
+                # Only a page whose agent is still working is watched: one told it timed out or was
+                # disconnected may stay open, and must not be found silent (and told) again and again.
+                watched = subject == agent_id and page.status in _WORKING
+                now_ms = await hub.presence.beat(subject) if watched else None
                 await page.send(protocol.heartbeat_answer(subject, page.status, now_ms=now_ms or _ms()))
             elif kind == protocol.MEPHISTO_BOUND_LIVE_UPDATE and subject == agent_id:
                 await _live_update(context, page, subject, packet.get("data"))
@@ -67,7 +73,8 @@ async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: 
         await hub.detach(previous, page)
     await hub.attach(agent_id, page)
     page.status = status
-    await hub.presence.beat(agent_id)
+    if status in _WORKING:
+        await hub.presence.beat(agent_id)
     await page.send(protocol.status_packet(agent_id, status))
     for request_id, response in await context.call(service.missed_answers, context.served, agent_id):
         await page.send(protocol.answer_update(agent_id, request_id, response))
