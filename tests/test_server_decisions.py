@@ -49,5 +49,5 @@ def test_a_stopping_server_is_closed_once_it_is_gone() -> None:
 
 
 def test_a_server_serving_whatever_run_is_on_its_port_is_only_closed_when_gone() -> None:
-    assert decide(run=RunState.UNBOUND, beat=100) is None
-    assert decide(run=RunState.UNBOUND, beat=700) == Action.MARK_STOPPED
+    assert decide(run=RunState.UNBOUND, beat=10) is None
+    assert decide(run=RunState.UNBOUND, beat=40) == Action.MARK_STOPPED

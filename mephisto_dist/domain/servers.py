@@ -107,8 +107,8 @@ def decide_server(facts: ServerFacts, *, stale_s: float, deploy_grace_s: float) 
                         Action.MARK_STOPPED if _silent(facts, stale_s) else Action.STOP)
     if ec2 and facts.instance_gone and facts.run_state == RunState.LIVE:
         return Decision(facts.server_id, "its instance is gone while the run is live", Action.REDEPLOY)
-    if facts.run_state == RunState.UNBOUND:
-        if _silent(facts, max(stale_s, deploy_grace_s)):
+    if facts.run_state == RunState.UNBOUND:  # a local web process: it beats from its first second
+        if _silent(facts, stale_s):
             return Decision(facts.server_id, "it stopped answering and serves no run of its own",
                             Action.MARK_STOPPED)
         return None

@@ -32,7 +32,7 @@ from mephisto_dist.domain.hits import (
     needs_review_count,
 )
 from mephisto_dist.domain.status import UNIT_FINAL, UNIT_SUBMITTED, UnitStatus
-from mephisto_dist.errors import ServiceError
+from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.heartbeats.keys import reconcile_lock_key
 from mephisto_dist.providers.mturk.mapping import HitMark, parse_annotation
 from mephisto_dist.providers.mturk.provider import MTurkProvider, ProviderCallFailed
@@ -223,6 +223,6 @@ def reconcile_all(factory: sessionmaker[Session], client: redis.Redis, deploymen
     for provider in requester_providers(factory, deployment):
         try:
             decided += reconcile_hits(factory, client, provider, now=now)
-        except ServiceError as error:  # this account is unreachable now; the next pass retries
+        except MephistoDistError as error:  # this account is unreachable or misconfigured; others go on
             log.warning("cannot reconcile the HITs of %s: %s", provider.access.requester_name, error)
     return decided
