@@ -251,3 +251,13 @@ def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: 
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "cannot reach the database at postgresql://" in logged and ":***@" in logged
     assert "s3cret-pw" not in logged
+
+
+def test_answers_with_nul_and_lone_surrogates_are_stored_as_sent(runtime: Runtime, run: RunContext) -> None:
+    agent = register(runtime, run)
+    answer = {"nul": "a\x00b", "surrogate": "x\ud800y", "emoji": "ok \U0001f600"}
+    body = json.dumps({"USED_AGENT_ID": agent, "final_data": answer})  # escaped: valid JSON text
+    response = call(runtime, run, "POST", "/submit_task", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    with transaction(runtime.sessions) as session:
+        assert session.get(Agent, agent).outputs == answer  # type: ignore[union-attr]
