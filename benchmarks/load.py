@@ -160,7 +160,6 @@ class Worker:
         body = {"provider_data": {"worker_name": worker, "agent_registration_id": f"{assignment}-{worker}",
                                   "assignment_id": assignment, "provider_type": "mock"},
                 "client_timestamp": time.time()}
-        waited = False
         while not self.over():
             began = time.perf_counter()
             try:
@@ -175,12 +174,12 @@ class Worker:
                 now = time.perf_counter()
                 self.r.holding += 1
                 self.r.holding_max = max(self.r.holding_max, self.r.holding)
-                if waited and self.r.freed_at:
-                    # A waiting worker got a unit: pair it with the oldest slot freed since.
+                if self.r.freed_at:
+                    # Pair each freed slot, oldest first, with the next unit handed out: how long a slot
+                    # stood empty (meaningful with a cap and more workers than it: someone is waiting).
                     self.r.reoffer_s.append(now - self.r.freed_at.popleft())
                 return str(data["agent_id"]), dict(data.get("init_task_data") or {})
             self.r.refusals[str(data.get("failure_reason") or "refused")[:80]] += 1
-            waited = True
             await asyncio.sleep(random.uniform(*REFUSAL_PAUSE_S))
         return None
 
@@ -217,7 +216,8 @@ class Worker:
                 self.r.repeats += 1
             self.r.submitted.append(agent_id)
             self.r.last_submit = time.perf_counter()
-            self.r.freed_at.append(self.r.last_submit)
+            if self.args.cap:
+                self.r.freed_at.append(self.r.last_submit)
             return
         self.r.errors["submit_task gave up"] += 1
 
@@ -305,6 +305,8 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=500, help="stop after this many submissions")
     parser.add_argument("--duration", type=float, default=120.0, help="stop after this many seconds")
     parser.add_argument("--think-ms", type=float, default=20.0, help="mean time a worker spends on a unit")
+    parser.add_argument("--cap", type=int, default=0,
+                        help="the run's cap, to measure how fast a freed slot is handed out again")
     parser.add_argument("--upload-bytes", type=int, default=0, help="attach a file of this size to each submit")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
