@@ -142,3 +142,35 @@ def test_the_metrics_port_cannot_be_the_worker_facing_port(tmp_path: Path, runti
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "is the worker-facing port" in result.stderr
+
+
+def test_the_metrics_command_serves_the_machines_figures(tmp_path: Path, runtime: Runtime) -> None:
+    """``mephisto-dist metrics``: a listener of its own for a machine without a web process (workers only)."""
+    task_dir = write_task_dir(tmp_path, rows=4, architect="mock", cap=2)
+    run_id = create_run(runtime, prepare_run(task_dir, "example", [], check_port=False))
+    port = free_port()
+    env = {**child_env(runtime.settings), "MEPHISTO_DIST_METRICS_PORT": str(port)}
+    log = tmp_path / "metrics.log"
+    with log.open("ab") as out:
+        listener = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.app", "metrics"], cwd=ROOT, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def served() -> bool:
+            assert listener.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(served, timeout_s=30, message="the metrics listener")
+        with celery_worker(runtime.settings, tmp_path / "worker.log"):
+            enqueue_launch(runtime, run_id)
+            wait_for(lambda: sample(scrape(f"http://127.0.0.1:{port}"), "mephisto_dist_celery_tasks_total",
+                                    task="mephisto_dist.launch_units", outcome="success") == 1,
+                     timeout_s=30, message="the worker's task outcome to be served")
+        samples = scrape(f"http://127.0.0.1:{port}")
+        assert sample(samples, "mephisto_dist_units", run=str(run_id), status="launched") == 2
+        assert sample(samples, "mephisto_dist_units", run=str(run_id), status="created") == 2
+        assert sample(samples, "mephisto_dist_tokens_held", pool=run_pool(run_id), run=str(run_id)) == 2
+    finally:
+        stop(listener)
