@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist import onboarding
-from mephisto_dist.blueprints import static_task
+from mephisto_dist.blueprints import onboarding_data, run_requirements
 from mephisto_dist.db.models import Agent, Assignment, GrantedQualification, Qualification, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
@@ -90,14 +90,15 @@ class RunContext:
         blueprint_args = config.get("blueprint", {})
         if hooks is None:
             hooks = hooks_for(blueprint_args)
+        blueprint_type = str(blueprint_args.get("_blueprint_type") or "static_task")
         return cls(run_id, task_id, task_name, provider_type, build_dir, config,
                    allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
                    maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0),
                    onboarding_qualification=blueprint_args.get("onboarding_qualification") or None,
                    block_qualification=blueprint_args.get("block_qualification") or None,
-                   requirements=static_task.requirements(blueprint_args),
+                   requirements=run_requirements(blueprint_args),
                    hooks=hooks,
-                   onboarding_data=static_task.onboarding_task_data(hooks))
+                   onboarding_data=onboarding_data(blueprint_type, hooks))
 
     @property
     def gated(self) -> bool:

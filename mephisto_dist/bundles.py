@@ -26,9 +26,10 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mephisto_dist.compat.runner import captured_hooks
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
-from mephisto_dist.hooks import HOOKS_ARG, NO_HOOKS, TaskHooks, hooks_for, load_hooks
+from mephisto_dist.hooks import HOOKS_ARG, NO_HOOKS, SCRIPT_KEY, TaskHooks, hooks_for, load_hooks
 from mephisto_dist.storage import CHUNK_BYTES, Storage
 
 KEY_PREFIX: Final = "bundles/"
@@ -57,6 +58,14 @@ def check_hooks_inside(blueprint_args: Mapping[str, Any], task_dir: Path) -> Non
     if value and not Path(str(value)).resolve().is_relative_to(task_dir.resolve()):
         raise ConfigError(f"mephisto.blueprint.{HOOKS_ARG} must be inside the task folder {task_dir} "
                           f"(it is stored with the run), got {value}")
+
+
+def check_script_inside(script: Mapping[str, Any], task_dir: Path) -> None:
+    """A task script outside the task folder would not travel with the bundle: refuse it."""
+    path = Path(str(script.get("path") or ""))
+    if not path.resolve().is_relative_to(task_dir.resolve()):
+        raise ConfigError(f"the task script {path} must be inside the task folder {task_dir} "
+                          "(it is stored with the run)")
 
 
 def pack(build_dir: Path, task_dir: Path, out: Path) -> str:
@@ -134,9 +143,15 @@ def run_files(cache: BundleCache, run: TaskRun) -> RunFiles:
     """A run's files from its bundle (fetched on first use); a run made before bundles existed uses its
     build folder and hooks path as they were recorded."""
     blueprint_args = run.config.get("blueprint", {})
+    script = run.config.get(SCRIPT_KEY)
     if run.bundle_key is None:
-        return RunFiles(Path(run.build_dir), hooks_for(blueprint_args))
+        hooks = captured_hooks(script) if isinstance(script, Mapping) else hooks_for(blueprint_args)
+        return RunFiles(Path(run.build_dir), hooks)
     root = cache.local(run.bundle_key)
+    if isinstance(script, Mapping):
+        # The bundle's copy of the script, so every machine runs what was launched.
+        relative = Path(str(script["path"])).resolve().relative_to(Path(run.task_dir).resolve())
+        return RunFiles(root / BUILD_DIR, captured_hooks(script, str(root / PYTHON_DIR / relative)))
     return RunFiles(root / BUILD_DIR, bundled_hooks(root, run.task_dir, blueprint_args))
 
 

@@ -26,6 +26,11 @@ and the worker is told the task failed; it is never taken as a verdict on the wo
 The file is imported once per path per process. A run created with a bundle (``mephisto_dist.bundles``)
 imports it from the bundle's copy of the task folder, which every machine fetches from storage, with
 that folder first on ``sys.path`` so that it can import its neighbours.
+
+A run launched from a Mephisto task script (``run_task.py``) has no hooks file: its hooks are the
+callbacks of the script's ``SharedTaskState``, which each process obtains by running the bundle's copy of
+the script in capture mode (:mod:`mephisto_dist.compat`; ``mephisto_dist.bundles.run_files`` picks the
+source of a run's hooks).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from mephisto_dist.errors import ConfigError
 
@@ -49,9 +54,39 @@ HOOKS_ARG: Final = "hooks_module"
 FUNCTIONS: Final = ("validate_onboarding", "worker_can_do_unit", "on_unit_submitted")
 DICTS: Final = ("onboarding_data", "task_config")
 
+SCRIPT_KEY: Final = "script"
+"""Key of a run's stored config naming the task script it was launched from (see mephisto_dist.compat)."""
+
+
+class WorkerQualifications(Protocol):
+    """What a hook may do with a worker's qualifications (a validator grants pass or fail)."""
+
+    def granted(self, worker_id: int) -> dict[str, int]: ...
+
+    def grant(self, worker_id: int, name: str, value: int) -> None: ...
+
+    def revoke(self, worker_id: int, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SubmittedUnit:
+    """What ``on_unit_submitted`` learns about a unit whose submission was recorded."""
+
+    unit_id: int
+    unit_index: int
+    run_id: int
+    unit_data: dict[str, Any]
+    outputs: dict[str, Any]
+    worker_id: int | None
+    worker_name: str | None
+    agent_id: str | None
+    status: str
+    qualifications: WorkerQualifications | None = None
+
+
 ValidateOnboarding = Callable[[dict[str, Any]], Any]
 WorkerCanDoUnit = Callable[[str, dict[str, Any]], Any]
-OnUnitSubmitted = Callable[[dict[str, Any], dict[str, Any]], Any]
+OnUnitSubmitted = Callable[[SubmittedUnit], Any]
 
 
 @dataclass(frozen=True)
@@ -116,6 +151,9 @@ def load_hooks(path: str, search_dir: str | None = None) -> TaskHooks:
             raise ConfigError(f"{path}: {name} must be a dict, found {type(value).__name__}")
         found[name] = dict(value or {})
     found["function_registry"] = _function_registry(path, getattr(module, "function_registry", None))
+    plain = found["on_unit_submitted"]
+    if plain is not None:
+        found["on_unit_submitted"] = _with_data_and_outputs(plain)
     return TaskHooks(path=path, **found)
 
 
@@ -130,6 +168,13 @@ def _function_registry(path: str, value: Any) -> dict[str, Callable[..., Any]]:
             raise ConfigError(f"{path}: function_registry[{name!r}] must be a function, "
                               f"found {type(function).__name__}")
     return dict(value)
+
+
+def _with_data_and_outputs(hook: Callable[[dict[str, Any], dict[str, Any]], Any]) -> OnUnitSubmitted:
+    """A hooks file's ``on_unit_submitted(unit_data, outputs)`` as an event hook."""
+    def on_unit_submitted(unit: SubmittedUnit) -> Any:
+        return hook(dict(unit.unit_data), dict(unit.outputs))
+    return on_unit_submitted
 
 
 def _import(path: Path, search_dir: str | None = None) -> ModuleType:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
-from mephisto_dist.blueprints import static_task
-from mephisto_dist.bundles import check_hooks_inside, store_bundle
+from mephisto_dist.blueprints import blueprint_for
+from mephisto_dist.bundles import check_hooks_inside, check_script_inside, store_bundle
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.errors import ConfigError
+from mephisto_dist.hooks import SCRIPT_KEY
 from mephisto_dist.providers import make_provider
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.requesters import provider_access_args
@@ -22,29 +22,34 @@ from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.taskconfig import TaskConfig, load_task_config
 
-SUPPORTED_BLUEPRINTS = ("static_task",)
-
 
 @dataclass(frozen=True)
 class PreparedRun:
     config: TaskConfig
     rows: list[dict[str, Any]]
     server: ServerPlan
+    script: dict[str, Any] | None = None
+    """The task script the run was launched from (``mephisto_dist.compat``), stored with its config."""
 
 
 def prepare_run(task_dir: str | Path, conf: str, overrides: Sequence[str], *, check_port: bool) -> PreparedRun:
     """Every check that can fail, before anything is created."""
-    config = load_task_config(task_dir, conf, overrides)
-    if config.blueprint_type not in SUPPORTED_BLUEPRINTS:
-        raise ConfigError(f"blueprint {config.blueprint_type!r} is not supported yet; "
-                          f"supported: {', '.join(SUPPORTED_BLUEPRINTS)}")
+    return prepare_config(load_task_config(task_dir, conf, overrides), check_port=check_port)
+
+
+def prepare_config(config: TaskConfig, *, check_port: bool, rows: list[dict[str, Any]] | None = None,
+                   script: dict[str, Any] | None = None) -> PreparedRun:
+    """The checks of :func:`prepare_run` on a loaded config; ``rows`` are data given by a task script."""
+    blueprint = blueprint_for(config.blueprint_type)
     make_provider(config.provider_type, config.provider)
     server = plan_server(config.architect_type, config.architect)
-    rows = static_task.validate_and_load(config.blueprint)
+    loaded = blueprint.validate_and_load(config.blueprint, rows)
     check_hooks_inside(config.blueprint, Path(config.task_dir))
+    if script is not None:
+        check_script_inside(script, Path(config.task_dir))
     if check_port:
         check_port_free(server)
-    return PreparedRun(config, rows, server)
+    return PreparedRun(config, loaded, server, script)
 
 
 def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
@@ -56,10 +61,13 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
     with transaction(runtime.sessions) as session:
         stored["provider"] = provider_access_args(session, config.provider_type, stored["provider"],
                                                   runtime.settings.deployment)
+    blueprint = blueprint_for(config.blueprint_type)
     with tempfile.TemporaryDirectory(prefix="mephisto-dist-build-") as scratch:
         build_dir = Path(scratch) / "build"
-        static_task.build(config.blueprint, build_dir)
+        blueprint.build(config.blueprint, build_dir, config.provider_type)
         bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir))
+    if prepared.script is not None:
+        stored[SCRIPT_KEY] = prepared.script
     task = config.task
     new = NewRun(
         task_name=str(task["task_name"]),
@@ -76,7 +84,7 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         max_concurrent_units=int(task.get("max_num_concurrent_units") or 0),
         units_per_assignment=int(config.blueprint.get("units_per_assignment") or 1),
         pay_amount=float(task.get("task_reward") or 0.0),
-        assignment_data=[static_task.init_task_data(row, config.blueprint) for row in prepared.rows],
+        assignment_data=[blueprint.init_task_data(row, config.blueprint) for row in prepared.rows],
     )
     with transaction(runtime.sessions) as session:
         return create_task_run(session, new, now=datetime.now(UTC))

@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import (
     Agent,
     GrantedQualification,
@@ -390,3 +391,27 @@ def _record_block_call(session: Session, action: CallAction, worker_id: int, rea
         payload={"worker_name": worker.worker_name,
                  "provider_args": (provider_args or {}).get("provider", {})},
     )
+
+
+class StoredWorkerQualifications:
+    """A worker's qualifications for a task's own code (``hooks.WorkerQualifications``): each call is
+    its own transaction, so a validator's grant is kept even if the code fails afterwards."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def granted(self, worker_id: int) -> dict[str, int]:
+        with read_transaction(self._sessions) as session:
+            return granted_values(session, worker_id)
+
+    def grant(self, worker_id: int, name: str, value: int) -> None:
+        now = datetime.now(UTC)
+        with transaction(self._sessions) as session:
+            qualification_id, _ = create_qualification(session, name, now=now)
+            grant(session, qualification_id, worker_id, int(value), now=now)
+
+    def revoke(self, worker_id: int, name: str) -> None:
+        with transaction(self._sessions) as session:
+            found = session.scalar(select(Qualification.id).where(Qualification.name == name))
+            if found is not None:
+                revoke(session, found, worker_id)

@@ -18,12 +18,14 @@ from mephisto_dist import queue
 from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, blueprint_type_of, runner_for
 from mephisto_dist.bundles import run_files
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, Assignment, RemoteCall, TaskRun, Unit
+from mephisto_dist.db.models import Agent, Assignment, RemoteCall, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
+from mephisto_dist.hooks import SubmittedUnit
 from mephisto_dist.live import calls, protocol
 from mephisto_dist.live.disconnects import disconnect_agents
 from mephisto_dist.live.outbox import send_to_agent
 from mephisto_dist.live.presence import Presence
+from mephisto_dist.qualifications import StoredWorkerQualifications
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -137,15 +139,23 @@ def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outpu
             if run is None:
                 return
             view = _run_view(rt, run)
-            assignment_id = session.scalar(select(Unit.assignment_id).where(Unit.id == unit_id))
+            unit = session.execute(
+                select(Unit.assignment_id, Unit.unit_index, Unit.status, Unit.agent_id, Unit.worker_id,
+                       Worker.worker_name)
+                .outerjoin(Worker, Worker.id == Unit.worker_id).where(Unit.id == unit_id)).first()
+            assignment_id = None if unit is None else unit.assignment_id
             open_units = session.scalar(select(func.count()).select_from(Unit).where(
                 Unit.assignment_id == assignment_id, Unit.status.not_in([s.value for s in UNIT_SUBMITTED])))
     except Exception:
         log.exception("the TaskRunner of unit %s could not be loaded", unit_id)
         return
     runner = runner_for(view.blueprint_type)
-    if outputs is not None:
-        runner.on_unit_submitted(view, unit_id, dict(unit_data or {}), dict(outputs))
+    if outputs is not None and unit is not None:
+        runner.on_unit_submitted(view, SubmittedUnit(
+            unit_id=unit_id, unit_index=int(unit.unit_index), run_id=run_id, unit_data=dict(unit_data or {}),
+            outputs=dict(outputs), worker_id=unit.worker_id, worker_name=unit.worker_name,
+            agent_id=unit.agent_id, status=str(unit.status),
+            qualifications=StoredWorkerQualifications(rt.sessions)))
     if not open_units and assignment_id is not None:
         runner.on_assignment_finished(view, int(assignment_id))
 

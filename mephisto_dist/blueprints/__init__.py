@@ -1,23 +1,84 @@
 """Blueprints: what a task shows workers and what it needs from its files (Mephisto's task logic).
 
 ``static_task`` (:mod:`.static_task`): templated HTML pages filled from CSV/JSON data rows.
+``static_react_task`` (:mod:`.static_react_task`): a prebuilt React bundle on ``mephisto-task``.
 ``remote_procedure`` (:mod:`.remote_procedure`): a React page calling the task's Python functions live.
 Each blueprint's TaskRunner is in :mod:`.runner`.
+
+Each is a module; :func:`blueprint_module` picks any by name (its ``frontend_args``), and
+:func:`blueprint_for` those a run can be launched from (the :class:`Blueprint` functions), so nothing
+outside this package names a blueprint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol
 
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.hooks import TaskHooks
+from mephisto_dist.qualifications import Requirement
+from mephisto_dist.taskconfig import TaskConfig
 
 
-def blueprint_for(name: str) -> ModuleType:
-    """The module of the blueprint called ``name``; a ConfigError naming the supported ones otherwise."""
-    from mephisto_dist.blueprints import remote_procedure, static_task
+class Blueprint(Protocol):
+    @property
+    def NAME(self) -> str: ...
 
-    known = {"static_task": static_task, remote_procedure.NAME: remote_procedure}
+    @property
+    def INDEX_PAGE(self) -> str | None: ...
+
+    def validate_and_load(self, blueprint_args: Mapping[str, Any],
+                          rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
+
+    def build(self, blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock") -> None: ...
+
+    def init_task_data(self, row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def onboarding_task_data(self, hooks: TaskHooks) -> dict[str, Any]: ...
+
+    def frontend_args(self, config: TaskConfig, hooks: TaskHooks) -> dict[str, Any]: ...
+
+    def requirements(self, blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]: ...
+
+
+def blueprint_for(name: str) -> Blueprint:
+    """The launchable blueprint called ``name``; a ConfigError naming the supported ones otherwise."""
+    from mephisto_dist.blueprints import static_react_task, static_task
+
+    known: dict[str, Blueprint] = {static_task.NAME: static_task, static_react_task.NAME: static_react_task}
     try:
         return known[name]
     except KeyError:
         raise ConfigError(f"blueprint {name!r} is not supported yet; supported: {', '.join(known)}") from None
+
+
+def blueprint_module(name: str) -> ModuleType:
+    """The module of any blueprint (one a run may have been created with outside the launcher too)."""
+    from mephisto_dist.blueprints import remote_procedure, static_react_task, static_task
+
+    known = {static_task.NAME: static_task, static_react_task.NAME: static_react_task,
+             remote_procedure.NAME: remote_procedure}
+    try:
+        return known[name]
+    except KeyError:
+        raise ConfigError(f"blueprint {name!r} is not supported yet; supported: {', '.join(known)}") from None
+
+
+def run_requirements(blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]:
+    """A run's qualification requirements (``mephisto.blueprint.qualifications``), whatever its blueprint."""
+    from mephisto_dist.blueprints import static_task
+
+    return static_task.requirements(blueprint_args)
+
+
+def onboarding_data(blueprint_type: str, hooks: TaskHooks) -> dict[str, Any]:
+    """The onboarding page's data for a run of this blueprint (the static HTML page's, by default)."""
+    from mephisto_dist.blueprints import static_task
+
+    module = blueprint_module(blueprint_type)
+    maker = getattr(module, "onboarding_task_data", static_task.onboarding_task_data)
+    data: dict[str, Any] = maker(hooks)
+    return data

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks
+from mephisto_dist.hooks import SubmittedUnit, TaskHooks
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ class TaskRunner(Protocol):
         """The answer's JSON text; raise :class:`RemoteCallFailed` to answer an error."""
         ...
 
-    def on_unit_submitted(self, run: RunView, unit_id: int, unit_data: dict[str, Any],
-                          outputs: dict[str, Any]) -> None: ...
+    def on_unit_submitted(self, run: RunView, unit: SubmittedUnit) -> None: ...
 
     def on_agent_disconnected(self, run: RunView, agent_id: str, status: str) -> None: ...
 
@@ -109,16 +108,15 @@ class StaticTaskRunner:
     def on_remote_call(self, run: RunView, call: CallView) -> str:
         raise RemoteCallFailed(f"the {run.blueprint_type} blueprint answers no remote calls")
 
-    def on_unit_submitted(self, run: RunView, unit_id: int, unit_data: dict[str, Any],
-                          outputs: dict[str, Any]) -> None:
+    def on_unit_submitted(self, run: RunView, unit: SubmittedUnit) -> None:
         hook = run.hooks.on_unit_submitted
         if hook is None:
             return
         try:
-            hook(dict(unit_data), dict(outputs))
+            hook(unit)
         except Exception:
             # The task's own code: its failure is logged and does not hold the run back.
-            log.exception("the task's on_unit_submitted hook failed for unit %s", unit_id)
+            log.exception("the task's on_unit_submitted hook failed for unit %s", unit.unit_id)
 
     def on_agent_disconnected(self, run: RunView, agent_id: str, status: str) -> None:
         return None

@@ -37,13 +37,29 @@ _NEEDS_PYTHON: Final = {
 }
 
 
-def validate_and_load(blueprint_args: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Check the HTML sources, the hooks module, the requirements and the data file; return the data rows
-    (one per assignment)."""
+NAME: Final = "static_task"
+INDEX_PAGE: Final = None
+"""The page at ``/``: None means the web server's own static HTML shell."""
+
+
+def validate_and_load(blueprint_args: Mapping[str, Any],
+                      rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Check the HTML sources, the hooks module, the requirements and the data; return the data rows
+    (one per assignment): ``rows`` from a task script's ``static_task_data`` when given, else the file's."""
     _check_sources(blueprint_args)
-    _check_features(blueprint_args)
+    check_features(blueprint_args)
     hooks_for(blueprint_args)
     requirements(blueprint_args)
+    return load_rows(blueprint_args, rows)
+
+
+def load_rows(blueprint_args: Mapping[str, Any], rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The assignments' data: ``rows`` given by a script (Mephisto prefers them), else the data file."""
+    if rows:
+        for number, row in enumerate(rows, start=1):
+            if not isinstance(row, dict):
+                raise ConfigError(f"static_task_data item {number} must be a dict, found {_json_kind(row)}")
+        return rows
     dest, path = _data_file(blueprint_args)
     if dest == "data_csv":
         return _load_csv(path)
@@ -52,7 +68,7 @@ def validate_and_load(blueprint_args: Mapping[str, Any]) -> list[dict[str, Any]]
     return _load_jsonl(path)
 
 
-def build(blueprint_args: Mapping[str, Any], build_dir: Path) -> None:
+def build(blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock") -> None:
     """Lay out the served files in ``build_dir``: the task HTML under its own name, ``preview.html``,
     ``onboarding.html`` and the contents of ``extra_source_dir`` (relative paths kept).
 
@@ -99,6 +115,24 @@ def requirements(blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]:
                               f"{{qualification_name, comparator, value}}, found {item!r}")
         parsed.append(Requirement.from_dict(item))
     return tuple(parsed)
+
+
+def check_features(blueprint_args: Mapping[str, Any]) -> None:
+    if blueprint_args.get("onboarding_qualification") and not blueprint_args.get("onboarding_source"):
+        raise ConfigError(
+            "mephisto.blueprint.onboarding_qualification needs mephisto.blueprint.onboarding_source "
+            "(the onboarding page)"
+        )
+    check_python_features(blueprint_args)
+
+
+def check_python_features(blueprint_args: Mapping[str, Any]) -> None:
+    for flag, hook in _NEEDS_PYTHON.items():
+        if blueprint_args.get(flag):
+            raise ConfigError(
+                f"mephisto.blueprint.{flag}=true needs {hook} written in Python, and mephisto-dist "
+                f"does not run {'gold' if flag == 'use_golds' else 'screening'} units yet"
+            )
 
 
 def onboarding_task_data(hooks: TaskHooks) -> dict[str, Any]:
@@ -185,20 +219,6 @@ def _check_sources(blueprint_args: Mapping[str, Any]) -> _Sources:
                 f"task_source is named {reserved}, which is where {dest} is served; rename {task}"
             )
     return sources
-
-
-def _check_features(blueprint_args: Mapping[str, Any]) -> None:
-    if blueprint_args.get("onboarding_qualification") and not blueprint_args.get("onboarding_source"):
-        raise ConfigError(
-            "mephisto.blueprint.onboarding_qualification needs mephisto.blueprint.onboarding_source "
-            "(the onboarding page)"
-        )
-    for flag, hook in _NEEDS_PYTHON.items():
-        if blueprint_args.get(flag):
-            raise ConfigError(
-                f"mephisto.blueprint.{flag}=true needs {hook} written in Python; "
-                "static_task folders cannot provide one"
-            )
 
 
 def _task_file_name(blueprint_args: Mapping[str, Any]) -> str:

@@ -28,13 +28,16 @@ from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
 from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.launcher import PreparedRun, create_run, enqueue_launch, prepare_run
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runs import LaunchContext, launch_units, unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
+SCRIPT_NAME = "run_task.py"
+DEFAULT_CONF = "example"
 POLL_S = 0.5
+HOOK_GRACE_S = 30.0
 SERVER_START_TIMEOUT_S = 20.0
 FORCE_STOP_TIMEOUT_S = 4.0
 EXIT_FORCED = 130
@@ -52,14 +55,34 @@ def run(
     args: Annotated[list[str] | None, typer.Argument(
         help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value overrides.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the run and print its id.")] = False,
+    script: Annotated[Path | None, typer.Option(
+        "--script", help="The task script to run (default: TASK_DIR/run_task.py when it exists).")] = None,
 ) -> None:
-    """Launch a task run from a Mephisto task folder."""
+    """Launch a task run from a Mephisto task folder: its run_task.py, or its YAML config alone."""
     conf, overrides = _split_args(args or [])
     settings = load_settings()
     if detach and settings.embedded_redis:
         fail("--detach needs MEPHISTO_DIST_REDIS_URL: a detached run is worked by Celery workers "
              "started elsewhere")
-    prepared = prepare_run(task_dir, conf, overrides, check_port=not detach)
+    script_path = script if script is not None else task_dir / SCRIPT_NAME
+    if script is not None or script_path.is_file():
+        from mephisto_dist.cli.script_run import run_task_script
+
+        run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
+        return
+    prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=not detach)
+    launch_prepared(settings, prepared, detach=detach)
+
+
+def new_log_dir(settings: Settings) -> Path:
+    """Where this command's services (and a webapp build) write their logs."""
+    return settings.data_dir / "logs" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+
+
+def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, log_dir: Path | None = None,
+                    ) -> None:
+    """Create the prepared run; detached, enqueue it and print its id; attached, run its services and
+    show progress until it ends."""
     for key in prepared.config.unimplemented_settings():
         err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
                           "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
@@ -80,8 +103,7 @@ def run(
         console.print(run_id)
         return
     with Services(settings) as services:
-        children = ChildProcesses(services.settings, services.settings.data_dir / "logs" /
-                                  time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"))
+        children = ChildProcesses(services.settings, log_dir or new_log_dir(services.settings))
         server = prepared.server
         if server.should_run_server:
             # Started before the run exists (it serves the newest open run on its port): it is the
@@ -154,8 +176,8 @@ def _incomplete_run(settings: Settings, task_name: str) -> int | None:
         runtime.close()
 
 
-def _split_args(args: list[str]) -> tuple[str, list[str]]:
-    conf = "example"
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    conf: str | None = None
     overrides: list[str] = []
     for arg in args:
         if arg.startswith("conf="):
@@ -270,6 +292,7 @@ class Attached:
         draining = False
         last_line: str | None = None
         waiting_said: int | None = None
+        done_at: float | None = None
         live = Live(console=console, auto_refresh=False) if console.is_terminal else None
         self._live = live
         if live is not None:
@@ -293,6 +316,7 @@ class Attached:
                     counts = unit_counts(session, self.run_id)
                     stopped_elsewhere = stored.shutdown_requested_at is not None and not draining
                     reason = stored.shutdown_reason
+                    closed = stored.is_completed
                 if stopped_elsewhere:  # by `mephisto-dist shutdown` or a beat sweep
                     draining = True
                     self._say(f"the run is stopping: {reason}")
@@ -306,7 +330,11 @@ class Attached:
                         console.print(line, soft_wrap=True)
                     last_line = line
                 if run_is_done(counts):
-                    return False
+                    # A task's on_unit_submitted hook runs on Celery and closes the run after the last
+                    # unit: stopping the workers before would lose it.
+                    done_at = done_at if done_at is not None else time.monotonic()
+                    if closed or time.monotonic() - done_at > HOOK_GRACE_S:
+                        return False
                 in_flight = counts.get(UnitStatus.ASSIGNED, 0)
                 if draining and in_flight != waiting_said:
                     self._say(f"waiting on {in_flight} units in flight; Ctrl-C again to force quit")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from mephisto_dist.errors import ConfigError
@@ -108,6 +109,17 @@ class MockProvider:
 
 
 PROVIDER_TYPES = ("mock", "mturk", "mturk_sandbox")
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def wrap_crowd_source(provider_type: str) -> Path:
+    """The provider's ``wrap_crowd_source.js``: the globals Mephisto's front-end packages call
+    (``getWorkerName``, ``getAssignmentId``, ``getAgentRegistration``, ``handleSubmitToProvider``)."""
+    path = STATIC_DIR / f"{provider_type}_wrap_crowd_source.js"
+    if not path.is_file():
+        raise ConfigError(f"provider {provider_type!r} has no wrap_crowd_source.js")
+    return path
 
 
 def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = None) -> CrowdProvider:

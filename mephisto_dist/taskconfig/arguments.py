@@ -170,6 +170,28 @@ STATIC_TASK = Section(
     ),
 )
 
+STATIC_REACT_TASK = Section(
+    kind=BLUEPRINT,
+    name="static_react_task",
+    description=(
+        "A prebuilt React bundle (typically on the mephisto-task package's useMephistoTask hook) shown "
+        "to workers; each data row is the page's initialTaskData and what it submits is the result."
+    ),
+    arguments=(
+        Argument("task_source", str, MISSING,
+                 "The task's JavaScript bundle, e.g. ${task_dir}/webapp/build/bundle.js.", required=True),
+        Argument("link_task_source", bool, False,
+                 "Serve the bundle from the task folder rather than a copy (development)."),
+        Argument("task_source_review", str, None,
+                 "A bundle that renders a submission for review (accepted so Mephisto configs load)."),
+        *_STATIC_BASE,
+        *_ONBOARDING,
+        *_BLUEPRINT_BASE,
+        *_SCREENING,
+        *_GOLDS,
+    ),
+)
+
 REMOTE_PROCEDURE = Section(
     kind=BLUEPRINT,
     name="remote_procedure",
@@ -356,7 +378,7 @@ TASK_RUN = Section(
 )
 
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
-    BLUEPRINT: (STATIC_TASK, REMOTE_PROCEDURE),
+    BLUEPRINT: (STATIC_TASK, STATIC_REACT_TASK, REMOTE_PROCEDURE),
     ARCHITECT: (LOCAL_ARCHITECT, EC2_ARCHITECT, MOCK_ARCHITECT),
     PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER),
     TASK: (TASK_RUN,),

@@ -113,14 +113,31 @@ def load_task_config(
     task_dir: str | Path, conf: str = "example", overrides: Sequence[str] = ()
 ) -> TaskConfig:
     """Load ``TASK_DIR/hydra_configs/conf/CONF.yaml`` with command-line style ``overrides`` applied."""
+    return load_script_config(task_dir, conf, overrides)[0]
+
+
+def load_script_config(
+    task_dir: str | Path, conf: str = "example", overrides: Sequence[str] = (), *,
+    base: Mapping[str, Any] | None = None, config_path: str = str(CONF_SUBDIR.parent),
+) -> tuple[TaskConfig, dict[str, Any]]:
+    """The task config and the whole resolved config a task script receives as ``cfg``.
+
+    ``base`` holds a script's own top-level keys with their defaults (a config dataclass's fields, and
+    Mephisto's ``num_tasks``); the YAML file wins over them, and overrides over both, as in Hydra. A
+    top-level key neither defines can only be added with ``+key=value``.
+    """
     folder = Path(task_dir).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"task folder not found: {folder}")
     conf_name = conf.removesuffix(".yaml")
-    path = _conf_path(folder, conf_name)
+    path = _conf_path(folder, conf_name, Path(config_path) / "conf")
     where = f"in {path}"
     root = _read_yaml(path)
     choices = _defaults_choices(root, path)
+    if base:
+        merged = OmegaConf.merge(OmegaConf.create(dict(base)), root)
+        assert isinstance(merged, DictConfig)
+        root = merged
     parsed = [_parse_override(text) for text in overrides]
     for override in parsed:
         if override.is_group and override.kind is not None:
@@ -131,14 +148,29 @@ def load_task_config(
         if not override.is_group:
             _apply_override(root, override, chosen)
     values = _resolve_mephisto(root, path)
-    return _build(folder, conf_name, chosen, values, where)
+    config = _build(folder, conf_name, chosen, values, where)
+    return config, _script_root(root, config, path)
+
+
+def _script_root(root: DictConfig, config: TaskConfig, path: Path) -> dict[str, Any]:
+    """Every top-level key resolved, with the ``mephisto`` node in Mephisto's full shape."""
+    others = {str(key): root[key] for key in root if key not in ("mephisto", "hydra")}
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(others), resolve=True) if others else {}
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        raise ConfigError(f"{path}: cannot resolve '{key}': {_first_line(error)}") from None
+    assert isinstance(resolved, dict)
+    mephisto = {kind: value for kind, value in config.as_dict().items() if kind in KINDS}
+    return {**resolved, "mephisto": {**mephisto, "database": {"_database_type": "singleton"},
+                                     "log_level": "info"}}
 
 
 # -- the file ----------------------------------------------------------------------------------------
 
 
-def _conf_path(folder: Path, conf_name: str) -> Path:
-    conf_dir = folder / CONF_SUBDIR
+def _conf_path(folder: Path, conf_name: str, conf_subdir: Path = CONF_SUBDIR) -> Path:
+    conf_dir = folder / conf_subdir
     path = conf_dir / f"{conf_name}.yaml"
     if path.is_file():
         return path
@@ -240,6 +272,7 @@ class _Override:
     value: Any
     is_group: bool  # ``group/name=choice`` rather than ``dotted.key=value``
     kind: str | None  # for ``mephisto/<kind>=NAME``; None for Hydra's own groups (ignored)
+    add: bool = False  # ``+key=value``: the key may be new
 
 
 def _parse_override(text: str) -> _Override:
@@ -247,6 +280,7 @@ def _parse_override(text: str) -> _Override:
     if stripped.startswith("~"):
         raise ConfigError(f"override '{text}': removing keys is not supported")
     key, equals, raw_value = stripped.partition("=")
+    add = key.strip().startswith("+")
     key = key.strip().lstrip("+")
     if not equals or not key:
         raise ConfigError(
@@ -254,8 +288,8 @@ def _parse_override(text: str) -> _Override:
         )
     value = _parse_value(raw_value.strip())
     if "/" in key:
-        return _Override(text, key, value, True, _group_kind(key, f"from override '{text}'"))
-    return _Override(text, key, value, False, None)
+        return _Override(text, key, value, True, _group_kind(key, f"from override '{text}'"), add)
+    return _Override(text, key, value, False, None, add)
 
 
 def _parse_value(text: str) -> Any:
@@ -286,6 +320,10 @@ def _apply_override(root: DictConfig, override: _Override, chosen: Mapping[str, 
         return
     if key == "task_dir":
         raise ConfigError(f"override '{override.text}': task_dir is the task folder itself; pass another folder")
+    if not override.add and not key.startswith("mephisto") and OmegaConf.select(root, key) is None \
+            and not _has_key(root, key):
+        raise ConfigError(f"override '{override.text}': the config has no key '{key}'; "
+                          f"add it with +{override.text.strip()}")
     if key == "mephisto" or key.startswith("mephisto."):
         parts = key.split(".")
         if len(parts) == 2 and parts[1] in chosen:
@@ -471,6 +509,15 @@ def _convert(kind: type, value: Any) -> Any:
     if kind is str:
         return value if isinstance(value, str) else str(value) if isinstance(value, int | float) else None
     raise TypeError(f"unsupported argument type {kind!r}")
+
+
+def _has_key(root: DictConfig, dotted: str) -> bool:
+    node: Any = root
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node._get_node(part)
+    return True
 
 
 def _kind_of(value: Any) -> str:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from mephisto_dist.errors import RequestError
 from mephisto_dist.web.context import context_of
-from mephisto_dist.web.frontend import frontend_config
+from mephisto_dist.web.frontend import frontend_config, index_page
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 SHELL_ASSETS = frozenset({"shell.js", "shell.css"})
@@ -23,6 +23,9 @@ async def shell(request: Request) -> Response:
     context = context_of(request)
     try:
         run = await context.call_in_thread(context.served.run)
+        page = index_page(run.config)
+        if page is not None:  # the blueprint's own page (a React task's index.html)
+            return FileResponse(Path(run.build_dir) / page, headers={"Cache-Control": "no-store"})
         title = str(frontend_config(run.config, run.hooks).get("task_title") or DEFAULT_TITLE)
     except RequestError:
         title = DEFAULT_TITLE  # no run served yet: the page itself says so once it asks
