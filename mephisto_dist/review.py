@@ -451,6 +451,8 @@ class UnitView:
     status: str
     inputs: Mapping[str, Any]
     outputs: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None = None
+    """The worker's tips and feedback (``/submit_metadata``)."""
 
 
 def completed_units_by_worker(session: Session, run_ids: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -470,14 +472,14 @@ def completed_units_by_worker(session: Session, run_ids: Sequence[int]) -> list[
 
 def unit_view(session: Session, unit_id: int) -> UnitView:
     row = session.execute(
-        select(Unit.id, Unit.task_run_id, Unit.status, Assignment.data, Agent.outputs)
+        select(Unit.id, Unit.task_run_id, Unit.status, Assignment.data, Agent.outputs, Agent.task_metadata)
         .join(Assignment, Assignment.id == Unit.assignment_id)
         .outerjoin(Agent, Agent.id == Unit.agent_id)
         .where(Unit.id == unit_id)
     ).first()
     if row is None:
         raise NotFoundError(f"unit {unit_id} does not exist")
-    return UnitView(int(row[0]), int(row[1]), str(row[2]), row[3] or {}, row[4])
+    return UnitView(int(row[0]), int(row[1]), str(row[2]), row[3] or {}, row[4], row[5])
 
 
 def completed_unit_ids(session: Session, run_ids: Sequence[int]) -> list[int]:

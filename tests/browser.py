@@ -170,27 +170,28 @@ class RunProcess:
 
 
 @contextmanager
-def run_starter(tmp_path: Path, task_dir: Path, launched: str) -> Iterator[Callable[[str], tuple[RunProcess, str, int]]]:
+def run_starter(tmp_path: Path, task_dir: Path, launched: str, startup_s: float = STARTUP_S,
+                ) -> Iterator[Callable[..., tuple[RunProcess, str, int]]]:
     """Start ``mephisto-dist run TASK_DIR`` on a free port with a task name of the caller's, as a new
     user would on the embedded default; yield a starter returning (run, worker URL, port). The runs are
     stopped (Ctrl-C, then force) when the block ends. ``launched`` is the progress line that says the
     units are claimable (for example ``created=0 launched=3 ``)."""
     started: list[RunProcess] = []
 
-    def start(task_name: str) -> tuple[RunProcess, str, int]:
+    def start(task_name: str, *args: str) -> tuple[RunProcess, str, int]:
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir),
+            [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *args,
              f"mephisto.architect.port={port}", f"mephisto.task.task_name={task_name}"],
             cwd=REPO, env=user_env(tmp_path / "data"), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         )
         run = RunProcess(process)
         started.append(run)
-        url = run.wait_for_line(f"http://localhost:{port}/?worker_id=", STARTUP_S)
+        url = run.wait_for_line(f"http://localhost:{port}/?worker_id=", startup_s)
         # A worker opening a URL right away gets a unit; waiting for the progress line too makes the
         # test independent of how the output is ordered.
-        run.wait_for_line(launched, STARTUP_S)
+        run.wait_for_line(launched, startup_s)
         return run, url, port
 
     try:

@@ -342,10 +342,14 @@ def test_interactive_review_approves_all_of_a_workers_units(tmp_path: Path, engi
                                                             database_url: str) -> None:
     factory = make_sessionmaker(engine)
     run, units = completed_units(factory, {"liam": 2, "mia": 1})
+    with transaction(factory) as session:  # a tip liam left while working (submit_metadata)
+        session.execute(update(Agent).where(Agent.unit_id == units["liam"][0]).values(task_metadata={
+            "tips": [{"id": "t1", "header": "Tip", "text": "read it twice", "accepted": False}]}))
     # liam: approve, for all his remaining units; mia: reject with a reason.
     answers = "a\nall\nr\ncopied the example\n"
     result = run_cli(tmp_path, database_url, "review", "--task-name", "review-task", stdin=answers)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "tips and feedback:" in result.stdout and '"text": "read it twice"' in result.stdout
     assert "worker liam" in result.stdout and '"answer": "liam-0"' in result.stdout
     assert '"text": "item 0"' in result.stdout  # inputs are shown
     assert "3 unit(s) decided" in result.stdout

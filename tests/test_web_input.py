@@ -210,18 +210,24 @@ def test_a_multipart_field_that_is_not_utf8_is_refused(runtime: Runtime, run: Ru
 
 
 def test_metadata_is_taken_while_working_and_refused_after_submission(runtime: Runtime, run: RunContext) -> None:
+    """Tips and feedback in the shapes Mephisto's add-ons send, kept as Mephisto's agent state keeps them."""
     agent = register(runtime, run)
-    tips = call(runtime, run, "POST", "/submit_metadata", json={"USED_AGENT_ID": agent, "metadata": {"tips": ["a"]}})
-    assert tips.status_code == 200
-    feedback = {"USED_AGENT_ID": agent, "metadata": {"feedback": "nice"}}
+    tip = {"USED_AGENT_ID": agent, "metadata": {"tips": {"type": "tips", "header": "h", "text": "a"}}}
+    tips = call(runtime, run, "POST", "/submit_metadata", json=tip)
+    assert tips.status_code == 200 and tips.json() == {"status": "Submitted Metadata!"}
+    feedback = {"USED_AGENT_ID": agent, "metadata": {"feedback": {"data": [{"question": "q", "text": "nice"}]}}}
     assert call(runtime, run, "POST", "/submit_metadata", json=feedback).status_code == 200
+    bad = call(runtime, run, "POST", "/submit_metadata", json={"USED_AGENT_ID": agent, "metadata": {"tips": ["a"]}})
+    assert bad.status_code == 400 and "a tip must be an object" in bad.json()["error"]
     assert call(runtime, run, "POST", "/submit_task",
                 json={"USED_AGENT_ID": agent, "final_data": {"a": "1"}}).status_code == 200
-    late = call(runtime, run, "POST", "/submit_metadata",
-                json={"USED_AGENT_ID": agent, "metadata": {"feedback": "rewritten"}})
+    late = call(runtime, run, "POST", "/submit_metadata", json=feedback)
     assert late.status_code == 409 and "completed" in late.json()["error"]
     with transaction(runtime.sessions) as session:
-        assert session.get(Agent, agent).task_metadata == {"tips": ["a"], "feedback": "nice"}  # type: ignore[union-attr]
+        stored = session.get(Agent, agent).task_metadata  # type: ignore[union-attr]
+    assert [(t["header"], t["text"], t["accepted"]) for t in stored["tips"]] == [("h", "a", False)]
+    assert [(f["question"], f["text"], f["reviewed"]) for f in stored["feedback"]] == [("q", "nice", False)]
+    assert stored["tips"][0]["id"] != stored["feedback"][0]["id"]
 
 
 def test_a_bad_agent_id_is_a_400_not_a_driver_error(runtime: Runtime, run: RunContext) -> None:

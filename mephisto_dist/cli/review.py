@@ -299,6 +299,9 @@ class _Session:
         console.print(JSON.from_data(dict(view.inputs), default=str))
         console.print("outputs:")
         console.print(JSON.from_data(None if view.outputs is None else dict(view.outputs), default=str))
+        if view.metadata:
+            console.print("tips and feedback:")
+            console.print(JSON.from_data(dict(view.metadata), default=str))
 
     def _apply(self, choice: str, unit_ids: list[int]) -> None:
         decision = _DECISIONS[choice]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -13,6 +14,7 @@ from mephisto_dist.agents import RunContext, Submission
 from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
+from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter import keys
@@ -61,7 +63,7 @@ def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> 
     run = served.run()
     with transaction(served.runtime.sessions) as session:
         agent = agents.load_agent(session, run, agent_id)
-        merged = {**(agent.task_metadata or {}), **metadata}
+        merged = merge_metadata(agent.task_metadata, metadata, lambda: str(uuid.uuid4()))
         # Compare-and-set on the status: a submit committing meanwhile wins, and this is refused.
         still_working = update(Agent).where(Agent.id == agent.id, Agent.status == AgentStatus.IN_TASK.value)
         changed = session.connection().execute(still_working.values(task_metadata=merged)).rowcount

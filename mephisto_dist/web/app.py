@@ -23,11 +23,11 @@ from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.request_metrics import RequestMetrics
-from mephisto_dist.web.routes import agents, live, pages, submissions
+from mephisto_dist.web.routes import agents, live, pages, router, submissions
 
 # In matching order; pages.FALLBACK (the run's built files, any path) comes last.
-ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, agents.ROUTES, submissions.ROUTES, live.ROUTES,
-                                                 pages.FALLBACK)
+ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, router.ROUTES, agents.ROUTES, submissions.ROUTES,
+                                                 live.ROUTES, pages.FALLBACK)
 
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:

@@ -10,11 +10,14 @@ from mephisto_dist.blueprints.runner import blueprint_type_of
 from mephisto_dist.hooks import TaskHooks
 from mephisto_dist.taskconfig import TaskConfig
 
+MEPHISTO_TASK_VERSION = "2.0.4"
+"""The ``mephisto-task`` release this server speaks for (its front end warns on a mismatch)."""
+
 
 def frontend_config(config: dict[str, Any], hooks: TaskHooks) -> dict[str, Any]:
     module = blueprint_module(blueprint_type_of(config))
     args: dict[str, Any] = module.frontend_args(TaskConfig.from_dict(config), hooks)
-    return args
+    return {**args, "mephisto_task_version": MEPHISTO_TASK_VERSION}
 
 
 def index_page(config: dict[str, Any]) -> str | None:

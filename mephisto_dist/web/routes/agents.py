@@ -24,6 +24,10 @@ async def request_agent(request: Request) -> Response:
 async def submit_onboarding(request: Request) -> Response:
     context = context_of(request)
     body = await json_body(request, context.max_body_bytes)
+    nested = body.get("provider_data")
+    if isinstance(nested, dict) and "USED_AGENT_ID" in nested:
+        # What mephisto-task sends: the agent id and the answers inside provider_data.
+        body = nested
     data = json_object(body, "onboarding_data", "submit_onboarding")
     details = await context.call_in_thread(service.submit_onboarding, context.served, agent_id_of(body), data)
     return JSONResponse(details.packet())

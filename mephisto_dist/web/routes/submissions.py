@@ -72,14 +72,14 @@ async def submit_metadata(request: Request) -> Response:
     body = await json_body(request, context.max_body_bytes)
     metadata = json_object(body, "metadata", "submit_metadata")
     await context.call_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
-    return JSONResponse({"status": "Metadata received"})
+    return JSONResponse({"status": "Submitted Metadata!"})
 
 
 async def log_error(request: Request) -> Response:
     body = await json_body(request, context_of(request).max_body_bytes)
     log.warning("front-end error from agent %s: %s", body.get("USED_AGENT_ID"),
                 str(body.get("final_data") or body.get("error_data") or body)[:2000])
-    return JSONResponse({"status": "Error logged"})
+    return JSONResponse({"status": "Error log sent!"})
 
 
 ROUTES = [

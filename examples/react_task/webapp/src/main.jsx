@@ -19,14 +19,18 @@ function Onboarding({ onSubmit }) {
 function Task({ taskData, onSubmit, onMetadata }) {
   const [note, setNote] = React.useState("");
   const [noteSent, setNoteSent] = React.useState(false);
-  const sendNote = (type) =>
-    onMetadata({ type: type, text: note }).then(() => setNoteSent(true));
+  // The shapes Mephisto's worker add-ons send: a tip has a header and a text; feedback lists answers.
+  const sendTip = () =>
+    onMetadata({ type: "tips", header: "Tip", text: note }).then(() => setNoteSent(true));
+  const sendFeedback = () =>
+    onMetadata({ type: "feedback", data: [{ question: "Anything to tell us?", text: note }] })
+      .then(() => setNoteSent(true));
   return (
     <div id="task">
       <p id="sentence">{taskData.text}</p>
       <textarea id="note" value={note} onChange={(e) => setNote(e.target.value)} />
-      <button id="send-tip" onClick={() => sendNote("tip")}>Send as tip</button>
-      <button id="send-feedback" onClick={() => sendNote("feedback")}>Send as feedback</button>
+      <button id="send-tip" onClick={sendTip}>Send as tip</button>
+      <button id="send-feedback" onClick={sendFeedback}>Send as feedback</button>
       {noteSent ? <span id="note-sent">Thank you!</span> : null}
       <div>
         <button id="good" onClick={() => onSubmit({ rating: "good" })}>Good</button>
