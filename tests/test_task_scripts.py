@@ -69,8 +69,7 @@ main()
     path = str(task_dir / "run_task.py")
     mephisto, _ = capture(ScriptRef(path, None, ("reps=7", "+added=yes")))
     assert mephisto["task"]["task_name"] == "script-task"
-    with pytest.raises(ConfigError, match=r"override 'added=yes': the config has no key 'added'; add it with "
-                                          r"\+added=yes"):
+    with pytest.raises(ConfigError, match=r"unknown key 'added'; .* and \+added=yes adds a key of your own"):
         capture(ScriptRef(path, None, ("reps=7", "added=yes")))
 
 
@@ -121,6 +120,6 @@ def test_script_option_and_bad_override(tmp_path: Path) -> None:
     other.write_text(STATIC_SCRIPT)
     (task_dir / "run_task.py").unlink()
     result = run_cli(tmp_path / "data", "run", str(task_dir), "--script", str(other), "colour=red")
-    assert_refused(result, "override 'colour=red': the config has no key 'colour'")
+    assert_refused(result, "unknown key 'colour'", "+colour=red adds a key of your own")
     result = run_cli(tmp_path / "data", "run", str(task_dir), "--script", str(other), "conf=nope")
     assert_refused(result, "config 'nope' not found")

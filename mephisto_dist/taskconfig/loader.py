@@ -320,10 +320,6 @@ def _apply_override(root: DictConfig, override: _Override, chosen: Mapping[str, 
         return
     if key == "task_dir":
         raise ConfigError(f"override '{override.text}': task_dir is the task folder itself; pass another folder")
-    if not override.add and not key.startswith("mephisto") and OmegaConf.select(root, key) is None \
-            and not _has_key(root, key):
-        raise ConfigError(f"override '{override.text}': the config has no key '{key}'; "
-                          f"add it with +{override.text.strip()}")
     if key == "mephisto" or key.startswith("mephisto."):
         parts = key.split(".")
         if len(parts) == 2 and parts[1] in chosen:
@@ -334,23 +330,25 @@ def _apply_override(root: DictConfig, override: _Override, chosen: Mapping[str, 
             known = len(parts) == 3 and parts[1] in chosen and parts[2] in chosen[parts[1]].dests
             if not known:
                 raise _unknown_key(key, chosen, where)
-    elif key.split(".")[0] not in root:
-        # A key of the task's own config (Mephisto scripts add top-level ones) may be overridden; any
-        # other is most likely a mephisto key without its prefix, which would be silently ignored.
-        raise _unknown_top_level_key(key, chosen, where)
+    elif not override.add and not _has_key(root, key):
+        # A key of the task's own config (Mephisto scripts add top-level ones) may be overridden, and
+        # Hydra's +key=value adds one; any other is most likely a mephisto key without its prefix, which
+        # would be silently ignored.
+        raise _unknown_top_level_key(key, chosen, where, override.text.strip())
     try:
         OmegaConf.update(root, key, override.value, merge=True, force_add=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot apply override '{override.text}': {_first_line(error)}") from None
 
 
-def _unknown_top_level_key(key: str, chosen: Mapping[str, Section], where: str) -> ConfigError:
+def _unknown_top_level_key(key: str, chosen: Mapping[str, Section], where: str, text: str) -> ConfigError:
     name = key.split(".")[-1]
     dotted = {f"mephisto.{kind}.{dest}": dest for kind, section in chosen.items() for dest in section.dests}
     exact = [full for full, dest in dotted.items() if dest == name]
     close = exact or [full for dest in difflib.get_close_matches(name, list(dotted.values()), n=1)
                       for full, same in dotted.items() if same == dest]
-    hint = f"; did you mean '{close[0]}'?" if close else "; task arguments are set as mephisto.KIND.NAME=VALUE"
+    hint = (f"; did you mean '{close[0]}'?" if close else
+            f"; task arguments are set as mephisto.KIND.NAME=VALUE, and +{text} adds a key of your own")
     return ConfigError(f"unknown key '{key}'{hint} ({where})")
 
 
