@@ -8,6 +8,8 @@ from mephisto_dist import queue
 from mephisto_dist.settings import Settings
 
 PROVIDER_CALL_SWEEP_EVERY_S = 60.0
+# One provider call per assigned unit of a marketplace run: rare enough to stay far below the call rate.
+RETURNED_HIT_SWEEP_EVERY_S = 60.0
 
 
 def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -19,6 +21,7 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                                                       "schedule": settings.live_sweep_every_s},
         "resend-unfinished-provider-calls": {"task": queue.RESEND_PROVIDER_CALLS,
                                              "schedule": PROVIDER_CALL_SWEEP_EVERY_S},
+        "hand-back-returned-hits": {"task": queue.HAND_BACK_RETURNED, "schedule": RETURNED_HIT_SWEEP_EVERY_S},
         "stop-orphaned-servers": {"task": queue.RECONCILE_SERVERS, "schedule": settings.reconcile_every_s},
         "expire-orphaned-hits": {"task": queue.RECONCILE_HITS, "schedule": settings.reconcile_every_s},
     }

@@ -15,6 +15,7 @@ REMOTE_CALL = "mephisto_dist.remote_call"
 LIVE_SWEEP = "mephisto_dist.live_sweep"
 RECONCILE_POOLS = "mephisto_dist.reconcile_pools"
 RECONCILE_RUNS = "mephisto_dist.reconcile_runs"
+HAND_BACK_RETURNED = "mephisto_dist.hand_back_returned"
 
 DEFAULT_QUEUE = "mephisto"
 

@@ -33,6 +33,7 @@ from mephisto_dist.qualifications import (
 )
 from mephisto_dist.queue import PROVIDER_CALL
 from mephisto_dist.requesters import register
+from mephisto_dist.returns import hand_back_returned_units
 from mephisto_dist.review import Decision, decide, perform_call
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
@@ -135,7 +136,7 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
         with transaction(runtime.sessions) as session:
             register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
         port = free_port()
-        task_dir = write_task_dir(tmp_path, rows=4, port=port)
+        task_dir = write_task_dir(tmp_path, rows=5, port=port)
         run_id = create_run(runtime, prepare_run(task_dir, "example", [
             "mephisto/provider=mturk_sandbox", "mephisto.provider.requester_name=lab"], check_port=False))
         logs = tmp_path / "logs"
@@ -143,7 +144,7 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
         with celery_worker(runtime.settings, logs / "worker.log"), \
                 web_on(runtime.settings, run_id, port, logs / "web.log") as server:
             enqueue_launch(runtime, run_id)
-            hits = wait_for(lambda: len(our_hits(mturk)) == 4 and our_hits(mturk), timeout_s=60, message="4 HITs")
+            hits = wait_for(lambda: len(our_hits(mturk)) == 5 and our_hits(mturk), timeout_s=60, message="5 HITs")
             assert {h["HITStatus"] for h in hits} == {"Assignable"}
             assert all(h["RequesterAnnotation"].startswith(f"mephisto-dist deployment=e2e run={run_id} ")
                        for h in hits)
@@ -159,7 +160,7 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
                                            {"task_title": "Test task", "task_description": "A test task",
                                             "task_reward": 0.25, "task_tags": "test"})
             assert {p.unit_id: p.provider_unit_id for p in again} == {u: h for u, (_, h) in launched.items()}
-            assert httpx.get(f"{turk}/api/stats").json()["Rows"]["hit"] == 4
+            assert httpx.get(f"{turk}/api/stats").json()["Rows"]["hit"] == 5
 
             # Three workers do the task; a fourth takes a HIT and returns it, and a fifth gets its unit.
             workers = [SimulatedWorker(turk, f"A1SIM{i}") for i in range(3)]
@@ -174,13 +175,24 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
                               json={"workerId": "A1QUIT"}).status_code == 200
             second = follower.accept(opened["hitId"])
             follower.finish(server, second, follower.start(server, second))
+            # A worker returns a HIT and nobody takes it: beat's sweep asks MTurk and hands the unit back.
+            gone = SimulatedWorker(turk, "A1GONE")
+            left = gone.accept()
+            gone.start(server, left)
+            httpx.post(f"{turk}/api/assignments/{left['assignmentId']}/return", json={"workerId": "A1GONE"})
+            assert hand_back_returned_units(runtime.sessions, provider, runtime.limiter, run_id,
+                                            now=datetime.now(UTC), min_held_s=0) == 1
+            assert [s for s, h in statuses(runtime, run_id).values() if h == left["hitId"]] == ["launched"]
+            later = SimulatedWorker(turk, "A1LATER")
+            again_opened = later.accept(left["hitId"])
+            later.finish(server, again_opened, later.start(server, again_opened))
             done = wait_for(lambda: all(s == "completed" for s, _ in statuses(runtime, run_id).values())
                             and statuses(runtime, run_id), message="every unit completed")
             for hit in our_hits(mturk):
                 assert hit["HITStatus"] == "Reviewable" and hit["NumberOfAssignmentsCompleted"] == 1
 
             # Review and pay through the ledger's Celery tasks.
-            first, second_unit, third, fourth = sorted(done)
+            first, second_unit, third, fourth = sorted(done)[:4]
             now = datetime.now(UTC)
             with transaction(runtime.sessions) as session:
                 calls = [*decide(session, first, Decision.APPROVE, now=now, note="thorough", bonus=1.5).call_ids,

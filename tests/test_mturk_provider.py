@@ -297,3 +297,17 @@ def test_unpublish_launches_finds_their_hits_by_our_mark(stubbed: Any) -> None:
     stubber.add_response("UpdateExpirationForHIT", {}, {"HITId": "MINE", "ExpireAt": PAST})
     provider.unpublish_launches([LaunchStub(4, 9, "L-1"), LaunchStub(4, 10, "L-2")])
     provider.unpublish_launches([])  # nothing asked, nothing listed
+
+
+def test_hits_not_held_are_those_without_pending_or_submitted_work(stubbed: Any) -> None:
+    provider, stubber = stubbed
+
+    def counts(hit_id: str, pending: int, completed: int) -> dict[str, Any]:
+        return {"HIT": {"HITId": hit_id, "NumberOfAssignmentsPending": pending,
+                        "NumberOfAssignmentsCompleted": completed}}
+
+    stubber.add_response("GetHIT", counts("HELD", 1, 0), {"HITId": "HELD"})
+    stubber.add_response("GetHIT", counts("RETURNED", 0, 0), {"HITId": "RETURNED"})
+    stubber.add_response("GetHIT", counts("SUBMITTED", 0, 1), {"HITId": "SUBMITTED"})
+    turk_error(stubber, "GetHIT", "AWS.MechanicalTurk.HITDoesNotExist", "Hit DELETED does not exist.")
+    assert provider.hits_not_held(["HELD", "RETURNED", "SUBMITTED", "DELETED"]) == ["RETURNED", "DELETED"]

@@ -13,11 +13,14 @@ from celery import Celery
 from sqlalchemy import select
 
 from mephisto_dist import queue, runner_events
+from mephisto_dist.agents import HIT_PROVIDERS
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
+from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
+from mephisto_dist.returns import hand_back_returned_units, open_hit_runs
 from mephisto_dist.runs import (
     GLOBAL_POOL,
     LaunchContext,
@@ -105,6 +108,28 @@ def reconcile_pools_task() -> None:
 
 def provider_for(run: TaskRun) -> CrowdProvider:
     return make_provider(run.provider_type, run.config.get("provider", {}))
+
+
+@app.task(name=queue.HAND_BACK_RETURNED)  # type: ignore[untyped-decorator]
+def hand_back_returned_task() -> int:
+    """Beat's sweep: units whose MTurk HIT no worker holds any more (returned, abandoned) go back to
+    the pool, where their HIT (assignable again on MTurk) is theirs still."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, HIT_PROVIDERS)]
+    handed = 0
+    for run in runs:
+        if run is None:
+            continue
+        try:
+            count = hand_back_returned_units(rt.sessions, provider_for(run), rt.limiter, run.id, now=_now())
+        except MephistoDistError as error:
+            log.warning("cannot ask the provider about run %s's HITs: %s", run.id, error)
+            continue
+        if count:
+            log.info("run %s: %s unit(s) whose HIT was returned are available again", run.id, count)
+        handed += count
+    return handed
 
 
 @app.task(name=queue.RECONCILE_RUNS)  # type: ignore[untyped-decorator]

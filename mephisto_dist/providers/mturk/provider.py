@@ -203,6 +203,21 @@ class MTurkProvider:
                 if failed.turk_code not in ("AWS.MechanicalTurk.HITDoesNotExist", "AWS.MechanicalTurk.InvalidHITState"):
                     raise
 
+    def hits_not_held(self, hit_ids: Sequence[str]) -> list[str]:
+        """HITs with no assignment pending or submitted: their worker returned or abandoned them."""
+        gone = []
+        for hit_id in hit_ids:
+            try:
+                hit = self.call("GetHIT", HITId=hit_id)["HIT"]
+            except ProviderCallFailed as failed:
+                if failed.turk_code == "AWS.MechanicalTurk.HITDoesNotExist":
+                    gone.append(hit_id)
+                    continue
+                raise
+            if not hit.get("NumberOfAssignmentsPending") and not hit.get("NumberOfAssignmentsCompleted"):
+                gone.append(hit_id)
+        return gone
+
     def worker_url(self, server_url: str, worker_name: str, assignment_ref: str) -> str | None:
         return None
 
