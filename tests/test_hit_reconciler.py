@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from mephisto_dist.providers.mturk.credentials import save_profile
 from mephisto_dist.providers.mturk.mapping import annotation
 from mephisto_dist.reconcilers.hits import reconcile_all
 from mephisto_dist.requesters import register
+from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from tests.factories import make_run
 from tests.mturk_local_process import FAKE_KEY_ID, FAKE_SECRET, client, external_question, mturk_local
@@ -184,3 +185,42 @@ def test_hits_outstanding_and_cleanup_for_a_run_no_longer_in_the_database(
         assert missing.returncode == 2 and "no such HIT on the requester's account: NOSUCHHIT" in missing.stderr
     finally:
         rt.close()
+
+
+def test_a_unit_whose_hit_vanished_from_the_provider_is_relaunched_once(runtime: Runtime, turk: str,
+                                                                          redis_url: str) -> None:
+    mturk = client(turk)
+    task = {"task_name": "relaunch", "task_title": "Rate a sentence", "task_description": "Rate it",
+            "task_reward": 0.1, "task_tags": "rating", "assignment_duration_in_seconds": 600,
+            "task_lifetime_in_seconds": 3600}
+    new = NewRun(task_name="relaunch", blueprint_type="static_task", architect_type="local",
+                 provider_type="mturk_sandbox", requester_name="lab", sandbox=True,
+                 config={"task": task, "architect": {}, "blueprint": {},
+                         "provider": {"requester_name": "lab", "aws_profile": "lab", "endpoint_url": turk}},
+                 task_dir="/nonexistent", build_dir="/nonexistent", server_url="http://127.0.0.1:3999",
+                 max_concurrent_units=0, units_per_assignment=1, pay_amount=0.1,
+                 assignment_data=[{"text": "a"}, {"text": "b"}])
+    now = datetime.now(UTC)
+    with transaction(runtime.sessions) as session:
+        run_id = create_task_run(session, new, now=now)
+        lost, kept = session.scalars(select(Unit.id).where(Unit.task_run_id == run_id).order_by(Unit.id)).all()
+    kept_hit = make_hit(mturk, annotation("default", run_id, kept))
+    with transaction(runtime.sessions) as session:
+        long_ago = now - timedelta(minutes=5)
+        session.execute(update(Unit).where(Unit.id == lost).values(
+            status="launched", provider_unit_id="GONEHIT000000000000000000000000", launched_at=long_ago))
+        session.execute(update(Unit).where(Unit.id == kept).values(
+            status="launched", provider_unit_id=kept_hit, launched_at=long_ago))
+
+    for _ in range(2):  # a second pass finds the new HIT hosted and does nothing more
+        reconcile_all(runtime.sessions, redis.Redis.from_url(redis_url), "default", now=datetime.now(UTC))
+    with transaction(runtime.sessions) as session:
+        hit_ids = dict(session.execute(select(Unit.id, Unit.provider_unit_id).where(Unit.task_run_id == run_id)).all())
+        relaunches = session.execute(select(ReconcileRecord.action, ReconcileRecord.found).where(
+            ReconcileRecord.subject.like(f"unit {lost} %"))).all()
+    assert hit_ids[kept] == kept_hit
+    relaunched = hit(mturk, hit_ids[lost] or "")
+    assert relaunched is not None and relaunched["HITStatus"] == "Assignable"
+    assert relaunched["RequesterAnnotation"] == annotation("default", run_id, lost)
+    assert [tuple(r) for r in relaunches] == [
+        ("relaunched", f"launched here but its HIT is gone from the provider; new HIT {hit_ids[lost]}")]

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
@@ -100,8 +101,9 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
         monkeypatch.setenv(name, value)
     port = free_port()
     turk_db, turk_log = tmp_path / "turk.sqlite3", tmp_path / "turk.log"
+    # The killed beat's lock outlives it by BEAT_LOCK_TIMEOUT_S before the new beat may fire.
     settings_env = _external_env(tmp_path, redis_url, MEPHISTO_DIST_RECONCILE_EVERY_S="2",
-                                 MEPHISTO_DIST_HEARTBEAT_EVERY_S="1")
+                                 MEPHISTO_DIST_HEARTBEAT_EVERY_S="1", MEPHISTO_DIST_BEAT_LOCK_TIMEOUT_S="3")
     with turk_on(port, turk_db, turk_log) as turk:
         register_lab(tmp_path, turk)
         mturk = client(turk)
@@ -129,6 +131,8 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
     with transaction(rt.sessions) as session:
         web = session.scalars(select(Server)).one()
         assert web.status == "running"  # killed: nothing closed its record
+    redis_client = redis.Redis.from_url(redis_url)
+    redis_client.delete("mephisto")  # the broker's queue: tasks sent before the kill must not do the work
     with turk_on(port, turk_db, turk_log) as turk, \
             celery_worker(settings, tmp_path / "worker.log"), celery_beat(settings, tmp_path / "beat.log"):
         mturk = client(turk)
@@ -153,6 +157,11 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
         holder = session.scalars(select(Agent).where(Agent.id == held["agent_id"])).one()
         assert holder.submitted_at is None  # its submission is the recorded one, flagged for review
     rt.close()
+    status = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "status", "1"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    said = " ".join(status.stdout.split())
+    assert "2 assignment(s) submitted on MTurk never reached us" in said, status.stdout + status.stderr
+    assert "beat: NOT running" in said, said
 
 
 def hits_of(db: Path, port: int, log: Path) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from mephisto_dist import queue
+from mephisto_dist import metrics, queue
 from mephisto_dist.architects import Architect, make_architect
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
@@ -33,6 +33,7 @@ def reconcile_servers_task() -> int:
                                   deploy_grace_s=max(EC2_DEPLOY_GRACE_S, rt.settings.heartbeat_stale_s))
     for decision in decisions:
         log.info("server %s: %s (%s)", decision.server_id, decision.action.value, decision.found)
+        metrics.record_reconciler_action("server_" + decision.action.value.replace(" ", "_"))
     for run_id in runs_missing_a_server():
         rt.queue.enqueue(queue.DEPLOY_SERVER, run_id)
     return len(decisions)
@@ -73,4 +74,5 @@ def reconcile_hits_task() -> int:
     decisions = reconcile_all(rt.sessions, rt.redis, rt.settings.deployment, now=datetime.now(UTC))
     for decision in decisions:
         log.info("HIT %s: %s (%s)", decision.hit_id, decision.action.value, decision.found)
+        metrics.record_reconciler_action(f"hit_{decision.action.value}")
     return len(decisions)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mephisto_dist import heartbeats
 from mephisto_dist.cli.console import console
 from mephisto_dist.db.engine import read_transaction
-from mephisto_dist.db.models import Server
+from mephisto_dist.db.models import ProviderSubmission, Server
 from mephisto_dist.domain.diagnosis import ProcessFacts, ago
 from mephisto_dist.domain.servers import ServerStatus
 from mephisto_dist.errors import ServiceError
@@ -76,3 +76,16 @@ def print_reconciled(runtime: Runtime, task_run_id: int | None, *, limit: int) -
             console.print(f"{row.created_at:%Y-%m-%d %H:%M:%S} {row.reconciler}: {row.subject}: {row.found} "
                           f"-> {row.action} ({state})", soft_wrap=True, highlight=False)
         return len(rows)
+
+
+def print_unreceived(runtime: Runtime, task_run_id: int | None) -> None:
+    """Submissions the provider holds that never reached us, waiting for a researcher's review."""
+    with read_transaction(runtime.sessions) as session:
+        query = select(func.count()).select_from(ProviderSubmission).where(
+            ProviderSubmission.status == "needs review")
+        if task_run_id is not None:
+            query = query.where(ProviderSubmission.task_run_id == task_run_id)
+        waiting = int(session.scalar(query) or 0)
+    if waiting:
+        console.print(f"[bold]→[/] {waiting} assignment(s) submitted on MTurk never reached us; they are "
+                      f"recorded with MTurk's answer and need review (mephisto-dist reconciled)", soft_wrap=True)

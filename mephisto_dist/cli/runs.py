@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
-from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers
+from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers, print_unreceived
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
@@ -85,6 +85,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
                 console.print("(mephisto-dist reconciled shows more)")
             for sentence in diagnose_processes(deployment):
                 console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
+            print_unreceived(runtime, None)
             return
         with read_transaction(runtime.sessions) as session:
             run = session.get(TaskRun, run_id)
@@ -146,6 +147,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
             server_url=run.server_url, server_answers=answers, workers_seen=workers_answer(processes))
         for sentence in diagnose(facts, now=now) + diagnose_processes(processes):
             console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
+        print_unreceived(runtime, run_id)
     finally:
         runtime.close()
 

@@ -13,16 +13,16 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, ProviderSubmission, TaskRun, Unit
+from mephisto_dist.db.models import Agent, ProviderSubmission, Requester, TaskRun, Unit
 from mephisto_dist.domain.hits import (
     HitAction,
     HitDecision,
@@ -41,6 +41,7 @@ from mephisto_dist.reconcilers import records
 log = logging.getLogger(__name__)
 NAME = "hits"
 LOCK_TIMEOUT_S = 600
+LAUNCH_SETTLE_S = 60  # a HIT made this recently may not be listed yet
 REVIEWED_FINAL = frozenset({*UNIT_FINAL, UnitStatus.REJECTED})
 GONE_CODES = ("AWS.MechanicalTurk.HITDoesNotExist",)
 
@@ -109,6 +110,7 @@ def reconcile_hits(factory: sessionmaker[Session], client: redis.Redis, provider
     try:
         listed = survey(factory, provider, now=now)
         record_unreceived_submissions(factory, provider, listed, now=now)
+        relaunch_unhosted_units(factory, provider, listed, now=now)
         decisions = [d for d in (decide_hit(item.facts) for item in listed) if d is not None]
         runs = {item.hit_id: item.mark.run_id if item.mark else None for item in listed}
         for decision in decisions:
@@ -205,6 +207,52 @@ def _record_submission(factory: sessionmaker[Session], provider: MTurkProvider, 
     except IntegrityError:  # another pass recorded it first
         return 0
     return 1
+
+
+def relaunch_unhosted_units(factory: sessionmaker[Session], provider: MTurkProvider, listed: Sequence[ListedHit],
+                            *, now: datetime) -> int:
+    """Units of this requester's open runs we hold as launched whose HIT the provider no longer has (it
+    was deleted by hand or by another tool): each gets a new HIT, its token derived from the lost HIT so
+    that a repeated pass finds the same new HIT."""
+    hosted = {item.hit_id for item in listed}
+    access = provider.access
+    with transaction(factory) as session:
+        rows = session.execute(
+            select(Unit.id, Unit.task_run_id, Unit.provider_unit_id, TaskRun.server_url, TaskRun.config)
+            .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Requester, Requester.id == TaskRun.requester_id)
+            .where(Unit.status == UnitStatus.LAUNCHED.value, Unit.provider_unit_id.is_not(None),
+                   Unit.launched_at < now - timedelta(seconds=LAUNCH_SETTLE_S), TaskRun.is_completed.is_(False),
+                   TaskRun.shutdown_requested_at.is_(None), Requester.provider_type == access.provider_type,
+                   Requester.requester_name == access.requester_name)).all()
+    relaunched = 0
+    for unit_id, run_id, old_hit, server_url, config in rows:
+        if old_hit in hosted or _still_there(provider, str(old_hit)):
+            continue
+        token = f"{provider.deployment}-{run_id}-{unit_id}-after-{old_hit}"
+        (published,) = provider.publish_units(run_id, [unit_id], server_url or "", config.get("task", {}),
+                                              tokens={unit_id: token})
+        with transaction(factory) as session:
+            moved = session.connection().execute(
+                update(Unit).where(Unit.id == unit_id, Unit.status == UnitStatus.LAUNCHED.value,
+                                   Unit.provider_unit_id == old_hit)
+                .values(provider_unit_id=published.provider_unit_id)).rowcount
+            if moved:
+                records.record(session, "provider", f"unit {unit_id} (HIT {old_hit})",
+                               f"launched here but its HIT is gone from the provider; new HIT "
+                               f"{published.provider_unit_id}", "relaunched", task_run_id=run_id, now=now,
+                               done=True)
+                relaunched += 1
+    return relaunched
+
+
+def _still_there(provider: MTurkProvider, hit_id: str) -> bool:
+    """ListHITs may lag behind a HIT just made; ask for the HIT itself before deciding it is gone."""
+    try:
+        return bool(provider.call("GetHIT", HITId=hit_id)["HIT"].get("HITStatus") != "Disposed")
+    except ProviderCallFailed as failed:
+        if failed.turk_code in GONE_CODES or "does not exist" in failed.mturk_message.lower():
+            return False
+        raise
 
 
 def requester_providers(factory: sessionmaker[Session], deployment: str) -> list[MTurkProvider]:
