@@ -115,3 +115,13 @@ def test_ctrl_c_once_expires_every_hit_no_worker_holds(tmp_path: Path) -> None:
         finally:
             run.kill()
         assert SECRET not in run.text()
+        # Nor in status, an export, the run's logs, the database or anything else of the data directory.
+        env = {**run.env, **aws_env(tmp_path)}
+        for command in (["status", "1"], ["export", "--run", "1", "--all"], ["requesters"], ["runs"]):
+            shown = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *command], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=120, check=False)
+            assert shown.returncode == 0, shown.stderr
+            assert SECRET not in shown.stdout + shown.stderr and KEY_ID not in shown.stdout + shown.stderr
+        for path in (tmp_path / "data").rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
