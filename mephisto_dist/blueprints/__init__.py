@@ -46,9 +46,10 @@ class Blueprint(Protocol):
 
 def blueprint_for(name: str) -> Blueprint:
     """The launchable blueprint called ``name``; a ConfigError naming the supported ones otherwise."""
-    from mephisto_dist.blueprints import static_react_task, static_task
+    from mephisto_dist.blueprints import remote_procedure, static_react_task, static_task
 
-    known: dict[str, Blueprint] = {static_task.NAME: static_task, static_react_task.NAME: static_react_task}
+    known: dict[str, Blueprint] = {static_task.NAME: static_task, static_react_task.NAME: static_react_task,
+                                   remote_procedure.NAME: remote_procedure}
     try:
         return known[name]
     except KeyError:

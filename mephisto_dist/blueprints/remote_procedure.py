@@ -15,11 +15,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from mephisto_dist.blueprints import static_react_task, static_task
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks
+from mephisto_dist.hooks import TaskHooks, hooks_for
 from mephisto_dist.taskconfig import TaskConfig
 
 NAME: Final = "remote_procedure"
+# The page is a React bundle served as static_react_task serves one (index.html, wrap_crowd_source.js).
+INDEX_PAGE: Final = static_react_task.INDEX_PAGE
+requirements = static_task.requirements
+build = static_react_task.build
+onboarding_task_data = static_react_task.onboarding_task_data
 
 RemoteFunction = Callable[[str, dict[str, Any], "RemoteProcedureAgentState"], Any]
 
@@ -58,6 +64,16 @@ class RemoteProcedureAgentState:
                 "requests": [r.to_dict() for r in self.requests.values()]}
 
 
+def validate_and_load(blueprint_args: Mapping[str, Any],
+                      rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Check the bundle and data as static_react_task does; a hooks file must define the functions (a
+    task script's ``SharedRemoteProcedureTaskState`` is checked when the script launches)."""
+    loaded = static_react_task.validate_and_load(blueprint_args, rows)
+    if blueprint_args.get("hooks_module"):
+        check_registry(hooks_for(blueprint_args))
+    return loaded
+
+
 def init_task_data(row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]:
     """An assignment's data as the page's ``initialTaskData`` receives it (Mephisto's init state)."""
     return {"task_data": dict(row), "previous_requests": []}
@@ -76,15 +92,8 @@ def with_previous_requests(init_task_data: Mapping[str, Any],
 
 
 def frontend_args(config: TaskConfig, hooks: TaskHooks) -> dict[str, Any]:
-    """``/task_config.json``: the keys Mephisto's React blueprints send, plus the task's ``task_config``."""
-    base = {
-        "task_title": config.task.get("task_title"),
-        "task_description": config.task.get("task_description"),
-        "chat_title": config.task.get("task_title"),
-        "frame_height": 0,
-        "block_mobile": False,
-    }
-    return {**base, **hooks.task_config}
+    """``/task_config.json``: as for a React task (Mephisto's RemoteProcedureBlueprint adds nothing)."""
+    return static_react_task.frontend_args(config, hooks)
 
 
 def function_registry(hooks: TaskHooks) -> Mapping[str, RemoteFunction]:

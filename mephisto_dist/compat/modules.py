@@ -31,6 +31,10 @@ PROVIDED: dict[str, str] = {
         "mephisto_dist.compat.blueprint_types",
     "mephisto.abstractions.blueprints.static_react_task.static_react_blueprint":
         "mephisto_dist.compat.blueprint_types",
+    "mephisto.abstractions.blueprints.remote_procedure.remote_procedure_blueprint":
+        "mephisto_dist.compat.remote_procedure",
+    "mephisto.abstractions.blueprints.remote_procedure.remote_procedure_agent_state":
+        "mephisto_dist.compat.remote_procedure",
     "mephisto.data_model.unit": "mephisto_dist.compat.data_model",
     "mephisto.data_model.agent": "mephisto_dist.compat.data_model",
     "mephisto.data_model.worker": "mephisto_dist.compat.data_model",

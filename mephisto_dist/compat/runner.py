@@ -158,6 +158,7 @@ def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
         on_unit_submitted=None if submitted is ignore_unit else on_unit_submitted,
         onboarding_data=onboarding_inputs,
         task_config=dict(getattr(shared, "task_config", None) or {}),
+        function_registry=dict(getattr(shared, "function_registry", None) or {}),
     )
 
 
