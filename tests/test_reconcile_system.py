@@ -24,7 +24,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, ProviderSubmission, Server, Unit
 from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
-from tests.mturk_local_process import client
+from tests.mturk_local_process import client, external_question
 from tests.system import ROOT, celery_beat, celery_worker, free_port, make_runtime
 from tests.test_lifecycle_system import AttachedRun, _external_env
 from tests.test_mturk_run_cli import PROVIDER, aws_env, hits, register_lab, work_one
@@ -113,6 +113,7 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
             wait_for(lambda: len(hits(mturk)) == 4, timeout_s=60, message="4 HITs up")
             held = work_one(turk, run.url, "A1HOLDER", submit=False)  # took a unit through our server
             assert held is not None
+            foreign = make_foreign_hit(mturk)  # another tool's HIT on the same account
         finally:
             kill_everything(run)
         # Everything is dead. Workers go on on MTurk: the holder submits there, another worker does a HIT
@@ -124,7 +125,7 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
     stopped = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "shutdown", "1", "--force"], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120, check=False)
     assert stopped.returncode == 2 and "MTurk" in stopped.stderr, stopped.stderr + stopped.stdout
-    assert sum(1 for h in hits_of(turk_db, port, turk_log) if h["HITStatus"] == "Assignable") == 2
+    assert sum(1 for h in hits_of(turk_db, port, turk_log) if h["HITStatus"] == "Assignable") == 3
 
     settings = load_settings(env)
     rt = make_runtime(tmp_path / "data", settings.database_url, redis_url)
@@ -139,7 +140,7 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
 
         def cleaned() -> bool:
             found = {h["HITId"]: h for h in hits(mturk)}
-            up = [i for i, h in found.items() if h["HITStatus"] == "Assignable"]
+            up = [i for i, h in found.items() if h["HITStatus"] == "Assignable" and i != foreign]
             with transaction(rt.sessions) as session:
                 recorded = session.scalar(select(func.count()).select_from(ProviderSubmission))
                 server_status = session.scalars(select(Server.status)).one()
@@ -147,6 +148,7 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
 
         wait_for(cleaned, timeout_s=60, interval_s=0.5,
                  message="beat and the worker to expire the HITs, record the submissions and close the server")
+        assert client(turk).get_hit(HITId=foreign)["HIT"]["HITStatus"] == "Assignable"  # never touched
     with transaction(rt.sessions) as session:
         submissions = {s.assignment_id: s for s in session.scalars(select(ProviderSubmission))}
         assert set(submissions) == {late["assignment_id"], unseen["assignment_id"]}
@@ -167,3 +169,11 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
 def hits_of(db: Path, port: int, log: Path) -> list[dict[str, Any]]:
     with turk_on(port, db, log) as turk:
         return hits(client(turk))
+
+
+def make_foreign_hit(mturk: Any) -> str:
+    type_id = mturk.create_hit_type(Title="Someone else's survey", Description="Not ours", Reward="0.20",
+                                    AssignmentDurationInSeconds=600, AutoApprovalDelayInSeconds=86400)["HITTypeId"]
+    return str(mturk.create_hit_with_hit_type(
+        HITTypeId=type_id, MaxAssignments=1, LifetimeInSeconds=3600, RequesterAnnotation="survey-tool batch 7",
+        Question=external_question("https://example.org/survey"))["HIT"]["HITId"])

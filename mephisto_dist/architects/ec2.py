@@ -163,19 +163,19 @@ class Ec2Architect:
 
     def gone(self, servers: Sequence[ServerRef]) -> set[int] | None:
         running: dict[int, list[str]] = {}
-        for args_key, group in _by_region(self, servers).items():
-            running.update(self._instances(_client(dict(args_key)), [s.server_id for s in group]))
+        for (profile, region), group in self._by_account(servers).items():
+            client = _client({"profile_name": profile, "region_name": region})
+            running.update(self._instances(client, [s.server_id for s in group]))
         return {s.server_id for s in servers if not running.get(s.server_id)}
 
-
-def _by_region(architect: Ec2Architect, servers: Sequence[ServerRef]) -> dict[tuple[tuple[str, Any], ...], list[ServerRef]]:
-    """Servers grouped by the profile and region their run deploys with (one Describe per group)."""
-    groups: dict[tuple[tuple[str, Any], ...], list[ServerRef]] = {}
-    for server in servers:
-        try:
-            args, _ = architect._run_args(server.task_run_id)
-        except NotFoundError:
-            args = {}
-        key = (("profile_name", args.get("profile_name")), ("region_name", args.get("region_name")))
-        groups.setdefault(key, []).append(server)
-    return groups
+    def _by_account(self, servers: Sequence[ServerRef]) -> dict[tuple[Any, Any], list[ServerRef]]:
+        """Servers grouped by the profile and region their run deploys with (one Describe per group); a
+        server of a run gone from the database is looked for with the standard AWS environment."""
+        groups: dict[tuple[Any, Any], list[ServerRef]] = {}
+        for server in servers:
+            try:
+                args, _ = self._run_args(server.task_run_id)
+            except NotFoundError:
+                args = {}
+            groups.setdefault((args.get("profile_name"), args.get("region_name")), []).append(server)
+        return groups

@@ -65,7 +65,8 @@ class ServerKeeper(threading.Thread):
         now = _now()
         with transaction(self._runtime.sessions) as session:
             heartbeat(session, self._server_id, now=now)
-            self.stop_reason = should_stop(session, self._server_id, now=now, grace_s=self._every_s)
+            # Three heartbeats after its run ended: the last workers' pages have had their answers.
+            self.stop_reason = should_stop(session, self._server_id, now=now, grace_s=3 * self._every_s)
 
     def finish(self) -> None:
         self._done.set()
