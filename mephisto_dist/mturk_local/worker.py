@@ -102,7 +102,7 @@ def accept(db: sqlite3.Connection, hit_id: str, worker_id: str, now: float, subm
     if status != "Assignable":
         raise WorkerRefusal(f"this HIT is {status}: there are no more assignments available")
     assignment_id = new_id()
-    deadline = min(now + hit["assignment_duration_s"], hit["expiration"] + hit["assignment_duration_s"])
+    deadline = now + hit["assignment_duration_s"]  # the HIT's expiry does not shorten a held assignment
     db.execute("INSERT INTO assignment (id, hit_id, worker_id, status, accept_time, deadline) VALUES (?,?,?,?,?,?)",
                (assignment_id, hit_id, worker_id, "Accepted", now, deadline))
     params = {"assignmentId": assignment_id, "hitId": hit_id, "workerId": worker_id, "turkSubmitTo": submit_to}
