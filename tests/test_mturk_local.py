@@ -295,3 +295,24 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
 
 def _all_hit_ids(mturk: Any) -> set[str]:
     return {h["HITId"] for page in mturk.get_paginator("list_hits").paginate() for h in page["HITs"]}
+
+
+def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None:
+    with mturk_local(tmp_path / "review.sqlite3", tmp_path / "log") as url:
+        mturk = client(url)
+        done = [make_hit(mturk) for _ in range(3)]
+        open_hit = make_hit(mturk)
+        for hit_id in done:
+            submit(url, accepted(url, hit_id, "A1REVIEWER"), answer="y")
+        pages = [h["HITId"] for page in mturk.get_paginator("list_reviewable_hits").paginate(
+            PaginationConfig={"PageSize": 2}) for h in page["HITs"]]
+        assert pages == done and open_hit not in pages
+        with pytest.raises(mturk.exceptions.RequestError, match="Assignable"):
+            mturk.update_hit_review_status(HITId=open_hit)
+        mturk.update_hit_review_status(HITId=done[0])
+        assert status(mturk, done[0]) == "Reviewing"
+        assert [h["HITId"] for h in mturk.list_reviewable_hits(Status="Reviewing")["HITs"]] == [done[0]]
+        with pytest.raises(mturk.exceptions.RequestError, match="Reviewable"):
+            mturk.delete_hit(HITId=done[0])
+        mturk.update_hit_review_status(HITId=done[0], Revert=True)
+        assert status(mturk, done[0]) == "Reviewable"

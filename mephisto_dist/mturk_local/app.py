@@ -28,6 +28,8 @@ OPERATIONS: dict[str, Operation] = {
     "CreateHIT": hits.create_hit,
     "GetHIT": hits.get_hit,
     "ListHITs": hits.list_hits,
+    "ListReviewableHITs": hits.list_reviewable_hits,
+    "UpdateHITReviewStatus": hits.update_hit_review_status,
     "UpdateExpirationForHIT": hits.update_expiration,
     "DeleteHIT": hits.delete_hit,
     "ListAssignmentsForHIT": hits.list_assignments_for_hit,

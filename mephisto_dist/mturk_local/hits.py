@@ -3,7 +3,8 @@ deduplication, the HIT status machine, expiry, deletion and paged listings.
 
 A HIT's status is derived, never stored: Assignable while it has not expired and has assignments left;
 Unassignable while no assignment is left but a worker still holds one; Reviewable once it expired or every
-assignment is submitted, and nobody holds one; Disposed once deleted. Times are epoch seconds.
+assignment is submitted, and nobody holds one (Reviewing instead once the requester marked it so);
+Disposed once deleted. Times are epoch seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from mephisto_dist.mturk_local import validation as v
 from mephisto_dist.mturk_local.faults import RequestFault, assignment_missing, hit_missing, invalid
-from mephisto_dist.mturk_local.paging import page_args, page_result
+from mephisto_dist.mturk_local.paging import next_token, page_args, page_result
 from mephisto_dist.mturk_local.qualifications import check_requirements
 from mephisto_dist.mturk_local.questions import parse_question
 from mephisto_dist.mturk_local.store import new_id
@@ -68,7 +69,13 @@ def status_of(hit: sqlite3.Row, counts: Counts, now: float) -> tuple[str, int]:
     available = 0 if hit["expiration"] <= now else hit["max_assignments"] - counts.pending - counts.completed
     if available > 0:
         return "Assignable", available
-    return ("Unassignable" if counts.pending else "Reviewable"), 0
+    if counts.pending:
+        return "Unassignable", 0
+    return ("Reviewing" if hit["reviewing"] else "Reviewable"), 0
+
+
+_HIT_ROWS = ("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assignment_duration_s,"
+             " t.auto_approval_delay_s, t.qualification_requirements FROM hit h JOIN hit_type t ON t.id = h.hit_type_id")
 
 
 def load_hit(db: sqlite3.Connection, hit_id: str) -> sqlite3.Row:
@@ -181,6 +188,46 @@ def list_hits(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str
     shown = rows[:limit]
     counts = counts_for(db, [r["id"] for r in shown])
     return page_result("HITs", [hit_view(r, counts[r["id"]], now) for r in shown], rows, limit)
+
+
+def list_reviewable_hits(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
+    """HITs in the asked status (Reviewable by default, or Reviewing), optionally of one HIT type."""
+    wanted = p.get("Status") or "Reviewable"
+    after, limit = page_args(p)
+    shown: list[dict[str, Any]] = []
+    last_seq = after
+    more = False
+    # The status is derived, so rows are read in pages and filtered until the page is full.
+    while not more:
+        rows = db.execute(_HIT_ROWS + " WHERE h.disposed = 0 AND h.seq > ? AND (? IS NULL OR h.hit_type_id = ?)"
+                          " ORDER BY h.seq LIMIT 200", (last_seq, p.get("HITTypeId"), p.get("HITTypeId"))).fetchall()
+        if not rows:
+            break
+        counts = counts_for(db, [r["id"] for r in rows])
+        for row in rows:
+            if status_of(row, counts[row["id"]], now)[0] != wanted:
+                last_seq = row["seq"]
+                continue
+            if len(shown) == limit:
+                more = True
+                break
+            shown.append({"HITId": row["id"], "seq": row["seq"]})
+            last_seq = row["seq"]
+    result: dict[str, Any] = {"HITs": [describe_hit(db, h["HITId"], now) for h in shown], "NumResults": len(shown)}
+    if more:
+        result["NextToken"] = next_token(int(shown[-1]["seq"]))
+    return result
+
+
+def update_hit_review_status(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
+    """Reviewable -> Reviewing, or back with ``Revert``."""
+    hit = load_hit(db, p["HITId"])
+    status, _ = status_of(hit, counts_for(db, [hit["id"]])[hit["id"]], now)
+    revert = bool(p.get("Revert"))
+    if status != ("Reviewing" if revert else "Reviewable"):
+        raise _wrong_hit_state(status, "Reviewing" if revert else "Reviewable")
+    db.execute("UPDATE hit SET reviewing = ? WHERE id = ?", (0 if revert else 1, hit["id"]))
+    return {}
 
 
 def update_expiration(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:

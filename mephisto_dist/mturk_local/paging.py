@@ -28,8 +28,13 @@ def page_args(p: dict[str, Any]) -> tuple[int, int]:
     return after, limit
 
 
+def next_token(seq: int) -> str:
+    """The token of the page that starts after row ``seq``."""
+    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode()
+
+
 def page_result(key: str, items: list[dict[str, Any]], rows: list[sqlite3.Row], limit: int) -> dict[str, Any]:
     result: dict[str, Any] = {key: items, "NumResults": len(items)}
     if len(rows) > limit:
-        result["NextToken"] = base64.urlsafe_b64encode(f"after:{rows[limit - 1]['seq']}".encode()).decode()
+        result["NextToken"] = next_token(int(rows[limit - 1]["seq"]))
     return result

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS hit_type (
 CREATE TABLE IF NOT EXISTS hit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, hit_type_id TEXT NOT NULL,
     question TEXT NOT NULL, annotation TEXT, max_assignments INTEGER NOT NULL, created REAL NOT NULL,
-    expiration REAL NOT NULL, disposed INTEGER NOT NULL DEFAULT 0);
+    expiration REAL NOT NULL, disposed INTEGER NOT NULL DEFAULT 0, reviewing INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS request_token (
     operation TEXT NOT NULL, token TEXT NOT NULL, result TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (operation, token));
@@ -67,6 +67,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        hit_columns = {row[1] for row in self._db.execute("PRAGMA table_info(hit)")}
+        if "reviewing" not in hit_columns:  # a file made before UpdateHITReviewStatus was served
+            self._db.execute("ALTER TABLE hit ADD COLUMN reviewing INTEGER NOT NULL DEFAULT 0")
         self._db.execute("INSERT OR IGNORE INTO account (key, value) VALUES ('balance', ?)",
                          (str(initial_balance),))
 
