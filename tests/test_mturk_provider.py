@@ -16,6 +16,7 @@ from mephisto_dist.providers import SubmittedWork, make_provider
 from mephisto_dist.providers.mturk import mapping
 from mephisto_dist.providers.mturk.client import SANDBOX_ENDPOINT, RequesterAccess
 from mephisto_dist.providers.mturk.provider import _HIT_TYPES as hit_types
+from mephisto_dist.providers.mturk.provider import _QUALIFICATION_TYPES as qualification_types
 from mephisto_dist.providers.mturk.provider import PAST, MTurkProvider, ProviderCallFailed, WorkNotSubmitted
 
 TASK_ARGS = {"task_title": "Rate a sentence", "task_description": "Read and rate", "task_reward": 0.3,
@@ -39,8 +40,10 @@ class TurkStubber(Stubber):
 def fresh_hit_types() -> Iterator[None]:
     """Each test sees MTurk afresh: the process's cache of HIT types starts empty."""
     hit_types.clear()
+    qualification_types.clear()
     yield
     hit_types.clear()
+    qualification_types.clear()
 
 
 @pytest.fixture()
@@ -226,8 +229,6 @@ def test_block_unblock_grant_revoke_and_notify(stubbed: Any) -> None:
         {"QualificationTypeId": "QTRAINED", "Name": "trained"}]}, list_params)
     stubber.add_response("AssociateQualificationWithWorker", {}, {
         "QualificationTypeId": "QTRAINED", "WorkerId": "A1GOOD", "IntegerValue": 4, "SendNotification": False})
-    stubber.add_response("ListQualificationTypes", {"QualificationTypes": [
-        {"QualificationTypeId": "QTRAINED", "Name": "trained"}]}, list_params)
     turk_error(stubber, "DisassociateQualificationFromWorker", "AWS.MechanicalTurk.QualificationDoesNotExist", "gone")
     workers = [f"A{i}" for i in range(150)]
     stubber.add_response("NotifyWorkers", {"NotifyWorkersFailureStatuses": [

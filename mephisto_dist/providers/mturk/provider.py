@@ -34,6 +34,7 @@ _HIT_ID_IN_MESSAGE = re.compile(r"HIT Id is ([A-Z0-9]+)")
 # A run's HIT type per account and properties, kept for the process: every launch of a run would
 # otherwise spend provider calls (and rate) asking MTurk for the HIT type it already has.
 _HIT_TYPES: dict[tuple[str, str | None, str], str] = {}
+_QUALIFICATION_TYPES: dict[tuple[str, str | None, str], str] = {}
 
 
 class ProviderCallFailed(ServiceError):
@@ -177,7 +178,14 @@ class MTurkProvider:
         return _HIT_TYPES[key]
 
     def qualification_type_id(self, name: str, *, create: bool = True) -> str:
-        """The requester's qualification type of this name (made if missing and ``create``)."""
+        """The requester's qualification type of this name (made if missing and ``create``), kept for
+        the process once known."""
+        key = (self.access.endpoint, self.access.profile, name)
+        if key not in _QUALIFICATION_TYPES:
+            _QUALIFICATION_TYPES[key] = self._find_or_make_qualification_type(name, create=create)
+        return _QUALIFICATION_TYPES[key]
+
+    def _find_or_make_qualification_type(self, name: str, *, create: bool) -> str:
         for found in self.pages("ListQualificationTypes", "QualificationTypes", Query=name, MustBeRequestable=False,
                                 MustBeOwnedByCaller=True, MaxResults=100):
             if found.get("Name") == name:
@@ -190,7 +198,7 @@ class MTurkProvider:
                              Description=f"mephisto-dist qualification {name}")
         except ProviderCallFailed as failed:  # made by another process a moment ago
             if failed.turk_code == "AWS.MechanicalTurk.QualificationTypeAlreadyExists":
-                return self.qualification_type_id(name, create=False)
+                return self._find_or_make_qualification_type(name, create=False)
             raise
         return str(made["QualificationType"]["QualificationTypeId"])
 
