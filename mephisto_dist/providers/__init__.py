@@ -116,7 +116,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 def wrap_crowd_source(provider_type: str) -> Path:
     """The provider's ``wrap_crowd_source.js``: the globals Mephisto's front-end packages call
     (``getWorkerName``, ``getAssignmentId``, ``getAgentRegistration``, ``handleSubmitToProvider``)."""
-    path = STATIC_DIR / f"{provider_type}_wrap_crowd_source.js"
+    # The sandbox is MTurk with other endpoints: its pages are the same.
+    path = STATIC_DIR / f"{'mturk' if provider_type == 'mturk_sandbox' else provider_type}_wrap_crowd_source.js"
     if not path.is_file():
         raise ConfigError(f"provider {provider_type!r} has no wrap_crowd_source.js")
     return path
