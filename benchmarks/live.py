@@ -294,6 +294,7 @@ def main() -> None:
                 wait_until(lambda url=url: answers(url), 30, f"the web process at {url}")
             time.sleep(3)  # the Celery workers finish starting (their log level hides "ready")
             cpu_before = {id(p): process_cpu_s(p.pid) for _, p in processes}
+            load_avg_before = os.getloadavg()[0]
             load_before = time.process_time()
             samples, errors, wall_s = asyncio.run(drive(urls, args.pages, args.calls, args.think_ms / 1000))
             load_cpu_s = time.process_time() - load_before
@@ -316,6 +317,8 @@ def main() -> None:
                           "mean": round(statistics.fmean(samples) * 1000, 1)} if samples else None,
         "cpu_s": {**cpu, "pages (this process)": round(load_cpu_s, 2)},
         "server_stages_ms_p50": stages,
+        # Other processes on the machine compete for the same cores: say how busy it was.
+        "load_avg_1min": {"before": round(load_avg_before, 1), "after": round(os.getloadavg()[0], 1)},
     }
     print(json.dumps(result, indent=2))
     if errors:
