@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.orm import Session, aliased
 
-from mephisto_dist import onboarding
-from mephisto_dist.blueprints import onboarding_data, run_requirements
+from mephisto_dist import onboarding, screening
+from mephisto_dist.blueprints import initial_task_data, onboarding_data, run_requirements
 from mephisto_dist.db.models import Agent, Assignment, GrantedQualification, Qualification, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
@@ -34,6 +34,7 @@ from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
 from mephisto_dist.qualifications import Requirement, meets_requirements
 from mephisto_dist.runs import unit_holder
+from mephisto_dist.screening import Screening, screening_of
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class RunContext:
     requirements: tuple[Requirement, ...] = ()
     hooks: TaskHooks = NO_HOOKS
     onboarding_data: dict[str, Any] = field(default_factory=dict)
+    screening: Screening | None = None
 
     @classmethod
     def from_config(cls, run_id: int, task_id: int, task_name: str, provider_type: str, build_dir: str,
@@ -98,12 +100,19 @@ class RunContext:
                    block_qualification=blueprint_args.get("block_qualification") or None,
                    requirements=run_requirements(blueprint_args),
                    hooks=hooks,
-                   onboarding_data=onboarding_data(blueprint_type, hooks))
+                   onboarding_data=onboarding_data(blueprint_type, hooks),
+                   screening=screening_of(blueprint_args, generated=hooks.screening_data is not None))
+
+    def init_task_data(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A data row as this run's pages receive it (a screening unit's, made while the run goes)."""
+        blueprint_args = self.config.get("blueprint", {})
+        return initial_task_data(str(blueprint_args.get("_blueprint_type") or "static_task"), row, blueprint_args)
 
     @property
     def gated(self) -> bool:
         """Whether a worker's grants must be read before they get a unit."""
-        return bool(self.onboarding_qualification or self.block_qualification or self.requirements)
+        return bool(self.onboarding_qualification or self.block_qualification or self.requirements
+                    or self.screening)
 
     def worker_pools(self, worker_id: int, lease_s: float) -> list[PoolLimit]:
         """The per-worker limits of DESIGN.md as pools; empty when the run sets none."""
@@ -225,7 +234,7 @@ def register_agent(
         if worker.is_blocked:
             return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
     if run.gated:
-        gated = _gate(session, run, reg, worker_id, now=now)
+        gated = _gated_or_screened(session, run, reg, worker_id, now=now, gate=gate)
         if gated is not None:
             return gated
     can_do = run.hooks.worker_can_do_unit
@@ -263,23 +272,73 @@ _GRANTED = (select(Qualification.name, GrantedQualification.value)
             .where(GrantedQualification.worker_id == bindparam("worker_id")))
 
 
+def _gated_or_screened(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
+    gate: WorkerGate | None,
+) -> AgentDetails | None:
+    """The gate's answer (a refusal or onboarding), else a screening unit for a worker who needs one."""
+    gated, granted = _gate(session, run, reg, worker_id, now=now)
+    if gated is not None:
+        return gated
+    if run.screening is not None and run.screening.generated and run.screening.needs_screening(granted):
+        return _screening_agent(session, run, reg, worker_id, now=now, gate=gate)
+    return None
+
+
 def _gate(
     session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime
-) -> AgentDetails | None:
-    """Refuse the worker or send them to onboarding; ``None`` lets them on to a unit."""
+) -> tuple[AgentDetails | None, dict[str, int]]:
+    """Refuse the worker or send them to onboarding; ``None`` lets them on to a unit. With the worker's
+    grants (name -> value), read once for every check."""
     granted: dict[str, int] = ({} if worker_id is None else
                                {name: value for name, value in _run(session, _GRANTED, {"worker_id": worker_id})})
     refusal = gate_refusal(run, granted)
     if refusal is not None:
-        return AgentDetails(reg.request_id, worker_id, failure_reason=refusal)
+        return AgentDetails(reg.request_id, worker_id, failure_reason=refusal), granted
     name = run.onboarding_qualification
     if name and onboarding.standing(granted, name) == onboarding.Standing.NEEDED:
         if worker_id is None:
             worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
         agent_id = onboarding.start(session, run.run_id, worker_id, reg.registration_id, reg.provider_data,
                                     now=now)
-        return AgentDetails(reg.request_id, worker_id, agent_id, init_task_data=dict(run.onboarding_data))
-    return None
+        return AgentDetails(reg.request_id, worker_id, agent_id, init_task_data=dict(run.onboarding_data)), granted
+    return None, granted
+
+
+def _screening_agent(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
+    gate: WorkerGate | None,
+) -> AgentDetails:
+    """A screening unit made for this worker from the task's generator (``mephisto_dist.screening``), or
+    why there is none: theirs is being checked, or the run made all it may."""
+    assert run.screening is not None and run.hooks.screening_data is not None
+    if worker_id is None:
+        worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
+    if screening.has_screening_unit(session, run.run_id, worker_id):
+        return AgentDetails(reg.request_id, worker_id, failure_reason=screening.PENDING)
+    pool = run.screening.pool(run.run_id)
+    holder = screening.holder(worker_id)
+    if gate is not None and not gate.limiter.acquire(holder, [pool]).ok:
+        return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
+    try:
+        data = run.hooks.screening_data()
+    except Exception as error:
+        log.exception("the task's screening_data_factory failed")
+        if gate is not None:
+            gate.limiter.release(holder, [pool.pool])
+        raise RequestError(f"the task's screening_data_factory failed: {type(error).__name__}: {error}",
+                           500) from None
+    if data is None:  # the generator is exhausted
+        if gate is not None:
+            gate.limiter.release(holder, [pool.pool])
+        return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
+    init_data = run.init_task_data(data)
+    pay = float(run.config.get("task", {}).get("task_reward") or 0.0)
+    unit_id, assignment_id = screening.create_unit(session, run.run_id, init_data, pay, now=now)
+    agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
+    if agent_id is None:
+        raise RequestError("this registration is already working on another unit", 409)
+    return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, init_data, created=True)
 
 
 def gate_refusal(run: RunContext, granted: Mapping[str, int]) -> str | None:

@@ -100,6 +100,8 @@ class TaskHooks:
     onboarding_data: dict[str, Any] = field(default_factory=dict)
     task_config: dict[str, Any] = field(default_factory=dict)
     function_registry: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    screening_data: Callable[[], dict[str, Any] | None] | None = None
+    """The next screening unit's data (a task script's ``screening_data_factory``); None when exhausted."""
 
 
 NO_HOOKS: Final = TaskHooks()

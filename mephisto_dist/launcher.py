@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
-from mephisto_dist.blueprints import blueprint_for
+from mephisto_dist.blueprints import blueprint_for, check_python_features
 from mephisto_dist.bundles import check_hooks_inside, check_script_inside, store_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.hooks import SCRIPT_KEY
@@ -43,6 +43,7 @@ def prepare_config(config: TaskConfig, *, check_port: bool, rows: list[dict[str,
     blueprint = blueprint_for(config.blueprint_type)
     make_provider(config.provider_type, config.provider)
     server = plan_server(config.architect_type, config.architect)
+    check_python_features(config.blueprint, has_script=script is not None)
     loaded = blueprint.validate_and_load(config.blueprint, rows)
     check_hooks_inside(config.blueprint, Path(config.task_dir))
     if script is not None:

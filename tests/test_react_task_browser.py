@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mephisto_dist.compat.bundle import bundle_is_current
-from tests.browser import REPO, RunProcess, run_export, run_starter, user_env
+from tests.browser import REPO, RunProcess, run_export, run_starter, user_env, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -115,3 +115,31 @@ def test_build_custom_bundle_without_npm_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "build_custom_bundle needs node, which is not on PATH" in lines[0], result.stderr
+
+
+def test_screening_then_real_units(tmp_path: Path, react_task: Path, browser: Any) -> None:
+    """Mephisto's screening example: a new worker first gets a unit made from the script's generator;
+    the script's validator (on Celery) passes or blocks them; a passed worker then gets real units."""
+    with run_starter(tmp_path, react_task, "created=0 launched=2 ") as start:
+        _, _, port = start(f"react-scr-{uuid.uuid4().hex[:8]}", "conf=screening_example")
+        eve = open_react(browser, port, "eve", "1", "#sentence")
+        assert eve.locator("#sentence").inner_text() == "SCREENING UNIT: press the Bad button"
+        eve.click("#bad")  # the right answer
+        eve.wait_for_selector("#done")
+        frank = open_react(browser, port, "frank", "2", "#sentence")
+        assert frank.locator("#sentence").inner_text() == "SCREENING UNIT: press the Bad button"
+        frank.click("#good")
+        frank.wait_for_selector("#done")
+
+        def next_page(worker: str, assignment: str) -> str:
+            page = open_react(browser, port, worker, assignment, "#sentence, #blocked")
+            if page.locator("#sentence").count():
+                return str(page.locator("#sentence").inner_text())
+            text = str(page.locator("#blocked").inner_text())
+            page.context.close()
+            return "" if "being checked" in text else text
+
+        assert wait_for(lambda: next_page("eve", "3"), 30, "eve's screening to be validated") == \
+            "This text is good text!"
+        assert wait_for(lambda: next_page("frank", "4"), 30, "frank's screening to be validated") == \
+            "You are not qualified to work on this task."

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mephisto_dist.blueprints import check_python_features
 from mephisto_dist.blueprints.static_task import build, frontend_args, init_task_data, validate_and_load
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.hooks import NO_HOOKS
@@ -177,8 +178,12 @@ def test_features_that_need_python(tmp_path: Path) -> None:
     blueprint = make_task(tmp_path)
     assert load_error({**blueprint, "onboarding_qualification": "onboarded"}).startswith(
         "mephisto.blueprint.onboarding_qualification needs mephisto.blueprint.onboarding_source")
-    assert load_error({**blueprint, "use_golds": True}).startswith(
-        "mephisto.blueprint.use_golds=true needs a gold factory written in Python")
+    with pytest.raises(ConfigError, match=r"^mephisto.blueprint.use_golds=true needs a gold factory and "
+                                          r"validator written in Python, and mephisto-dist does not run gold"):
+        check_python_features({**blueprint, "use_golds": True}, has_script=True)
+    with pytest.raises(ConfigError, match=r"use_screening_task=true needs .* launch it from a task script"):
+        check_python_features({**blueprint, "use_screening_task": True}, has_script=False)
+    check_python_features({**blueprint, "use_screening_task": True}, has_script=True)
 
 
 # -- building the served files -----------------------------------------------------------------------

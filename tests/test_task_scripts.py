@@ -123,3 +123,20 @@ def test_script_option_and_bad_override(tmp_path: Path) -> None:
     assert_refused(result, "unknown key 'colour'", "+colour=red adds a key of your own")
     result = run_cli(tmp_path / "data", "run", str(task_dir), "--script", str(other), "conf=nope")
     assert_refused(result, "config 'nope' not found")
+
+
+SCREENING = ["mephisto.blueprint.use_screening_task=true", "mephisto.blueprint.passed_qualification_name=ok",
+             "mephisto.blueprint.block_qualification=no"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["mephisto.blueprint.max_screening_units=2"], "use_screening_task needs mephisto.task.allowed_concurrent=1"),
+    (["mephisto.blueprint.max_screening_units=0", "mephisto.task.allowed_concurrent=1"],
+     "max_screening_units must be above 0 with a screening_data_factory"),
+    (["mephisto.task.allowed_concurrent=1"], "use_screening_task needs mephisto.blueprint.max_screening_units"),
+])
+def test_screening_arguments_are_checked_at_launch_as_mephisto_does(tmp_path: Path, extra: list[str],
+                                                                    needle: str) -> None:
+    task_dir = script_dir(tmp_path, STATIC_SCRIPT)
+    assert_refused(run_cli(tmp_path / "data", "run", str(task_dir), *SCREENING, *extra), needle)
+    assert task_runs(tmp_path / "data") == 0

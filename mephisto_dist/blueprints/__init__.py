@@ -83,3 +83,25 @@ def onboarding_data(blueprint_type: str, hooks: TaskHooks) -> dict[str, Any]:
     maker = getattr(module, "onboarding_task_data", static_task.onboarding_task_data)
     data: dict[str, Any] = maker(hooks)
     return data
+
+
+def initial_task_data(blueprint_type: str, row: Mapping[str, Any], blueprint_args: Mapping[str, Any],
+                      ) -> dict[str, Any]:
+    """A data row as a run of this blueprint's pages receive it."""
+    data: dict[str, Any] = blueprint_module(blueprint_type).init_task_data(row, blueprint_args)
+    return data
+
+
+_NEED_A_SCRIPT = {"use_screening_task": "a screening_data_factory and validator",
+                  "use_golds": "a gold factory and validator"}
+
+
+def check_python_features(blueprint_args: Mapping[str, Any], *, has_script: bool) -> None:
+    """Screening needs a task script's shared state; gold units are not run at all yet."""
+    if blueprint_args.get("use_golds"):
+        raise ConfigError(f"mephisto.blueprint.use_golds=true needs {_NEED_A_SCRIPT['use_golds']} written in "
+                          "Python, and mephisto-dist does not run gold units yet")
+    if blueprint_args.get("use_screening_task") and not has_script:
+        raise ConfigError(f"mephisto.blueprint.use_screening_task=true needs "
+                          f"{_NEED_A_SCRIPT['use_screening_task']} written in Python: launch it from a task "
+                          "script (run_task.py) whose SharedStaticTaskState has them")

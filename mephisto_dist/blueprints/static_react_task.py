@@ -33,7 +33,6 @@ def validate_and_load(blueprint_args: Mapping[str, Any],
     """Check the bundle, ``extra_source_dir`` and the requirements; return the data rows."""
     _bundle(blueprint_args)
     _extra_dir(blueprint_args)
-    static_task.check_python_features(blueprint_args)
     requirements(blueprint_args)
     return static_task.load_rows(blueprint_args, rows)
 

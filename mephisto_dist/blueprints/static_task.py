@@ -31,10 +31,6 @@ from mephisto_dist.taskconfig import TaskConfig
 DATA_ARGS: Final = ("data_csv", "data_json", "data_jsonl")
 PREVIEW_FILE: Final = "preview.html"
 ONBOARDING_FILE: Final = "onboarding.html"
-_NEEDS_PYTHON: Final = {
-    "use_golds": "a gold factory",
-    "use_screening_task": "a screening-unit factory and validator",
-}
 
 
 NAME: Final = "static_task"
@@ -123,16 +119,6 @@ def check_features(blueprint_args: Mapping[str, Any]) -> None:
             "mephisto.blueprint.onboarding_qualification needs mephisto.blueprint.onboarding_source "
             "(the onboarding page)"
         )
-    check_python_features(blueprint_args)
-
-
-def check_python_features(blueprint_args: Mapping[str, Any]) -> None:
-    for flag, hook in _NEEDS_PYTHON.items():
-        if blueprint_args.get(flag):
-            raise ConfigError(
-                f"mephisto.blueprint.{flag}=true needs {hook} written in Python, and mephisto-dist "
-                f"does not run {'gold' if flag == 'use_golds' else 'screening'} units yet"
-            )
 
 
 def onboarding_task_data(hooks: TaskHooks) -> dict[str, Any]:

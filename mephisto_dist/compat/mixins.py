@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 import random
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from mephisto_dist.compat.data_model import GOLD_UNIT_INDEX, AgentState, Unit, Worker
 from mephisto_dist.compat.qualification import QUAL_NOT_EXIST, make_qualification_dict
 from mephisto_dist.compat.shared_state import blank_screening_data
+from mephisto_dist.errors import ConfigError
 from mephisto_dist.qualifications import FAILED_SUFFIX
 
 GoldFactory = Callable[[Worker], dict[str, Any]]
@@ -136,3 +138,28 @@ class OnboardingRequired:
         if name is None:
             return []
         return [make_qualification_dict(cls.get_failed_qual(name), QUAL_NOT_EXIST, None)]
+
+
+def check_screening_args(blueprint: Any, task: Any, shared_state: Any) -> None:
+    """Mephisto's ``ScreenTaskRequired.assert_mixin_args``, as one-line errors at launch."""
+    if not blueprint.get("use_screening_task"):
+        return
+    key = "mephisto.blueprint"
+    if blueprint.get("use_golds"):
+        raise ConfigError("gold units cannot be used with screening units")
+    if task.get("allowed_concurrent") != 1:
+        raise ConfigError("use_screening_task needs mephisto.task.allowed_concurrent=1, so that a worker is "
+                          "screened before moving on to real units")
+    for name in ("passed_qualification_name", "block_qualification", "max_screening_units"):
+        if blueprint.get(name) is None:
+            raise ConfigError(f"use_screening_task needs {key}.{name}")
+    factory = getattr(shared_state, "screening_data_factory", False)
+    if factory is not False:
+        if not isinstance(factory, types.GeneratorType):
+            raise ConfigError("SharedStaticTaskState.screening_data_factory must be a generator (or False to "
+                              "screen on real units)")
+        if blueprint["max_screening_units"] <= 0:
+            raise ConfigError(f"{key}.max_screening_units must be above 0 with a screening_data_factory")
+    elif blueprint["max_screening_units"] != 0:
+        raise ConfigError(f"{key}.max_screening_units must be 0 when screening on real units "
+                          "(screening_data_factory=False)")

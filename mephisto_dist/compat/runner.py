@@ -11,8 +11,10 @@ import json
 import re
 import runpy
 import sys
+import threading
 import traceback
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -153,6 +155,7 @@ def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
 
     return TaskHooks(
         path=path,
+        screening_data=_screening_data(getattr(shared, "screening_data_factory", False)),
         validate_onboarding=None if validate is accept_onboarding else validate_onboarding,
         worker_can_do_unit=None if can_do is any_worker_any_unit else worker_can_do_unit,
         on_unit_submitted=None if submitted is ignore_unit else on_unit_submitted,
@@ -160,6 +163,25 @@ def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
         task_config=dict(getattr(shared, "task_config", None) or {}),
         function_registry=dict(getattr(shared, "function_registry", None) or {}),
     )
+
+
+def _screening_data(factory: Any) -> Callable[[], dict[str, Any] | None] | None:
+    """Next items of a screening-data generator, one caller at a time (web requests run in threads)."""
+    if not isinstance(factory, types.GeneratorType):
+        return None  # False: screen on real units
+    lock = threading.Lock()
+
+    def next_data() -> dict[str, Any] | None:
+        with lock:
+            try:
+                item = next(factory)
+            except StopIteration:
+                return None
+        if not isinstance(item, dict):
+            raise TypeError(f"screening_data_factory yielded {type(item).__name__}, not a dict")
+        return dict(item)
+
+    return next_data
 
 
 def unit_view(event: SubmittedUnit) -> Unit:

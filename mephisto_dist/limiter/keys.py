@@ -33,6 +33,8 @@ name); holders are unit ids:
   sharing a ``task_name``; ``lease_s=None``.
 - :func:`deployment_units_pool` -- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: units of every run;
   leased.
+- :func:`screening_units_pool` -- ``max_screening_units``: screening units a run made; holders are
+  workers (one unit each); ``lease_s=None``.
 
 The live channel (``mephisto_dist.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
 
@@ -102,3 +104,7 @@ def remote_call_lease_key(call_id: int, prefix: str = LIVE_PREFIX) -> str:
 
 def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}"
+
+
+def screening_units_pool(task_run_id: str | int) -> str:
+    return f"run:{_part(task_run_id)}:screening"

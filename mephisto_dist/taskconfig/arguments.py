@@ -113,13 +113,12 @@ _ONBOARDING = (
 
 _SCREENING = (
     Argument("passed_qualification_name", str, None,
-             "Qualification given to workers who passed the screening unit.", implemented=False),
+             "Qualification given to workers who passed the screening unit."),
     Argument("max_screening_units", int, None,
-             "Most screening units this run may launch (they are paid like any unit).", minimum=0,
-             implemented=False),
+             "Most screening units this run may launch (they are paid like any unit).", minimum=0),
     Argument("use_screening_task", bool, False,
-             "Give unscreened workers a screening unit first (needs a Python screening hook).",
-             implemented=False),
+             "Give unscreened workers a screening unit first (needs a task script's screening_data_factory "
+             "and validator)."),
 )
 
 _GOLDS = (
@@ -182,8 +181,6 @@ STATIC_REACT_TASK = Section(
                  "The task's JavaScript bundle, e.g. ${task_dir}/webapp/build/bundle.js.", required=True),
         Argument("link_task_source", bool, False,
                  "Serve the bundle from the task folder rather than a copy (development)."),
-        Argument("task_source_review", str, None,
-                 "A bundle that renders a submission for review (accepted so Mephisto configs load)."),
         *_STATIC_BASE,
         *_ONBOARDING,
         *_BLUEPRINT_BASE,
@@ -370,10 +367,10 @@ TASK_RUN = Section(
         Argument("resume_incomplete_run", bool, False,
                  "Instead of a new run, resume the newest unfinished run of this task_name."),
         Argument("post_install_script", str, "",
-                 "Script run between npm install and build of a React webapp (unused by static_task).",
-                 implemented=False),
+                 "Script run between npm install and build of a React webapp (a task script passes it to "
+                 "build_custom_bundle)."),
         Argument("force_rebuild", bool, False,
-                 "Rebuild a React webapp on every launch (unused by static_task).", implemented=False),
+                 "Rebuild a React webapp on every launch (a task script passes it to build_custom_bundle)."),
     ),
 )
 

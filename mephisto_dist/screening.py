@@ -1,0 +1,82 @@
+"""Screening units (Mephisto's ``ScreenTaskRequired``): with ``use_screening_task``, a worker who does not
+hold ``passed_qualification_name`` is screened before real units. With a screening-data generator in the
+task script, the worker first gets a unit made for them from it (``unit_index`` -1, at most
+``max_screening_units`` per run, counted across every web process by a limiter pool); with
+``screening_data_factory=False``, their first real unit screens them. Either way the script's
+``on_unit_submitted`` (``ScreenTaskRequired.create_validation_function``) grants the pass qualification
+or the run's ``block_qualification``, which refuses the worker from then on.
+
+A screening unit is handed to the worker inside their current visit, never published on the
+marketplace on its own, as Mephisto did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import Assignment, Unit
+from mephisto_dist.db.transitions import move_unit
+from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.limiter import PoolLimit, keys
+
+SCREENING_UNIT_INDEX: Final = -1
+PENDING: Final = ("Your answers to the qualification unit are being checked. Please come back in a minute "
+                  "for the task itself.")
+
+
+@dataclass(frozen=True)
+class Screening:
+    passed_qualification: str
+    max_units: int
+    generated: bool
+    """Units come from the script's generator; otherwise the worker's first real unit screens them."""
+
+    def needs_screening(self, granted: Mapping[str, int]) -> bool:
+        """Mephisto's ``worker_needs_screening``: the worker holds no pass qualification."""
+        return self.passed_qualification not in granted
+
+    def pool(self, run_id: int) -> PoolLimit:
+        return PoolLimit(keys.screening_units_pool(run_id), self.max_units, None)
+
+
+def screening_of(blueprint_args: Mapping[str, Any], generated: bool) -> Screening | None:
+    if not blueprint_args.get("use_screening_task"):
+        return None
+    return Screening(str(blueprint_args.get("passed_qualification_name") or ""),
+                     int(blueprint_args.get("max_screening_units") or 0), generated)
+
+
+def holder(worker_id: int) -> str:
+    """A worker's name as the holder of a screening-unit token (one per worker)."""
+    return f"worker:{worker_id}"
+
+
+_WORKERS_SCREENING = select(Unit.id).where(
+    Unit.task_run_id == bindparam("run_id"), Unit.unit_index == SCREENING_UNIT_INDEX,
+    Unit.worker_id == bindparam("worker_id")).limit(1)
+
+
+def has_screening_unit(session: Session, run_id: int, worker_id: int) -> bool:
+    """Whether the worker already got a screening unit in this run (working on it, or being checked)."""
+    found = session.connection().execute(_WORKERS_SCREENING, {"run_id": run_id, "worker_id": worker_id})
+    return found.first() is not None
+
+
+def create_unit(session: Session, run_id: int, data: dict[str, Any], pay_amount: float, *,
+                now: datetime) -> tuple[int, int]:
+    """A launched screening unit in an assignment of its own; (unit id, assignment id)."""
+    assignment_id = int(session.scalars(insert(Assignment).returning(Assignment.id), [
+        {"task_run_id": run_id, "data_index": SCREENING_UNIT_INDEX, "data": data, "created_at": now}]).one())
+    unit_id = int(session.scalars(insert(Unit).returning(Unit.id), [
+        {"assignment_id": assignment_id, "task_run_id": run_id, "unit_index": SCREENING_UNIT_INDEX,
+         "pay_amount": pay_amount, "status": UnitStatus.CREATED.value, "created_at": now,
+         "status_changed_at": now}]).one())
+    if not move_unit(session, unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now):
+        raise RuntimeError(f"screening unit {unit_id} could not be launched")
+    return unit_id, assignment_id
