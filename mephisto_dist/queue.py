@@ -52,6 +52,17 @@ class CeleryQueue:
     def enqueue(self, name: str, *args: Any) -> None:
         self._app.send_task(name, args=list(args))
 
+    def waiting(self) -> int:
+        """Tasks in the queue that no worker has taken yet."""
+        from kombu.exceptions import ChannelError
+
+        with self._app.connection_for_read() as connection:
+            try:
+                declared = connection.default_channel.queue_declare(queue=DEFAULT_QUEUE, passive=True)
+            except ChannelError:
+                return 0  # no task was ever sent on this broker
+            return int(declared.message_count)
+
     def close(self) -> None:
         self._app.close()
 

@@ -331,9 +331,10 @@ class Attached:
                     last_line = line
                 if run_is_done(counts):
                     # A task's on_unit_submitted hook runs on Celery and closes the run after the last
-                    # unit: stopping the workers before would lose it.
+                    # unit; beat may close it first. Stopping the workers while such events wait in the
+                    # queue would lose them (the ones being run are finished by the warm shutdown).
                     done_at = done_at if done_at is not None else time.monotonic()
-                    if closed or time.monotonic() - done_at > HOOK_GRACE_S:
+                    if (closed and self.runtime.queue.waiting() == 0) or time.monotonic() - done_at > HOOK_GRACE_S:
                         return False
                 in_flight = counts.get(UnitStatus.ASSIGNED, 0)
                 if draining and in_flight != waiting_said:
