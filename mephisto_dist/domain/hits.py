@@ -60,13 +60,18 @@ def orphan_reason(facts: HitFacts) -> str | None:
     return None
 
 
+def closed(facts: HitFacts) -> bool:
+    """No worker can take it any more: expired, or every assignment submitted (Reviewable)."""
+    return facts.expired or facts.hit_status in ("Reviewable", "Reviewing")
+
+
 def decide_hit(facts: HitFacts) -> HitDecision | None:
     if not facts.ours or facts.hit_status == "Disposed":
         return None
     reason = orphan_reason(facts)
     if reason is None:
         return None
-    if not facts.expired:
+    if not closed(facts):
         return HitDecision(facts.hit_id, reason, HitAction.EXPIRE)
     if facts.pending == 0 and facts.unreviewed == 0 and facts.hit_status == "Reviewable":
         return HitDecision(facts.hit_id, reason, HitAction.DELETE)
@@ -75,5 +80,5 @@ def decide_hit(facts: HitFacts) -> HitDecision | None:
 
 def needs_review_count(facts: HitFacts) -> bool:
     """Whether the decision needs the count of unreviewed assignments (one more call per HIT)."""
-    return facts.ours and facts.expired and facts.pending == 0 and facts.hit_status == "Reviewable" \
+    return facts.ours and facts.pending == 0 and facts.hit_status == "Reviewable" \
         and orphan_reason(facts) is not None
