@@ -3,6 +3,9 @@ process: the Celery worker reaches it over HTTP with unchanged boto3 code (``AWS
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +22,8 @@ from mephisto_dist.db.models import ReconcileRecord, Server, TaskRun
 from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import S3_TEST_ENV, wait_for
-from tests.system import celery_beat, celery_worker, make_runtime
+from tests.system import ROOT, celery_beat, celery_worker, make_runtime
+from tests.taskdirs import write_task_dir
 
 REGION = "us-east-2"
 
@@ -128,3 +132,15 @@ def test_ec2_servers_are_deployed_tagged_terminated_with_their_run_and_redeploye
     assert _state(ec2, foreign) == "running"  # never ours: never touched
     assert len(_servers(runtime, finished)) == 1  # a finished run is not redeployed
     assert len(_servers(runtime, live)) == 2  # one redeploy, however many passes saw the instance gone
+
+
+def test_an_attached_run_refuses_the_ec2_architect(tmp_path: Path) -> None:
+    task_dir = write_task_dir(tmp_path, rows=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env["MEPHISTO_DIST_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir),
+                           "mephisto/architect=ec2", "mephisto.architect.image_id=ami-12345678"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "deployed by the deployment's Celery workers: run with --detach" in " ".join(done.stderr.split())
+    assert not (tmp_path / "data" / "mephisto-dist.db").exists() or "task run" not in done.stdout

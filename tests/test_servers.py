@@ -154,6 +154,10 @@ def test_two_server_reconcilers_at_once_do_the_work_once(runtime: Runtime, datab
     again = reconcile_servers(runtime.sessions, lambda name: LocalArchitect(runtime), now=_now(),
                               stale_s=60, deploy_grace_s=60)
     assert again == []
+    shown = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "status", str(live)], cwd=ROOT,
+                           env=child_env(runtime.settings), capture_output=True, text=True, timeout=60, check=True)
+    said = " ".join(shown.stdout.split())
+    assert f"server {silent}: lost" in said and f"server {silent} of a live run stopped answering" in said, said
 
 
 def test_beat_closes_the_record_of_a_killed_server_whose_run_ended(tmp_path: Path, sqlite_url: str,

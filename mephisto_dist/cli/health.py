@@ -64,6 +64,10 @@ def print_servers(runtime: Runtime, task_run_id: int | None, *, now: datetime) -
             note = f"; {server.note}" if server.note and server.status != ServerStatus.RUNNING.value else ""
             console.print(f"server {server.id}: {server.status} ({run}{server.architect} {server.address or '?'} "
                           f"{where} on {server.host}, {seen}{note})", soft_wrap=True)
+            if server.status == ServerStatus.LOST.value:
+                console.print(f"[bold]→[/] server {server.id} of a live run stopped answering; "
+                              + ("beat redeploys it when its instance is gone" if server.architect == "ec2"
+                                 else "start its web process again"), soft_wrap=True)
 
 
 def print_reconciled(runtime: Runtime, task_run_id: int | None, *, limit: int) -> int:

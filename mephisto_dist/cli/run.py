@@ -71,6 +71,9 @@ def run(
         run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
         return
     prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=not detach)
+    if prepared.config.architect_type == "ec2" and not detach:
+        fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
+             "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
     launch_prepared(settings, prepared, detach=detach)
 
 
