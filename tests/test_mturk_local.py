@@ -316,3 +316,22 @@ def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None
             mturk.delete_hit(HITId=done[0])
         mturk.update_hit_review_status(HITId=done[0], Revert=True)
         assert status(mturk, done[0]) == "Reviewable"
+
+
+def test_bad_service_options_are_refused_in_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, needle in [(["--port", str(port)], "Address already in use"),
+                             (["--db", "/proc/no/such/dir/state.sqlite3"], "cannot open"),
+                             (["--rate", "-1"], "must not be negative"), (["--balance", "lots"], "not an amount")]:
+            done = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "mturk-local",
+                                   "--db", str(tmp_path / "s.sqlite3"), *args], capture_output=True, text=True,
+                                  timeout=60, check=False)
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], done.stderr

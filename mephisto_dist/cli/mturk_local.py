@@ -12,6 +12,17 @@ import typer
 from mephisto_dist.cli.console import err_console, fail
 
 
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
 def mturk_local(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
@@ -37,11 +48,12 @@ def mturk_local(
     except InvalidOperation:
         fail(f"--balance {balance!r} is not an amount in dollars")
     path = db or load_settings().data_dir / "mturk-local.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         store = Store(path, initial_balance=start_balance)
-    except sqlite3.Error as error:
+    except (OSError, sqlite3.Error) as error:
         fail(f"cannot open {path} as mturk-local's state: {error}")
+    _check_port_free(host, port)
     err_console.print(f"mturk-local on http://{host}:{port} (requester API: endpoint_url; worker pages: "
                       f"http://{host}:{port}/), state in {path}", highlight=False)
     uvicorn.run(create_app(Service(store, rate)), host=host, port=port, log_level="warning", access_log=False)
