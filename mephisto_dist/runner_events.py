@@ -100,12 +100,15 @@ def _claim(rt: Runtime, call_id: int) -> _Claimed | None:
                                .where(RemoteCall.id == call_id)).first()
         if call is None or call.status != RemoteCallStatus.PENDING.value:
             return None
+        view = _cached_run_view(rt, session, int(call.task_run_id))
+        if view is None:
+            return None
         data = session.scalar(select(Assignment.data).join(Agent, Agent.assignment_id == Assignment.id)
                               .where(Agent.id == call.agent_id))
+        if data is None:
+            # An onboarding agent's page: its state is the onboarding data, as Mephisto gives it.
+            data = {"task_data": dict(view.hooks.onboarding_data)}
         previous = tuple(r for r in calls.requests_of(session, call.agent_id) if r.uuid != call.request_id)
-        view = _cached_run_view(rt, session, int(call.task_run_id))
-    if view is None:
-        return None
     with transaction(rt.sessions) as session:
         if not calls.claim_call(session, call_id, now=_now()):
             return None

@@ -35,17 +35,20 @@ def die(request_id, args, agent_state):
     os.kill(os.getpid(), signal.SIGKILL)
 
 function_registry = {"echo": echo, "slow": slow, "boom": boom, "die": die}
+onboarding_data = {"question": "What is 2 + 2?"}
 '''
 
 
 def make_remote_run(rt: Runtime, root: Path, *, assignments: int = 3, cap: int = 0,
-                    task_name: str = "live-test", duration_s: int = 1800) -> int:
+                    task_name: str = "live-test", duration_s: int = 1800, onboarding: str | None = None) -> int:
     hooks = root / "hooks.py"
     hooks.write_text(FUNCTIONS)
     rows = [{"index": i, "text": f"item {i}"} for i in range(assignments)]
     bundle = root / "bundle.js"
     bundle.write_text("/* the page is not used by these tests */\n")
     blueprint = {"_blueprint_type": remote_procedure.NAME, "hooks_module": str(hooks), "task_source": str(bundle)}
+    if onboarding is not None:
+        blueprint["onboarding_qualification"] = onboarding
     new = NewRun(
         task_name=task_name, blueprint_type=remote_procedure.NAME, architect_type="mock", provider_type="mock",
         requester_name="mock_requester", sandbox=True,

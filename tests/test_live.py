@@ -241,3 +241,23 @@ def test_a_page_whose_agent_times_out_is_told_once(tmp_path: Path, runtime: Runt
         beats = page.heartbeat_answers
         wait_for(lambda: page.heartbeat_answers >= beats + 10, timeout_s=30, message="more heartbeats")
         assert page.statuses.count("timeout") == 1  # the page keeps beating, and is not told again
+
+
+def test_an_onboarding_page_calls_with_the_onboarding_data_then_the_task_page_with_its_row(
+        tmp_path: Path, runtime: Runtime) -> None:
+    run_id = make_remote_run(runtime, tmp_path, assignments=1, onboarding=f"rp-onboarded-{tmp_path.name}")
+    with (web_server(runtime.settings, run_id, tmp_path / "web.log") as web,
+          celery_worker(runtime.settings, tmp_path / "worker.log", concurrency=1, env=worker_env(tmp_path, "w1"))):
+        onboarding = request_agent(web, "newcomer")
+        assert onboarding["agent_id"].startswith("onboarding_")
+        with _opened(LivePage(web, onboarding["agent_id"])) as page:
+            wait_for(lambda: "onboarding" in page.statuses, message="the onboarding page's status")
+            assert page.answer(page.call("echo", {}))["row"] == {"question": "What is 2 + 2?"}
+        import httpx
+
+        task = httpx.post(web + "/submit_onboarding", json={"USED_AGENT_ID": onboarding["agent_id"],
+                                                             "onboarding_data": {"answer": "4"}}, timeout=10)
+        agent_id = task.json()["data"]["agent_id"]
+        assert agent_id and not agent_id.startswith("onboarding_")
+        with _opened(LivePage(web, agent_id)) as page:
+            assert page.answer(page.call("echo", {}))["row"] == {"index": 0, "text": "item 0"}

@@ -35,6 +35,9 @@ def missed_answers(served: Served, agent_id: str) -> list[tuple[str, str]]:
         return calls.settled_answers(session, agent_id)
 
 
+_CALLING = frozenset({AgentStatus.IN_TASK.value, AgentStatus.ONBOARDING.value})
+
+
 def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     """A page's ``mephisto_bound_live_update``. A remote call (``request_id``, ``target``, ``args``) is
     recorded and enqueued after the commit; True when it was new. Anything else has no handler."""
@@ -46,9 +49,13 @@ def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     run = served.run()
     with transaction(served.runtime.sessions) as session:
         row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
+        if row is None:
+            # Mephisto's remote procedure tasks answer calls during onboarding too.
+            row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
+                                  .where(OnboardingAgent.id == agent_id)).first()
         if row is None or row.task_run_id != run.run_id:
             raise RequestError(f"unknown agent id {agent_id!r}", 404)
-        if row.status != AgentStatus.IN_TASK.value:
+        if row.status not in _CALLING:
             raise RequestError(f"agent {agent_id} is {row.status}: its calls are no longer answered", 409)
         call_id, created = calls.record_call(session, calls.NewCall(run.run_id, agent_id, request_id, target,
                                                                     args_json), now=now())
