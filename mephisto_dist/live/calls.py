@@ -74,9 +74,12 @@ def fail_pending_call(session: Session, call_id: int, *, response_json: str, err
 
 def requests_of(session: Session, agent_id: str) -> list[RemoteRequest]:
     """The agent's calls in Mephisto's shape, oldest first (answers included)."""
-    rows = session.scalars(select(RemoteCall).where(RemoteCall.agent_id == agent_id).order_by(RemoteCall.id))
-    return [RemoteRequest(uuid=r.request_id, target=r.target, args_json=r.args_json,
-                          response_json=r.response_json, timestamp=r.created_at.timestamp()) for r in rows]
+    rows = session.execute(select(RemoteCall.request_id, RemoteCall.target, RemoteCall.args_json,
+                                  RemoteCall.response_json, RemoteCall.created_at)
+                           .where(RemoteCall.agent_id == agent_id).order_by(RemoteCall.id))
+    return [RemoteRequest(uuid=request_id, target=target, args_json=args_json, response_json=response_json,
+                          timestamp=created_at.timestamp())
+            for request_id, target, args_json, response_json, created_at in rows]
 
 
 def settled_answers(session: Session, agent_id: str) -> list[tuple[str, str]]:

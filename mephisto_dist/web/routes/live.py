@@ -4,6 +4,7 @@ at ``/`` by every web process, where ``mephisto-task``'s socket handler connects
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from starlette.routing import WebSocketRoute
@@ -95,8 +96,6 @@ async def _live_update(context: WebContext, page: PageSocket, agent_id: str, dat
 
 
 def _ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
