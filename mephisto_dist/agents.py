@@ -30,6 +30,8 @@ from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
+from mephisto_dist.golds import GOLD_UNIT_INDEX, Golds, golds_of
+from mephisto_dist.golds import holder as gold_holder
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
 from mephisto_dist.qualifications import Requirement, meets_requirements
@@ -82,6 +84,7 @@ class RunContext:
     hooks: TaskHooks = NO_HOOKS
     onboarding_data: dict[str, Any] = field(default_factory=dict)
     screening: Screening | None = None
+    golds: Golds | None = None
 
     @classmethod
     def from_config(cls, run_id: int, task_id: int, task_name: str, provider_type: str, build_dir: str,
@@ -101,7 +104,8 @@ class RunContext:
                    requirements=run_requirements(blueprint_args),
                    hooks=hooks,
                    onboarding_data=onboarding_data(blueprint_type, hooks),
-                   screening=screening_of(blueprint_args, generated=hooks.screening_data is not None))
+                   screening=screening_of(blueprint_args, generated=hooks.screening_data is not None),
+                   golds=golds_of(blueprint_args))
 
     def init_task_data(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A data row as this run's pages receive it (a screening unit's, made while the run goes)."""
@@ -112,7 +116,7 @@ class RunContext:
     def gated(self) -> bool:
         """Whether a worker's grants must be read before they get a unit."""
         return bool(self.onboarding_qualification or self.block_qualification or self.requirements
-                    or self.screening)
+                    or self.screening or self.golds)
 
     def worker_pools(self, worker_id: int, lease_s: float) -> list[PoolLimit]:
         """The per-worker limits of DESIGN.md as pools; empty when the run sets none."""
@@ -282,7 +286,39 @@ def _gated_or_screened(
         return gated
     if run.screening is not None and run.screening.generated and run.screening.needs_screening(granted):
         return _screening_agent(session, run, reg, worker_id, now=now, gate=gate)
+    if run.golds is not None and run.hooks.gold is not None:
+        return _gold_agent(session, run, reg, worker_id, granted, now=now, gate=gate)
     return None
+
+
+def _gold_agent(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, granted: Mapping[str, int], *,
+    now: datetime, gate: WorkerGate | None,
+) -> AgentDetails | None:
+    """Mephisto's gold schedule (``mephisto_dist.golds``): a refusal for a worker with too many golds
+    wrong, a gold unit when the script's ``worker_needs_gold`` says so and the cap allows, else None
+    (a real unit)."""
+    golds, hooks = run.golds, run.hooks.gold
+    assert golds is not None and hooks is not None
+    completed, correct, wrong = golds.stats(granted)
+    if not hooks.qualifies(completed, correct, wrong, golds.max_incorrect):
+        return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
+    if not hooks.needs_gold(completed, correct, wrong, golds.min_golds):
+        return None
+    if worker_id is None:
+        worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
+    token = gold_holder()
+    if gate is not None and not gate.limiter.acquire(token, [golds.pool(run.run_id)]).ok:
+        return None  # every gold the run may pay for is out: real units from here
+    data = hooks.data_for(reg.worker_name, worker_id)
+    init_data = run.init_task_data(data)
+    pay = float(run.config.get("task", {}).get("task_reward") or 0.0)
+    unit_id, assignment_id = screening.create_unit(session, run.run_id, init_data, pay, now=now,
+                                                   unit_index=GOLD_UNIT_INDEX)
+    agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
+    if agent_id is None:
+        raise RequestError("this registration is already working on another unit", 409)
+    return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, init_data, created=True)
 
 
 def _gate(

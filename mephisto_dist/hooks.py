@@ -90,6 +90,16 @@ OnUnitSubmitted = Callable[[SubmittedUnit], Any]
 
 
 @dataclass(frozen=True)
+class GoldHooks:
+    """Mephisto's ``GoldUnitSharedState``: a gold's data for a worker (name, id), and the two decisions
+    over (units completed, golds right, golds wrong, min_golds or max_incorrect_golds)."""
+
+    data_for: Callable[[str, int], dict[str, Any]]
+    needs_gold: Callable[[int, int, int, int], bool]
+    qualifies: Callable[[int, int, int, int], bool]
+
+
+@dataclass(frozen=True)
 class TaskHooks:
     """The hooks one file defines; an absent one is ``None`` (or an empty dict)."""
 
@@ -102,6 +112,8 @@ class TaskHooks:
     function_registry: dict[str, Callable[..., Any]] = field(default_factory=dict)
     screening_data: Callable[[], dict[str, Any] | None] | None = None
     """The next screening unit's data (a task script's ``screening_data_factory``); None when exhausted."""
+    gold: GoldHooks | None = None
+    """A task script's gold unit functions (``mephisto_dist.golds``)."""
 
 
 NO_HOOKS: Final = TaskHooks()

@@ -69,14 +69,15 @@ def has_screening_unit(session: Session, run_id: int, worker_id: int) -> bool:
 
 
 def create_unit(session: Session, run_id: int, data: dict[str, Any], pay_amount: float, *,
-                now: datetime) -> tuple[int, int]:
-    """A launched screening unit in an assignment of its own; (unit id, assignment id)."""
+                now: datetime, unit_index: int = SCREENING_UNIT_INDEX) -> tuple[int, int]:
+    """A launched unit made for one worker (screening, or gold with its own index) in an assignment of
+    its own; (unit id, assignment id)."""
     assignment_id = int(session.scalars(insert(Assignment).returning(Assignment.id), [
-        {"task_run_id": run_id, "data_index": SCREENING_UNIT_INDEX, "data": data, "created_at": now}]).one())
+        {"task_run_id": run_id, "data_index": unit_index, "data": data, "created_at": now}]).one())
     unit_id = int(session.scalars(insert(Unit).returning(Unit.id), [
-        {"assignment_id": assignment_id, "task_run_id": run_id, "unit_index": SCREENING_UNIT_INDEX,
+        {"assignment_id": assignment_id, "task_run_id": run_id, "unit_index": unit_index,
          "pay_amount": pay_amount, "status": UnitStatus.CREATED.value, "created_at": now,
          "status_changed_at": now}]).one())
     if not move_unit(session, unit_id, UnitStatus.CREATED, UnitStatus.LAUNCHED, now=now):
-        raise RuntimeError(f"screening unit {unit_id} could not be launched")
+        raise RuntimeError(f"unit {unit_id} made for a worker could not be launched")
     return unit_id, assignment_id

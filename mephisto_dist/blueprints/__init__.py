@@ -97,11 +97,8 @@ _NEED_A_SCRIPT = {"use_screening_task": "a screening_data_factory and validator"
 
 
 def check_python_features(blueprint_args: Mapping[str, Any], *, has_script: bool) -> None:
-    """Screening needs a task script's shared state; gold units are not run at all yet."""
-    if blueprint_args.get("use_golds"):
-        raise ConfigError(f"mephisto.blueprint.use_golds=true needs {_NEED_A_SCRIPT['use_golds']} written in "
-                          "Python, and mephisto-dist does not run gold units yet")
-    if blueprint_args.get("use_screening_task") and not has_script:
-        raise ConfigError(f"mephisto.blueprint.use_screening_task=true needs "
-                          f"{_NEED_A_SCRIPT['use_screening_task']} written in Python: launch it from a task "
-                          "script (run_task.py) whose SharedStaticTaskState has them")
+    """Screening and gold units need a task script's shared state."""
+    for flag, what in _NEED_A_SCRIPT.items():
+        if blueprint_args.get(flag) and not has_script:
+            raise ConfigError(f"mephisto.blueprint.{flag}=true needs {what} written in Python: launch it from "
+                              "a task script (run_task.py) whose SharedStaticTaskState has them")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mephisto_dist.cli.console import console
-from mephisto_dist.compat.mixins import check_screening_args
+from mephisto_dist.compat.mixins import check_gold_args, check_screening_args
 from mephisto_dist.compat.runner import run_script
 from mephisto_dist.compat.session import ScriptRef, current
 from mephisto_dist.errors import ConfigError
@@ -45,6 +45,7 @@ class LaunchHost:
     def launch(self, mephisto: dict[str, Any], shared_state: Any) -> str | None:
         config = script_task_config(self.ref, mephisto, shared_state)
         check_screening_args(config.blueprint, config.task, shared_state)
+        check_gold_args(config.blueprint, config.task)
         prepared = prepare_config(config, check_port=not self.detach, rows=static_rows(shared_state),
                                   script={**self.ref.as_dict(), "cfg": current().cfg})
         self._prepared = prepared

@@ -85,8 +85,6 @@ def worker_needs_gold(units_completed: int, num_correct: int, num_incorrect: int
     return excess < math.ceil(math.pow(math.log10(units_completed + 1), 2.2)) - 1
 
 
-def worker_qualifies(units_completed: int, num_correct: int, num_incorrect: int, max_incorrect_golds: int) -> bool:
-    return num_incorrect <= max_incorrect_golds
 
 
 class UseGoldUnit:
@@ -163,3 +161,17 @@ def check_screening_args(blueprint: Any, task: Any, shared_state: Any) -> None:
     elif blueprint["max_screening_units"] != 0:
         raise ConfigError(f"{key}.max_screening_units must be 0 when screening on real units "
                           "(screening_data_factory=False)")
+
+
+
+def check_gold_args(blueprint: Any, task: Any) -> None:
+    """Mephisto's ``UseGoldUnit.assert_mixin_args``, as one-line errors at launch."""
+    if not blueprint.get("use_golds"):
+        return
+    if task.get("allowed_concurrent") != 1:
+        raise ConfigError("use_golds needs mephisto.task.allowed_concurrent=1, so that golds are done in order")
+    if blueprint.get("use_screening_task"):
+        raise ConfigError("gold units cannot be used with screening units")
+    for name in ("max_gold_units", "gold_qualification_base"):
+        if blueprint.get(name) is None:
+            raise ConfigError(f"use_golds needs mephisto.blueprint.{name}")

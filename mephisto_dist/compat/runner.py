@@ -26,7 +26,7 @@ from mephisto_dist.compat.data_model import Agent, AgentState, Unit, Worker
 from mephisto_dist.compat.session import CaptureComplete, ScriptRef, ScriptSession, active
 from mephisto_dist.compat.shared_state import accept_onboarding, any_worker_any_unit, ignore_unit
 from mephisto_dist.errors import ConfigError, MephistoDistError
-from mephisto_dist.hooks import SubmittedUnit, TaskHooks
+from mephisto_dist.hooks import GoldHooks, SubmittedUnit, TaskHooks
 
 _MISSING_NAME = re.compile(r"cannot import name '([^']+)'")
 _IMPORTED_MODULE = re.compile(r"^\s*(?:from|import)\s+(mephisto(?:\.\w+)*)")
@@ -156,6 +156,7 @@ def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
     return TaskHooks(
         path=path,
         screening_data=_screening_data(getattr(shared, "screening_data_factory", False)),
+        gold=_gold_hooks(shared),
         validate_onboarding=None if validate is accept_onboarding else validate_onboarding,
         worker_can_do_unit=None if can_do is any_worker_any_unit else worker_can_do_unit,
         on_unit_submitted=None if submitted is ignore_unit else on_unit_submitted,
@@ -182,6 +183,17 @@ def _screening_data(factory: Any) -> Callable[[], dict[str, Any] | None] | None:
         return dict(item)
 
     return next_data
+
+
+def _gold_hooks(shared: Any) -> GoldHooks | None:
+    get_gold = getattr(shared, "get_gold_for_worker", None)
+    if get_gold is None:
+        return None
+
+    def data_for(worker_name: str, worker_id: int) -> dict[str, Any]:
+        return dict(get_gold(Worker(worker_name, worker_id)))
+
+    return GoldHooks(data_for, shared.worker_needs_gold, shared.worker_qualifies)
 
 
 def unit_view(event: SubmittedUnit) -> Unit:

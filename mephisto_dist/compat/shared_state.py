@@ -49,8 +49,20 @@ class SharedTaskState:
     prolific_specific_qualifications: list[Any] = field(default_factory=list)
 
 
+def worker_needs_gold(units_completed: int, num_correct: int, num_incorrect: int, min_golds: int) -> bool:
+    from mephisto_dist.compat.mixins import worker_needs_gold as needs  # the mixin module owns the rule
+
+    return needs(units_completed, num_correct, num_incorrect, min_golds)
+
+
+def worker_qualifies(units_completed: int, num_correct: int, num_incorrect: int, max_incorrect_golds: int) -> bool:
+    return num_incorrect <= max_incorrect_golds
+
+
 @dataclass
 class SharedStaticTaskState(SharedTaskState):
     static_task_data: Iterable[Any] = field(default_factory=list)
     screening_data_factory: Any = field(default_factory=blank_screening_data)
     get_gold_for_worker: Callable[[Worker], dict[str, Any]] = first_gold
+    worker_needs_gold: Callable[[int, int, int, int], bool] = worker_needs_gold
+    worker_qualifies: Callable[[int, int, int, int], bool] = worker_qualifies

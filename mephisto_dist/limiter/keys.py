@@ -35,6 +35,8 @@ name); holders are unit ids:
   leased.
 - :func:`screening_units_pool` -- ``max_screening_units``: screening units a run made; holders are
   workers (one unit each); ``lease_s=None``.
+- :func:`gold_units_pool` -- ``max_gold_units``: gold units a run made; one holder per unit;
+  ``lease_s=None``.
 
 The live channel (``mephisto_dist.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
 
@@ -108,3 +110,7 @@ def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
 
 def screening_units_pool(task_run_id: str | int) -> str:
     return f"run:{_part(task_run_id)}:screening"
+
+
+def gold_units_pool(task_run_id: str | int) -> str:
+    return f"run:{_part(task_run_id)}:golds"

@@ -123,17 +123,16 @@ _SCREENING = (
 
 _GOLDS = (
     Argument("gold_qualification_base", str, None,
-             "Prefix of the qualifications that count a worker's gold results.", implemented=False),
+             "Prefix of the qualifications that count a worker's gold results."),
     Argument("max_gold_units", int, None,
-             "Most gold units this run may launch (they are paid like any unit).", minimum=0,
-             implemented=False),
+             "Most gold units this run may launch (they are paid like any unit).", minimum=0),
     Argument("use_golds", bool, False,
-             "Mix units with known answers into workers' queues (needs a Python gold factory).",
-             implemented=False),
+             "Mix units with known answers into workers' queues (needs a task script's "
+             "get_gold_for_worker and validator)."),
     Argument("min_golds", int, 1,
-             "Golds a worker must get right before receiving real units.", minimum=0, implemented=False),
+             "Golds a worker must get right before receiving real units.", minimum=0),
     Argument("max_incorrect_golds", int, 0,
-             "Golds a worker may get wrong before being disqualified.", minimum=0, implemented=False),
+             "Golds a worker may get wrong before being disqualified.", minimum=0),
 )
 
 _STATIC_BASE = (

@@ -1,0 +1,49 @@
+"""Gold units (Mephisto's ``UseGoldUnit``): with ``use_golds``, units whose answer is known are mixed into a
+worker's queue, made for them from the task script's ``get_gold_for_worker`` (``unit_index`` -2, at most
+``max_gold_units`` per run, counted across web processes). The script's validator
+(``UseGoldUnit.create_validation_function``, on Celery) counts each worker's golds right and wrong and
+their other units in ``<base>-correct-golds``, ``<base>-wrong-golds`` and ``<base>-completed-count``.
+From those counts, the script's ``worker_needs_gold`` (many golds first, then fewer) decides whether the
+next unit is a gold, and ``worker_qualifies`` (at most ``max_incorrect_golds`` wrong) whether the worker
+may go on at all, as Mephisto decides them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mephisto_dist.limiter import PoolLimit, keys
+
+GOLD_UNIT_INDEX: Final = -2
+
+
+@dataclass(frozen=True)
+class Golds:
+    base: str
+    max_units: int
+    min_golds: int
+    max_incorrect: int
+
+    def stats(self, granted: Mapping[str, int]) -> tuple[int, int, int]:
+        """(units completed, golds right, golds wrong) from the worker's qualifications."""
+        return (granted.get(f"{self.base}-completed-count", 0), granted.get(f"{self.base}-correct-golds", 0),
+                granted.get(f"{self.base}-wrong-golds", 0))
+
+    def pool(self, run_id: int) -> PoolLimit:
+        return PoolLimit(keys.gold_units_pool(run_id), self.max_units, None)
+
+
+def golds_of(blueprint_args: Mapping[str, Any]) -> Golds | None:
+    if not blueprint_args.get("use_golds"):
+        return None
+    return Golds(str(blueprint_args.get("gold_qualification_base") or ""),
+                 int(blueprint_args.get("max_gold_units") or 0), int(blueprint_args.get("min_golds") or 0),
+                 int(blueprint_args.get("max_incorrect_golds") or 0))
+
+
+def holder() -> str:
+    """A gold unit's token holder: every gold made takes one token of the run's cap."""
+    return f"gold:{uuid.uuid4().hex}"
