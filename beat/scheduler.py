@@ -16,6 +16,8 @@ from mephisto_dist import heartbeats
 
 log = logging.getLogger(__name__)
 
+REDIS_RETRY_S = 1.0
+
 
 class HeartbeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     """Ticks only while holding the lock: the heartbeat therefore names the beat that fires."""
@@ -23,9 +25,27 @@ class HeartbeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     _heartbeat_client: redis.Redis | None = None
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        interval = float(super().tick(*args, **kwargs))
+        try:
+            interval = self._tick(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            # Redis is away: beat waits for it rather than dying (a deployment's beat has no one to
+            # restart it at once); the schedule resumes when it answers again.
+            log.warning("beat cannot reach Redis (%s); trying again in %.0f s", error, REDIS_RETRY_S)
+            return REDIS_RETRY_S
         self._heartbeat()
         return interval
+
+    def _tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return float(super().tick(*args, **kwargs))
+        except redis.exceptions.LockNotOwnedError:
+            # Redis restarted or was flushed: the lock and the stored schedule are gone. Take the lock
+            # again (waiting, as a second beat would, if another took it meanwhile) and store the
+            # schedule anew, or beat would die here, or go on firing nothing.
+            log.warning("beat lost its lock in Redis (restarted or flushed?): taking it again")
+            self.lock.acquire()
+            self.setup_schedule()
+            return float(super().tick(*args, **kwargs))
 
     def _heartbeat(self) -> None:
         if self._heartbeat_client is None:

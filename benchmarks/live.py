@@ -107,8 +107,9 @@ def create_run(env: dict[str, str], directory: Path, pages: int) -> int:
     from mephisto_dist.blueprints import remote_procedure
     from mephisto_dist.db.engine import transaction
     from mephisto_dist.db.migrate import upgrade
+    from mephisto_dist.launches import LaunchContext, launch_units
     from mephisto_dist.providers import make_provider
-    from mephisto_dist.runs import LaunchContext, NewRun, create_task_run, launch_units
+    from mephisto_dist.runs import NewRun, create_task_run
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
 

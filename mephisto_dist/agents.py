@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,9 +32,9 @@ from mephisto_dist.errors import RequestError
 from mephisto_dist.golds import GOLD_UNIT_INDEX, Golds, golds_of
 from mephisto_dist.golds import holder as gold_holder
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
+from mephisto_dist.launches import unit_holder
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
 from mephisto_dist.qualifications import Requirement, meets_requirements
-from mephisto_dist.runs import unit_holder
 from mephisto_dist.screening import Screening, screening_of
 
 log = logging.getLogger(__name__)
@@ -217,8 +216,13 @@ _FIND_REGISTRATION = select(Agent.id, Agent.worker_id, Agent.status, Agent.unit_
 _ASSIGNMENT_DATA = select(Assignment.data).where(Assignment.id == bindparam("assignment_id"))
 
 
+class ClaimBusy(Exception):
+    """Every free unit is locked by another transaction this instant: ask again in a moment."""
+
+
 def register_agent(
-    session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None
+    session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None,
+    retry: bool = False,
 ) -> AgentDetails:
     """Give the worker an agent on a launched unit of the run, or say why not.
 
@@ -242,13 +246,13 @@ def register_agent(
         if gated is not None:
             return gated
     can_do = run.hooks.worker_can_do_unit
-    for attempt in range(CLAIM_ATTEMPTS):
+    for _attempt in range(CLAIM_ATTEMPTS):
         candidate = _candidate(session, run, reg, worker_id, can_do, gate, now=now)
         if candidate is None:
-            if (can_do is None and attempt + 1 < CLAIM_ATTEMPTS
-                    and _units_in_flight(session, run.run_id, worker_id)):
-                time.sleep(CLAIM_RETRY_S)  # another transaction holds the free units' locks right now
-                continue
+            if can_do is None and retry and _units_in_flight(session, run.run_id, worker_id):
+                # Another transaction holds the free units' locks right now: the caller waits, with
+                # this transaction closed, and asks again.
+                raise ClaimBusy(run.run_id)
             break
         unit_id, assignment_id, data = candidate
         if worker_id is None:
@@ -267,7 +271,7 @@ def register_agent(
             gate.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
         if _registration_taken(session, run.run_id, reg.registration_id):
             # The same registration id won on another web process at this moment: reconnect to it.
-            return register_agent(session, run, reg, now=now, gate=gate)
+            return register_agent(session, run, reg, now=now, gate=gate, retry=retry)
     return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
 
 
@@ -573,6 +577,7 @@ class Submission:
     agent_id: str
     worker_id: int
     first: bool
+    launch_id: str | None = None  # the launch whose tokens the unit held (given back after the commit)
 
 
 def submit_task(
@@ -597,7 +602,11 @@ def submit_task(
         raise RequestError(_not_recorded(AgentStatus(again.status)), 409)
     if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
         raise RequestError("this unit is no longer open for submissions", 409)
-    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True)
+    launch_id = _run(session, _UNIT_LAUNCH, {"unit_id": agent.unit_id}).scalar()
+    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True, launch_id=launch_id)
+
+
+_UNIT_LAUNCH = select(Unit.launch_id).where(Unit.id == bindparam("unit_id"))
 
 
 def _not_recorded(status: AgentStatus) -> str:

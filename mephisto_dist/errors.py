@@ -35,3 +35,7 @@ class ServiceError(MephistoDistError):
 
 class Unreachable(ServiceError):
     """A backing service could not be reached at all (refused, unknown host, bad credentials)."""
+
+
+class ProviderError(ServiceError):
+    """A crowd provider refused or failed a call; the message is the provider's own."""

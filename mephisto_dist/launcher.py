@@ -14,11 +14,12 @@ from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.blueprints import blueprint_for, check_python_features
 from mephisto_dist.bundles import check_hooks_inside, check_script_inside, store_bundle
 from mephisto_dist.db.engine import transaction
+from mephisto_dist.errors import ConfigError
 from mephisto_dist.hooks import SCRIPT_KEY
 from mephisto_dist.providers import make_provider
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.requesters import provider_access_args
-from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.runs import NewRun, create_task_run, port_taken_message, run_on_port
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.taskconfig import TaskConfig, load_task_config
 
@@ -88,7 +89,21 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         assignment_data=[blueprint.init_task_data(row, config.blueprint) for row in prepared.rows],
     )
     with transaction(runtime.sessions) as session:
+        if prepared.server.should_run_server:
+            holder = run_on_port(session, prepared.server.port)
+            if holder is not None:
+                raise ConfigError(port_taken_message(prepared.server.port, holder, can_override=True))
         return create_task_run(session, new, now=datetime.now(UTC))
+
+
+def check_port_unclaimed(runtime: Runtime, server: ServerPlan, *, resuming: int | None = None) -> None:
+    """Refuse, before anything is started or created, a server on a port another open run serves."""
+    if not server.should_run_server:
+        return
+    with transaction(runtime.sessions) as session:
+        holder = run_on_port(session, server.port, exclude=resuming)
+    if holder is not None:
+        raise ConfigError(port_taken_message(server.port, holder, can_override=resuming is None))
 
 
 def enqueue_launch(runtime: Runtime, run_id: int, architect_type: str | None = None) -> None:

@@ -6,6 +6,7 @@ killed half-way finishes it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,13 +15,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, OnboardingAgent, TaskRun, Unit
+from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_units
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
-from mephisto_dist.errors import NotFoundError
+from mephisto_dist.errors import NotFoundError, ServiceError
+from mephisto_dist.launches import release_tokens, unit_holder
 from mephisto_dist.limiter import Limiter, keys
-from mephisto_dist.providers import CrowdProvider
-from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, run_pool, unit_holder
+from mephisto_dist.providers import CrowdProvider, UnitLaunch
+from mephisto_dist.runs import mark_completed_if_done
+
+log = logging.getLogger(__name__)
 
 REASON_CTRL_C = "stopped by the researcher (Ctrl-C)"
 REASON_SHUTDOWN = "stopped by the researcher (mephisto-dist shutdown)"
@@ -72,16 +76,21 @@ def expire_available_units(
     """Take every launched-but-unassigned unit off the provider and expire it, and expire units never
     launched. Unpublishing comes first: a unit a worker can still see must not be marked expired."""
     with transaction(factory) as session:
-        rows = session.execute(select(Unit.id, Unit.provider_unit_id).where(
+        rows = session.execute(select(Unit.id, Unit.provider_unit_id, Unit.launch_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.LAUNCHED.value)).all()
-    provider.unpublish_units([p for _, p in rows if p])
+    provider.unpublish_units([p for _, p, _ in rows if p])
     with transaction(factory) as session:
-        expired = move_units(session, [u for u, _ in rows], UnitStatus.LAUNCHED, UnitStatus.EXPIRED, now=now)
-        never = list(session.scalars(select(Unit.id).where(
-            Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)))
-        expired += move_units(session, never, UnitStatus.CREATED, UnitStatus.EXPIRED, now=now)
-    _release(limiter, run_id, expired, [])
-    return len(expired)
+        expired = move_units(session, [u for u, _, _ in rows], UnitStatus.LAUNCHED, UnitStatus.EXPIRED, now=now)
+        never = session.execute(select(Unit.id, Unit.launch_id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value)).all()
+        expired_never = move_units(session, [u for u, _ in never], UnitStatus.CREATED, UnitStatus.EXPIRED, now=now)
+    # A launch in flight whose sender died may have published: take down what it did.
+    in_flight = [UnitLaunch(run_id, u, launch) for u, launch in never if launch and u in expired_never]
+    if in_flight:
+        provider.unpublish_launches(in_flight)
+    launches = {u: launch for u, _, launch in rows} | {u: launch for u, launch in never}
+    _release(limiter, run_id, [(u, launches.get(u)) for u in expired + expired_never], [])
+    return len(expired) + len(expired_never)
 
 
 def force_expire(
@@ -91,28 +100,39 @@ def force_expire(
     this moment is kept."""
     count = expire_available_units(factory, provider, limiter, run_id, now=now)
     with transaction(factory) as session:
-        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id).where(
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)).all()
         held_hits = list(session.scalars(select(Unit.provider_unit_id).where(
-            Unit.id.in_([u for u, _, _ in rows]), Unit.provider_unit_id.is_not(None))))
+            Unit.id.in_([u for u, _, _, _ in rows]), Unit.provider_unit_id.is_not(None))))
     # Expired here, the units' HITs must not be handed to another worker after the holder returns them.
     provider.unpublish_units([hit for hit in held_hits if hit])
     with transaction(factory) as session:
-        expired = move_units(session, [u for u, _, _ in rows], UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now)
-        for unit_id, agent_id, _ in rows:
+        expired = move_units(session, [u for u, _, _, _ in rows], UnitStatus.ASSIGNED, UnitStatus.EXPIRED,
+                             now=now)
+        for unit_id, agent_id, _, _ in rows:
             if unit_id in expired and agent_id:
                 move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now)
         mark_completed_if_done(session, run_id, now=now)
-    _release(limiter, run_id, expired, [(u, w) for u, _, w in rows if u in expired and w is not None])
+    _release(limiter, run_id, [(u, launch) for u, _, _, launch in rows if u in expired],
+             [(u, w) for u, _, w, _ in rows if u in expired and w is not None])
     return count + len(expired)
 
 
-def _release(limiter: Limiter, run_id: int, unit_ids: Sequence[int],
-             worker_units: Sequence[tuple[int, int]]) -> None:
-    for unit_id in unit_ids:
-        limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
-    for unit_id, worker_id in worker_units:
-        limiter.release(unit_holder(unit_id), [keys.worker_assigned_pool(run_id, worker_id)])
+def _release(limiter: Limiter, run_id: int, units: Sequence[tuple[int, str | None]],
+             worker_units: Sequence[tuple[int, int]], task_name: str | None = None) -> None:
+    """Give back the tokens of units the database no longer counts. Redis being gone (a run whose
+    processes all died, its embedded Redis with them) is no failure of the step that was done: the
+    pools are rebuilt from the database, and beat removes the tokens of done units."""
+    try:
+        release_tokens(limiter, run_id, units)
+        for unit_id, worker_id in worker_units:
+            pools = [keys.worker_assigned_pool(run_id, worker_id)]
+            if task_name is not None:
+                # Under maximum_units_per_worker a unit counts while assigned or submitted only.
+                pools.append(keys.worker_task_units_pool(task_name, worker_id))
+            limiter.release(unit_holder(unit_id), pools)
+    except ServiceError as error:
+        log.info("task run %s: tokens not given back now (%s); the pools' repair will", run_id, error)
 
 
 def time_out_overdue_units(factory: sessionmaker[Session], limiter: Limiter, run_id: int, *,
@@ -126,23 +146,22 @@ def time_out_overdue_units(factory: sessionmaker[Session], limiter: Limiter, run
             return 0
         cutoff = now - timedelta(seconds=RunTiming.of(run).assignment_duration_s)
         stopping = run.shutdown_requested_at is not None
-        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id).where(
+        task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id))
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
             Unit.assigned_at < cutoff)).all()
-        moved: list[tuple[int, int | None]] = []
-        for unit_id, agent_id, worker_id in rows:
+        moved: list[tuple[int, int | None, str | None]] = []
+        for unit_id, agent_id, worker_id, launch_id in rows:
             if agent_id is None or not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.TIMEOUT,
                                                   now=now):
                 continue  # submitted (or handled) just now
             target = UnitStatus.EXPIRED if stopping else UnitStatus.LAUNCHED
             extra = {} if stopping else {"agent_id": None, "worker_id": None}
             if move_units(session, [unit_id], UnitStatus.ASSIGNED, target, now=now, **extra):
-                moved.append((unit_id, worker_id))
-    for unit_id, worker_id in moved:
-        pools = [keys.worker_assigned_pool(run_id, worker_id)] if worker_id is not None else []
-        if stopping:
-            pools += [run_pool(run_id), GLOBAL_POOL]
-        limiter.release(unit_holder(unit_id), pools)
+                moved.append((unit_id, worker_id, launch_id))
+    for unit_id, worker_id, launch_id in moved:
+        _release(limiter, run_id, [(unit_id, launch_id)] if stopping else [],
+                 [(unit_id, worker_id)] if worker_id is not None else [], task_name)
     return len(moved)
 
 

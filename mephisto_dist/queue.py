@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from mephisto_dist.errors import ServiceError
+
 LAUNCH_UNITS = "mephisto_dist.launch_units"
 UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
 UNIT_SUBMITTED = "mephisto_dist.unit_submitted"
@@ -24,8 +26,12 @@ class TaskQueue(Protocol):
     def enqueue(self, name: str, *args: Any) -> None: ...
 
 
-def celery_config(broker_url: str) -> dict[str, Any]:
-    """The Celery settings every process of the deployment shares."""
+REDIS_TIMEOUT_S = 5.0
+
+
+def celery_config(broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> dict[str, Any]:
+    """The Celery settings every process of the deployment shares. A silent broker (a network
+    partition) costs a bounded wait and a few quick retries, then an error, never a hung process."""
     return {
         "broker_url": broker_url,
         "result_backend": None,
@@ -38,19 +44,30 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": {"visibility_timeout": 3600, "socket_timeout": timeout_s,
+                                     "socket_connect_timeout": timeout_s, "retry_on_timeout": True,
+                                     "health_check_interval": 30},
+        "broker_connection_timeout": timeout_s,
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+                                      "interval_max": 1},
     }
 
 
 class CeleryQueue:
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
         from celery import Celery  # imported on first use: it is slow to import, and most commands never send
 
         self._app = Celery("mephisto_dist_sender", set_as_current=False)
-        self._app.conf.update(celery_config(broker_url))
+        self._app.conf.update(celery_config(broker_url, timeout_s))
+        self._url = broker_url
 
     def enqueue(self, name: str, *args: Any) -> None:
-        self._app.send_task(name, args=list(args))
+        from kombu.exceptions import OperationalError
+
+        try:
+            self._app.send_task(name, args=list(args))
+        except OperationalError as error:
+            raise ServiceError(f"the task queue (Redis) is not answering: {error}") from error
 
     def waiting(self) -> int:
         """Tasks in the queue that no worker has taken yet."""

@@ -3,7 +3,6 @@ from the database, the source of truth, and writes idempotently."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,11 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist import lifecycle
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Task, TaskRun, Unit
-from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.db.models import Agent, Task, TaskRun, Unit
+from mephisto_dist.domain.status import UNIT_DONE, UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.launches import GLOBAL_POOL, pool_members, run_pool, token_holder, unit_holder
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.providers import CrowdProvider
-from mephisto_dist.runs import GLOBAL_POOL, mark_completed_if_done, pool_members, run_pool, unit_holder
+from mephisto_dist.runs import mark_completed_if_done
 
 
 def _open_run_ids(session: Session) -> list[int]:
@@ -24,38 +24,76 @@ def _open_run_ids(session: Session) -> list[int]:
 
 
 def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s: float) -> dict[str, int]:
-    """Renew every token whose unit is launched or assigned, drop tokens of units that are done, and
-    rebuild pools lost to a Redis restart. A token taken for a unit still ``created`` is a launch in
-    flight: it is kept (the next launch of the run reuses it if its launcher died)."""
+    """Rebuild the pools Redis lost, renew every token whose unit still counts (launched, assigned, or a
+    launch in flight), and remove the tokens of units that are done.
+
+    The pools' holders are read before the database: a token taken after that snapshot (its launch not
+    yet recorded) is neither renewed nor removed, so this can never free a slot someone just took; a
+    token whose launch never gets recorded runs out with its lease.
+    """
     counts: dict[str, int] = {}
     with read_transaction(factory) as session:
-        run_ids = _open_run_ids(session)
-        # Each pool's holders are read before the database: a launch that takes a token after that is
-        # not in the recount, and must keep its token (reconcile drops only holders seen here).
-        seen = {pool: limiter.holders(pool) for pool in [*map(run_pool, run_ids), GLOBAL_POOL]}
-        wanted = {run_pool(run_id): pool_members(session, [run_id], seen[run_pool(run_id)]) for run_id in run_ids}
-        wanted[GLOBAL_POOL] = pool_members(session, run_ids, seen[GLOBAL_POOL])
-    for pool, members in wanted.items():
-        counts[pool] = limiter.reconcile(pool, members, lease_s, seen=seen[pool])
+        runs = session.execute(select(TaskRun.id, TaskRun.max_concurrent_units)
+                               .where(TaskRun.is_completed.is_(False))).all()
+    run_ids = [run_id for run_id, _ in runs]
+    capped = [run_id for run_id, cap in runs if cap or limiter.get_cap(run_pool(run_id))]
+    pools: dict[str, list[int] | None] = {run_pool(run_id): [run_id] for run_id in capped}
+    pools[GLOBAL_POOL] = None
+    seen = {pool: limiter.holders(pool) for pool in pools}
+    with read_transaction(factory) as session:
+        counting = {pool: pool_members(session, ids) for pool, ids in pools.items()}
+        done = _done_holders(session, set().union(*seen.values()))
+    for pool, members in counting.items():
+        rebuilt = limiter.rebuild(pool, members, lease_s)
+        counts[pool] = rebuilt if rebuilt is not None else limiter.refresh(pool, members, seen[pool] & done, lease_s)
     counts.update(_reconcile_worker_pools(factory, limiter, run_ids, lease_s=lease_s))
     return counts
+
+
+def _done_holders(session: Session, holders: set[str]) -> set[str]:
+    """Of these token holders, those whose unit is done: provably gone."""
+    launch_ids = [h.removeprefix("launch:") for h in holders if h.startswith("launch:")]
+    unit_ids = [int(h.removeprefix("unit:")) for h in holders if h.startswith("unit:") and h[5:].isdigit()]
+    done: set[str] = set()
+    for chunk in range(0, len(launch_ids), 500):
+        done |= {token_holder(u, launch) for u, launch in session.execute(select(Unit.id, Unit.launch_id).where(
+            Unit.launch_id.in_(launch_ids[chunk:chunk + 500]), Unit.status.in_([s.value for s in UNIT_DONE])))}
+    for chunk in range(0, len(unit_ids), 500):
+        done |= {unit_holder(u) for u in session.scalars(select(Unit.id).where(
+            Unit.id.in_(unit_ids[chunk:chunk + 500]), Unit.status.in_([s.value for s in UNIT_DONE])))}
+    return done
 
 
 def _reconcile_worker_pools(
     factory: sessionmaker[Session], limiter: Limiter, run_ids: list[int], *, lease_s: float
 ) -> dict[str, int]:
-    """``allowed_concurrent``: renew each worker's tokens for the units they hold assigned (a worker
-    with none has tokens that simply run out). ``maximum_units_per_worker``: rebuild each worker's
-    count from their assigned and submitted units in every run of the task."""
+    """``allowed_concurrent``: each worker's tokens for the units they hold assigned. Under
+    ``maximum_units_per_worker``: each worker's units assigned or submitted in every run of the task, as
+    Mephisto counts them (a unit that timed out, was returned or expired counts no more), for every
+    worker who ever had an agent there, so one whose only unit timed out is not locked out.
+
+    The pools' holders are read between two readings of the database: a token taken after the first
+    (a claim in flight) is not dropped by the second's recount."""
+    pools = _worker_pools(factory, run_ids)
+    if not pools:
+        return {}
+    seen = {pool: limiter.holders(pool) for pool in pools}
+    recount = _worker_pools(factory, run_ids)
     counts: dict[str, int] = {}
+    for pool, (holders, leased) in recount.items():
+        counts[pool] = limiter.reconcile(pool, holders, lease_s if leased else None, seen=seen.get(pool, set()))
+    return counts
+
+
+def _worker_pools(factory: sessionmaker[Session], run_ids: list[int]) -> dict[str, tuple[set[str], bool]]:
+    """Per-worker pool -> (the holders the database says it has, whether its tokens are leased)."""
     held = [UnitStatus.ASSIGNED.value] + [s.value for s in UNIT_SUBMITTED]
-    with transaction(factory) as session:
+    pools: dict[str, tuple[set[str], bool]] = {}
+    with read_transaction(factory) as session:
         runs = session.execute(
             select(TaskRun.id, TaskRun.task_id, TaskRun.config, Task.task_name)
             .join(Task, Task.id == TaskRun.task_id).where(TaskRun.id.in_(run_ids))
         ).all()
-        assigned: dict[str, set[str]] = defaultdict(set)
-        totals: dict[str, set[str]] = defaultdict(set)
         seen_tasks: set[int] = set()
         for run_id, task_id, config, task_name in runs:
             task_args = config.get("task", {})
@@ -63,19 +101,20 @@ def _reconcile_worker_pools(
                 for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
                         Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
                         Unit.worker_id.is_not(None))):
-                    assigned[keys.worker_assigned_pool(run_id, worker_id or 0)].add(unit_holder(unit_id))
+                    pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True))[0].add(
+                        unit_holder(unit_id))
             if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
                 seen_tasks.add(task_id)
+                in_task = select(TaskRun.id).where(TaskRun.task_id == task_id)
+                for worker_id in session.scalars(select(Agent.worker_id).distinct()
+                                                 .where(Agent.task_run_id.in_(in_task))):
+                    pools.setdefault(keys.worker_task_units_pool(task_name, worker_id), (set(), False))
                 for unit_id, worker_id in session.execute(
-                        select(Unit.id, Unit.worker_id).join(TaskRun, TaskRun.id == Unit.task_run_id)
-                        .where(TaskRun.task_id == task_id, Unit.status.in_(held),
-                               Unit.worker_id.is_not(None))):
-                    totals[keys.worker_task_units_pool(task_name, worker_id or 0)].add(unit_holder(unit_id))
-    for pool, holders in assigned.items():
-        counts[pool] = limiter.reconcile(pool, holders, lease_s)
-    for pool, holders in totals.items():
-        counts[pool] = limiter.reconcile(pool, holders, None)
-    return counts
+                        select(Unit.id, Unit.worker_id).where(Unit.task_run_id.in_(in_task), Unit.status.in_(held),
+                                                              Unit.worker_id.is_not(None))):
+                    pools.setdefault(keys.worker_task_units_pool(task_name, worker_id or 0), (set(), False))[0].add(
+                        unit_holder(unit_id))
+    return pools
 
 
 def reconcile_runs(

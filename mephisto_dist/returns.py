@@ -19,9 +19,9 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.launches import unit_holder
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.providers import CrowdProvider
-from mephisto_dist.runs import unit_holder
 
 MIN_HELD_S = 30.0
 """A unit assigned more recently is not asked about: its worker has only just accepted."""

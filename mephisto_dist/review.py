@@ -35,6 +35,7 @@ from mephisto_dist.db.models import (
     Worker,
 )
 from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.domain.launch import retry_delay_s
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import ConfigError, MephistoDistError, NotFoundError, ServiceError
 from mephisto_dist.metrics import record_provider_call
@@ -79,12 +80,14 @@ class CallAction(StrEnum):
 
 
 class CallStatus(StrEnum):
-    """A ledger row: pending -> claimed -> done; a block lifted before its call ran is skipped."""
+    """A ledger row: pending -> claimed -> done; a block lifted before its call ran is skipped; a call
+    that failed every attempt is failed (``review resend`` makes it pending again)."""
 
     PENDING = "pending"
     CLAIMED = "claimed"
     DONE = "done"
     SKIPPED = "skipped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -255,11 +258,13 @@ def _utcnow() -> datetime:
 def perform_call(
     factory: sessionmaker[Session], call_id: int, *, clock: Callable[[], datetime] = _utcnow,
     provider_for: ProviderFactory = make_provider, stale_after_s: float = CLAIM_STALE_AFTER_S,
+    max_attempts: int = 5,
 ) -> CallStatus:
     """Carry out one ledger row at most once: claim it (committed), call the provider with the row's
     idempotency key, record the receipt. Returns the row's final status; raises :class:`CallInFlight`
     when another process holds a fresh claim and :class:`ServiceError` when the provider fails (the row
-    goes back to pending, to be retried)."""
+    goes back to pending, to be retried). The claim counts attempts across every re-send, so after
+    ``max_attempts`` failures the row is failed for good, with the provider's message."""
     with transaction(factory) as session:
         claimed = _claim(session, call_id, now=clock(), stale_after_s=stale_after_s)
         if isinstance(claimed, CallStatus):
@@ -269,8 +274,12 @@ def perform_call(
                                  claimed)
     except Exception as error:
         record_provider_call(claimed.provider_type, claimed.action.value, "error")
+        message = (str(error) if isinstance(error, MephistoDistError) else f"{type(error).__name__}: {error}")
+        given_up = claimed.attempt >= max_attempts
         with transaction(factory) as session:
-            _release(session, claimed, f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS])
+            _release(session, claimed, message[:MAX_ERROR_CHARS], failed=given_up, now=clock())
+        if given_up:
+            return CallStatus.FAILED
         raise ServiceError(f"{claimed.provider_type} {claimed.action.value} ({claimed.key}) failed: {error}") \
             from error
     record_provider_call(claimed.provider_type, claimed.action.value, "ok")
@@ -371,28 +380,54 @@ def _call_worker_channel(provider: CrowdProvider, call: _ClaimedCall, worker_nam
     return provider.grant_qualification(worker_name, name, int(value))
 
 
-def _release(session: Session, call: _ClaimedCall, error: str) -> None:
+def _release(session: Session, call: _ClaimedCall, error: str, *, failed: bool, now: datetime) -> None:
+    # ``claimed_at`` stays: it is when the last attempt was made, from which the next one is due.
     session.execute(
         update(ProviderCall)
         .where(ProviderCall.id == call.id, ProviderCall.status == CallStatus.CLAIMED.value,
                ProviderCall.attempts == call.attempt)
-        .values(status=CallStatus.PENDING.value, claimed_at=None, last_error=error)
+        .values(status=(CallStatus.FAILED if failed else CallStatus.PENDING).value, last_error=error,
+                done_at=now if failed else None)
     )
 
 
 def unfinished_calls(
     session: Session, *, now: datetime, stale_after_s: float = CLAIM_STALE_AFTER_S,
-    run_ids: Collection[int] | None = None,
+    run_ids: Collection[int] | None = None, retry_base_s: float = 0.0,
 ) -> list[int]:
-    """Calls never carried out (their enqueue failed, or the process making them died)."""
+    """Calls never carried out (their enqueue failed, or the process making them died), and failed
+    calls whose next attempt is due (``retry_base_s`` doubling with each attempt made)."""
     stale = now - timedelta(seconds=stale_after_s)
-    query = select(ProviderCall.id).where(or_(
+    query = select(ProviderCall.id, ProviderCall.attempts, ProviderCall.claimed_at, ProviderCall.status).where(or_(
         ProviderCall.status == CallStatus.PENDING.value,
         and_(ProviderCall.status == CallStatus.CLAIMED.value, ProviderCall.claimed_at < stale),
     ))
     if run_ids is not None:
         query = query.where(ProviderCall.task_run_id.in_(list(run_ids)))
-    return list(session.scalars(query.order_by(ProviderCall.id)))
+    return [call_id for call_id, attempts, last_at, status in session.execute(query.order_by(ProviderCall.id))
+            if status != CallStatus.PENDING.value or not attempts or last_at is None
+            or last_at + timedelta(seconds=retry_delay_s(attempts, retry_base_s)) <= now]
+
+
+def reset_failed_calls(session: Session, run_ids: Collection[int] | None) -> list[int]:
+    """Make calls that failed every attempt pending again, with a fresh count; returns their ids (the
+    caller enqueues them after the commit)."""
+    query = select(ProviderCall.id).where(ProviderCall.status == CallStatus.FAILED.value)
+    if run_ids is not None:
+        query = query.where(ProviderCall.task_run_id.in_(list(run_ids)))
+    call_ids = list(session.scalars(query))
+    if call_ids:
+        session.execute(update(ProviderCall).where(ProviderCall.id.in_(call_ids))
+                        .values(status=CallStatus.PENDING.value, attempts=0, done_at=None))
+    return call_ids
+
+
+def failed_calls(session: Session, run_id: int) -> tuple[int, str | None]:
+    """How many of the run's provider calls failed every attempt, and the latest error."""
+    rows = session.execute(select(ProviderCall.last_error).where(
+        ProviderCall.task_run_id == run_id, ProviderCall.status == CallStatus.FAILED.value)
+        .order_by(ProviderCall.done_at.desc())).scalars().all()
+    return len(rows), (rows[0] if rows else None)
 
 
 # -- what a reviewer looks at ------------------------------------------------------------------------

@@ -9,13 +9,15 @@ from __future__ import annotations
 from functools import cached_property
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.bundles import BundleCache
 from mephisto_dist.db.engine import make_engine, make_sessionmaker
-from mephisto_dist.limiter import Limiter
-from mephisto_dist.limiter.redis_pool import RedisLimiter
+from mephisto_dist.limiter import Limiter, RateBucket
+from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
 from mephisto_dist.queue import CeleryQueue
 from mephisto_dist.settings import Settings
 from mephisto_dist.storage import Storage, open_storage
@@ -35,7 +37,13 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.effective_redis_url, health_check_interval=30)
+        # A partition costs a bounded wait, a few quick retries, then an error (ServiceError at the
+        # limiter's boundary), never a hung web thread or Celery task.
+        timeout_s = self.settings.redis_timeout_s
+        return redis.Redis.from_url(
+            self.settings.effective_redis_url, health_check_interval=30, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
 
     @cached_property
     def limiter(self) -> Limiter:
@@ -50,8 +58,13 @@ class Runtime:
         return BundleCache(self.storage, self.settings.bundle_cache_dir)
 
     @cached_property
+    def rate_bucket(self) -> RateBucket:
+        """The provider-call bucket shared by every process (``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``)."""
+        return RedisRateBucket(self.redis)
+
+    @cached_property
     def queue(self) -> CeleryQueue:
-        return CeleryQueue(self.settings.broker_url)
+        return CeleryQueue(self.settings.broker_url, self.settings.redis_timeout_s)
 
     def close(self) -> None:
         if "queue" in self.__dict__:

@@ -19,6 +19,12 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``: shared rate for crowd-provider API calls (default 5).
 - ``MEPHISTO_DIST_DEPLOYMENT``: this deployment's name, written on every HIT it creates so that two
   deployments sharing a requester account tell their HITs apart (default ``default``).
+- ``MEPHISTO_DIST_REDIS_TIMEOUT_S``: how long a Redis command or connection may take before it fails
+  (after two quick retries) with an error naming Redis (default 5 s).
+- ``MEPHISTO_DIST_PROVIDER_MAX_ATTEMPTS``: how many times one provider call (a launch, a review side
+  effect) is sent, across every re-send, before it is marked failed (default 5).
+- ``MEPHISTO_DIST_PROVIDER_RETRY_BASE_S``: the first wait before re-sending a failed provider call; it
+  doubles with each attempt, up to 10 minutes (default 10 s).
 - ``MEPHISTO_DIST_POOL_RENEW_EVERY_S`` / ``MEPHISTO_DIST_RUN_SWEEP_EVERY_S``: beat intervals for renewing
   and repairing the concurrency pools (default 10 s, a sixth of the lease) and for closing and
   unstalling runs (default 5 s).
@@ -62,6 +68,9 @@ class Settings:
     max_upload_bytes: int = 50 * 1024 * 1024
     lease_ttl_s: float = 60.0
     provider_calls_per_s: float = 5.0
+    provider_max_attempts: int = 5
+    redis_timeout_s: float = 5.0
+    provider_retry_base_s: float = 10.0
     pool_renew_every_s: float = 10.0
     run_sweep_every_s: float = 5.0
     deployment: str = "default"
@@ -128,6 +137,9 @@ class Settings:
             f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
+            f"{ENV_PREFIX}PROVIDER_MAX_ATTEMPTS": str(self.provider_max_attempts),
+            f"{ENV_PREFIX}REDIS_TIMEOUT_S": str(self.redis_timeout_s),
+            f"{ENV_PREFIX}PROVIDER_RETRY_BASE_S": str(self.provider_retry_base_s),
             f"{ENV_PREFIX}POOL_RENEW_EVERY_S": str(self.pool_renew_every_s),
             f"{ENV_PREFIX}RUN_SWEEP_EVERY_S": str(self.run_sweep_every_s),
             f"{ENV_PREFIX}DEPLOYMENT": self.deployment,
@@ -183,6 +195,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
         lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
+        provider_max_attempts=max(1, int(_number(env, "PROVIDER_MAX_ATTEMPTS", 5, int))),
+        redis_timeout_s=float(_number(env, "REDIS_TIMEOUT_S", 5.0, float)) or 5.0,
+        provider_retry_base_s=float(_number(env, "PROVIDER_RETRY_BASE_S", 10.0, float)),
         pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
         run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),
         deployment=_deployment(env.get(ENV_PREFIX + "DEPLOYMENT") or "default"),

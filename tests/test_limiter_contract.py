@@ -283,3 +283,31 @@ def test_state_reads_the_cap_override_and_live_tokens_together(harness: Harness)
     harness.eventually(lambda: limiter.state("run") == PoolState(3, 1), message="the short lease to run out")
     limiter.set_cap("run", None)
     assert limiter.state("run") == PoolState(None, 1)
+
+
+def test_a_pool_rebuilt_from_the_database_refuses_until_rebuilt_once(harness: Harness) -> None:
+    limiter = harness.limiter
+    run = PoolLimit("run", 2, 60.0, rebuilt_from_db=True)
+    assert limiter.acquire("launch:a", [run]) == Acquired(ok=False, lost_pool="run")
+    assert limiter.held("run") == 0
+    assert limiter.rebuild("run", ["launch:x"], 60.0) == 1
+    # Another process's recount, made before the first rebuild, does not overwrite it.
+    assert limiter.rebuild("run", ["launch:x", "launch:stale"], 60.0) is None
+    assert limiter.holders("run") == {"launch:x"}
+    assert limiter.acquire("launch:a", [run]) == OK
+    assert limiter.acquire("launch:b", [run]) == Acquired(ok=False, refused_pool="run")
+    # Pools not rebuilt from the database never need it.
+    assert limiter.acquire("launch:a", [limit("other", 1)]) == OK
+
+
+def test_refresh_renews_and_removes_only_what_it_is_told(harness: Harness) -> None:
+    limiter = harness.limiter
+    for holder in ("launch:kept", "launch:done", "launch:newer"):
+        limiter.acquire(holder, [limit("run", 5, LEASE_S)])
+    # The reconciler's snapshot knew "kept" (still counts) and "done" (its unit is done); "newer" took
+    # its token after the snapshot and must survive; "lost" is not in the pool and must not be added.
+    assert limiter.refresh("run", ["launch:kept", "launch:lost"], ["launch:done"], 60.0) == 2
+    assert limiter.holders("run") == {"launch:kept", "launch:newer"}
+    harness.eventually(lambda: limiter.holders("run") == {"launch:kept"},
+                       message="the unrenewed lease to run out while the renewed one stays")
+    assert limiter.refresh("empty", [], [], None) == 0

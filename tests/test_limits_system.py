@@ -155,7 +155,7 @@ def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path,
 
     import redis as redis_lib
 
-    from mephisto_dist.runs import run_pool
+    from mephisto_dist.launches import run_pool
     from tests.system import celery_beat
 
     cap, units = 3, 15

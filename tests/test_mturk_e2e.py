@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, ProviderCall, Unit
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import UnitLaunch, make_provider
 from mephisto_dist.providers.mturk import credentials
 from mephisto_dist.qualifications import (
     create_qualification,
@@ -156,10 +156,15 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
             # A launch repeated for the same units (a re-delivered task, or a crash after MTurk made the
             # HITs) finds the HITs their tokens made.
             provider = make_provider("mturk_sandbox", _provider_args(runtime, run_id))
-            again = provider.publish_units(run_id, sorted(launched), f"http://localhost:{port}",
-                                           {"task_title": "Test task", "task_description": "A test task",
-                                            "task_reward": 0.25, "task_tags": "test"})
-            assert {p.unit_id: p.provider_unit_id for p in again} == {u: h for u, (_, h) in launched.items()}
+            with transaction(runtime.sessions) as session:
+                launch_ids = {u: str(launch) for u, launch in session.execute(
+                    select(Unit.id, Unit.launch_id).where(Unit.task_run_id == run_id))}
+            again = {unit_id: provider.publish_unit(UnitLaunch(run_id, unit_id, launch_ids[unit_id]),
+                                                    f"http://localhost:{port}",
+                                                    {"task_title": "Test task", "task_description": "A test task",
+                                                     "task_reward": 0.25, "task_tags": "test"})
+                     for unit_id in sorted(launched)}
+            assert again == {u: h for u, (_, h) in launched.items()}
             assert httpx.get(f"{turk}/api/stats").json()["Rows"]["hit"] == 5
 
             # Three workers do the task; a fourth takes a HIT and returns it, and a fifth gets its unit.

@@ -21,7 +21,8 @@ from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, ProviderCall, TaskRun, Unit, UnitReview
 from mephisto_dist.errors import NotFoundError, ServiceError
-from mephisto_dist.providers import MockProvider, SubmittedWork
+from mephisto_dist.providers import SubmittedWork
+from mephisto_dist.providers.mock import MockProvider
 from mephisto_dist.queue import PROVIDER_CALL, CeleryQueue
 from mephisto_dist.review import (
     AlreadyDecided,
@@ -31,7 +32,10 @@ from mephisto_dist.review import (
     NotReviewable,
     ReviewError,
     decide,
+    failed_calls,
     perform_call,
+    reset_failed_calls,
+    unfinished_calls,
 )
 from mephisto_dist.settings import load_settings
 from tests.conftest import wait_for
@@ -253,6 +257,38 @@ def test_a_failed_call_goes_back_to_pending_and_a_retry_reuses_its_key(engine: E
     provider.fail = False
     assert perform_call(factory, bonus_id, provider_for=lambda _type, _args: provider) == CallStatus.DONE
     assert len(set(provider.bonus_keys)) == 1 and len(provider.bonus_keys) == 2  # one token, both tries
+
+
+def test_a_call_failing_every_attempt_is_failed_after_exactly_that_many_and_resend_starts_afresh(
+        engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    _, units = completed_units(factory, {"ida": 1})
+    with transaction(factory) as session:
+        bonus_id = decide(session, units["ida"][0], Decision.APPROVE, now=now(), note="x", bonus=1.0).call_ids[1]
+    provider = _FlakyProvider()
+
+    def attempt() -> CallStatus:
+        return perform_call(factory, bonus_id, provider_for=lambda _type, _args: provider, max_attempts=3)
+
+    for tries in (1, 2):
+        with pytest.raises(ServiceError, match="throttled"):
+            attempt()
+        with transaction(factory) as session:
+            # The sweep re-sends it only once its backoff has passed (0 s here: at once).
+            assert bonus_id in unfinished_calls(session, now=now(), retry_base_s=0.0)
+            assert bonus_id not in unfinished_calls(session, now=now(), retry_base_s=3600.0), tries
+    assert attempt() == CallStatus.FAILED
+    assert attempt() == CallStatus.FAILED  # a late re-delivery sends nothing
+    assert len(provider.bonus_keys) == 3
+    [row] = calls(factory, id=bonus_id)
+    assert (row.status, row.attempts) == ("failed", 3) and "throttled" in (row.last_error or "")
+    with transaction(factory) as session:
+        assert bonus_id not in unfinished_calls(session, now=now())  # beat leaves it to the researcher
+        assert failed_calls(session, row.task_run_id)[0] == 1
+        assert reset_failed_calls(session, None) == [bonus_id]  # review resend
+    provider.fail = False
+    assert attempt() == CallStatus.DONE
+    assert len(provider.bonus_keys) == 4 and len(set(provider.bonus_keys)) == 1
 
 
 def test_a_claimed_call_is_left_alone_until_the_claim_goes_stale(engine: Engine) -> None:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from mephisto_dist.launcher import create_run, prepare_run
+from mephisto_dist.launches import LaunchContext, launch_units
 from mephisto_dist.providers import make_provider
-from mephisto_dist.runs import LaunchContext, launch_units
 from mephisto_dist.runtime import Runtime
 from tests.system import make_runtime, web_server
 

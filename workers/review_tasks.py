@@ -11,6 +11,7 @@ from celery import Task
 
 from mephisto_dist import queue
 from mephisto_dist.db.engine import transaction
+from mephisto_dist.domain.launch import retry_delay_s
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.review import CLAIM_STALE_AFTER_S, CallInFlight, perform_call, unfinished_calls
 from workers.tasks import app, runtime
@@ -18,7 +19,6 @@ from workers.tasks import app, runtime
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 8
-RETRY_BACKOFF_MAX_S = 600
 
 
 @app.task(name=queue.PROVIDER_CALL, bind=True, max_retries=MAX_RETRIES)  # type: ignore[untyped-decorator]
@@ -27,12 +27,13 @@ def provider_call(self: Task[Any, Any], call_id: int) -> str:
     another process holds is retried once that claim could have gone stale; a provider failure is retried
     with backoff (the row went back to pending)."""
     try:
-        return perform_call(runtime().sessions, call_id).value
+        settings = runtime().settings
+        return perform_call(runtime().sessions, call_id, max_attempts=settings.provider_max_attempts).value
     except CallInFlight as busy:
         raise self.retry(exc=busy, countdown=CLAIM_STALE_AFTER_S) from None
     except ServiceError as error:
         log.warning("provider call %s failed: %s", call_id, error)
-        countdown = min(RETRY_BACKOFF_MAX_S, 10 * 2 ** self.request.retries)
+        countdown = retry_delay_s(self.request.retries + 1, runtime().settings.provider_retry_base_s)
         raise self.retry(exc=error, countdown=countdown) from None
 
 
@@ -42,7 +43,7 @@ def resend_provider_calls() -> int:
     already under way or done is not repeated (``perform_call`` claims its ledger row first)."""
     rt = runtime()
     with transaction(rt.sessions) as session:
-        call_ids = unfinished_calls(session, now=datetime.now(UTC))
+        call_ids = unfinished_calls(session, now=datetime.now(UTC), retry_base_s=rt.settings.provider_retry_base_s)
     for call_id in call_ids:
         rt.queue.enqueue(queue.PROVIDER_CALL, call_id)
     return len(call_ids)

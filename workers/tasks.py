@@ -17,18 +17,12 @@ from mephisto_dist.agents import HIT_PROVIDERS
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
 from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.launches import LaunchContext, launch_units, release_tokens, resend_due_launches
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.returns import hand_back_returned_units, open_hit_runs
-from mephisto_dist.runs import (
-    GLOBAL_POOL,
-    LaunchContext,
-    launch_units,
-    mark_completed_if_done,
-    run_pool,
-    unit_holder,
-)
+from mephisto_dist.runs import mark_completed_if_done
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 from workers import app as _app
@@ -47,7 +41,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _launch(run_id: int) -> int:
+def _launch(run_id: int, *, resend: bool = False) -> int:
+    """Launch what the run's pools allow; with ``resend``, first re-send its launches that are due
+    (their sender died, or their call failed and its retry time came)."""
     rt = runtime()
     with transaction(rt.sessions) as session:
         run = session.get(TaskRun, run_id)
@@ -55,8 +51,9 @@ def _launch(run_id: int) -> int:
             log.warning("launch for unknown run %s ignored", run_id)
             return 0
         provider = provider_for(run)
-    ctx = LaunchContext(rt.limiter, provider, rt.settings.lease_ttl_s, rt.settings.max_concurrent_units)
-    return launch_units(rt.sessions, ctx, run_id, now=_now())
+    ctx = LaunchContext.of(rt, provider)
+    resent = resend_due_launches(rt.sessions, ctx, run_id, now=_now()) if resend else 0
+    return resent + launch_units(rt.sessions, ctx, run_id, now=_now())
 
 
 @app.task(name=queue.LAUNCH_UNITS)  # type: ignore[untyped-decorator]
@@ -81,21 +78,22 @@ def unit_submitted(unit_id: int) -> None:
     rt = runtime()
     with transaction(rt.sessions) as session:
         row = session.execute(
-            select(Unit.task_run_id, TaskRun.provider_type, Assignment.data, Agent.outputs)
+            select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Assignment.data, Agent.outputs,
+                   Unit.launch_id)
             .join(TaskRun, TaskRun.id == Unit.task_run_id)
             .join(Assignment, Assignment.id == Unit.assignment_id)
             .outerjoin(Agent, Agent.id == Unit.agent_id)
             .where(Unit.id == unit_id)).first()
     if row is None:
         return
-    run_id, provider_type, unit_data, outputs = row
+    run_id, provider_type, config, unit_data, outputs, launch_id = row
     runner_events.unit_submitted(rt, unit_id, run_id, unit_data, outputs)
     with transaction(rt.sessions) as session:
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
             return
-    rt.limiter.release(unit_holder(unit_id), [run_pool(run_id), GLOBAL_POOL])
-    if not make_provider(provider_type).publishes_instantly:
+    freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
+    if freed and not make_provider(provider_type, config.get("provider", {})).publishes_instantly:
         _launch(run_id)
 
 
@@ -136,4 +134,4 @@ def hand_back_returned_task() -> int:
 def reconcile_runs_task() -> None:
     rt = runtime()
     for run_id in reconcile_runs(rt.sessions, rt.limiter, provider_for, now=_now()):
-        record_reconciler_action("units_relaunched", _launch(run_id))
+        record_reconciler_action("units_relaunched", _launch(run_id, resend=True))

@@ -76,19 +76,23 @@ def _bind_host(hostname: str) -> str:
     return "127.0.0.1" if hostname == "localhost" else "0.0.0.0"
 
 
-def check_port_free(plan: ServerPlan) -> None:
-    """Fail before anything is created when the run's port is already taken."""
+def check_port_free(plan: ServerPlan, *, can_override: bool = True) -> None:
+    """Fail before anything is created when the run's port is already taken.
+
+    The probe binds as the server will (uvicorn, like asyncio, sets ``SO_REUSEADDR``), so connections
+    of a server that just exited, lingering in TIME_WAIT, do not count as taken: only a listener does.
+    """
     if not plan.should_run_server:
         return
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((plan.bind_host, plan.port))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {plan.port} is already taken on {plan.bind_host}; "
-                f"choose another with mephisto.architect.port=N"
-            ) from None
+            hint = ("choose another with mephisto.architect.port=N" if can_override
+                    else "stop the program listening there, then resume again")
+            raise ConfigError(f"port {plan.port} is already taken on {plan.bind_host}; {hint}") from None
         raise ConfigError(f"cannot listen on {plan.bind_host}:{plan.port}: {error.strerror}") from None
     finally:
         probe.close()

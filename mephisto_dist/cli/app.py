@@ -74,7 +74,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (the Procfile's release step)."""
     from mephisto_dist.cli.runtime import opened_runtime
 
-    with opened_runtime():
+    with opened_runtime(migrate=True):
         err_console.print("database schema is up to date")
 
 

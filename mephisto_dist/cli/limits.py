@@ -13,8 +13,8 @@ from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
+from mephisto_dist.launches import GLOBAL_POOL, run_pool
 from mephisto_dist.queue import LAUNCH_UNITS
-from mephisto_dist.runs import GLOBAL_POOL, run_pool
 
 
 def limits(
@@ -37,6 +37,11 @@ def limits(
             cap = run.max_concurrent_units if max_concurrent is None else max_concurrent
             completed = run.is_completed
         pool = run_pool(run_id)
+        if completed:
+            # A finished run holds no slot, and its processes (an embedded Redis among them) may be gone.
+            console.print(f"task run {run_id} is complete: no units out; cap "
+                          f"{'unlimited' if cap == 0 else cap}")
+            return
         if max_concurrent is not None:
             # The database holds the cap; the stored override makes every launcher see it at once.
             runtime.limiter.set_cap(pool, max_concurrent)

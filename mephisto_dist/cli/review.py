@@ -24,8 +24,9 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
 from mephisto_dist.export import resolve_runs
+from mephisto_dist.launches import reset_failed_launches
 from mephisto_dist.qualifications import block_worker, create_qualification, grant
-from mephisto_dist.queue import PROVIDER_CALL
+from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL
 from mephisto_dist.review import (
     AlreadyDecided,
     CallInFlight,
@@ -40,6 +41,7 @@ from mephisto_dist.review import (
     decide,
     parse_bonus,
     perform_call,
+    reset_failed_calls,
     unfinished_calls,
     unit_view,
     worker_histories,
@@ -76,7 +78,7 @@ def dispatch_calls(runtime: Runtime, call_ids: Sequence[int]) -> None:
         failed = 0
         for call_id in call_ids:
             try:
-                perform_call(runtime.sessions, call_id)
+                perform_call(runtime.sessions, call_id, max_attempts=runtime.settings.provider_max_attempts)
             except CallInFlight:
                 continue  # another process is making it
             except ServiceError as error:
@@ -212,15 +214,21 @@ def soft_reject(unit_ids: UnitIds = None, all_completed: AllCompleted = False, r
 
 @review_app.command("resend")
 def resend(run: RunOption = None) -> None:
-    """Send again the provider calls that were never carried out (queueing failed, or a worker died)."""
+    """Send again the provider calls that were never carried out (queueing failed, or a worker died) or
+    that failed every attempt, and the launches of units that failed every attempt."""
     runtime = open_runtime()
     try:
         with transaction(runtime.sessions) as session:
             if run is not None and session.get(TaskRun, run) is None:
                 fail(f"task run {run} does not exist")
-            call_ids = unfinished_calls(session, now=_now(), run_ids=None if run is None else [run])
+            run_ids = None if run is None else [run]
+            call_ids = unfinished_calls(session, now=_now(), run_ids=run_ids) + reset_failed_calls(session, run_ids)
+            launches = reset_failed_launches(session, run_ids)
         dispatch_calls(runtime, call_ids)
-        console.print(f"{len(call_ids)} provider call(s) sent again", highlight=False)
+        for run_id in launches:
+            runtime.queue.enqueue(LAUNCH_UNITS, run_id)
+        console.print(f"{len(call_ids)} provider call(s) sent again; "
+                      f"{sum(launches.values())} failed unit launch(es) sent again", highlight=False)
     finally:
         runtime.close()
 

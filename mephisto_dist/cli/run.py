@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Annotated, Self
 
 import httpx
+import redis
 import typer
 from rich.live import Live
 from rich.table import Table
@@ -22,15 +23,16 @@ from mephisto_dist import lifecycle
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.db.migrate import check_schema, upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
 from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.launcher import PreparedRun, create_run, enqueue_launch, prepare_run
+from mephisto_dist.launcher import PreparedRun, check_port_unclaimed, create_run, enqueue_launch, prepare_run
+from mephisto_dist.launches import LaunchContext, launch_units
 from mephisto_dist.providers import CrowdProvider, make_provider
-from mephisto_dist.runs import LaunchContext, launch_units, unit_counts
+from mephisto_dist.runs import mark_completed_if_done, unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
@@ -70,7 +72,7 @@ def run(
 
         run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
         return
-    prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=not detach)
+    prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=False)
     if prepared.config.architect_type == "ec2" and not detach:
         fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
              "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
@@ -90,7 +92,7 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
                           "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
     if prepared.config.task.get("resume_incomplete_run"):
-        resumable = _incomplete_run(settings, str(prepared.config.task["task_name"]))
+        resumable = _incomplete_run(settings, str(prepared.config.task["task_name"]), attached=not detach)
         if resumable is not None:
             console.print(f"resuming incomplete task run {resumable} of {prepared.config.task['task_name']}")
             _resume(settings, resumable, detach=detach)
@@ -98,7 +100,8 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
     if detach:
         runtime = Runtime(settings)
         try:
-            upgrade(runtime.engine)
+            prepare_schema(runtime, attached=False)
+            check_port_unclaimed(runtime, prepared.server)
             run_id = create_run(runtime, prepared)
             enqueue_launch(runtime, run_id, prepared.config.architect_type)
         finally:
@@ -108,12 +111,15 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
     with Services(settings) as services:
         children = ChildProcesses(services.settings, log_dir or new_log_dir(services.settings))
         server = prepared.server
+        prepare_schema(services.runtime, attached=True)
+        # Another open run serving the port is named first; then anything else listening there.
+        check_port_unclaimed(services.runtime, server)
+        check_port_free(server)
         if server.should_run_server:
             # Started before the run exists (it serves the newest open run on its port): it is the
             # slowest process to come up, and the first unit is claimable once it answers.
             children.start_web(None, server.bind_host, server.port)
         try:
-            upgrade(services.runtime.engine)
             run_id = create_run(services.runtime, prepared)
         except BaseException:
             children.stop()
@@ -135,7 +141,7 @@ def resume(
 def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
     runtime = Runtime(settings)
     try:
-        upgrade(runtime.engine)
+        prepare_schema(runtime, attached=not detach)
         with transaction(runtime.sessions) as session:
             stored = session.get(TaskRun, run_id)
             if stored is None:
@@ -147,6 +153,7 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
             task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
             server = plan_server(stored.architect_type, stored.config.get("architect", {}))
             architect_type = stored.architect_type
+        check_port_unclaimed(runtime, server, resuming=run_id)
     finally:
         runtime.close()
     if detach:
@@ -157,17 +164,17 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
             runtime.close()
         console.print(run_id)
         return
-    check_port_free(server)
+    check_port_free(server, can_override=False)
     with Services(settings) as services:
         children = ChildProcesses(services.settings, services.settings.data_dir / "logs" /
                                   time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"))
         Attached(services, run_id, server, task_name, children).start_and_watch()
 
 
-def _incomplete_run(settings: Settings, task_name: str) -> int | None:
+def _incomplete_run(settings: Settings, task_name: str, *, attached: bool) -> int | None:
     runtime = Runtime(settings)
     try:
-        upgrade(runtime.engine)
+        prepare_schema(runtime, attached=attached)
         with transaction(runtime.sessions) as session:
             found = session.scalar(
                 select(TaskRun.id).join(Task, Task.id == TaskRun.task_id)
@@ -177,6 +184,15 @@ def _incomplete_run(settings: Settings, task_name: str) -> int | None:
         return None if found is None else int(found)
     finally:
         runtime.close()
+
+
+def prepare_schema(runtime: Runtime, *, attached: bool) -> None:
+    """An embedded attached run (no Redis configured: its own SQLite, its own services) migrates its
+    database; in a deployment only ``mephisto-dist migrate`` does, and this refuses a schema behind."""
+    if attached and runtime.settings.embedded_redis:
+        upgrade(runtime.engine)
+    else:
+        check_schema(runtime.engine, create_embedded=runtime.engine.dialect.name == "sqlite")
 
 
 def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -194,7 +210,7 @@ class Services:
     """The embedded Redis (when no URL is configured) and the Runtime on it, for an attached run."""
 
     def __init__(self, settings: Settings) -> None:
-        self._redis = EmbeddedRedis(settings) if settings.embedded_redis else None
+        self._redis = EmbeddedRedis(settings.embedded_redis_socket) if settings.embedded_redis else None
         self.settings = settings
         self.runtime: Runtime
 
@@ -263,9 +279,8 @@ class Attached:
                 # Not on a marketplace (MTurk): a HIT up before the server answers shows workers a dead page.
                 provider = self._provider()
                 if provider.publishes_instantly:
-                    launch_units(self.runtime.sessions, LaunchContext(
-                        self.runtime.limiter, provider, self.runtime.settings.lease_ttl_s,
-                        self.runtime.settings.max_concurrent_units), self.run_id, now=_now())
+                    launch_units(self.runtime.sessions, LaunchContext.of(self.runtime, provider), self.run_id,
+                                 now=_now())
                 enqueue_launch(self.runtime, self.run_id)
                 if self.server.should_run_server:
                     _wait_for_server(self.server.port, children, interrupts)
@@ -293,6 +308,7 @@ class Attached:
         """Show units per status until the run is done; True when it was force-stopped."""
         started = time.monotonic()
         draining = False
+        redis_lost = False
         last_line: str | None = None
         waiting_said: int | None = None
         done_at: float | None = None
@@ -312,7 +328,9 @@ class Attached:
                 if interrupts.count == 1 and not draining:
                     self._drain(lifecycle.REASON_CTRL_C)
                     draining = True
-                _check_children(children)
+                for sentence in children.supervise(time.monotonic()):
+                    err_console.print(sentence, soft_wrap=True, highlight=False)
+                redis_lost = self._say_redis(redis_lost)
                 with read_transaction(self.runtime.sessions) as session:
                     stored = session.get(TaskRun, self.run_id)
                     assert stored is not None
@@ -338,6 +356,10 @@ class Attached:
                     # queue would lose them (the ones being run are finished by the warm shutdown).
                     done_at = done_at if done_at is not None else time.monotonic()
                     if (closed and self.runtime.queue.waiting() == 0) or time.monotonic() - done_at > HOOK_GRACE_S:
+                        with transaction(self.runtime.sessions) as session:
+                            # Beat would close it, but it stops with this command: closed here, the
+                            # run never stays "stopping" after a drain.
+                            mark_completed_if_done(session, self.run_id, now=_now())
                         return False
                 in_flight = counts.get(UnitStatus.ASSIGNED, 0)
                 if draining and in_flight != waiting_said:
@@ -356,6 +378,21 @@ class Attached:
             self._live.console.print(text, soft_wrap=True, highlight=False)
         else:
             err_console.print(text, soft_wrap=True, highlight=False)
+
+    def _say_redis(self, was_lost: bool) -> bool:
+        """Say so when Redis stops answering (nothing launches, no limit can be decided) and when it
+        answers again; returns whether it is lost now."""
+        try:
+            self.runtime.redis.ping()
+            lost = False
+        except redis.RedisError as error:
+            lost = True
+            if not was_lost:
+                err_console.print(f"[red]Redis is not answering[/] ({error}): no unit launches and no worker "
+                                  "gets one until it is back", soft_wrap=True, highlight=False)
+        if was_lost and not lost:
+            err_console.print("Redis answers again", soft_wrap=True)
+        return lost
 
     def _drain(self, reason: str | None) -> None:
         self._say("stopping: no more launches; taking available units off the provider "

@@ -21,8 +21,10 @@ from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processe
 from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ServiceError
+from mephisto_dist.launches import LaunchTrouble, launch_trouble, run_pool
 from mephisto_dist.providers import make_provider
-from mephisto_dist.runs import run_pool, unit_counts
+from mephisto_dist.review import failed_calls
+from mephisto_dist.runs import mark_completed_if_done, unit_counts
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
 RECENT_RECONCILED = 5
@@ -70,6 +72,21 @@ def runs(
         runtime.close()
 
 
+def _print_provider_trouble(run_id: int, trouble: LaunchTrouble, calls_failed: int, call_error: str | None) -> None:
+    """Provider calls that failed: the provider's own message, and how to send them again."""
+    if trouble.failed:
+        console.print(f"[red]launch failed[/] for {trouble.failed} unit(s) after every attempt: "
+                      f"{trouble.last_error}; `mephisto-dist review resend --run {run_id}` tries again",
+                      soft_wrap=True, highlight=False)
+    elif trouble.retrying:
+        console.print(f"[yellow]launch being retried[/] for {trouble.retrying} unit(s): {trouble.last_error}",
+                      soft_wrap=True, highlight=False)
+    if calls_failed:
+        console.print(f"[red]provider calls failed[/] ({calls_failed}, review side effects) after every attempt: "
+                      f"{call_error}; `mephisto-dist review resend --run {run_id}` tries again",
+                      soft_wrap=True, highlight=False)
+
+
 def status(run_id: Annotated[int | None, typer.Argument(
         help="The task run (without it: the deployment's workers, beat, servers and reconcilers).")] = None,
 ) -> None:
@@ -99,6 +116,8 @@ def status(run_id: Annotated[int | None, typer.Argument(
                 .order_by(Unit.assigned_at).limit(10)).all()
             recent = int(session.scalar(select(func.count()).select_from(Agent).where(
                 Agent.task_run_id == run_id, Agent.submitted_at >= now - timedelta(minutes=10))) or 0)
+            trouble = launch_trouble(session, run_id)
+            calls_failed, call_error = failed_calls(session, run_id)
         finished = run.is_completed
         held: int | None = None
         cap: int | None = None
@@ -131,6 +150,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
                           soft_wrap=True)
         console.print(f"provider hosts {counts.get(UnitStatus.LAUNCHED, 0)} available unit(s); "
                       f"{recent / 10:.1f} submissions/min over the last 10 min", soft_wrap=True)
+        _print_provider_trouble(run_id, trouble, calls_failed, call_error)
         if in_flight:
             console.print("in flight (oldest first):")
             for unit_id, worker_name, assigned_at in in_flight:
@@ -185,6 +205,10 @@ def shutdown(
         count = lifecycle.expire_available_units(runtime.sessions, provider, runtime.limiter, run_id, now=now)
         with transaction(runtime.sessions) as session:
             waiting = lifecycle.in_flight(session, run_id)
+            finished = mark_completed_if_done(session, run_id, now=now)
+        if finished or not waiting:
+            console.print(f"task run {run_id} stopped: {count} available unit(s) expired; nothing was in flight")
+            return
         console.print(f"task run {run_id} stopping: {count} available unit(s) expired; waiting on {waiting} "
                       f"unit(s) in flight (mephisto-dist shutdown {run_id} --force to stop them now)")
     finally:

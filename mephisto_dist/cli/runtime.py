@@ -1,20 +1,26 @@
-"""The Runtime a command works with: built from the environment, with the database schema up to date."""
+"""The Runtime a command works with: built from the environment, on a database whose schema matches
+this code (only ``migrate`` and an embedded run change it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.db.migrate import check_schema, upgrade
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 
 
-def open_runtime() -> Runtime:
-    """The caller closes it (``runtime.close()``); prefer :func:`opened_runtime`."""
+def open_runtime(*, migrate: bool = False) -> Runtime:
+    """The caller closes it (``runtime.close()``); prefer :func:`opened_runtime`. With ``migrate`` the
+    schema is brought up to date; without, a schema behind is refused with "run mephisto-dist migrate"
+    (a fresh embedded SQLite database is created: that is the embedded default's first use)."""
     runtime = Runtime(load_settings())
     try:
-        upgrade(runtime.engine)
+        if migrate:
+            upgrade(runtime.engine)
+        else:
+            check_schema(runtime.engine, create_embedded=runtime.engine.dialect.name == "sqlite")
     except BaseException:
         runtime.close()
         raise
@@ -22,8 +28,8 @@ def open_runtime() -> Runtime:
 
 
 @contextmanager
-def opened_runtime() -> Iterator[Runtime]:
-    runtime = open_runtime()
+def opened_runtime(*, migrate: bool = False) -> Iterator[Runtime]:
+    runtime = open_runtime(migrate=migrate)
     try:
         yield runtime
     finally:

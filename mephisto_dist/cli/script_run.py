@@ -46,7 +46,7 @@ class LaunchHost:
         config = script_task_config(self.ref, mephisto, shared_state)
         check_screening_args(config.blueprint, config.task, shared_state)
         check_gold_args(config.blueprint, config.task)
-        prepared = prepare_config(config, check_port=not self.detach, rows=static_rows(shared_state),
+        prepared = prepare_config(config, check_port=False, rows=static_rows(shared_state),
                                   script={**self.ref.as_dict(), "cfg": current().cfg})
         self._prepared = prepared
         if self.detach:

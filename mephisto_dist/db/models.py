@@ -131,6 +131,15 @@ class Unit(Base):
     agent_id: Mapped[str | None] = mapped_column(String(64))
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("worker.id"), index=True)
     provider_unit_id: Mapped[str | None] = mapped_column(String(255))
+    # The launch that owns the unit's concurrency tokens (``launches``): set when the intent to publish is
+    # recorded, kept while the unit is launched or assigned, and the provider's idempotency token.
+    launch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    launch_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When beat may re-send a launch whose sender did not record an outcome (died, or failed).
+    launch_retry_at: Mapped[datetime | None]
+    launch_error: Mapped[str | None] = mapped_column(Text)
+    # Set when the launch ran out of attempts: the unit waits for ``review resend``.
+    launch_failed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     launched_at: Mapped[datetime | None]

@@ -214,3 +214,25 @@ def move_server(
     statement = (update(Server).where(Server.id == server_id, Server.status.in_([s.value for s in olds]))
                  .values(status=new.value, status_changed_at=now, **fields))
     return bool(session.connection().execute(statement).rowcount)
+
+
+def record_launched(
+    session: Session, launches: Sequence[tuple[int, str, str]], *, now: datetime
+) -> list[int]:
+    """``created -> launched`` for each ``(unit id, launch id, provider unit id)`` whose unit is still
+    created and still owned by that launch (a launch cleared or expired meanwhile moves nothing);
+    return the ids moved."""
+    check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
+    moved: list[int] = []
+    table = _table(Unit)
+    statement = (update(table)
+                 .where(table.c.id == bindparam("v_unit_id"), table.c.status == UnitStatus.CREATED.value,
+                        table.c.launch_id == bindparam("v_launch_id"))
+                 .values(status=UnitStatus.LAUNCHED.value, status_changed_at=now, launched_at=now,
+                         provider_unit_id=bindparam("v_provider_unit_id"), launch_retry_at=None,
+                         launch_error=None)
+                 .returning(table.c.id))
+    for unit_id, launch_id, provider_unit_id in launches:
+        moved += session.connection().execute(statement, {
+            "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id}).scalars()
+    return moved

@@ -13,10 +13,14 @@ from the database), but a cap stored with :meth:`Limiter.set_cap` wins, so a liv
 changed from the CLI. Lowering a cap below current usage takes nothing away; it refuses new holders
 until usage falls below the new cap.
 
-The database is the source of truth: a beat job recounts holders from unit statuses and calls
-:meth:`Limiter.reconcile`, which rebuilds a pool lost to a Redis restart. Take tokens before the
-database write that makes them count and give them back after the write that ends them, so a recount
-never sees more holders than the pool.
+The database is the source of truth. A pool acquired with ``rebuilt_from_db=True`` refuses every
+acquire once it is *lost* (Redis restarted or was flushed: its ready marker is gone) until someone
+rebuilds it from the database with :meth:`Limiter.rebuild`; a pool that was never built counts as lost,
+so its first user builds it. :meth:`Limiter.refresh` is the reconciler's write: it renews the holders the
+database says still count and removes only those it proved gone, so a token taken after the caller's
+snapshot is never dropped. Take tokens before the database write that makes them count and give them
+back after the write that ends them, so a recount never sees more holders than the pool.
+:meth:`Limiter.reconcile` replaces a pool's contents outright (the per-worker pools' repair).
 
 Implementations, named by technology: ``redis_pool.RedisLimiter`` / ``redis_pool.RedisRateBucket``
 (shared by every process; the Redis server's clock decides expiry) and ``memory_pool.MemoryLimiter`` /
@@ -39,6 +43,7 @@ class PoolLimit:
     pool: str
     cap: int
     lease_s: float | None
+    rebuilt_from_db: bool = False
 
     def __post_init__(self) -> None:
         if self.cap < 0:
@@ -49,10 +54,11 @@ class PoolLimit:
 @dataclass(frozen=True, slots=True)
 class Acquired:
     """The outcome of :meth:`Limiter.acquire`: either every token was taken (``ok``), or none was and
-    ``refused_pool`` names the first full pool."""
+    ``refused_pool`` names the first full pool, or ``lost_pool`` the first pool to rebuild first."""
 
     ok: bool
     refused_pool: str | None = None
+    lost_pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,16 @@ class Limiter(Protocol):
         ``holders`` are dropped, so a token acquired after the caller looked survives (a launch racing
         the recount). Without it the pool becomes exactly ``holders``.
         """
+        ...
+
+    def rebuild(self, pool: str, holders: Collection[str], lease_s: float | None) -> int | None:
+        """If the pool is lost, atomically make it exactly ``holders`` (fresh leases) and mark it ready;
+        returns the count. A pool someone else rebuilt meanwhile is left alone: returns ``None``."""
+        ...
+
+    def refresh(self, pool: str, keep: Collection[str], gone: Collection[str], lease_s: float | None) -> int:
+        """Renew those of ``keep`` still holding a token (none is added) and remove ``gone``; every other
+        token is left as it is. Returns the live count."""
         ...
 
     def set_cap(self, pool: str, cap: int | None) -> None:

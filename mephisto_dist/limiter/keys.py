@@ -9,10 +9,14 @@ key                                type    TTL                                  
 ``P:pool:<pool>``                  ZSET    member = holder, score = lease expiry in ms on   acquire.lua,
                                            the Redis server clock (``+inf``: never          release.lua,
                                            expires). PEXPIREAT = the latest lease in it;    renew.lua,
-                                           no TTL while a member never expires; Redis       reconcile.lua
-                                           drops it when empty.
+                                           no TTL while a member never expires; Redis       reconcile.lua,
+                                           drops it when empty.                             rebuild.lua,
+                                                                                            refresh.lua
 ``P:cap:<pool>``                   STRING  integer cap overriding the caller's; no TTL,     set_cap (CLI)
                                            removed by ``set_cap(pool, None)``.
+``P:ready:<pool>``                 STRING  ``1`` while the pool is intact (``rebuild.lua``   rebuild.lua
+                                           sets it); a flush or restart removes it, so
+                                           acquire.lua refuses until it is rebuilt. No TTL.
 ``P:rate:<bucket>``                HASH    ``tokens`` (float), ``ts`` (server ms of the     rate.lua
                                            last refill); TTL = time to refill the burst +
                                            1 s, after which a fresh bucket is the same.
@@ -67,6 +71,10 @@ def pool_key(pool: str, prefix: str = PREFIX) -> str:
 
 def cap_key(pool: str, prefix: str = PREFIX) -> str:
     return f"{prefix}:cap:{pool}"
+
+
+def ready_key(pool: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}:ready:{pool}"
 
 
 def rate_key(bucket: str, prefix: str = PREFIX) -> str:

@@ -29,11 +29,21 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._pools: dict[str, dict[str, float]] = {}  # pool -> holder -> lease expiry
         self._caps: dict[str, int] = {}
+        self._ready: set[str] = set()
+
+    def lose_everything(self) -> None:
+        """What a Redis flush does to the Redis implementation: every pool, cap and marker gone."""
+        with self._lock:
+            self._pools.clear()
+            self._caps.clear()
+            self._ready.clear()
 
     def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         with self._lock:
             now = self._clock()
             for limit in pools:
+                if limit.rebuilt_from_db and limit.pool not in self._ready:
+                    return Acquired(ok=False, lost_pool=limit.pool)
                 members = self._pruned(limit.pool, now)
                 cap = self._caps.get(limit.pool, limit.cap)
                 if cap > 0 and holder not in members and len(members) >= cap:
@@ -75,6 +85,27 @@ class MemoryLimiter:
                 holder: until for holder, until in self._pruned(pool, now).items() if holder not in set(seen)}
             self._pools[pool] = {**kept, **dict.fromkeys(holders, expiry)}
             return len(self._pools[pool])
+
+    def rebuild(self, pool: str, holders: Collection[str], lease_s: float | None) -> int | None:
+        check_lease(lease_s)
+        with self._lock:
+            if pool in self._ready:
+                return None
+            self._ready.add(pool)
+            self._pools[pool] = dict.fromkeys(holders, _expiry(self._clock(), lease_s))
+            return len(self._pools[pool])
+
+    def refresh(self, pool: str, keep: Collection[str], gone: Collection[str], lease_s: float | None) -> int:
+        check_lease(lease_s)
+        with self._lock:
+            now = self._clock()
+            members = self._pruned(pool, now)
+            for holder in keep:
+                if holder in members:
+                    members[holder] = _expiry(now, lease_s)
+            for holder in gone:
+                members.pop(holder, None)
+            return len(members)
 
     def set_cap(self, pool: str, cap: int | None) -> None:
         check_cap(cap)

@@ -85,6 +85,8 @@ class RedisLimiter:
         self._renew: Script = client.register_script(_lua("renew.lua"))
         self._reconcile: Script = client.register_script(_lua("reconcile.lua"))
         self._state: Script = client.register_script(_lua("state.lua"))
+        self._rebuild: Script = client.register_script(_lua("rebuild.lua"))
+        self._refresh: Script = client.register_script(_lua("refresh.lua"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = keys.PREFIX) -> RedisLimiter:
@@ -96,12 +98,15 @@ class RedisLimiter:
         script_keys: list[str] = []
         args: list[str | int] = [holder]
         for limit in pools:
-            script_keys += (keys.pool_key(limit.pool, self._prefix), keys.cap_key(limit.pool, self._prefix))
-            args += (limit.cap, _lease_arg(limit.lease_s))
+            script_keys += (keys.pool_key(limit.pool, self._prefix), keys.cap_key(limit.pool, self._prefix),
+                            keys.ready_key(limit.pool, self._prefix))
+            args += (limit.cap, _lease_arg(limit.lease_s), "1" if limit.rebuilt_from_db else "0")
         with self._boundary:
             refused = int(self._acquire(script_keys, args))
         if refused == 0:
             return Acquired(ok=True)
+        if refused < 0:
+            return Acquired(ok=False, lost_pool=pools[-refused - 1].pool)
         return Acquired(ok=False, refused_pool=pools[refused - 1].pool)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:
@@ -129,6 +134,19 @@ class RedisLimiter:
         looked = ["all"] if seen is None else [str(len(seen)), *seen]
         with self._boundary:
             return int(self._reconcile([keys.pool_key(pool, self._prefix)], [_lease_arg(lease_s), *looked, *holders]))
+
+    def rebuild(self, pool: str, holders: Collection[str], lease_s: float | None) -> int | None:
+        check_lease(lease_s)
+        with self._boundary:
+            count = int(self._rebuild([keys.pool_key(pool, self._prefix), keys.ready_key(pool, self._prefix)],
+                                      [_lease_arg(lease_s), *holders]))
+        return None if count < 0 else count
+
+    def refresh(self, pool: str, keep: Collection[str], gone: Collection[str], lease_s: float | None) -> int:
+        check_lease(lease_s)
+        with self._boundary:
+            return int(self._refresh([keys.pool_key(pool, self._prefix)],
+                                     [_lease_arg(lease_s), len(keep), *keep, *gone]))
 
     def set_cap(self, pool: str, cap: int | None) -> None:
         check_cap(cap)

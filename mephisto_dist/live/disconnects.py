@@ -18,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Task, TaskRun
+from mephisto_dist.db.models import Agent, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.launches import release_tokens, unit_holder
 from mephisto_dist.limiter import Limiter, keys
-from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_holder
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,15 @@ def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_id
     if not agent_ids:
         return []
     done: list[Disconnected] = []
-    releases: list[tuple[int, list[str]]] = []
+    releases: list[tuple[int, int, str | None, bool, list[str]]] = []
     with transaction(factory) as session:
         rows = session.execute(
             select(Agent.id, Agent.unit_id, Agent.task_run_id, Agent.worker_id, TaskRun.shutdown_requested_at,
-                   Task.task_name)
+                   Task.task_name, Unit.launch_id)
             .join(TaskRun, TaskRun.id == Agent.task_run_id).join(Task, Task.id == TaskRun.task_id)
+            .join(Unit, Unit.id == Agent.unit_id)
             .where(Agent.id.in_(list(agent_ids)), Agent.status == AgentStatus.IN_TASK.value)).all()
-        for agent_id, unit_id, run_id, worker_id, stopping_at, task_name in rows:
+        for agent_id, unit_id, run_id, worker_id, stopping_at, task_name, launch_id in rows:
             if not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now):
                 continue  # submitted at this moment
             stopping = stopping_at is not None
@@ -58,10 +59,10 @@ def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_id
             if not moved:
                 continue
             pools = [keys.worker_assigned_pool(run_id, worker_id), keys.worker_task_units_pool(task_name, worker_id)]
-            if stopping:
-                pools += [run_pool(run_id), GLOBAL_POOL]
-            releases.append((unit_id, pools))
+            releases.append((unit_id, run_id, launch_id, stopping, pools))
             done.append(Disconnected(agent_id, unit_id, run_id, expired=stopping))
-    for unit_id, pools in releases:
+    for unit_id, run_id, launch_id, stopping, pools in releases:
         limiter.release(unit_holder(unit_id), pools)
+        if stopping:  # expired: the unit no longer counts against the run's cap
+            release_tokens(limiter, run_id, [(unit_id, launch_id)])
     return done

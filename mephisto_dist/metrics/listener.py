@@ -14,8 +14,9 @@ from sqlalchemy import select
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, ServiceError
+from mephisto_dist.launches import GLOBAL_POOL, run_pool
 from mephisto_dist.limiter import Limiter
-from mephisto_dist.runs import GLOBAL_POOL, run_pool, unit_counts
+from mephisto_dist.runs import unit_counts
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)

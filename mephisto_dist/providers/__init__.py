@@ -1,8 +1,15 @@
 """Crowd providers: where units are published and workers come from.
 
-A provider is a :class:`CrowdProvider`; ``mock`` publishes nothing and takes worker and assignment from
-the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical Turk through boto3
-behind this same contract.
+A provider is a :class:`CrowdProvider`; ``mock`` (``providers.mock``) publishes nothing and takes worker
+and assignment from the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical
+Turk through boto3 behind this same contract.
+
+Publishing is one unit per call (:meth:`CrowdProvider.publish_unit`), made by the launcher
+(``mephisto_dist.launches``) outside any database transaction, after it recorded the launch's intent and
+through the shared rate bucket (``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``); the launch id it passes is the
+idempotency token. A crash between the call and its record is repaired by re-sending the same launch,
+so a provider must answer a repeated token with the unit it already published (MTurk: CreateHIT's
+``UniqueRequestToken``), never with a second one.
 """
 
 from __future__ import annotations
@@ -17,8 +24,20 @@ from mephisto_dist.errors import ConfigError
 
 @dataclass(frozen=True)
 class PublishedUnit:
+    """A unit a provider made available, and its id there (the answer of a batch publish)."""
+
     unit_id: int
     provider_unit_id: str
+
+
+@dataclass(frozen=True)
+class UnitLaunch:
+    """One attempt at making a unit available. ``launch_id`` is unique to this launch of this unit and is
+    the provider's idempotency token: every re-send of the launch carries the same one."""
+
+    run_id: int
+    unit_id: int
+    launch_id: str
 
 
 @dataclass(frozen=True)
@@ -36,14 +55,22 @@ class CrowdProvider(Protocol):
     # Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once.
     publishes_instantly: bool
 
-    def publish_units(
-        self, run_id: int, unit_ids: Sequence[int], server_url: str, task_args: Mapping[str, Any]
-    ) -> list[PublishedUnit]:
-        """Make units available to workers; idempotent for units already published."""
+    def publish_unit(self, launch: UnitLaunch, server_url: str, task_args: Mapping[str, Any]) -> str:
+        """Make one unit available to workers and return the provider's id for it (a HIT id).
+
+        Idempotent per ``launch.launch_id``: a re-sent launch returns the unit published the first time.
+        A failure raises :class:`~mephisto_dist.errors.ProviderError` with the provider's own message.
+        """
         ...
 
     def unpublish_units(self, provider_unit_ids: Sequence[str]) -> None:
         """Take units off the marketplace (expire HITs); idempotent."""
+        ...
+
+    def unpublish_launches(self, launches: Sequence[UnitLaunch]) -> None:
+        """Take down whatever these launches may have published though no provider id was recorded for
+        them (their sender died mid-call; find them by idempotency token). Idempotent; a launch that
+        published nothing is no error."""
         ...
 
     def worker_url(self, server_url: str, worker_name: str, assignment_ref: str) -> str | None:
@@ -73,41 +100,6 @@ class CrowdProvider(Protocol):
         ...
 
 
-class MockProvider:
-    """Publishes nothing: a worker opens ``<server>/?worker_id=W&assignment_id=A`` directly."""
-
-    provider_type = "mock"
-    publishes_instantly = True
-
-    def publish_units(
-        self, run_id: int, unit_ids: Sequence[int], server_url: str, task_args: Mapping[str, Any]
-    ) -> list[PublishedUnit]:
-        return [PublishedUnit(unit_id, f"mock-{run_id}-{unit_id}") for unit_id in unit_ids]
-
-    def unpublish_units(self, provider_unit_ids: Sequence[str]) -> None:
-        return None
-
-    def worker_url(self, server_url: str, worker_name: str, assignment_ref: str) -> str | None:
-        return f"{server_url.rstrip('/')}/?worker_id={worker_name}&assignment_id={assignment_ref}"
-
-    # Nothing to pay or block: the ledger row that asked for the call is the record of it.
-
-    def approve_work(self, work: SubmittedWork, *, idempotency_key: str) -> str:
-        return f"mock:{idempotency_key}"
-
-    def reject_work(self, work: SubmittedWork, reason: str, *, idempotency_key: str) -> str:
-        return f"mock:{idempotency_key}"
-
-    def pay_bonus(self, work: SubmittedWork, amount: float, reason: str, *, idempotency_key: str) -> str:
-        return f"mock:{idempotency_key}"
-
-    def block_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
-        return f"mock:{idempotency_key}"
-
-    def unblock_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
-        return f"mock:{idempotency_key}"
-
-
 PROVIDER_TYPES = ("mock", "mturk", "mturk_sandbox")
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -127,7 +119,9 @@ def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = 
     """The provider of a run, from its stored ``mephisto.provider`` arguments. Building one makes no
     remote call (MTurk's client is built on first use)."""
     if provider_type == "mock":
-        return MockProvider()
+        from mephisto_dist.providers.mock import MockProvider
+
+        return MockProvider.from_args(provider_args or {})
     if provider_type in ("mturk", "mturk_sandbox"):
         from mephisto_dist.providers.mturk import MTurkProvider
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -24,11 +25,17 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     one after the commit."""
     run = served.run()
     runner = runner_for(blueprint_type_of(run.config))
-    with transaction(served.runtime.sessions) as session:
-        details = agents.register_agent(session, run, reg, now=now(), gate=served.gate)
-        if runner.live and details.agent_id and details.unit_id is not None and not details.created:
-            details = replace(details, init_task_data=runner.returning_agent_data(
-                details.init_task_data or {}, calls.requests_of(session, details.agent_id)))
+    for attempt in range(agents.CLAIM_ATTEMPTS):
+        try:
+            with transaction(served.runtime.sessions) as session:
+                details = agents.register_agent(session, run, reg, now=now(), gate=served.gate,
+                                                retry=attempt + 1 < agents.CLAIM_ATTEMPTS)
+                if runner.live and details.agent_id and details.unit_id is not None and not details.created:
+                    details = replace(details, init_task_data=runner.returning_agent_data(
+                        details.init_task_data or {}, calls.requests_of(session, details.agent_id)))
+            break
+        except agents.ClaimBusy:
+            time.sleep(agents.CLAIM_RETRY_S)  # never inside a transaction: it is closed (rolled back) here
     _announce(served, details)
     return details
 

@@ -26,8 +26,10 @@ def now() -> datetime:
 
 
 class RunResolver:
-    """Which run this server serves: a fixed one, or the newest open run of the local architect on our
-    port (the Procfile's ``web`` process serves whatever run is launched on its port)."""
+    """Which run this server serves: a fixed one, or the open run of the local architect on our port (the
+    Procfile's ``web`` process serves whatever run is launched on its port). Once serving a run it keeps
+    serving it until the run completes, so its workers' submissions are never turned away; creating a
+    second open run on one port is refused (``runs.run_on_port``)."""
 
     def __init__(self, runtime: Runtime, run_id: int | None, port: int | None) -> None:
         self._runtime = runtime
@@ -52,6 +54,10 @@ class RunResolver:
         return self._cached
 
     def _by_port(self, session: Session) -> TaskRun | None:
+        if self._cached is not None:
+            serving = session.get(TaskRun, self._cached.run_id)
+            if serving is not None and not serving.is_completed:
+                return serving
         runs = session.scalars(
             select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type == "local")
             .order_by(TaskRun.id.desc()).limit(20)

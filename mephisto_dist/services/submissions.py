@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,19 +17,15 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AgentStatus
-from mephisto_dist.errors import RequestError
+from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.launches import LaunchContext, launch_units, release_tokens, unit_holder
 from mephisto_dist.limiter import keys
-from mephisto_dist.queue import RECONCILE_RUNS, UNIT_SUBMITTED
-from mephisto_dist.runs import (
-    GLOBAL_POOL,
-    LaunchContext,
-    launch_units,
-    mark_completed_if_done,
-    run_pool,
-    unit_holder,
-)
+from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, UNIT_SUBMITTED
+from mephisto_dist.runs import mark_completed_if_done
 from mephisto_dist.services.served import Served, now
 from mephisto_dist.uploads import StoredFile, UploadBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,29 +89,34 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             # services stop, and the last unit's hook would be lost.
             mark_completed_if_done(session, run.run_id, now=now())
     if submission.first:
-        _after_submit(served, run, submission)
+        try:
+            _after_submit(served, run, submission)
+        except ServiceError as error:
+            # The answer is committed: the worker hears success. The slot comes back with beat's
+            # repair (it removes the tokens of done units), the refill with its next sweep.
+            log.warning("after the submission of unit %s: %s", submission.unit_id, error)
     return submission
 
 
 def _after_submit(served: Served, run: RunContext, submission: Submission) -> None:
-    """After the commit: free the unit's slots and refill them at once where publishing is free;
-    the worker's TaskRunner hook (and publishing on a real marketplace) runs on Celery."""
+    """After the commit: free the unit's slots and refill them at once: here where publishing is free,
+    else by a Celery launch task enqueued now. The worker's TaskRunner hook runs on Celery."""
     runtime = served.runtime
-    holder = unit_holder(submission.unit_id)
     # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
-    freed = runtime.limiter.release(holder, [run_pool(run.run_id), GLOBAL_POOL])
+    freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
     if run.allowed_concurrent:
-        runtime.limiter.release(holder, [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+        runtime.limiter.release(unit_holder(submission.unit_id),
+                                [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
     provider = served.providers.get(run)
     launched = 0
     if freed and provider.publishes_instantly:
-        launched = launch_units(runtime.sessions, LaunchContext(
-            runtime.limiter, provider, runtime.settings.lease_ttl_s, runtime.settings.max_concurrent_units),
-            run.run_id, now=now())
+        launched = launch_units(runtime.sessions, LaunchContext.of(runtime, provider), run.run_id, now=now())
+    elif freed:
+        runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
-    if runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks) or not provider.publishes_instantly:
+    if runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks):
         # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
         runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 

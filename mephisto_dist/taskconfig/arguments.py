@@ -271,6 +271,12 @@ MOCK_PROVIDER = Section(
     description="A local stand-in crowd: workers are whoever opens the task URL with a worker_id.",
     arguments=(
         Argument("requester_name", str, "MOCK_REQUESTER", "Requester account the run is launched under."),
+        Argument("publish_latency_s", float, 0.0,
+                 "Rehearse a remote marketplace: each publish takes this long, is rate-limited, and freed "
+                 "slots are refilled by a Celery task.", minimum=0),
+        Argument("publish_log", str, "", "File each publish appends '<unit id> <launch id>' to."),
+        Argument("fault", str, "", "'publish': every publish fails (to rehearse a failing marketplace).",
+                 choices=("", "publish")),
     ),
 )
 

@@ -1,4 +1,8 @@
-"""Our exceptions as HTTP answers: a JSON ``{"error": ...}`` with the status the error calls for."""
+"""Our exceptions as HTTP answers: a JSON ``{"error": ...}`` with the status the error calls for.
+
+What a worker reads never carries an internal path, URL or driver message: a backing service's failure
+(``ServiceError``) or a bug is told in plain words, and its detail goes to the server's log.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, redis.exceptions.
 BACKEND_DOWN = ("The task's server cannot reach a service it needs right now, so nothing was recorded. "
                 "Please try again in a minute.")
 
+SERVICE_TROUBLE = "The task server cannot do this right now. Please try again in a moment."
+INTERNAL_TROUBLE = "Something went wrong on the task server. Please try again in a moment."
+
 
 async def error_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RequestError):
@@ -29,8 +36,10 @@ async def error_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NotFoundError):
         return JSONResponse({"error": str(exc)}, 404)
     if isinstance(exc, ServiceError):
-        return JSONResponse({"error": str(exc)}, 503)
-    return JSONResponse({"error": str(exc)}, 500)
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": SERVICE_TROUBLE}, 503)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": INTERNAL_TROUBLE}, 500)
 
 
 async def driver_error_response(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,432 @@
+"""Launching units on the crowd provider, shaped for a remote marketplace.
+
+A launch of one unit has an id (:func:`new_launch_id`), unique to it and never reused. It is
+
+1. the *owner of the unit's concurrency tokens*: the holder is ``launch:<id>``, so two launchers can
+   never share, or give back, each other's token;
+2. recorded as an *intent* (the unit stays ``created`` with ``launch_id`` set) in one transaction, after
+   its tokens were taken and before the provider is called;
+3. the provider's *idempotency token*: the call is made outside any transaction, paced by the shared
+   rate bucket, and a re-send of the same launch publishes nothing new;
+4. *recorded* (``created -> launched``, compare-and-set on the launch id) in another transaction.
+
+A launcher that dies between 2 and 4 leaves an intent whose ``launch_retry_at`` passes; beat's sweep
+(:func:`resend_due_launches`) claims it and sends it again with the same id. A failed call is re-sent
+after a growing delay, and after ``provider_max_attempts`` sends in all the unit is marked failed with the
+provider's message (``status`` shows it; ``review resend`` tries again).
+
+The invariant: every unit ``launched`` or ``assigned`` holds a live token in its run's pool (and the
+deployment's), taken before the intent and given back only by its owner after the unit stops counting,
+by lease expiry, or by a reconciler that proved its unit done (``reconcile.reconcile_pools``). A pool
+lost to a Redis flush refuses every acquire until one process rebuilds it from the database
+(:func:`rebuild_pool`), which counts intents as well as active units.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.transitions import record_launched
+from mephisto_dist.domain.launch import out_of_attempts, retry_at
+from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
+from mephisto_dist.errors import NotFoundError, ServiceError
+from mephisto_dist.limiter import Limiter, PoolLimit, RateBucket, keys
+from mephisto_dist.metrics import record_provider_call
+from mephisto_dist.providers import CrowdProvider, UnitLaunch
+
+if TYPE_CHECKING:
+    from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+LAUNCH_BATCH = 200
+UNCAPPED_LAUNCH_BATCH = 1000
+RESEND_BATCH = 100
+MAX_ERROR_CHARS = 2000
+PROVIDER_BUCKET = "provider-calls"
+GLOBAL_POOL = keys.deployment_units_pool()
+_ACTIVE = [s.value for s in UNIT_ACTIVE]
+_DONE = [s.value for s in UNIT_DONE]
+
+
+def run_pool(run_id: int) -> str:
+    return keys.run_units_pool(run_id)
+
+
+def new_launch_id() -> str:
+    return secrets.token_hex(12)
+
+
+def unit_holder(unit_id: int) -> str:
+    """A unit as the holder of a per-worker token (``allowed_concurrent``, ``maximum_units_per_worker``)."""
+    return f"unit:{unit_id}"
+
+
+def token_holder(unit_id: int, launch_id: str | None) -> str:
+    """Who holds a unit's concurrency tokens: its launch (a unit launched before launches had ids is
+    named by itself)."""
+    return f"launch:{launch_id}" if launch_id else f"unit:{unit_id}"
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What launching needs besides the database. ``bucket`` paces the provider's calls across every
+    process (``None``, or a provider that publishes instantly: nothing remote to pace)."""
+
+    limiter: Limiter
+    provider: CrowdProvider
+    lease_s: float
+    global_cap: int
+    bucket: RateBucket | None = None
+    calls_per_s: float = 5.0
+    max_attempts: int = 5
+    retry_base_s: float = 10.0
+
+    @classmethod
+    def of(cls, runtime: Runtime, provider: CrowdProvider) -> LaunchContext:
+        settings = runtime.settings
+        return cls(runtime.limiter, provider, settings.lease_ttl_s, settings.max_concurrent_units,
+                   None if provider.publishes_instantly else runtime.rate_bucket, settings.provider_calls_per_s,
+                   settings.provider_max_attempts, settings.provider_retry_base_s)
+
+    @property
+    def stale_after(self) -> timedelta:
+        """How long a sender may take before beat presumes it dead and re-sends its launch."""
+        return timedelta(seconds=self.lease_s)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    run_id: int
+    server_url: str
+    task_args: dict[str, Any]
+    pools: list[PoolLimit]
+    batch: int
+    capped: bool
+
+
+# -- the pools --------------------------------------------------------------------------------------
+
+
+def pools_for(ctx: LaunchContext, run_id: int, cap: int) -> list[PoolLimit]:
+    pools = [PoolLimit(run_pool(run_id), cap, ctx.lease_s, rebuilt_from_db=True)] if cap else []
+    if ctx.global_cap:
+        pools.append(PoolLimit(GLOBAL_POOL, ctx.global_cap, ctx.lease_s, rebuilt_from_db=True))
+    return pools
+
+
+def pool_members(session: Session, run_ids: Sequence[int] | None) -> set[str]:
+    """Who holds the tokens of a pool over these runs (``None``: every open run), the database being the
+    source of truth: every unit launched or assigned, and every launch in flight."""
+    query = select(Unit.id, Unit.launch_id).where(
+        (Unit.status.in_(_ACTIVE)) | ((Unit.status == UnitStatus.CREATED.value) & Unit.launch_id.is_not(None)))
+    if run_ids is None:
+        query = query.join(TaskRun, TaskRun.id == Unit.task_run_id).where(TaskRun.is_completed.is_(False))
+    else:
+        query = query.where(Unit.task_run_id.in_(list(run_ids)))
+    return {token_holder(unit_id, launch_id) for unit_id, launch_id in session.execute(query)}
+
+
+def rebuild_pool(factory: sessionmaker[Session], limiter: Limiter, pool: str, lease_s: float) -> None:
+    """Rebuild a pool Redis lost. Nothing can be acquired in it meanwhile, so the recount is exact; of
+    several processes rebuilding at once the first one's write stands."""
+    run_ids: list[int] | None = None
+    if pool != GLOBAL_POOL:
+        run_ids = [int(pool.split(":")[1])]
+    with read_transaction(factory) as session:
+        members = pool_members(session, run_ids)
+    if limiter.rebuild(pool, members, lease_s) is not None:
+        log.warning("concurrency pool %s was lost (Redis restarted or was flushed): rebuilt with %d tokens",
+                    pool, len(members))
+
+
+def _acquire(factory: sessionmaker[Session], ctx: LaunchContext, holder: str, pools: list[PoolLimit]) -> bool:
+    for _ in range(3):
+        taken = ctx.limiter.acquire(holder, pools)
+        if taken.lost_pool is None:
+            return taken.ok
+        rebuild_pool(factory, ctx.limiter, taken.lost_pool, ctx.lease_s)
+    return False
+
+
+def release_tokens(limiter: Limiter, run_id: int, units: Sequence[tuple[int, str | None]]) -> int:
+    """Give back the run-wide tokens of units that stopped counting; returns how many were held."""
+    return sum(limiter.release(token_holder(unit_id, launch_id), [run_pool(run_id), GLOBAL_POOL])
+               for unit_id, launch_id in units)
+
+
+# -- launching ---------------------------------------------------------------------------------------
+
+
+_RUN = select(TaskRun.is_completed, TaskRun.shutdown_requested_at, TaskRun.max_concurrent_units,
+              TaskRun.server_url, TaskRun.config).where(TaskRun.id == bindparam("run_id"))
+_COUNTING = select(func.count()).select_from(Unit).where(
+    Unit.task_run_id == bindparam("run_id"),
+    (Unit.status.in_(_ACTIVE)) | ((Unit.status == UnitStatus.CREATED.value) & Unit.launch_id.is_not(None)))
+
+
+def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int, *, now: datetime) -> int:
+    """Launch created units of a run while its pools have room; return how many were launched.
+
+    Safe from any number of processes at once: each token is taken by a fresh launch id, a unit is
+    bound to one launch by a compare-and-set, and only the launch that took a token gives it back.
+    """
+    launched = 0
+    while True:
+        plan = _plan(factory, ctx, run_id)
+        if plan is None:
+            return launched
+        launch_ids, refused = _take_tokens(factory, ctx, plan)
+        launches = _record_intents(factory, ctx, plan, launch_ids, now=now)
+        launches = _still_held(factory, ctx, plan, launches)
+        launched += send_launches(factory, ctx, plan.server_url, plan.task_args, launches, now=now)
+        if refused or plan.capped or len(launch_ids) < plan.batch or len(launches) < len(launch_ids):
+            return launched
+
+
+def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _Plan | None:
+    stored_cap = ctx.limiter.get_cap(run_pool(run_id))
+    with read_transaction(factory) as session:
+        connection = session.connection()
+        run = connection.execute(_RUN, {"run_id": run_id}).first()
+        if run is None:
+            raise NotFoundError(f"task run {run_id} does not exist")
+        if run.is_completed or run.shutdown_requested_at is not None:
+            return None
+        cap = run.max_concurrent_units if stored_cap is None else stored_cap
+        batch = UNCAPPED_LAUNCH_BATCH
+        if cap:
+            # The pool decides; this count only keeps a launcher from taking tokens it cannot use.
+            batch = min(LAUNCH_BATCH, cap - int(connection.execute(_COUNTING, {"run_id": run_id}).scalar_one()))
+            if batch <= 0:
+                return None
+    task_args = _task_args(run.config)
+    return _Plan(run_id, run.server_url or "", task_args, pools_for(ctx, run_id, cap), batch, bool(cap))
+
+
+def _task_args(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's ``mephisto.task`` arguments, with the blueprint's qualification requirements and block
+    qualification, which a remote provider turns into its own (MTurk's QualificationRequirements)."""
+    config = config or {}
+    blueprint = config.get("blueprint", {})
+    return {**config.get("task", {}), "qualifications": blueprint.get("qualifications") or [],
+            "block_qualification": blueprint.get("block_qualification")}
+
+
+def _take_tokens(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan) -> tuple[list[str], bool]:
+    """Fresh launch ids, each holding a token in every pool; True when a pool refused more."""
+    launch_ids: list[str] = []
+    for _ in range(plan.batch):
+        launch_id = new_launch_id()
+        if plan.pools and not _acquire(factory, ctx, f"launch:{launch_id}", plan.pools):
+            return launch_ids, True
+        launch_ids.append(launch_id)
+    return launch_ids, False
+
+
+_CANDIDATES = (select(Unit.id).where(Unit.task_run_id == bindparam("run_id"),
+                                      Unit.status == UnitStatus.CREATED.value, Unit.launch_id.is_(None),
+                                      Unit.launch_failed_at.is_(None))
+               .order_by(Unit.id).limit(bindparam("limit")))
+
+
+def _record_intents(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan, launch_ids: list[str],
+                    *, now: datetime) -> list[UnitLaunch]:
+    """Bind created units to the launch ids (one transaction); give back the tokens left unused."""
+    launches: list[UnitLaunch] = []
+    if launch_ids:
+        with transaction(factory) as session:
+            # SKIP LOCKED (PostgreSQL): concurrent launchers pick disjoint units instead of queueing.
+            candidates = list(session.scalars(_CANDIDATES.with_for_update(skip_locked=True),
+                                              {"run_id": plan.run_id, "limit": len(launch_ids)}))
+            for unit_id, launch_id in zip(candidates, launch_ids, strict=False):
+                bound = session.execute(
+                    update(Unit).where(Unit.id == unit_id, Unit.status == UnitStatus.CREATED.value,
+                                       Unit.launch_id.is_(None))
+                    .values(launch_id=launch_id, launch_attempts=1, launch_error=None,
+                            launch_retry_at=now + ctx.stale_after))
+                if bound.rowcount:  # type: ignore[attr-defined]
+                    launches.append(UnitLaunch(plan.run_id, unit_id, launch_id))
+    used = {launch.launch_id for launch in launches}
+    for launch_id in launch_ids:
+        if launch_id not in used and plan.pools:
+            ctx.limiter.release(f"launch:{launch_id}", [p.pool for p in plan.pools])
+    return launches
+
+
+def _still_held(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan,
+                launches: list[UnitLaunch]) -> list[UnitLaunch]:
+    """The launches whose tokens are still there now that their intent is recorded. A token lost in
+    between (a Redis flush before the intent existed to be counted by the rebuild) means the slot may
+    be someone else's: that launch is withdrawn."""
+    if not plan.pools or not launches:
+        return launches
+    held = set.intersection(*(ctx.limiter.holders(p.pool) for p in plan.pools))
+    kept = [launch for launch in launches if f"launch:{launch.launch_id}" in held]
+    lost = [launch for launch in launches if launch not in kept]
+    if lost:
+        with transaction(factory) as session:
+            for launch in lost:
+                session.execute(update(Unit).where(Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id,
+                                                   Unit.status == UnitStatus.CREATED.value)
+                                .values(launch_id=None, launch_attempts=0, launch_retry_at=None))
+        for launch in lost:
+            ctx.limiter.release(f"launch:{launch.launch_id}", [p.pool for p in plan.pools])
+    return kept
+
+
+def _pace(ctx: LaunchContext) -> None:
+    """Wait for a token of the shared provider-call bucket (global across processes)."""
+    if ctx.bucket is None or ctx.provider.publishes_instantly or ctx.calls_per_s <= 0:
+        return
+    while (wait_s := ctx.bucket.take(PROVIDER_BUCKET, ctx.calls_per_s, max(1, int(ctx.calls_per_s)))) > 0:
+        time.sleep(wait_s)
+
+
+def send_launches(factory: sessionmaker[Session], ctx: LaunchContext, server_url: str, task_args: dict[str, Any],
+                  launches: Sequence[UnitLaunch], *, now: datetime) -> int:
+    """Call the provider for each launch (no transaction open), then record every outcome in one
+    transaction; return how many units this call moved to ``launched``."""
+    published: list[tuple[UnitLaunch, str]] = []
+    failed: list[tuple[UnitLaunch, str]] = []
+    for launch in launches:
+        _pace(ctx)
+        try:
+            published.append((launch, ctx.provider.publish_unit(launch, server_url, task_args)))
+            record_provider_call(ctx.provider.provider_type, "publish", "ok")
+        except ServiceError as error:  # the provider's own failure, translated at its boundary
+            record_provider_call(ctx.provider.provider_type, "publish", "error")
+            log.warning("publishing unit %s (launch %s) failed: %s", launch.unit_id, launch.launch_id, error)
+            failed.append((launch, str(error)[:MAX_ERROR_CHARS]))
+    with transaction(factory) as session:
+        moved = set(record_launched(session, [(launch.unit_id, launch.launch_id, pid)
+                                              for launch, pid in published], now=now))
+        given_up = [launch for launch, error in failed if _record_failure(session, ctx, launch, error, now=now)]
+        orphans = _orphaned(session, [(launch, pid) for launch, pid in published if launch.unit_id not in moved])
+    for launch in given_up:
+        release_tokens(ctx.limiter, launch.run_id, [(launch.unit_id, launch.launch_id)])
+    if orphans:
+        # The unit was expired, or its launch withdrawn, while the call was under way.
+        ctx.provider.unpublish_units([pid for _, pid in orphans])
+        for launch, _ in orphans:
+            release_tokens(ctx.limiter, launch.run_id, [(launch.unit_id, launch.launch_id)])
+    return len(moved)
+
+
+def _orphaned(session: Session, unrecorded: list[tuple[UnitLaunch, str]]) -> list[tuple[UnitLaunch, str]]:
+    """Of published launches that did not move their unit, those no longer owning it. The others were
+    recorded by a concurrent re-send of the same launch: the provider published once, nothing to undo."""
+    if not unrecorded:
+        return []
+    owners = {unit_id: launch_id for unit_id, launch_id in session.execute(select(Unit.id, Unit.launch_id).where(
+        Unit.id.in_([launch.unit_id for launch, _ in unrecorded])))}
+    return [(launch, pid) for launch, pid in unrecorded if owners.get(launch.unit_id) != launch.launch_id]
+
+
+def _record_failure(session: Session, ctx: LaunchContext, launch: UnitLaunch, error: str, *,
+                    now: datetime) -> bool:
+    """Record a failed send on the unit: another try after a delay, or, out of attempts, failed for good
+    (the launch gives up the unit). True when it gave up, so its tokens are to be given back."""
+    attempts = session.scalar(select(Unit.launch_attempts).where(
+        Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id, Unit.status == UnitStatus.CREATED.value))
+    if attempts is None:
+        return False  # expired or recorded meanwhile
+    owned = (Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id)
+    if out_of_attempts(attempts, ctx.max_attempts):
+        session.execute(update(Unit).where(*owned).values(
+            launch_id=None, launch_retry_at=None, launch_error=error, launch_failed_at=now))
+        return True
+    session.execute(update(Unit).where(*owned).values(
+        launch_error=error, launch_retry_at=retry_at(attempts, ctx.retry_base_s, now=now)))
+    return False
+
+
+# -- what status shows, and ``review resend`` ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchTrouble:
+    """Launches of a run that failed for good, and those waiting to be re-sent after a failure."""
+
+    failed: int
+    retrying: int
+    last_error: str | None
+
+
+def launch_trouble(session: Session, run_id: int) -> LaunchTrouble:
+    rows = session.execute(select(Unit.launch_failed_at, Unit.launch_error).where(
+        Unit.task_run_id == run_id, Unit.status == UnitStatus.CREATED.value, Unit.launch_error.is_not(None))
+        .order_by(Unit.status_changed_at.desc())).all()
+    failed = sum(1 for failed_at, _ in rows if failed_at is not None)
+    return LaunchTrouble(failed, len(rows) - failed, rows[0][1] if rows else None)
+
+
+def reset_failed_launches(session: Session, run_ids: Sequence[int] | None) -> dict[int, int]:
+    """Make launches that ran out of attempts launchable again, with a fresh count; returns, per run,
+    how many units were reset (the caller enqueues their launch after the commit)."""
+    query = select(Unit.task_run_id, func.count()).where(
+        Unit.status == UnitStatus.CREATED.value, Unit.launch_failed_at.is_not(None)).group_by(Unit.task_run_id)
+    reset = update(Unit).where(Unit.status == UnitStatus.CREATED.value, Unit.launch_failed_at.is_not(None))
+    if run_ids is not None:
+        query = query.where(Unit.task_run_id.in_(list(run_ids)))
+        reset = reset.where(Unit.task_run_id.in_(list(run_ids)))
+    counts = {int(run_id): int(n) for run_id, n in session.execute(query)}
+    session.execute(reset.values(launch_failed_at=None, launch_error=None, launch_attempts=0))
+    return counts
+
+
+# -- beat's repair -----------------------------------------------------------------------------------
+
+
+_DUE = (select(Unit.id, Unit.launch_id, Unit.launch_retry_at, Unit.launch_attempts)
+        .where(Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.CREATED.value,
+               Unit.launch_id.is_not(None), Unit.launch_failed_at.is_(None),
+               Unit.launch_retry_at <= bindparam("now"))
+        .order_by(Unit.id).limit(RESEND_BATCH))
+
+
+def resend_due_launches(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int, *, now: datetime) -> int:
+    """Send again, with the same launch id, every launch of the run whose sender died or whose call
+    failed, once its retry time passed; return how many units it launched. Two sweeps at once claim
+    disjoint launches (compare-and-set on ``launch_retry_at``)."""
+    claimed: list[UnitLaunch] = []
+    given_up: list[UnitLaunch] = []
+    with transaction(factory) as session:
+        run = session.execute(_RUN, {"run_id": run_id}).first()
+        if run is None or run.is_completed or run.shutdown_requested_at is not None:
+            return 0
+        for unit_id, launch_id, due_at, attempts in session.execute(_DUE, {"run_id": run_id, "now": now}).all():
+            launch = UnitLaunch(run_id, unit_id, str(launch_id))
+            owned = (Unit.id == unit_id, Unit.launch_id == launch_id, Unit.launch_retry_at == due_at)
+            if out_of_attempts(attempts, ctx.max_attempts):
+                gave_up = session.execute(update(Unit).where(*owned).values(
+                    launch_id=None, launch_retry_at=None, launch_failed_at=now))
+                if gave_up.rowcount:  # type: ignore[attr-defined]
+                    given_up.append(launch)
+                continue
+            won = session.execute(update(Unit).where(*owned).values(
+                launch_attempts=attempts + 1, launch_retry_at=now + ctx.stale_after))
+            if won.rowcount:  # type: ignore[attr-defined]
+                claimed.append(launch)
+    release_tokens(ctx.limiter, run_id, [(launch.unit_id, launch.launch_id) for launch in given_up])
+    if not claimed:
+        return 0
+    stored_cap = ctx.limiter.get_cap(run_pool(run_id))
+    pools = pools_for(ctx, run_id, run.max_concurrent_units if stored_cap is None else stored_cap)
+    # A launch's token outlives its sender (beat renews it); one lost anyway is taken again, and a
+    # launch that cannot have one now waits for a slot as any other.
+    sendable = [launch for launch in claimed
+                if not pools or _acquire(factory, ctx, f"launch:{launch.launch_id}", pools)]
+    task_args = _task_args(run.config)
+    return send_launches(factory, ctx, run.server_url or "", task_args, sendable, now=now)

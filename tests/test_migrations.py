@@ -1,0 +1,62 @@
+"""Migrations run only in ``mephisto-dist migrate`` (and an embedded run), and two at once are
+harmless; any other command on a schema behind says to run ``mephisto-dist migrate``, in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+
+from mephisto_dist.db.engine import make_engine
+from mephisto_dist.db.migrate import schema_state, upgrade
+from tests.system import ROOT
+
+
+def env_for(tmp_path: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "MEPHISTO_DIST_DATABASE_URL": database_url})
+    return env
+
+
+def test_two_migrations_at_once_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    env = env_for(tmp_path, pg_url)
+    migrations = [subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.app", "migrate"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [m.communicate(timeout=120) for m in migrations]
+    assert [m.returncode for m in migrations] == [0, 0, 0], outcomes
+    engine = make_engine(pg_url)
+    try:
+        current, head = schema_state(engine)
+        assert current == head
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from alembic_version")).scalar() == 1
+            assert connection.execute(text("select count(*) from unit")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_command_on_a_schema_behind_says_to_migrate(tmp_path: Path, database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0002")
+    engine.dispose()
+    env = env_for(tmp_path, database_url)
+    for command in (["runs"], ["status", "1"], ["limits", "1"]):
+        refused = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *command], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, check=False)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, (command, refused.stderr)
+        assert "schema revision 0002" in lines[0] and lines[0].endswith("run mephisto-dist migrate"), lines
+    engine = make_engine(database_url)
+    try:
+        assert schema_state(engine)[0] == "0002"  # nothing migrated behind the researcher's back
+    finally:
+        engine.dispose()
+    migrated = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "migrate"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=False)
+    assert migrated.returncode == 0, migrated.stderr
+    listed = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "runs"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr

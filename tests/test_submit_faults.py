@@ -1,0 +1,102 @@
+"""A submission whose answer is committed is a success for the worker, whatever happens after: with
+Redis gone at that moment, the worker hears "Submitted!" (and no internal detail), and once Redis is
+back beat gives the slot back and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy import select
+
+from mephisto_dist.db.engine import read_transaction
+from mephisto_dist.db.models import Unit
+from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runtime import Runtime
+from tests.conftest import wait_for
+from tests.system import celery_beat, celery_worker, make_runtime, web_server
+from tests.taskdirs import write_task_dir
+
+
+class KillableRedis:
+    """A redis-server of this test's own on a unix socket, to kill and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.socket.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(unix_socket_path=str(self.socket))
+
+        def pings() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(pings, message="redis-server to start")
+        client.close()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def statuses(rt: Runtime, run_id: int) -> list[str]:
+    with read_transaction(rt.sessions) as session:
+        return sorted(session.scalars(select(Unit.status).where(Unit.task_run_id == run_id)))
+
+
+def test_a_submit_whose_release_fails_is_a_success_and_the_slot_comes_back(tmp_path: Path, sqlite_url: str) -> None:
+    server = KillableRedis(tmp_path / "redis")
+    server.start()
+    rt = make_runtime(tmp_path / "data", sqlite_url, server.url, POOL_RENEW_EVERY_S="0.5", RUN_SWEEP_EVERY_S="0.5")
+    try:
+        # allowed_concurrent: a worker's request needs Redis, to show how its failure is told.
+        task_dir = write_task_dir(tmp_path, rows=3, architect="mock", cap=2,
+                                  extra_yaml="    allowed_concurrent: 1\n")
+        run_id = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))
+        with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+                web_server(rt.settings, run_id, tmp_path / "web.log") as url:
+            enqueue_launch(rt, run_id)
+            wait_for(lambda: statuses(rt, run_id).count("launched") == 2, timeout_s=30, message="the first units")
+            agent = httpx.post(url + "/request_agent", json={"provider_data": {
+                "worker_name": "w1", "agent_registration_id": "a-w1", "assignment_id": "a"}}).json()["data"]
+            assert agent["agent_id"], agent
+            server.kill()
+            done = httpx.post(url + "/submit_task", json={"USED_AGENT_ID": agent["agent_id"],
+                                                         "final_data": {"rating": "5"}}, timeout=30)
+            assert done.status_code == 200 and done.json()["status"] == "Submitted!", done.text
+            assert statuses(rt, run_id) == ["completed", "created", "launched"]
+            # A request that does need Redis now is refused in plain words, without internals.
+            refused = httpx.post(url + "/request_agent", json={"provider_data": {
+                "worker_name": "w2", "agent_registration_id": "b-w2", "assignment_id": "b"}}, timeout=30)
+            body = json.dumps(refused.json())
+            assert refused.status_code == 503, body
+            assert str(server.socket) not in body and "redis" not in body.lower(), body
+            server.start()  # empty: the pool, the queue and beat's lock are gone with the old one
+            wait_for(lambda: statuses(rt, run_id) == ["completed", "launched", "launched"], timeout_s=60,
+                     message="beat to give the slot back and refill it")
+    finally:
+        rt.close()
+        server.stop()
