@@ -304,9 +304,9 @@ def send_launches(factory: sessionmaker[Session], ctx: LaunchContext, server_url
         _pace(ctx)
         try:
             published.append((launch, ctx.provider.publish_unit(launch, server_url, task_args)))
-            record_provider_call(ctx.provider.provider_type, "publish", "ok")
+            record_provider_call(type(ctx.provider).__name__, "publish", "ok")
         except ServiceError as error:  # the provider's own failure, translated at its boundary
-            record_provider_call(ctx.provider.provider_type, "publish", "error")
+            record_provider_call(type(ctx.provider).__name__, "publish", "error")
             log.warning("publishing unit %s (launch %s) failed: %s", launch.unit_id, launch.launch_id, error)
             failed.append((launch, str(error)[:MAX_ERROR_CHARS]))
     with transaction(factory) as session:
