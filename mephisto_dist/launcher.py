@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mephisto_dist import tips
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.blueprints import blueprint_for, check_python_features
 from mephisto_dist.bundles import check_hooks_inside, check_script_inside, store_bundle
@@ -31,6 +32,8 @@ class PreparedRun:
     server: ServerPlan
     script: dict[str, Any] | None = None
     """The task script the run was launched from (``mephisto_dist.compat``), stored with its config."""
+    tips: list[dict[str, str]] | None = None
+    """Tips seeded from ``tips_location``, stored with the run."""
 
 
 def prepare_run(task_dir: str | Path, conf: str, overrides: Sequence[str], *, check_port: bool) -> PreparedRun:
@@ -51,7 +54,7 @@ def prepare_config(config: TaskConfig, *, check_port: bool, rows: list[dict[str,
         check_script_inside(script, Path(config.task_dir))
     if check_port:
         check_port_free(server)
-    return PreparedRun(config, loaded, server, script)
+    return PreparedRun(config, loaded, server, script, tips.read_tips(config.blueprint))
 
 
 def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
@@ -70,6 +73,7 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir))
     if prepared.script is not None:
         stored[SCRIPT_KEY] = prepared.script
+    stored[tips.STORED_KEY] = prepared.tips
     task = config.task
     new = NewRun(
         task_name=str(task["task_name"]),

@@ -29,6 +29,7 @@ def react_task_dir(root: Path) -> Path:
     (task_dir / "static").mkdir()
     (task_dir / "static" / "logo.txt").write_text("logo\n")
     (task_dir / "data.json").write_text('[{"text": "first"}, {"text": "second"}]')
+    (task_dir / "tips.csv").write_text("header,text\nRead twice,Read the sentence twice before rating.\n")
     (task_dir / "hydra_configs" / "conf" / "example.yaml").write_text("""#@package _global_
 defaults:
   - /mephisto/blueprint: static_react_task
@@ -40,6 +41,7 @@ mephisto:
     extra_source_dir: ${task_dir}/static
     data_json: ${task_dir}/data.json
     onboarding_qualification: router-onboarded
+    tips_location: ${task_dir}/tips.csv
   task:
     task_name: router-surface
     task_title: "Router surface"
@@ -96,6 +98,7 @@ def test_every_router_path_answers_as_mephisto(tmp_path: Path, runtime: Runtime)
         config = http.get("/task_config.json", params={"mephisto_task_version": "2.0.4"}).json()
         assert config["task_title"] == "Router surface" and config["task_description"] == "Every path"
         assert config["mephisto_task_version"] == "2.0.4" and config["block_mobile"] is False
+        assert config["tips"] == [{"header": "Read twice", "text": "Read the sentence twice before rating."}]
 
         onboarding = agent_details(http.post("/request_agent", json=registration("nested", "1")))
         assert onboarding["agent_id"].startswith("onboarding_") and onboarding["failure_reason"] is None

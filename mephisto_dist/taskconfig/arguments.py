@@ -98,8 +98,7 @@ _BLUEPRINT_BASE = (
              "Absolute path of a .py file (e.g. ${task_dir}/hooks.py) defining any of validate_onboarding, "
              "worker_can_do_unit, on_unit_submitted, onboarding_data, task_config."),
     Argument("tips_location", str, None,
-             "CSV of tips workers left for this task (accepted so Mephisto configs load; not shown yet).",
-             implemented=False),
+             "CSV of accepted tips (header,text) from earlier runs, served in task_config.json's 'tips'."),
     Argument("task_source_review", str, None,
              "JS bundle of the task's review version for Mephisto's TaskReview app (accepted so Mephisto "
              "configs load; mephisto-dist reviews from the command line).", implemented=False),
