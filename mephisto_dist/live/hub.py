@@ -47,6 +47,7 @@ class LiveHub:
         self._sockets: dict[str, PageSocket] = {}
         self._agents_by_channel: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._started = asyncio.Lock()
         # Subscribed from the start, so the pub/sub connection always has a channel to listen on.
         self._own_channel = f"{keys.LIVE_PREFIX}:web:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -97,7 +98,11 @@ class LiveHub:
             socket = self._sockets.get(agent_id) if agent_id is not None else None
             if socket is None:
                 continue
-            await self._deliver(socket, message["data"])
+            # Each delivery in its own task: a page with a slow connection must not hold up the others'.
+            # The page's send lock is fair, so its packets still go out in the order they came.
+            delivery = asyncio.create_task(self._deliver(socket, message["data"]))
+            self._deliveries.add(delivery)
+            delivery.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, socket: PageSocket, data: bytes | str) -> None:
         packet = protocol.parse(data)
