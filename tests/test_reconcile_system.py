@@ -164,6 +164,11 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
     said = " ".join(status.stdout.split())
     assert "2 assignment(s) submitted on MTurk never reached us" in said, status.stdout + status.stderr
     assert "beat: NOT running" in said, said
+    listed = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "hits", "unreceived", "--run", "1"],
+                            cwd=ROOT, env={**env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert late["assignment_id"] in listed.stdout and unseen["assignment_id"] in listed.stdout, listed.stdout
+    assert "A2NEVERSEEN" in listed.stdout and "rating" in listed.stdout
 
 
 def hits_of(db: Path, port: int, log: Path) -> list[dict[str, Any]]:

@@ -92,4 +92,4 @@ def print_unreceived(runtime: Runtime, task_run_id: int | None) -> None:
         waiting = int(session.scalar(query) or 0)
     if waiting:
         console.print(f"[bold]→[/] {waiting} assignment(s) submitted on MTurk never reached us; they are "
-                      f"recorded with MTurk's answer and need review (mephisto-dist reconciled)", soft_wrap=True)
+                      f"recorded with MTurk's answer and need review (mephisto-dist hits unreceived)", soft_wrap=True)

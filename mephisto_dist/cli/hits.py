@@ -4,15 +4,20 @@ touched only when named by id (``cleanup --hit ID``)."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import select
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import opened_runtime
+from mephisto_dist.db.engine import read_transaction
+from mephisto_dist.db.models import ProviderSubmission
 from mephisto_dist.domain.hits import HitAction, HitDecision, decide_hit, orphan_reason
 from mephisto_dist.providers.mturk.provider import MTurkProvider
 from mephisto_dist.reconcilers.hits import ListedHit, apply_decision, requester_providers, survey
@@ -150,3 +155,37 @@ def _show_and_apply(runtime: Runtime, provider: MTurkProvider, listed: Sequence[
     console.print(f"{name}: {done[HitAction.EXPIRE]} HIT(s) expired, {done[HitAction.DELETE]} deleted"
                   + ("" if sum(done.values()) == len(plan) else
                      f"; {len(plan) - sum(done.values())} failed (see mephisto-dist reconciled)"))
+
+
+@hits_app.command("unreceived")
+def unreceived(
+    run: Annotated[int | None, typer.Option("--run", help="Only submissions of this task run.")] = None,
+) -> None:
+    """Assignments submitted on MTurk that never reached us (recorded by beat with MTurk's answer), for
+    review: approve or reject them on MTurk; the HIT is deleted once every one is reviewed."""
+    with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
+        query = select(ProviderSubmission).order_by(ProviderSubmission.id)
+        if run is not None:
+            query = query.where(ProviderSubmission.task_run_id == run)
+        rows = session.scalars(query).all()
+        if not rows:
+            console.print("no submission is missing: every one MTurk holds reached us")
+            return
+        table = Table(title=f"{len(rows)} submission(s) on MTurk that never reached us")
+        for column in ("assignment", "worker", "HIT", "run / unit", "on MTurk", "submitted", "answer"):
+            table.add_column(column, no_wrap=column in ("assignment", "worker", "HIT"))
+        for row in rows:
+            where = f"run {row.task_run_id} unit {row.unit_id}" if row.task_run_id else "(run gone)"
+            submitted = f"{row.submitted_at:%Y-%m-%d %H:%M}" if row.submitted_at else "?"
+            table.add_row(row.assignment_id, row.worker_name, row.hit_id, where, row.provider_status, submitted,
+                          answer_fields(row.answer))
+        console.print(table)
+
+
+_ANSWER = re.compile(r"<QuestionIdentifier>(.*?)</QuestionIdentifier>\s*<FreeText>(.*?)</FreeText>", re.DOTALL)
+
+
+def answer_fields(answer: str | None) -> str:
+    """MTurk's QuestionFormAnswers XML as ``field=value`` pairs (the XML itself when it has none)."""
+    pairs = [f"{html.unescape(name)}={html.unescape(value)}" for name, value in _ANSWER.findall(answer or "")]
+    return ", ".join(pairs) if pairs else (answer or "")[:200]
