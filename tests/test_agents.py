@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 from mephisto_dist import agents
 from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, transaction
+from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, Unit
 from mephisto_dist.db.transitions import move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
@@ -139,3 +140,27 @@ def test_processes_racing_for_units_never_share_one(engine: Engine, database_url
     assert assigned == 10
     assert len(pairs) == len(set(pairs)) == 10
     assert all(count == 1 for count in owners.values())
+
+
+def test_a_claim_finding_every_free_unit_locked_never_waits_inside_its_transaction(pg_url: str) -> None:
+    """PostgreSQL: while another transaction holds every launched unit's row lock, register_agent does not
+    sleep with its own transaction open; it says so (ClaimBusy), and the caller waits with nothing open."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=2)
+    reg = Registration.from_request({"provider_data": {
+        "worker_name": "w", "assignment_id": "a", "agent_registration_id": "a-w", "provider_type": "mock"}})
+    holder = factory()
+    try:
+        holder.execute(select(Unit.id).where(Unit.task_run_id == run.run_id).with_for_update()).all()
+        with pytest.raises(agents.ClaimBusy), transaction(factory) as session:
+            agents.register_agent(session, run, reg, now=now(), retry=True)
+        with transaction(factory) as session:  # the last attempt answers instead of asking again
+            details = agents.register_agent(session, run, reg, now=now(), retry=False)
+        assert details.agent_id is None and details.failure_reason == agents.NO_UNIT_AVAILABLE
+    finally:
+        holder.rollback()
+        holder.close()
+    assert register(factory, run, "w").agent_id  # the locks gone, the same request gets a unit
+    engine.dispose()
