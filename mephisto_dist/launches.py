@@ -296,8 +296,19 @@ def _pace(ctx: LaunchContext) -> None:
 
 def send_launches(factory: sessionmaker[Session], ctx: LaunchContext, server_url: str, task_args: dict[str, Any],
                   launches: Sequence[UnitLaunch], *, now: datetime) -> int:
-    """Call the provider for each launch (no transaction open), then record every outcome in one
-    transaction; return how many units this call moved to ``launched``."""
+    """Call the provider for each launch (no transaction open) and record the outcomes; return how many
+    units this call moved to ``launched``.
+
+    A remote marketplace lists a HIT as soon as it is made, and a worker may take it at once: each
+    launch is recorded right after its call, so the HIT is known here within one transaction instead
+    of after the whole paced batch. Instant publishing records the batch in one transaction."""
+    if ctx.provider.publishes_instantly:
+        return _send_and_record(factory, ctx, server_url, task_args, launches, now=now)
+    return sum(_send_and_record(factory, ctx, server_url, task_args, [launch], now=now) for launch in launches)
+
+
+def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_url: str,
+                     task_args: dict[str, Any], launches: Sequence[UnitLaunch], *, now: datetime) -> int:
     published: list[tuple[UnitLaunch, str]] = []
     failed: list[tuple[UnitLaunch, str]] = []
     for launch in launches:

@@ -54,11 +54,17 @@ def work_one(turk: str, server: str, worker_id: str, *, submit: bool = True) -> 
     if accepted.status_code != 200:
         return None  # another worker took it a moment ago
     view = accepted.json()
-    agent = httpx.post(f"{server}/request_agent", json={"provider_data": {
-        "worker_name": worker_id, "assignment_id": view["AssignmentId"], "hit_id": view["HITId"],
-        "agent_registration_id": f"{view['AssignmentId']}-{worker_id}", "provider_type": "mturk_sandbox"}}).json()
+
+    def request_agent() -> dict[str, Any] | None:
+        agent: dict[str, Any] = httpx.post(f"{server}/request_agent", json={"provider_data": {
+            "worker_name": worker_id, "assignment_id": view["AssignmentId"], "hit_id": view["HITId"],
+            "agent_registration_id": f"{view['AssignmentId']}-{worker_id}", "provider_type": "mturk_sandbox"}}).json()
+        return agent if agent["data"]["agent_id"] else None
+
+    # A HIT is listed on MTurk as soon as CreateHIT returns, a moment before its launcher records which unit
+    # it hosts: a worker that quick is refused, and reloads the page, as on MTurk.
+    agent = wait_for(request_agent, timeout_s=10, interval_s=0.2, message=f"our server to know HIT {view['HITId']}")
     agent_id = agent["data"]["agent_id"]
-    assert agent_id, agent
     if submit:
         assert httpx.post(f"{server}/submit_task", json={"USED_AGENT_ID": agent_id,
                                                          "final_data": {"rating": "1"}}).status_code == 200

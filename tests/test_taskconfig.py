@@ -80,7 +80,9 @@ def test_loads_choices_values_and_defaults(folder: Path) -> None:
     assert config.blueprint["units_per_assignment"] == 1
     assert config.architect == {"server_type": "node", "server_source_path": None, "hostname": "localhost",
                                 "port": 3000}
-    assert config.provider == {"requester_name": "MOCK_REQUESTER"}
+    # The mock provider's rehearsal knobs (a remote marketplace's latency and faults) default to off.
+    assert config.provider == {"requester_name": "MOCK_REQUESTER", "publish_latency_s": 0.0, "publish_log": "",
+                               "fault": ""}
     assert config.task["task_reward"] == 0.3
     assert config.task["assignment_duration_in_seconds"] == 1800
     assert config.task["submission_timeout"] == 600
