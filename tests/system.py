@@ -75,8 +75,10 @@ def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: 
 
 
 @contextmanager
-def web_server(settings: Settings, run_id: int, log: Path) -> Iterator[str]:
-    port = free_port()
+def web_server(settings: Settings, run_id: int, log: Path, port: int | None = None) -> Iterator[str]:
+    """The web process of a run, on ``port`` (a run's own port, where a provider sends workers) or a free
+    one; yields its URL once it answers."""
+    port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mephisto_dist.cli.app", "web", "--run", str(run_id), "--port", str(port)],

@@ -5,10 +5,6 @@ made twice when a launch or a bonus is repeated (counted at mturk-local)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,37 +32,13 @@ from mephisto_dist.requesters import register
 from mephisto_dist.returns import hand_back_returned_units
 from mephisto_dist.review import Decision, decide, perform_call
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.settings import Settings
 from tests.conftest import wait_for
 from tests.mturk_local_process import client, mturk_local
-from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, stop
+from tests.system import celery_worker, free_port, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 KEY_ID = "AKIDENDTOENDTEST0001"
 SECRET = "e2e-secret-that-must-never-leak-9876543210"
-
-
-@contextmanager
-def web_on(settings: Settings, run_id: int, port: int, log: Path) -> Iterator[str]:
-    """The web process on the run's own port: MTurk opens the run's public URL."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mephisto_dist.cli.app", "web", "--run", str(run_id), "--port", str(port)],
-            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return httpx.get(url + "/task_config.json", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(answers, timeout_s=30, message="the web server to answer")
-        yield url
-    finally:
-        stop(process)
 
 
 @pytest.fixture()
@@ -142,7 +114,7 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
         logs = tmp_path / "logs"
         logs.mkdir()
         with celery_worker(runtime.settings, logs / "worker.log"), \
-                web_on(runtime.settings, run_id, port, logs / "web.log") as server:
+                web_server(runtime.settings, run_id, logs / "web.log", port=port) as server:
             enqueue_launch(runtime, run_id)
             hits = wait_for(lambda: len(our_hits(mturk)) == 5 and our_hits(mturk), timeout_s=60, message="5 HITs")
             assert {h["HITStatus"] for h in hits} == {"Assignable"}

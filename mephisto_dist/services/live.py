@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent
@@ -21,11 +22,17 @@ def agent_status(served: Served, agent_id: str) -> str:
     """The status of the page's agent; RequestError when it is not an agent of the served run."""
     run = served.run()
     with read_transaction(served.runtime.sessions) as session:
-        row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
-        if row is None:
-            row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
-                                  .where(OnboardingAgent.id == agent_id)).first()
-    if row is None or row.task_run_id != run.run_id:
+        return _status_in_run(session, run.run_id, agent_id)
+
+
+def _status_in_run(session: Session, run_id: int, agent_id: str) -> str:
+    """The status of an agent (or, since Mephisto's remote procedure tasks answer calls during onboarding
+    too, an onboarding agent) of this run; RequestError for any other id."""
+    row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
+    if row is None:
+        row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
+                              .where(OnboardingAgent.id == agent_id)).first()
+    if row is None or row.task_run_id != run_id:
         raise RequestError(f"unknown agent id {agent_id!r}", 404)
     return str(row.status)
 
@@ -48,15 +55,9 @@ def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     args_json = args if isinstance(args, str) else json.dumps(args if args is not None else {})
     run = served.run()
     with transaction(served.runtime.sessions) as session:
-        row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
-        if row is None:
-            # Mephisto's remote procedure tasks answer calls during onboarding too.
-            row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
-                                  .where(OnboardingAgent.id == agent_id)).first()
-        if row is None or row.task_run_id != run.run_id:
-            raise RequestError(f"unknown agent id {agent_id!r}", 404)
-        if row.status not in _CALLING:
-            raise RequestError(f"agent {agent_id} is {row.status}: its calls are no longer answered", 409)
+        status = _status_in_run(session, run.run_id, agent_id)
+        if status not in _CALLING:
+            raise RequestError(f"agent {agent_id} is {status}: its calls are no longer answered", 409)
         call_id, created = calls.record_call(session, calls.NewCall(run.run_id, agent_id, request_id, target,
                                                                     args_json), now=now())
     if created:
