@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -110,3 +111,15 @@ def celery_beat(settings: Settings, log: Path) -> Iterator[subprocess.Popen[byte
         yield process
     finally:
         stop(process)
+
+
+def register(url: str, worker: str, assignment: str = "a1") -> dict[str, Any]:
+    """A mock-provider worker's ``request_agent`` (Mephisto's registration id ``<assignment>-<worker>``);
+    the answer's ``data``."""
+    response = httpx.post(url + "/request_agent", json={
+        "provider_data": {"worker_name": worker, "assignment_id": assignment,
+                          "agent_registration_id": f"{assignment}-{worker}", "provider_type": "mock"},
+        "client_timestamp": 0})
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data

@@ -21,7 +21,7 @@ from mephisto_dist.hooks import load_hooks
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_worker, make_runtime, web_server
+from tests.system import celery_worker, make_runtime, register, web_server
 from tests.taskdirs import write_task_dir
 from tests.test_cli_bad_input import assert_refused, run_cli, task_runs
 
@@ -107,14 +107,6 @@ def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runti
     rt.close()
 
 
-def register(url: str, worker: str, assignment: str = "a1") -> dict[str, Any]:
-    response = httpx.post(url + "/request_agent", json={
-        "provider_data": {"worker_name": worker, "assignment_id": assignment,
-                          "agent_registration_id": f"{assignment}-{worker}", "provider_type": "mock"},
-        "client_timestamp": 0})
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
 
 
 def launched(rt: Runtime, run_id: int) -> int:

@@ -18,7 +18,7 @@ from mephisto_dist.export import unit_records
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_worker, make_runtime, web_server
+from tests.system import celery_worker, make_runtime, register, web_server
 from tests.taskdirs import write_task_dir
 
 
@@ -29,15 +29,6 @@ def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runti
     rt.close()
 
 
-def register(url: str, worker: str, assignment: str = "a1") -> dict:  # type: ignore[type-arg]
-    response = httpx.post(url + "/request_agent", json={
-        "provider_data": {"worker_name": worker, "assignment_id": assignment,
-                          "agent_registration_id": f"{assignment}-{worker}", "provider_type": "mock"},
-        "client_timestamp": 0})
-    assert response.status_code == 200, response.text
-    data = response.json()["data"]
-    assert isinstance(data, dict)
-    return data
 
 
 def counts(rt: Runtime, run_id: int) -> dict[str, int]:

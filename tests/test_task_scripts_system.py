@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from mephisto_dist.export import unit_records
 from mephisto_dist.qualifications import granted_values
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, web_server
+from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, register, web_server
 from tests.taskdirs import write_script_task_dir
 
 
@@ -32,14 +31,6 @@ def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runti
     rt.close()
 
 
-def register(url: str, worker: str, assignment: str = "a1") -> dict[str, Any]:
-    response = httpx.post(url + "/request_agent", json={
-        "provider_data": {"worker_name": worker, "assignment_id": assignment,
-                          "agent_registration_id": f"{assignment}-{worker}", "provider_type": "mock"},
-        "client_timestamp": 0})
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
 
 
 def submit(url: str, agent_id: str, rating: str) -> None:
