@@ -190,11 +190,13 @@ def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url
             # paying and our record of it: MTurk's token keeps it to one payment.
             with transaction(runtime.sessions) as session:
                 bonus_call = session.scalar(select(ProviderCall.id).where(ProviderCall.action == "bonus"))
-            runtime.queue.enqueue(PROVIDER_CALL, bonus_call)
+            # The crash's re-make first, then the re-delivery: enqueued before it, the Celery worker could
+            # claim the call between the reset and the re-make, which then (rightly) finds it in flight.
             with transaction(runtime.sessions) as session:
                 session.execute(update(ProviderCall).where(ProviderCall.id == bonus_call)
                                 .values(status="pending", claimed_at=None))
             perform_call(runtime.sessions, int(bonus_call))
+            runtime.queue.enqueue(PROVIDER_CALL, bonus_call)
             assert mturk.list_bonus_payments(AssignmentId=paid)["NumResults"] == 1
             assert httpx.get(f"{turk}/api/stats").json()["Rows"]["bonus"] == 1
 
