@@ -3,7 +3,9 @@ listener of their own, and the deployment's figures there are the ones ``status`
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,6 +135,37 @@ def status_counts(output: str) -> dict[str, int]:
             for line in output.splitlines() if "│" in line or "┃" in line]
     header, values = rows[0], rows[1]
     return {name: int(value) for name, value in zip(header, values, strict=True)}
+
+
+def test_a_standing_by_web_process_takes_the_listener_over_when_its_holder_dies(tmp_path: Path,
+                                                                                 runtime: Runtime) -> None:
+    task_dir = write_task_dir(tmp_path, rows=2, architect="mock")
+    run_id = create_run(runtime, prepare_run(task_dir, "example", [], check_port=False))
+    metrics_url = f"http://127.0.0.1:{(metrics_port := free_port())}"
+    first, url = start_web(runtime, tmp_path / "web1.log", run_id, "--metrics-port", str(metrics_port))
+    second, url2 = start_web(runtime, tmp_path / "web2.log", run_id, "--metrics-port", str(metrics_port))
+    try:
+        assert httpx.get(url + "/task_config.json").status_code == 200
+        before = sample(scrape(metrics_url), "mephisto_dist_request_seconds_count", endpoint="/task_config.json")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+
+        def served_again() -> bool:
+            try:
+                return httpx.get(metrics_url + "/metrics", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(served_again, timeout_s=20, message="the second web process to take the listener over")
+        assert second.poll() is None
+        assert httpx.get(url2 + "/task_config.json").status_code == 200
+        # The dead process's counts stay (its files are kept), the survivor's are added to them.
+        after = sample(scrape(metrics_url), "mephisto_dist_request_seconds_count", endpoint="/task_config.json")
+        assert after == before + 1
+        assert "took over" in (tmp_path / "web2.log").read_text()
+    finally:
+        stop(first)
+        stop(second)
 
 
 def test_the_metrics_port_cannot_be_the_worker_facing_port(tmp_path: Path, runtime: Runtime) -> None:

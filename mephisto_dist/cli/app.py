@@ -120,7 +120,7 @@ def metrics(
     settings = load_settings()
     recorded.enable(settings)
     chosen = port or settings.metrics_port or 9100
-    if not serve_metrics(Runtime(settings), host, chosen):
+    if not serve_metrics(Runtime(settings), host, chosen, standby_every_s=None):
         fail(f"{host}:{chosen} is already in use")
     err_console.print(f"serving metrics on http://{host}:{chosen}/metrics")
     while True:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -82,18 +84,48 @@ def registry(runtime: Runtime) -> Any:
     return collected
 
 
-def serve(runtime: Runtime, host: str, port: int, *, worker_port: int | None = None) -> bool:
-    """Serve this machine's metrics on ``host:port`` in a background thread; False when another process
-    of the machine already serves them there (several web processes share one listener)."""
-    from prometheus_client import start_http_server
+STANDBY_EVERY_S = 2.0
 
+
+def serve(runtime: Runtime, host: str, port: int, *, worker_port: int | None = None,
+          standby_every_s: float | None = STANDBY_EVERY_S) -> bool:
+    """Serve this machine's metrics on ``host:port`` in a background thread; False when another process
+    of the machine already serves them there (several web processes share one listener). A process that
+    found the listener taken stands by: it tries the port again every ``standby_every_s`` and takes the
+    listener over when the process that held it died, so the machine's metrics outlive any one process
+    (``standby_every_s=None``: no standing by)."""
     if port == worker_port:
         raise ConfigError(f"the metrics port {port} is the worker-facing port: give metrics a port of their own")
+    collected = registry(runtime)
+    if _listen(collected, host, port):
+        return True
+    if standby_every_s is None:
+        return False
+    log.info("metrics: %s:%d is served by another process of this machine; standing by", host, port)
+    threading.Thread(target=_stand_by, args=(collected, host, port, standby_every_s), name="metrics-standby",
+                     daemon=True).start()
+    return False
+
+
+def _listen(collected: Any, host: str, port: int) -> bool:
+    """Start the listener; False when the port is taken, one-line ConfigError for any other failure."""
+    from prometheus_client import start_http_server
+
     try:
-        start_http_server(port, addr=host, registry=registry(runtime))
+        start_http_server(port, addr=host, registry=collected)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {error.strerror}") from None
-        log.info("metrics: %s:%d is served by another process of this machine", host, port)
         return False
     return True
+
+
+def _stand_by(collected: Any, host: str, port: int, every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        try:
+            if _listen(collected, host, port):
+                log.info("metrics: took over %s:%d (the process serving it is gone)", host, port)
+                return
+        except ConfigError as error:
+            log.warning("metrics: %s", error)
