@@ -383,6 +383,24 @@ def launch_trouble(session: Session, run_id: int) -> LaunchTrouble:
     return LaunchTrouble(failed, len(rows) - failed, rows[0][1] if rows else None)
 
 
+@dataclass(frozen=True)
+class FailedLaunch:
+    """A unit whose launch failed every attempt: it waits for ``review resend``."""
+
+    run_id: int
+    unit_id: int
+    attempts: int
+    error: str
+
+
+def failed_launches(session: Session, run_ids: Sequence[int]) -> list[FailedLaunch]:
+    rows = session.execute(select(Unit.task_run_id, Unit.id, Unit.launch_attempts, Unit.launch_error).where(
+        Unit.task_run_id.in_(list(run_ids)), Unit.status == UnitStatus.CREATED.value,
+        Unit.launch_failed_at.is_not(None)).order_by(Unit.task_run_id, Unit.id))
+    return [FailedLaunch(int(run_id), int(unit_id), int(attempts), error or "")
+            for run_id, unit_id, attempts, error in rows]
+
+
 def reset_failed_launches(session: Session, run_ids: Sequence[int] | None) -> dict[int, int]:
     """Make launches that ran out of attempts launchable again, with a fresh count; returns, per run,
     how many units were reset (the caller enqueues their launch after the commit)."""

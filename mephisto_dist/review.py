@@ -430,6 +430,30 @@ def failed_calls(session: Session, run_id: int) -> tuple[int, str | None]:
     return len(rows), (rows[0] if rows else None)
 
 
+@dataclass(frozen=True)
+class FailedCall:
+    """A provider call that failed every attempt: it waits for ``review resend``."""
+
+    call_id: int
+    run_id: int | None
+    unit_id: int | None
+    action: str
+    worker_name: str
+    attempts: int
+    error: str
+
+
+def failed_call_details(session: Session, run_ids: Collection[int]) -> list[FailedCall]:
+    rows = session.execute(
+        select(ProviderCall.id, ProviderCall.task_run_id, ProviderCall.unit_id, ProviderCall.action,
+               Worker.worker_name, ProviderCall.attempts, ProviderCall.last_error)
+        .join(Worker, Worker.id == ProviderCall.worker_id)
+        .where(ProviderCall.task_run_id.in_(list(run_ids)), ProviderCall.status == CallStatus.FAILED.value)
+        .order_by(ProviderCall.id))
+    return [FailedCall(int(call_id), run_id, unit_id, str(action), str(worker), int(attempts), error or "")
+            for call_id, run_id, unit_id, action, worker, attempts, error in rows]
+
+
 # -- what a reviewer looks at ------------------------------------------------------------------------
 
 

@@ -101,6 +101,15 @@ def test_a_provider_that_always_fails_gets_exactly_the_configured_attempts(
         shown = cli(rt, "status", str(run_id))
         assert shown.returncode == 0, shown.stderr
         assert "launch failed for 2 unit(s)" in shown.stdout and PUBLISH_REFUSED in shown.stdout, shown.stdout
+        # The interactive review shows each failed launch with the provider's message, and the resend.
+        reviewed = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "review", "--run", str(run_id)],
+                                  cwd=ROOT, env={**child_env(rt.settings), "COLUMNS": "250"}, input="",
+                                  capture_output=True, text=True, check=False)
+        assert reviewed.returncode == 0, reviewed.stderr
+        assert "2 unit launch(es) and 0 provider call(s) failed every attempt" in reviewed.stdout, reviewed.stdout
+        for unit in first:
+            assert f"launch of unit {unit.id} (run {run_id}), 3 attempt(s): {PUBLISH_REFUSED}" in reviewed.stdout
+        assert f"send them again: mephisto-dist review resend --run {run_id}" in reviewed.stdout
         # Beat sends nothing more on its own (the count below would overshoot); the researcher does.
         assert sum(len(v) for v in published(log).values()) == 6
         resent = cli(rt, "review", "resend", "--run", str(run_id))

@@ -397,3 +397,22 @@ def test_interactive_review_approves_all_of_a_workers_units(tmp_path: Path, engi
     # Nothing left to review: a second pass says so and asks nothing.
     again = run_cli(tmp_path, database_url, "review", "--run", str(run.run_id))
     assert again.returncode == 0 and "no completed units to review" in again.stdout
+
+
+def test_interactive_review_shows_each_call_that_failed_every_attempt_and_how_to_resend_it(
+        tmp_path: Path, engine: Engine, database_url: str) -> None:
+    factory = make_sessionmaker(engine)
+    run, units = completed_units(factory, {"nora": 1, "olga": 1})
+    with transaction(factory) as session:
+        bonus_id = decide(session, units["nora"][0], Decision.APPROVE, now=now(), note="x", bonus=1.0).call_ids[1]
+    provider = _FlakyProvider()
+    assert perform_call(factory, bonus_id, provider_for=lambda _type, _args: provider,
+                        max_attempts=1) == CallStatus.FAILED
+    result = run_cli(tmp_path, database_url, "review", "--run", str(run.run_id), stdin="q\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 unit launch(es) and 1 provider call(s) failed every attempt" in result.stdout, result.stdout
+    assert (f"bonus of worker nora for unit {units['nora'][0]} (run {run.run_id}), 1 attempt(s): "
+            in result.stdout), result.stdout
+    assert "throttled" in result.stdout
+    assert f"send them again: mephisto-dist review resend --run {run.run_id}" in result.stdout
+    assert "1 completed unit(s) from 1 worker(s) to review" in result.stdout  # olga's, then the review goes on

@@ -24,13 +24,14 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
 from mephisto_dist.export import resolve_runs
-from mephisto_dist.launches import reset_failed_launches
+from mephisto_dist.launches import FailedLaunch, failed_launches, reset_failed_launches
 from mephisto_dist.qualifications import block_worker, create_qualification, grant
 from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL
 from mephisto_dist.review import (
     AlreadyDecided,
     CallInFlight,
     Decision,
+    FailedCall,
     NotReviewable,
     Reviewed,
     WorkerHistory,
@@ -39,6 +40,7 @@ from mephisto_dist.review import (
     completed_unit_ids,
     completed_units_by_worker,
     decide,
+    failed_call_details,
     parse_bonus,
     perform_call,
     reset_failed_calls,
@@ -64,6 +66,7 @@ AllCompleted = Annotated[bool, typer.Option(
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Note kept with the decision; shown "
                                                   "to the worker for a rejection or a bonus.")]
 SHOWN_IDS = 20
+SHOWN_FAILURES = 20
 
 
 def _now() -> datetime:
@@ -252,6 +255,7 @@ class _Session:
     def go(self) -> None:
         with transaction(self.runtime.sessions) as session:
             groups = completed_units_by_worker(session, self.run_ids)
+            show_failures(failed_launches(session, self.run_ids), failed_call_details(session, self.run_ids))
         if not groups:
             console.print("no completed units to review", highlight=False)
             return
@@ -358,6 +362,25 @@ class _Session:
                 message = "worker blocked from every task" if call_id else "worker was already blocked"
         console.print(message, highlight=False)
         dispatch_calls(self.runtime, [call_id] if call_id else [])
+
+
+def show_failures(launches: Sequence[FailedLaunch], calls: Sequence[FailedCall]) -> None:
+    """What failed every attempt and is not retried on its own: a line each (the provider's message),
+    then the command that sends them again."""
+    if not launches and not calls:
+        return
+    console.print(f"[red]{len(launches)} unit launch(es) and {len(calls)} provider call(s) failed every "
+                  "attempt[/] and are not retried on their own:", highlight=False)
+    lines = [f"  launch of unit {f.unit_id} (run {f.run_id}), {f.attempts} attempt(s): {f.error}" for f in launches]
+    lines += [f"  {c.action} of worker {c.worker_name}"
+              + (f" for unit {c.unit_id}" if c.unit_id is not None else "")
+              + f" (run {c.run_id}), {c.attempts} attempt(s): {c.error}" for c in calls]
+    for line in lines[:SHOWN_FAILURES]:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    if len(lines) > SHOWN_FAILURES:
+        console.print(f"  and {len(lines) - SHOWN_FAILURES} more", highlight=False)
+    for run_id in sorted({f.run_id for f in launches} | {c.run_id for c in calls if c.run_id is not None}):
+        console.print(f"send them again: mephisto-dist review resend --run {run_id}", highlight=False)
 
 
 def _ask_text(question: str) -> str:
