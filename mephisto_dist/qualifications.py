@@ -8,6 +8,7 @@ caller's transaction.
 
 from __future__ import annotations
 
+import logging
 import operator
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -31,8 +32,10 @@ from mephisto_dist.db.models import (
     Worker,
 )
 from mephisto_dist.db.unique_rows import get_or_create
-from mephisto_dist.errors import ConfigError, NotFoundError
+from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
 from mephisto_dist.review import CallAction, record_call
+
+log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 255
 FAILED_SUFFIX = "-failed"
@@ -397,8 +400,9 @@ class StoredWorkerQualifications:
     """A worker's qualifications for a task's own code (``hooks.WorkerQualifications``): each call is
     its own transaction, so a validator's grant is kept even if the code fails afterwards."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], send: Callable[[int], None] | None = None) -> None:
         self._sessions = sessions
+        self._send = send  # sends a recorded provider call (its id) after the commit; beat re-sends the rest
 
     def granted(self, worker_id: int) -> dict[str, int]:
         with read_transaction(self._sessions) as session:
@@ -409,9 +413,23 @@ class StoredWorkerQualifications:
         with transaction(self._sessions) as session:
             qualification_id, _ = create_qualification(session, name, now=now)
             grant(session, qualification_id, worker_id, int(value), now=now)
+            calls = pending_worker_calls(session, worker_id)
+        self._sent(calls)
 
     def revoke(self, worker_id: int, name: str) -> None:
         with transaction(self._sessions) as session:
             found = session.scalar(select(Qualification.id).where(Qualification.name == name))
             if found is not None:
                 revoke(session, found, worker_id)
+            calls = pending_worker_calls(session, worker_id)
+        self._sent(calls)
+
+    def _sent(self, call_ids: list[int]) -> None:
+        if self._send is None:
+            return
+        for call_id in call_ids:
+            try:
+                self._send(call_id)
+            except ServiceError as error:
+                log.warning("provider call %s not sent now (%s): beat re-sends it", call_id, error)
+                return

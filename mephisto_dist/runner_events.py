@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -158,7 +159,7 @@ def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outpu
             unit_id=unit_id, unit_index=int(unit.unit_index), run_id=run_id, unit_data=dict(unit_data or {}),
             outputs=dict(outputs), worker_id=unit.worker_id, worker_name=unit.worker_name,
             agent_id=unit.agent_id, status=str(unit.status),
-            qualifications=StoredWorkerQualifications(rt.sessions)))
+            qualifications=StoredWorkerQualifications(rt.sessions, send=partial(rt.queue.enqueue, queue.PROVIDER_CALL))))
     if not open_units and assignment_id is not None:
         runner.on_assignment_finished(view, int(assignment_id))
 

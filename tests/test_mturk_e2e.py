@@ -259,3 +259,48 @@ def _provider_args(runtime: Runtime, run_id: int) -> dict[str, Any]:
         args = dict(run.config["provider"])
     assert "secret" not in repr(args).lower() and args["aws_profile"] == "lab"
     return args
+
+
+def test_an_onboarding_verdict_reaches_mturk_at_once(tmp_path: Path, redis_url: str, sqlite_url: str,
+                                                     aws_home: Path) -> None:
+    """The qualification an onboarding grants is copied to MTurk by the Celery worker right after the
+    verdict, not on beat's re-send (no beat runs here), so the worker's standing there is right at once."""
+    with mturk_local(tmp_path / "turk.sqlite3", tmp_path / "turk.log") as turk:
+        mturk = client(turk)
+        runtime = make_runtime(tmp_path / "data", sqlite_url, redis_url, DEPLOYMENT="e2e")
+        credentials.save_profile("lab", KEY_ID, SECRET)
+        with transaction(runtime.sessions) as session:
+            register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+        port = free_port()
+        task_dir = write_task_dir(tmp_path, rows=1, port=port)
+        (task_dir / "server_files" / "onboarding.html").write_text("<p>Say yes.</p>")
+        run_id = create_run(runtime, prepare_run(task_dir, "example", [
+            "mephisto/provider=mturk_sandbox", "mephisto.provider.requester_name=lab",
+            "mephisto.blueprint.onboarding_qualification=e2e-onboarded",
+            f"mephisto.blueprint.onboarding_source={task_dir / 'server_files' / 'onboarding.html'}"],
+            check_port=False))
+        with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+                web_server(runtime.settings, run_id, tmp_path / "web.log", port=port) as server:
+            enqueue_launch(runtime, run_id)
+            wait_for(lambda: len(our_hits(mturk)) == 1, timeout_s=60, message="the HIT")
+            opened = SimulatedWorker(turk, "A1ONBOARD").accept()
+            started = httpx.post(f"{server}/request_agent", json={"provider_data": {
+                "worker_name": opened["workerId"], "assignment_id": opened["assignmentId"],
+                "hit_id": opened["hitId"], "agent_registration_id": f"{opened['assignmentId']}-A1ONBOARD",
+                "provider_type": "mturk_sandbox"}}).json()["data"]
+            assert str(started["agent_id"]).startswith("onboarding_"), started
+            verdict = httpx.post(f"{server}/submit_onboarding", json={"provider_data": {
+                "USED_AGENT_ID": started["agent_id"], "onboarding_data": {"answer": "yes"}}}).json()["data"]
+            assert verdict["agent_id"] and not str(verdict["agent_id"]).startswith("onboarding_"), verdict
+
+            def holders() -> list[tuple[str, int]]:
+                types = [t["QualificationTypeId"] for t in mturk.list_qualification_types(
+                    Query="e2e-onboarded", MustBeRequestable=False, MustBeOwnedByCaller=True)["QualificationTypes"]
+                    if t["Name"] == "e2e-onboarded"]
+                if not types:
+                    return []
+                found = mturk.list_workers_with_qualification_type(QualificationTypeId=types[0], Status="Granted")
+                return [(q["WorkerId"], q["IntegerValue"]) for q in found["Qualifications"]]
+
+            wait_for(lambda: holders() == [("A1ONBOARD", 1)], timeout_s=20, message="the onboarding grant on MTurk")
+        runtime.close()

@@ -354,14 +354,15 @@ class _Session:
             block_qualification = (config.get("blueprint") or {}).get("block_qualification")
             if block_qualification:
                 qualification_id, _ = create_qualification(session, block_qualification, now=_now())
-                grant(session, qualification_id, worker_id, 1, now=_now())
-                call_id = None
+                sync = grant(session, qualification_id, worker_id, 1, now=_now())
+                calls = [sync] if sync else []  # copied to MTurk, where the HIT type requires its absence
                 message = f"worker blocked from tasks with block_qualification {block_qualification!r}"
             else:
                 call_id = block_worker(session, worker_id, reason, now=_now())
+                calls = [call_id] if call_id else []
                 message = "worker blocked from every task" if call_id else "worker was already blocked"
         console.print(message, highlight=False)
-        dispatch_calls(self.runtime, [call_id] if call_id else [])
+        dispatch_calls(self.runtime, calls)
 
 
 def show_failures(launches: Sequence[FailedLaunch], calls: Sequence[FailedCall]) -> None:

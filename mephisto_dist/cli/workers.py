@@ -119,14 +119,15 @@ def block(
             if qualification is not None:
                 qualification_id, _ = create_qualification(session, qualification, now=_now())
                 grant(session, qualification_id, found.id, 1, now=_now())
-                call_id = None
+                calls = pending_worker_calls(session, found.id)  # the grant, copied to MTurk
                 message = f"worker {worker} blocked from tasks whose block_qualification is {qualification!r}"
             else:
                 call_id = block_worker(session, found.id, reason, now=_now())
+                calls = [call_id] if call_id is not None else []
                 message = (f"worker {worker} blocked from every task" if call_id is not None
                            else f"worker {worker} was already blocked")
         console.print(message, highlight=False)
-        dispatch_calls(runtime, [call_id] if call_id is not None else [])
+        dispatch_calls(runtime, calls)
 
 
 @workers_app.command("unblock")
@@ -141,17 +142,18 @@ def unblock(
     with opened_runtime() as runtime:
         with transaction(runtime.sessions) as session:
             found = find_worker(session, worker, provider)
-            call_id = None
             if qualification is not None:
                 if not revoke(session, find_qualification(session, qualification).id, found.id):
                     fail(f"worker {worker} does not hold {qualification!r}")
+                calls = pending_worker_calls(session, found.id)  # the revoke, copied to MTurk
                 message = f"worker {worker} no longer blocked by {qualification!r}"
             else:
                 call_id = unblock_worker(session, found.id, reason, now=_now())
+                calls = [call_id] if call_id is not None else []
                 message = (f"worker {worker} unblocked" if call_id is not None
                            else f"worker {worker} was not blocked")
         console.print(message, highlight=False)
-        dispatch_calls(runtime, [call_id] if call_id is not None else [])
+        dispatch_calls(runtime, calls)
 
 
 @workers_app.command("clear-onboarding")
@@ -161,14 +163,17 @@ def clear_onboarding_command(
     provider: ProviderOption = None,
 ) -> None:
     """Let a worker take onboarding again: removes <NAME> and <NAME>-failed."""
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        found = find_worker(session, worker, provider)
-        name = check_name(qualification)
-        known = session.scalar(select(Qualification.id).where(
-            Qualification.name.in_([name, name + FAILED_SUFFIX])).limit(1))
-        if known is None:
-            raise NotFoundError(f"no qualification named {name!r} or {name + FAILED_SUFFIX!r}")
-        removed = clear_onboarding(session, found.id, name)
+    with opened_runtime() as runtime:
+        with transaction(runtime.sessions) as session:
+            found = find_worker(session, worker, provider)
+            name = check_name(qualification)
+            known = session.scalar(select(Qualification.id).where(
+                Qualification.name.in_([name, name + FAILED_SUFFIX])).limit(1))
+            if known is None:
+                raise NotFoundError(f"no qualification named {name!r} or {name + FAILED_SUFFIX!r}")
+            removed = clear_onboarding(session, found.id, name)
+            calls = pending_worker_calls(session, found.id)  # the revokes, copied to MTurk
+        dispatch_calls(runtime, calls)
     if removed:
         console.print(f"removed {', '.join(removed)} from worker {worker}", highlight=False)
     else:

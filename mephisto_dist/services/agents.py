@@ -12,9 +12,10 @@ from mephisto_dist.agents import AgentDetails, Registration, RunContext
 from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
-from mephisto_dist.errors import RequestError
+from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.live import calls
-from mephisto_dist.queue import UNIT_ASSIGNED
+from mephisto_dist.qualifications import SYNCED_PROVIDERS, pending_worker_calls
+from mephisto_dist.queue import PROVIDER_CALL, UNIT_ASSIGNED
 from mephisto_dist.services.served import Served, now
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,21 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
     with transaction(served.runtime.sessions) as session:
         details = agents.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
                                            gate=served.gate)
+        # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
+        # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
+        syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
     _announce(served, details)
+    _send_provider_calls(served, syncs)
     return details
+
+
+def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
+    for call_id in call_ids:
+        try:
+            served.runtime.queue.enqueue(PROVIDER_CALL, call_id)
+        except ServiceError as error:
+            log.warning("provider call %s not queued now (%s): beat re-sends it", call_id, error)
+            return
 
 
 def _announce(served: Served, details: AgentDetails) -> None:
