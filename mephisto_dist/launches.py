@@ -151,6 +151,18 @@ def rebuild_pool(factory: sessionmaker[Session], limiter: Limiter, pool: str, le
                     pool, len(members))
 
 
+def set_run_cap(factory: sessionmaker[Session], limiter: Limiter, run_id: int, cap: int, *, lease_s: float) -> None:
+    """Store a live run's new cap. A cap set (again) is counted afresh from the database: while the run
+    was uncapped nobody kept its pool, and the units launched then hold no token. The cap is stored with
+    the pool marked lost in one step, so no launcher takes a token until the recount is written."""
+    pool = run_pool(run_id)
+    limiter.set_cap(pool, cap, recount=cap > 0)
+    if cap > 0:
+        with read_transaction(factory) as session:
+            members = pool_members(session, [run_id])
+        limiter.rebuild(pool, members, lease_s)
+
+
 def _acquire(factory: sessionmaker[Session], ctx: LaunchContext, holder: str, pools: list[PoolLimit]) -> bool:
     for _ in range(3):
         taken = ctx.limiter.acquire(holder, pools)
@@ -269,11 +281,25 @@ def _still_held(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan,
                 launches: list[UnitLaunch]) -> list[UnitLaunch]:
     """The launches whose tokens are still there now that their intent is recorded. A token lost in
     between (a Redis flush before the intent existed to be counted by the rebuild) means the slot may
-    be someone else's: that launch is withdrawn."""
-    if not plan.pools or not launches:
+    be someone else's: that launch is withdrawn.
+
+    A run planned uncapped whose cap was set meanwhile (``limits --max-concurrent``): its launches take
+    a token now, or are withdrawn. The cap is read after the intents were committed, and the command
+    recounts the pool from the database after storing the cap, so each intent is either counted by
+    that recount or sees the cap here."""
+    if not launches:
         return launches
-    held = set.intersection(*(ctx.limiter.holders(p.pool) for p in plan.pools))
-    kept = [launch for launch in launches if f"launch:{launch.launch_id}" in held]
+    pools = [p.pool for p in plan.pools]
+    kept = launches
+    if plan.pools:
+        held = set.intersection(*(ctx.limiter.holders(pool) for pool in pools))
+        kept = [launch for launch in launches if f"launch:{launch.launch_id}" in held]
+    if not plan.capped and (cap := ctx.limiter.get_cap(run_pool(plan.run_id))):
+        capped = PoolLimit(run_pool(plan.run_id), cap, ctx.lease_s, rebuilt_from_db=True)
+        pools.append(capped.pool)
+        kept = [launch for launch in kept if _acquire(factory, ctx, f"launch:{launch.launch_id}", [capped])]
+    if not pools:
+        return launches
     lost = [launch for launch in launches if launch not in kept]
     if lost:
         with transaction(factory) as session:
@@ -282,7 +308,7 @@ def _still_held(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan,
                                                    Unit.status == UnitStatus.CREATED.value)
                                 .values(launch_id=None, launch_attempts=0, launch_retry_at=None))
         for launch in lost:
-            ctx.limiter.release(f"launch:{launch.launch_id}", [p.pool for p in plan.pools])
+            ctx.limiter.release(f"launch:{launch.launch_id}", pools)
     return kept
 
 

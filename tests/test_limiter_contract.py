@@ -300,6 +300,22 @@ def test_a_pool_rebuilt_from_the_database_refuses_until_rebuilt_once(harness: Ha
     assert limiter.acquire("launch:a", [limit("other", 1)]) == OK
 
 
+def test_a_cap_set_with_a_recount_refuses_until_the_pool_is_counted_again(harness: Harness) -> None:
+    limiter = harness.limiter
+    run = PoolLimit("run", 0, 60.0, rebuilt_from_db=True)
+    limiter.rebuild("run", [], 60.0)
+    assert limiter.acquire("launch:a", [run]) == OK  # uncapped: nothing else is kept
+    limiter.set_cap("run", 2, recount=True)
+    assert limiter.get_cap("run") == 2
+    assert limiter.acquire("launch:b", [run]) == Acquired(ok=False, lost_pool="run")
+    # The database's recount: three units out (launched while uncapped), more than the new cap.
+    assert limiter.rebuild("run", ["launch:a", "launch:x", "launch:y"], 60.0) == 3
+    assert limiter.acquire("launch:b", [run]) == Acquired(ok=False, refused_pool="run")
+    limiter.set_cap("run", 4)  # without a recount the pool stays as it is
+    assert limiter.acquire("launch:b", [run]) == OK
+    assert limiter.held("run") == 4
+
+
 def test_refresh_renews_and_removes_only_what_it_is_told(harness: Harness) -> None:
     limiter = harness.limiter
     for holder in ("launch:kept", "launch:done", "launch:newer"):

@@ -216,3 +216,61 @@ def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path,
     rt.close()
     assert done == units
     assert observed and max(observed) <= cap, max(observed)
+
+
+def test_a_cap_removed_then_set_again_counts_every_unit_out_and_holds(
+        tmp_path: Path, database_url: str, redis_url: str) -> None:
+    """``limits --max-concurrent 0`` then ``--max-concurrent 2`` on a live run: the units launched while it
+    was uncapped hold no token, so setting the cap again counts the pool afresh from the database; the
+    units out drain and from then on the cap holds with web, Celery and beat all launching."""
+    import subprocess
+    import sys
+
+    from mephisto_dist.launches import run_pool
+    from tests.system import ROOT, celery_beat, child_env
+    from tests.test_cap_processes import launch_pressure, run_is_complete, sampler, simulated_workers
+
+    cap, units = 2, 12
+    rt = make_runtime(tmp_path / "data", database_url, redis_url, POOL_RENEW_EVERY_S="0.5",
+                      RUN_SWEEP_EVERY_S="0.5", LEASE_TTL_S="10")
+    task_dir = write_task_dir(tmp_path, rows=units, architect="mock", cap=cap)
+    run_id = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))
+
+    def set_cap(value: int) -> str:
+        done = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "limits", str(run_id),
+                               "--max-concurrent", str(value)], cwd=ROOT, env=child_env(rt.settings),
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run_done = threading.Event()
+    submitted: list[int] = []
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as url:
+        enqueue_launch(rt, run_id)
+        wait_for(lambda: active_units(rt, run_id) == cap, timeout_s=30, message="the first units to launch")
+        set_cap(0)
+        wait_for(lambda: active_units(rt, run_id) == units, timeout_s=30, message="every unit launched uncapped")
+        shown = set_cap(cap)
+        # Every unit out holds a token again, the ones launched uncapped too.
+        assert rt.limiter.held(run_pool(run_id)) == units
+        assert f"{units} units are out, none launches until fewer than {cap} are" in shown, shown
+        with sampler(rt, run_id, tmp_path / "samples.txt") as samples:
+            pressure = threading.Thread(target=launch_pressure, args=(rt, run_id, run_done), daemon=True)
+            pressure.start()
+            clients = threading.Thread(target=lambda: asyncio.run(simulated_workers([url], run_done, submitted)),
+                                       daemon=True)
+            clients.start()
+            try:
+                wait_for(lambda: run_is_complete(rt, run_id), timeout_s=120, message="the run to complete")
+            finally:
+                run_done.set()
+                clients.join(30)
+                pressure.join(5)
+    rt.close()
+    assert len(submitted) == units
+    drained = next(i for i, s in enumerate(samples) if s.active <= cap)
+    assert max(s.active for s in samples[drained:]) <= cap, max(s.active for s in samples[drained:])
+    assert max(s.held for s in samples[drained:]) <= cap, max(s.held for s in samples[drained:])
+    print(f"\n[{database_url.split(':')[0]}] cap removed and set again: {len(samples)} samples, max "
+          f"launched+assigned {max(s.active for s in samples[drained:])}/{cap} once drained")

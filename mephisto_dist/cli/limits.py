@@ -13,7 +13,7 @@ from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
-from mephisto_dist.launches import GLOBAL_POOL, run_pool
+from mephisto_dist.launches import GLOBAL_POOL, run_pool, set_run_cap
 from mephisto_dist.queue import LAUNCH_UNITS
 
 
@@ -44,7 +44,7 @@ def limits(
             return
         if max_concurrent is not None:
             # The database holds the cap; the stored override makes every launcher see it at once.
-            runtime.limiter.set_cap(pool, max_concurrent)
+            set_run_cap(runtime.sessions, runtime.limiter, run_id, max_concurrent, lease_s=runtime.settings.lease_ttl_s)
             if not completed:
                 runtime.queue.enqueue(LAUNCH_UNITS, run_id)
         held = runtime.limiter.held(pool)

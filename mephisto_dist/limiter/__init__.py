@@ -113,8 +113,12 @@ class Limiter(Protocol):
         token is left as it is. Returns the live count."""
         ...
 
-    def set_cap(self, pool: str, cap: int | None) -> None:
-        """Store a cap that overrides the one callers pass (``None`` removes the override)."""
+    def set_cap(self, pool: str, cap: int | None, *, recount: bool = False) -> None:
+        """Store a cap that overrides the one callers pass (``None`` removes the override).
+
+        ``recount``: in the same step, mark the pool lost, so every acquire in a pool
+        ``rebuilt_from_db`` refuses until it is rebuilt from the database. A pool nobody kept while its
+        run was uncapped is counted afresh before the cap applies again."""
         ...
 
     def get_cap(self, pool: str) -> int | None:

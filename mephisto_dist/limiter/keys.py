@@ -14,9 +14,10 @@ key                                type    TTL                                  
                                                                                             refresh.lua
 ``P:cap:<pool>``                   STRING  integer cap overriding the caller's; no TTL,     set_cap (CLI)
                                            removed by ``set_cap(pool, None)``.
-``P:ready:<pool>``                 STRING  ``1`` while the pool is intact (``rebuild.lua``   rebuild.lua
-                                           sets it); a flush or restart removes it, so
-                                           acquire.lua refuses until it is rebuilt. No TTL.
+``P:ready:<pool>``                 STRING  ``1`` while the pool is intact (``rebuild.lua``   rebuild.lua,
+                                           sets it); a flush or restart removes it, and so  set_cap
+                                           does a cap set with ``recount``, so acquire.lua  (recount)
+                                           refuses until it is rebuilt. No TTL.
 ``P:rate:<bucket>``                HASH    ``tokens`` (float), ``ts`` (server ms of the     rate.lua
                                            last refill); TTL = time to refill the burst +
                                            1 s, after which a fresh bucket is the same.

@@ -107,13 +107,15 @@ class MemoryLimiter:
                 members.pop(holder, None)
             return len(members)
 
-    def set_cap(self, pool: str, cap: int | None) -> None:
+    def set_cap(self, pool: str, cap: int | None, *, recount: bool = False) -> None:
         check_cap(cap)
         with self._lock:
             if cap is None:
                 self._caps.pop(pool, None)
             else:
                 self._caps[pool] = cap
+            if recount:
+                self._ready.discard(pool)
 
     def get_cap(self, pool: str) -> int | None:
         with self._lock:

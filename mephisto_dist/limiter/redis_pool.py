@@ -148,14 +148,18 @@ class RedisLimiter:
             return int(self._refresh([keys.pool_key(pool, self._prefix)],
                                      [_lease_arg(lease_s), len(keep), *keep, *gone]))
 
-    def set_cap(self, pool: str, cap: int | None) -> None:
+    def set_cap(self, pool: str, cap: int | None, *, recount: bool = False) -> None:
         check_cap(cap)
         key = keys.cap_key(pool, self._prefix)
+        pipe = self._client.pipeline(transaction=True)  # one MULTI: no acquire sees the cap without the recount
+        if cap is None:
+            pipe.delete(key)
+        else:
+            pipe.set(key, cap)
+        if recount:
+            pipe.delete(keys.ready_key(pool, self._prefix))
         with self._boundary:
-            if cap is None:
-                self._client.delete(key)
-            else:
-                self._client.set(key, cap)
+            pipe.execute()
 
     def get_cap(self, pool: str) -> int | None:
         with self._boundary:
