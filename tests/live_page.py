@@ -31,15 +31,20 @@ class LivePage:
         self._lock = threading.Lock()
         self._connections = ExitStack()
 
-    def open(self) -> LivePage:
+    def open(self, *, alive: bool = True) -> LivePage:
+        """Connect and, unless told not to, send ``alive`` first (as a page that has nothing queued does)."""
         self._stop.clear()
         self._socket = self._connections.enter_context(connect(self.url, open_timeout=10))
-        self._send({"packet_type": "alive", "subject_id": self.agent_id, "data": {}})
+        if alive:
+            self.alive()
         self._threads = [threading.Thread(target=self._read, daemon=True),
                          threading.Thread(target=self._beat, daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
+
+    def alive(self) -> None:
+        self._send({"packet_type": "alive", "subject_id": self.agent_id, "data": {}})
 
     def close(self) -> None:
         """Drop the connection, as a closed tab or a lost network does."""

@@ -85,12 +85,12 @@ def test_calls_are_answered_across_two_web_processes_and_two_workers(tmp_path: P
         assert stored == {"init_data": {"index": 0, "text": "item 0"}}  # the unit_assigned event ran
 
 
-def _opened(page: LivePage):  # type: ignore[no-untyped-def]
+def _opened(page: LivePage, *, alive: bool = True):  # type: ignore[no-untyped-def]
     from contextlib import contextmanager
 
     @contextmanager
     def opened() -> Iterator[LivePage]:
-        page.open()
+        page.open(alive=alive)
         try:
             yield page
         finally:
@@ -226,6 +226,28 @@ def test_calls_are_exported_with_the_agents_data(tmp_path: Path, runtime: Runtim
     assert '"q": 1' in call["args_json"] and '"echo"' in call["response_json"]
 
 
+def test_a_reloaded_page_whose_call_leaves_before_its_alive_is_answered(tmp_path: Path, runtime: Runtime) -> None:
+    """mephisto-task's send queue is ordered by the time a packet was queued: a call made while the reloaded
+    page's new socket is still opening goes out before the ``alive`` queued once it opened. Mephisto's router
+    routes the call by its subject all the same; so must we."""
+    run_id = make_remote_run(runtime, tmp_path, assignments=1)
+    with (web_server(runtime.settings, run_id, tmp_path / "web.log") as web,
+          celery_worker(runtime.settings, tmp_path / "worker.log", concurrency=1, env=worker_env(tmp_path, "w1"))):
+        agent_id = request_agent(web, "worker1")["agent_id"]
+        with _opened(LivePage(web, agent_id)) as page:
+            first = page.call("echo", {"n": 1})
+            assert page.answer(first)["echo"] == {"n": 1}
+        # The reload: the old socket is gone, a new page (with no memory of the first call) opens a new one.
+        with _opened(LivePage(web, agent_id), alive=False) as reloaded:
+            second = reloaded.call("echo", {"n": 2})
+            reloaded.alive()
+            assert reloaded.answer(second)["echo"] == {"n": 2}
+            assert reloaded.answer(first)["echo"] == {"n": 1}  # resent when the page came back
+            assert "in task" in reloaded.statuses
+            # And the calls after it are answered as usual.
+            assert reloaded.answer(reloaded.call("echo", {"n": 3}))["previous"] == ["echo", "echo"]
+
+
 def test_a_page_whose_agent_times_out_is_told_once(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1, duration_s=1)
     with ExitStack() as stack:
@@ -261,3 +283,4 @@ def test_an_onboarding_page_calls_with_the_onboarding_data_then_the_task_page_wi
         assert agent_id and not agent_id.startswith("onboarding_")
         with _opened(LivePage(web, agent_id)) as page:
             assert page.answer(page.call("echo", {}))["row"] == {"index": 0, "text": "item 0"}
+

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import select
 
 from mephisto_dist.compat.bundle import build_bundle
@@ -85,12 +84,9 @@ def test_pages_on_two_web_processes_call_the_slow_function_and_submit(
         assert pages[0].inner_text("#calls-before") == "1 earlier call(s)"
         pages[0].fill("#text", "An awful, terrible soup")
         pages[0].click("#ask")
-        try:
-            pages[0].wait_for_selector("#answer", timeout=20_000)
-        except PlaywrightTimeoutError:
-            # Known open bug (issue 14): on a quiet machine the first call a reloaded page makes is never
-            # answered (it reaches no Celery worker); under load it is. Everything before this line holds.
-            pytest.xfail("a reloaded page's next remote call is not answered on a quiet machine")
+        # Clicked at once, the call is queued while the new socket is still opening: it may reach the
+        # server before the socket's alive (tests/test_live.py checks that order on purpose).
+        pages[0].wait_for_selector("#answer")
         assert pages[0].inner_text("#answer") == "negative (-2)"
         for page in pages:
             page.click("#submit")

@@ -3,8 +3,10 @@
 A page opens a websocket on the task's own host and port (path ``/``) and sends JSON packets
 ``{packet_type, subject_id, data, client_timestamp}`` where ``subject_id`` is its agent id:
 
-- ``alive`` (``data`` empty) first on every (re)connection: it names the agent behind the socket. The
-  router answers an ``update_status`` packet with the agent's status.
+- ``alive`` (``data`` empty) on every (re)connection: it names the agent behind the socket. The router
+  answers an ``update_status`` packet with the agent's status. It is not always first: the page's send
+  queue is ordered by the time a packet was queued, and ``alive`` is queued once the socket opened, so a
+  call made while it was opening goes out before it (the router routes packets by their subject).
 - ``heartbeat`` every 6 s; the router answers ``heartbeat`` with ``data.last_mephisto_ping`` (ms since the
   epoch of the backend's last sign of life; a page that sees it more than 20 s old gives up) and
   ``data.status``.

@@ -49,8 +49,14 @@ async def live_socket(websocket: WebSocket) -> None:
                 watched = subject == agent_id and page.status in _WORKING
                 now_ms = await hub.presence.beat(subject) if watched else None
                 await page.send(protocol.heartbeat_answer(subject, page.status, now_ms=now_ms or _ms()))
-            elif kind == protocol.MEPHISTO_BOUND_LIVE_UPDATE and subject == agent_id:
-                await _live_update(context, page, subject, packet.get("data"))
+            elif kind == protocol.MEPHISTO_BOUND_LIVE_UPDATE:
+                if subject != agent_id:
+                    # mephisto-task's send queue is ordered by the time a packet was queued, so a call made
+                    # while a (re)loaded page's socket was opening arrives before the socket's alive. Like
+                    # Mephisto's router, which routes a call by its subject, take it: link the socket first.
+                    agent_id = await _alive(context, hub, page, subject, agent_id)
+                if subject == agent_id:
+                    await _live_update(context, page, subject, packet.get("data"))
             elif kind == protocol.LOG_ERROR:
                 log.warning("front-end error from agent %s: %s", subject, str(packet.get("data"))[:2000])
     except WebSocketDisconnect:
