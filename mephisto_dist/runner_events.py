@@ -19,11 +19,11 @@ from mephisto_dist import queue
 from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, blueprint_type_of, runner_for
 from mephisto_dist.bundles import run_files
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, Assignment, RemoteCall, TaskRun, Unit, Worker
+from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCall, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
 from mephisto_dist.hooks import SubmittedUnit
 from mephisto_dist.live import calls, protocol
-from mephisto_dist.live.disconnects import disconnect_agents
+from mephisto_dist.live.disconnects import disconnect_agents, disconnect_onboarding_agents
 from mephisto_dist.live.outbox import send_to_agent
 from mephisto_dist.live.presence import Presence
 from mephisto_dist.qualifications import StoredWorkerQualifications
@@ -169,7 +169,9 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     them with an error after their second run."""
     presence = Presence(rt.redis)
     silent = presence.take_silent(rt.settings.live_disconnect_s)
-    gone = disconnect_agents(rt.sessions, rt.limiter, silent, now=_now())
+    now = _now()
+    gone = (disconnect_agents(rt.sessions, rt.limiter, silent, now=now)
+            + disconnect_onboarding_agents(rt.sessions, silent, now=now))
     for item in gone:
         status = AgentStatus.EXPIRED if item.expired else AgentStatus.DISCONNECT
         send_to_agent(rt.redis, item.agent_id, protocol.status_packet(item.agent_id, status.value))
@@ -187,14 +189,18 @@ _ENDINGS = frozenset({AgentStatus.TIMEOUT, AgentStatus.EXPIRED, AgentStatus.RETU
 
 
 def _tell_ended_agents(rt: Runtime, presence: Presence) -> int:
-    """Live pages whose agent ended elsewhere (timed out by beat, expired by a shutdown, submitted) stop
-    being watched; the page of one that did not submit hears its status, and its runner the event."""
+    """Live pages whose agent (or onboarding agent) ended elsewhere (timed out by beat, expired by a
+    shutdown, submitted) stop being watched; the page of one that did not submit hears its status, and its
+    runner the event."""
     watched = list(presence.watched())
     if not watched:
         return 0
     with read_transaction(rt.sessions) as session:
-        rows = session.execute(select(Agent.id, Agent.status, Agent.task_run_id).where(
-            Agent.id.in_(watched), Agent.status != AgentStatus.IN_TASK.value)).all()
+        rows = [*session.execute(select(Agent.id, Agent.status, Agent.task_run_id).where(
+                    Agent.id.in_(watched), Agent.status != AgentStatus.IN_TASK.value)),
+                *session.execute(select(OnboardingAgent.id, OnboardingAgent.status, OnboardingAgent.task_run_id)
+                                 .where(OnboardingAgent.id.in_(watched),
+                                        OnboardingAgent.status != AgentStatus.ONBOARDING.value))]
     told = 0
     for agent_id, status, run_id in rows:
         if not presence.forget(agent_id):

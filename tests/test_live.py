@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, RemoteCall, Unit
+from mephisto_dist.db.models import Agent, OnboardingAgent, RemoteCall, Unit
 from mephisto_dist.export import unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
@@ -284,3 +284,39 @@ def test_an_onboarding_page_calls_with_the_onboarding_data_then_the_task_page_wi
         with _opened(LivePage(web, agent_id)) as page:
             assert page.answer(page.call("echo", {}))["row"] == {"index": 0, "text": "item 0"}
 
+
+def onboarding_status(rt: Runtime, agent_id: str) -> str:
+    with transaction(rt.sessions) as session:
+        return str(session.scalar(select(OnboardingAgent.status).where(OnboardingAgent.id == agent_id)))
+
+
+def test_an_onboarding_page_that_falls_silent_is_disconnected_and_one_that_beats_is_not(
+        tmp_path: Path, runtime: Runtime) -> None:
+    run_id = make_remote_run(runtime, tmp_path, assignments=2, onboarding=f"rp-silent-{tmp_path.name}")
+    with ExitStack() as stack:
+        web = stack.enter_context(web_server(runtime.settings, run_id, tmp_path / "web.log"))
+        stack.enter_context(celery_worker(runtime.settings, tmp_path / "worker.log", concurrency=1,
+                                          env=worker_env(tmp_path, "w1")))
+        stack.enter_context(celery_beat(runtime.settings, tmp_path / "beat.log"))
+        staying, leaving = request_agent(web, "staying")["agent_id"], request_agent(web, "leaving")["agent_id"]
+        assert staying.startswith("onboarding_") and leaving.startswith("onboarding_")
+        stay_page = stack.enter_context(_opened(LivePage(web, staying)))
+        leave_page = LivePage(web, leaving).open()
+        wait_for(lambda: stay_page.heartbeat_answers and leave_page.heartbeat_answers, message="heartbeats")
+        leave_page.close()
+        wait_for(lambda: onboarding_status(runtime, leaving) == "disconnect", timeout_s=20,
+                 message="the silent onboarding page's agent to be disconnected")
+        assert onboarding_status(runtime, staying) == "onboarding"
+        assert stay_page.answer(stay_page.call("echo", {}))["row"] == {"question": "What is 2 + 2?"}
+        # Its late answers are refused; the page that comes back hears it was disconnected, and the worker
+        # who asks again starts a fresh onboarding.
+        import httpx
+
+        late = httpx.post(web + "/submit_onboarding", json={"USED_AGENT_ID": leaving,
+                                                             "onboarding_data": {"answer": "4"}}, timeout=10)
+        assert late.status_code == 409, late.text
+        back = stack.enter_context(_opened(LivePage(web, leaving)))
+        wait_for(lambda: "disconnect" in back.statuses, message="the returning page to hear it was disconnected")
+        again = request_agent(web, "leaving")["agent_id"]
+        assert again.startswith("onboarding_") and again != leaving
+        assert onboarding_status(runtime, staying) == "onboarding"

@@ -10,7 +10,8 @@ re-delivered after its worker died (``acks_late``) does no harm run twice:
 - ``on_remote_call``: a live message from the page asked for work (a remote procedure call); its answer
   goes back to the page;
 - ``on_unit_submitted``: the unit's submission is recorded;
-- ``on_agent_disconnected``: the agent's page fell silent, or it timed out; its unit is back in the pool;
+- ``on_agent_disconnected``: the agent's page fell silent, or it timed out; its unit is back in the pool
+  (an onboarding agent's too, which has no unit);
 - ``on_assignment_finished``: every unit of the assignment is submitted.
 
 :func:`runner_for` picks a run's runner by blueprint name; nothing outside ``blueprints/`` names one.

@@ -6,6 +6,9 @@ expires when the run is shutting down. The unit keeps its run and deployment tok
 (a launched unit counts against ``max_num_concurrent_units``, as before it was taken); the worker's own
 tokens (``allowed_concurrent``, ``maximum_units_per_worker``) are given back, since the unit no longer
 counts as theirs. Both moves are compare-and-sets, so a submission racing the sweep wins or loses whole.
+
+An onboarding agent whose page fell silent moves ``onboarding`` -> ``disconnect`` the same way (its late
+answers are refused; the worker who comes back starts a fresh attempt). It holds no unit or tokens.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Task, TaskRun, Unit
-from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.launches import release_tokens, unit_holder
 from mephisto_dist.limiter import Limiter, keys
@@ -28,7 +31,7 @@ from mephisto_dist.limiter import Limiter, keys
 @dataclass(frozen=True)
 class Disconnected:
     agent_id: str
-    unit_id: int
+    unit_id: int | None  # None for an onboarding agent
     run_id: int
     expired: bool
 
@@ -65,4 +68,20 @@ def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_id
         limiter.release(unit_holder(unit_id), pools)
         if stopping:  # expired: the unit no longer counts against the run's cap
             release_tokens(limiter, run_id, [(unit_id, launch_id)])
+    return done
+
+
+def disconnect_onboarding_agents(factory: sessionmaker[Session], agent_ids: Sequence[str], *,
+                                 now: datetime) -> list[Disconnected]:
+    """Disconnect those of ``agent_ids`` that are onboarding agents still in ``onboarding``."""
+    if not agent_ids:
+        return []
+    done: list[Disconnected] = []
+    with transaction(factory) as session:
+        rows = session.execute(select(OnboardingAgent.id, OnboardingAgent.task_run_id).where(
+            OnboardingAgent.id.in_(list(agent_ids)),
+            OnboardingAgent.status == AgentStatus.ONBOARDING.value)).all()
+        for agent_id, run_id in rows:
+            if move_onboarding_agent(session, agent_id, AgentStatus.ONBOARDING, AgentStatus.DISCONNECT, now=now):
+                done.append(Disconnected(agent_id, None, int(run_id), expired=False))
     return done
