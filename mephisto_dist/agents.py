@@ -23,7 +23,15 @@ from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist import onboarding, screening
 from mephisto_dist.blueprints import initial_task_data, onboarding_data, run_requirements
-from mephisto_dist.db.models import Agent, Assignment, GrantedQualification, Qualification, Unit, Worker
+from mephisto_dist.db.models import (
+    Agent,
+    Assignment,
+    GrantedQualification,
+    Qualification,
+    TaskRun,
+    Unit,
+    Worker,
+)
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
@@ -578,6 +586,9 @@ class Submission:
     worker_id: int
     first: bool
     launch_id: str | None = None  # the launch whose tokens the unit held (given back after the commit)
+    run_cap: int = 0  # the run's max_num_concurrent_units as the submitting transaction read it
+    run_open: bool = False  # neither completed nor shutting down, as that transaction read it
+    server_url: str = ""
 
 
 def submit_task(
@@ -602,11 +613,17 @@ def submit_task(
         raise RequestError(_not_recorded(AgentStatus(again.status)), 409)
     if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
         raise RequestError("this unit is no longer open for submissions", 409)
-    launch_id = _run(session, _UNIT_LAUNCH, {"unit_id": agent.unit_id}).scalar()
-    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True, launch_id=launch_id)
+    unit = _run(session, _UNIT_LAUNCH, {"unit_id": agent.unit_id}).one()
+    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True, launch_id=unit.launch_id,
+                      run_cap=int(unit.max_concurrent_units or 0),
+                      run_open=not unit.is_completed and unit.shutdown_requested_at is None,
+                      server_url=unit.server_url or "")
 
 
-_UNIT_LAUNCH = select(Unit.launch_id).where(Unit.id == bindparam("unit_id"))
+# The unit's launch, and what its refill needs to know of the run (read with it: one round trip).
+_UNIT_LAUNCH = (select(Unit.launch_id, TaskRun.max_concurrent_units, TaskRun.is_completed,
+                       TaskRun.shutdown_requested_at, TaskRun.server_url)
+                .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == bindparam("unit_id")))
 
 
 def _not_recorded(status: AgentStatus) -> str:

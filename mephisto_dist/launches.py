@@ -30,9 +30,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction, transaction
@@ -207,6 +207,56 @@ def launch_units(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int
             return launched
 
 
+# -- a freed slot handed straight over (the submit path) -----------------------------------------------
+
+
+_UNITS = cast(Table, Unit.__table__)
+# The run's lowest created unit that no launch owns, bound to a fresh launch as an intent, in one
+# statement. SKIP LOCKED (PostgreSQL): two submits at once bind two different units.
+_BIND_NEXT = (update(_UNITS)
+              .where(_UNITS.c.id == select(Unit.id).where(
+                  Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.CREATED.value,
+                  Unit.launch_id.is_(None), Unit.launch_failed_at.is_(None))
+                  .order_by(Unit.id).limit(1).with_for_update(skip_locked=True).scalar_subquery(),
+                  _UNITS.c.status == UnitStatus.CREATED.value, _UNITS.c.launch_id.is_(None))
+              .values(launch_id=bindparam("launch_id"), launch_attempts=1, launch_error=None,
+                      launch_retry_at=bindparam("retry_at"))
+              .returning(_UNITS.c.id))
+
+
+def bind_next_launch(session: Session, ctx: LaunchContext, run_id: int, *, now: datetime) -> UnitLaunch | None:
+    """In the caller's transaction (the one ending a unit that held a slot): record the intent to launch
+    the run's next created unit, for :func:`hand_over` to give it that slot after the commit. ``None``
+    when no unit is left to launch.
+
+    The intent counts in a pool rebuilt from the database from the commit on, while the token is still
+    the finished unit's: the count is the same, and ``hand_over`` moves the token in one step."""
+    unit_id = session.connection().execute(_BIND_NEXT, {
+        "run_id": run_id, "launch_id": (launch_id := new_launch_id()), "retry_at": now + ctx.stale_after}).scalar()
+    return None if unit_id is None else UnitLaunch(run_id, int(unit_id), launch_id)
+
+
+def hand_over(factory: sessionmaker[Session], ctx: LaunchContext, freed_holder: str, launch: UnitLaunch,
+              pools: list[PoolLimit], server_url: str, task_args: dict[str, Any], *, now: datetime) -> int | None:
+    """Move the slot ``freed_holder`` (a unit just done) held to the launch :func:`bind_next_launch`
+    recorded, and send that launch; return how many units were launched (0 or 1).
+
+    One limiter step gives the finished unit's tokens back and takes the launch's, so no other launcher
+    can take the slot in between and the unit is offered as soon as this returns. A pool that refuses (a
+    cap lowered, or the slot taken after a reconciler removed the finished unit's token) withdraws the
+    intent. ``None``: a pool was lost; the intent is withdrawn and the finished unit's tokens given back,
+    for the caller to fall back on :func:`launch_units`, which rebuilds it."""
+    holder = f"launch:{launch.launch_id}"
+    taken = ctx.limiter.swap(freed_holder, holder, pools)
+    if not taken.ok:
+        _withdraw(factory, ctx, [p.pool for p in pools], [launch])
+        if taken.lost_pool is not None:
+            ctx.limiter.release(freed_holder, [p.pool for p in pools])
+            return None
+        return 0
+    return send_launches(factory, ctx, server_url, task_args, [launch], now=now)
+
+
 def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _Plan | None:
     stored_cap = ctx.limiter.get_cap(run_pool(run_id))
     with read_transaction(factory) as session:
@@ -223,11 +273,10 @@ def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _P
             batch = min(LAUNCH_BATCH, cap - int(connection.execute(_COUNTING, {"run_id": run_id}).scalar_one()))
             if batch <= 0:
                 return None
-    task_args = _task_args(run.config)
-    return _Plan(run_id, run.server_url or "", task_args, pools_for(ctx, run_id, cap), batch, bool(cap))
+    return _Plan(run_id, run.server_url or "", launch_args(run.config), pools_for(ctx, run_id, cap), batch, bool(cap))
 
 
-def _task_args(config: dict[str, Any] | None) -> dict[str, Any]:
+def launch_args(config: dict[str, Any] | None) -> dict[str, Any]:
     """The run's ``mephisto.task`` arguments, with the blueprint's qualification requirements and block
     qualification, which a remote provider turns into its own (MTurk's QualificationRequirements)."""
     config = config or {}
@@ -300,16 +349,23 @@ def _still_held(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan,
         kept = [launch for launch in kept if _acquire(factory, ctx, f"launch:{launch.launch_id}", [capped])]
     if not pools:
         return launches
-    lost = [launch for launch in launches if launch not in kept]
-    if lost:
-        with transaction(factory) as session:
-            for launch in lost:
-                session.execute(update(Unit).where(Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id,
-                                                   Unit.status == UnitStatus.CREATED.value)
-                                .values(launch_id=None, launch_attempts=0, launch_retry_at=None))
-        for launch in lost:
-            ctx.limiter.release(f"launch:{launch.launch_id}", pools)
+    _withdraw(factory, ctx, pools, [launch for launch in launches if launch not in kept])
     return kept
+
+
+def _withdraw(factory: sessionmaker[Session], ctx: LaunchContext, pools: list[str],
+              launches: list[UnitLaunch]) -> None:
+    """Clear intents that will not be sent (their units are launchable again) and give back whatever
+    tokens their launches hold."""
+    if not launches:
+        return
+    with transaction(factory) as session:
+        for launch in launches:
+            session.execute(update(Unit).where(Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id,
+                                               Unit.status == UnitStatus.CREATED.value)
+                            .values(launch_id=None, launch_attempts=0, launch_retry_at=None))
+    for launch in launches:
+        ctx.limiter.release(f"launch:{launch.launch_id}", pools)
 
 
 def _pace(ctx: LaunchContext) -> None:
@@ -483,5 +539,4 @@ def resend_due_launches(factory: sessionmaker[Session], ctx: LaunchContext, run_
     # launch that cannot have one now waits for a slot as any other.
     sendable = [launch for launch in claimed
                 if not pools or _acquire(factory, ctx, f"launch:{launch.launch_id}", pools)]
-    task_args = _task_args(run.config)
-    return send_launches(factory, ctx, run.server_url or "", task_args, sendable, now=now)
+    return send_launches(factory, ctx, run.server_url or "", launch_args(run.config), sendable, now=now)

@@ -327,3 +327,32 @@ def test_refresh_renews_and_removes_only_what_it_is_told(harness: Harness) -> No
     harness.eventually(lambda: limiter.holders("run") == {"launch:kept"},
                        message="the unrenewed lease to run out while the renewed one stays")
     assert limiter.refresh("empty", [], [], None) == 0
+
+
+def test_swap_hands_the_freed_slot_to_the_new_holder(harness: Harness) -> None:
+    limiter = harness.limiter
+    pools = [limit("run", 2), limit("deployment", 3)]
+    assert limiter.acquire("launch:a", pools) == OK
+    assert limiter.acquire("launch:b", pools) == OK
+    assert limiter.acquire("launch:c", pools) == Acquired(ok=False, refused_pool="run")
+    assert limiter.swap("launch:a", "launch:c", pools) == OK
+    assert limiter.holders("run") == limiter.holders("deployment") == {"launch:b", "launch:c"}
+    # An old holder that holds nothing (its lease ran out) frees nothing: a full pool refuses.
+    assert limiter.swap("launch:gone", "launch:d", pools) == Acquired(ok=False, refused_pool="run")
+    assert limiter.holders("run") == {"launch:b", "launch:c"}
+    # With a cap lowered below usage the old holder's tokens go back and the new holder gets none.
+    limiter.set_cap("run", 1)
+    assert limiter.swap("launch:b", "launch:e", pools) == Acquired(ok=False, refused_pool="run")
+    assert limiter.holders("run") == limiter.holders("deployment") == {"launch:c"}
+    assert limiter.swap("launch:c", "launch:f", []) == OK
+
+
+def test_swap_in_a_lost_pool_writes_nothing(harness: Harness) -> None:
+    limiter = harness.limiter
+    run = PoolLimit("run", 2, 60.0, rebuilt_from_db=True)
+    assert limiter.acquire("launch:a", [limit("other", 2)]) == OK
+    assert limiter.swap("launch:a", "launch:b", [limit("other", 2), run]) == Acquired(ok=False, lost_pool="run")
+    assert limiter.holders("other") == {"launch:a"}
+    assert limiter.rebuild("run", ["launch:a"], 60.0) == 1
+    assert limiter.swap("launch:a", "launch:b", [limit("other", 2), run]) == OK
+    assert limiter.holders("other") == limiter.holders("run") == {"launch:b"}

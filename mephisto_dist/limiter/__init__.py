@@ -81,6 +81,12 @@ class Limiter(Protocol):
         """Give back ``holder``'s tokens; returns how many it actually held. Idempotent."""
         ...
 
+    def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        """Give back ``old_holder``'s tokens in these pools and take one for ``holder``, as one step: the
+        slot freed is never seen free by anyone else. The release stands even when the acquire is
+        refused (a cap lowered meanwhile); a lost pool refuses both (nothing is written)."""
+        ...
+
     def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
         """Give a fresh lease to those of ``holders`` that still hold a token; returns how many."""
         ...

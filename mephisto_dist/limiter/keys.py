@@ -8,7 +8,8 @@ key                                type    TTL                                  
 =================================  ======  ===============================================  ===========
 ``P:pool:<pool>``                  ZSET    member = holder, score = lease expiry in ms on   acquire.lua,
                                            the Redis server clock (``+inf``: never          release.lua,
-                                           expires). PEXPIREAT = the latest lease in it;    renew.lua,
+                                           expires). PEXPIREAT = the latest lease in it;    swap.lua,
+                                                                                            renew.lua,
                                            no TTL while a member never expires; Redis       reconcile.lua,
                                            drops it when empty.                             rebuild.lua,
                                                                                             refresh.lua

@@ -40,17 +40,31 @@ class MemoryLimiter:
 
     def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         with self._lock:
+            return self._acquire(holder, pools, self._clock())
+
+    def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        with self._lock:
             now = self._clock()
+            lost = next((limit.pool for limit in pools if limit.rebuilt_from_db and limit.pool not in self._ready),
+                        None)
+            if lost is not None:
+                return Acquired(ok=False, lost_pool=lost)
             for limit in pools:
-                if limit.rebuilt_from_db and limit.pool not in self._ready:
-                    return Acquired(ok=False, lost_pool=limit.pool)
-                members = self._pruned(limit.pool, now)
-                cap = self._caps.get(limit.pool, limit.cap)
-                if cap > 0 and holder not in members and len(members) >= cap:
-                    return Acquired(ok=False, refused_pool=limit.pool)
-            for limit in pools:
-                self._pools.setdefault(limit.pool, {})[holder] = _expiry(now, limit.lease_s)
-            return Acquired(ok=True)
+                self._pruned(limit.pool, now).pop(old_holder, None)
+            return self._acquire(holder, pools, now)
+
+    def _acquire(self, holder: str, pools: Sequence[PoolLimit], now: float) -> Acquired:
+        """Acquire's decision and write (the caller holds the lock)."""
+        for limit in pools:
+            if limit.rebuilt_from_db and limit.pool not in self._ready:
+                return Acquired(ok=False, lost_pool=limit.pool)
+            members = self._pruned(limit.pool, now)
+            cap = self._caps.get(limit.pool, limit.cap)
+            if cap > 0 and holder not in members and len(members) >= cap:
+                return Acquired(ok=False, refused_pool=limit.pool)
+        for limit in pools:
+            self._pools.setdefault(limit.pool, {})[holder] = _expiry(now, limit.lease_s)
+        return Acquired(ok=True)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:
         with self._lock:

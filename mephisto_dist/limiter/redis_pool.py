@@ -87,6 +87,7 @@ class RedisLimiter:
         self._state: Script = client.register_script(_lua("state.lua"))
         self._rebuild: Script = client.register_script(_lua("rebuild.lua"))
         self._refresh: Script = client.register_script(_lua("refresh.lua"))
+        self._swap: Script = client.register_script(_lua("swap.lua"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = keys.PREFIX) -> RedisLimiter:
@@ -95,14 +96,23 @@ class RedisLimiter:
     def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         if not pools:
             return Acquired(ok=True)
+        return self._take(self._acquire, [holder], pools)
+
+    def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        if not pools:
+            return Acquired(ok=True)
+        return self._take(self._swap, [old_holder, holder], pools)
+
+    def _take(self, script: Script, holders: list[str], pools: Sequence[PoolLimit]) -> Acquired:
+        """Run acquire.lua or swap.lua: each pool's three keys and three arguments after the holders."""
         script_keys: list[str] = []
-        args: list[str | int] = [holder]
+        args: list[str | int] = list(holders)
         for limit in pools:
             script_keys += (keys.pool_key(limit.pool, self._prefix), keys.cap_key(limit.pool, self._prefix),
                             keys.ready_key(limit.pool, self._prefix))
             args += (limit.cap, _lease_arg(limit.lease_s), "1" if limit.rebuilt_from_db else "0")
         with self._boundary:
-            refused = int(self._acquire(script_keys, args))
+            refused = int(script(script_keys, args))
         if refused == 0:
             return Acquired(ok=True)
         if refused < 0:

@@ -18,8 +18,19 @@ from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
-from mephisto_dist.launches import LaunchContext, launch_units, release_tokens, unit_holder
+from mephisto_dist.launches import (
+    LaunchContext,
+    bind_next_launch,
+    hand_over,
+    launch_args,
+    launch_units,
+    pools_for,
+    release_tokens,
+    token_holder,
+    unit_holder,
+)
 from mephisto_dist.limiter import keys
+from mephisto_dist.providers import UnitLaunch
 from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, UNIT_SUBMITTED
 from mephisto_dist.runs import mark_completed_if_done
 from mephisto_dist.services.served import Served, now
@@ -82,37 +93,55 @@ def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
 
 def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission:
     run = served.run()
+    provider = served.providers.get(run)
+    ctx = LaunchContext.of(served.runtime, provider)
+    handover: UnitLaunch | None = None
     with transaction(served.runtime.sessions) as session:
         submission = agents.submit_task(session, run, agent_id, outputs, now=now())
+        if (submission.first and submission.run_open and provider.publishes_instantly
+                and pools_for(ctx, run.run_id, submission.run_cap)):
+            # The slot this unit frees goes to the next unit, bound here and handed over after the
+            # commit, with no launcher in between (see launches.hand_over).
+            handover = bind_next_launch(session, ctx, run.run_id, now=now())
         if submission.first and run.hooks.on_unit_submitted is None:
             # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
             # services stop, and the last unit's hook would be lost.
             mark_completed_if_done(session, run.run_id, now=now())
     if submission.first:
         try:
-            _after_submit(served, run, submission)
+            _after_submit(served, run, ctx, submission, handover)
         except ServiceError as error:
             # The answer is committed: the worker hears success. The slot comes back with beat's
-            # repair (it removes the tokens of done units), the refill with its next sweep.
+            # repair (it removes the tokens of done units), the refill with its next sweep (an
+            # intent bound above and not sent is re-sent by beat once its retry time passes).
             log.warning("after the submission of unit %s: %s", submission.unit_id, error)
     return submission
 
 
-def _after_submit(served: Served, run: RunContext, submission: Submission) -> None:
-    """After the commit: free the unit's slots and refill them at once: here where publishing is free,
-    else by a Celery launch task enqueued now. The worker's TaskRunner hook runs on Celery."""
+def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
+                  handover: UnitLaunch | None) -> None:
+    """After the commit: free the unit's slots and refill them at once: handed straight to the unit
+    bound in the submitting transaction where publishing is free, else by a Celery launch task
+    enqueued now. The worker's TaskRunner hook runs on Celery."""
     runtime = served.runtime
-    # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
-    freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
     if run.allowed_concurrent:
         runtime.limiter.release(unit_holder(submission.unit_id),
                                 [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
-    provider = served.providers.get(run)
-    launched = 0
-    if freed and provider.publishes_instantly:
-        launched = launch_units(runtime.sessions, LaunchContext.of(runtime, provider), run.run_id, now=now())
-    elif freed:
-        runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
+    if handover is not None:
+        freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
+        handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
+                           pools_for(ctx, run.run_id, submission.run_cap), submission.server_url,
+                           launch_args(run.config), now=now())
+        # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
+        launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
+    else:
+        # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
+        freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
+        launched = 0
+        if freed and ctx.provider.publishes_instantly:
+            launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
+        elif freed:
+            runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
