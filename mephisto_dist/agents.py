@@ -33,7 +33,7 @@ from mephisto_dist.db.models import (
     Worker,
 )
 from mephisto_dist.db.transitions import move_agent, move_unit
-from mephisto_dist.db.unique_rows import insert_ignoring_conflicts
+from mephisto_dist.db.unique_rows import insert_ignoring_conflicts, insert_returning_id
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
@@ -209,9 +209,17 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
     found = find_worker(session, provider_type, worker_name)
     if found is not None:
         return found
-    insert_ignoring_conflicts(session, "worker",
-                              {"provider_type": provider_type, "worker_name": worker_name, "created_at": now})
-    created = find_worker(session, provider_type, worker_name)  # ours, or another process's
+    return create_worker(session, provider_type, worker_name, now=now)
+
+
+def create_worker(session: Session, provider_type: str, worker_name: str, *, now: datetime) -> int:
+    """The id of a worker this transaction found missing: inserted now, or another process's row if it
+    was inserted meanwhile."""
+    inserted = insert_returning_id(session, "worker", {"provider_type": provider_type, "worker_name": worker_name,
+                                                       "created_at": now})
+    if inserted is not None:
+        return inserted
+    created = find_worker(session, provider_type, worker_name)  # another process's
     if created is None:
         raise RuntimeError(f"worker {worker_name!r} vanished right after it was created")
     return created
@@ -263,8 +271,8 @@ def register_agent(
                 raise ClaimBusy(run.run_id)
             break
         unit_id, assignment_id, data = candidate
-        if worker_id is None:
-            worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
+        if worker_id is None:  # none when this transaction looked at its start
+            worker_id = create_worker(session, run.provider_type, reg.worker_name, now=now)
         pools = run.worker_pools(worker_id, gate.lease_s) if gate is not None else []
         if pools:
             assert gate is not None

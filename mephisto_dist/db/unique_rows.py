@@ -25,6 +25,19 @@ def _statement(dialect: str, table_name: str) -> Insert:
     return insert(table).on_conflict_do_nothing()
 
 
+@lru_cache(maxsize=32)
+def _returning_id(dialect: str, table_name: str) -> Insert:
+    return _statement(dialect, table_name).returning(Base.metadata.tables[table_name].c.id)
+
+
+def insert_returning_id(session: Session, table_name: str, values: Mapping[str, Any]) -> int | None:
+    """Insert the row unless one with the same unique key exists; its new id, or ``None`` when it
+    existed (one round trip either way)."""
+    inserted = session.connection().execute(_returning_id(session.get_bind().dialect.name, table_name),
+                                            dict(values)).scalar()
+    return None if inserted is None else int(inserted)
+
+
 def insert_ignoring_conflicts(session: Session, table_name: str, values: Mapping[str, Any]) -> bool:
     """Insert the row unless one with the same unique key exists; ``True`` when this call inserted it."""
     statement = _statement(session.get_bind().dialect.name, table_name)
