@@ -1,7 +1,8 @@
 """The deployments of issue 12's benchmark table, each started fresh on this machine and driven by
 ``benchmarks/load.py``; prints one row per (deployment, cap, workers).
 
-    python benchmarks/matrix.py [--units 1000] [--think-ms 20] [--only embedded|pg1|pg2] [--json out.json]
+    python benchmarks/matrix.py [--units 1000] [--think-ms 20] [--reload-ms 1000] [--only embedded|pg1|pg2]
+                                [--json out.json]
 
 - ``embedded``: ``mephisto-dist run TASK`` attached with no URLs set: embedded Redis (unix socket),
   SQLite, and the web, worker and beat processes it starts itself.
@@ -93,9 +94,11 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-def load(url: str, workers: int, units: int, think_ms: float, out: Path, cap: int) -> dict[str, Any]:
+def load(url: str, workers: int, units: int, think_ms: float, out: Path, cap: int,
+         reload_ms: float = 1000.0) -> dict[str, Any]:
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), url, "--workers", str(workers), "--cap", str(cap),
-                    "--units", str(units), "--think-ms", str(think_ms), "--duration", "300", "--json", str(out)],
+                    "--units", str(units), "--think-ms", str(think_ms), "--reload-ms", str(reload_ms),
+                    "--duration", "300", "--json", str(out)],
                    check=False, stdout=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads(out.read_text())
     result.pop("accepted_agents", None)
@@ -111,7 +114,7 @@ def embedded(tmp: Path, cap: int, workers: int, args: argparse.Namespace) -> dic
         url = f"http://127.0.0.1:{port}"
         wait(lambda: answers(url) and "launched=" in (tmp / "run.log").read_text(), 60, "the embedded run")
         time.sleep(1)  # the first launch batch lands
-        return load(url, workers, args.units, args.think_ms, tmp / "load.json", cap)
+        return load(url, workers, args.units, args.think_ms, tmp / "load.json", cap, args.reload_ms)
 
 
 def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: int) -> dict[str, Any]:
@@ -147,7 +150,7 @@ def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: 
         url = f"http://127.0.0.1:{public}"
         wait(lambda: answers(url), 30, "the balancer")
         time.sleep(2)  # the first launch batch lands
-        return load(url, workers, args.units, args.think_ms, tmp / "load.json", cap)
+        return load(url, workers, args.units, args.think_ms, tmp / "load.json", cap, args.reload_ms)
 
 
 @contextmanager
@@ -170,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=1000)
     parser.add_argument("--think-ms", type=float, default=20.0)
+    parser.add_argument("--reload-ms", type=float, default=1000.0, help="see load.py --reload-ms")
     parser.add_argument("--only", choices=["embedded", "pg1", "pg2"], action="append")
     parser.add_argument("--caps", default="0,50")
     parser.add_argument("--workers", default="20,100")
@@ -203,6 +207,7 @@ def print_row(row: dict[str, Any]) -> None:
           f"request_agent p50/p95/p99 {p('request_agent', 'p50')}/{p('request_agent', 'p95')}/"
           f"{p('request_agent', 'p99')} | submit_task {p('submit_task', 'p50')}/{p('submit_task', 'p95')}/"
           f"{p('submit_task', 'p99')} | first-second p99 {first} | reoffer p50 {row['slot_reoffer_ms']['p50']} | "
+          f"reload {row.get('reload_ms')} ms | "
           f"refusals {sum(row['refusals'].values())} errors {sum(row['errors'].values())} | "
           f"load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}", flush=True)
 
