@@ -20,6 +20,12 @@ RECONCILE_RUNS = "mephisto_dist.reconcile_runs"
 HAND_BACK_RETURNED = "mephisto_dist.hand_back_returned"
 
 DEFAULT_QUEUE = "mephisto"
+LIVE_QUEUE = "live"
+"""Remote procedure calls, which a page waits on, have a queue of their own. A worker consumes both unless
+told otherwise and takes from them in turn, so a backlog of launches or reconciler runs on the default queue
+does not stand in front of a call; ``celery -A workers worker -Q live`` runs a worker for calls only."""
+QUEUES = (DEFAULT_QUEUE, LIVE_QUEUE)
+ROUTES = {REMOTE_CALL: LIVE_QUEUE}
 
 
 class TaskQueue(Protocol):
@@ -40,6 +46,9 @@ def celery_config(broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> dict[s
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": DEFAULT_QUEUE,
+        # Every queue named here is consumed by a worker started without -Q.
+        "task_queues": {name: {"routing_key": name} for name in QUEUES},
+        "task_routes": {task: {"queue": name} for task, name in ROUTES.items()},
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
@@ -70,7 +79,8 @@ class CeleryQueue:
             raise ServiceError(f"the task queue (Redis) is not answering: {error}") from error
 
     def waiting(self) -> int:
-        """Tasks in the queue that no worker has taken yet."""
+        """Tasks in the default queue that no worker has taken yet (remote calls, on their own queue, are
+        not counted)."""
         from kombu.exceptions import ChannelError
 
         with self._app.connection_for_read() as connection:

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: str = "test",
-                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A Celery worker process (its own process group); ``name`` tells two workers apart."""
+                  env: dict[str, str] | None = None,
+                  queues: Sequence[str] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process (its own process group); ``name`` tells two workers apart; it consumes every
+    queue unless ``queues`` names some (``-Q``)."""
+    only = ["-Q", ",".join(queues)] if queues else []
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h"],
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h",
+             *only],
             cwd=ROOT, env={**child_env(settings), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, RemoteCall, Unit
 from mephisto_dist.export import unit_records
+from mephisto_dist.queue import LIVE_QUEUE
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.live_page import LivePage
@@ -320,3 +321,29 @@ def test_an_onboarding_page_that_falls_silent_is_disconnected_and_one_that_beats
         again = request_agent(web, "leaving")["agent_id"]
         assert again.startswith("onboarding_") and again != leaving
         assert onboarding_status(runtime, staying) == "onboarding"
+
+
+def test_remote_calls_have_a_queue_of_their_own_that_a_worker_consumes_by_default(
+        tmp_path: Path, runtime: Runtime) -> None:
+    run_id = make_remote_run(runtime, tmp_path, assignments=1)
+    with web_server(runtime.settings, run_id, tmp_path / "web.log") as web:
+        # A worker for the live queue only answers calls; the default queue's tasks are not its business.
+        with celery_worker(runtime.settings, tmp_path / "calls.log", concurrency=1, name="calls",
+                           env=worker_env(tmp_path, "calls"), queues=[LIVE_QUEUE]):
+            agent_id = request_agent(web, "worker1")["agent_id"]  # sends unit_assigned (default queue)
+            with _opened(LivePage(web, agent_id)) as page:
+                assert page.answer(page.call("echo", {"n": 1}))["worker"] == "calls"
+            assert runtime.queue.waiting() == 1
+        assert not stored_init_data(runtime, agent_id)
+        # A worker started without -Q consumes both queues.
+        with celery_worker(runtime.settings, tmp_path / "all.log", concurrency=1, name="all",
+                           env=worker_env(tmp_path, "all")):
+            wait_for(lambda: stored_init_data(runtime, agent_id), message="the unit_assigned event")
+            with _opened(LivePage(web, agent_id)) as page:
+                assert page.answer(page.call("echo", {"n": 2}))["worker"] == "all"
+        assert runtime.queue.waiting() == 0
+
+
+def stored_init_data(rt: Runtime, agent_id: str) -> object:
+    with transaction(rt.sessions) as session:
+        return session.scalar(select(Agent.init_data).where(Agent.id == agent_id))
