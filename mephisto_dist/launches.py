@@ -247,7 +247,13 @@ def hand_over(factory: sessionmaker[Session], ctx: LaunchContext, freed_holder: 
     intent. ``None``: a pool was lost; the intent is withdrawn and the finished unit's tokens given back,
     for the caller to fall back on :func:`launch_units`, which rebuilds it."""
     holder = f"launch:{launch.launch_id}"
-    taken = ctx.limiter.swap(freed_holder, holder, pools)
+    try:
+        taken = ctx.limiter.swap(freed_holder, holder, pools)
+    except ServiceError:
+        # Redis is not answering: clear the intent now, so beat's repair refills the slot on its next
+        # sweep instead of re-sending this launch once its retry time (a lease) has passed.
+        _clear_intents(factory, [launch])
+        raise
     if not taken.ok:
         _withdraw(factory, ctx, [p.pool for p in pools], [launch])
         if taken.lost_pool is not None:
@@ -359,13 +365,17 @@ def _withdraw(factory: sessionmaker[Session], ctx: LaunchContext, pools: list[st
     tokens their launches hold."""
     if not launches:
         return
+    _clear_intents(factory, launches)
+    for launch in launches:
+        ctx.limiter.release(f"launch:{launch.launch_id}", pools)
+
+
+def _clear_intents(factory: sessionmaker[Session], launches: list[UnitLaunch]) -> None:
     with transaction(factory) as session:
         for launch in launches:
             session.execute(update(Unit).where(Unit.id == launch.unit_id, Unit.launch_id == launch.launch_id,
                                                Unit.status == UnitStatus.CREATED.value)
                             .values(launch_id=None, launch_attempts=0, launch_retry_at=None))
-    for launch in launches:
-        ctx.limiter.release(f"launch:{launch.launch_id}", pools)
 
 
 def _pace(ctx: LaunchContext) -> None:

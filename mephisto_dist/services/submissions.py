@@ -112,8 +112,9 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             _after_submit(served, run, ctx, submission, handover)
         except ServiceError as error:
             # The answer is committed: the worker hears success. The slot comes back with beat's
-            # repair (it removes the tokens of done units), the refill with its next sweep (an
-            # intent bound above and not sent is re-sent by beat once its retry time passes).
+            # repair (it removes the tokens of done units), the refill with its next sweep (the
+            # intent bound above is cleared when Redis fails; a process dying before that leaves it
+            # for beat to re-send once its retry time passes).
             log.warning("after the submission of unit %s: %s", submission.unit_id, error)
     return submission
 
