@@ -72,48 +72,56 @@ def _reconcile_worker_pools(
     Mephisto counts them (a unit that timed out, was returned or expired counts no more), for every
     worker who ever had an agent there, so one whose only unit timed out is not locked out.
 
-    The pools' holders are read between two readings of the database: a token taken after the first
-    (a claim in flight) is not dropped by the second's recount."""
-    pools = _worker_pools(factory, run_ids)
+    A claim takes its tokens before the commit that assigns its unit, so a token the database does not
+    account for may be a claim in flight. The claim holds its unit's row (PostgreSQL: the candidate is
+    selected ``FOR UPDATE``) or the write lock (SQLite) from before it takes its tokens until it commits:
+    the recount is made after locking the rows of every such token seen, so it sees what their claims
+    wrote, and a token taken after the snapshot is not dropped."""
+    with read_transaction(factory) as session:
+        pools = _worker_pools(session, run_ids)
     if not pools:
         return {}
     seen = {pool: limiter.holders(pool) for pool in pools}
-    recount = _worker_pools(factory, run_ids)
+    doubtful = sorted({int(h[5:]) for pool, holders in seen.items() for h in holders - pools[pool][0]
+                       if h.startswith("unit:") and h[5:].isdigit()})
+    with transaction(factory) as session:
+        for chunk in range(0, len(doubtful), 500):
+            session.execute(select(Unit.id).where(Unit.id.in_(doubtful[chunk:chunk + 500])).with_for_update())
+        recount = _worker_pools(session, run_ids)
     counts: dict[str, int] = {}
     for pool, (holders, leased) in recount.items():
         counts[pool] = limiter.reconcile(pool, holders, lease_s if leased else None, seen=seen.get(pool, set()))
     return counts
 
 
-def _worker_pools(factory: sessionmaker[Session], run_ids: list[int]) -> dict[str, tuple[set[str], bool]]:
+def _worker_pools(session: Session, run_ids: list[int]) -> dict[str, tuple[set[str], bool]]:
     """Per-worker pool -> (the holders the database says it has, whether its tokens are leased)."""
     held = [UnitStatus.ASSIGNED.value] + [s.value for s in UNIT_SUBMITTED]
     pools: dict[str, tuple[set[str], bool]] = {}
-    with read_transaction(factory) as session:
-        runs = session.execute(
-            select(TaskRun.id, TaskRun.task_id, TaskRun.config, Task.task_name)
-            .join(Task, Task.id == TaskRun.task_id).where(TaskRun.id.in_(run_ids))
-        ).all()
-        seen_tasks: set[int] = set()
-        for run_id, task_id, config, task_name in runs:
-            task_args = config.get("task", {})
-            if int(task_args.get("allowed_concurrent") or 0):
-                for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
-                        Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
-                        Unit.worker_id.is_not(None))):
-                    pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True))[0].add(
-                        unit_holder(unit_id))
-            if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
-                seen_tasks.add(task_id)
-                in_task = select(TaskRun.id).where(TaskRun.task_id == task_id)
-                for worker_id in session.scalars(select(Agent.worker_id).distinct()
-                                                 .where(Agent.task_run_id.in_(in_task))):
-                    pools.setdefault(keys.worker_task_units_pool(task_name, worker_id), (set(), False))
-                for unit_id, worker_id in session.execute(
-                        select(Unit.id, Unit.worker_id).where(Unit.task_run_id.in_(in_task), Unit.status.in_(held),
-                                                              Unit.worker_id.is_not(None))):
-                    pools.setdefault(keys.worker_task_units_pool(task_name, worker_id or 0), (set(), False))[0].add(
-                        unit_holder(unit_id))
+    runs = session.execute(
+        select(TaskRun.id, TaskRun.task_id, TaskRun.config, Task.task_name)
+        .join(Task, Task.id == TaskRun.task_id).where(TaskRun.id.in_(run_ids))
+    ).all()
+    seen_tasks: set[int] = set()
+    for run_id, task_id, config, task_name in runs:
+        task_args = config.get("task", {})
+        if int(task_args.get("allowed_concurrent") or 0):
+            for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
+                    Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+                    Unit.worker_id.is_not(None))):
+                pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True))[0].add(
+                    unit_holder(unit_id))
+        if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
+            seen_tasks.add(task_id)
+            in_task = select(TaskRun.id).where(TaskRun.task_id == task_id)
+            for worker_id in session.scalars(select(Agent.worker_id).distinct()
+                                             .where(Agent.task_run_id.in_(in_task))):
+                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id), (set(), False))
+            for unit_id, worker_id in session.execute(
+                    select(Unit.id, Unit.worker_id).where(Unit.task_run_id.in_(in_task), Unit.status.in_(held),
+                                                          Unit.worker_id.is_not(None))):
+                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id or 0), (set(), False))[0].add(
+                    unit_holder(unit_id))
     return pools
 
 
