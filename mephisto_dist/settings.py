@@ -15,6 +15,9 @@ Everything else receives a :class:`Settings`. Variables:
 - ``MEPHISTO_DIST_METRICS_PORT``: where ``web`` serves Prometheus metrics (its own listener; unset: none).
 - ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: deployment-wide cap across all runs (0 = none).
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
+- ``MEPHISTO_DIST_WEB_THREADS``: how many hot-path requests (request_agent, submit_task) one web process
+  runs at once on PostgreSQL, each in a thread (default 8); the others wait on the event loop. More
+  threads only contend for the interpreter lock and the database: on 2 cores, 40 tripled the p99.
 - ``MEPHISTO_DIST_LEASE_TTL_S``: concurrency-token lease length (default 60 s).
 - ``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``: shared rate for crowd-provider API calls (default 5).
 - ``MEPHISTO_DIST_DEPLOYMENT``: this deployment's name, written on every HIT it creates so that two
@@ -66,6 +69,7 @@ class Settings:
     storage_url: str = ""
     max_concurrent_units: int = 0
     max_upload_bytes: int = 50 * 1024 * 1024
+    web_threads: int = 8
     lease_ttl_s: float = 60.0
     provider_calls_per_s: float = 5.0
     provider_max_attempts: int = 5
@@ -135,6 +139,7 @@ class Settings:
             f"{ENV_PREFIX}STORAGE_URL": self.effective_storage_url,
             f"{ENV_PREFIX}MAX_CONCURRENT_UNITS": str(self.max_concurrent_units),
             f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            f"{ENV_PREFIX}WEB_THREADS": str(self.web_threads),
             f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
             f"{ENV_PREFIX}PROVIDER_MAX_ATTEMPTS": str(self.provider_max_attempts),
@@ -193,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         storage_url=storage_url,
         max_concurrent_units=int(_number(env, "MAX_CONCURRENT_UNITS", 0, int)),
         max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
+        web_threads=max(1, int(_number(env, "WEB_THREADS", 8, int))),
         lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
         provider_max_attempts=max(1, int(_number(env, "PROVIDER_MAX_ATTEMPTS", 5, int))),

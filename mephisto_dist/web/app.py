@@ -47,5 +47,6 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
                     middleware=[Middleware(RequestMetrics), Middleware(AccessLog)], lifespan=lifespan)
     app.state.live = hub
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
-                                   in_loop=runtime.engine.dialect.name == "sqlite")
+                                   in_loop=runtime.engine.dialect.name == "sqlite",
+                                   hot_threads=runtime.settings.web_threads)
     return app

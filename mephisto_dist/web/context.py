@@ -3,10 +3,13 @@ their blocking work."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
@@ -20,8 +23,14 @@ T = TypeVar("T")
 class WebContext:
     served: Served
     # SQLite takes one writer at a time, so threads would only queue for it and fight over the GIL:
-    # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently.
+    # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently, in a
+    # few threads (settings.web_threads): more only contend for the GIL and the database.
     in_loop: bool
+    hot_threads: int = 8
+    _hot: CapacityLimiter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hot", CapacityLimiter(self.hot_threads))
 
     @property
     def max_body_bytes(self) -> int:
@@ -31,7 +40,7 @@ class WebContext:
         """Run a hot-path service function: on the loop with SQLite, in a thread otherwise."""
         if self.in_loop:
             return work(*args, **kwargs)
-        return await run_in_threadpool(work, *args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs), limiter=self._hot)
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work that may be slow whatever the database (the task's own code, file copies)."""
