@@ -72,32 +72,64 @@ def _reconcile_worker_pools(
     Mephisto counts them (a unit that timed out, was returned or expired counts no more), for every
     worker who ever had an agent there, so one whose only unit timed out is not locked out.
 
-    A claim takes its tokens before the commit that assigns its unit, so a token the database does not
-    account for may be a claim in flight. The claim holds its unit's row (PostgreSQL: the candidate is
-    selected ``FOR UPDATE``) or the write lock (SQLite) from before it takes its tokens until it commits:
-    the recount is made after locking the rows of every such token seen, so it sees what their claims
-    wrote, and a token taken after the snapshot is not dropped."""
+    A request takes a worker's tokens between choosing a unit and claiming it, so a token the database
+    does not account for may be a claim in flight: while its unit is still ``launched`` and the worker
+    has no agent on it, the token is left alone (its request claims the unit or gives the token back; a
+    leased one left by a dead process runs out, and one that never expires goes once its unit is taken
+    or expired). Only tokens whose claim can no longer succeed are dropped, and a token taken after the
+    snapshot is never touched."""
     with read_transaction(factory) as session:
         pools = _worker_pools(session, run_ids)
     if not pools:
         return {}
     seen = {pool: limiter.holders(pool) for pool in pools}
-    doubtful = sorted({int(h[5:]) for pool, holders in seen.items() for h in holders - pools[pool][0]
-                       if h.startswith("unit:") and h[5:].isdigit()})
-    with transaction(factory) as session:
-        for chunk in range(0, len(doubtful), 500):
-            session.execute(select(Unit.id).where(Unit.id.in_(doubtful[chunk:chunk + 500])).with_for_update())
+    with read_transaction(factory) as session:
         recount = _worker_pools(session, run_ids)
+        doubtful = {pool: {int(h[5:]) for h in seen.get(pool, set()) - holders
+                           if h.startswith("unit:") and h[5:].isdigit()}
+                    for pool, (holders, _, _) in recount.items()}
+        in_flight = _claimable(session, {(unit_id, recount[pool][2], recount[pool][1])
+                                         for pool, ids in doubtful.items() for unit_id in ids})
     counts: dict[str, int] = {}
-    for pool, (holders, leased) in recount.items():
-        counts[pool] = limiter.reconcile(pool, holders, lease_s if leased else None, seen=seen.get(pool, set()))
+    for pool, (holders, leased, worker_id) in recount.items():
+        keep = {unit_holder(u) for u in doubtful[pool] if (u, worker_id, leased) in in_flight}
+        counts[pool] = limiter.reconcile(pool, holders, lease_s if leased else None,
+                                         seen=seen.get(pool, set()) - keep)
     return counts
 
 
-def _worker_pools(session: Session, run_ids: list[int]) -> dict[str, tuple[set[str], bool]]:
-    """Per-worker pool -> (the holders the database says it has, whether its tokens are leased)."""
+def _claimable(session: Session, tokens: set[tuple[int, int, bool]]) -> set[tuple[int, int, bool]]:
+    """Of (unit, worker, leased) tokens the recount did not account for, those to leave alone: a request
+    may still be claiming the unit (it is launched and the worker has no agent on its assignment), or the
+    claim was committed after the recount was read (the unit counts for the worker now). One statement,
+    so one snapshot: whichever side of the claim's commit it falls on, the token is kept."""
+    unit_ids = sorted({unit_id for unit_id, _, _ in tokens})
+    units: dict[int, tuple[str, int | None]] = {}
+    agents: set[tuple[int, int]] = set()
+    for chunk in range(0, len(unit_ids), 500):
+        for unit_id, status, holder, agent_worker in session.execute(
+                select(Unit.id, Unit.status, Unit.worker_id, Agent.worker_id)
+                .outerjoin(Agent, Agent.assignment_id == Unit.assignment_id)
+                .where(Unit.id.in_(unit_ids[chunk:chunk + 500]))):
+            units[int(unit_id)] = (str(status), holder)
+            if agent_worker is not None:
+                agents.add((int(unit_id), int(agent_worker)))
+    assigned = {UnitStatus.ASSIGNED.value}
+    taken = assigned | {s.value for s in UNIT_SUBMITTED}
+    kept: set[tuple[int, int, bool]] = set()
+    for unit_id, worker_id, leased in tokens:
+        status, holder = units.get(unit_id, ("", None))
+        counts = holder == worker_id and status in (assigned if leased else taken)
+        if counts or (status == UnitStatus.LAUNCHED.value and (unit_id, worker_id) not in agents):
+            kept.add((unit_id, worker_id, leased))
+    return kept
+
+
+def _worker_pools(session: Session, run_ids: list[int]) -> dict[str, tuple[set[str], bool, int]]:
+    """Per-worker pool -> (the holders the database says it has, whether its tokens are leased, the
+    worker)."""
     held = [UnitStatus.ASSIGNED.value] + [s.value for s in UNIT_SUBMITTED]
-    pools: dict[str, tuple[set[str], bool]] = {}
+    pools: dict[str, tuple[set[str], bool, int]] = {}
     runs = session.execute(
         select(TaskRun.id, TaskRun.task_id, TaskRun.config, Task.task_name)
         .join(Task, Task.id == TaskRun.task_id).where(TaskRun.id.in_(run_ids))
@@ -109,18 +141,18 @@ def _worker_pools(session: Session, run_ids: list[int]) -> dict[str, tuple[set[s
             for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
                     Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
                     Unit.worker_id.is_not(None))):
-                pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True))[0].add(
+                pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True, worker_id or 0))[0].add(
                     unit_holder(unit_id))
         if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
             seen_tasks.add(task_id)
             in_task = select(TaskRun.id).where(TaskRun.task_id == task_id)
             for worker_id in session.scalars(select(Agent.worker_id).distinct()
                                              .where(Agent.task_run_id.in_(in_task))):
-                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id), (set(), False))
+                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id), (set(), False, worker_id))
             for unit_id, worker_id in session.execute(
                     select(Unit.id, Unit.worker_id).where(Unit.task_run_id.in_(in_task), Unit.status.in_(held),
                                                           Unit.worker_id.is_not(None))):
-                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id or 0), (set(), False))[0].add(
+                pools.setdefault(keys.worker_task_units_pool(task_name, worker_id or 0), (set(), False, worker_id or 0))[0].add(
                     unit_holder(unit_id))
     return pools
 
