@@ -236,11 +236,35 @@ class ClaimBusy(Exception):
     """Every free unit is locked by another transaction this instant: ask again in a moment."""
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A launched unit chosen for a worker under per-worker limits (``allowed_concurrent``,
+    ``maximum_units_per_worker``). Their tokens are Redis calls, never made inside a transaction: the
+    transaction that chose the unit ends, the caller takes the tokens, then :func:`claim_reserved`
+    claims the unit in another transaction (or the tokens are given back if someone else was quicker)."""
+
+    reg: Registration
+    unit_id: int
+    assignment_id: int
+    data: Any
+    worker_id: int
+    pools: tuple[PoolLimit, ...]
+
+    @property
+    def holder(self) -> str:
+        return unit_holder(self.unit_id)
+
+    def refusal(self, taken: Acquired) -> AgentDetails:
+        """The worker's refusal when a per-worker pool is full."""
+        return AgentDetails(self.reg.request_id, self.worker_id, failure_reason=_refusal(list(self.pools), taken))
+
+
 def register_agent(
     session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None,
     retry: bool = False,
-) -> AgentDetails:
-    """Give the worker an agent on a launched unit of the run, or say why not.
+) -> AgentDetails | Reservation:
+    """Give the worker an agent on a launched unit of the run, or say why not; under per-worker limits
+    (with a ``gate``), the unit to claim once their tokens are taken (:class:`Reservation`).
 
     A worker the run's gate sends to onboarding gets an onboarding agent (its id starts with
     ``onboarding_``) and the onboarding page's data instead. A refusal writes nothing: the worker row is
@@ -275,16 +299,11 @@ def register_agent(
             worker_id = create_worker(session, run.provider_type, reg.worker_name, now=now)
         pools = run.worker_pools(worker_id, gate.lease_s) if gate is not None else []
         if pools:
-            assert gate is not None
-            taken = gate.limiter.acquire(unit_holder(unit_id), pools)
-            if not taken.ok:
-                return AgentDetails(reg.request_id, worker_id, failure_reason=_refusal(pools, taken))
+            # The worker's limits are taken in Redis once this transaction has ended.
+            return Reservation(reg, unit_id, assignment_id, data, worker_id, tuple(pools))
         agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
         if agent_id is not None:
             return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data, created=True)
-        if pools:
-            assert gate is not None
-            gate.limiter.release(unit_holder(unit_id), [p.pool for p in pools])
         if _registration_taken(session, run.run_id, reg.registration_id):
             # The same registration id won on another web process at this moment: reconnect to it.
             return register_agent(session, run, reg, now=now, gate=gate, retry=retry)
@@ -416,7 +435,7 @@ def gate_refusal(run: RunContext, granted: Mapping[str, int]) -> str | None:
 def submit_onboarding(
     session: Session, run: RunContext, agent_id: str, outputs: dict[str, Any], *, passed: bool, now: datetime,
     gate: WorkerGate | None = None,
-) -> AgentDetails:
+) -> AgentDetails | Reservation:
     """Record the verdict on an onboarding submission, then answer what the worker gets next: a unit, as
     :func:`register_agent` would give one, when they passed; a refusal when they did not. A repeated
     submission keeps the first verdict."""
@@ -428,6 +447,19 @@ def submit_onboarding(
         return AgentDetails(None, agent.worker_id, failure_reason=ONBOARDING_FAILED)
     reg = Registration(agent.worker_name, agent.registration_id, agent.provider_data)
     return register_agent(session, run, reg, now=now, gate=gate)
+
+
+def claim_reserved(session: Session, run: RunContext, reservation: Reservation, *,
+                   now: datetime) -> AgentDetails | None:
+    """Claim the reserved unit, its worker's tokens taken; ``None`` when it went to someone else, or this
+    registration won elsewhere, meanwhile (the caller gives the tokens back and asks again)."""
+    reg = reservation.reg
+    agent_id = _claim(session, run, reg, reservation.worker_id, reservation.unit_id, reservation.assignment_id,
+                      now=now)
+    if agent_id is None:
+        return None
+    return AgentDetails(reg.request_id, reservation.worker_id, agent_id, reservation.unit_id, reservation.data,
+                        created=True)
 
 
 def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:

@@ -356,3 +356,15 @@ def test_swap_in_a_lost_pool_writes_nothing(harness: Harness) -> None:
     assert limiter.rebuild("run", ["launch:a"], 60.0) == 1
     assert limiter.swap("launch:a", "launch:b", [limit("other", 2), run]) == OK
     assert limiter.holders("other") == limiter.holders("run") == {"launch:b"}
+
+
+def test_an_exclusive_acquire_refuses_a_holder_that_already_has_a_token(harness: Harness) -> None:
+    limiter = harness.limiter
+    pools = [limit("a", 5), limit("b", 5)]
+    assert limiter.acquire("unit:1", [limit("b", 5)]) == OK
+    assert limiter.acquire("unit:1", pools, exclusive=True) == Acquired(ok=False, held_pool="b")
+    assert limiter.holders("a") == set()  # nothing written
+    assert limiter.acquire("unit:1", pools) == OK  # not exclusive: it passes, as before
+    assert limiter.acquire("unit:2", pools, exclusive=True) == OK
+    assert limiter.holders("a") == limiter.holders("b") == {"unit:1", "unit:2"}
+    assert limiter.acquire("unit:3", [limit("a", 2)], exclusive=True) == Acquired(ok=False, refused_pool="a")

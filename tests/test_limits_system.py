@@ -14,9 +14,11 @@ import pytest
 from sqlalchemy import func, select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.launches import unit_holder
+from mephisto_dist.limiter import keys
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import celery_worker, make_runtime, web_server
@@ -138,6 +140,13 @@ def test_per_worker_limits_hold_across_two_web_processes(tmp_path: Path, runtime
             answers = asyncio.run(burst(round_))
             agents_given = [a["agent_id"] for a in answers if a["agent_id"]]
             assert len(agents_given) == 1, answers
+            # The worker's token is the given unit's, and only that: no losing request of the burst
+            # (several chose the same unit) gave it back or left its own.
+            given = next(a for a in answers if a["agent_id"])
+            with transaction(runtime.sessions) as session:
+                unit_id = session.scalar(select(Agent.unit_id).where(Agent.id == given["agent_id"]))
+            assert runtime.limiter.holders(keys.worker_assigned_pool(run_id, str(given["worker_id"]))) == {
+                unit_holder(int(unit_id or 0))}
             reasons |= {str(a["failure_reason"]) for a in answers if not a["agent_id"]}
             done = httpx.post(first + "/submit_task", json={"USED_AGENT_ID": agents_given[0],
                                                            "final_data": {"rating": "1"}})

@@ -54,11 +54,13 @@ class PoolLimit:
 @dataclass(frozen=True, slots=True)
 class Acquired:
     """The outcome of :meth:`Limiter.acquire`: either every token was taken (``ok``), or none was and
-    ``refused_pool`` names the first full pool, or ``lost_pool`` the first pool to rebuild first."""
+    ``refused_pool`` names the first full pool, or ``lost_pool`` the first pool to rebuild first, or
+    (an exclusive acquire) ``held_pool`` the first pool where the holder already has a token."""
 
     ok: bool
     refused_pool: str | None = None
     lost_pool: str | None = None
+    held_pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,10 @@ class PoolState:
 class Limiter(Protocol):
     """Leased token pools shared by everyone using the same implementation instance (or Redis)."""
 
-    def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+    def acquire(self, holder: str, pools: Sequence[PoolLimit], *, exclusive: bool = False) -> Acquired:
         """Take a token for ``holder`` in every pool, or in none. A holder already in a pool keeps its
-        token, is not counted twice and gets a fresh lease."""
+        token, is not counted twice and gets a fresh lease; ``exclusive``: it is refused instead
+        (``held_pool``), so two callers using one holder name cannot both believe they own its token."""
         ...
 
     def release(self, holder: str, pools: Sequence[str]) -> int:

@@ -38,9 +38,9 @@ class MemoryLimiter:
             self._caps.clear()
             self._ready.clear()
 
-    def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+    def acquire(self, holder: str, pools: Sequence[PoolLimit], *, exclusive: bool = False) -> Acquired:
         with self._lock:
-            return self._acquire(holder, pools, self._clock())
+            return self._acquire(holder, pools, self._clock(), exclusive=exclusive)
 
     def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         with self._lock:
@@ -53,12 +53,14 @@ class MemoryLimiter:
                 self._pruned(limit.pool, now).pop(old_holder, None)
             return self._acquire(holder, pools, now)
 
-    def _acquire(self, holder: str, pools: Sequence[PoolLimit], now: float) -> Acquired:
+    def _acquire(self, holder: str, pools: Sequence[PoolLimit], now: float, *, exclusive: bool = False) -> Acquired:
         """Acquire's decision and write (the caller holds the lock)."""
         for limit in pools:
             if limit.rebuilt_from_db and limit.pool not in self._ready:
                 return Acquired(ok=False, lost_pool=limit.pool)
             members = self._pruned(limit.pool, now)
+            if exclusive and holder in members:
+                return Acquired(ok=False, held_pool=limit.pool)
             cap = self._caps.get(limit.pool, limit.cap)
             if cap > 0 and holder not in members and len(members) >= cap:
                 return Acquired(ok=False, refused_pool=limit.pool)

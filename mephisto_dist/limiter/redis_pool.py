@@ -93,10 +93,10 @@ class RedisLimiter:
     def from_url(cls, url: str, prefix: str = keys.PREFIX) -> RedisLimiter:
         return cls(connect(url), prefix)
 
-    def acquire(self, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+    def acquire(self, holder: str, pools: Sequence[PoolLimit], *, exclusive: bool = False) -> Acquired:
         if not pools:
             return Acquired(ok=True)
-        return self._take(self._acquire, [holder], pools)
+        return self._take(self._acquire, [holder, "1" if exclusive else "0"], pools)
 
     def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         if not pools:
@@ -117,6 +117,8 @@ class RedisLimiter:
             return Acquired(ok=True)
         if refused < 0:
             return Acquired(ok=False, lost_pool=pools[-refused - 1].pool)
+        if refused > len(pools):
+            return Acquired(ok=False, held_pool=pools[refused - len(pools) - 1].pool)
         return Acquired(ok=False, refused_pool=pools[refused - 1].pool)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:

@@ -26,19 +26,50 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     one after the commit."""
     run = served.run()
     runner = runner_for(blueprint_type_of(run.config))
+    details = AgentDetails(reg.request_id, failure_reason=agents.NO_UNIT_AVAILABLE)
     for attempt in range(agents.CLAIM_ATTEMPTS):
         try:
             with transaction(served.runtime.sessions) as session:
-                details = agents.register_agent(session, run, reg, now=now(), gate=served.gate,
+                outcome = agents.register_agent(session, run, reg, now=now(), gate=served.gate,
                                                 retry=attempt + 1 < agents.CLAIM_ATTEMPTS)
-                if runner.live and details.agent_id and details.unit_id is not None and not details.created:
-                    details = replace(details, init_task_data=runner.returning_agent_data(
-                        details.init_task_data or {}, calls.requests_of(session, details.agent_id)))
+                if (isinstance(outcome, AgentDetails) and runner.live and outcome.agent_id
+                        and outcome.unit_id is not None and not outcome.created):
+                    outcome = replace(outcome, init_task_data=runner.returning_agent_data(
+                        outcome.init_task_data or {}, calls.requests_of(session, outcome.agent_id)))
+            if isinstance(outcome, agents.Reservation):
+                claimed = _claim_reserved(served, run, outcome)
+                if claimed is None:
+                    continue  # the unit went to another request meanwhile: choose again
+                outcome = claimed
+            details = outcome
             break
         except agents.ClaimBusy:
             time.sleep(agents.CLAIM_RETRY_S)  # never inside a transaction: it is closed (rolled back) here
     _announce(served, details)
     return details
+
+
+def _claim_reserved(served: Served, run: RunContext, reservation: agents.Reservation) -> AgentDetails | None:
+    """Take the worker's per-worker tokens for the reserved unit (no transaction open), then claim it;
+    ``None`` when another request took the unit first (its tokens are given back)."""
+    limiter = served.gate.limiter
+    # Exclusive: a second request of the same worker that chose the same unit must not share, and
+    # then give back, the token the first one's claim relies on.
+    taken = limiter.acquire(reservation.holder, reservation.pools, exclusive=True)
+    if taken.held_pool is not None:
+        raise agents.ClaimBusy(run.run_id)  # that other request is claiming it right now
+    if not taken.ok:
+        return reservation.refusal(taken)
+    pools = [p.pool for p in reservation.pools]
+    try:
+        with transaction(served.runtime.sessions) as session:
+            claimed = agents.claim_reserved(session, run, reservation, now=now())
+    except BaseException:
+        limiter.release(reservation.holder, pools)
+        raise
+    if claimed is None:
+        limiter.release(reservation.holder, pools)
+    return claimed
 
 
 def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> AgentDetails:
@@ -54,14 +85,24 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
     else:
         passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
     with transaction(served.runtime.sessions) as session:
-        details = agents.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
+        outcome = agents.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
                                            gate=served.gate)
         # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
         # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
         syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
-    _announce(served, details)
     _send_provider_calls(served, syncs)
-    return details
+    if isinstance(outcome, agents.Reservation):
+        # The verdict is committed: the unit is claimed as request_agent claims one, or, taken by
+        # another request meanwhile, the worker is answered as request_agent answers them now.
+        try:
+            claimed = _claim_reserved(served, run, outcome)
+        except agents.ClaimBusy:
+            claimed = None
+        if claimed is None:
+            return request_agent(served, outcome.reg)
+        outcome = claimed
+    _announce(served, outcome)
+    return outcome
 
 
 def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
