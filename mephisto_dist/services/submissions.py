@@ -103,9 +103,10 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             # The slot this unit frees goes to the next unit, bound here and handed over after the
             # commit, with no launcher in between (see launches.hand_over).
             handover = bind_next_launch(session, ctx, run.run_id, now=now())
-        if submission.first and run.hooks.on_unit_submitted is None:
+        if submission.first and run.hooks.on_unit_submitted is None and handover is None:
             # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
-            # services stop, and the last unit's hook would be lost.
+            # services stop, and the last unit's hook would be lost. A run with a unit just bound
+            # to a launch is not done: no need to look.
             mark_completed_if_done(session, run.run_id, now=now())
     if submission.first:
         try:
