@@ -147,8 +147,8 @@ def rebuild_pool(factory: sessionmaker[Session], limiter: Limiter, pool: str, le
     with read_transaction(factory) as session:
         members = pool_members(session, run_ids)
     if limiter.rebuild(pool, members, lease_s) is not None:
-        log.warning("concurrency pool %s was lost (Redis restarted or was flushed): rebuilt with %d tokens",
-                    pool, len(members))
+        log.warning("concurrency pool %s was lost (Redis restarted or was flushed, or a lease ran out while beat "
+                    "was not renewing it): rebuilt with %d tokens", pool, len(members))
 
 
 def set_run_cap(factory: sessionmaker[Session], limiter: Limiter, run_id: int, cap: int, *, lease_s: float) -> None:

@@ -368,3 +368,32 @@ def test_an_exclusive_acquire_refuses_a_holder_that_already_has_a_token(harness:
     assert limiter.acquire("unit:2", pools, exclusive=True) == OK
     assert limiter.holders("a") == limiter.holders("b") == {"unit:1", "unit:2"}
     assert limiter.acquire("unit:3", [limit("a", 2)], exclusive=True) == Acquired(ok=False, refused_pool="a")
+
+
+def test_a_lapsed_lease_in_a_pool_kept_from_the_database_is_not_a_free_slot(harness: Harness) -> None:
+    limiter = harness.limiter
+    run = PoolLimit("run", 2, LEASE_S, rebuilt_from_db=True)
+    limiter.rebuild("run", [], LEASE_S)
+    assert limiter.acquire("launch:a", [run]) == OK
+    assert limiter.acquire("launch:b", [run]) == OK
+    # Beat, which renews them, is down: the leases run out while their units may still count.
+    harness.eventually(lambda: limiter.held("run") == 0, message="the leases to run out")
+    assert limiter.acquire("launch:c", [run]) == Acquired(ok=False, lost_pool="run")
+    assert limiter.release("launch:a", ["run"]) == 0  # a lapsed token is not one given back
+    assert limiter.rebuild("run", ["launch:b"], 60.0) == 1  # the database's recount: b still counts
+    assert limiter.acquire("launch:c", [run]) == OK
+    assert limiter.acquire("launch:d", [run]) == Acquired(ok=False, refused_pool="run")
+
+
+def test_the_repair_keeps_a_lapsed_holder_that_still_counts_and_frees_the_others(harness: Harness) -> None:
+    limiter = harness.limiter
+    limiter.rebuild("run", ["launch:kept"], 60.0)
+    short = PoolLimit("run", 3, LEASE_S, rebuilt_from_db=True)
+    assert limiter.acquire("launch:counts", [short]) == OK
+    assert limiter.acquire("launch:leaked", [short]) == OK
+    harness.eventually(lambda: limiter.held("run") == 1, message="two leases to run out")
+    # The recount names launch:counts (its unit is out), not launch:leaked (its launcher died).
+    assert limiter.refresh("run", ["launch:kept", "launch:counts"], [], 60.0) == 2
+    assert limiter.holders("run") == {"launch:kept", "launch:counts"}
+    assert limiter.acquire("launch:new", [short]) == OK
+    assert limiter.acquire("launch:more", [short]) == Acquired(ok=False, refused_pool="run")

@@ -285,3 +285,55 @@ def test_a_cap_removed_then_set_again_counts_every_unit_out_and_holds(
     assert max(s.held for s in samples[drained:]) <= cap, max(s.held for s in samples[drained:])
     print(f"\n[{database_url.split(':')[0]}] cap removed and set again: {len(samples)} samples, max "
           f"launched+assigned {max(s.active for s in samples[drained:])}/{cap} once drained")
+
+
+def test_the_cap_holds_while_beat_is_down_longer_than_the_lease(
+        tmp_path: Path, database_url: str, redis_url: str) -> None:
+    """Beat renews the pool's leases; with it down, the leases of units still out run out. A lapsed
+    lease is not a free slot: the next acquire recounts the pool from the database, and a sampler never
+    sees more than the cap out while web and Celery keep launching and workers keep submitting."""
+    from mephisto_dist.launches import LaunchContext, pools_for, rebuild_pool, run_pool
+    from mephisto_dist.providers.mock import MockProvider
+    from tests.system import register
+    from tests.test_cap_processes import completed_count, launch_pressure, sampler, simulated_workers
+
+    cap, units = 3, 20
+    rt = make_runtime(tmp_path / "data", database_url, redis_url, LEASE_TTL_S="2", RUN_SWEEP_EVERY_S="0.5")
+    task_dir = write_task_dir(tmp_path, rows=units, architect="mock", cap=cap)
+    run_id = create_run(rt, prepare_run(task_dir, "example", [], check_port=False))
+    pool = run_pool(run_id)
+    run_done = threading.Event()
+    submitted: list[int] = []
+    with celery_worker(rt.settings, tmp_path / "worker.log"), web_server(rt.settings, run_id, tmp_path / "web.log") as url:
+        enqueue_launch(rt, run_id)  # no beat process at all
+        wait_for(lambda: active_units(rt, run_id) == cap, timeout_s=30, message="the first units to launch")
+        held = [register(url, f"slow{n}") for n in range(cap)]
+        assert all(agent["agent_id"] for agent in held), held
+        wait_for(lambda: rt.limiter.held(pool) == 0, timeout_s=30, message="the leases to run out, beat down")
+        # Three units are still assigned: a launcher is not given a fourth slot, but a recount.
+        pools = pools_for(LaunchContext.of(rt, MockProvider()), run_id, cap)
+        assert rt.limiter.acquire("launch:probe", pools).lost_pool == pool
+        rebuild_pool(rt.sessions, rt.limiter, pool, rt.settings.lease_ttl_s)
+        assert rt.limiter.acquire("launch:probe", pools).refused_pool == pool
+        assert rt.limiter.held(pool) == cap
+        with sampler(rt, run_id, tmp_path / "samples.txt") as samples:
+            pressure = threading.Thread(target=launch_pressure, args=(rt, run_id, run_done), daemon=True)
+            pressure.start()
+            clients = threading.Thread(target=lambda: asyncio.run(simulated_workers([url], run_done, submitted)),
+                                       daemon=True)
+            clients.start()
+            try:
+                for agent in held:
+                    done = httpx.post(url + "/submit_task", json={"USED_AGENT_ID": agent["agent_id"],
+                                                                 "final_data": {"rating": "1"}})
+                    assert done.status_code == 200, done.text
+                wait_for(lambda: completed_count(rt, run_id) == units, timeout_s=120, message="every unit submitted")
+            finally:
+                run_done.set()
+                clients.join(30)
+                pressure.join(5)
+    rt.close()
+    most = max(s.active for s in samples)
+    print(f"\n[{database_url.split(':')[0]}] beat down, lease 2 s: {len(samples)} samples, max launched+assigned "
+          f"{most}/{cap}")
+    assert most <= cap, most

@@ -16,7 +16,10 @@ until usage falls below the new cap.
 The database is the source of truth. A pool acquired with ``rebuilt_from_db=True`` refuses every
 acquire once it is *lost* (Redis restarted or was flushed: its ready marker is gone) until someone
 rebuilds it from the database with :meth:`Limiter.rebuild`; a pool that was never built counts as lost,
-so its first user builds it. :meth:`Limiter.refresh` is the reconciler's write: it renews the holders the
+so its first user builds it. In such a pool a lease that ran out is not a slot given back (its unit may
+still count: beat, which renews the leases, was down): the acquire that finds one marks the pool lost,
+and only the recount (a rebuild, or :meth:`Limiter.refresh`, which renews the holders that count before
+it prunes) frees it. :meth:`Limiter.refresh` is the reconciler's write: it renews the holders the
 database says still count and removes only those it proved gone, so a token taken after the caller's
 snapshot is never dropped. Take tokens before the database write that makes them count and give them
 back after the write that ends them, so a recount never sees more holders than the pool.

@@ -45,20 +45,20 @@ class MemoryLimiter:
     def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         with self._lock:
             now = self._clock()
-            lost = next((limit.pool for limit in pools if limit.rebuilt_from_db and limit.pool not in self._ready),
+            lost = next((limit.pool for limit in pools if limit.rebuilt_from_db and self._lost(limit.pool, now)),
                         None)
             if lost is not None:
                 return Acquired(ok=False, lost_pool=lost)
             for limit in pools:
-                self._pruned(limit.pool, now).pop(old_holder, None)
+                self._pools.get(limit.pool, {}).pop(old_holder, None)
             return self._acquire(holder, pools, now)
 
     def _acquire(self, holder: str, pools: Sequence[PoolLimit], now: float, *, exclusive: bool = False) -> Acquired:
         """Acquire's decision and write (the caller holds the lock)."""
         for limit in pools:
-            if limit.rebuilt_from_db and limit.pool not in self._ready:
+            if limit.rebuilt_from_db and self._lost(limit.pool, now):
                 return Acquired(ok=False, lost_pool=limit.pool)
-            members = self._pruned(limit.pool, now)
+            members = self._pools.get(limit.pool, {}) if limit.rebuilt_from_db else self._pruned(limit.pool, now)
             if exclusive and holder in members:
                 return Acquired(ok=False, held_pool=limit.pool)
             cap = self._caps.get(limit.pool, limit.cap)
@@ -71,7 +71,8 @@ class MemoryLimiter:
     def release(self, holder: str, pools: Sequence[str]) -> int:
         with self._lock:
             now = self._clock()
-            return sum(self._pruned(pool, now).pop(holder, None) is not None for pool in pools)
+            expiries = [self._pools.get(pool, {}).pop(holder, None) for pool in pools]
+            return sum(expiry is not None and expiry > now for expiry in expiries)
 
     def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
         check_lease(lease_s)
@@ -85,11 +86,11 @@ class MemoryLimiter:
 
     def held(self, pool: str) -> int:
         with self._lock:
-            return len(self._pruned(pool, self._clock()))
+            return len(self._live(pool, self._clock()))
 
     def holders(self, pool: str) -> set[str]:
         with self._lock:
-            return set(self._pruned(pool, self._clock()))
+            return set(self._live(pool, self._clock()))
 
     def reconcile(self, pool: str, holders: Collection[str], lease_s: float | None, *,
                   seen: Collection[str] | None = None) -> int:
@@ -115,13 +116,13 @@ class MemoryLimiter:
         check_lease(lease_s)
         with self._lock:
             now = self._clock()
-            members = self._pruned(pool, now)
-            for holder in keep:
+            members = self._pools.get(pool, {})
+            for holder in keep:  # renewed before lapsed leases are pruned: a holder that counts keeps it
                 if holder in members:
                     members[holder] = _expiry(now, lease_s)
             for holder in gone:
                 members.pop(holder, None)
-            return len(members)
+            return len(self._pruned(pool, now))
 
     def set_cap(self, pool: str, cap: int | None, *, recount: bool = False) -> None:
         check_cap(cap)
@@ -139,7 +140,18 @@ class MemoryLimiter:
 
     def state(self, pool: str) -> PoolState:
         with self._lock:
-            return PoolState(self._caps.get(pool), len(self._pruned(pool, self._clock())))
+            return PoolState(self._caps.get(pool), len(self._live(pool, self._clock())))
+
+    def _lost(self, pool: str, now: float) -> bool:
+        """Whether a pool rebuilt from the database must be recounted: never built, lost, or one of its
+        leases ran out (its unit may still count); the last makes it lost (the caller holds the lock)."""
+        if pool in self._ready and any(expiry <= now for expiry in self._pools.get(pool, {}).values()):
+            self._ready.discard(pool)
+        return pool not in self._ready
+
+    def _live(self, pool: str, now: float) -> dict[str, float]:
+        """The members whose lease has not run out, read without pruning (as Redis reads do)."""
+        return {holder: expiry for holder, expiry in self._pools.get(pool, {}).items() if expiry > now}
 
     def _pruned(self, pool: str, now: float) -> dict[str, float]:
         """The pool's members without expired leases (the caller holds the lock). A pool never

@@ -25,8 +25,9 @@ redis.call('DEL', pool)
 for i = 2, #ARGV do
   redis.call('ZADD', pool, expiry, ARGV[i])
 end
+redis.call('SET', KEYS[2], '1')
 if #ARGV > 1 and ARGV[1] ~= 'never' then
   redis.call('PEXPIREAT', pool, math.ceil(expiry))
+  redis.call('PEXPIREAT', KEYS[2], math.ceil(expiry))  -- gone with the pool's last lease: lost, not empty
 end
-redis.call('SET', KEYS[2], '1')
 return redis.call('ZCARD', pool)

@@ -157,7 +157,7 @@ class RedisLimiter:
     def refresh(self, pool: str, keep: Collection[str], gone: Collection[str], lease_s: float | None) -> int:
         check_lease(lease_s)
         with self._boundary:
-            return int(self._refresh([keys.pool_key(pool, self._prefix)],
+            return int(self._refresh([keys.pool_key(pool, self._prefix), keys.ready_key(pool, self._prefix)],
                                      [_lease_arg(lease_s), len(keep), *keep, *gone]))
 
     def set_cap(self, pool: str, cap: int | None, *, recount: bool = False) -> None:

@@ -11,7 +11,7 @@
 -- ARGV[3i+2]  pool i: '1' if the pool is rebuilt from the database (refuse while its marker is gone)
 -- Returns 0 when the new holder now holds a token in every pool; i when pool i is full (the old
 -- holder's tokens are given back all the same); -i when pool i is lost and must be rebuilt first
--- (nothing is written then).
+-- (nothing is written then, except that a pool found with a lapsed lease loses its marker).
 --
 -- The acquire half is acquire.lua's, run after the release half.
 
@@ -22,14 +22,22 @@ local holder = ARGV[2]
 local n = #KEYS / 3
 
 for i = 1, n do
-  if ARGV[3 * i + 2] == '1' and redis.call('EXISTS', KEYS[3 * i]) == 0 then
-    return -i
+  if ARGV[3 * i + 2] == '1' then
+    if redis.call('EXISTS', KEYS[3 * i]) == 0 then
+      return -i
+    end
+    if redis.call('ZCOUNT', KEYS[3 * i - 2], '-inf', now) > 0 then
+      redis.call('DEL', KEYS[3 * i])  -- a lapsed lease: recount the pool (see acquire.lua)
+      return -i
+    end
   end
 end
 
 for i = 1, n do
   local pool = KEYS[3 * i - 2]
-  redis.call('ZREMRANGEBYSCORE', pool, '-inf', now)
+  if ARGV[3 * i + 2] ~= '1' then
+    redis.call('ZREMRANGEBYSCORE', pool, '-inf', now)
+  end
   redis.call('ZREM', pool, old)
 end
 
@@ -52,6 +60,9 @@ for i = 1, n do
     local latest = redis.call('ZRANGE', pool, -1, -1, 'WITHSCORES')[2]
     if latest ~= 'inf' then
       redis.call('PEXPIREAT', pool, math.ceil(tonumber(latest)))
+      if ARGV[3 * i + 2] == '1' then
+        redis.call('PEXPIREAT', KEYS[3 * i], math.ceil(tonumber(latest)))
+      end
     end
   end
 end
