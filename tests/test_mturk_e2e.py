@@ -100,13 +100,29 @@ def assignment_of(runtime: Runtime, unit_id: int) -> str:
     return str((data or {})["assignment_id"])
 
 
+def lab_runtime(tmp_path: Path, sqlite_url: str, redis_url: str, turk: str) -> Runtime:
+    """A runtime whose requester ``lab`` (an AWS profile) reaches the mturk-local at ``turk``."""
+    runtime = make_runtime(tmp_path / "data", sqlite_url, redis_url, DEPLOYMENT="e2e")
+    credentials.save_profile("lab", KEY_ID, SECRET)
+    with transaction(runtime.sessions) as session:
+        register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+    return runtime
+
+
+def holders(mturk: Any, name: str, status: str = "Granted") -> list[tuple[str, int]]:
+    """The workers holding our qualification ``name`` on MTurk, with their values."""
+    types = [t["QualificationTypeId"] for t in mturk.list_qualification_types(
+        Query=name, MustBeRequestable=False, MustBeOwnedByCaller=True)["QualificationTypes"] if t["Name"] == name]
+    if not types:
+        return []
+    found = mturk.list_workers_with_qualification_type(QualificationTypeId=types[0], Status=status)
+    return [(q["WorkerId"], q["IntegerValue"]) for q in found["Qualifications"]]
+
+
 def test_a_sandbox_run_on_mturk_local(tmp_path: Path, redis_url: str, sqlite_url: str, aws_home: Path) -> None:
     with mturk_local(tmp_path / "turk.sqlite3", tmp_path / "turk.log") as turk:
         mturk = client(turk)
-        runtime = make_runtime(tmp_path / "data", sqlite_url, redis_url, DEPLOYMENT="e2e")
-        credentials.save_profile("lab", KEY_ID, SECRET)
-        with transaction(runtime.sessions) as session:
-            register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+        runtime = lab_runtime(tmp_path, sqlite_url, redis_url, turk)
         port = free_port()
         task_dir = write_task_dir(tmp_path, rows=5, port=port)
         run_id = create_run(runtime, prepare_run(task_dir, "example", [
@@ -225,16 +241,7 @@ def sync_qualifications_and_notify(runtime: Runtime, mturk: Any, turk: str) -> N
     assert granted is not None
     runtime.queue.enqueue(PROVIDER_CALL, granted)
 
-    def holders(status: str = "Granted") -> list[tuple[str, int]]:
-        types = [t["QualificationTypeId"] for t in mturk.list_qualification_types(
-            Query="trained", MustBeRequestable=False, MustBeOwnedByCaller=True)["QualificationTypes"]
-            if t["Name"] == "trained"]
-        if not types:
-            return []
-        found = mturk.list_workers_with_qualification_type(QualificationTypeId=types[0], Status=status)
-        return [(q["WorkerId"], q["IntegerValue"]) for q in found["Qualifications"]]
-
-    wait_for(lambda: holders() == [("A1SIM0", 7)], timeout_s=30, message="the grant on MTurk")
+    wait_for(lambda: holders(mturk, "trained") == [("A1SIM0", 7)], timeout_s=30, message="the grant on MTurk")
     with transaction(runtime.sessions) as session:
         regrant = grant(session, trained, worker.id, 9, now=datetime.now(UTC))
         assert revoke(session, trained, worker.id)
@@ -242,7 +249,7 @@ def sync_qualifications_and_notify(runtime: Runtime, mturk: Any, turk: str) -> N
     assert regrant in revoked and len(revoked) == 2
     for call_id in reversed(revoked):  # carried out in the wrong order
         perform_call(runtime.sessions, call_id)
-    assert holders() == [] and holders("Revoked") == [("A1SIM0", 7)]
+    assert holders(mturk, "trained") == [] and holders(mturk, "trained", "Revoked") == [("A1SIM0", 7)]
     with transaction(runtime.sessions) as session:
         note = record_notification(session, worker.id, "Thanks", "Your ratings were great", now=datetime.now(UTC))
     runtime.queue.enqueue(PROVIDER_CALL, note)
@@ -267,10 +274,7 @@ def test_an_onboarding_verdict_reaches_mturk_at_once(tmp_path: Path, redis_url: 
     verdict, not on beat's re-send (no beat runs here), so the worker's standing there is right at once."""
     with mturk_local(tmp_path / "turk.sqlite3", tmp_path / "turk.log") as turk:
         mturk = client(turk)
-        runtime = make_runtime(tmp_path / "data", sqlite_url, redis_url, DEPLOYMENT="e2e")
-        credentials.save_profile("lab", KEY_ID, SECRET)
-        with transaction(runtime.sessions) as session:
-            register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=datetime.now(UTC))
+        runtime = lab_runtime(tmp_path, sqlite_url, redis_url, turk)
         port = free_port()
         task_dir = write_task_dir(tmp_path, rows=1, port=port)
         (task_dir / "server_files" / "onboarding.html").write_text("<p>Say yes.</p>")
@@ -292,15 +296,6 @@ def test_an_onboarding_verdict_reaches_mturk_at_once(tmp_path: Path, redis_url: 
             verdict = httpx.post(f"{server}/submit_onboarding", json={"provider_data": {
                 "USED_AGENT_ID": started["agent_id"], "onboarding_data": {"answer": "yes"}}}).json()["data"]
             assert verdict["agent_id"] and not str(verdict["agent_id"]).startswith("onboarding_"), verdict
-
-            def holders() -> list[tuple[str, int]]:
-                types = [t["QualificationTypeId"] for t in mturk.list_qualification_types(
-                    Query="e2e-onboarded", MustBeRequestable=False, MustBeOwnedByCaller=True)["QualificationTypes"]
-                    if t["Name"] == "e2e-onboarded"]
-                if not types:
-                    return []
-                found = mturk.list_workers_with_qualification_type(QualificationTypeId=types[0], Status="Granted")
-                return [(q["WorkerId"], q["IntegerValue"]) for q in found["Qualifications"]]
-
-            wait_for(lambda: holders() == [("A1ONBOARD", 1)], timeout_s=20, message="the onboarding grant on MTurk")
+            wait_for(lambda: holders(mturk, "e2e-onboarded") == [("A1ONBOARD", 1)], timeout_s=20,
+                     message="the onboarding grant on MTurk")
         runtime.close()

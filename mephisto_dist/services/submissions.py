@@ -29,7 +29,7 @@ from mephisto_dist.launches import (
     token_holder,
     unit_holder,
 )
-from mephisto_dist.limiter import keys
+from mephisto_dist.limiter import PoolLimit, keys
 from mephisto_dist.providers import UnitLaunch
 from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, UNIT_SUBMITTED
 from mephisto_dist.runs import mark_completed_if_done
@@ -96,10 +96,11 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
     provider = served.providers.get(run)
     ctx = LaunchContext.of(served.runtime, provider)
     handover: UnitLaunch | None = None
+    pools: list[PoolLimit] = []
     with transaction(served.runtime.sessions) as session:
         submission = agents.submit_task(session, run, agent_id, outputs, now=now())
-        if (submission.first and submission.run_open and provider.publishes_instantly
-                and pools_for(ctx, run.run_id, submission.run_cap)):
+        pools = pools_for(ctx, run.run_id, submission.run_cap)
+        if submission.first and submission.run_open and provider.publishes_instantly and pools:
             # The slot this unit frees goes to the next unit, bound here and handed over after the
             # commit, with no launcher in between (see launches.hand_over).
             handover = bind_next_launch(session, ctx, run.run_id, now=now())
@@ -110,7 +111,7 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             mark_completed_if_done(session, run.run_id, now=now())
     if submission.first:
         try:
-            _after_submit(served, run, ctx, submission, handover)
+            _after_submit(served, run, ctx, submission, handover, pools)
         except ServiceError as error:
             # The answer is committed: the worker hears success. The slot comes back with beat's
             # repair (it removes the tokens of done units), the refill with its next sweep (the
@@ -121,7 +122,7 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
 
 
 def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
-                  handover: UnitLaunch | None) -> None:
+                  handover: UnitLaunch | None, pools: list[PoolLimit]) -> None:
     """After the commit: free the unit's slots and refill them at once: handed straight to the unit
     bound in the submitting transaction where publishing is free, else by a Celery launch task
     enqueued now. The worker's TaskRunner hook runs on Celery."""
@@ -132,7 +133,7 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
     if handover is not None:
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
         handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
-                           pools_for(ctx, run.run_id, submission.run_cap), submission.server_url,
+                           pools, submission.server_url,
                            launch_args(run.config), now=now())
         # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
         launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
