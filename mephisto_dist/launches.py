@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.engine import read_transaction, single_statement, transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.db.transitions import record_launched
 from mephisto_dist.domain.launch import out_of_attempts, retry_at
@@ -412,9 +412,14 @@ def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_
             record_provider_call(type(ctx.provider).__name__, "publish", "error")
             log.warning("publishing unit %s (launch %s) failed: %s", launch.unit_id, launch.launch_id, error)
             failed.append((launch, str(error)[:MAX_ERROR_CHARS]))
+    recorded = [(launch.unit_id, launch.launch_id, pid) for launch, pid in published]
+    if len(published) == 1 and not failed:
+        # The common case (a slot handed over, a unit refilled): one statement, atomic by itself.
+        with single_statement(factory) as connection:
+            if record_launched(connection, recorded, now=now):
+                return 1
     with transaction(factory) as session:
-        moved = set(record_launched(session, [(launch.unit_id, launch.launch_id, pid)
-                                              for launch, pid in published], now=now))
+        moved = set(record_launched(session, recorded, now=now))
         given_up = [launch for launch, error in failed if _record_failure(session, ctx, launch, error, now=now)]
         orphans = _orphaned(session, [(launch, pid) for launch, pid in published if launch.unit_id not in moved])
     for launch in given_up:

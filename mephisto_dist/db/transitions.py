@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, Update, bindparam, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, Unit
@@ -52,10 +52,23 @@ def _unit_update(olds: tuple[str, ...], new: str, names: tuple[str, ...]) -> Upd
 
 
 @lru_cache(maxsize=256)
+def _one_unit_update(olds: tuple[str, ...], new: str, names: tuple[str, ...]) -> Update:
+    """:func:`_unit_update` for one unit: ``id = :v_id`` needs no per-execution expansion of an IN list."""
+    table = _table(Unit)
+    values: dict[str, Any] = {"status": new, **{name: bindparam(f"v_{name}") for name in names}}
+    return update(table).where(table.c.id == bindparam("v_id"), _status_in(table, olds)).values(**values)
+
+
+def _status_in(table: Table, olds: tuple[str, ...]) -> Any:
+    # IN renders as a list expanded at every execution; one status is a plain comparison.
+    return table.c.status == olds[0] if len(olds) == 1 else table.c.status.in_(olds)
+
+
+@lru_cache(maxsize=256)
 def _agent_update(table_name: str, olds: tuple[str, ...], new: str, names: tuple[str, ...]) -> Update:
     table = Base.metadata.tables[table_name]
     values: dict[str, Any] = {"status": new, **{name: bindparam(f"v_{name}") for name in names}}
-    return update(table).where(table.c.id == bindparam("v_id"), table.c.status.in_(olds)).values(**values)
+    return update(table).where(table.c.id == bindparam("v_id"), _status_in(table, olds)).values(**values)
 
 
 def _table(model: type[Any]) -> Table:
@@ -131,7 +144,18 @@ def move_unit(
     now: datetime,
     **fields: Any,
 ) -> bool:
-    return bool(move_units(session, [unit_id], old, new, now=now, **fields))
+    """:func:`move_units` for one unit (the hot path's claims and submissions)."""
+    olds = _as_set(old)
+    for status in olds:
+        check_unit_transition(status, new)
+    values: dict[str, Any] = {"status_changed_at": now, **fields}
+    stamp = _UNIT_STAMPS.get(new)
+    if stamp is not None and stamp not in values:
+        values[stamp] = now
+    names = tuple(sorted(values))
+    statement = _one_unit_update(tuple(sorted(s.value for s in olds)), new.value, names)
+    params = {"v_id": unit_id, **{f"v_{name}": values[name] for name in names}}
+    return bool(session.connection().execute(statement, params).rowcount)
 
 
 def move_agent(
@@ -216,23 +240,28 @@ def move_server(
     return bool(session.connection().execute(statement).rowcount)
 
 
+_UNITS = _table(Unit)
+_RECORD_LAUNCHED = (update(_UNITS)
+                    .where(_UNITS.c.id == bindparam("v_unit_id"), _UNITS.c.status == UnitStatus.CREATED.value,
+                           _UNITS.c.launch_id == bindparam("v_launch_id"))
+                    .values(status=UnitStatus.LAUNCHED.value, status_changed_at=bindparam("v_now"),
+                            launched_at=bindparam("v_now"), provider_unit_id=bindparam("v_provider_unit_id"),
+                            launch_retry_at=None, launch_error=None)
+                    .returning(_UNITS.c.id))
+
+
 def record_launched(
-    session: Session, launches: Sequence[tuple[int, str, str]], *, now: datetime
+    session: Session | Connection, launches: Sequence[tuple[int, str, str]], *, now: datetime
 ) -> list[int]:
     """``created -> launched`` for each ``(unit id, launch id, provider unit id)`` whose unit is still
     created and still owned by that launch (a launch cleared or expired meanwhile moves nothing);
-    return the ids moved."""
+    return the ids moved. Each unit is one statement: one launch can be recorded outside a transaction
+    (``engine.single_statement``)."""
     check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
+    connection = session if isinstance(session, Connection) else session.connection()
     moved: list[int] = []
-    table = _table(Unit)
-    statement = (update(table)
-                 .where(table.c.id == bindparam("v_unit_id"), table.c.status == UnitStatus.CREATED.value,
-                        table.c.launch_id == bindparam("v_launch_id"))
-                 .values(status=UnitStatus.LAUNCHED.value, status_changed_at=now, launched_at=now,
-                         provider_unit_id=bindparam("v_provider_unit_id"), launch_retry_at=None,
-                         launch_error=None)
-                 .returning(table.c.id))
     for unit_id, launch_id, provider_unit_id in launches:
-        moved += session.connection().execute(statement, {
-            "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id}).scalars()
+        moved += connection.execute(_RECORD_LAUNCHED, {
+            "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id,
+            "v_now": now}).scalars()
     return moved
