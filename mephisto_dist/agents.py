@@ -28,11 +28,10 @@ from mephisto_dist.db.models import (
     Assignment,
     GrantedQualification,
     Qualification,
-    TaskRun,
     Unit,
     Worker,
 )
-from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.db.transitions import complete_agent, complete_unit, move_agent, move_unit
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts, insert_returning_id
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
@@ -634,36 +633,28 @@ class Submission:
 def submit_task(
     session: Session, run: RunContext, agent_id: str, outputs: dict[str, Any], *, now: datetime
 ) -> Submission:
-    """Record an agent's final data; a repeated submit keeps the first answer and does no harm."""
-    agent = load_agent(session, run, agent_id)
-    status = AgentStatus(agent.status)
-    if status == AgentStatus.COMPLETED:
-        return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
-    if status == AgentStatus.TIMEOUT:
-        raise RequestError(TIMED_OUT, 409)
-    if status != AgentStatus.IN_TASK:
-        raise RequestError(_not_recorded(status), 409)
-    if not move_agent(session, agent.id, AgentStatus.IN_TASK, AgentStatus.COMPLETED, now=now,
-                      outputs=outputs, submitted_at=now):
-        again = load_agent(session, run, agent_id)
-        if again.status == AgentStatus.COMPLETED.value:
+    """Record an agent's final data; a repeated submit keeps the first answer and does no harm.
+
+    The common case is two statements: the agent's compare-and-set returns its unit, the unit's returns
+    its launch and the run's state. Anything else (a repeat, a stranger, a closed agent) is read after."""
+    done = complete_agent(session, agent_id, run.run_id, outputs=outputs, now=now) \
+        if isinstance(agent_id, str) and agent_id else None
+    if done is None:
+        agent = load_agent(session, run, agent_id)
+        status = AgentStatus(agent.status)
+        if status == AgentStatus.COMPLETED:
             return Submission(agent.unit_id, agent.id, agent.worker_id, first=False)
-        if again.status == AgentStatus.TIMEOUT.value:
+        if status == AgentStatus.TIMEOUT:
             raise RequestError(TIMED_OUT, 409)
-        raise RequestError(_not_recorded(AgentStatus(again.status)), 409)
-    if not move_unit(session, agent.unit_id, UnitStatus.ASSIGNED, UnitStatus.COMPLETED, now=now):
+        raise RequestError(_not_recorded(status), 409)
+    unit_id, worker_id = int(done.unit_id), int(done.worker_id)
+    unit = complete_unit(session, unit_id, now=now)
+    if unit is None:
         raise RequestError("this unit is no longer open for submissions", 409)
-    unit = _run(session, _UNIT_LAUNCH, {"unit_id": agent.unit_id}).one()
-    return Submission(agent.unit_id, agent.id, agent.worker_id, first=True, launch_id=unit.launch_id,
+    return Submission(unit_id, agent_id, worker_id, first=True, launch_id=unit.launch_id,
                       run_cap=int(unit.max_concurrent_units or 0),
                       run_open=not unit.is_completed and unit.shutdown_requested_at is None,
                       server_url=unit.server_url or "")
-
-
-# The unit's launch, and what its refill needs to know of the run (read with it: one round trip).
-_UNIT_LAUNCH = (select(Unit.launch_id, TaskRun.max_concurrent_units, TaskRun.is_completed,
-                       TaskRun.shutdown_requested_at, TaskRun.server_url)
-                .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == bindparam("unit_id")))
 
 
 def _not_recorded(status: AgentStatus) -> str:

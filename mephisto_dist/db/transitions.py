@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, Unit
+from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, TaskRun, Unit
 from mephisto_dist.domain.servers import ServerStatus, check_server_transition
 from mephisto_dist.domain.status import (
     AgentStatus,
@@ -75,6 +75,9 @@ def _table(model: type[Any]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+_UNITS = _table(Unit)
 
 
 def move_units(
@@ -170,6 +173,25 @@ def move_agent(
     return _move_agent_row(session, Agent, agent_id, old, new, now=now, onboarding=False, **fields)
 
 
+_AGENTS = _table(Agent)
+_COMPLETE_AGENT = (update(_AGENTS)
+                   .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
+                          _AGENTS.c.status == AgentStatus.IN_TASK.value)
+                   .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
+                           status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
+                   .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id))
+
+
+def complete_agent(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
+                   now: datetime) -> Any:
+    """``in_task -> completed`` for an agent of the run, with its answer: the submission's write and its
+    read in one statement. The agent's ``(unit_id, worker_id)``, or None when no such agent of the run
+    is working (the caller reads it to say why)."""
+    check_agent_transition(AgentStatus.IN_TASK, AgentStatus.COMPLETED, onboarding=False)
+    return session.connection().execute(_COMPLETE_AGENT, {
+        "v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}).first()
+
+
 def move_onboarding_agent(
     session: Session,
     agent_id: str,
@@ -201,6 +223,30 @@ def _move_agent_row(
     statement = _agent_update(_table(model).name, tuple(sorted(s.value for s in olds)), new.value, names)
     params = {"v_id": agent_id, **{f"v_{name}": values[name] for name in names}}
     return bool(session.connection().execute(statement, params).rowcount)
+
+
+def _of_the_units_run(column: Any) -> Any:
+    # A correlated subquery, not UPDATE ... FROM: SQLite's RETURNING cannot name a FROM table.
+    return select(column).where(TaskRun.id == _UNITS.c.task_run_id).scalar_subquery()
+
+
+_COMPLETE_UNIT = (update(_UNITS)
+                  .where(_UNITS.c.id == bindparam("v_id"), _UNITS.c.status == UnitStatus.ASSIGNED.value)
+                  .values(status=UnitStatus.COMPLETED.value, status_changed_at=bindparam("v_now"),
+                          completed_at=bindparam("v_now"))
+                  .returning(_UNITS.c.launch_id,
+                             _of_the_units_run(TaskRun.max_concurrent_units).label("max_concurrent_units"),
+                             _of_the_units_run(TaskRun.is_completed).label("is_completed"),
+                             _of_the_units_run(TaskRun.shutdown_requested_at).label("shutdown_requested_at"),
+                             _of_the_units_run(TaskRun.server_url).label("server_url")))
+
+
+def complete_unit(session: Session, unit_id: int, *, now: datetime) -> Any:
+    """``assigned -> completed``, returning the unit's launch and what its refill needs to know of the
+    run (max_concurrent_units, is_completed, shutdown_requested_at, server_url) in the same round
+    trip; None when the unit was no longer assigned."""
+    check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
+    return session.connection().execute(_COMPLETE_UNIT, {"v_id": unit_id, "v_now": now}).first()
 
 
 def move_remote_call(
@@ -240,7 +286,6 @@ def move_server(
     return bool(session.connection().execute(statement).rowcount)
 
 
-_UNITS = _table(Unit)
 _RECORD_LAUNCHED = (update(_UNITS)
                     .where(_UNITS.c.id == bindparam("v_unit_id"), _UNITS.c.status == UnitStatus.CREATED.value,
                            _UNITS.c.launch_id == bindparam("v_launch_id"))
