@@ -38,10 +38,20 @@ class RunResolver:
         self._cached: RunContext | None = None
         self._cached_at = 0.0
 
+    def cached(self) -> RunContext | None:
+        """The run ``current`` would answer without reading the database (a fixed run once read, the run
+        on our port for ``RESOLVE_CACHE_S``); None when it must read. Does no I/O: an async caller
+        needs a thread only for ``current`` when this is None."""
+        cached = self._cached
+        if cached is not None and (self._run_id is not None or
+                                   time.monotonic() - self._cached_at < RESOLVE_CACHE_S):
+            return cached
+        return None
+
     def current(self) -> RunContext:
-        if self._cached is not None and (self._run_id is not None or
-                                         time.monotonic() - self._cached_at < RESOLVE_CACHE_S):
-            return self._cached
+        cached = self.cached()
+        if cached is not None:
+            return cached
         with transaction(self._runtime.sessions) as session:
             run = session.get(TaskRun, self._run_id) if self._run_id is not None else self._by_port(session)
             if run is None:
@@ -99,3 +109,7 @@ class Served:
 
     def run(self) -> RunContext:
         return self.resolver.current()
+
+    def cached_run(self) -> RunContext | None:
+        """The run served when known without a database read, else None (then call ``run``)."""
+        return self.resolver.cached()

@@ -13,6 +13,7 @@ from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from mephisto_dist.agents import RunContext
 from mephisto_dist.services.served import Served
 
 P = ParamSpec("P")
@@ -35,6 +36,11 @@ class WebContext:
     @property
     def max_body_bytes(self) -> int:
         return self.served.runtime.settings.max_upload_bytes
+
+    async def run(self) -> RunContext:
+        """The run served: the resolver's cached one when fresh (no thread), else read in a thread."""
+        run = self.served.cached_run()
+        return run if run is not None else await self.call_in_thread(self.served.run)
 
     async def call(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a hot-path service function: on the loop with SQLite, in a thread otherwise."""

@@ -22,7 +22,7 @@ DEFAULT_TITLE = "Task"
 async def shell(request: Request) -> Response:
     context = context_of(request)
     try:
-        run = await context.call_in_thread(context.served.run)
+        run = await context.run()
         page = index_page(run.config)
         if page is not None:  # the blueprint's own page (a React task's index.html)
             return FileResponse(Path(run.build_dir) / page, headers={"Cache-Control": "no-store"})
@@ -41,12 +41,12 @@ async def shell_asset(request: Request) -> Response:
 
 
 async def task_config(request: Request) -> Response:
-    run = await context_of(request).call_in_thread(context_of(request).served.run)
+    run = await context_of(request).run()
     return JSONResponse(frontend_config(run.config, run.hooks))
 
 
 async def run_file(request: Request) -> Response:
-    run = await context_of(request).call_in_thread(context_of(request).served.run)
+    run = await context_of(request).run()
     root = Path(run.build_dir).resolve()
     path = (root / request.path_params["path"]).resolve()
     if not path.is_relative_to(root) or not path.is_file():

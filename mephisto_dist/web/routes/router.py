@@ -27,7 +27,7 @@ async def get_timestamp(request: Request) -> Response:
 
 async def download_file(request: Request) -> Response:
     name = request.path_params["name"]
-    run = await context_of(request).call_in_thread(context_of(request).served.run)
+    run = await context_of(request).run()
     root = Path(run.build_dir).resolve()
     path = (root / name).resolve()
     if name.startswith(".") or path.parent != root or not path.is_file():
