@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse
+
+from mephisto_dist.agents import RunContext
 from mephisto_dist.blueprints import blueprint_module
 from mephisto_dist.blueprints.runner import blueprint_type_of
 from mephisto_dist.hooks import TaskHooks
@@ -25,3 +28,33 @@ def index_page(config: dict[str, Any]) -> str | None:
     """The run's own page at ``/`` (a React task's index.html), or None for the static HTML shell."""
     page = getattr(blueprint_module(blueprint_type_of(config)), "INDEX_PAGE", None)
     return page if isinstance(page, str) else None
+
+
+class RenderedFrontend:
+    """``/task_config.json`` of the run served, rendered once per ``RunContext``.
+
+    The resolver makes a new ``RunContext`` whenever it reads the run again, so a run whose stored config
+    changed is rendered afresh. Nothing in it changes under one ``RunContext``: the config is the run's
+    stored row (its tips were read at launch and stored in it), and the hooks' ``task_config`` is read
+    once per process (the hooks file imported, or the task script captured) and is not changed after:
+    hooks keep no state, and each process has its own copy anyway."""
+
+    def __init__(self) -> None:
+        self._rendered: tuple[RunContext, dict[str, Any], bytes] | None = None
+
+    def config(self, run: RunContext) -> dict[str, Any]:
+        """``frontend_config`` of the run (shared: do not change it)."""
+        return self._render(run)[1]
+
+    def body(self, run: RunContext) -> bytes:
+        """The JSON body of ``/task_config.json``, as ``JSONResponse`` writes it."""
+        return self._render(run)[2]
+
+    def _render(self, run: RunContext) -> tuple[RunContext, dict[str, Any], bytes]:
+        rendered = self._rendered
+        if rendered is not None and rendered[0] is run:
+            return rendered
+        config = frontend_config(run.config, run.hooks)
+        # One tuple, replaced whole: a thread reading it sees one run's rendering or another's.
+        self._rendered = (run, config, bytes(JSONResponse(config).body))
+        return self._rendered

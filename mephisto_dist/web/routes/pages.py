@@ -7,12 +7,12 @@ from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from mephisto_dist.errors import RequestError
 from mephisto_dist.web.context import context_of
-from mephisto_dist.web.frontend import frontend_config, index_page
+from mephisto_dist.web.frontend import index_page
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 SHELL_ASSETS = frozenset({"shell.js", "shell.css"})
@@ -26,7 +26,7 @@ async def shell(request: Request) -> Response:
         page = index_page(run.config)
         if page is not None:  # the blueprint's own page (a React task's index.html)
             return FileResponse(Path(run.build_dir) / page, headers={"Cache-Control": "no-store"})
-        title = str(frontend_config(run.config, run.hooks).get("task_title") or DEFAULT_TITLE)
+        title = str(context.frontend.config(run).get("task_title") or DEFAULT_TITLE)
     except RequestError:
         title = DEFAULT_TITLE  # no run served yet: the page itself says so once it asks
     page = (STATIC_DIR / "shell.html").read_text(encoding="utf-8").replace("{{task_title}}", html.escape(title))
@@ -41,8 +41,8 @@ async def shell_asset(request: Request) -> Response:
 
 
 async def task_config(request: Request) -> Response:
-    run = await context_of(request).run()
-    return JSONResponse(frontend_config(run.config, run.hooks))
+    context = context_of(request)
+    return Response(context.frontend.body(await context.run()), media_type="application/json")
 
 
 async def run_file(request: Request) -> Response:
