@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from mephisto_dist.agents import RunContext
 from mephisto_dist.services.served import Served
 from mephisto_dist.web.frontend import RenderedFrontend
+from mephisto_dist.web.served_files import ServedFiles
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,6 +32,7 @@ class WebContext:
     hot_threads: int = 8
     _hot: CapacityLimiter = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
+    files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hot", CapacityLimiter(self.hot_threads))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from mephisto_dist.web.frontend import index_page
 STATIC_DIR = Path(__file__).parent.parent / "static"
 SHELL_ASSETS = frozenset({"shell.js", "shell.css"})
 DEFAULT_TITLE = "Task"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@functools.cache
+def shell_template() -> str:
+    """The shell page's HTML, read once: it is the package's own file."""
+    return (STATIC_DIR / "shell.html").read_text(encoding="utf-8")
 
 
 async def shell(request: Request) -> Response:
@@ -25,19 +33,22 @@ async def shell(request: Request) -> Response:
         run = await context.run()
         page = index_page(run.config)
         if page is not None:  # the blueprint's own page (a React task's index.html)
-            return FileResponse(Path(run.build_dir) / page, headers={"Cache-Control": "no-store"})
+            found = context.files.find(run.build_dir, page)
+            if found is None:  # FileResponse's own error, as before
+                return FileResponse(Path(run.build_dir) / page, headers=NO_STORE)
+            return found.response(request, NO_STORE, conditional=False)
         title = str(context.frontend.config(run).get("task_title") or DEFAULT_TITLE)
     except RequestError:
         title = DEFAULT_TITLE  # no run served yet: the page itself says so once it asks
-    page = (STATIC_DIR / "shell.html").read_text(encoding="utf-8").replace("{{task_title}}", html.escape(title))
-    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(shell_template().replace("{{task_title}}", html.escape(title)), headers=NO_STORE)
 
 
 async def shell_asset(request: Request) -> Response:
     name = request.path_params["name"]
-    if name not in SHELL_ASSETS:
+    found = context_of(request).files.find(str(STATIC_DIR), name) if name in SHELL_ASSETS else None
+    if found is None:
         raise HTTPException(404)
-    return FileResponse(STATIC_DIR / name)
+    return found.response(request)
 
 
 async def task_config(request: Request) -> Response:
@@ -46,15 +57,15 @@ async def task_config(request: Request) -> Response:
 
 
 async def run_file(request: Request) -> Response:
-    run = await context_of(request).run()
-    root = Path(run.build_dir).resolve()
-    path = (root / request.path_params["path"]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    context = context_of(request)
+    run = await context.run()
+    found = context.files.find(run.build_dir, request.path_params["path"])
+    if found is None:
         if request.path_params["path"] == "favicon.ico":
             # Browsers ask for it on their own: a task without one gets an empty answer, not a 404.
             return Response(status_code=204)
         raise HTTPException(404)
-    return FileResponse(path)
+    return found.response(request)
 
 
 ROUTES = [
