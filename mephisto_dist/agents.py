@@ -31,7 +31,13 @@ from mephisto_dist.db.models import (
     Unit,
     Worker,
 )
-from mephisto_dist.db.transitions import complete_agent, complete_unit, move_agent, move_unit
+from mephisto_dist.db.transitions import (
+    assign_unit_to_new_agent,
+    complete_agent,
+    complete_unit,
+    move_agent,
+    move_unit,
+)
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts, insert_returning_id
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
@@ -604,12 +610,18 @@ def _claim(
     """Insert the agent, then move the unit to it; undo the insert if the unit was taken meanwhile.
     The insert ignores conflicts, so a lost race costs no SAVEPOINT: it inserts nothing."""
     agent_id = secrets.token_hex(12)
-    inserted = insert_ignoring_conflicts(session, "agent", {
+    agent = {
         "id": agent_id, "unit_id": unit_id, "assignment_id": assignment_id, "task_run_id": run.run_id,
         "worker_id": worker_id, "registration_id": reg.registration_id, "status": AgentStatus.IN_TASK.value,
         "provider_data": reg.provider_data, "init_data": {}, "created_at": now, "status_changed_at": now,
-    })
-    if not inserted:
+    }
+    if _dialect(session) == "postgresql":
+        # Both writes in one round trip; when the unit did not move, any agent inserted goes.
+        if assign_unit_to_new_agent(session, agent):
+            return agent_id
+        _run(session, _DELETE_AGENT, {"agent_id": agent_id})
+        return None
+    if not insert_ignoring_conflicts(session, "agent", agent):
         return None  # this registration, or this worker on this assignment, won elsewhere
     if move_unit(session, unit_id, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED, now=now,
                  agent_id=agent_id, worker_id=worker_id):

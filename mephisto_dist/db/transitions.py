@@ -12,7 +12,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, bindparam, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, TaskRun, Unit
@@ -159,6 +160,36 @@ def move_unit(
     statement = _one_unit_update(tuple(sorted(s.value for s in olds)), new.value, names)
     params = {"v_id": unit_id, **{f"v_{name}": values[name] for name in names}}
     return bool(session.connection().execute(statement, params).rowcount)
+
+
+_NEW_AGENT_COLUMNS = ("id", "unit_id", "assignment_id", "task_run_id", "worker_id", "registration_id", "status",
+                      "provider_data", "init_data", "created_at", "status_changed_at")
+
+
+@lru_cache(maxsize=1)
+def _assign_with_new_agent() -> Update:
+    agents = _table(Agent)
+    new_agent = (postgresql_insert(agents)
+                 .values({name: bindparam(f"a_{name}", type_=agents.c[name].type) for name in _NEW_AGENT_COLUMNS})
+                 .on_conflict_do_nothing()
+                 .returning(agents.c.id)
+                 .cte("new_agent"))
+    return (update(_UNITS)
+            .where(_UNITS.c.id == bindparam("a_unit_id"), _UNITS.c.status == UnitStatus.LAUNCHED.value,
+                   exists(select(new_agent.c.id)))
+            .values(status=UnitStatus.ASSIGNED.value, agent_id=bindparam("a_id"), worker_id=bindparam("a_worker_id"),
+                    status_changed_at=bindparam("a_created_at"), assigned_at=bindparam("a_created_at"))
+            .returning(_UNITS.c.id))
+
+
+def assign_unit_to_new_agent(session: Session, agent: dict[str, Any]) -> bool:
+    """PostgreSQL, in one round trip: insert the agent (``agent``: its row, keyed by column; nothing when
+    its registration, or its worker on that assignment, exists already) and, only if it was inserted,
+    move its unit ``launched -> assigned`` to it. False when either did not happen: an agent inserted
+    for a unit that was no longer launched is the caller's to delete."""
+    check_unit_transition(UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)
+    params = {f"a_{name}": agent[name] for name in _NEW_AGENT_COLUMNS}
+    return session.connection().execute(_assign_with_new_agent(), params).first() is not None
 
 
 def move_agent(
