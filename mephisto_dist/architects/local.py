@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from mephisto_dist.architects import ServerRef, plan_server
 from mephisto_dist.architects.servers import (
@@ -91,6 +92,15 @@ def adopt_or_record(runtime: Runtime, *, run_id: int | None, host: str, port: in
         return server_id
 
 
+def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """How uvicorn runs the worker-facing app: its C parser and loop (``uvicorn[standard]``), our logging."""
+    # uvicorn's own access log would repeat ours (web.request_log), without the time taken. No
+    # X-Forwarded-* rewriting (a middleware on every request): nothing reads the client's address or
+    # scheme, and the paths a balancer passes on are the worker's own.
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
+                          access_log=False, log_config=None, proxy_headers=False)
+
+
 def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
                    server_id: int | None = None) -> None:
     """Record, serve with heartbeats until told to stop (or killed), and close the record on the way out.
@@ -99,9 +109,7 @@ def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int
 
     server_id = adopt_or_record(runtime, run_id=run_id, host=host, port=port, server_id=server_id)
     run_port = public_port or port
-    # uvicorn's own access log would repeat ours (web.server), without the time taken.
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime, run_id=run_id, port=run_port), host=host, port=port,
-                                           log_level="warning", access_log=False, log_config=None))
+    server = uvicorn.Server(server_config(create_app(runtime, run_id=run_id, port=run_port), host, port))
     keeper = ServerKeeper(runtime, server_id, runtime.settings.heartbeat_every_s, server)
     keeper.start()
     try:

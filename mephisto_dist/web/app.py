@@ -19,15 +19,26 @@ from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.services.served import Served
-from mephisto_dist.web.access_log import AccessLog
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
-from mephisto_dist.web.request_metrics import RequestMetrics
+from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.routes import agents, live, pages, router, submissions
 
 # In matching order; pages.FALLBACK (the run's built files, any path) comes last.
 ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, router.ROUTES, agents.ROUTES, submissions.ROUTES,
                                                  live.ROUTES, pages.FALLBACK)
+# What every worker asks for every unit: matched first, as Starlette tries each route's regex in turn.
+# Moving them is safe because each is one fixed path, which no other route but the fallback matches.
+HOT_PATHS: tuple[str, ...] = ("/request_agent", "/submit_task", "/task_config.json")
+
+
+def route_table() -> list[BaseRoute]:
+    """``ROUTE_GROUPS`` in order, except the ``HOT_PATHS`` routes, which go first."""
+    def rank(route: BaseRoute) -> int:
+        path = getattr(route, "path", None)
+        return HOT_PATHS.index(path) if path in HOT_PATHS else len(HOT_PATHS)
+
+    return sorted((route for group in ROUTE_GROUPS for route in group), key=rank)  # stable: the rest keep order
 
 
 def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Starlette:
@@ -41,10 +52,10 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
         finally:
             await hub.close()
 
-    app = Starlette(routes=[route for group in ROUTE_GROUPS for route in group],
+    app = Starlette(routes=route_table(),
                     exception_handlers={MephistoDistError: error_response,
                                         **dict.fromkeys(DRIVER_ERRORS, driver_error_response)},
-                    middleware=[Middleware(RequestMetrics), Middleware(AccessLog)], lifespan=lifespan)
+                    middleware=[Middleware(RequestLog)], lifespan=lifespan)
     app.state.live = hub
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    in_loop=runtime.engine.dialect.name == "sqlite",

@@ -16,6 +16,10 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     from mephisto_dist.architects.local import serve_recorded
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A log record per request (the access log): skip what the format never shows, the caller's frame
+    # (a walk up the stack), the thread's and the process's names (the logging HOWTO's optimizations).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     metrics.enable(runtime.settings)
     metrics_port = metrics_port or runtime.settings.metrics_port
     if metrics_port:

@@ -1,0 +1,142 @@
+"""The layers around the worker-facing handlers, made cheap without changing what they do: one access-log
+line and one latency observation per request (``web.request_log``), the hot routes matched first with
+every path still reaching the handler it reached, and uvicorn's configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from mephisto_dist.architects.local import server_config
+from mephisto_dist.web import request_log
+from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
+from mephisto_dist.web.request_log import RequestLog
+
+LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}) \d+\.\dms$")
+
+
+async def ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("the handler failed")
+
+
+async def missing(request: Request) -> Response:
+    raise HTTPException(404)
+
+
+def latency_app(histogram: Histogram) -> Starlette:
+    class Recorded(RequestLog):
+        def __init__(self, app: Any) -> None:
+            super().__init__(app)
+            self.histogram = histogram
+
+    return Starlette(routes=[Route("/task_config.json", ok), Route("/submit_task", boom, methods=["POST"]),
+                             Route("/gone.html", missing), Route("/{path:path}", ok)],
+                     middleware=[Middleware(Recorded)])
+
+
+def counts(histogram: Histogram) -> dict[str, float]:
+    return {sample.labels["endpoint"]: sample.value for metric in histogram.collect() for sample in metric.samples
+            if sample.name.endswith("_count")}
+
+
+def test_each_request_is_logged_once_with_its_status_and_observed_once_under_its_endpoint(
+        caplog: pytest.LogCaptureFixture) -> None:
+    histogram = Histogram("test_request_seconds", "", ["endpoint"], registry=CollectorRegistry())
+    app = latency_app(histogram)
+
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [(await client.request(method, path)).status_code for method, path in (
+                ("GET", "/task_config.json"), ("GET", "/task_config.json"), ("POST", "/submit_task"),
+                ("GET", "/gone.html"), ("GET", "/task.html"), ("GET", "/submit_task"))]
+
+    with caplog.at_level(logging.INFO, logger=request_log.log.name):
+        statuses = asyncio.run(go())
+    assert statuses == [200, 200, 500, 404, 200, 200]
+    lines = [LINE.match(record.getMessage()) for record in caplog.records if record.name == request_log.log.name]
+    assert all(lines), [record.getMessage() for record in caplog.records]
+    assert [(m.group(1), m.group(2), int(m.group(3))) for m in lines if m] == [
+        ("GET", "/task_config.json", 200), ("GET", "/task_config.json", 200), ("POST", "/submit_task", 500),
+        ("GET", "/gone.html", 404), ("GET", "/task.html", 200), ("GET", "/submit_task", 200)]
+    assert counts(histogram) == {"/task_config.json": 2, "/submit_task": 2, "static": 2}
+
+
+def test_a_websocket_is_neither_logged_nor_observed(caplog: pytest.LogCaptureFixture) -> None:
+    histogram = Histogram("test_ws_seconds", "", ["endpoint"], registry=CollectorRegistry())
+    seen: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    with caplog.at_level(logging.INFO, logger=request_log.log.name):
+        middleware = RequestLog(inner)
+        middleware.histogram = histogram
+        asyncio.run(middleware({"type": "websocket", "path": "/"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["websocket"] and not caplog.records and counts(histogram) == {}
+
+
+def in_groups_order() -> list[BaseRoute]:
+    return [route for group in ROUTE_GROUPS for route in group]
+
+
+def chosen(routes: Sequence[BaseRoute], scope: dict[str, Any]) -> BaseRoute | None:
+    """The route Starlette's router hands the request to: the first full match, else the first partial."""
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
+def probes() -> list[dict[str, Any]]:
+    paths = {re.sub(r"\{[^}]*\}", "x", route.path) for route in in_groups_order()}  # type: ignore[attr-defined]
+    paths |= {"/task.html", "/a/b/c.js", "/favicon.ico", "/_mephisto_dist/shell.js", "/download_file/a/b",
+              "/request_agent/", "/task_config.json/x", "/submit_taskx", "/"}
+    scopes: list[dict[str, Any]] = [{"type": "http", "method": method, "path": path, "root_path": ""}
+                                    for path in sorted(paths) for method in ("GET", "HEAD", "POST", "PUT")]
+    return scopes + [{"type": "websocket", "path": path, "root_path": ""} for path in sorted(paths)]
+
+
+def test_every_path_reaches_the_handler_it_reached_before_the_hot_routes_moved_first() -> None:
+    table = route_table()
+    assert sorted(map(id, table)) == sorted(map(id, in_groups_order()))
+    assert [route.path for route in table[:len(HOT_PATHS)]] == list(HOT_PATHS)  # type: ignore[attr-defined]
+    assert table[-1].path == "/{path:path}"  # type: ignore[attr-defined]
+    for scope in probes():
+        assert chosen(table, scope) is chosen(in_groups_order(), scope), scope
+    # The probes reach every route, the websocket included.
+    assert {id(chosen(table, scope)) for scope in probes()} - {id(None)} == set(map(id, table))
+    assert isinstance(chosen(table, {"type": "websocket", "path": "/", "root_path": ""}), WebSocketRoute)
+
+
+def test_uvicorn_runs_the_app_on_httptools_and_uvloop_without_its_own_access_log_or_proxy_rewriting() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    config = server_config(app, "127.0.0.1", 3000)
+    assert (config.access_log, config.proxy_headers, config.http, config.loop) == (False, False, "httptools",
+                                                                                   "uvloop")
+    config.load()
+    assert not isinstance(config.loaded_app, ProxyHeadersMiddleware)
