@@ -1,12 +1,13 @@
 """The layers around the worker-facing handlers, made cheap without changing what they do: one access-log
 line and one latency observation per request (``web.request_log``), the hot routes matched first with
-every path still reaching the handler it reached, and uvicorn's configuration."""
+every path still reaching the handler it reached, uvicorn's configuration, and the name check."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mephisto_dist.architects.local import server_config
+from mephisto_dist.domain.worker_input import check_name
+from mephisto_dist.errors import RequestError
 from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
 from mephisto_dist.web.request_log import RequestLog
@@ -140,3 +143,16 @@ def test_uvicorn_runs_the_app_on_httptools_and_uvloop_without_its_own_access_log
                                                                                    "uvloop")
     config.load()
     assert not isinstance(config.loaded_app, ProxyHeadersMiddleware)
+
+
+@pytest.mark.parametrize("codepoint", [0x00, 0x07, 0x1F, 0x20, 0x7E, 0x7F, 0x9F, 0xA0, 0xAD, 0xD7FF, 0xD800, 0xDFFF,
+                                       0xE000, 0xFEFF, 0x10FFFF])
+def test_a_name_is_refused_exactly_for_a_control_character_or_surrogate(codepoint: int) -> None:
+    name = f"ab{chr(codepoint)}c\x01"
+    if unicodedata.category(chr(codepoint)) in ("Cc", "Cs"):
+        with pytest.raises(RequestError, match=rf"contains a control character \(U\+{codepoint:04X}\)"):
+            check_name(name, "name")
+    else:
+        with pytest.raises(RequestError, match=r"\(U\+0001\)"):  # the first one is the one named
+            check_name(name, "name")
+        assert check_name(name[:-1], "name") == name[:-1]
