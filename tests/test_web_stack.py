@@ -1,6 +1,7 @@
 """The layers around the worker-facing handlers, made cheap without changing what they do: one access-log
 line and one latency observation per request (``web.request_log``), the hot routes matched first with
-every path still reaching the handler it reached, uvicorn's configuration, and the name check."""
+every path still reaching the handler it reached, uvicorn's configuration, the log's formatter and the
+name check."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from mephisto_dist.errors import RequestError
 from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
 from mephisto_dist.web.request_log import RequestLog
+from mephisto_dist.web.server import LOG_FORMAT, LogFormatter
 
 LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}) \d+\.\dms$")
 
@@ -156,3 +158,13 @@ def test_a_name_is_refused_exactly_for_a_control_character_or_surrogate(codepoin
         with pytest.raises(RequestError, match=r"\(U\+0001\)"):  # the first one is the one named
             check_name(name, "name")
         assert check_name(name[:-1], "name") == name[:-1]
+
+
+def test_the_web_process_log_lines_are_loggings_own() -> None:
+    plain, cached = logging.Formatter(LOG_FORMAT), LogFormatter(LOG_FORMAT)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25, 1_767_225_599.9995):
+        record = logging.LogRecord("mephisto_dist.web.access", logging.INFO, __file__, 1, "%s %s %d %.1fms",
+                                   ("GET", "/", 200, 1.25), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000 // 1 + 0.0
+        assert cached.format(record) == plain.format(record)
+        assert cached.formatTime(record, "%H") == plain.formatTime(record, "%H")

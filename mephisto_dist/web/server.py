@@ -4,8 +4,27 @@ server is recorded and beats on its record while it runs (``architects.local``).
 from __future__ import annotations
 
 import logging
+import time
 
 from mephisto_dist.runtime import Runtime
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class LogFormatter(logging.Formatter):
+    """logging's own lines, with the date and time written once a second rather than for every record
+    (the access log makes one per request): the text of a second depends on nothing but the second."""
+
+    _second: tuple[int, str] = (-1, "")  # replaced whole: a thread reads one second's pair or another's
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None or self.default_msec_format is None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime(self.default_time_format, self.converter(second)))
+        return self.default_msec_format % (cached[1], record.msecs)
 
 
 def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
@@ -15,7 +34,9 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     from mephisto_dist import metrics
     from mephisto_dist.architects.local import serve_recorded
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     # A log record per request (the access log): skip what the format never shows, the caller's frame
     # (a walk up the stack), the thread's and the process's names (the logging HOWTO's optimizations).
     logging._srcfile = None
