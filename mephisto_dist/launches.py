@@ -273,10 +273,14 @@ def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _P
         if run.is_completed or run.shutdown_requested_at is not None:
             return None
         cap = run.max_concurrent_units if stored_cap is None else stored_cap
-        batch = UNCAPPED_LAUNCH_BATCH
+        # No fresh launch ids or tokens for units that are not there: an uncapped run launched all of
+        # its units at once, and a submit there must not mint a batch of ids only to give them back.
+        batch = min(UNCAPPED_LAUNCH_BATCH, int(connection.execute(_LAUNCHABLE, {"run_id": run_id}).scalar_one()))
+        if batch <= 0:
+            return None
         if cap:
             # The pool decides; this count only keeps a launcher from taking tokens it cannot use.
-            batch = min(LAUNCH_BATCH, cap - int(connection.execute(_COUNTING, {"run_id": run_id}).scalar_one()))
+            batch = min(batch, LAUNCH_BATCH, cap - int(connection.execute(_COUNTING, {"run_id": run_id}).scalar_one()))
             if batch <= 0:
                 return None
     return _Plan(run_id, run.server_url or "", launch_args(run.config), pools_for(ctx, run_id, cap), batch, bool(cap))
@@ -302,6 +306,9 @@ def _take_tokens(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan
     return launch_ids, False
 
 
+_LAUNCHABLE = select(func.count()).select_from(Unit).where(
+    Unit.task_run_id == bindparam("run_id"), Unit.status == UnitStatus.CREATED.value, Unit.launch_id.is_(None),
+    Unit.launch_failed_at.is_(None))
 _CANDIDATES = (select(Unit.id).where(Unit.task_run_id == bindparam("run_id"),
                                       Unit.status == UnitStatus.CREATED.value, Unit.launch_id.is_(None),
                                       Unit.launch_failed_at.is_(None))

@@ -138,10 +138,14 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
         launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
     else:
-        # Units of an uncapped run hold no tokens, and all of it was launched at once: nothing to refill.
         freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
         launched = 0
-        if freed and ctx.provider.publishes_instantly:
+        if not pools:
+            # No cap to refill against: an uncapped run launched all of its units at once (a token
+            # found here is beat's recount of the deployment pool, which no cap limits), and a cap
+            # removed meanwhile launched what it held back (limits enqueues the launch).
+            freed = 0
+        elif freed and ctx.provider.publishes_instantly:
             launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
         elif freed:
             runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
