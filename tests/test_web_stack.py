@@ -147,6 +147,43 @@ def test_uvicorn_runs_the_app_on_httptools_and_uvloop_without_its_own_access_log
     assert not isinstance(config.loaded_app, ProxyHeadersMiddleware)
 
 
+def test_an_idle_keep_alive_connection_outlives_a_balancers_reuse(tmp_path: Any) -> None:
+    """nginx reuses an idle upstream connection for up to 60 s: one idle for longer than uvicorn's
+    default 5 s must still answer (a close under the balancer took a healthy process out of its pool)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            connection.sendall(request)
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(6.5)  # idle past uvicorn's default keep-alive
+            connection.sendall(request)
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.mark.parametrize("codepoint", [0x00, 0x07, 0x1F, 0x20, 0x7E, 0x7F, 0x9F, 0xA0, 0xAD, 0xD7FF, 0xD800, 0xDFFF,
                                        0xE000, 0xFEFF, 0x10FFFF])
 def test_a_name_is_refused_exactly_for_a_control_character_or_surrogate(codepoint: int) -> None:

@@ -92,13 +92,21 @@ def adopt_or_record(runtime: Runtime, *, run_id: int | None, host: str, port: in
         return server_id
 
 
+KEEP_ALIVE_S = 75
+"""How long an idle keep-alive connection stays open: longer than a balancer's own idle timeout."""
+
+
 def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     """How uvicorn runs the worker-facing app: its C parser and loop (``uvicorn[standard]``), our logging."""
     # uvicorn's own access log would repeat ours (web.request_log), without the time taken. No
     # X-Forwarded-* rewriting (a middleware on every request): nothing reads the client's address or
     # scheme, and the paths a balancer passes on are the worker's own.
+    # Idle keep-alive connections are closed by the balancer first (nginx keeps an upstream one 60 s):
+    # closed here after uvicorn's default 5 s, nginx could send a request down one just as it closed,
+    # get "upstream prematurely closed", and take this healthy process out of its pool (max_fails=1).
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
-                          access_log=False, log_config=None, proxy_headers=False)
+                          access_log=False, log_config=None, proxy_headers=False,
+                          timeout_keep_alive=KEEP_ALIVE_S)
 
 
 def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
