@@ -30,6 +30,7 @@ from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.server import LOG_FORMAT, LogFormatter
+from tests.conftest import wait_for
 
 LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}) \d+\.\dms$")
 
@@ -169,14 +170,13 @@ def test_an_idle_keep_alive_connection_outlives_a_balancers_reuse(tmp_path: Any)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: server.started, timeout_s=10, message="uvicorn to start")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
             request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
             connection.sendall(request)
             assert connection.recv(4096).startswith(b"HTTP/1.1 200")
-            time.sleep(6.5)  # idle past uvicorn's default keep-alive
+            # The idle time is what is tested (past uvicorn's default 5 s keep-alive): no condition to await.
+            time.sleep(6.5)
             connection.sendall(request)
             assert connection.recv(4096).startswith(b"HTTP/1.1 200")
     finally:

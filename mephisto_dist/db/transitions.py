@@ -81,6 +81,19 @@ def _table(model: type[Any]) -> Table:
 _UNITS = _table(Unit)
 
 
+def _unit_change(old: UnitStatus | Collection[UnitStatus], new: UnitStatus, now: datetime,
+                 fields: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The checked old statuses (sorted values) and the fields a move to ``new`` writes, its stamp included."""
+    olds = _as_set(old)
+    for status in olds:
+        check_unit_transition(status, new)
+    values: dict[str, Any] = {"status_changed_at": now, **fields}
+    stamp = _UNIT_STAMPS.get(new)
+    if stamp is not None and stamp not in values:
+        values[stamp] = now
+    return tuple(sorted(s.value for s in olds)), values
+
+
 def move_units(
     session: Session,
     unit_ids: Sequence[int],
@@ -91,17 +104,11 @@ def move_units(
     **fields: Any,
 ) -> list[int]:
     """Move every listed unit that is still in one of ``old`` to ``new``; return the ids moved."""
-    olds = _as_set(old)
-    for status in olds:
-        check_unit_transition(status, new)
+    olds, values = _unit_change(old, new, now, fields)
     if not unit_ids:
         return []
-    values: dict[str, Any] = {"status_changed_at": now, **fields}
-    stamp = _UNIT_STAMPS.get(new)
-    if stamp is not None and stamp not in values:
-        values[stamp] = now
     names = tuple(sorted(values))
-    statement = _unit_update(tuple(sorted(s.value for s in olds)), new.value, names)
+    statement = _unit_update(olds, new.value, names)
     params = {"v_ids": list(unit_ids), **{f"v_{name}": values[name] for name in names}}
     return [row[0] for row in session.connection().execute(statement, params)]
 
@@ -149,15 +156,9 @@ def move_unit(
     **fields: Any,
 ) -> bool:
     """:func:`move_units` for one unit (the hot path's claims and submissions)."""
-    olds = _as_set(old)
-    for status in olds:
-        check_unit_transition(status, new)
-    values: dict[str, Any] = {"status_changed_at": now, **fields}
-    stamp = _UNIT_STAMPS.get(new)
-    if stamp is not None and stamp not in values:
-        values[stamp] = now
+    olds, values = _unit_change(old, new, now, fields)
     names = tuple(sorted(values))
-    statement = _one_unit_update(tuple(sorted(s.value for s in olds)), new.value, names)
+    statement = _one_unit_update(olds, new.value, names)
     params = {"v_id": unit_id, **{f"v_{name}": values[name] for name in names}}
     return bool(session.connection().execute(statement, params).rowcount)
 
