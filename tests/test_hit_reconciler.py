@@ -4,10 +4,14 @@ and ``cleanup`` commands on HITs of runs no longer in the database."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,15 @@ from sqlalchemy import select, update
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import ProviderSubmission, ReconcileRecord, Unit
 from mephisto_dist.domain.hits import HitAction
+from mephisto_dist.heartbeats.keys import reconcile_lock_key
 from mephisto_dist.providers.mturk.credentials import save_profile
 from mephisto_dist.providers.mturk.mapping import annotation
+from mephisto_dist.reconcilers import hits
 from mephisto_dist.reconcilers.hits import reconcile_all
 from mephisto_dist.requesters import register
 from mephisto_dist.runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
+from tests.conftest import wait_for
 from tests.factories import make_run
 from tests.mturk_local_process import FAKE_KEY_ID, FAKE_SECRET, client, external_question, mturk_local
 from tests.system import ROOT, child_env, make_runtime
@@ -224,3 +231,61 @@ def test_a_unit_whose_hit_vanished_from_the_provider_is_relaunched_once(runtime:
     assert relaunched["RequesterAnnotation"] == annotation("default", run_id, lost)
     assert [tuple(r) for r in relaunches] == [
         ("relaunched", f"launched here but its HIT is gone from the provider; new HIT {hit_ids[lost]}")]
+
+
+def _process_of(db: Path) -> int:
+    """The pid of the mturk-local serving ``db`` (found in /proc by its command line)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"mturk-local" in command and str(db).encode() in command:
+                    return int(entry.name)
+    raise AssertionError(f"no mturk-local process for {db}")
+
+
+def test_a_pass_killed_midway_holds_the_account_for_its_lease_only(
+        runtime: Runtime, turk: str, redis_url: str, tmp_path: Path) -> None:
+    orphan = make_hit(client(turk), annotation("default", 999, 5))
+    held = redis.Redis.from_url(redis_url)
+    key = reconcile_lock_key("hits:mturk_sandbox:lab")
+    # A pass in its own process, with a 2 s lease, stuck on a provider that stopped answering, then killed.
+    turk_pid = _process_of(tmp_path / "turk.sqlite3")
+    os.kill(turk_pid, signal.SIGSTOP)
+    script = ("import sys, redis; from datetime import UTC, datetime; import mephisto_dist.reconcilers.hits as h; "
+              "from mephisto_dist.runtime import Runtime; from mephisto_dist.settings import load_settings; "
+              "import os; h.LEASE_S = 2.0; rt = Runtime(load_settings(os.environ)); "
+              "h.reconcile_all(rt.sessions, redis.Redis.from_url(sys.argv[1]), 'default', now=datetime.now(UTC))")
+    stuck = subprocess.Popen([sys.executable, "-c", script, redis_url], cwd=ROOT, env=child_env(runtime.settings))
+    try:
+        wait_for(lambda: held.exists(key), timeout_s=30, message="the pass to take the account's lease")
+    finally:
+        stuck.kill()
+        stuck.wait(10)
+        os.kill(turk_pid, signal.SIGCONT)
+    assert stuck.returncode == -signal.SIGKILL
+    # Right away the account is still held; once the dead pass's lease runs out, the next pass does the work.
+    assert reconcile_all(runtime.sessions, held, "default", now=datetime.now(UTC)) == []
+    decided = wait_for(lambda: reconcile_all(runtime.sessions, held, "default", now=datetime.now(UTC)),
+                       timeout_s=20, interval_s=0.2, message="a pass after the dead pass's lease ran out")
+    assert [(d.hit_id, d.action) for d in decided] == [(orphan, HitAction.EXPIRE)]
+
+
+def test_a_lease_renewed_in_time_is_kept_and_one_that_ran_out_is_lost(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hits, "LEASE_S", 0.6)
+    connection = redis.Redis.from_url(redis_url)
+    first, second = hits.Lease(connection, "hits:test:renew"), hits.Lease(connection, "hits:test:renew")
+    assert first.acquire() and not second.acquire()
+    for _ in range(3):  # 1.2 s in all, twice the lease: each keep() past a third of it renews it
+        time.sleep(0.4)
+        first.keep()
+        assert not second.acquire()
+    time.sleep(0.8)  # no renewal for longer than the lease: it runs out, another pass takes the account
+    assert second.acquire()
+    with pytest.raises(hits.LeaseLost):
+        first.keep()
+    first.release()  # does not release the lease the other pass holds now
+    assert not hits.Lease(connection, "hits:test:renew").acquire()
+    second.release()
+    assert hits.Lease(connection, "hits:test:renew").acquire()

@@ -3,15 +3,18 @@
 One pass lists every HIT of the account (ListHITs, every page), keeps those carrying this deployment's
 mark, and decides with ``domain.hits`` what to expire or delete; it also records assignments the
 provider holds as submitted that never reached us (``ProviderSubmission``, flagged for review). HITs
-are not database rows, so the batch lock is a Redis lock per requester account: a second pass at the same
-moment finds it held and does nothing; a later one sees what the first did.
+are not database rows, so the batch lock is a Redis lease per requester account: a second pass at the same
+moment finds it held and does nothing; a later one sees what the first did. The pass renews the lease as it
+goes, so one killed mid-pass holds the account for ``LEASE_S`` at most.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +43,9 @@ from mephisto_dist.reconcilers import records
 
 log = logging.getLogger(__name__)
 NAME = "hits"
-LOCK_TIMEOUT_S = 600
+# The account's lock is a lease: a pass renews it as it goes (at most every third of it), so a worker killed
+# mid-pass keeps the account from the next pass for LEASE_S at most, however long a live pass runs.
+LEASE_S = 30.0
 LAUNCH_SETTLE_S = 60  # a HIT made this recently may not be listed yet
 REVIEWED_FINAL = frozenset({*UNIT_FINAL, UnitStatus.REJECTED})
 GONE_CODES = ("AWS.MechanicalTurk.HITDoesNotExist",)
@@ -68,9 +73,47 @@ def _unit_state(unit: tuple[int, str, str | None] | None, hit_id: str) -> UnitSt
     return UnitState.FINAL if UnitStatus(status) in REVIEWED_FINAL else UnitState.ACTIVE
 
 
-def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: datetime) -> list[ListedHit]:
+def _nothing() -> None:
+    pass
+
+
+class Lease:
+    """The per-account lock of a HIT pass, renewed by ``keep`` between provider calls."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.lock = client.lock(reconcile_lock_key(name), timeout=LEASE_S, blocking=False)
+        self.renewed = 0.0
+
+    def acquire(self) -> bool:
+        self.renewed = time.monotonic()
+        return bool(self.lock.acquire(token=uuid.uuid4().hex))
+
+    def keep(self) -> None:
+        """Renew the lease when a third of it has gone; LeaseLost when another pass has it now."""
+        if time.monotonic() - self.renewed < LEASE_S / 3:
+            return
+        try:
+            self.lock.reacquire()
+        except redis.exceptions.LockError as lost:
+            raise LeaseLost(str(self.lock.name)) from lost
+        self.renewed = time.monotonic()
+
+    def release(self) -> None:
+        with suppress(redis.exceptions.LockError):  # it ran out; the pass that has it now does no harm
+            self.lock.release()
+
+
+class LeaseLost(Exception):
+    """A pass ran longer than its lease between two renewals, and another pass may hold the account."""
+
+
+def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: datetime,
+           keep: Callable[[], None] = _nothing) -> list[ListedHit]:
     """Every HIT of the account with what the database says of its run and unit."""
-    hits = list(provider.pages("ListHITs", "HITs", MaxResults=100))
+    hits = []
+    for listed_hit in provider.pages("ListHITs", "HITs", MaxResults=100):
+        hits.append(listed_hit)
+        keep()
     marks = {str(h["HITId"]): parse_annotation(h.get("RequesterAnnotation")) for h in hits}
     ours = {hit_id: mark for hit_id, mark in marks.items()
             if mark is not None and mark.deployment == provider.deployment}
@@ -92,6 +135,7 @@ def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: date
             expired=hit["Expiration"] <= now, hit_status=str(hit.get("HITStatus")),
             pending=int(hit.get("NumberOfAssignmentsPending") or 0), unreviewed=None)
         if needs_review_count(facts):
+            keep()
             submitted = list(provider.pages("ListAssignmentsForHIT", "Assignments", HITId=hit_id,
                                             AssignmentStatuses=["Submitted"]))
             facts = HitFacts(**{**facts.__dict__, "unreviewed": len(submitted)})
@@ -101,26 +145,28 @@ def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: date
 
 def reconcile_hits(factory: sessionmaker[Session], client: redis.Redis, provider: MTurkProvider, *,
                    now: datetime) -> list[HitDecision]:
-    """One pass over one requester's account; nothing when another pass holds it."""
+    """One pass over one requester's account; nothing when another pass holds it. A pass that loses its
+    lease (it stalled for longer than LEASE_S) stops where it is; the next pass starts over."""
     access = provider.access
-    lock = client.lock(reconcile_lock_key(f"hits:{access.provider_type}:{access.requester_name}"),
-                       timeout=LOCK_TIMEOUT_S, blocking=False)
-    if not lock.acquire(token=uuid.uuid4().hex):
+    lease = Lease(client, f"hits:{access.provider_type}:{access.requester_name}")
+    if not lease.acquire():
         return []
+    decisions: list[HitDecision] = []
     try:
-        listed = survey(factory, provider, now=now)
-        record_unreceived_submissions(factory, provider, listed, now=now)
-        relaunch_unhosted_units(factory, provider, listed, now=now)
-        decisions = [d for d in (decide_hit(item.facts) for item in listed) if d is not None]
+        listed = survey(factory, provider, now=now, keep=lease.keep)
+        record_unreceived_submissions(factory, provider, listed, now=now, keep=lease.keep)
+        relaunch_unhosted_units(factory, provider, listed, now=now, keep=lease.keep)
         runs = {item.hit_id: item.mark.run_id if item.mark else None for item in listed}
-        for decision in decisions:
+        for decision in (d for d in (decide_hit(item.facts) for item in listed) if d is not None):
+            lease.keep()
             apply_decision(factory, provider, decision, runs[decision.hit_id], now=now)
-        return decisions
+            decisions.append(decision)
+    except LeaseLost:
+        log.warning("the HIT pass over %s stalled past its %.0f s lease; it stopped after %d decision(s)",
+                    access.requester_name, LEASE_S, len(decisions))
     finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:  # it outlived its timeout; the next pass is harmless anyway
-            log.warning("the HIT reconciler's lock for %s expired before the pass ended", access.requester_name)
+        lease.release()
+    return decisions
 
 
 def apply_decision(factory: sessionmaker[Session], provider: MTurkProvider, decision: HitDecision,
@@ -158,7 +204,8 @@ def _known_assignments(session: Session, unit_ids: Sequence[int]) -> set[str]:
 
 
 def record_unreceived_submissions(factory: sessionmaker[Session], provider: MTurkProvider,
-                                  listed: Sequence[ListedHit], *, now: datetime) -> int:
+                                  listed: Sequence[ListedHit], *, now: datetime,
+                                  keep: Callable[[], None] = _nothing) -> int:
     """Assignments MTurk holds as submitted for our HITs that never reached us: stored with MTurk's answer
     and flagged for review. A unit we hold as submitted is skipped (its submission reached us)."""
     candidates = [item for item in listed if item.mark is not None
@@ -177,6 +224,7 @@ def record_unreceived_submissions(factory: sessionmaker[Session], provider: MTur
         status = statuses.get(item.mark.unit_id)
         if status is not None and UnitStatus(status) in UNIT_SUBMITTED:
             continue
+        keep()
         for assignment in provider.pages("ListAssignmentsForHIT", "Assignments", HITId=item.hit_id,
                                          AssignmentStatuses=["Submitted", "Approved", "Rejected"]):
             assignment_id = str(assignment["AssignmentId"])
@@ -210,7 +258,7 @@ def _record_submission(factory: sessionmaker[Session], provider: MTurkProvider, 
 
 
 def relaunch_unhosted_units(factory: sessionmaker[Session], provider: MTurkProvider, listed: Sequence[ListedHit],
-                            *, now: datetime) -> int:
+                            *, now: datetime, keep: Callable[[], None] = _nothing) -> int:
     """Units of this requester's open runs we hold as launched whose HIT the provider no longer has (it
     was deleted by hand or by another tool): each gets a new HIT, its token derived from the lost HIT so
     that a repeated pass finds the same new HIT."""
@@ -226,6 +274,7 @@ def relaunch_unhosted_units(factory: sessionmaker[Session], provider: MTurkProvi
                    Requester.requester_name == access.requester_name)).all()
     relaunched = 0
     for unit_id, run_id, old_hit, server_url, config in rows:
+        keep()
         if old_hit in hosted or _still_there(provider, str(old_hit)):
             continue
         token = f"{provider.deployment}-{run_id}-{unit_id}-after-{old_hit}"
