@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from mephisto_dist import agents, onboarding
 from mephisto_dist.agents import AgentDetails, Registration, RunContext
 from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
@@ -30,12 +32,13 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     for attempt in range(agents.CLAIM_ATTEMPTS):
         try:
             with transaction(served.runtime.sessions) as session:
-                outcome = agents.register_agent(session, run, reg, now=now(), gate=served.gate,
-                                                retry=attempt + 1 < agents.CLAIM_ATTEMPTS)
+                outcome = _register(session, served, run, reg, retry=attempt + 1 < agents.CLAIM_ATTEMPTS)
                 if (isinstance(outcome, AgentDetails) and runner.live and outcome.agent_id
                         and outcome.unit_id is not None and not outcome.created):
                     outcome = replace(outcome, init_task_data=runner.returning_agent_data(
                         outcome.init_task_data or {}, calls.requests_of(session, outcome.agent_id)))
+            if isinstance(outcome, agents.ClaimBusy):
+                raise outcome
             if isinstance(outcome, agents.Reservation):
                 claimed = _claim_reserved(served, run, outcome)
                 if claimed is None:
@@ -44,9 +47,21 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
             details = outcome
             break
         except agents.ClaimBusy:
-            time.sleep(agents.CLAIM_RETRY_S)  # never inside a transaction: it is closed (rolled back) here
+            time.sleep(agents.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
     _announce(served, details)
     return details
+
+
+def _register(session: Session, served: Served, run: RunContext, reg: Registration,
+              *, retry: bool) -> AgentDetails | agents.Reservation | agents.ClaimBusy:
+    """:func:`agents.register_agent`, with "every free unit is locked this instant" returned, not raised:
+    the transaction then ends with a COMMIT of what the attempt did write (a worker row, an MTurk
+    assignment taken back), not a ROLLBACK, which would also drop the connection's prepared statements
+    (psycopg forgets them on ROLLBACK, and every statement is parsed and planned again)."""
+    try:
+        return agents.register_agent(session, run, reg, now=now(), gate=served.gate, retry=retry)
+    except agents.ClaimBusy as busy:
+        return busy
 
 
 def _claim_reserved(served: Served, run: RunContext, reservation: agents.Reservation) -> AgentDetails | None:
