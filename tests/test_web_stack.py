@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
+from sqlalchemy.pool import QueuePool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,14 +24,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from mephisto_dist.architects.local import server_config
+from mephisto_dist.architects.local import server_config, warm_up
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
+from mephisto_dist.services.served import Served
 from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.server import LOG_FORMAT, LogFormatter
 from tests.conftest import wait_for
+from tests.factories import make_run
+from tests.system import make_runtime
 
 LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}) \d+\.\dms$")
 
@@ -205,3 +209,22 @@ def test_the_web_process_log_lines_are_loggings_own() -> None:
         record.created, record.msecs = created, (created - int(created)) * 1000 // 1 + 0.0
         assert cached.format(record) == plain.format(record)
         assert cached.formatTime(record, "%H") == plain.formatTime(record, "%H")
+
+
+def test_warming_up_opens_the_hot_paths_connections_and_never_stops_the_server_starting(
+        tmp_path: Any, database_url: str, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    runtime = make_runtime(tmp_path / "data", database_url, redis_url, WEB_THREADS="5")
+    try:
+        made = make_run(runtime.sessions)
+        served = Served.for_runtime(runtime, run_id=made.run_id)
+        warm_up(runtime, served)
+        loaded = served.cached_run()  # the first request reads no database
+        assert loaded is not None and loaded.run_id == made.run_id
+        with caplog.at_level(logging.INFO, logger="mephisto_dist.architects.local"):
+            warm_up(runtime, Served.for_runtime(runtime, run_id=999))  # no such run (yet): serve anyway
+        assert "serving without warming up first: no task run is being served here" in caplog.text
+        pool = runtime.engine.pool
+        if runtime.engine.dialect.name == "postgresql":
+            assert isinstance(pool, QueuePool) and pool.checkedin() >= 5 and pool.checkedout() == 0
+    finally:
+        runtime.close()

@@ -4,6 +4,7 @@ is marked stopping (by ``mephisto-dist`` or beat's server reconciler, from any m
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -11,9 +12,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
 from mephisto_dist.architects import ServerRef, plan_server
@@ -29,6 +33,9 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError
 from mephisto_dist.runtime import Runtime
+
+if TYPE_CHECKING:
+    from mephisto_dist.services.served import Served
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +124,16 @@ def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int
 
     server_id = adopt_or_record(runtime, run_id=run_id, host=host, port=port, server_id=server_id)
     run_port = public_port or port
-    server = uvicorn.Server(server_config(create_app(runtime, run_id=run_id, port=run_port), host, port))
+    app = create_app(runtime, run_id=run_id, port=run_port)
+    server = uvicorn.Server(server_config(app, host, port))
     keeper = ServerKeeper(runtime, server_id, runtime.settings.heartbeat_every_s, server)
     keeper.start()
+    warm_up(runtime, app.state.context.served)
+    # What startup made (modules, the app, the run, SQLAlchemy's caches) lives as long as the process. Kept
+    # out of the collector, a full collection walks only what serving made since: one over the whole
+    # startup heap takes ~100 ms here, a stop every request in flight would wait out.
+    gc.collect()
+    gc.freeze()
     try:
         server.run()
     finally:
@@ -129,6 +143,20 @@ def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int
                 mark_stopped(session, server_id, keeper.stop_reason or "the server exited", now=_now())
         except Exception:  # the reconciler closes the record of a server that died
             log.exception("server %s could not record that it stopped", server_id)
+
+
+def warm_up(runtime: Runtime, served: Served) -> None:
+    """Before the first worker comes: the served run read and its files fetched, and the connections the
+    hot path's threads use opened (a PostgreSQL connection costs a backend start, several milliseconds),
+    so the first second of load waits for neither. A run not there yet is read on first use instead."""
+    try:
+        if runtime.engine.dialect.name != "sqlite":
+            with ExitStack() as held:
+                for _ in range(runtime.settings.web_threads):
+                    held.enter_context(runtime.engine.connect())
+        served.run()
+    except (MephistoDistError, SQLAlchemyError) as error:  # each request meets it then, as before
+        log.info("serving without warming up first: %s", error)
 
 
 class LocalArchitect:
