@@ -2,7 +2,7 @@
 ``benchmarks/load.py``; prints one row per (deployment, cap, workers).
 
     python benchmarks/matrix.py [--units 1000] [--think-ms 20] [--reload-ms 1000] [--only embedded|pg1|pg2]
-                                [--json out.json]
+                                [--set WEB_THREADS=4] [--json out.json]
 
 - ``embedded``: ``mephisto-dist run TASK`` attached with no URLs set: embedded Redis (unix socket),
   SQLite, and the web, worker and beat processes it starts itself.
@@ -35,6 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("MEPHISTO_DIST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+EXTRA: dict[str, str] = {}  # --set NAME=VALUE: further settings for every process started
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from throughput import write_task_folder
 
@@ -110,6 +111,7 @@ def embedded(tmp: Path, cap: int, workers: int, args: argparse.Namespace) -> dic
     write_task_folder(tmp / "task", args.units + 200, cap, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
     env["MEPHISTO_DIST_DATA_DIR"] = str(tmp / "data")
+    env.update(EXTRA)
     with process([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(tmp / "task")], env, tmp / "run.log"):
         url = f"http://127.0.0.1:{port}"
         wait(lambda: answers(url) and "launched=" in (tmp / "run.log").read_text(), 60, "the embedded run")
@@ -125,7 +127,7 @@ def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: 
         database_url = stack.enter_context(pg_database())
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
         env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp / "data"), "MEPHISTO_DIST_DATABASE_URL": database_url,
-                    "MEPHISTO_DIST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"})
+                    "MEPHISTO_DIST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", **EXTRA})
         cli = [sys.executable, "-m", "mephisto_dist.cli.app"]
         time.sleep(0.5)
         subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
@@ -178,7 +180,12 @@ def main() -> None:
     parser.add_argument("--caps", default="0,50")
     parser.add_argument("--workers", default="20,100")
     parser.add_argument("--json")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a MEPHISTO_DIST_ setting for every process started (without the prefix), e.g. WEB_THREADS=4")
     args = parser.parse_args()
+    for setting in args.set:
+        name, _, value = setting.partition("=")
+        EXTRA[f"MEPHISTO_DIST_{name.removeprefix('MEPHISTO_DIST_')}"] = value
     rows = []
     for deployment in args.only or ["embedded", "pg1", "pg2"]:
         for cap in map(int, args.caps.split(",")):
