@@ -88,6 +88,11 @@ def test_a_submit_whose_release_fails_is_a_success_and_the_slot_comes_back(tmp_p
                                                          "final_data": {"rating": "5"}}, timeout=30)
             assert done.status_code == 200 and done.json()["status"] == "Submitted!", done.text
             assert statuses(rt, run_id) == ["completed", "created", "launched"]
+            # The launch bound to the freed slot in the submitting transaction was cleared, so beat's next
+            # sweep refills the slot, rather than re-sending that launch once its lease (60 s) has passed.
+            with read_transaction(rt.sessions) as session:
+                assert session.scalars(select(Unit.launch_id).where(
+                    Unit.task_run_id == run_id, Unit.status == "created")).all() == [None]
             # A request that does need Redis now is refused in plain words, without internals.
             refused = httpx.post(url + "/request_agent", json={"provider_data": {
                 "worker_name": "w2", "agent_registration_id": "b-w2", "assignment_id": "b"}}, timeout=30)

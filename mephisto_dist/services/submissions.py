@@ -127,9 +127,6 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
     bound in the submitting transaction where publishing is free, else by a Celery launch task
     enqueued now. The worker's TaskRunner hook runs on Celery."""
     runtime = served.runtime
-    if run.allowed_concurrent:
-        runtime.limiter.release(unit_holder(submission.unit_id),
-                                [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
     if handover is not None:
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
         handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
@@ -149,6 +146,12 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
             launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
         elif freed:
             runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
+    if run.allowed_concurrent:
+        # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
+        # in the submitting transaction (else its slot waits out a lease before beat re-sends it); the
+        # worker's token then runs out with its lease, or beat's repair removes it.
+        runtime.limiter.release(unit_holder(submission.unit_id),
+                                [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
