@@ -29,7 +29,7 @@ class WebContext:
     # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently, in a
     # few threads (settings.web_threads): more only contend for the GIL and the database.
     in_loop: bool
-    hot_threads: int = 8
+    hot_threads: int = 4
     _hot: CapacityLimiter = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
     files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
