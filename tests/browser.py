@@ -130,8 +130,7 @@ class RunProcess:
                 if needle in line:
                     return line.strip()
             if not open_ or self.process.poll() is not None:
-                time.sleep(0.2)
-                self._drain()
+                wait_for(lambda: not self._drain(), 5.0, "the end of the run's output")
                 raise AssertionError(f"mephisto-dist run exited (code {self.process.poll()}) before "
                                      f"printing {needle!r}; output:\n{self.output}")
             time.sleep(0.05)

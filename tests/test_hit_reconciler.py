@@ -277,11 +277,15 @@ def test_a_lease_renewed_in_time_is_kept_and_one_that_ran_out_is_lost(
     connection = redis.Redis.from_url(redis_url)
     first, second = hits.Lease(connection, "hits:test:renew"), hits.Lease(connection, "hits:test:renew")
     assert first.acquire() and not second.acquire()
-    for _ in range(3):  # 1.2 s in all, twice the lease: each keep() past a third of it renews it
-        time.sleep(0.4)
+    key = first.lock.name
+    began = time.monotonic()
+    for _ in range(3):  # each keep() once the lease is under half its length renews it
+        wait_for(lambda: connection.pttl(key) < 300, timeout_s=5, interval_s=0.01, message="half the lease to pass")
         first.keep()
-        assert not second.acquire()
-    time.sleep(0.8)  # no renewal for longer than the lease: it runs out, another pass takes the account
+        assert connection.pttl(key) > 450 and not second.acquire()
+    assert time.monotonic() - began > 0.6  # held for longer than one lease
+    # No renewal: the lease runs out, and another pass takes the account.
+    wait_for(lambda: not connection.exists(key), timeout_s=5, interval_s=0.01, message="the lease to run out")
     assert second.acquire()
     with pytest.raises(hits.LeaseLost):
         first.keep()

@@ -18,6 +18,7 @@ from mephisto_dist.limiter import keys
 from mephisto_dist.live import protocol
 from mephisto_dist.live.calls import CallLease
 from mephisto_dist.live.presence import Presence
+from tests.conftest import wait_for
 
 ROW = {"index": 7, "text": "seven"}
 
@@ -96,7 +97,10 @@ def test_silent_pages_are_taken_once_on_the_redis_clock(redis_client: redis.Redi
 def test_a_call_lease_lives_while_held_and_lapses_without_its_holder(redis_client: redis.Redis) -> None:
     key = keys.remote_call_lease_key(99)
     with CallLease(redis_client, 99, lease_s=0.3):
-        time.sleep(0.6)  # longer than the lease: only the renewals keep it
+        began = time.monotonic()
+        # Twice the lease: only the renewals keep it; a lapse ends the wait at once and fails.
+        wait_for(lambda: not redis_client.exists(key) or time.monotonic() - began > 0.6, timeout_s=5,
+                 interval_s=0.01, message="twice the lease to pass")
         assert redis_client.exists(key)
     assert not redis_client.exists(key)
 
