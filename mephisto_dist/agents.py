@@ -43,7 +43,6 @@ from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
 from mephisto_dist.golds import GOLD_UNIT_INDEX, Golds, golds_of
-from mephisto_dist.golds import holder as gold_holder
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.launches import unit_holder
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
@@ -287,7 +286,7 @@ def register_agent(
         if worker.is_blocked:
             return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
     if run.gated:
-        gated = _gated_or_screened(session, run, reg, worker_id, now=now, gate=gate)
+        gated = _gated_or_screened(session, run, reg, worker_id, now=now)
         if gated is not None:
             return gated
     can_do = run.hooks.worker_can_do_unit
@@ -322,22 +321,21 @@ _GRANTED = (select(Qualification.name, GrantedQualification.value)
 
 def _gated_or_screened(
     session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
-    gate: WorkerGate | None,
 ) -> AgentDetails | None:
     """The gate's answer (a refusal or onboarding), else a screening unit for a worker who needs one."""
     gated, granted = _gate(session, run, reg, worker_id, now=now)
     if gated is not None:
         return gated
     if run.screening is not None and run.screening.generated and run.screening.needs_screening(granted):
-        return _screening_agent(session, run, reg, worker_id, now=now, gate=gate)
+        return _screening_agent(session, run, reg, worker_id, now=now)
     if run.golds is not None and run.hooks.gold is not None:
-        return _gold_agent(session, run, reg, worker_id, granted, now=now, gate=gate)
+        return _gold_agent(session, run, reg, worker_id, granted, now=now)
     return None
 
 
 def _gold_agent(
     session: Session, run: RunContext, reg: Registration, worker_id: int | None, granted: Mapping[str, int], *,
-    now: datetime, gate: WorkerGate | None,
+    now: datetime,
 ) -> AgentDetails | None:
     """Mephisto's gold schedule (``mephisto_dist.golds``): a refusal for a worker with too many golds
     wrong, a gold unit when the script's ``worker_needs_gold`` says so and the cap allows, else None
@@ -349,11 +347,10 @@ def _gold_agent(
         return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
     if not hooks.needs_gold(completed, correct, wrong, golds.min_golds):
         return None
+    if not screening.take_made_unit(session, run.run_id, "gold", golds.max_units):
+        return None  # every gold the run may pay for is out: real units from here
     if worker_id is None:
         worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
-    token = gold_holder()
-    if gate is not None and not gate.limiter.acquire(token, [golds.pool(run.run_id)]).ok:
-        return None  # every gold the run may pay for is out: real units from here
     data = hooks.data_for(reg.worker_name, worker_id)
     init_data = run.init_task_data(data)
     pay = float(run.config.get("task", {}).get("task_reward") or 0.0)
@@ -387,7 +384,6 @@ def _gate(
 
 def _screening_agent(
     session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
-    gate: WorkerGate | None,
 ) -> AgentDetails:
     """A screening unit made for this worker from the task's generator (``mephisto_dist.screening``), or
     why there is none: theirs is being checked, or the run made all it may."""
@@ -396,21 +392,16 @@ def _screening_agent(
         worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
     if screening.has_screening_unit(session, run.run_id, worker_id):
         return AgentDetails(reg.request_id, worker_id, failure_reason=screening.PENDING)
-    pool = run.screening.pool(run.run_id)
-    holder = screening.holder(worker_id)
-    if gate is not None and not gate.limiter.acquire(holder, [pool]).ok:
+    if not screening.take_made_unit(session, run.run_id, "screening", run.screening.max_units):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
     try:
         data = run.hooks.screening_data()
     except Exception as error:
-        log.exception("the task's screening_data_factory failed")
-        if gate is not None:
-            gate.limiter.release(holder, [pool.pool])
+        log.exception("the task's screening_data_factory failed")  # the transaction's rollback undoes the count
         raise RequestError(f"the task's screening_data_factory failed: {type(error).__name__}: {error}",
                            500) from None
     if data is None:  # the generator is exhausted
-        if gate is not None:
-            gate.limiter.release(holder, [pool.pool])
+        screening.give_back_made_unit(session, run.run_id, "screening")
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
     init_data = run.init_task_data(data)
     pay = float(run.config.get("task", {}).get("task_reward") or 0.0)

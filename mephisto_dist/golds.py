@@ -1,6 +1,6 @@
 """Gold units (Mephisto's ``UseGoldUnit``): with ``use_golds``, units whose answer is known are mixed into a
 worker's queue, made for them from the task script's ``get_gold_for_worker`` (``unit_index`` -2, at most
-``max_gold_units`` per run, counted across web processes). The script's validator
+``max_gold_units`` per run, counted on the run's row by ``screening.take_made_unit``). The script's validator
 (``UseGoldUnit.create_validation_function``, on Celery) counts each worker's golds right and wrong and
 their other units in ``<base>-correct-golds``, ``<base>-wrong-golds`` and ``<base>-completed-count``.
 From those counts, the script's ``worker_needs_gold`` (many golds first, then fewer) decides whether the
@@ -10,12 +10,9 @@ may go on at all, as Mephisto decides them.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-
-from mephisto_dist.limiter import PoolLimit, keys
 
 GOLD_UNIT_INDEX: Final = -2
 
@@ -32,8 +29,6 @@ class Golds:
         return (granted.get(f"{self.base}-completed-count", 0), granted.get(f"{self.base}-correct-golds", 0),
                 granted.get(f"{self.base}-wrong-golds", 0))
 
-    def pool(self, run_id: int) -> PoolLimit:
-        return PoolLimit(keys.gold_units_pool(run_id), self.max_units, None)
 
 
 def golds_of(blueprint_args: Mapping[str, Any]) -> Golds | None:
@@ -42,8 +37,3 @@ def golds_of(blueprint_args: Mapping[str, Any]) -> Golds | None:
     return Golds(str(blueprint_args.get("gold_qualification_base") or ""),
                  int(blueprint_args.get("max_gold_units") or 0), int(blueprint_args.get("min_golds") or 0),
                  int(blueprint_args.get("max_incorrect_golds") or 0))
-
-
-def holder() -> str:
-    """A gold unit's token holder: every gold made takes one token of the run's cap."""
-    return f"gold:{uuid.uuid4().hex}"

@@ -1,7 +1,7 @@
 """Screening units (Mephisto's ``ScreenTaskRequired``): with ``use_screening_task``, a worker who does not
 hold ``passed_qualification_name`` is screened before real units. With a screening-data generator in the
 task script, the worker first gets a unit made for them from it (``unit_index`` -1, at most
-``max_screening_units`` per run, counted across every web process by a limiter pool); with
+``max_screening_units`` per run, counted on the run's row in the transaction that makes the unit); with
 ``screening_data_factory=False``, their first real unit screens them. Either way the script's
 ``on_unit_submitted`` (``ScreenTaskRequired.create_validation_function``) grants the pass qualification
 or the run's ``block_qualification``, which refuses the worker from then on.
@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Assignment, Unit
+from mephisto_dist.db.models import Assignment, TaskRun, Unit
 from mephisto_dist.db.transitions import move_unit
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.limiter import PoolLimit, keys
 
 SCREENING_UNIT_INDEX: Final = -1
 PENDING: Final = ("Your answers to the qualification unit are being checked. Please come back in a minute "
@@ -41,8 +40,6 @@ class Screening:
         """Mephisto's ``worker_needs_screening``: the worker holds no pass qualification."""
         return self.passed_qualification not in granted
 
-    def pool(self, run_id: int) -> PoolLimit:
-        return PoolLimit(keys.screening_units_pool(run_id), self.max_units, None)
 
 
 def screening_of(blueprint_args: Mapping[str, Any], generated: bool) -> Screening | None:
@@ -52,9 +49,25 @@ def screening_of(blueprint_args: Mapping[str, Any], generated: bool) -> Screenin
                      int(blueprint_args.get("max_screening_units") or 0), generated)
 
 
-def holder(worker_id: int) -> str:
-    """A worker's name as the holder of a screening-unit token (one per worker)."""
-    return f"worker:{worker_id}"
+_MADE_COLUMNS: Final = {"screening": TaskRun.screening_units_made, "gold": TaskRun.gold_units_made}
+
+
+def take_made_unit(session: Session, run_id: int, kind: str, cap: int) -> bool:
+    """Count one more ``kind`` ("screening" or "gold") unit made by the run, unless it made ``cap`` already
+    (0: no cap); False when it did. The count is the run's row, written in the transaction that makes the
+    unit: it holds the row until the commit (two requests never both take the last one), a rollback
+    takes it back with the unit, and nothing is lost when Redis is."""
+    column = _MADE_COLUMNS[kind]
+    statement = update(TaskRun).where(TaskRun.id == run_id).values({column: column + 1})
+    if cap:
+        statement = statement.where(column < cap)
+    return bool(session.connection().execute(statement).rowcount)
+
+
+def give_back_made_unit(session: Session, run_id: int, kind: str) -> None:
+    """Undo :func:`take_made_unit` in the same transaction, for a unit that was not made after all."""
+    column = _MADE_COLUMNS[kind]
+    session.connection().execute(update(TaskRun).where(TaskRun.id == run_id).values({column: column - 1}))
 
 
 _WORKERS_SCREENING = select(Unit.id).where(

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from mephisto_dist.agents import NOT_QUALIFIED
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, make_runtime, web_server
 from tests.taskdirs import write_script_task_dir
-from tests.test_screening_system import grants, sentence
+from tests.test_screening_system import grants, made_units, sentence
 from tests.test_task_scripts_system import register, submit
 
 SCRIPT = '''\
@@ -83,3 +84,25 @@ def test_a_gold_first_then_real_units_or_a_refusal(tmp_path: Path, runtime: Runt
         assert register(url, "bob", "b2")["failure_reason"] == NOT_QUALIFIED
         wait_for(lambda: grants(runtime, "ann").get("g-completed-count") == 1, timeout_s=30,
                  message="ann's real unit to be counted")
+
+
+def test_max_gold_units_is_kept_when_redis_is_lost(tmp_path: Path, runtime: Runtime) -> None:
+    """The run may pay for one gold: after it, a new worker gets a real unit, also once Redis was flushed
+    (the count lives on the run's row, not in a Redis pool that a flush would empty)."""
+    task_dir = write_script_task_dir(tmp_path, script=SCRIPT, architect="mock")
+    overrides = [o for o in GOLDS if "max_gold_units" not in o] + ["mephisto.blueprint.max_gold_units=1"]
+    launched = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *overrides,
+                               "--detach"], cwd=ROOT, env=child_env(runtime.settings), capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert launched.returncode == 0, launched.stderr
+    run_id = int(launched.stdout.strip().splitlines()[-1])
+    with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+            web_server(runtime.settings, run_id, tmp_path / "web.log") as url:
+        ann = wait_for(lambda: (a := register(url, "ann", "a1"))["agent_id"] and a, timeout_s=30,
+                       message="a unit for ann")
+        assert sentence(ann) == "a gold sentence"
+        redis.Redis.from_url(runtime.settings.effective_redis_url).flushall()
+        bob = wait_for(lambda: (a := register(url, "bob", "b1"))["agent_id"] and a, timeout_s=30,
+                       message="a unit for bob once the run's pools are rebuilt")
+        assert sentence(bob) == "python sentence 0"
+        assert made_units(runtime, run_id) == (0, 1)

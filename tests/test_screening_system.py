@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import text
 
 from mephisto_dist.agents import NO_UNIT_AVAILABLE, NOT_QUALIFIED
@@ -78,6 +79,17 @@ def grants(runtime: Runtime, worker: str) -> dict[str, int]:
         return granted_values(session, int(worker_id))
 
 
+def made_units(runtime: Runtime, run_id: int) -> tuple[int, int]:
+    """The run's count of (screening, gold) units made, and a check that it matches its units."""
+    with transaction(runtime.sessions) as session:
+        counted = session.execute(text("select screening_units_made, gold_units_made from task_run where id = :id"),
+                                  {"id": run_id}).one()
+        units = tuple(session.scalar(text("select count(*) from unit where task_run_id = :id and unit_index = :i"),
+                                     {"id": run_id, "i": index}) for index in (-1, -2))
+    assert tuple(counted) == units, (tuple(counted), units)
+    return int(counted[0]), int(counted[1])
+
+
 def sentence(agent: dict[str, Any]) -> str:
     assert agent["agent_id"], agent
     return str(agent["init_task_data"]["sentence"])
@@ -98,6 +110,10 @@ def test_screening_units_from_the_generator_then_real_units(tmp_path: Path, runt
         submit(url, bob["agent_id"], "1")
         # 'probe' took the first screening unit, so the cap of 3 is reached.
         assert register(url, "cy", "c1")["failure_reason"] == NO_UNIT_AVAILABLE
+        # The cap is counted in the database: Redis lost (flushed) makes no fourth screening unit.
+        redis.Redis.from_url(runtime.settings.effective_redis_url).flushall()
+        assert register(url, "dee", "d1")["failure_reason"] == NO_UNIT_AVAILABLE
+        assert made_units(runtime, run_id) == (3, 0)
 
         wait_for(lambda: "ok" in grants(runtime, "ann") and "no" in grants(runtime, "bob"), timeout_s=30,
                  message="the script's validator to run on Celery")

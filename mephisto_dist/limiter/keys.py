@@ -39,10 +39,6 @@ name); holders are unit ids:
   sharing a ``task_name``; ``lease_s=None``.
 - :func:`deployment_units_pool` -- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: units of every run;
   leased.
-- :func:`screening_units_pool` -- ``max_screening_units``: screening units a run made; holders are
-  workers (one unit each); ``lease_s=None``.
-- :func:`gold_units_pool` -- ``max_gold_units``: gold units a run made; one holder per unit;
-  ``lease_s=None``.
 
 The live channel (``mephisto_dist.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
 
@@ -116,11 +112,3 @@ def remote_call_lease_key(call_id: int, prefix: str = LIVE_PREFIX) -> str:
 
 def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}"
-
-
-def screening_units_pool(task_run_id: str | int) -> str:
-    return f"run:{_part(task_run_id)}:screening"
-
-
-def gold_units_pool(task_run_id: str | int) -> str:
-    return f"run:{_part(task_run_id)}:golds"
