@@ -164,3 +164,41 @@ def test_a_claim_finding_every_free_unit_locked_never_waits_inside_its_transacti
         holder.close()
     assert register(factory, run, "w").agent_id  # the locks gone, the same request gets a unit
     engine.dispose()
+
+
+
+def _same_registrations(url: str, run: RunContext, asks: int, start, results) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    start.wait()
+    results.put([register(factory, run, "wanda", f"hit{i}").agent_id for i in range(asks)])
+    engine.dispose()
+
+
+def test_one_registration_asked_by_several_processes_at_once_gets_one_agent(engine: Engine,
+                                                                             database_url: str) -> None:
+    """The same pages asking on several web processes at the same moment (a reload, a retry through the
+    balancer): for each registration, the processes that lose the race to it reconnect to the winner's
+    agent, and no second unit is taken."""
+    factory = make_sessionmaker(engine)
+    asks = 100
+    run = make_run(factory, assignments=asks + 5)
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    askers = [context.Process(target=_same_registrations, args=(database_url, run, asks, start, results))
+              for _ in range(6)]
+    for process in askers:
+        process.start()
+    start.set()
+    answers = [results.get(timeout=120) for _ in askers]
+    for process in askers:
+        process.join(60)
+        assert process.exitcode == 0
+    per_registration = [set(got) for got in zip(*answers, strict=True)]
+    assert all(len(ids) == 1 and None not in ids for ids in per_registration), per_registration
+    with transaction(factory) as session:
+        agents_made = set(session.scalars(select(Agent.id).where(Agent.task_run_id == run.run_id)))
+        assigned = session.scalar(select(func.count()).select_from(Unit).where(
+            Unit.task_run_id == run.run_id, Unit.status == UnitStatus.ASSIGNED.value))
+    assert agents_made == set().union(*per_registration) and assigned == asks
