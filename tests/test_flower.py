@@ -66,6 +66,18 @@ def test_flower_refuses_to_start_without_credentials(tmp_path: Path, runtime: Ru
     assert not answers(f"http://127.0.0.1:{port}/")
 
 
+@pytest.mark.parametrize("extra", [["--auth="], ["--auth", ""], ["--auth"], ["--basic-auth= "],
+                                   ["--auth", "--port=1"]])
+def test_flowers_own_login_options_left_empty_are_no_login(runtime: Runtime, extra: list[str]) -> None:
+    """Flower takes an empty --auth or --basic-auth as no login at all: so does this."""
+    env = {k: v for k, v in child_env(runtime.settings).items() if not k.startswith("FLOWER_")}
+    env["COLUMNS"] = "300"
+    result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "flower", "--port", str(free_port()),
+                             "--", *extra], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "flower needs credentials" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_malformed_login_is_refused(runtime: Runtime) -> None:
     env = child_env(runtime.settings)
     env["MEPHISTO_DIST_FLOWER_BASIC_AUTH"] = "just-a-user"

@@ -30,7 +30,7 @@ def flower(
     """Watch the Celery workers and tasks in Flower (requires a login)."""
     settings = load_settings()
     extra = extra or []
-    own_auth = settings.flower_own_auth or any(arg.split("=", 1)[0] in _AUTH_OPTIONS for arg in extra)
+    own_auth = settings.flower_own_auth or _login_in(extra)
     if settings.flower_basic_auth is None and not own_auth:
         fail("flower needs credentials: set MEPHISTO_DIST_FLOWER_BASIC_AUTH=user:password "
              "(or pass Flower's own --basic-auth / --auth after --)")
@@ -41,3 +41,17 @@ def flower(
     argv = [sys.executable, "-m", "celery", "-A", "workers", "flower", f"--address={address}", f"--port={port}",
             *extra]
     os.execve(sys.executable, argv, env)
+
+
+def _login_in(extra: list[str]) -> bool:
+    """Whether Flower's own options among ``extra`` configure a login: ``--basic-auth`` or ``--auth`` with
+    a value that is not empty (Flower treats an empty one as no login at all)."""
+    for index, arg in enumerate(extra):
+        name, equals, value = arg.partition("=")
+        if name not in _AUTH_OPTIONS:
+            continue
+        if not equals:  # "--auth VALUE"
+            value = extra[index + 1] if index + 1 < len(extra) and not extra[index + 1].startswith("-") else ""
+        if value.strip():
+            return True
+    return False
