@@ -53,11 +53,14 @@ def python_files(task_dir: Path) -> list[Path]:
 
 
 def check_hooks_inside(blueprint_args: Mapping[str, Any], task_dir: Path) -> None:
-    """A hooks file outside the task folder would not travel with the bundle: refuse it."""
+    """A hooks file outside the task folder, or in a folder the bundle leaves out, would not travel with
+    the bundle: refuse it."""
     value = blueprint_args.get(HOOKS_ARG)
     if value and not Path(str(value)).resolve().is_relative_to(task_dir.resolve()):
         raise ConfigError(f"mephisto.blueprint.{HOOKS_ARG} must be inside the task folder {task_dir} "
                           f"(it is stored with the run), got {value}")
+    if value:
+        _check_bundled(f"mephisto.blueprint.{HOOKS_ARG} {value}", Path(str(value)), task_dir)
 
 
 def check_script_inside(script: Mapping[str, Any], task_dir: Path) -> None:
@@ -66,6 +69,16 @@ def check_script_inside(script: Mapping[str, Any], task_dir: Path) -> None:
     if not path.resolve().is_relative_to(task_dir.resolve()):
         raise ConfigError(f"the task script {path} must be inside the task folder {task_dir} "
                           "(it is stored with the run)")
+    _check_bundled(f"the task script {path}", path, task_dir)
+
+
+def _check_bundled(what: str, path: Path, task_dir: Path) -> None:
+    """Refuse a module the bundle would leave out: in an environment, cache or hidden folder."""
+    folders = path.resolve().relative_to(task_dir.resolve()).parts[:-1]
+    left_out = next((f for f in folders if f.startswith(".") or f in _SKIPPED_DIRS), None)
+    if left_out is not None:
+        raise ConfigError(f"{what} is in a {left_out}/ folder, which a run's bundle leaves out (environments, "
+                          f"caches and hidden folders): move it elsewhere in the task folder")
 
 
 def pack(build_dir: Path, task_dir: Path, out: Path) -> str:

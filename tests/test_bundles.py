@@ -100,6 +100,16 @@ def test_a_hooks_file_outside_the_task_folder_is_refused(tmp_path: Path) -> None
         prepare_run(task_dir, "example", [], check_port=False)
 
 
+@pytest.mark.parametrize("folder", ["env", ".hidden", "sub/venv"])
+def test_a_hooks_file_in_a_folder_the_bundle_leaves_out_is_refused(tmp_path: Path, folder: str) -> None:
+    task_dir = hooked_task_dir(tmp_path, None, hooks_value=f"${{task_dir}}/{folder}/hooks.py")
+    hooks = task_dir / folder / "hooks.py"
+    hooks.parent.mkdir(parents=True)
+    hooks.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match=f"is in a {folder.split('/')[-1]}/ folder, which a run's bundle leaves out"):
+        prepare_run(task_dir, "example", [], check_port=False)
+
+
 def test_machines_share_runs_through_storage_only(tmp_path: Path, pg_url: str, redis_url: str,
                                                   s3_storage_url: str) -> None:
     record = tmp_path / "submitted.jsonl"
