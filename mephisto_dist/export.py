@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -16,7 +17,7 @@ from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Work
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.live.calls import calls_by_agent
-from mephisto_dist.storage import Storage
+from mephisto_dist.storage import MissingKey, Storage
 from mephisto_dist.uploads import stored_keys
 
 FORMATS = ("jsonl", "json", "csv")
@@ -142,16 +143,37 @@ def collect_files(records: Iterable[dict[str, Any]], keys: list[str]) -> Iterato
         yield record
 
 
-def download_files(storage: Storage, keys: Iterable[str], dest: Path) -> int:
-    """Fetch each key to ``dest/<key>`` (the key's folders kept); return how many files were written."""
-    count = 0
-    for key in keys:
+@dataclass
+class Downloaded:
+    """What :func:`download_files` did: files written, and keys nothing is stored under (skipped)."""
+
+    written: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def download_files(storage: Storage, keys: Iterable[str], dest: Path,
+                   progress: Callable[[int], None] | None = None) -> Downloaded:
+    """Fetch each key to ``dest/<key>`` (the key's folders kept), through a ``.partial`` file renamed once
+    whole, so a file under its own name is always complete. A key with nothing stored under it is
+    skipped and noted; a store that fails (unreachable, access denied) stops the download, with no
+    partial file left. ``progress`` hears the number of keys done after each one."""
+    done = Downloaded()
+    for index, key in enumerate(keys, 1):
         target = dest.joinpath(*key.split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        with partial.open("wb") as out:
-            for chunk in storage.stream(key):
-                out.write(chunk)
-        partial.replace(target)
-        count += 1
-    return count
+        try:
+            with partial.open("wb") as out:
+                for chunk in storage.stream(key):
+                    out.write(chunk)
+        except BaseException as error:
+            partial.unlink(missing_ok=True)
+            if not isinstance(error, MissingKey):
+                raise
+            done.missing.append(key)
+        else:
+            partial.replace(target)
+            done.written += 1
+        if progress is not None:
+            progress(index)
+    return done

@@ -160,7 +160,7 @@ def test_machines_share_runs_through_storage_only(tmp_path: Path, pg_url: str, r
         assert evidence["path"].startswith(s3_storage_url + "/uploads/")
         downloaded = tmp_path / "downloads" / Path(*evidence["storage_key"].split("/"))
         assert downloaded.read_bytes() == upload
-        assert "downloaded 1 uploaded file(s)" in export.stderr
+        assert "downloaded 1 of 1 uploaded file(s)" in export.stderr
     finally:
         creator.close()
         server.close()

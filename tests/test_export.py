@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select, update
 
 from mephisto_dist import agents
@@ -20,7 +21,8 @@ from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, Unit
 from mephisto_dist.db.transitions import move_units
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.export import unit_records, write_records
+from mephisto_dist.export import download_files, unit_records, write_records
+from mephisto_dist.storage import StorageError, open_storage
 from tests.factories import make_run, now
 from tests.system import make_runtime
 
@@ -108,3 +110,24 @@ def test_the_export_command_writes_each_format_and_leaves_expired_out_on_request
     rows = list(csv.DictReader(target.open(encoding="utf-8", newline="")))
     assert [r["status"] for r in rows] == ["completed", "completed"] and rows[0]["metadata.feedback"] == "clear task"
     assert [json.loads(line)["status"] for line in cli("--all").stdout.splitlines()][-1] == "launched"
+
+
+def test_download_skips_what_storage_lost_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    storage = open_storage((tmp_path / "store").as_uri())
+    for name in ("a", "c"):
+        storage.put(f"uploads/1/{name}.txt", io.BytesIO(name.encode() * 1000))
+    keys = ["uploads/1/a.txt", "uploads/1/b.txt", "uploads/1/c.txt"]
+    seen: list[int] = []
+    done = download_files(storage, keys, tmp_path / "out", seen.append)
+    assert (done.written, done.missing, seen) == (2, ["uploads/1/b.txt"], [1, 2, 3])
+    assert sorted(p.name for p in (tmp_path / "out" / "uploads" / "1").iterdir()) == ["a.txt", "c.txt"]
+    assert (tmp_path / "out" / "uploads" / "1" / "c.txt").read_bytes() == b"c" * 1000
+
+
+def test_a_failing_store_stops_the_download_with_no_partial_file(tmp_path: Path) -> None:
+    storage = open_storage((tmp_path / "store").as_uri())
+    storage.put("uploads/1/a.txt", io.BytesIO(b"a"))
+    (tmp_path / "store" / "uploads" / "1" / "b.txt").mkdir()  # reading it fails: not a missing key
+    with pytest.raises(StorageError, match="cannot read"):
+        download_files(storage, ["uploads/1/a.txt", "uploads/1/b.txt"], tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out" / "uploads" / "1").iterdir()] == ["a.txt"]

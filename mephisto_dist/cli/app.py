@@ -65,8 +65,18 @@ def export(
         err_console.print(f"exported {count} unit(s) from {len(run_ids)} run(s)"
                           + (f" to {output}" if output else ""))
         if download is not None:
-            fetched = download_files(runtime.storage, keys, download)
-            err_console.print(f"downloaded {fetched} uploaded file(s) to {download}")
+            total = len(keys)
+
+            def progress(done: int) -> None:
+                if done % 100 == 0 and done < total:
+                    err_console.print(f"downloading uploaded files: {done} of {total}")
+
+            fetched = download_files(runtime.storage, keys, download, progress)
+            err_console.print(f"downloaded {fetched.written} of {total} uploaded file(s) to {download}")
+            if fetched.missing:
+                shown = ", ".join(fetched.missing[:3]) + (", ..." if len(fetched.missing) > 3 else "")
+                fail(f"{len(fetched.missing)} uploaded file(s) are missing from storage "
+                     f"({runtime.settings.effective_storage_url}): {shown}")
 
 
 @app.command()
