@@ -30,7 +30,7 @@ from mephisto_dist.compat.runner import captured_hooks
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
 from mephisto_dist.hooks import HOOKS_ARG, NO_HOOKS, SCRIPT_KEY, TaskHooks, hooks_for, load_hooks
-from mephisto_dist.storage import CHUNK_BYTES, Storage
+from mephisto_dist.storage import CHUNK_BYTES, MissingKey, Storage
 
 KEY_PREFIX: Final = "bundles/"
 BUILD_DIR: Final = "build"
@@ -107,6 +107,10 @@ def store_bundle(storage: Storage, build_dir: Path, task_dir: Path) -> str:
     return key
 
 
+class BundleMissing(ServiceError):
+    """The run's bundle is not in the storage this machine is configured with."""
+
+
 class BundleCache:
     """This machine's extracted copies of bundles, fetched from storage on first use."""
 
@@ -124,9 +128,15 @@ class BundleCache:
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=self._dir))
         try:
             tar_path = staging / "bundle.tar"
-            with tar_path.open("wb") as out:
-                for chunk in self._storage.stream(key):
-                    out.write(chunk)
+            try:
+                with tar_path.open("wb") as out:
+                    for chunk in self._storage.stream(key):
+                        out.write(chunk)
+            except MissingKey:
+                raise BundleMissing(
+                    f"run bundle {key} is not in this machine's storage ({self._storage.locator(key)}): "
+                    "was the run created with another MEPHISTO_DIST_STORAGE_URL? Every machine of a "
+                    "deployment needs the same one") from None
             if _sha256(tar_path) != digest:
                 raise ServiceError(f"run bundle {key} is corrupt in storage (its hash does not match)")
             extracted = staging / "files"

@@ -16,15 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from mephisto_dist.bundles import BundleCache, pack, store_bundle
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import TaskRun
+from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.errors import ConfigError, ServiceError
 from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.storage import open_storage
 from tests.conftest import wait_for
-from tests.system import celery_worker, child_env, make_runtime, web_server
+from tests.system import celery_worker, child_env, free_port, make_runtime, web_server
 from tests.test_hooks import hooked_task_dir, launched, register
 
 HOOKS = """
@@ -180,3 +181,27 @@ def _cli(data_dir: Path, like: Any, *args: str) -> subprocess.CompletedProcess[s
     env["MEPHISTO_DIST_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], env=env, check=False,
                           capture_output=True, text=True, timeout=60)
+
+
+def test_a_web_process_whose_storage_lacks_the_runs_bundle_refuses_to_serve(tmp_path: Path, pg_url: str,
+                                                                            redis_url: str) -> None:
+    """A machine configured with another store than the one the run was created with: the web process
+    says so in one line and stops, its record closed with that reason, instead of serving 404s."""
+    task_dir = hooked_task_dir(tmp_path, "", rows=1)
+    creator = make_runtime(tmp_path / "machine-a", pg_url, redis_url,
+                           STORAGE_URL=(tmp_path / "store-a").as_uri())
+    other = make_runtime(tmp_path / "machine-b", pg_url, redis_url, STORAGE_URL=(tmp_path / "store-b").as_uri())
+    try:
+        run_id = create_run(creator, prepare_run(task_dir, "example", [], check_port=False))
+        port = free_port()
+        served = _cli(tmp_path / "machine-b", other, "web", "--run", str(run_id), "--port", str(port))
+        assert served.returncode == 2, served.stdout + served.stderr
+        (line,) = [text for text in served.stderr.splitlines() if "error" in text.lower()]
+        assert "is not in this machine's storage" in line and str(tmp_path / "store-b") in line
+        assert "MEPHISTO_DIST_STORAGE_URL" in line
+        with transaction(other.sessions) as session:
+            reasons = session.scalars(select(Server.note).where(Server.task_run_id == run_id)).all()
+        assert len(reasons) == 1 and "is not in this machine's storage" in str(reasons[0])
+    finally:
+        creator.close()
+        other.close()

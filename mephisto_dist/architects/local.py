@@ -29,6 +29,7 @@ from mephisto_dist.architects.servers import (
     record_server,
     should_stop,
 )
+from mephisto_dist.bundles import BundleMissing
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError
@@ -128,19 +129,24 @@ def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int
     server = uvicorn.Server(server_config(app, host, port))
     keeper = ServerKeeper(runtime, server_id, runtime.settings.heartbeat_every_s, server)
     keeper.start()
-    warm_up(runtime, app.state.context.served)
-    # What startup made (modules, the app, the run, SQLAlchemy's caches) lives as long as the process. Kept
-    # out of the collector, a full collection walks only what serving made since: one over the whole
-    # startup heap takes ~100 ms here, a stop every request in flight would wait out.
-    gc.collect()
-    gc.freeze()
+    failure: str | None = None
     try:
+        try:
+            warm_up(runtime, app.state.context.served)
+        except BundleMissing as error:  # no request could be served: stop, and say why
+            failure = str(error)
+            raise
+        # What startup made (modules, the app, the run, SQLAlchemy's caches) lives as long as the process.
+        # Kept out of the collector, a full collection walks only what serving made since: one over the
+        # whole startup heap takes ~100 ms here, a stop every request in flight would wait out.
+        gc.collect()
+        gc.freeze()
         server.run()
     finally:
         keeper.finish()
         try:
             with transaction(runtime.sessions) as session:
-                mark_stopped(session, server_id, keeper.stop_reason or "the server exited", now=_now())
+                mark_stopped(session, server_id, failure or keeper.stop_reason or "the server exited", now=_now())
         except Exception:  # the reconciler closes the record of a server that died
             log.exception("server %s could not record that it stopped", server_id)
 
@@ -148,15 +154,18 @@ def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int
 def warm_up(runtime: Runtime, served: Served) -> None:
     """Before the first worker comes: the served run read and its files fetched, and the connections the
     hot path's threads use opened (a PostgreSQL connection costs a backend start, several milliseconds),
-    so the first second of load waits for neither. A run not there yet is read on first use instead."""
+    so the first second of load waits for neither. A run not there yet is read on first use instead; a
+    run whose bundle is not in this machine's storage is an error (no request could be served)."""
     try:
         if runtime.engine.dialect.name != "sqlite":
             with ExitStack() as held:
                 for _ in range(runtime.settings.web_threads):
                     held.enter_context(runtime.engine.connect())
         served.run()
+    except BundleMissing:
+        raise
     except (MephistoDistError, SQLAlchemyError) as error:  # each request meets it then, as before
-        log.info("serving without warming up first: %s", error)
+        log.warning("serving without warming up first: %s", error)
 
 
 class LocalArchitect:
