@@ -3,11 +3,13 @@ listener of their own, and the deployment's figures there are the ones ``status`
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +177,33 @@ def test_the_metrics_port_cannot_be_the_worker_facing_port(tmp_path: Path, runti
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "is the worker-facing port" in result.stderr
+
+
+def test_the_metrics_port_cannot_be_the_balancers_port_either(runtime: Runtime) -> None:
+    port, public = free_port(), free_port()
+    result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "web", "--port", str(port),
+                             "--public-port", str(public), "--metrics-port", str(public)],
+                            env={**child_env(runtime.settings), "COLUMNS": "250"},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "is the worker-facing port" in result.stderr
+
+
+def test_a_metrics_port_another_program_holds_is_refused(runtime: Runtime) -> None:
+    """A port in use by something that is not a metrics listener is not mistaken for a sibling's
+    listener to stand by for: the process says the port is taken and stops."""
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "web", "--port", str(free_port()),
+                                 "--metrics-port", str(other.server_address[1])],
+                                env={**child_env(runtime.settings), "COLUMNS": "250"},
+                                capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert result.returncode == 2, result.stderr
+    assert "another program (not a metrics listener) uses that port" in result.stderr
 
 
 def test_the_metrics_command_serves_the_machines_figures(tmp_path: Path, runtime: Runtime) -> None:

@@ -85,26 +85,45 @@ def registry(runtime: Runtime) -> Any:
 
 
 STANDBY_EVERY_S = 2.0
+PROMETHEUS_TYPE = "text/plain; version="  # what prometheus-client's listener answers (0.0.4, 1.0.0)
 
 
 def serve(runtime: Runtime, host: str, port: int, *, worker_port: int | None = None,
-          standby_every_s: float | None = STANDBY_EVERY_S) -> bool:
+          public_port: int | None = None, standby_every_s: float | None = STANDBY_EVERY_S) -> bool:
     """Serve this machine's metrics on ``host:port`` in a background thread; False when another process
     of the machine already serves them there (several web processes share one listener). A process that
     found the listener taken stands by: it tries the port again every ``standby_every_s`` and takes the
     listener over when the process that held it died, so the machine's metrics outlive any one process
     (``standby_every_s=None``: no standing by)."""
-    if port == worker_port:
+    if port in (worker_port, public_port):
         raise ConfigError(f"the metrics port {port} is the worker-facing port: give metrics a port of their own")
     collected = registry(runtime)
     if _listen(collected, host, port):
         return True
+    if not _serves_metrics(host, port):
+        if _listen(collected, host, port):  # the holder just went away
+            return True
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: another program (not a metrics listener) "
+                          "uses that port")
     if standby_every_s is None:
         return False
     log.info("metrics: %s:%d is served by another process of this machine; standing by", host, port)
     threading.Thread(target=_stand_by, args=(collected, host, port, standby_every_s), name="metrics-standby",
                      daemon=True).start()
     return False
+
+
+def _serves_metrics(host: str, port: int) -> bool:
+    """Whether what listens on ``host:port`` answers as a Prometheus metrics listener (another process's
+    of this machine), rather than some other program."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as answer:
+            return str(answer.headers.get("Content-Type", "")).startswith(PROMETHEUS_TYPE)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _listen(collected: Any, host: str, port: int) -> bool:

@@ -46,5 +46,5 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     if metrics_port:
         from mephisto_dist.metrics.listener import serve as serve_metrics
 
-        serve_metrics(runtime, metrics_host or host, metrics_port, worker_port=port)
+        serve_metrics(runtime, metrics_host or host, metrics_port, worker_port=port, public_port=public_port)
     serve_recorded(runtime, run_id=run_id, host=host, port=port, public_port=public_port, server_id=server_id)
