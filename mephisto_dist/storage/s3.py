@@ -27,8 +27,12 @@ class S3Storage:
             import boto3  # slow to import; only processes that touch storage pay for it
             from botocore.config import Config
 
+            # Three attempts (botocore's standard backoff in between) and a 5 s connect timeout: a store
+            # that is down is told within seconds, not after the ~20 s five attempts took, while a worker's
+            # upload waits for the answer.
             self._client = boto3.session.Session().client(
-                "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+                "s3", config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5,
+                                    read_timeout=60))
         return self._client
 
     def _key(self, key: str) -> str:
