@@ -73,6 +73,24 @@ def test_submit_records_once_and_a_repeat_keeps_the_first_answer(engine: Engine)
     assert after.agent_id is None and after.failure_reason == agents.ALREADY_SUBMITTED
 
 
+def test_a_submit_for_a_unit_that_moved_on_is_refused_and_writes_nothing(engine: Engine) -> None:
+    """The agent still working but its unit expired meanwhile (a run stopped under it): the submission is
+    refused, and the agent's own write is undone with it (PostgreSQL makes both in one statement)."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1)
+    details = register(factory, run, "alice")
+    assert details.agent_id is not None and details.unit_id is not None
+    with transaction(factory) as session:
+        assert move_unit(session, details.unit_id, UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now())
+    with pytest.raises(RequestError, match="no longer open for submissions") as refused:
+        submit(factory, run, details.agent_id, {"rating": "4"})
+    assert refused.value.status_code == 409
+    with transaction(factory) as session:
+        agent = session.get(Agent, details.agent_id)
+        assert agent is not None and agent.status == AgentStatus.IN_TASK.value and agent.outputs is None
+        assert session.scalar(select(Unit.status).where(Unit.id == details.unit_id)) == UnitStatus.EXPIRED.value
+
+
 def test_unknown_and_foreign_agent_ids_are_refused(engine: Engine) -> None:
     factory = make_sessionmaker(engine)
     run = make_run(factory, assignments=1, task_name="one")

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, bindparam, exists, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, exists, select, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
@@ -279,6 +279,43 @@ def complete_unit(session: Session, unit_id: int, *, now: datetime) -> Any:
     trip; None when the unit was no longer assigned."""
     check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
     return session.connection().execute(_COMPLETE_UNIT, {"v_id": unit_id, "v_now": now}).first()
+
+
+@lru_cache(maxsize=1)
+def _complete_submission() -> Any:
+    runs = _table(TaskRun)
+    done_agent = (update(_AGENTS)
+                  .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
+                         _AGENTS.c.status == AgentStatus.IN_TASK.value)
+                  .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
+                          status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
+                  .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id)
+                  .cte("done_agent"))
+    done_unit = (update(_UNITS)
+                 .where(_UNITS.c.id == select(done_agent.c.unit_id).scalar_subquery(),
+                        _UNITS.c.status == UnitStatus.ASSIGNED.value)
+                 .values(status=UnitStatus.COMPLETED.value, status_changed_at=bindparam("v_now"),
+                         completed_at=bindparam("v_now"))
+                 .returning(_UNITS.c.id, _UNITS.c.launch_id, _UNITS.c.task_run_id)
+                 .cte("done_unit"))
+    return (select(done_agent.c.unit_id, done_agent.c.worker_id, done_unit.c.id.label("completed_unit_id"),
+                   done_unit.c.launch_id, runs.c.max_concurrent_units, runs.c.is_completed,
+                   runs.c.shutdown_requested_at, runs.c.server_url)
+            .select_from(done_agent.outerjoin(done_unit, true())
+                         .outerjoin(runs, runs.c.id == done_unit.c.task_run_id)))
+
+
+def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
+                        now: datetime) -> Any:
+    """PostgreSQL, in one round trip: :func:`complete_agent` and then, for the agent's unit,
+    :func:`complete_unit`. None when no such agent of the run is working; else a row of the agent's
+    ``unit_id`` and ``worker_id``, then ``completed_unit_id`` (None when the unit was no longer assigned:
+    the caller refuses the submission, and its rollback undoes the agent's write) and what
+    :func:`complete_unit` returns."""
+    check_agent_transition(AgentStatus.IN_TASK, AgentStatus.COMPLETED, onboarding=False)
+    check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
+    return session.connection().execute(_complete_submission(), {
+        "v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}).first()
 
 
 def move_remote_call(
