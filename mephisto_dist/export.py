@@ -97,21 +97,40 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
         last_id = rows[-1][0].id
 
 
+def _json(record: dict[str, Any]) -> str:
+    """The record as JSON text, characters as they are; a worker's answer holding half a UTF-16
+    character (a lone surrogate, stored as sent) has no UTF-8 form, so that record is written with
+    ``\\u`` escapes, which read back to the same value."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record)
+    return text
+
+
+def _text(value: Any) -> Any:
+    """A CSV cell or header: a lone surrogate, which UTF-8 cannot hold, written as its ``\\udXXX`` escape."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
     count = 0
     if fmt == "jsonl":
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(_json(record) + "\n")
             count += 1
     elif fmt == "json":
         out.write("[")
         for record in records:
-            out.write(("," if count else "") + "\n  " + json.dumps(record, ensure_ascii=False))
+            out.write(("," if count else "") + "\n  " + _json(record))
             count += 1
         out.write("\n]\n")
     elif fmt == "csv":
         # Units may answer different fields: gather every column before writing the header.
-        rows = [_flatten(record) for record in records]
+        rows = [{_text(k): _text(v) for k, v in _flatten(record).items()} for record in records]
         columns: dict[str, None] = {}
         for row in rows:
             columns.update(dict.fromkeys(row))

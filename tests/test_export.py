@@ -131,3 +131,30 @@ def test_a_failing_store_stops_the_download_with_no_partial_file(tmp_path: Path)
     with pytest.raises(StorageError, match="cannot read"):
         download_files(storage, ["uploads/1/a.txt", "uploads/1/b.txt"], tmp_path / "out")
     assert [p.name for p in (tmp_path / "out" / "uploads" / "1").iterdir()] == ["a.txt"]
+
+
+def test_an_answer_holding_a_lone_surrogate_is_exported_in_every_format(engine: Engine) -> None:
+    """A worker's answer is stored as sent, even half a UTF-16 character; export to a UTF-8 file still
+    writes every record: JSON with that record's escapes (read back to the same value), CSV the escape."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=2)
+    answer = {"rating": "x\ud800y", "\udfff": "1", "emoji": "\U0001f600"}
+    reg = Registration.from_request({"provider_data": {"worker_name": "sue", "assignment_id": "s"}})
+    with transaction(factory) as session:
+        details = agents.register_agent(session, run, reg, now=now())
+        assert details.agent_id
+        agents.submit_task(session, run, details.agent_id, answer, now=now())
+    for fmt in ("jsonl", "json", "csv"):
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding="utf-8", newline="")  # strict, as a file or stdout is
+        with transaction(factory) as session:
+            assert write_records(unit_records(session, [run.run_id]), out, fmt) == 1
+        out.flush()
+        text = raw.getvalue().decode("utf-8")
+        if fmt == "csv":
+            (row,) = csv.DictReader(io.StringIO(text))
+            assert row["outputs.rating"] == "x\\ud800y" and row["outputs.\\udfff"] == "1"
+            assert row["outputs.emoji"] == "\U0001f600"
+        else:
+            (record,) = [json.loads(line) for line in text.splitlines()] if fmt == "jsonl" else json.loads(text)
+            assert record["data"]["outputs"] == answer
