@@ -33,9 +33,7 @@ from mephisto_dist.db.models import (
 )
 from mephisto_dist.db.transitions import (
     assign_unit_to_new_agent,
-    complete_agent,
     complete_submission,
-    complete_unit,
     move_agent,
     move_unit,
 )
@@ -639,16 +637,10 @@ def submit_task(
 ) -> Submission:
     """Record an agent's final data; a repeated submit keeps the first answer and does no harm.
 
-    The common case is one statement on PostgreSQL, two on SQLite: the agent's compare-and-set returns its
-    unit, the unit's returns its launch and the run's state. Anything else (a repeat, a stranger, a closed
-    agent) is read after."""
-    postgres = _dialect(session) == "postgresql"
-    if not (isinstance(agent_id, str) and agent_id):
-        done = None
-    elif postgres:
-        done = complete_submission(session, agent_id, run.run_id, outputs=outputs, now=now)
-    else:
-        done = complete_agent(session, agent_id, run.run_id, outputs=outputs, now=now)
+    The common case is one round trip on PostgreSQL, two on SQLite (:func:`complete_submission`); anything
+    else (a repeat, a stranger, a closed agent) is read after."""
+    done = complete_submission(session, agent_id, run.run_id, outputs=outputs, now=now) \
+        if isinstance(agent_id, str) and agent_id else None
     if done is None:
         agent = load_agent(session, run, agent_id)
         status = AgentStatus(agent.status)
@@ -657,11 +649,7 @@ def submit_task(
         if status == AgentStatus.TIMEOUT:
             raise RequestError(TIMED_OUT, 409)
         raise RequestError(_not_recorded(status), 409)
-    unit_id, worker_id = int(done.unit_id), int(done.worker_id)
-    if postgres:
-        unit = done if done.completed_unit_id is not None else None
-    else:
-        unit = complete_unit(session, unit_id, now=now)
+    unit_id, worker_id, unit = done
     if unit is None:
         raise RequestError("this unit is no longer open for submissions", 409)
     return Submission(unit_id, agent_id, worker_id, first=True, launch_id=unit.launch_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, Update, bindparam, exists, select, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -206,22 +206,6 @@ def move_agent(
 
 
 _AGENTS = _table(Agent)
-_COMPLETE_AGENT = (update(_AGENTS)
-                   .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
-                          _AGENTS.c.status == AgentStatus.IN_TASK.value)
-                   .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
-                           status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
-                   .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id))
-
-
-def complete_agent(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
-                   now: datetime) -> Any:
-    """``in_task -> completed`` for an agent of the run, with its answer: the submission's write and its
-    read in one statement. The agent's ``(unit_id, worker_id)``, or None when no such agent of the run
-    is working (the caller reads it to say why)."""
-    check_agent_transition(AgentStatus.IN_TASK, AgentStatus.COMPLETED, onboarding=False)
-    return session.connection().execute(_COMPLETE_AGENT, {
-        "v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}).first()
 
 
 def move_onboarding_agent(
@@ -257,65 +241,75 @@ def _move_agent_row(
     return bool(session.connection().execute(statement, params).rowcount)
 
 
+# A submission's two compare-and-sets: the agent ``in_task -> completed`` with its answer, returning its unit
+# and worker; then that unit ``assigned -> completed``. The unit's WHERE on its id is added by each use.
+_COMPLETE_AGENT = (update(_AGENTS)
+                   .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
+                          _AGENTS.c.status == AgentStatus.IN_TASK.value)
+                   .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
+                           status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
+                   .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id))
+_COMPLETE_ASSIGNED_UNIT = (update(_UNITS)
+                           .where(_UNITS.c.status == UnitStatus.ASSIGNED.value)
+                           .values(status=UnitStatus.COMPLETED.value, status_changed_at=bindparam("v_now"),
+                                   completed_at=bindparam("v_now")))
+# What the refill needs to know of the unit's run (``complete_submission``).
+_REFILL_COLUMNS = ("max_concurrent_units", "is_completed", "shutdown_requested_at", "server_url")
+
+
 def _of_the_units_run(column: Any) -> Any:
     # A correlated subquery, not UPDATE ... FROM: SQLite's RETURNING cannot name a FROM table.
     return select(column).where(TaskRun.id == _UNITS.c.task_run_id).scalar_subquery()
 
 
-_COMPLETE_UNIT = (update(_UNITS)
-                  .where(_UNITS.c.id == bindparam("v_id"), _UNITS.c.status == UnitStatus.ASSIGNED.value)
-                  .values(status=UnitStatus.COMPLETED.value, status_changed_at=bindparam("v_now"),
-                          completed_at=bindparam("v_now"))
+# SQLite: the unit's write, after the agent's, in a second statement.
+_COMPLETE_UNIT = (_COMPLETE_ASSIGNED_UNIT.where(_UNITS.c.id == bindparam("v_unit_id"))
                   .returning(_UNITS.c.launch_id,
-                             _of_the_units_run(TaskRun.max_concurrent_units).label("max_concurrent_units"),
-                             _of_the_units_run(TaskRun.is_completed).label("is_completed"),
-                             _of_the_units_run(TaskRun.shutdown_requested_at).label("shutdown_requested_at"),
-                             _of_the_units_run(TaskRun.server_url).label("server_url")))
-
-
-def complete_unit(session: Session, unit_id: int, *, now: datetime) -> Any:
-    """``assigned -> completed``, returning the unit's launch and what its refill needs to know of the
-    run (max_concurrent_units, is_completed, shutdown_requested_at, server_url) in the same round
-    trip; None when the unit was no longer assigned."""
-    check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
-    return session.connection().execute(_COMPLETE_UNIT, {"v_id": unit_id, "v_now": now}).first()
+                             *(_of_the_units_run(TaskRun.__table__.c[name]).label(name) for name in _REFILL_COLUMNS)))
 
 
 @lru_cache(maxsize=1)
-def _complete_submission() -> Any:
+def _complete_both() -> Any:
+    """PostgreSQL: both writes in one statement (data-modifying CTEs); a row of the agent's unit and
+    worker, ``completed_unit_id`` (None when the unit was no longer assigned) and the refill's columns."""
     runs = _table(TaskRun)
-    done_agent = (update(_AGENTS)
-                  .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
-                         _AGENTS.c.status == AgentStatus.IN_TASK.value)
-                  .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
-                          status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
-                  .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id)
-                  .cte("done_agent"))
-    done_unit = (update(_UNITS)
-                 .where(_UNITS.c.id == select(done_agent.c.unit_id).scalar_subquery(),
-                        _UNITS.c.status == UnitStatus.ASSIGNED.value)
-                 .values(status=UnitStatus.COMPLETED.value, status_changed_at=bindparam("v_now"),
-                         completed_at=bindparam("v_now"))
+    done_agent = _COMPLETE_AGENT.cte("done_agent")
+    done_unit = (_COMPLETE_ASSIGNED_UNIT.where(_UNITS.c.id == select(done_agent.c.unit_id).scalar_subquery())
                  .returning(_UNITS.c.id, _UNITS.c.launch_id, _UNITS.c.task_run_id)
                  .cte("done_unit"))
     return (select(done_agent.c.unit_id, done_agent.c.worker_id, done_unit.c.id.label("completed_unit_id"),
-                   done_unit.c.launch_id, runs.c.max_concurrent_units, runs.c.is_completed,
-                   runs.c.shutdown_requested_at, runs.c.server_url)
+                   done_unit.c.launch_id, *(runs.c[name] for name in _REFILL_COLUMNS))
             .select_from(done_agent.outerjoin(done_unit, true())
                          .outerjoin(runs, runs.c.id == done_unit.c.task_run_id)))
 
 
+class CompletedSubmission(NamedTuple):
+    unit_id: int
+    worker_id: int
+    unit: Any  # the unit's launch_id and its run's refill columns; None when it was no longer assigned
+
+
 def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
-                        now: datetime) -> Any:
-    """PostgreSQL, in one round trip: :func:`complete_agent` and then, for the agent's unit,
-    :func:`complete_unit`. None when no such agent of the run is working; else a row of the agent's
-    ``unit_id`` and ``worker_id``, then ``completed_unit_id`` (None when the unit was no longer assigned:
-    the caller refuses the submission, and its rollback undoes the agent's write) and what
-    :func:`complete_unit` returns."""
+                        now: datetime) -> CompletedSubmission | None:
+    """A submission's writes: the agent of the run ``in_task -> completed`` with its answer, then its unit
+    ``assigned -> completed``; one round trip on PostgreSQL, two on SQLite. None when no such agent of
+    the run is working (the caller reads it to say why). A unit that was no longer assigned comes back
+    as ``unit=None``: the caller refuses the submission, and its rollback undoes the agent's write."""
     check_agent_transition(AgentStatus.IN_TASK, AgentStatus.COMPLETED, onboarding=False)
     check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
-    return session.connection().execute(_complete_submission(), {
-        "v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}).first()
+    params = {"v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(_complete_both(), params).first()
+        if row is None:
+            return None
+        return CompletedSubmission(int(row.unit_id), int(row.worker_id),
+                                   row if row.completed_unit_id is not None else None)
+    agent = connection.execute(_COMPLETE_AGENT, params).first()
+    if agent is None:
+        return None
+    unit = connection.execute(_COMPLETE_UNIT, {"v_unit_id": agent.unit_id, "v_now": now}).first()
+    return CompletedSubmission(int(agent.unit_id), int(agent.worker_id), unit)
 
 
 def move_remote_call(
