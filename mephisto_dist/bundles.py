@@ -40,11 +40,16 @@ _SKIPPED_DIRS: Final = {"__pycache__", "node_modules", "site-packages", "venv", 
 MAX_PYTHON_FILES: Final = 500
 
 
+def _left_out(folder: str) -> bool:
+    """Whether a bundle leaves this folder (and all below it) out."""
+    return folder.startswith(".") or folder in _SKIPPED_DIRS
+
+
 def python_files(task_dir: Path) -> list[Path]:
     """The task folder's ``.py`` files, relative to it, in a fixed order."""
     found: list[Path] = []
     for folder, dirs, files in os.walk(task_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+        dirs[:] = sorted(d for d in dirs if not _left_out(d))
         found.extend(Path(folder, name).relative_to(task_dir) for name in sorted(files) if name.endswith(".py"))
     if len(found) > MAX_PYTHON_FILES:
         raise ConfigError(f"{task_dir} holds {len(found)} .py files (a virtual environment?); a task folder's "
@@ -75,7 +80,7 @@ def check_script_inside(script: Mapping[str, Any], task_dir: Path) -> None:
 def _check_bundled(what: str, path: Path, task_dir: Path) -> None:
     """Refuse a module the bundle would leave out: in an environment, cache or hidden folder."""
     folders = path.resolve().relative_to(task_dir.resolve()).parts[:-1]
-    left_out = next((f for f in folders if f.startswith(".") or f in _SKIPPED_DIRS), None)
+    left_out = next((f for f in folders if _left_out(f)), None)
     if left_out is not None:
         raise ConfigError(f"{what} is in a {left_out}/ folder, which a run's bundle leaves out (environments, "
                           f"caches and hidden folders): move it elsewhere in the task folder")

@@ -185,11 +185,12 @@ def download_files(storage: Storage, keys: Iterable[str], dest: Path,
             with partial.open("wb") as out:
                 for chunk in storage.stream(key):
                     out.write(chunk)
-        except BaseException as error:
+        except MissingKey:
             partial.unlink(missing_ok=True)
-            if not isinstance(error, MissingKey):
-                raise
             done.missing.append(key)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         else:
             partial.replace(target)
             done.written += 1
