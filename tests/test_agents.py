@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from mephisto_dist import agents
+from mephisto_dist import agents, screening
 from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, transaction
 from mephisto_dist.db.migrate import upgrade
-from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.db.transitions import move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import IllegalTransition, RequestError
@@ -129,24 +130,30 @@ def _race_worker(url: str, run: RunContext, worker: str, start, results) -> None
     engine.dispose()
 
 
+def at_once(target: Any, argses: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one process per ``args`` running ``target(*args, start, results)``, release them together with
+    ``start``, and return what each put on ``results`` (in the order they finished)."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    processes = [context.Process(target=target, args=(*args, start, results)) for args in argses]
+    for process in processes:
+        process.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    return outcomes
+
+
 @pytest.mark.parametrize("processes", [6])
 def test_processes_racing_for_units_never_share_one(engine: Engine, database_url: str, processes: int) -> None:
     """Several processes register different workers at the same moment for fewer units than asks:
     every unit goes to exactly one agent, and the same worker never gets two units of one assignment."""
     factory = make_sessionmaker(engine)
     run = make_run(factory, assignments=5, units_per_assignment=2)  # 10 units, 24 asks
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    results = context.Queue()
-    workers = [context.Process(target=_race_worker, args=(database_url, run, f"w{n}", start, results))
-               for n in range(processes)]
-    for process in workers:
-        process.start()
-    start.set()
-    outcomes = [results.get(timeout=120) for _ in workers]
-    for process in workers:
-        process.join(60)
-        assert process.exitcode == 0
+    outcomes = at_once(_race_worker, [(database_url, run, f"w{n}") for n in range(processes)])
     handed = [unit for _, units in outcomes for unit in units if unit is not None]
     assert len(handed) == 10 and len(set(handed)) == 10
     with transaction(factory) as session:
@@ -184,7 +191,6 @@ def test_a_claim_finding_every_free_unit_locked_never_waits_inside_its_transacti
     engine.dispose()
 
 
-
 def _same_registrations(url: str, run: RunContext, asks: int, start, results) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
@@ -201,18 +207,7 @@ def test_one_registration_asked_by_several_processes_at_once_gets_one_agent(engi
     factory = make_sessionmaker(engine)
     asks = 100
     run = make_run(factory, assignments=asks + 5)
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    results = context.Queue()
-    askers = [context.Process(target=_same_registrations, args=(database_url, run, asks, start, results))
-              for _ in range(6)]
-    for process in askers:
-        process.start()
-    start.set()
-    answers = [results.get(timeout=120) for _ in askers]
-    for process in askers:
-        process.join(60)
-        assert process.exitcode == 0
+    answers = at_once(_same_registrations, [(database_url, run, asks)] * 6)
     per_registration = [set(got) for got in zip(*answers, strict=True)]
     assert all(len(ids) == 1 and None not in ids for ids in per_registration), per_registration
     with transaction(factory) as session:
@@ -220,3 +215,26 @@ def test_one_registration_asked_by_several_processes_at_once_gets_one_agent(engi
         assigned = session.scalar(select(func.count()).select_from(Unit).where(
             Unit.task_run_id == run.run_id, Unit.status == UnitStatus.ASSIGNED.value))
     assert agents_made == set().union(*per_registration) and assigned == asks
+
+
+def _take_made_units(url: str, run_id: int, tries: int, start, results) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    start.wait()
+    taken = 0
+    for _ in range(tries):
+        with transaction(factory) as session:
+            taken += screening.take_made_unit(session, run_id, "gold", 7)
+    results.put(taken)
+    engine.dispose()
+
+
+def test_processes_counting_made_units_at_once_never_pass_the_cap(engine: Engine, database_url: str) -> None:
+    """max_gold_units (and max_screening_units) counted on the run's row by six processes at once, 60 asks
+    for 7 golds: exactly 7 are granted, and the row says 7."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1)
+    granted = at_once(_take_made_units, [(database_url, run.run_id, 10)] * 6)
+    assert sum(granted) == 7
+    with transaction(factory) as session:
+        assert session.scalar(select(TaskRun.gold_units_made).where(TaskRun.id == run.run_id)) == 7

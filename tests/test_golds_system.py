@@ -59,13 +59,18 @@ def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runti
     rt.close()
 
 
-def test_a_gold_first_then_real_units_or_a_refusal(tmp_path: Path, runtime: Runtime) -> None:
+def launch(tmp_path: Path, runtime: Runtime, overrides: list[str]) -> int:
+    """``run --detach`` of the gold task script with these overrides; the new run's id."""
     task_dir = write_script_task_dir(tmp_path, script=SCRIPT, architect="mock")
-    launched = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *GOLDS,
+    launched = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *overrides,
                                "--detach"], cwd=ROOT, env=child_env(runtime.settings), capture_output=True,
                               text=True, timeout=60, check=False)
     assert launched.returncode == 0, launched.stderr
-    run_id = int(launched.stdout.strip().splitlines()[-1])
+    return int(launched.stdout.strip().splitlines()[-1])
+
+
+def test_a_gold_first_then_real_units_or_a_refusal(tmp_path: Path, runtime: Runtime) -> None:
+    run_id = launch(tmp_path, runtime, GOLDS)
     with celery_worker(runtime.settings, tmp_path / "worker.log"), \
             web_server(runtime.settings, run_id, tmp_path / "web.log") as url:
         ann = wait_for(lambda: (a := register(url, "ann", "a1"))["agent_id"] and a, timeout_s=30,
@@ -89,13 +94,8 @@ def test_a_gold_first_then_real_units_or_a_refusal(tmp_path: Path, runtime: Runt
 def test_max_gold_units_is_kept_when_redis_is_lost(tmp_path: Path, runtime: Runtime) -> None:
     """The run may pay for one gold: after it, a new worker gets a real unit, also once Redis was flushed
     (the count lives on the run's row, not in a Redis pool that a flush would empty)."""
-    task_dir = write_script_task_dir(tmp_path, script=SCRIPT, architect="mock")
-    overrides = [o for o in GOLDS if "max_gold_units" not in o] + ["mephisto.blueprint.max_gold_units=1"]
-    launched = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *overrides,
-                               "--detach"], cwd=ROOT, env=child_env(runtime.settings), capture_output=True,
-                              text=True, timeout=60, check=False)
-    assert launched.returncode == 0, launched.stderr
-    run_id = int(launched.stdout.strip().splitlines()[-1])
+    run_id = launch(tmp_path, runtime, [o for o in GOLDS if "max_gold_units" not in o]
+                    + ["mephisto.blueprint.max_gold_units=1"])
     with celery_worker(runtime.settings, tmp_path / "worker.log"), \
             web_server(runtime.settings, run_id, tmp_path / "web.log") as url:
         ann = wait_for(lambda: (a := register(url, "ann", "a1"))["agent_id"] and a, timeout_s=30,
