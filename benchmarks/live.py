@@ -107,9 +107,9 @@ def create_run(env: dict[str, str], directory: Path, pages: int) -> int:
     from mephisto_dist.blueprints import remote_procedure
     from mephisto_dist.db.engine import transaction
     from mephisto_dist.db.migrate import upgrade
-    from mephisto_dist.launches import LaunchContext, launch_units
     from mephisto_dist.providers import make_provider
-    from mephisto_dist.runs import NewRun, create_task_run
+    from mephisto_dist.runs.launches import LaunchContext, launch_units
+    from mephisto_dist.runs.task_runs import NewRun, create_task_run
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
 
@@ -287,7 +287,7 @@ def main() -> None:
                 urls.append(f"http://127.0.0.1:{port}")
             for number in range(args.workers):
                 log = directory / f"worker{number}.log"
-                processes.append(("worker", start([sys.executable, "-m", "celery", "-A", "workers", "worker",
+                processes.append(("worker", start([sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker",
                                                    "--pool", args.pool, "--concurrency", str(args.concurrency),
                                                    "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
                                                    "--hostname", f"bench{number}-{os.getpid()}@%h"], env, log)))

@@ -134,11 +134,11 @@ def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: 
         public = free_port()
         write_task_folder(tmp / "task", args.units + 200, cap, public)
         for n in range(2):
-            stack.enter_context(process([sys.executable, "-m", "celery", "-A", "workers", "worker", "-E",
+            stack.enter_context(process([sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker", "-E",
                                          "--prefetch-multiplier", "1", "--concurrency", "1",
                                          "--hostname", f"bench{n}@%h"], env, tmp / f"worker{n}.log"))
-        stack.enter_context(process([sys.executable, "-m", "celery", "-A", "beat", "beat", "--schedule",
-                                     str(tmp / "beat.schedule")], env, tmp / "beat.log"))
+        stack.enter_context(process([sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--schedule",
+                                     str(tmp / "mephisto_dist.celery.schedule")], env, tmp / "beat.log"))
         created = subprocess.run([*cli, "run", str(tmp / "task"), "--detach"], env=env, check=True,
                                  capture_output=True, text=True)
         run_id = created.stdout.strip().splitlines()[-1]

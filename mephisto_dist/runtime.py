@@ -14,13 +14,13 @@ from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist.bundles import BundleCache
 from mephisto_dist.db.engine import make_engine, make_sessionmaker
 from mephisto_dist.limiter import Limiter, RateBucket
 from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
 from mephisto_dist.queue import CeleryQueue
 from mephisto_dist.settings import Settings
 from mephisto_dist.storage import Storage, open_storage
+from mephisto_dist.storage.bundle_cache import BundleCache
 
 
 class Runtime:

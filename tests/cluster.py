@@ -88,7 +88,7 @@ class Machine:
 
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         log = self.data_dir / f"{name}.log"
-        process = self.spawn(name, sys.executable, "-m", "celery", "-A", "workers", "worker", "-E",
+        process = self.spawn(name, sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker", "-E",
                              "--prefetch-multiplier", "1", "--concurrency", "2", "--loglevel", "INFO",
                              "--hostname", f"{name}@{self.address}")
         wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
@@ -97,8 +97,8 @@ class Machine:
         return process
 
     def beat(self) -> subprocess.Popen[bytes]:
-        return self.spawn("beat", sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
-                          "--schedule", str(self.data_dir / "beat.schedule"))
+        return self.spawn("beat", sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--loglevel", "INFO",
+                          "--schedule", str(self.data_dir / "mephisto_dist.celery.schedule"))
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL, as a machine losing power would: no cleanup of any kind."""

@@ -6,6 +6,7 @@ A missing service fails the run; nothing here skips. PostgreSQL comes from
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import shutil
 import subprocess
@@ -22,6 +23,58 @@ from sqlalchemy.engine import make_url
 
 from mephisto_dist.db.engine import make_engine
 from mephisto_dist.db.migrate import upgrade
+
+# -- the fast tier ---------------------------------------------------------------------------------------
+# ``pytest -m "not system"`` runs the tests that start no process. The mark is kept true: a test that starts
+# a process (a web server, a Celery worker, a CLI, a browser, a multiprocessing child; the session's test
+# Redis aside) without ``@pytest.mark.system`` fails, saying so. With MEPHISTO_DIST_LIST_SPAWNING=FILE such
+# tests are listed in FILE instead (to mark them in bulk).
+
+_started: list[int] = [0]
+_popen_init = subprocess.Popen.__init__
+_process_start = multiprocessing.process.BaseProcess.start
+
+
+def _counting_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+    program = args[0] if isinstance(args, list | tuple) and args else args
+    if not str(program).endswith("redis-server"):
+        _started[0] += 1
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def _counting_start(self: multiprocessing.process.BaseProcess) -> None:
+    _started[0] += 1
+    _process_start(self)
+
+
+subprocess.Popen.__init__ = _counting_popen_init  # type: ignore[method-assign]
+multiprocessing.process.BaseProcess.start = _counting_start  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "teardown" and item.get_closest_marker("system") is None:
+        started = _started[0] - item.stash.get(_STARTED_BEFORE, _started[0])
+        listing = os.environ.get("MEPHISTO_DIST_LIST_SPAWNING")
+        if started and listing:
+            with open(listing, "a") as out:
+                out.write(item.nodeid + "\n")
+        elif started and report.passed:
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} started {started} process(es) but is not marked "
+                               "@pytest.mark.system: mark it, so that the fast tier (-m 'not system') stays fast")
+    return report
+
+
+_STARTED_BEFORE = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    item.stash[_STARTED_BEFORE] = _started[0]
+    return (yield)
+
 
 PG_URL = os.environ.get("MEPHISTO_DIST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist.agents import RunContext
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.db.transitions import move_units
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.runs.task_runs import NewRun, create_task_run
+from mephisto_dist.work.claims import RunContext
 
 
 def now() -> datetime:

@@ -10,9 +10,9 @@ import httpx
 
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.launches import LaunchContext, launch_units
 from mephisto_dist.providers import make_provider
-from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.runs.launches import LaunchContext, launch_units
+from mephisto_dist.runs.task_runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 
 FUNCTIONS = '''

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, read_transaction
 from mephisto_dist.db.models import Unit
 from mephisto_dist.domain.status import UNIT_ACTIVE
-from mephisto_dist.launches import run_pool
 from mephisto_dist.limiter.redis_pool import RedisLimiter
+from mephisto_dist.runs.launches import run_pool
 
 INTERVAL_S = 0.01
 

@@ -65,7 +65,7 @@ def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: 
     only = ["-Q", ",".join(queues)] if queues else []
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency", str(concurrency),
+            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker", "--concurrency", str(concurrency),
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h",
              *only],
             cwd=ROOT, env={**child_env(settings), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
@@ -108,7 +108,7 @@ def web_server(settings: Settings, run_id: int, log: Path, port: int | None = No
 def celery_beat(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "beat", "beat", "--loglevel", "INFO",
+            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--loglevel", "INFO",
              "--schedule", str(log.with_suffix(".schedule"))],
             cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -10,28 +10,28 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from mephisto_dist import agents, screening
-from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, transaction
 from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.db.transitions import move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import IllegalTransition, RequestError
+from mephisto_dist.work import claims, screening
+from mephisto_dist.work.claims import Registration, RunContext
 from tests.factories import make_run, now
 
 
-def register(factory, run: RunContext, worker: str, assignment_ref: str = "a1") -> agents.AgentDetails:  # type: ignore[no-untyped-def]
+def register(factory, run: RunContext, worker: str, assignment_ref: str = "a1") -> claims.AgentDetails:  # type: ignore[no-untyped-def]
     reg = Registration.from_request({"provider_data": {
         "worker_name": worker, "assignment_id": assignment_ref,
         "agent_registration_id": f"{assignment_ref}-{worker}", "provider_type": "mock"}})
     with transaction(factory) as session:
-        return agents.register_agent(session, run, reg, now=now())
+        return claims.register_agent(session, run, reg, now=now())
 
 
-def submit(factory, run: RunContext, agent_id: str, outputs: dict) -> agents.Submission:  # type: ignore[no-untyped-def,type-arg]
+def submit(factory, run: RunContext, agent_id: str, outputs: dict) -> claims.Submission:  # type: ignore[no-untyped-def,type-arg]
     with transaction(factory) as session:
-        return agents.submit_task(session, run, agent_id, outputs, now=now())
+        return claims.submit_task(session, run, agent_id, outputs, now=now())
 
 
 def test_worker_gets_a_unit_and_reconnects_to_the_same_agent(engine: Engine) -> None:
@@ -50,7 +50,7 @@ def test_a_worker_never_gets_two_units_of_one_assignment(engine: Engine) -> None
     run = make_run(factory, assignments=2, units_per_assignment=2)
     got = [register(factory, run, "alice", f"hit{i}") for i in range(3)]
     assert got[0].agent_id and got[1].agent_id
-    assert got[2].agent_id is None and got[2].failure_reason == agents.NO_UNIT_AVAILABLE
+    assert got[2].agent_id is None and got[2].failure_reason == claims.NO_UNIT_AVAILABLE
     with transaction(factory) as session:
         assignments = list(session.scalars(select(Agent.assignment_id).where(Agent.task_run_id == run.run_id)))
     assert len(set(assignments)) == 2
@@ -71,7 +71,7 @@ def test_submit_records_once_and_a_repeat_keeps_the_first_answer(engine: Engine)
         assert agent.outputs == {"rating": "4"} and agent.status == AgentStatus.COMPLETED.value
         assert unit.status == UnitStatus.COMPLETED.value and unit.completed_at is not None
     after = register(factory, run, "alice")
-    assert after.agent_id is None and after.failure_reason == agents.ALREADY_SUBMITTED
+    assert after.agent_id is None and after.failure_reason == claims.ALREADY_SUBMITTED
 
 
 def test_a_submit_for_a_unit_that_moved_on_is_refused_and_writes_nothing(engine: Engine) -> None:
@@ -179,11 +179,11 @@ def test_a_claim_finding_every_free_unit_locked_never_waits_inside_its_transacti
     holder = factory()
     try:
         holder.execute(select(Unit.id).where(Unit.task_run_id == run.run_id).with_for_update()).all()
-        with pytest.raises(agents.ClaimBusy), transaction(factory) as session:
-            agents.register_agent(session, run, reg, now=now(), retry=True)
+        with pytest.raises(claims.ClaimBusy), transaction(factory) as session:
+            claims.register_agent(session, run, reg, now=now(), retry=True)
         with transaction(factory) as session:  # the last attempt answers instead of asking again
-            details = agents.register_agent(session, run, reg, now=now(), retry=False)
-        assert details.agent_id is None and details.failure_reason == agents.NO_UNIT_AVAILABLE
+            details = claims.register_agent(session, run, reg, now=now(), retry=False)
+        assert details.agent_id is None and details.failure_reason == claims.NO_UNIT_AVAILABLE
     finally:
         holder.rollback()
         holder.close()

@@ -18,12 +18,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from mephisto_dist.bundles import BundleCache, pack, store_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.errors import ConfigError, ServiceError
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.bundles import pack, store_bundle
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.storage import open_storage
+from mephisto_dist.storage.bundle_cache import BundleCache
 from tests.conftest import wait_for
 from tests.system import celery_worker, child_env, free_port, make_runtime, web_server
 from tests.test_hooks import hooked_task_dir, launched, register

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.queue import LAUNCH_UNITS
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, web_server

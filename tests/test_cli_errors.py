@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from mephisto_dist.driver_errors import mask_url, translate
+from mephisto_dist.errors.drivers import mask_url, translate
 from mephisto_dist.queue import CeleryQueue
 from mephisto_dist.settings import load_settings
 from tests.conftest import PG_URL

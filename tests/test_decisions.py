@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mephisto_dist.domain.diagnosis import RunFacts, diagnose
-from mephisto_dist.lifecycle import RunTiming, stop_reason
+from mephisto_dist.runs.lifecycle import RunTiming, stop_reason
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TIMING = RunTiming(assignment_duration_s=600, task_lifetime_s=3600, no_submission_patience_s=900)

@@ -19,7 +19,7 @@ from mephisto_dist import queue
 from mephisto_dist.architects.ec2 import RUN_TAG, SERVER_TAG, user_data
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import ReconcileRecord, Server, TaskRun
-from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.runs.task_runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import S3_TEST_ENV, wait_for
 from tests.system import ROOT, celery_beat, celery_worker, make_runtime

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from mephisto_dist import agents
-from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, Unit
 from mephisto_dist.db.transitions import move_units
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.export import download_files, unit_records, write_records
+from mephisto_dist.review.export import download_files, unit_records, write_records
 from mephisto_dist.storage import StorageError, open_storage
+from mephisto_dist.work import claims
+from mephisto_dist.work.claims import Registration, RunContext
 from tests.factories import make_run, now
 from tests.system import make_runtime
 
@@ -33,12 +33,12 @@ def build(factory: Any) -> RunContext:
     for worker, answer in (("ann", "yes"), ("bob", "no, ça va")):
         reg = Registration.from_request({"provider_data": {"worker_name": worker, "assignment_id": worker}})
         with transaction(factory) as session:
-            details = agents.register_agent(session, run, reg, now=now())
+            details = claims.register_agent(session, run, reg, now=now())
             assert details.agent_id
             if worker == "ann":
                 session.execute(update(Agent).where(Agent.id == details.agent_id).values(
                     task_metadata={"feedback": "clear task", "tips": [{"text": "read twice"}]}))
-            agents.submit_task(session, run, details.agent_id, {"answer": answer}, now=now())
+            claims.submit_task(session, run, details.agent_id, {"answer": answer}, now=now())
     with transaction(factory) as session:
         launched = list(session.scalars(select(Unit.id).where(Unit.status == UnitStatus.LAUNCHED.value)
                                         .order_by(Unit.id)))
@@ -141,9 +141,9 @@ def test_an_answer_holding_a_lone_surrogate_is_exported_in_every_format(engine: 
     answer = {"rating": "x\ud800y", "\udfff": "1", "emoji": "\U0001f600"}
     reg = Registration.from_request({"provider_data": {"worker_name": "sue", "assignment_id": "s"}})
     with transaction(factory) as session:
-        details = agents.register_agent(session, run, reg, now=now())
+        details = claims.register_agent(session, run, reg, now=now())
         assert details.agent_id
-        agents.submit_task(session, run, details.agent_id, answer, now=now())
+        claims.submit_task(session, run, details.agent_id, answer, now=now())
     for fmt in ("jsonl", "json", "csv"):
         raw = io.BytesIO()
         out = io.TextIOWrapper(raw, encoding="utf-8", newline="")  # strict, as a file or stdout is

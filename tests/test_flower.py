@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
 from tests.conftest import free_port, wait_for

@@ -27,10 +27,10 @@ from mephisto_dist.domain.hits import HitAction
 from mephisto_dist.heartbeats.keys import reconcile_lock_key
 from mephisto_dist.providers.mturk.credentials import save_profile
 from mephisto_dist.providers.mturk.mapping import annotation
-from mephisto_dist.reconcilers import hits
-from mephisto_dist.reconcilers.hits import reconcile_all
-from mephisto_dist.requesters import register
-from mephisto_dist.runs import NewRun, create_task_run
+from mephisto_dist.providers.requesters import register
+from mephisto_dist.reconcile import hits
+from mephisto_dist.reconcile.hits import reconcile_all
+from mephisto_dist.runs.task_runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.factories import make_run
@@ -252,7 +252,7 @@ def test_a_pass_killed_midway_holds_the_account_for_its_lease_only(
     # A pass in its own process, with a 2 s lease, stuck on a provider that stopped answering, then killed.
     turk_pid = _process_of(tmp_path / "turk.sqlite3")
     os.kill(turk_pid, signal.SIGSTOP)
-    script = ("import sys, redis; from datetime import UTC, datetime; import mephisto_dist.reconcilers.hits as h; "
+    script = ("import sys, redis; from datetime import UTC, datetime; import mephisto_dist.reconcile.hits as h; "
               "from mephisto_dist.runtime import Runtime; from mephisto_dist.settings import load_settings; "
               "import os; h.LEASE_S = 2.0; rt = Runtime(load_settings(os.environ)); "
               "h.reconcile_all(rt.sessions, redis.Redis.from_url(sys.argv[1]), 'default', now=datetime.now(UTC))")

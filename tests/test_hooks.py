@@ -13,12 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mephisto_dist.blueprints.hooks import load_hooks
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import load_hooks
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import celery_worker, make_runtime, register, web_server

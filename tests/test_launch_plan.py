@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mephisto_dist.launcher import create_run, prepare_run
-from mephisto_dist.launches import LaunchContext, _plan, launch_units
 from mephisto_dist.providers import make_provider
-from mephisto_dist.services.served import now
+from mephisto_dist.runs.launches import LaunchContext, _plan, launch_units
+from mephisto_dist.runs.preparation import create_run, prepare_run
+from mephisto_dist.work.served import now
 from tests.system import make_runtime
 from tests.taskdirs import write_task_dir
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
-from mephisto_dist.launches import run_pool
 from mephisto_dist.providers.mock import PUBLISH_REFUSED
+from mephisto_dist.runs.launches import run_pool
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime

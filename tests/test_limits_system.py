@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
-from mephisto_dist.launches import unit_holder
 from mephisto_dist.limiter import keys
+from mephisto_dist.runs.launches import unit_holder
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import celery_worker, make_runtime, web_server
@@ -164,7 +164,7 @@ def test_a_redis_flush_mid_run_neither_breaks_the_cap_nor_stalls(tmp_path: Path,
 
     import redis as redis_lib
 
-    from mephisto_dist.launches import run_pool
+    from mephisto_dist.runs.launches import run_pool
     from tests.system import celery_beat
 
     cap, units = 3, 15
@@ -235,7 +235,7 @@ def test_a_cap_removed_then_set_again_counts_every_unit_out_and_holds(
     import subprocess
     import sys
 
-    from mephisto_dist.launches import run_pool
+    from mephisto_dist.runs.launches import run_pool
     from tests.system import ROOT, celery_beat, child_env
     from tests.test_cap_processes import launch_pressure, run_is_complete, sampler, simulated_workers
 
@@ -292,8 +292,8 @@ def test_the_cap_holds_while_beat_is_down_longer_than_the_lease(
     """Beat renews the pool's leases; with it down, the leases of units still out run out. A lapsed
     lease is not a free slot: the next acquire recounts the pool from the database, and a sampler never
     sees more than the cap out while web and Celery keep launching and workers keep submitting."""
-    from mephisto_dist.launches import LaunchContext, pools_for, rebuild_pool, run_pool
     from mephisto_dist.providers.mock import MockProvider
+    from mephisto_dist.runs.launches import LaunchContext, pools_for, rebuild_pool, run_pool
     from tests.system import register
     from tests.test_cap_processes import completed_count, launch_pressure, sampler, simulated_workers
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, RemoteCall, Unit
-from mephisto_dist.export import unit_records
 from mephisto_dist.queue import LIVE_QUEUE
+from mephisto_dist.review.export import unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.live_page import LivePage

@@ -11,13 +11,13 @@ import pytest
 import redis
 
 from mephisto_dist.blueprints import remote_procedure
+from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
 from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, runner_for
-from mephisto_dist.hooks import TaskHooks
 from mephisto_dist.limiter import keys
-from mephisto_dist.live import protocol
-from mephisto_dist.live.calls import CallLease
-from mephisto_dist.live.presence import Presence
+from mephisto_dist.runners.live import protocol
+from mephisto_dist.runners.live.calls import CallLease
+from mephisto_dist.runners.live.presence import Presence
 from tests.conftest import wait_for
 
 ROW = {"index": 7, "text": "seven"}

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
-from mephisto_dist.launches import run_pool
 from mephisto_dist.queue import RECONCILE_POOLS
+from mephisto_dist.runs.launches import run_pool
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import free_port, wait_for
 from tests.system import ROOT, celery_worker, child_env, make_runtime, stop

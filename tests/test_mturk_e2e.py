@@ -16,10 +16,12 @@ from sqlalchemy import select, update
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, ProviderCall, Unit
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
 from mephisto_dist.providers import UnitLaunch, make_provider
 from mephisto_dist.providers.mturk import credentials
-from mephisto_dist.qualifications import (
+from mephisto_dist.providers.requesters import register
+from mephisto_dist.queue import PROVIDER_CALL
+from mephisto_dist.review.decisions import Decision, decide, perform_call
+from mephisto_dist.review.qualifications import (
     create_qualification,
     find_worker,
     grant,
@@ -27,10 +29,8 @@ from mephisto_dist.qualifications import (
     record_notification,
     revoke,
 )
-from mephisto_dist.queue import PROVIDER_CALL
-from mephisto_dist.requesters import register
-from mephisto_dist.returns import hand_back_returned_units
-from mephisto_dist.review import Decision, decide, perform_call
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.returns import hand_back_returned_units
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.mturk_local_process import client, mturk_local

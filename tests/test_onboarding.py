@@ -13,33 +13,34 @@ import pytest
 from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist import agents
-from mephisto_dist.agents import Registration, RunContext
+from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.static_task import ONBOARDING_FILE
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, Unit, Worker
+from mephisto_dist.domain.qualifications import Requirement
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
-from mephisto_dist.hooks import TaskHooks
-from mephisto_dist.qualifications import Requirement, create_qualification, grant, granted_values
+from mephisto_dist.review.qualifications import create_qualification, grant, granted_values
+from mephisto_dist.work import claims
+from mephisto_dist.work.claims import Registration, RunContext
 from tests.factories import make_run, now
 
 QUAL = "rater"
 
 
 def register(factory: sessionmaker[Session], run: RunContext, worker: str,
-             assignment_ref: str = "a1") -> agents.AgentDetails:
+             assignment_ref: str = "a1") -> claims.AgentDetails:
     reg = Registration.from_request({"provider_data": {
         "worker_name": worker, "assignment_id": assignment_ref,
         "agent_registration_id": f"{assignment_ref}-{worker}", "provider_type": "mock"}})
     with transaction(factory) as session:
-        return agents.register_agent(session, run, reg, now=now())
+        return claims.register_agent(session, run, reg, now=now())
 
 
 def submit_onboarding(factory: sessionmaker[Session], run: RunContext, agent_id: str, answers: dict[str, Any],
-                      *, passed: bool) -> agents.AgentDetails:
+                      *, passed: bool) -> claims.AgentDetails:
     with transaction(factory) as session:
-        return agents.submit_onboarding(session, run, agent_id, answers, passed=passed, now=now())
+        return claims.submit_onboarding(session, run, agent_id, answers, passed=passed, now=now())
 
 
 def worker_id(factory: sessionmaker[Session], name: str) -> int | None:
@@ -56,7 +57,7 @@ def grants(factory: sessionmaker[Session], name: str) -> dict[str, int]:
 
 def give(factory: sessionmaker[Session], name: str, qualifications: dict[str, int]) -> None:
     with transaction(factory) as session:
-        found = agents.get_or_create_worker(session, "mock", name, now=now())
+        found = claims.get_or_create_worker(session, "mock", name, now=now())
         for qualification, value in qualifications.items():
             qualification_id, _ = create_qualification(session, qualification, now=now())
             grant(session, qualification_id, found, value, now=now())
@@ -114,7 +115,7 @@ def test_failing_onboarding_refuses_the_worker_now_and_on_every_later_visit(engi
     onboarding = register(factory, run, "bob")
     assert onboarding.agent_id is not None and onboarding.agent_id.startswith("onboarding_")
     refused = submit_onboarding(factory, run, onboarding.agent_id, {"answer": "a"}, passed=False)
-    assert refused.agent_id is None and refused.failure_reason == agents.ONBOARDING_FAILED
+    assert refused.agent_id is None and refused.failure_reason == claims.ONBOARDING_FAILED
     assert refused.packet()["data"]["agent_id"] is None
     assert grants(factory, "bob") == {QUAL: 0, f"{QUAL}-failed": 1}
     with transaction(factory) as session:
@@ -123,13 +124,13 @@ def test_failing_onboarding_refuses_the_worker_now_and_on_every_later_visit(engi
 
     for assignment_ref in ("a1", "a2", "other"):  # the same page reloaded, or any other registration
         again = register(factory, run, "bob", assignment_ref)
-        assert again.agent_id is None and again.failure_reason == agents.ONBOARDING_FAILED
+        assert again.agent_id is None and again.failure_reason == claims.ONBOARDING_FAILED
     # A repeated (now passing) submission changes nothing.
     repeat = submit_onboarding(factory, run, onboarding.agent_id, {"answer": "b"}, passed=True)
-    assert repeat.agent_id is None and repeat.failure_reason == agents.ONBOARDING_FAILED
+    assert repeat.agent_id is None and repeat.failure_reason == claims.ONBOARDING_FAILED
     # Another run with the same onboarding qualification refuses them too.
     other = onboarding_run(factory, assignments=1, task_name="second")
-    assert register(factory, other, "bob").failure_reason == agents.ONBOARDING_FAILED
+    assert register(factory, other, "bob").failure_reason == claims.ONBOARDING_FAILED
     assert count(factory, Agent) == 0 and count(factory, OnboardingAgent) == 1
     with transaction(factory) as session:
         statuses = set(session.scalars(select(Unit.status)))
@@ -169,7 +170,7 @@ def test_block_qualification_and_blocked_workers_are_refused(engine: Engine) -> 
     give(factory, "erin", {"blocked-here": 0})  # holding it at any value blocks, as in Mephisto
     give(factory, "frank", {})
 
-    assert register(factory, run, "erin").failure_reason == agents.NOT_QUALIFIED
+    assert register(factory, run, "erin").failure_reason == claims.NOT_QUALIFIED
     assert register(factory, plain, "erin").agent_id  # the block qualification is this run's only
     assert register(factory, run, "frank").agent_id
     assert register(factory, run, "newcomer").agent_id
@@ -177,8 +178,8 @@ def test_block_qualification_and_blocked_workers_are_refused(engine: Engine) -> 
     with transaction(factory) as session:
         session.execute(update(Worker).where(Worker.worker_name == "frank").values(is_blocked=True))
     # Blocked from every task, gated or not; the unit they hold stays theirs to reconnect to.
-    assert register(factory, plain, "frank", "a2").failure_reason == agents.NOT_QUALIFIED
-    assert register(factory, run, "frank", "a2").failure_reason == agents.NOT_QUALIFIED
+    assert register(factory, plain, "frank", "a2").failure_reason == claims.NOT_QUALIFIED
+    assert register(factory, run, "frank", "a2").failure_reason == claims.NOT_QUALIFIED
     assert register(factory, run, "frank").agent_id
 
 
@@ -208,7 +209,7 @@ def test_qualification_requirements(engine: Engine, granted: dict[str, int], all
     if allowed:
         assert details.agent_id
     else:
-        assert details.agent_id is None and details.failure_reason == agents.NOT_QUALIFIED
+        assert details.agent_id is None and details.failure_reason == claims.NOT_QUALIFIED
         assert count(factory, Agent) == 0
 
 
@@ -217,7 +218,7 @@ def test_a_newcomer_who_cannot_meet_the_requirements_is_refused_without_a_write(
     run = replace(make_run(factory, assignments=1),
                   requirements=(Requirement.from_dict(REQUIREMENTS[0]),))
     details = register(factory, run, "stranger")
-    assert details.failure_reason == agents.NOT_QUALIFIED and details.worker_id is None
+    assert details.failure_reason == claims.NOT_QUALIFIED and details.worker_id is None
     assert count(factory, Worker) == 0
 
 
@@ -238,7 +239,7 @@ def test_worker_can_do_unit_skips_the_units_a_worker_may_not_take(engine: Engine
     later = register(factory, run, "picky", "a2")
     assert later.init_task_data == {"text": "item 57", "html": "task.html"}
     none_left = register(factory, run, "picky", "a3")
-    assert none_left.agent_id is None and none_left.failure_reason == agents.NO_UNIT_AVAILABLE
+    assert none_left.agent_id is None and none_left.failure_reason == claims.NO_UNIT_AVAILABLE
     assert count(factory, Agent) == 3
 
 
@@ -303,7 +304,7 @@ def test_the_gate_costs_nothing_when_off_and_one_query_when_on(engine: Engine) -
 def test_an_abandoned_onboarding_times_out_and_the_worker_starts_afresh(engine: Engine) -> None:
     from datetime import timedelta
 
-    from mephisto_dist.lifecycle import time_out_abandoned_onboarding
+    from mephisto_dist.runs.lifecycle import time_out_abandoned_onboarding
 
     factory = make_sessionmaker(engine)
     run = onboarding_run(factory, assignments=1)

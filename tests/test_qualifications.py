@@ -11,10 +11,10 @@ from sqlalchemy import Engine, select, update
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import GrantedQualification, ProviderCall, TaskRun, Worker
+from mephisto_dist.domain.qualifications import Comparator, Requirement, meets_requirements, requirement_met
 from mephisto_dist.errors import ConfigError, NotFoundError
-from mephisto_dist.qualifications import (
-    Comparator,
-    Requirement,
+from mephisto_dist.review.decisions import CallStatus, perform_call
+from mephisto_dist.review.qualifications import (
     block_worker,
     clear_onboarding,
     create_qualification,
@@ -22,13 +22,10 @@ from mephisto_dist.qualifications import (
     find_worker,
     grant,
     granted_values,
-    meets_requirements,
-    requirement_met,
     revoke,
     unblock_worker,
     worker_is_blocked,
 )
-from mephisto_dist.review import CallStatus, perform_call
 from tests.factories import now
 from tests.test_review import assert_refused, completed_units, run_cli
 
@@ -191,7 +188,7 @@ def test_workers_list_block_and_unblock(tmp_path: Path, engine: Engine, database
     with transaction(factory) as session:
         session.execute(update(TaskRun).where(TaskRun.id == run.run_id)
                         .values(config={**run.config, "blueprint": {"block_qualification": "no-review-task"}}))
-    from mephisto_dist.review import Decision, decide
+    from mephisto_dist.review.decisions import Decision, decide
 
     with transaction(factory) as session:
         decide(session, units["frank"][0], Decision.APPROVE, now=now())

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from mephisto_dist.compat.bundle import build_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import RemoteCall
-from mephisto_dist.export import unit_records
+from mephisto_dist.review.export import unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, web_server

@@ -16,15 +16,13 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist import agents
-from mephisto_dist.agents import Registration, RunContext
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, ProviderCall, TaskRun, Unit, UnitReview
 from mephisto_dist.errors import NotFoundError, ServiceError
 from mephisto_dist.providers import SubmittedWork
 from mephisto_dist.providers.mock import MockProvider
 from mephisto_dist.queue import PROVIDER_CALL, CeleryQueue
-from mephisto_dist.review import (
+from mephisto_dist.review.decisions import (
     AlreadyDecided,
     CallInFlight,
     CallStatus,
@@ -38,6 +36,8 @@ from mephisto_dist.review import (
     unfinished_calls,
 )
 from mephisto_dist.settings import load_settings
+from mephisto_dist.work import claims
+from mephisto_dist.work.claims import Registration, RunContext
 from tests.conftest import wait_for
 from tests.factories import make_run, now
 from tests.system import celery_worker
@@ -60,9 +60,9 @@ def completed_units(factory: sessionmaker[Session], per_worker: Mapping[str, int
                 "worker_name": worker, "agent_registration_id": f"hit{n}-{worker}",
                 "assignment_id": f"hit{n}", "provider_type": "mock"}})
             with transaction(factory) as session:
-                details = agents.register_agent(session, run, reg, now=now())
+                details = claims.register_agent(session, run, reg, now=now())
                 assert details.agent_id is not None
-                agents.submit_task(session, run, details.agent_id, {"answer": f"{worker}-{n}"}, now=now())
+                claims.submit_task(session, run, details.agent_id, {"answer": f"{worker}-{n}"}, now=now())
                 assert details.unit_id is not None
                 units.setdefault(worker, []).append(details.unit_id)
     return run, units

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mephisto_dist.launcher import create_run, prepare_run
-from mephisto_dist.launches import LaunchContext, launch_units
 from mephisto_dist.providers import make_provider
+from mephisto_dist.runs.launches import LaunchContext, launch_units
+from mephisto_dist.runs.preparation import create_run, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.system import make_runtime, web_server
 

@@ -20,17 +20,17 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse, JSONResponse
 from starlette.types import Scope
 
-from mephisto_dist.agents import RunContext
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
-from mephisto_dist.launcher import create_run, prepare_run
+from mephisto_dist.runs.preparation import create_run, prepare_run
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.services import served
-from mephisto_dist.services.served import RESOLVE_CACHE_S, RunResolver
 from mephisto_dist.web.app import create_app
 from mephisto_dist.web.frontend import RenderedFrontend, frontend_config
 from mephisto_dist.web.routes.pages import STATIC_DIR
 from mephisto_dist.web.served_files import ServedFiles
+from mephisto_dist.work import served
+from mephisto_dist.work.claims import RunContext
+from mephisto_dist.work.served import RESOLVE_CACHE_S, RunResolver
 from tests.system import make_runtime
 from tests.test_router_surface import BUNDLE, react_task_dir
 

@@ -21,7 +21,7 @@ from mephisto_dist.architects.servers import NewServer, ask_to_stop, record_serv
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, transaction
 from mephisto_dist.db.models import ReconcileRecord, Server, TaskRun
 from mephisto_dist.domain.servers import Action
-from mephisto_dist.reconcilers.servers import reconcile_servers
+from mephisto_dist.reconcile.servers import reconcile_servers
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.factories import make_run

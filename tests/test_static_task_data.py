@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mephisto_dist.blueprints import check_python_features
+from mephisto_dist.blueprints.hooks import NO_HOOKS
 from mephisto_dist.blueprints.static_task import build, frontend_args, init_task_data, validate_and_load
+from mephisto_dist.config import load_task_config
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import NO_HOOKS
-from mephisto_dist.taskconfig import load_task_config
 
 
 def make_task(tmp_path: Path, data_name: str = "data.csv", data: str = "text,label\nhello,1\n",

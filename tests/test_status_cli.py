@@ -9,14 +9,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mephisto_dist import agents
-from mephisto_dist.agents import Registration
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Unit
 from mephisto_dist.db.transitions import move_units
 from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus as U
-from mephisto_dist.runs import mark_completed_if_done
+from mephisto_dist.runs.task_runs import mark_completed_if_done
+from mephisto_dist.work import claims
+from mephisto_dist.work.claims import Registration
 from tests.factories import make_run, now
 from tests.system import make_runtime
 
@@ -39,9 +39,9 @@ def test_status_of_a_finished_run(tmp_path: Path, redis_url: str) -> None:
     for worker in ("w1", "w2"):
         reg = Registration.from_request({"provider_data": {"worker_name": worker, "assignment_id": worker}})
         with transaction(runtime.sessions) as session:
-            details = agents.register_agent(session, run, reg, now=now())
+            details = claims.register_agent(session, run, reg, now=now())
             assert details.agent_id
-            agents.submit_task(session, run, details.agent_id, {"a": 1}, now=now())
+            claims.submit_task(session, run, details.agent_id, {"a": 1}, now=now())
     with transaction(runtime.sessions) as session:
         left = list(session.scalars(select(Unit.id).where(Unit.status == U.LAUNCHED.value)))
         move_units(session, left, U.LAUNCHED, U.EXPIRED, now=now())

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import celery_beat, celery_worker, make_runtime, web_server

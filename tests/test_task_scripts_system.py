@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, func, select, text
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun, Unit
-from mephisto_dist.export import unit_records
-from mephisto_dist.qualifications import granted_values
+from mephisto_dist.review.export import unit_records
+from mephisto_dist.review.qualifications import granted_values
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, register, web_server

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from mephisto_dist.config import MISSING, TaskConfig, get_section, load_task_config, sections
+from mephisto_dist.config.arguments import KINDS
+from mephisto_dist.config.loader import coerce
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.taskconfig import MISSING, TaskConfig, get_section, load_task_config, sections
-from mephisto_dist.taskconfig.arguments import KINDS
-from mephisto_dist.taskconfig.loader import coerce
 
 EXAMPLE = """\
 # @package _global_

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from mephisto_dist.agents import RunContext
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Unit, Worker
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.web.app import create_app
+from mephisto_dist.work.claims import RunContext
 from tests.factories import make_run
 from tests.system import make_runtime
 

@@ -24,14 +24,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from mephisto_dist.architects.local import server_config, warm_up
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
-from mephisto_dist.services.served import Served
 from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
+from mephisto_dist.web.recorded_server import server_config, warm_up
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.server import LOG_FORMAT, LogFormatter
+from mephisto_dist.work.served import Served
 from tests.conftest import wait_for
 from tests.factories import make_run
 from tests.system import make_runtime
@@ -220,7 +220,7 @@ def test_warming_up_opens_the_hot_paths_connections_and_never_stops_the_server_s
         warm_up(runtime, served)
         loaded = served.cached_run()  # the first request reads no database
         assert loaded is not None and loaded.run_id == made.run_id
-        with caplog.at_level(logging.INFO, logger="mephisto_dist.architects.local"):
+        with caplog.at_level(logging.INFO, logger="mephisto_dist.web.recorded_server"):
             warm_up(runtime, Served.for_runtime(runtime, run_id=999))  # no such run (yet): serve anyway
         assert "serving without warming up first: no task run is being served here" in caplog.text
         pool = runtime.engine.pool

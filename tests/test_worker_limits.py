@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Agent, Unit
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from tests.conftest import wait_for
 from tests.system import celery_beat, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir

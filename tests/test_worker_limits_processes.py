@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from mephisto_dist.launcher import create_run, enqueue_launch, prepare_run
+from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, web_server
 from tests.taskdirs import write_task_dir

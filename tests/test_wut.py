@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mephisto_dist.cli.wut import COLUMNS, argument_row, select_arguments
+from mephisto_dist.config.arguments import KINDS, TASK, Section, get_section, sections
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.taskconfig.arguments import KINDS, TASK, Section, get_section, sections
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_SECTIONS = [section for kind in KINDS for section in sections(kind)]

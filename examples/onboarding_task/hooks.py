@@ -1,4 +1,4 @@
-"""The onboarding example's hooks (``mephisto.blueprint.hooks_module``); see ``mephisto_dist.hooks``.
+"""The onboarding example's hooks (``mephisto.blueprint.hooks_module``); see ``mephisto_dist.blueprints.hooks``.
 
 ``validate_onboarding`` runs in the web process when a worker submits the onboarding page;
 ``on_unit_submitted`` runs on a Celery worker after each unit's submission is recorded.

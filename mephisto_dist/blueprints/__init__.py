@@ -17,10 +17,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from mephisto_dist.blueprints.hooks import TaskHooks
+from mephisto_dist.config import TaskConfig
+from mephisto_dist.domain.qualifications import Requirement
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks
-from mephisto_dist.qualifications import Requirement
-from mephisto_dist.taskconfig import TaskConfig
 
 
 class Blueprint(Protocol):

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from mephisto_dist.blueprints import static_react_task, static_task
+from mephisto_dist.blueprints.hooks import TaskHooks, hooks_for
+from mephisto_dist.config import TaskConfig
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks, hooks_for
-from mephisto_dist.taskconfig import TaskConfig
 
 NAME: Final = "remote_procedure"
 # The page is a React bundle served as static_react_task serves one (index.html, wrap_crowd_source.js).

@@ -1,7 +1,7 @@
 """The TaskRunner contract: what a blueprint does on the Celery workers while its assignments run.
 
 Mephisto ran one thread per assignment that waited on the worker. Here a TaskRunner is a set of event
-hooks, each run by a short Celery task (``workers.runner_tasks``) that takes ids, reads the assignment's
+hooks, each run by a short Celery task (``mephisto_dist.celery.runner_tasks``) that takes ids, reads the assignment's
 state from the database and writes it back, so any worker continues any assignment and a task that is
 re-delivered after its worker died (``acks_late``) does no harm run twice:
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mephisto_dist.blueprints import remote_procedure
+from mephisto_dist.blueprints.hooks import SubmittedUnit, TaskHooks
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import SubmittedUnit, TaskHooks
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from mephisto_dist.blueprints import static_task
+from mephisto_dist.blueprints.hooks import TaskHooks
+from mephisto_dist.config import TaskConfig
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks
 from mephisto_dist.providers import wrap_crowd_source
-from mephisto_dist.taskconfig import TaskConfig
 
 NAME: Final = "static_react_task"
 INDEX_PAGE: Final = "index.html"

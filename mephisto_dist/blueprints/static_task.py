@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from mephisto_dist.blueprints.hooks import TaskHooks, hooks_for
+from mephisto_dist.config import TaskConfig
+from mephisto_dist.domain.qualifications import Requirement
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import TaskHooks, hooks_for
-from mephisto_dist.qualifications import Requirement
-from mephisto_dist.taskconfig import TaskConfig
 
 DATA_ARGS: Final = ("data_csv", "data_json", "data_jsonl")
 PREVIEW_FILE: Final = "preview.html"

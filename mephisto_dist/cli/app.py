@@ -37,7 +37,7 @@ def export(
     metadata (tips, feedback)."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import read_transaction
-    from mephisto_dist.export import (
+    from mephisto_dist.review.export import (
         FORMATS,
         collect_files,
         download_files,
@@ -123,9 +123,9 @@ def metrics(
     import signal
 
     from mephisto_dist import metrics as recorded
-    from mephisto_dist.metrics.listener import serve as serve_metrics
     from mephisto_dist.runtime import Runtime
     from mephisto_dist.settings import load_settings
+    from mephisto_dist.web.metrics_listener import serve as serve_metrics
 
     settings = load_settings()
     recorded.enable(settings)
@@ -185,7 +185,7 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         raise SystemExit(2) from None
     except Exception as error:
-        from mephisto_dist.driver_errors import translate
+        from mephisto_dist.errors.drivers import translate
 
         translated = translate(error)
         if translated is None:

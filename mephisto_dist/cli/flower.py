@@ -38,7 +38,7 @@ def flower(
     env.update(settings.to_env())
     if settings.flower_basic_auth is not None:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "flower", f"--address={address}", f"--port={port}",
+    argv = [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "flower", f"--address={address}", f"--port={port}",
             *extra]
     os.execve(sys.executable, argv, env)
 

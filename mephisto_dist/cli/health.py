@@ -14,7 +14,7 @@ from mephisto_dist.db.models import ProviderSubmission, Server
 from mephisto_dist.domain.diagnosis import ProcessFacts, ago
 from mephisto_dist.domain.servers import ServerStatus
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.reconcilers import records
+from mephisto_dist.reconcile import records
 from mephisto_dist.runtime import Runtime
 
 SHOWN_WORKERS = 5

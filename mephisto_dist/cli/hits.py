@@ -20,7 +20,7 @@ from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import ProviderSubmission
 from mephisto_dist.domain.hits import HitAction, HitDecision, decide_hit, orphan_reason
 from mephisto_dist.providers.mturk.provider import MTurkProvider
-from mephisto_dist.reconcilers.hits import ListedHit, apply_decision, requester_providers, survey
+from mephisto_dist.reconcile.hits import ListedHit, apply_decision, requester_providers, survey
 from mephisto_dist.runtime import Runtime
 
 hits_app = typer.Typer(help="The crowd provider's HITs.", no_args_is_help=True)

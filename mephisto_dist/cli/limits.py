@@ -13,8 +13,8 @@ from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
-from mephisto_dist.launches import GLOBAL_POOL, run_pool, set_run_cap
 from mephisto_dist.queue import LAUNCH_UNITS
+from mephisto_dist.runs.launches import GLOBAL_POOL, run_pool, set_run_cap
 
 
 def limits(

@@ -35,8 +35,8 @@ def register(
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import transaction
     from mephisto_dist.providers.mturk import credentials
-    from mephisto_dist.requesters import check_endpoint
-    from mephisto_dist.requesters import register as register_requester
+    from mephisto_dist.providers.requesters import check_endpoint
+    from mephisto_dist.providers.requesters import register as register_requester
 
     given = _parse(pairs or [])
     name = given.get("name")
@@ -70,7 +70,7 @@ def requesters(
     from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.errors import MephistoDistError
     from mephisto_dist.providers.mturk import MTurkProvider
-    from mephisto_dist.requesters import list_requesters
+    from mephisto_dist.providers.requesters import list_requesters
 
     with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
         found = list_requesters(session)

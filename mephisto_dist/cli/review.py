@@ -23,11 +23,8 @@ from mephisto_dist.cli.runtime import open_runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
-from mephisto_dist.export import resolve_runs
-from mephisto_dist.launches import FailedLaunch, failed_launches, reset_failed_launches
-from mephisto_dist.qualifications import block_worker, create_qualification, grant
 from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL
-from mephisto_dist.review import (
+from mephisto_dist.review.decisions import (
     AlreadyDecided,
     CallInFlight,
     Decision,
@@ -48,6 +45,9 @@ from mephisto_dist.review import (
     unit_view,
     worker_histories,
 )
+from mephisto_dist.review.export import resolve_runs
+from mephisto_dist.review.qualifications import block_worker, create_qualification, grant
+from mephisto_dist.runs.launches import FailedLaunch, failed_launches, reset_failed_launches
 from mephisto_dist.runtime import Runtime
 
 review_app = typer.Typer(

@@ -19,20 +19,26 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mephisto_dist import lifecycle
 from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
 from mephisto_dist.cli.console import console, err_console, fail
+from mephisto_dist.cli.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import check_schema, upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
-from mephisto_dist.embedded import ChildProcesses, EmbeddedRedis
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.launcher import PreparedRun, check_port_unclaimed, create_run, enqueue_launch, prepare_run
-from mephisto_dist.launches import LaunchContext, launch_units
 from mephisto_dist.providers import CrowdProvider, make_provider
-from mephisto_dist.runs import mark_completed_if_done, unit_counts
+from mephisto_dist.runs import lifecycle
+from mephisto_dist.runs.launches import LaunchContext, launch_units
+from mephisto_dist.runs.preparation import (
+    PreparedRun,
+    check_port_unclaimed,
+    create_run,
+    enqueue_launch,
+    prepare_run,
+)
+from mephisto_dist.runs.task_runs import mark_completed_if_done, unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 

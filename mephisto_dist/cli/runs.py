@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mephisto_dist import lifecycle
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers, print_unreceived
 from mephisto_dist.cli.runtime import open_runtime
@@ -21,10 +20,11 @@ from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processe
 from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.launches import LaunchTrouble, launch_trouble, run_pool
 from mephisto_dist.providers import make_provider
-from mephisto_dist.review import failed_calls
-from mephisto_dist.runs import mark_completed_if_done, unit_counts
+from mephisto_dist.review.decisions import failed_calls
+from mephisto_dist.runs import lifecycle
+from mephisto_dist.runs.launches import LaunchTrouble, launch_trouble, run_pool
+from mephisto_dist.runs.task_runs import mark_completed_if_done, unit_counts
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
 RECENT_RECONCILED = 5

@@ -14,10 +14,10 @@ from mephisto_dist.cli.console import console
 from mephisto_dist.compat.mixins import check_gold_args, check_screening_args
 from mephisto_dist.compat.runner import run_script
 from mephisto_dist.compat.session import ScriptRef, current
+from mephisto_dist.config import TaskConfig
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.launcher import PreparedRun, prepare_config
+from mephisto_dist.runs.preparation import PreparedRun, prepare_config
 from mephisto_dist.settings import Settings
-from mephisto_dist.taskconfig import TaskConfig
 
 MAX_STATIC_ROWS: Final = 1_000_000
 """``static_task_data`` is read whole at launch: a generator longer than this is refused (Mephisto let

@@ -16,10 +16,11 @@ from mephisto_dist.cli.review import dispatch_calls
 from mephisto_dist.cli.runtime import opened_runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
+from mephisto_dist.domain.qualifications import FAILED_SUFFIX
 from mephisto_dist.errors import NotFoundError
-from mephisto_dist.export import resolve_runs
-from mephisto_dist.qualifications import (
-    FAILED_SUFFIX,
+from mephisto_dist.review.decisions import worker_histories
+from mephisto_dist.review.export import resolve_runs
+from mephisto_dist.review.qualifications import (
     block_worker,
     check_name,
     clear_onboarding,
@@ -34,7 +35,6 @@ from mephisto_dist.qualifications import (
     revoke,
     unblock_worker,
 )
-from mephisto_dist.review import worker_histories
 
 workers_app = typer.Typer(help="Workers: their record, blocking and unblocking, onboarding resets.",
                           no_args_is_help=True)

@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from mephisto_dist.cli.console import console
-from mephisto_dist.errors import ConfigError
-from mephisto_dist.taskconfig.arguments import (
+from mephisto_dist.config.arguments import (
     BLUEPRINT,
     KINDS,
     TASK,
@@ -21,6 +20,7 @@ from mephisto_dist.taskconfig.arguments import (
     get_section,
     sections,
 )
+from mephisto_dist.errors import ConfigError
 
 COLUMNS = ("dest", "type", "default", "help", "choices", "required", "implemented")
 NOT_YET = "not yet"

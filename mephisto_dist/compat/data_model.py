@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from mephisto_dist.blueprints.hooks import WorkerQualifications
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.hooks import WorkerQualifications
 
 SCREENING_UNIT_INDEX: Final = -1
 GOLD_UNIT_INDEX: Final = -2

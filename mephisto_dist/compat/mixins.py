@@ -13,8 +13,8 @@ from typing import Any
 from mephisto_dist.compat.data_model import GOLD_UNIT_INDEX, AgentState, Unit, Worker
 from mephisto_dist.compat.qualification import QUAL_NOT_EXIST, make_qualification_dict
 from mephisto_dist.compat.shared_state import blank_screening_data
+from mephisto_dist.domain.qualifications import FAILED_SUFFIX
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.qualifications import FAILED_SUFFIX
 
 GoldFactory = Callable[[Worker], dict[str, Any]]
 

@@ -1,11 +1,11 @@
 """``mephisto.data_model.qualification`` and ``mephisto.utils.qualifications``: the comparators and the
-requirement dicts a task script builds (checked by :class:`mephisto_dist.qualifications.Requirement`)."""
+requirement dicts a task script builds (checked by :class:`mephisto_dist.domain.qualifications.Requirement`)."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from mephisto_dist.qualifications import Comparator
+from mephisto_dist.domain.qualifications import Comparator
 
 QUAL_GREATER: Final = Comparator.GREATER_THAN.value
 QUAL_GREATER_EQUAL: Final = Comparator.GREATER_THAN_OR_EQUAL_TO.value

@@ -2,7 +2,7 @@
 script into one line that names what failed (an import the layer lacks, a call, the script's own error).
 
 :func:`captured_hooks` is how a web or worker process obtains a script run's callbacks, as
-:class:`mephisto_dist.hooks.TaskHooks`: it runs the script once per process in capture mode.
+:class:`mephisto_dist.blueprints.hooks.TaskHooks`: it runs the script once per process in capture mode.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mephisto_dist.blueprints.hooks import GoldHooks, SubmittedUnit, TaskHooks
 from mephisto_dist.compat import modules
 from mephisto_dist.compat.data_model import Agent, AgentState, Unit, Worker
 from mephisto_dist.compat.session import CaptureComplete, ScriptRef, ScriptSession, active
 from mephisto_dist.compat.shared_state import accept_onboarding, any_worker_any_unit, ignore_unit
 from mephisto_dist.errors import ConfigError, MephistoDistError
-from mephisto_dist.hooks import GoldHooks, SubmittedUnit, TaskHooks
 
 _MISSING_NAME = re.compile(r"cannot import name '([^']+)'")
 _IMPORTED_MODULE = re.compile(r"^\s*(?:from|import)\s+(mephisto(?:\.\w+)*)")

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from mephisto_dist.compat import bundle
 from mephisto_dist.compat.operator import Operator
 from mephisto_dist.compat.session import ScriptSession, current
+from mephisto_dist.config import load_script_config
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.taskconfig import load_script_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_NUM_TASKS = 5

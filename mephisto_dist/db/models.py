@@ -97,7 +97,7 @@ class TaskRun(Base):
     server_url: Mapped[str | None] = mapped_column(Text)
     max_concurrent_units: Mapped[int] = mapped_column(Integer, default=0)
     # Units made for one worker each, counted against max_screening_units / max_gold_units in the
-    # transaction that makes them (``mephisto_dist.screening.take_made_unit``).
+    # transaction that makes them (``mephisto_dist.work.screening.take_made_unit``).
     screening_units_made: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     gold_units_made: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     is_completed: Mapped[bool] = mapped_column(Boolean, default=False)

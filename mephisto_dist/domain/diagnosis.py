@@ -53,17 +53,17 @@ def diagnose_processes(facts: ProcessFacts) -> list[str]:
     if facts.worker_ages_s is not None:
         if not facts.worker_ages_s:
             found.append("no Celery worker has been seen: nothing launches, submits are not processed; "
-                         "start one with celery -A workers worker")
+                         "start one with celery -A mephisto_dist.celery.worker worker")
         elif facts.worker_ages_s[0] > facts.stale_after_s:
             found.append(f"no Celery worker answers: the last one was seen {ago(facts.worker_ages_s[0])} ago; "
-                         f"start one with celery -A workers worker")
+                         f"start one with celery -A mephisto_dist.celery.worker worker")
     if facts.beat_ages_s is not None:
         if not facts.beat_ages_s:
             found.append("beat is not running (never seen): overdue units, leaked tokens, orphaned HITs and "
-                         "servers are not reconciled; start it with celery -A beat beat")
+                         "servers are not reconciled; start it with celery -A mephisto_dist.celery.beat beat")
         elif facts.beat_ages_s[0] > facts.stale_after_s:
             found.append(f"beat is not running: last seen {ago(facts.beat_ages_s[0])} ago; overdue units, "
-                         f"orphaned HITs and servers are not reconciled; start it with celery -A beat beat")
+                         f"orphaned HITs and servers are not reconciled; start it with celery -A mephisto_dist.celery.beat beat")
     return found
 
 
@@ -93,7 +93,7 @@ def diagnose(facts: RunFacts, *, now: datetime) -> list[str]:
                          f"{'assigned' if facts.assigned else 'launched or assigned'} units{oldest}")
         elif facts.workers_seen is False:
             found.append(f"{facts.created} unit(s) wait to launch but no Celery worker answers: "
-                         f"start one with celery -A workers worker")
+                         f"start one with celery -A mephisto_dist.celery.worker worker")
         else:
             found.append(f"{facts.created} unit(s) wait to launch")
     if not facts.launched and facts.shutdown_reason is None and facts.assigned:

@@ -1,7 +1,7 @@
 """Heartbeats of Celery workers and beat in Redis, and reading them back for ``status``.
 
-Workers beat from a bootstep in their main process (``workers``), beat from its scheduler's tick
-(``beat.scheduler``); only the beat holding the lock ticks, so a waiting second beat is not counted.
+Workers beat from a bootstep in their main process (``mephisto_dist.celery.heartbeat``), beat from its scheduler's tick
+(``mephisto_dist.celery.scheduler``); only the beat holding the lock ticks, so a waiting second beat is not counted.
 """
 
 from __future__ import annotations

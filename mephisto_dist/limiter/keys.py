@@ -40,7 +40,7 @@ name); holders are unit ids:
 - :func:`deployment_units_pool` -- ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: units of every run;
   leased.
 
-The live channel (``mephisto_dist.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
+The live channel (``mephisto_dist.runners.live``) keeps its keys under ``L`` (``mephisto-dist:live``):
 
 =================================  =======  ==============================================  ===========
 key                                type     TTL                                             owner

@@ -2,7 +2,7 @@
 
 Recording is cheap and always on. Every web, worker and beat process of a machine writes its counters
 and histograms into one folder (``<data dir>/metrics``, prometheus-client's multiprocess mode), so
-several processes per machine add up. A listener (``metrics.listener``: ``web --metrics-port``, or ``mephisto-dist metrics``)
+several processes per machine add up. A listener (``web.metrics_listener``: ``web --metrics-port``, or ``mephisto-dist metrics``)
 serves their sum on its own port, never the worker-facing one, plus figures computed when scraped from
 the database and Redis (units per status per open run, tokens held against each cap): the hot path
 pays nothing for those, and they are the very figures ``mephisto-dist status`` prints.
@@ -80,7 +80,7 @@ def endpoint_of(path: str) -> str:
     return path if path in ENDPOINTS else "static"
 
 
-# Refusal texts (mephisto_dist.agents) by a stable label; formatted ones are matched by their start.
+# Refusal texts (mephisto_dist.work.claims) by a stable label; formatted ones are matched by their start.
 _REFUSALS: Final = (
     ("There is no unit available", "no_unit_available"),
     ("You are not qualified", "not_qualified"),

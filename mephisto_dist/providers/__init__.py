@@ -5,7 +5,7 @@ and assignment from the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.m
 Turk through boto3 behind this same contract.
 
 Publishing is one unit per call (:meth:`CrowdProvider.publish_unit`), made by the launcher
-(``mephisto_dist.launches``) outside any database transaction, after it recorded the launch's intent and
+(``mephisto_dist.runs.launches``) outside any database transaction, after it recorded the launch's intent and
 through the shared rate bucket (``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``); the launch id it passes is the
 idempotency token. A crash between the call and its record is repaired by re-sending the same launch,
 so a provider must answer a repeated token with the unit it already published (MTurk: CreateHIT's

@@ -1,7 +1,7 @@
 """The ASGI application: the route table of the worker-facing server.
 
 Routes live in ``web/routes/``, one module per group; each handler parses the request, calls one
-function of ``mephisto_dist.services`` and answers. Errors become statuses in ``web/errors.py``. To add a
+function of ``mephisto_dist.work`` and answers. Errors become statuses in ``web/errors.py``. To add a
 group, write its module with a ``ROUTES`` list and name it in ``ROUTE_GROUPS``.
 """
 
@@ -16,13 +16,13 @@ from starlette.routing import BaseRoute
 
 from mephisto_dist import metrics
 from mephisto_dist.errors import MephistoDistError
-from mephisto_dist.live.hub import LiveHub
+from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.services.served import Served
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.routes import agents, live, pages, router, submissions
+from mephisto_dist.work.served import Served
 
 # In matching order; pages.FALLBACK (the run's built files, any path) comes last.
 ROUTE_GROUPS: tuple[Sequence[BaseRoute], ...] = (pages.ROUTES, router.ROUTES, agents.ROUTES, submissions.ROUTES,

@@ -13,10 +13,10 @@ from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from mephisto_dist.agents import RunContext
-from mephisto_dist.services.served import Served
 from mephisto_dist.web.frontend import RenderedFrontend
 from mephisto_dist.web.served_files import ServedFiles
+from mephisto_dist.work.claims import RunContext
+from mephisto_dist.work.served import Served
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mephisto_dist.driver_errors import translate
 from mephisto_dist.errors import NotFoundError, RequestError, ServiceError, Unreachable
+from mephisto_dist.errors.drivers import translate
 from mephisto_dist.web.context import context_of
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from mephisto_dist.agents import RunContext
 from mephisto_dist.blueprints import blueprint_module
+from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.runner import blueprint_type_of
-from mephisto_dist.hooks import TaskHooks
-from mephisto_dist.taskconfig import TaskConfig
-from mephisto_dist.tips import STORED_KEY as STORED_TIPS
+from mephisto_dist.config import TaskConfig
+from mephisto_dist.config.tips import STORED_KEY as STORED_TIPS
+from mephisto_dist.work.claims import RunContext
 
 MEPHISTO_TASK_VERSION = "2.0.4"
 """The ``mephisto-task`` release this server speaks for (its front end warns on a mismatch)."""

@@ -1,5 +1,5 @@
 """Running the worker-facing app under uvicorn, with our access log on stderr (the process's log); the
-server is recorded and beats on its record while it runs (``architects.local``)."""
+server is recorded and beats on its record while it runs (``web.recorded_server``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     """Serve the app; with a metrics port, also this machine's metrics there, unless another process of
     the machine already does (several web processes share one listener)."""
     from mephisto_dist import metrics
-    from mephisto_dist.architects.local import serve_recorded
+    from mephisto_dist.web.recorded_server import serve_recorded
 
     handler = logging.StreamHandler()
     handler.setFormatter(LogFormatter(LOG_FORMAT))
@@ -44,7 +44,7 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     metrics.enable(runtime.settings)
     metrics_port = metrics_port or runtime.settings.metrics_port
     if metrics_port:
-        from mephisto_dist.metrics.listener import serve as serve_metrics
+        from mephisto_dist.web.metrics_listener import serve as serve_metrics
 
         serve_metrics(runtime, metrics_host or host, metrics_port, worker_port=port, public_port=public_port)
     serve_recorded(runtime, run_id=run_id, host=host, port=port, public_port=public_port, server_id=server_id)

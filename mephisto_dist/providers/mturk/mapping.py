@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+from mephisto_dist.domain.qualifications import Comparator, Requirement
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.qualifications import Comparator, Requirement
 
 ANNOTATION_PREFIX = "mephisto-dist"
 DEFAULT_AUTO_APPROVE_DELAY_S = 5 * 24 * 3600  # Mephisto's default

@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mephisto_dist.agents import Registration
 from mephisto_dist.metrics import record_agent_answer
-from mephisto_dist.services import agents as service
 from mephisto_dist.web.bodies import agent_id_of, json_body, json_object
 from mephisto_dist.web.context import context_of
+from mephisto_dist.work import registration as service
+from mephisto_dist.work.claims import Registration
 
 
 async def request_agent(request: Request) -> Response:

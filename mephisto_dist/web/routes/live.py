@@ -1,4 +1,4 @@
-"""The live channel's websocket (Mephisto's router protocol, see ``mephisto_dist.live.protocol``): served
+"""The live channel's websocket (Mephisto's router protocol, see ``mephisto_dist.runners.live.protocol``): served
 at ``/`` by every web process, where ``mephisto-task``'s socket handler connects."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mephisto_dist.domain.status import AGENT_ACTIVE
 from mephisto_dist.errors import RequestError
-from mephisto_dist.live import protocol
-from mephisto_dist.live.hub import LiveHub, PageSocket
-from mephisto_dist.services import live as service
+from mephisto_dist.runners import channel as service
+from mephisto_dist.runners.live import protocol
+from mephisto_dist.runners.live.hub import LiveHub, PageSocket
 from mephisto_dist.web.context import WebContext, context_of
 
 log = logging.getLogger(__name__)

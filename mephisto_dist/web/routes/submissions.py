@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mephisto_dist.agents import Submission
 from mephisto_dist.errors import RequestError
 from mephisto_dist.metrics import record_submission
-from mephisto_dist.services import submissions as service
-from mephisto_dist.services.submissions import UploadedFile
 from mephisto_dist.web.bodies import agent_id_of, form_body, is_multipart, json_body, json_object, parse_json
 from mephisto_dist.web.context import context_of
+from mephisto_dist.work import submissions as service
+from mephisto_dist.work.claims import Submission
+from mephisto_dist.work.submissions import UploadedFile
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,78 @@
+"""Celery tasks for the reconcilers of the outside world (servers; the crowd provider's HITs), and the
+deployment of a run's remote server."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from mephisto_dist import metrics, queue
+from mephisto_dist.architects import Architect, make_architect
+from mephisto_dist.celery.tasks import app, runtime
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Server, TaskRun
+from mephisto_dist.domain.servers import SERVER_LIVE
+from mephisto_dist.reconcile.servers import reconcile_servers
+
+log = logging.getLogger(__name__)
+# An instance boots, installs nothing (the image has mephisto-dist) and starts the web: minutes at most.
+EC2_DEPLOY_GRACE_S = 600.0
+
+
+def architect_for(name: str) -> Architect | None:
+    return make_architect(name, runtime())
+
+
+@app.task(name=queue.RECONCILE_SERVERS)  # type: ignore[untyped-decorator]
+def reconcile_servers_task() -> int:
+    rt = runtime()
+    decisions = reconcile_servers(rt.sessions, architect_for, now=datetime.now(UTC),
+                                  stale_s=rt.settings.heartbeat_stale_s,
+                                  deploy_grace_s=max(EC2_DEPLOY_GRACE_S, rt.settings.heartbeat_stale_s))
+    for decision in decisions:
+        log.info("server %s: %s (%s)", decision.server_id, decision.action.value, decision.found)
+        metrics.record_reconciler_action("server_" + decision.action.value.replace(" ", "_"))
+    for run_id in runs_missing_a_server():
+        rt.queue.enqueue(queue.DEPLOY_SERVER, run_id)
+    return len(decisions)
+
+
+@app.task(name=queue.DEPLOY_SERVER)  # type: ignore[untyped-decorator]
+def deploy_server(run_id: int) -> int | None:
+    """Deploy the run's server when its architect deploys remotely and none is live yet (the architect
+    checks and records under the run's lock), then launch its units."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None or run.is_completed or run.architect_type != "ec2":
+            return None
+    architect = architect_for("ec2")
+    assert architect is not None
+    server_id = architect.deploy(run_id)
+    rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)
+    return server_id
+
+
+def runs_missing_a_server() -> list[int]:
+    """Live runs whose architect deploys remotely and that have no live server (a redeploy whose process
+    died after terminating the old one, or a deploy task lost with the broker)."""
+    with transaction(runtime().sessions) as session:
+        live = select(Server.id).where(Server.task_run_id == TaskRun.id,
+                                       Server.status.in_([s.value for s in SERVER_LIVE]))
+        return list(session.scalars(select(TaskRun.id).where(
+            TaskRun.architect_type == "ec2", TaskRun.is_completed.is_(False), ~live.exists())))
+
+
+@app.task(name=queue.RECONCILE_HITS)  # type: ignore[untyped-decorator]
+def reconcile_hits_task() -> int:
+    """Every registered MTurk requester's orphaned HITs, and submissions that never reached us."""
+    from mephisto_dist.reconcile.hits import reconcile_all
+
+    rt = runtime()
+    decisions = reconcile_all(rt.sessions, rt.redis, rt.settings.deployment, now=datetime.now(UTC))
+    for decision in decisions:
+        log.info("HIT %s: %s (%s)", decision.hit_id, decision.action.value, decision.found)
+        metrics.record_reconciler_action(f"hit_{decision.action.value}")
+    return len(decisions)

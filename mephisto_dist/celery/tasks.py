@@ -1,0 +1,138 @@
+"""Thin Celery tasks: each takes ids, builds nothing but reads the process Runtime, and calls the library.
+
+All are ``acks_late`` (from the shared config) and idempotent: a re-delivered task finds the work done.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from celery import Celery
+from sqlalchemy import select
+
+from mephisto_dist import queue
+from mephisto_dist.celery.worker import app as _app
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
+from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.metrics import record_reconciler_action
+from mephisto_dist.providers import CrowdProvider, make_provider
+from mephisto_dist.reconcile.runs import reconcile_pools, reconcile_runs
+from mephisto_dist.runners import events
+from mephisto_dist.runs.launches import LaunchContext, launch_units, release_tokens, resend_due_launches
+from mephisto_dist.runs.returns import hand_back_returned_units, open_hit_runs
+from mephisto_dist.runs.task_runs import mark_completed_if_done
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+from mephisto_dist.work.claims import HIT_PROVIDERS
+
+log = logging.getLogger(__name__)
+app: Celery = _app
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """This worker process's resources, built on first use (after the prefork fork)."""
+    return Runtime(load_settings())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _launch(run_id: int, *, resend: bool = False) -> int:
+    """Launch what the run's pools allow; with ``resend``, first re-send its launches that are due
+    (their sender died, or their call failed and its retry time came)."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            log.warning("launch for unknown run %s ignored", run_id)
+            return 0
+        provider = provider_for(run)
+    ctx = LaunchContext.of(rt, provider)
+    resent = resend_due_launches(rt.sessions, ctx, run_id, now=_now()) if resend else 0
+    return resent + launch_units(rt.sessions, ctx, run_id, now=_now())
+
+
+@app.task(name=queue.LAUNCH_UNITS)  # type: ignore[untyped-decorator]
+def launch_units_task(run_id: int) -> int:
+    """Launch what the run's pools allow: when the run is created, its cap raised, or a slot freed."""
+    return _launch(run_id)
+
+
+@app.task(name=queue.UNIT_ASSIGNED)  # type: ignore[untyped-decorator]
+def unit_assigned(agent_id: str) -> None:
+    """The TaskRunner's on-assigned event: store the agent's initial state (sent only for blueprints
+    whose runner wants it)."""
+    events.unit_assigned(runtime(), agent_id)
+
+
+@app.task(name=queue.UNIT_SUBMITTED)  # type: ignore[untyped-decorator]
+def unit_submitted(unit_id: int) -> None:
+    """The TaskRunner's on-submitted event (the task's ``on_unit_submitted`` hook, then on-assignment-finished
+    when it was the assignment's last unit; see ``mephisto_dist.runners.events``), free the
+    unit's slot (again: release is idempotent), launch what the slot allows when the web server could
+    not, and close the run when this was its last unit (after the hook, so that it is not lost)."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        row = session.execute(
+            select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Assignment.data, Agent.outputs,
+                   Unit.launch_id)
+            .join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .join(Assignment, Assignment.id == Unit.assignment_id)
+            .outerjoin(Agent, Agent.id == Unit.agent_id)
+            .where(Unit.id == unit_id)).first()
+    if row is None:
+        return
+    run_id, provider_type, config, unit_data, outputs, launch_id = row
+    events.unit_submitted(rt, unit_id, run_id, unit_data, outputs)
+    with transaction(rt.sessions) as session:
+        if mark_completed_if_done(session, run_id, now=_now()):
+            log.info("task run %s is complete", run_id)
+            return
+    freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
+    if freed and not make_provider(provider_type, config.get("provider", {})).publishes_instantly:
+        _launch(run_id)
+
+
+@app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]
+def reconcile_pools_task() -> None:
+    rt = runtime()
+    recounted = reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
+    record_reconciler_action("pool_recounted", len(recounted))
+
+
+def provider_for(run: TaskRun) -> CrowdProvider:
+    return make_provider(run.provider_type, run.config.get("provider", {}))
+
+
+@app.task(name=queue.HAND_BACK_RETURNED)  # type: ignore[untyped-decorator]
+def hand_back_returned_task() -> int:
+    """Beat's sweep: units whose MTurk HIT no worker holds any more (returned, abandoned) go back to
+    the pool, where their HIT (assignable again on MTurk) is theirs still."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, HIT_PROVIDERS)]
+    handed = 0
+    for run in runs:
+        if run is None:
+            continue
+        try:
+            count = hand_back_returned_units(rt.sessions, provider_for(run), rt.limiter, run.id, now=_now())
+        except MephistoDistError as error:
+            log.warning("cannot ask the provider about run %s's HITs: %s", run.id, error)
+            continue
+        if count:
+            log.info("run %s: %s unit(s) whose HIT was returned are available again", run.id, count)
+        handed += count
+    return handed
+
+
+@app.task(name=queue.RECONCILE_RUNS)  # type: ignore[untyped-decorator]
+def reconcile_runs_task() -> None:
+    rt = runtime()
+    for run_id in reconcile_runs(rt.sessions, rt.limiter, provider_for, now=_now()):
+        record_reconciler_action("units_relaunched", _launch(run_id, resend=True))

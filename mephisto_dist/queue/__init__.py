@@ -1,0 +1,104 @@
+"""Celery task names and the enqueue side of the queue, kept at arm's length from the Celery app.
+
+The web server and the CLI only *send* tasks; ``mephisto_dist.celery`` registers them under these names. Tasks are
+sent after the database commit they read (callers enqueue outside their transaction).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from mephisto_dist.errors import ServiceError
+
+LAUNCH_UNITS = "mephisto_dist.launch_units"
+UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
+UNIT_SUBMITTED = "mephisto_dist.unit_submitted"
+REMOTE_CALL = "mephisto_dist.remote_call"
+LIVE_SWEEP = "mephisto_dist.live_sweep"
+RECONCILE_POOLS = "mephisto_dist.reconcile_pools"
+RECONCILE_RUNS = "mephisto_dist.reconcile_runs"
+HAND_BACK_RETURNED = "mephisto_dist.hand_back_returned"
+
+DEFAULT_QUEUE = "mephisto"
+LIVE_QUEUE = "live"
+"""Remote procedure calls, which a page waits on, have a queue of their own. A worker consumes both unless
+told otherwise and takes from them in turn, so a backlog of launches or reconciler runs on the default queue
+does not stand in front of a call; ``celery -A mephisto_dist.celery.worker worker -Q live`` runs a worker for calls only."""
+QUEUES = (DEFAULT_QUEUE, LIVE_QUEUE)
+ROUTES = {REMOTE_CALL: LIVE_QUEUE}
+
+
+class TaskQueue(Protocol):
+    def enqueue(self, name: str, *args: Any) -> None: ...
+
+
+REDIS_TIMEOUT_S = 5.0
+
+
+def celery_config(broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> dict[str, Any]:
+    """The Celery settings every process of the deployment shares. A silent broker (a network
+    partition) costs a bounded wait and a few quick retries, then an error, never a hung process."""
+    return {
+        "broker_url": broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": DEFAULT_QUEUE,
+        # Every queue named here is consumed by a worker started without -Q.
+        "task_queues": {name: {"routing_key": name} for name in QUEUES},
+        "task_routes": {task: {"queue": name} for task, name in ROUTES.items()},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "broker_transport_options": {"visibility_timeout": 3600, "socket_timeout": timeout_s,
+                                     "socket_connect_timeout": timeout_s, "retry_on_timeout": True,
+                                     "health_check_interval": 30},
+        "broker_connection_timeout": timeout_s,
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+                                      "interval_max": 1},
+    }
+
+
+class CeleryQueue:
+    def __init__(self, broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+        from celery import Celery  # imported on first use: it is slow to import, and most commands never send
+
+        self._app = Celery("mephisto_dist_sender", set_as_current=False)
+        self._app.conf.update(celery_config(broker_url, timeout_s))
+        self._url = broker_url
+
+    def enqueue(self, name: str, *args: Any) -> None:
+        from kombu.exceptions import OperationalError
+
+        try:
+            self._app.send_task(name, args=list(args))
+        except OperationalError as error:
+            raise ServiceError(f"the task queue (Redis) is not answering: {error}") from error
+
+    def waiting(self) -> int:
+        """Tasks in the default queue that no worker has taken yet (remote calls, on their own queue, are
+        not counted)."""
+        from kombu.exceptions import ChannelError
+
+        with self._app.connection_for_read() as connection:
+            try:
+                declared = connection.default_channel.queue_declare(queue=DEFAULT_QUEUE, passive=True)
+            except ChannelError:
+                return 0  # no task was ever sent on this broker
+            return int(declared.message_count)
+
+    def close(self) -> None:
+        self._app.close()
+
+
+# Review side effects on the crowd provider (``mephisto_dist.celery.review_tasks``): one ledger row per call.
+PROVIDER_CALL = "mephisto_dist.provider_call"
+RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"
+
+# Beat's reconcilers of the outside world (``mephisto_dist.celery.reconcile_tasks``).
+RECONCILE_SERVERS = "mephisto_dist.reconcile_servers"
+DEPLOY_SERVER = "mephisto_dist.deploy_server"
+RECONCILE_HITS = "mephisto_dist.reconcile_hits"

@@ -1,0 +1,199 @@
+"""Exporting results: one record per unit, streamed from the database in id order."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
+from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.errors import NotFoundError
+from mephisto_dist.runners.live.calls import calls_by_agent
+from mephisto_dist.storage import MissingKey, Storage
+from mephisto_dist.work.uploads import stored_keys
+
+FORMATS = ("jsonl", "json", "csv")
+PAGE = 500
+
+
+def resolve_runs(session: Session, *, task_name: str | None, run_id: int | None) -> list[int]:
+    if run_id is not None:
+        if session.get(TaskRun, run_id) is None:
+            raise NotFoundError(f"task run {run_id} does not exist")
+        return [run_id]
+    task_id = session.scalar(select(Task.id).where(Task.task_name == task_name))
+    if task_id is None:
+        known = list(session.scalars(select(Task.task_name).order_by(Task.task_name).limit(20)))
+        hint = f"; known task names: {', '.join(known)}" if known else "; there are no tasks yet"
+        raise NotFoundError(f"no task named {task_name!r}{hint}")
+    return list(session.scalars(select(TaskRun.id).where(TaskRun.task_id == task_id).order_by(TaskRun.id)))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> list[str] | None:
+    """Which unit statuses an export holds (``None``: every one). By default the units that ended,
+    submitted or expired, so that what was lost shows next to what was collected."""
+    if include_unsubmitted:
+        return None if include_expired else [s.value for s in UnitStatus if s != UnitStatus.EXPIRED]
+    ended = set(UNIT_SUBMITTED) | ({UnitStatus.EXPIRED} if include_expired else set())
+    return sorted(s.value for s in ended)
+
+
+def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
+                 include_expired: bool = True) -> Iterator[dict[str, Any]]:
+    """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
+    tips and feedback arrive through ``submit_metadata``)."""
+    statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
+    last_id = 0
+    while True:
+        query = (
+            select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name)
+            .join(Assignment, Assignment.id == Unit.assignment_id)
+            .join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .join(Task, Task.id == TaskRun.task_id)
+            .outerjoin(Agent, Agent.id == Unit.agent_id)
+            .outerjoin(Worker, Worker.id == Unit.worker_id)
+            .where(Unit.task_run_id.in_(run_ids), Unit.id > last_id)
+            .order_by(Unit.id)
+            .limit(PAGE)
+        )
+        if statuses is not None:
+            query = query.where(Unit.status.in_(statuses))
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        # A live task's remote calls and answers (Mephisto's agent state ``requests``) go with its data.
+        requests = calls_by_agent(session, [agent.id for _, _, _, _, agent, _ in rows if agent is not None])
+        for unit, inputs, run_id, task_name, agent, worker_name in rows:
+            data: dict[str, Any] = {"inputs": inputs, "outputs": agent.outputs if agent is not None else None}
+            if agent is not None and agent.id in requests:
+                data["requests"] = requests[agent.id]
+            yield {
+                "unit_id": str(unit.id),
+                "assignment_id": str(unit.assignment_id),
+                "task_run_id": str(run_id),
+                "task_name": task_name,
+                "worker_id": None if unit.worker_id is None else str(unit.worker_id),
+                "worker_name": worker_name,
+                "agent_id": unit.agent_id,
+                "status": unit.status,
+                "pay_amount": unit.pay_amount,
+                "start_time": _iso(unit.assigned_at),
+                "end_time": _iso(agent.submitted_at if agent is not None else None),
+                "data": data,
+                "metadata": (agent.task_metadata or {}) if agent is not None else {},
+            }
+        last_id = rows[-1][0].id
+
+
+def _json(record: dict[str, Any]) -> str:
+    """The record as JSON text, characters as they are; a worker's answer holding half a UTF-16
+    character (a lone surrogate, stored as sent) has no UTF-8 form, so that record is written with
+    ``\\u`` escapes, which read back to the same value."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record)
+    return text
+
+
+def _text(value: Any) -> Any:
+    """A CSV cell or header: a lone surrogate, which UTF-8 cannot hold, written as its ``\\udXXX`` escape."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    count = 0
+    if fmt == "jsonl":
+        for record in records:
+            out.write(_json(record) + "\n")
+            count += 1
+    elif fmt == "json":
+        out.write("[")
+        for record in records:
+            out.write(("," if count else "") + "\n  " + _json(record))
+            count += 1
+        out.write("\n]\n")
+    elif fmt == "csv":
+        # Units may answer different fields: gather every column before writing the header.
+        rows = [{_text(k): _text(v) for k, v in _flatten(record).items()} for record in records]
+        columns: dict[str, None] = {}
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+        writer = csv.DictWriter(out, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+        count = len(rows)
+    else:
+        raise ValueError(fmt)
+    return count
+
+
+def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in record.items() if k not in ("data", "metadata")}
+    parts = {"inputs": record["data"]["inputs"], "outputs": record["data"]["outputs"],
+             "metadata": record.get("metadata")}
+    for part, values in parts.items():
+        for key, value in (values or {}).items():
+            flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if "requests" in record["data"]:
+        flat["requests"] = json.dumps(record["data"]["requests"], ensure_ascii=False)
+    return flat
+
+
+def collect_files(records: Iterable[dict[str, Any]], keys: list[str]) -> Iterator[dict[str, Any]]:
+    """Pass the records through, noting the storage key of every uploaded file they reference."""
+    for record in records:
+        keys.extend(stored_keys(record["data"]["outputs"]))
+        yield record
+
+
+@dataclass
+class Downloaded:
+    """What :func:`download_files` did: files written, and keys nothing is stored under (skipped)."""
+
+    written: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def download_files(storage: Storage, keys: Iterable[str], dest: Path,
+                   progress: Callable[[int], None] | None = None) -> Downloaded:
+    """Fetch each key to ``dest/<key>`` (the key's folders kept), through a ``.partial`` file renamed once
+    whole, so a file under its own name is always complete. A key with nothing stored under it is
+    skipped and noted; a store that fails (unreachable, access denied) stops the download, with no
+    partial file left. ``progress`` hears the number of keys done after each one."""
+    done = Downloaded()
+    for index, key in enumerate(keys, 1):
+        target = dest.joinpath(*key.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with partial.open("wb") as out:
+                for chunk in storage.stream(key):
+                    out.write(chunk)
+        except MissingKey:
+            partial.unlink(missing_ok=True)
+            done.missing.append(key)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        else:
+            partial.replace(target)
+            done.written += 1
+        if progress is not None:
+            progress(index)
+    return done

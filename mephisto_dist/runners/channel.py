@@ -1,0 +1,65 @@
+"""The live channel's requests, apart from the websocket itself: who a page is, what it missed while it
+was away, and a remote call from it (recorded, then run on the Celery workers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.models import Agent, OnboardingAgent
+from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.errors import RequestError
+from mephisto_dist.queue import REMOTE_CALL
+from mephisto_dist.runners.live import calls
+from mephisto_dist.work.served import Served, now
+
+
+def agent_status(served: Served, agent_id: str) -> str:
+    """The status of the page's agent; RequestError when it is not an agent of the served run."""
+    run = served.run()
+    with read_transaction(served.runtime.sessions) as session:
+        return _status_in_run(session, run.run_id, agent_id)
+
+
+def _status_in_run(session: Session, run_id: int, agent_id: str) -> str:
+    """The status of an agent (or, since Mephisto's remote procedure tasks answer calls during onboarding
+    too, an onboarding agent) of this run; RequestError for any other id."""
+    row = session.execute(select(Agent.status, Agent.task_run_id).where(Agent.id == agent_id)).first()
+    if row is None:
+        row = session.execute(select(OnboardingAgent.status, OnboardingAgent.task_run_id)
+                              .where(OnboardingAgent.id == agent_id)).first()
+    if row is None or row.task_run_id != run_id:
+        raise RequestError(f"unknown agent id {agent_id!r}", 404)
+    return str(row.status)
+
+
+def missed_answers(served: Served, agent_id: str) -> list[tuple[str, str]]:
+    with read_transaction(served.runtime.sessions) as session:
+        return calls.settled_answers(session, agent_id)
+
+
+_CALLING = frozenset({AgentStatus.IN_TASK.value, AgentStatus.ONBOARDING.value})
+
+
+def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
+    """A page's ``mephisto_bound_live_update``. A remote call (``request_id``, ``target``, ``args``) is
+    recorded and enqueued after the commit; True when it was new. Anything else has no handler."""
+    request_id, target = data.get("request_id"), data.get("target")
+    if not isinstance(request_id, str) or not request_id or not isinstance(target, str) or not target:
+        return False
+    args = data.get("args")
+    args_json = args if isinstance(args, str) else json.dumps(args if args is not None else {})
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        status = _status_in_run(session, run.run_id, agent_id)
+        if status not in _CALLING:
+            raise RequestError(f"agent {agent_id} is {status}: its calls are no longer answered", 409)
+        call_id, created = calls.record_call(session, calls.NewCall(run.run_id, agent_id, request_id, target,
+                                                                    args_json), now=now())
+    if created:
+        served.runtime.queue.enqueue(REMOTE_CALL, call_id)
+    return created

@@ -1,0 +1,238 @@
+"""The TaskRunner events as the Celery tasks run them (``mephisto_dist.celery.runner_tasks``): read what the event
+needs from the database, call the run's :mod:`~mephisto_dist.blueprints.runner`, write the result back
+and tell the page. Each is idempotent: a re-delivered event finds its work done (compare-and-sets on the
+rows it moves), so ``acks_late`` re-runs are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from mephisto_dist import queue
+from mephisto_dist.blueprints.hooks import SubmittedUnit
+from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, blueprint_type_of, runner_for
+from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCall, TaskRun, Unit, Worker
+from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
+from mephisto_dist.review.qualifications import StoredWorkerQualifications
+from mephisto_dist.runners.live import calls, protocol
+from mephisto_dist.runners.live.disconnects import disconnect_agents, disconnect_onboarding_agents
+from mephisto_dist.runners.live.outbox import send_to_agent
+from mephisto_dist.runners.live.presence import Presence
+from mephisto_dist.runs.bundles import run_files
+from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WORKER_DIED = "the server running this call stopped twice; please try again"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _run_view(rt: Runtime, run: TaskRun) -> RunView:
+    return RunView(run.id, blueprint_type_of(run.config), run.config, run_files(rt.bundles, run).hooks)
+
+
+def unit_assigned(rt: Runtime, agent_id: str) -> bool:
+    """Store the agent's initial state the runner gives it; False when there was nothing to do."""
+    with transaction(rt.sessions) as session:
+        row = session.execute(select(Agent.init_data, Assignment.data, TaskRun)
+                              .join(Assignment, Assignment.id == Agent.assignment_id)
+                              .join(TaskRun, TaskRun.id == Agent.task_run_id)
+                              .where(Agent.id == agent_id)).first()
+        if row is None:
+            log.warning("unit_assigned for unknown agent %s", agent_id)
+            return False
+        stored, data, run = row
+        if stored:
+            return False  # a re-delivery: the state is there
+        view = _run_view(rt, run)
+        state = runner_for(view.blueprint_type).on_unit_assigned(view, agent_id, dict(data or {}))
+        if state:
+            session.execute(update(Agent).where(Agent.id == agent_id).values(init_data=state))
+        return bool(state)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    run: RunView
+    call: CallView
+
+
+def remote_call(rt: Runtime, call_id: int) -> str | None:
+    """Run one remote call under a lease and answer the page; the call's final status, or None when this
+    delivery found it claimed by another run or already settled."""
+    claimed = _claim(rt, call_id)
+    if claimed is None:
+        return None
+    failed = False
+    error: str | None = None
+    with calls.CallLease(rt.redis, call_id, rt.settings.remote_call_lease_s):
+        try:
+            response = runner_for(claimed.run.blueprint_type).on_remote_call(claimed.run, claimed.call)
+        except RemoteCallFailed as failure:
+            failed, error = True, str(failure)
+            response = protocol.error_response(error)
+    with transaction(rt.sessions) as session:
+        settled = calls.settle_call(session, call_id, response_json=response, failed=failed, error=error,
+                                    now=_now())
+    if not settled:
+        return None  # the sweep took it for dead meanwhile; its other run answers
+    send_to_agent(rt.redis, claimed.call.agent_id,
+                  protocol.answer_update(claimed.call.agent_id, claimed.call.request_id, response))
+    return RemoteCallStatus.FAILED.value if failed else RemoteCallStatus.ANSWERED.value
+
+
+def _claim(rt: Runtime, call_id: int) -> _Claimed | None:
+    """Read what the call needs without the write lock, then claim it in a transaction of one update:
+    on SQLite the write lock is the bottleneck every web and worker process shares."""
+    with read_transaction(rt.sessions) as session:
+        call = session.execute(select(RemoteCall.agent_id, RemoteCall.request_id, RemoteCall.target,
+                                      RemoteCall.args_json, RemoteCall.status, RemoteCall.task_run_id)
+                               .where(RemoteCall.id == call_id)).first()
+        if call is None or call.status != RemoteCallStatus.PENDING.value:
+            return None
+        view = _cached_run_view(rt, session, int(call.task_run_id))
+        if view is None:
+            return None
+        data = session.scalar(select(Assignment.data).join(Agent, Agent.assignment_id == Assignment.id)
+                              .where(Agent.id == call.agent_id))
+        if data is None:
+            # An onboarding agent's page: its state is the onboarding data, as Mephisto gives it.
+            data = {"task_data": dict(view.hooks.onboarding_data)}
+        previous = tuple(r for r in calls.requests_of(session, call.agent_id) if r.uuid != call.request_id)
+    with transaction(rt.sessions) as session:
+        if not calls.claim_call(session, call_id, now=_now()):
+            return None
+    return _Claimed(view, CallView(call.agent_id, call.request_id, call.target, call.args_json,
+                                   dict(data or {}), previous))
+
+
+_RUN_VIEWS: dict[int, RunView] = {}
+_RUN_VIEWS_MAX = 64
+
+
+def _cached_run_view(rt: Runtime, session: Session, run_id: int) -> RunView | None:
+    """A run's view, kept per process: a run's config and bundle never change once it exists."""
+    view = _RUN_VIEWS.get(run_id)
+    if view is None:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            return None
+        if len(_RUN_VIEWS) >= _RUN_VIEWS_MAX:
+            _RUN_VIEWS.clear()
+        view = _RUN_VIEWS[run_id] = _run_view(rt, run)
+    return view
+
+
+def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outputs: Any) -> None:
+    """The runner's on-submitted hook, then on-assignment-finished when this was its last unit. A hook
+    that cannot even be loaded is logged: it must not hold the run back."""
+    try:
+        with transaction(rt.sessions) as session:
+            run = session.get(TaskRun, run_id)
+            if run is None:
+                return
+            view = _run_view(rt, run)
+            unit = session.execute(
+                select(Unit.assignment_id, Unit.unit_index, Unit.status, Unit.agent_id, Unit.worker_id,
+                       Worker.worker_name)
+                .outerjoin(Worker, Worker.id == Unit.worker_id).where(Unit.id == unit_id)).first()
+            assignment_id = None if unit is None else unit.assignment_id
+            open_units = session.scalar(select(func.count()).select_from(Unit).where(
+                Unit.assignment_id == assignment_id, Unit.status.not_in([s.value for s in UNIT_SUBMITTED])))
+    except Exception:
+        log.exception("the TaskRunner of unit %s could not be loaded", unit_id)
+        return
+    runner = runner_for(view.blueprint_type)
+    if outputs is not None and unit is not None:
+        runner.on_unit_submitted(view, SubmittedUnit(
+            unit_id=unit_id, unit_index=int(unit.unit_index), run_id=run_id, unit_data=dict(unit_data or {}),
+            outputs=dict(outputs), worker_id=unit.worker_id, worker_name=unit.worker_name,
+            agent_id=unit.agent_id, status=str(unit.status),
+            qualifications=StoredWorkerQualifications(rt.sessions, send=partial(rt.queue.enqueue, queue.PROVIDER_CALL))))
+    if not open_units and assignment_id is not None:
+        runner.on_assignment_finished(view, int(assignment_id))
+
+
+def live_sweep(rt: Runtime) -> dict[str, int]:
+    """Disconnect the agents whose page fell silent; send orphaned remote calls round again, or answer
+    them with an error after their second run."""
+    presence = Presence(rt.redis)
+    silent = presence.take_silent(rt.settings.live_disconnect_s)
+    now = _now()
+    gone = (disconnect_agents(rt.sessions, rt.limiter, silent, now=now)
+            + disconnect_onboarding_agents(rt.sessions, silent, now=now))
+    for item in gone:
+        status = AgentStatus.EXPIRED if item.expired else AgentStatus.DISCONNECT
+        send_to_agent(rt.redis, item.agent_id, protocol.status_packet(item.agent_id, status.value))
+        with transaction(rt.sessions) as session:
+            run = session.get(TaskRun, item.run_id)
+            view = _run_view(rt, run) if run is not None else None
+        if view is not None:
+            runner_for(view.blueprint_type).on_agent_disconnected(view, item.agent_id, status.value)
+    ended = _tell_ended_agents(rt, presence)
+    rerun, failed = _recover_orphans(rt)
+    return {"disconnected": len(gone), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
+
+
+_ENDINGS = frozenset({AgentStatus.TIMEOUT, AgentStatus.EXPIRED, AgentStatus.RETURNED, AgentStatus.DISCONNECT})
+
+
+def _tell_ended_agents(rt: Runtime, presence: Presence) -> int:
+    """Live pages whose agent (or onboarding agent) ended elsewhere (timed out by beat, expired by a
+    shutdown, submitted) stop being watched; the page of one that did not submit hears its status, and its
+    runner the event."""
+    watched = list(presence.watched())
+    if not watched:
+        return 0
+    with read_transaction(rt.sessions) as session:
+        rows = [*session.execute(select(Agent.id, Agent.status, Agent.task_run_id).where(
+                    Agent.id.in_(watched), Agent.status != AgentStatus.IN_TASK.value)),
+                *session.execute(select(OnboardingAgent.id, OnboardingAgent.status, OnboardingAgent.task_run_id)
+                                 .where(OnboardingAgent.id.in_(watched),
+                                        OnboardingAgent.status != AgentStatus.ONBOARDING.value))]
+    told = 0
+    for agent_id, status, run_id in rows:
+        if not presence.forget(agent_id):
+            continue  # another sweep took it
+        if AgentStatus(status) not in _ENDINGS:
+            continue  # submitted: nothing to tell
+        send_to_agent(rt.redis, agent_id, protocol.status_packet(agent_id, str(status)))
+        with read_transaction(rt.sessions) as session:
+            view = _cached_run_view(rt, session, int(run_id))
+        if view is not None:
+            runner_for(view.blueprint_type).on_agent_disconnected(view, agent_id, str(status))
+        told += 1
+    return told
+
+
+def _recover_orphans(rt: Runtime) -> tuple[int, int]:
+    now = _now()
+    rerun: list[int] = []
+    answered: list[calls.Orphan] = []
+    response = protocol.error_response(WORKER_DIED)
+    with transaction(rt.sessions) as session:
+        for orphan in calls.orphaned_calls(session, rt.redis, lease_s=rt.settings.remote_call_lease_s, now=now):
+            if orphan.has_run_left:
+                if calls.requeue_call(session, orphan.call_id):
+                    rerun.append(orphan.call_id)
+            elif calls.settle_call(session, orphan.call_id, response_json=response, failed=True,
+                                   error=WORKER_DIED, now=now):
+                answered.append(orphan)
+    for call_id in rerun:
+        rt.queue.enqueue(queue.REMOTE_CALL, call_id)
+    for orphan in answered:
+        log.warning("remote call %s (agent %s) lost its worker twice: answered with an error",
+                    orphan.request_id, orphan.agent_id)
+        send_to_agent(rt.redis, orphan.agent_id, protocol.answer_update(orphan.agent_id, orphan.request_id, response))
+    return len(rerun), len(answered)

@@ -1,0 +1,87 @@
+"""Disconnecting agents whose live page fell silent, as Mephisto's router did after ``FAILED_PING_TIME``.
+
+The agent moves ``in task`` -> ``disconnect`` (a late submission is refused, a returning page is told its
+unit is gone) and its unit goes back to the pool (``assigned`` -> ``launched``) for another worker, or
+expires when the run is shutting down. The unit keeps its run and deployment tokens while it is launched
+(a launched unit counts against ``max_num_concurrent_units``, as before it was taken); the worker's own
+tokens (``allowed_concurrent``, ``maximum_units_per_worker``) are given back, since the unit no longer
+counts as theirs. Both moves are compare-and-sets, so a submission racing the sweep wins or loses whole.
+
+An onboarding agent whose page fell silent moves ``onboarding`` -> ``disconnect`` the same way (its late
+answers are refused; the worker who comes back starts a fresh attempt). It holds no unit or tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_unit
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.runs.launches import release_tokens, unit_holder
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    agent_id: str
+    unit_id: int | None  # None for an onboarding agent
+    run_id: int
+    expired: bool
+
+
+def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_ids: Sequence[str], *,
+                      now: datetime) -> list[Disconnected]:
+    """Disconnect those of ``agent_ids`` still in task; return what moved."""
+    if not agent_ids:
+        return []
+    done: list[Disconnected] = []
+    releases: list[tuple[int, int, str | None, bool, list[str]]] = []
+    with transaction(factory) as session:
+        rows = session.execute(
+            select(Agent.id, Agent.unit_id, Agent.task_run_id, Agent.worker_id, TaskRun.shutdown_requested_at,
+                   Task.task_name, Unit.launch_id)
+            .join(TaskRun, TaskRun.id == Agent.task_run_id).join(Task, Task.id == TaskRun.task_id)
+            .join(Unit, Unit.id == Agent.unit_id)
+            .where(Agent.id.in_(list(agent_ids)), Agent.status == AgentStatus.IN_TASK.value)).all()
+        for agent_id, unit_id, run_id, worker_id, stopping_at, task_name, launch_id in rows:
+            if not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now):
+                continue  # submitted at this moment
+            stopping = stopping_at is not None
+            if stopping:
+                moved = move_unit(session, unit_id, UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now)
+            else:
+                moved = move_unit(session, unit_id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now,
+                                  agent_id=None, worker_id=None)
+            if not moved:
+                continue
+            pools = [keys.worker_assigned_pool(run_id, worker_id), keys.worker_task_units_pool(task_name, worker_id)]
+            releases.append((unit_id, run_id, launch_id, stopping, pools))
+            done.append(Disconnected(agent_id, unit_id, run_id, expired=stopping))
+    for unit_id, run_id, launch_id, stopping, pools in releases:
+        limiter.release(unit_holder(unit_id), pools)
+        if stopping:  # expired: the unit no longer counts against the run's cap
+            release_tokens(limiter, run_id, [(unit_id, launch_id)])
+    return done
+
+
+def disconnect_onboarding_agents(factory: sessionmaker[Session], agent_ids: Sequence[str], *,
+                                 now: datetime) -> list[Disconnected]:
+    """Disconnect those of ``agent_ids`` that are onboarding agents still in ``onboarding``."""
+    if not agent_ids:
+        return []
+    done: list[Disconnected] = []
+    with transaction(factory) as session:
+        rows = session.execute(select(OnboardingAgent.id, OnboardingAgent.task_run_id).where(
+            OnboardingAgent.id.in_(list(agent_ids)),
+            OnboardingAgent.status == AgentStatus.ONBOARDING.value)).all()
+        for agent_id, run_id in rows:
+            if move_onboarding_agent(session, agent_id, AgentStatus.ONBOARDING, AgentStatus.DISCONNECT, now=now):
+                done.append(Disconnected(agent_id, None, int(run_id), expired=False))
+    return done

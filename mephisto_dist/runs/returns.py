@@ -1,0 +1,68 @@
+"""Units whose worker gave their HIT back on a marketplace (MTurk's return, or its own abandonment)
+come back to the pool without waiting for the assignment duration to run out.
+
+A worker who returns a HIT on MTurk tells MTurk, not us. When another worker then accepts the HIT, the
+registration takes the unit over (``work.claims``); when nobody does, this sweep asks the provider which
+HITs of assigned units no worker holds any more and hands those units back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.providers import CrowdProvider
+from mephisto_dist.runs.launches import unit_holder
+
+MIN_HELD_S = 30.0
+"""A unit assigned more recently is not asked about: its worker has only just accepted."""
+
+
+@runtime_checkable
+class ReportsHolds(Protocol):
+    def hits_not_held(self, hit_ids: Sequence[str]) -> list[str]:
+        """Of these HITs, those no worker holds an assignment of and none submitted one."""
+        ...
+
+
+def open_hit_runs(session: Session, provider_types: Sequence[str]) -> list[int]:
+    return list(session.scalars(select(TaskRun.id).where(
+        TaskRun.is_completed.is_(False), TaskRun.provider_type.in_(list(provider_types)))))
+
+
+def hand_back_returned_units(factory: sessionmaker[Session], provider: CrowdProvider, limiter: Limiter,
+                             run_id: int, *, now: datetime, min_held_s: float = MIN_HELD_S) -> int:
+    """Move the run's assigned units whose HIT nobody holds back to ``launched`` (their agent
+    ``returned``); the number handed back. The provider is asked outside any transaction."""
+    if not isinstance(provider, ReportsHolds):
+        return 0
+    with transaction(factory) as session:
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.provider_unit_id).where(
+            Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+            Unit.assigned_at <= now - timedelta(seconds=min_held_s), Unit.provider_unit_id.is_not(None))).all()
+    if not rows:
+        return 0
+    gone = set(provider.hits_not_held([str(row.provider_unit_id) for row in rows]))
+    moved: list[tuple[int, int | None]] = []
+    with transaction(factory) as session:
+        for row in rows:
+            if row.provider_unit_id not in gone or row.agent_id is None:
+                continue
+            # Compare-and-set from what we read: a submit that arrived meanwhile wins.
+            if move_agent(session, row.agent_id, AgentStatus.IN_TASK, AgentStatus.RETURNED, now=now) and \
+                    move_unit(session, row.id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now, agent_id=None,
+                              worker_id=None):
+                moved.append((row.id, row.worker_id))
+    for unit_id, worker_id in moved:
+        if worker_id is not None:
+            limiter.release(unit_holder(unit_id), [keys.worker_assigned_pool(run_id, worker_id)])
+    return len(moved)

@@ -1,0 +1,127 @@
+"""TaskRuns: creating one with its assignments and units in one transaction, counting, and noticing when
+a run is done. Launching its units is ``mephisto_dist.runs.launches``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
+from mephisto_dist.db.unique_rows import get_or_create
+from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Everything a TaskRun is created from, validated beforehand."""
+
+    task_name: str
+    blueprint_type: str
+    architect_type: str
+    provider_type: str
+    requester_name: str
+    sandbox: bool
+    config: dict[str, Any]
+    task_dir: str
+    build_dir: str
+    server_url: str | None
+    max_concurrent_units: int
+    units_per_assignment: int
+    pay_amount: float
+    assignment_data: Sequence[dict[str, Any]]
+    bundle_key: str | None = None
+
+
+def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
+    """Create Task (if new), Requester (if new), TaskRun, Assignments and Units; return the run id.
+
+    Runs inside the caller's transaction, so a failure leaves nothing behind.
+    """
+    task_id, _ = get_or_create(session, Task, {"task_name": new.task_name},
+                               {"task_type": new.blueprint_type, "created_at": now})
+    requester_id, _ = get_or_create(
+        session, Requester, {"provider_type": new.provider_type, "requester_name": new.requester_name},
+        {"created_at": now},
+    )
+    run = TaskRun(
+        task_id=task_id, requester_id=requester_id, blueprint_type=new.blueprint_type,
+        architect_type=new.architect_type, provider_type=new.provider_type, sandbox=new.sandbox,
+        config=new.config, task_dir=new.task_dir, build_dir=new.build_dir, bundle_key=new.bundle_key,
+        server_url=new.server_url,
+        max_concurrent_units=new.max_concurrent_units, created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    assignment_ids = list(session.scalars(
+        insert(Assignment).returning(Assignment.id, sort_by_parameter_order=True),
+        [{"task_run_id": run.id, "data_index": i, "data": data, "created_at": now}
+         for i, data in enumerate(new.assignment_data)],
+    ))
+    session.execute(insert(Unit), [
+        {"assignment_id": assignment_id, "task_run_id": run.id, "unit_index": index,
+         "pay_amount": new.pay_amount, "status": UnitStatus.CREATED.value,
+         "created_at": now, "status_changed_at": now}
+        for assignment_id in assignment_ids for index in range(new.units_per_assignment)
+    ])
+    return run.id
+
+
+_PORT_LOCK_BASE = 0x6D640000  # "md" and the port: one PostgreSQL advisory lock per port
+
+
+def run_on_port(session: Session, port: int, *, exclude: int | None = None) -> tuple[int, str] | None:
+    """The open run (id, task name) whose server listens on ``port``, if any: a run is open until it
+    completes, since workers may still be working on it after a shutdown was asked for.
+
+    Taken under a per-port lock held to the end of the caller's transaction (PostgreSQL's advisory
+    lock; SQLite's write lock is already held), so two runs created at once cannot both find it free.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PORT_LOCK_BASE + port})
+    rows = session.execute(select(TaskRun.id, TaskRun.architect_type, TaskRun.config, Task.task_name)
+                           .join(Task, Task.id == TaskRun.task_id).where(TaskRun.is_completed.is_(False))
+                           .order_by(TaskRun.id)).all()
+    for run_id, architect_type, config, task_name in rows:
+        architect = (config or {}).get("architect", {})
+        serves = architect_type == "local" or bool(architect.get("should_run_server"))
+        if run_id != exclude and serves and int(architect.get("port") or 3000) == port:
+            return int(run_id), str(task_name)
+    return None
+
+
+def port_taken_message(port: int, holder: tuple[int, str], *, can_override: bool) -> str:
+    run_id, task_name = holder
+    message = (f"port {port} is served for open task run {run_id} ({task_name}), whose workers would lose "
+               f"their submissions; ")
+    if can_override:
+        return message + f"pick another with mephisto.architect.port=N, or stop it with mephisto-dist shutdown {run_id}"
+    return message + f"stop it first with mephisto-dist shutdown {run_id}"
+
+
+def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:
+    rows = session.execute(
+        select(Unit.status, func.count()).where(Unit.task_run_id == run_id).group_by(Unit.status)
+    )
+    return {UnitStatus(status): int(count) for status, count in rows}
+
+
+def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> bool:
+    """Mark the run completed when every unit is done; True only for the call that marked it."""
+    # Looking for the few not-done statuses uses the (run, status) index; NOT IN would walk the run.
+    pending = session.scalar(
+        select(Unit.id).where(
+            Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UnitStatus if s not in UNIT_DONE])
+        ).limit(1)
+    )
+    if pending is not None:
+        return False
+    result = session.execute(
+        update(TaskRun).where(TaskRun.id == run_id, TaskRun.is_completed.is_(False))
+        .values(is_completed=True, completed_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,150 @@
+"""Registering a worker's agent and taking their onboarding answers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.queue import PROVIDER_CALL, UNIT_ASSIGNED
+from mephisto_dist.review.qualifications import SYNCED_PROVIDERS, pending_worker_calls
+from mephisto_dist.runners.live import calls
+from mephisto_dist.work import claims, onboarding
+from mephisto_dist.work.claims import AgentDetails, Registration, RunContext
+from mephisto_dist.work.served import Served, now
+
+log = logging.getLogger(__name__)
+
+
+def request_agent(served: Served, reg: Registration) -> AgentDetails:
+    """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
+    one after the commit."""
+    run = served.run()
+    runner = runner_for(blueprint_type_of(run.config))
+    details = AgentDetails(reg.request_id, failure_reason=claims.NO_UNIT_AVAILABLE)
+    for attempt in range(claims.CLAIM_ATTEMPTS):
+        try:
+            with transaction(served.runtime.sessions) as session:
+                outcome = _register(session, served, run, reg, retry=attempt + 1 < claims.CLAIM_ATTEMPTS)
+                if (isinstance(outcome, AgentDetails) and runner.live and outcome.agent_id
+                        and outcome.unit_id is not None and not outcome.created):
+                    outcome = replace(outcome, init_task_data=runner.returning_agent_data(
+                        outcome.init_task_data or {}, calls.requests_of(session, outcome.agent_id)))
+            if isinstance(outcome, claims.ClaimBusy):
+                raise outcome
+            if isinstance(outcome, claims.Reservation):
+                claimed = _claim_reserved(served, run, outcome)
+                if claimed is None:
+                    continue  # the unit went to another request meanwhile: choose again
+                outcome = claimed
+            details = outcome
+            break
+        except claims.ClaimBusy:
+            time.sleep(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
+    _announce(served, details)
+    return details
+
+
+def _register(session: Session, served: Served, run: RunContext, reg: Registration,
+              *, retry: bool) -> AgentDetails | claims.Reservation | claims.ClaimBusy:
+    """:func:`claims.register_agent`, with "every free unit is locked this instant" returned, not raised:
+    the transaction then ends with a COMMIT of what the attempt did write (a worker row, an MTurk
+    assignment taken back), not a ROLLBACK, which would also drop the connection's prepared statements
+    (psycopg forgets them on ROLLBACK, and every statement is parsed and planned again)."""
+    try:
+        return claims.register_agent(session, run, reg, now=now(), gate=served.gate, retry=retry)
+    except claims.ClaimBusy as busy:
+        return busy
+
+
+def _claim_reserved(served: Served, run: RunContext, reservation: claims.Reservation) -> AgentDetails | None:
+    """Take the worker's per-worker tokens for the reserved unit (no transaction open), then claim it;
+    ``None`` when another request took the unit first (its tokens are given back)."""
+    limiter = served.gate.limiter
+    # Exclusive: a second request of the same worker that chose the same unit must not share, and
+    # then give back, the token the first one's claim relies on.
+    taken = limiter.acquire(reservation.holder, reservation.pools, exclusive=True)
+    if taken.held_pool is not None:
+        raise claims.ClaimBusy(run.run_id)  # that other request is claiming it right now
+    if not taken.ok:
+        return reservation.refusal(taken)
+    pools = [p.pool for p in reservation.pools]
+    try:
+        with transaction(served.runtime.sessions) as session:
+            claimed = claims.claim_reserved(session, run, reservation, now=now())
+    except BaseException:
+        limiter.release(reservation.holder, pools)
+        raise
+    if claimed is None:
+        limiter.release(reservation.holder, pools)
+    return claimed
+
+
+def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> AgentDetails:
+    """Judge an onboarding submission with the task's ``validate_onboarding`` (outside any transaction:
+    it is the task's own code, maybe slow), record the verdict and answer what the worker gets next."""
+    run = served.run()
+    if not run.onboarding_qualification:
+        raise RequestError("this task run has no onboarding", 400)
+    with transaction(served.runtime.sessions) as session:
+        agent = onboarding.load(session, run.run_id, agent_id)
+    if agent.status == AgentStatus.ONBOARDING:
+        passed = _validate_onboarding(run, data)
+    else:
+        passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
+    with transaction(served.runtime.sessions) as session:
+        outcome = claims.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
+                                           gate=served.gate)
+        # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
+        # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
+        syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
+    _send_provider_calls(served, syncs)
+    if isinstance(outcome, claims.Reservation):
+        # The verdict is committed: the unit is claimed as request_agent claims one, or, taken by
+        # another request meanwhile, the worker is answered as request_agent answers them now.
+        try:
+            claimed = _claim_reserved(served, run, outcome)
+        except claims.ClaimBusy:
+            claimed = None
+        if claimed is None:
+            return request_agent(served, outcome.reg)
+        outcome = claimed
+    _announce(served, outcome)
+    return outcome
+
+
+def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
+    for call_id in call_ids:
+        try:
+            served.runtime.queue.enqueue(PROVIDER_CALL, call_id)
+        except ServiceError as error:
+            log.warning("provider call %s not queued now (%s): beat re-sends it", call_id, error)
+            return
+
+
+def _announce(served: Served, details: AgentDetails) -> None:
+    """The TaskRunner's on-assigned event, for a new agent on a unit when the run's runner wants it."""
+    if (details.created and details.unit_id is not None
+            and runner_for(blueprint_type_of(served.run().config)).wants_unit_assigned):
+        served.runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
+
+
+def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:
+    """The task's ``validate_onboarding`` verdict; everyone passes when the task has none."""
+    validate = run.hooks.validate_onboarding
+    if validate is None:
+        return True
+    try:
+        return bool(validate(dict(data)))
+    except Exception as error:
+        # A bug in the task's hook is not a verdict on the worker: leave the onboarding open.
+        log.exception("the task's validate_onboarding hook failed")
+        raise RequestError(f"the task's validate_onboarding hook failed: {type(error).__name__}: {error}",
+                           500) from None

@@ -1,0 +1,115 @@
+"""The run a web process serves and the long-lived parts every request of it shares."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Task, TaskRun
+from mephisto_dist.errors import RequestError
+from mephisto_dist.providers import CrowdProvider, make_provider
+from mephisto_dist.runs.bundles import run_files
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.work.claims import RunContext, WorkerGate
+from mephisto_dist.work.uploads import UploadStore
+
+RESOLVE_CACHE_S = 2.0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunResolver:
+    """Which run this server serves: a fixed one, or the open run of the local architect on our port (the
+    Procfile's ``web`` process serves whatever run is launched on its port). Once serving a run it keeps
+    serving it until the run completes, so its workers' submissions are never turned away; creating a
+    second open run on one port is refused (``runs.run_on_port``)."""
+
+    def __init__(self, runtime: Runtime, run_id: int | None, port: int | None) -> None:
+        self._runtime = runtime
+        self._run_id = run_id
+        self._port = port
+        self._cached: RunContext | None = None
+        self._cached_at = 0.0
+
+    def cached(self) -> RunContext | None:
+        """The run ``current`` would answer without reading the database (a fixed run once read, the run
+        on our port for ``RESOLVE_CACHE_S``); None when it must read. Does no I/O: an async caller
+        needs a thread only for ``current`` when this is None."""
+        cached = self._cached
+        if cached is not None and (self._run_id is not None or
+                                   time.monotonic() - self._cached_at < RESOLVE_CACHE_S):
+            return cached
+        return None
+
+    def current(self) -> RunContext:
+        cached = self.cached()
+        if cached is not None:
+            return cached
+        with transaction(self._runtime.sessions) as session:
+            run = session.get(TaskRun, self._run_id) if self._run_id is not None else self._by_port(session)
+            if run is None:
+                raise RequestError("no task run is being served here", 404)
+            task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or ""
+            files = run_files(self._runtime.bundles, run)
+            self._cached = RunContext.from_config(run.id, run.task_id, task_name, run.provider_type,
+                                                  str(files.build_dir), run.config, files.hooks)
+        self._cached_at = time.monotonic()
+        return self._cached
+
+    def _by_port(self, session: Session) -> TaskRun | None:
+        if self._cached is not None:
+            serving = session.get(TaskRun, self._cached.run_id)
+            if serving is not None and not serving.is_completed:
+                return serving
+        runs = session.scalars(
+            select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type == "local")
+            .order_by(TaskRun.id.desc()).limit(20)
+        )
+        for run in runs:
+            if self._port is None or int(run.config.get("architect", {}).get("port", 0)) == self._port:
+                return run
+        return None
+
+
+class ProviderCache:
+    """One provider object per run served (providers hold no per-request state)."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[int, CrowdProvider] = {}
+
+    def get(self, run: RunContext) -> CrowdProvider:
+        provider = self._by_run.get(run.run_id)
+        if provider is None:
+            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.config.get("provider", {}))
+        return provider
+
+
+@dataclass(frozen=True)
+class Served:
+    """Everything a request's service function needs: built once per web process."""
+
+    runtime: Runtime
+    resolver: RunResolver
+    providers: ProviderCache
+    gate: WorkerGate
+    uploads: UploadStore
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Served:
+        return cls(runtime, RunResolver(runtime, run_id, port), ProviderCache(),
+                   WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s),
+                   UploadStore(runtime.storage))
+
+    def run(self) -> RunContext:
+        return self.resolver.current()
+
+    def cached_run(self) -> RunContext | None:
+        """The run served when known without a database read, else None (then call ``run``)."""
+        return self.resolver.cached()

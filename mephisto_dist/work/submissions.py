@@ -1,0 +1,168 @@
+"""Taking a worker's submission (answers and uploaded files) and their metadata (tips, feedback)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from sqlalchemy import select, update
+
+from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent
+from mephisto_dist.domain.metadata import merge_metadata
+from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.limiter import PoolLimit, keys
+from mephisto_dist.providers import UnitLaunch
+from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, UNIT_SUBMITTED
+from mephisto_dist.runs.launches import (
+    LaunchContext,
+    bind_next_launch,
+    hand_over,
+    launch_args,
+    launch_units,
+    pools_for,
+    release_tokens,
+    token_holder,
+    unit_holder,
+)
+from mephisto_dist.runs.task_runs import mark_completed_if_done
+from mephisto_dist.work import claims
+from mephisto_dist.work.claims import RunContext, Submission
+from mephisto_dist.work.served import Served, now
+from mephisto_dist.work.uploads import StoredFile, UploadBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file input of a multipart submission, still in the request's temporary storage."""
+
+    field: str
+    filename: str
+    content_type: str | None
+    data: BinaryIO
+
+
+def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
+                files: Sequence[UploadedFile] = ()) -> Submission:
+    """Store the files, then record the answer; a refused or repeated submission leaves no files behind
+    (a repeat keeps the first answer and its files)."""
+    batch = _store_files(served, agent_id, outputs, files) if files else None
+    try:
+        submission = _record(served, agent_id, outputs)
+    except BaseException:
+        if batch is not None:
+            served.uploads.discard(batch)
+        raise
+    if not submission.first and batch is not None:
+        served.uploads.discard(batch)
+    return submission
+
+
+def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> None:
+    """Merge ``metadata`` into the agent's (Mephisto's tips and feedback arrive this way) while the agent
+    is still working: once the unit is submitted, what was reviewed and exported stays as it was."""
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        agent = claims.load_agent(session, run, agent_id)
+        merged = merge_metadata(agent.task_metadata, metadata, lambda: str(uuid.uuid4()))
+        # Compare-and-set on the status: a submit committing meanwhile wins, and this is refused.
+        still_working = update(Agent).where(Agent.id == agent.id, Agent.status == AgentStatus.IN_TASK.value)
+        changed = session.connection().execute(still_working.values(task_metadata=merged)).rowcount
+        if not changed:
+            status = session.scalar(select(Agent.status).where(Agent.id == agent.id))
+            raise RequestError(f"this agent's metadata can no longer change (status: {status})", 409)
+
+
+def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
+                 files: Sequence[UploadedFile]) -> UploadBatch:
+    run = served.run()
+    with transaction(served.runtime.sessions) as session:
+        claims.load_agent(session, run, agent_id)  # refuse a stranger before writing their files
+    batch = served.uploads.new_batch(run.run_id, agent_id)
+    stored = [served.uploads.save(batch, f.field, f.filename, f.content_type, f.data) for f in files]
+    _attach_files(outputs, stored)
+    return batch
+
+
+def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission:
+    run = served.run()
+    provider = served.providers.get(run)
+    ctx = LaunchContext.of(served.runtime, provider)
+    handover: UnitLaunch | None = None
+    pools: list[PoolLimit] = []
+    with transaction(served.runtime.sessions) as session:
+        submission = claims.submit_task(session, run, agent_id, outputs, now=now())
+        pools = pools_for(ctx, run.run_id, submission.run_cap)
+        if submission.first and submission.run_open and provider.publishes_instantly and pools:
+            # The slot this unit frees goes to the next unit, bound here and handed over after the
+            # commit, with no launcher in between (see launches.hand_over).
+            handover = bind_next_launch(session, ctx, run.run_id, now=now())
+        if submission.first and run.hooks.on_unit_submitted is None and handover is None:
+            # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
+            # services stop, and the last unit's hook would be lost. A run with a unit just bound
+            # to a launch is not done: no need to look.
+            mark_completed_if_done(session, run.run_id, now=now())
+    if submission.first:
+        try:
+            _after_submit(served, run, ctx, submission, handover, pools)
+        except ServiceError as error:
+            # The answer is committed: the worker hears success. The slot comes back with beat's
+            # repair (it removes the tokens of done units), the refill with its next sweep (the
+            # intent bound above is cleared when Redis fails; a process dying before that leaves it
+            # for beat to re-send once its retry time passes).
+            log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+    return submission
+
+
+def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
+                  handover: UnitLaunch | None, pools: list[PoolLimit]) -> None:
+    """After the commit: free the unit's slots and refill them at once: handed straight to the unit
+    bound in the submitting transaction where publishing is free, else by a Celery launch task
+    enqueued now. The worker's TaskRunner hook runs on Celery."""
+    runtime = served.runtime
+    if handover is not None:
+        freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
+        handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
+                           pools, submission.server_url,
+                           launch_args(run.config), now=now())
+        # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
+        launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
+    else:
+        freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
+        launched = 0
+        if not pools:
+            # No cap to refill against: an uncapped run launched all of its units at once (a token
+            # found here is beat's recount of the deployment pool, which no cap limits), and a cap
+            # removed meanwhile launched what it held back (limits enqueues the launch).
+            freed = 0
+        elif freed and ctx.provider.publishes_instantly:
+            launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
+        elif freed:
+            runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
+    if run.allowed_concurrent:
+        # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
+        # in the submitting transaction (else its slot waits out a lease before beat re-sends it); the
+        # worker's token then runs out with its lease, or beat's repair removes it.
+        runtime.limiter.release(unit_holder(submission.unit_id),
+                                [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
+    if freed and runtime.settings.max_concurrent_units and not launched:
+        # The deployment-wide slot this unit freed may belong to another run's waiting units.
+        runtime.queue.enqueue(RECONCILE_RUNS)
+    if runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks):
+        # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
+        runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
+
+
+def _attach_files(fields: dict[str, Any], stored: list[StoredFile]) -> None:
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for item in stored:
+        by_field.setdefault(item.field, []).append(item.record())
+    for name, records in by_field.items():
+        fields[name] = records[0] if len(records) == 1 else records
