@@ -147,6 +147,7 @@ def at_once(target: Any, argses: list[tuple[Any, ...]]) -> list[Any]:
     return outcomes
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("processes", [6])
 def test_processes_racing_for_units_never_share_one(engine: Engine, database_url: str, processes: int) -> None:
     """Several processes register different workers at the same moment for fewer units than asks:
@@ -199,6 +200,7 @@ def _same_registrations(url: str, run: RunContext, asks: int, start, results) ->
     engine.dispose()
 
 
+@pytest.mark.system
 def test_one_registration_asked_by_several_processes_at_once_gets_one_agent(engine: Engine,
                                                                              database_url: str) -> None:
     """The same pages asking on several web processes at the same moment (a reload, a retry through the
@@ -229,6 +231,7 @@ def _take_made_units(url: str, run_id: int, tries: int, start, results) -> None:
     engine.dispose()
 
 
+@pytest.mark.system
 def test_processes_counting_made_units_at_once_never_pass_the_cap(engine: Engine, database_url: str) -> None:
     """max_gold_units (and max_screening_units) counted on the run's row by six processes at once, 60 asks
     for 7 golds: exactly 7 are granted, and the row says 7."""

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from mephisto_dist import heartbeats
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime
+
+pytestmark = pytest.mark.system
 
 SENT = "Sending due task"
 

@@ -28,7 +28,7 @@ from tests.browser import (
     submit_and_confirm,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 TASK_DIR = REPO / "examples" / "simple_static_task"
 def csv_rows() -> list[dict[str, str]]:

@@ -112,6 +112,7 @@ def test_a_hooks_file_in_a_folder_the_bundle_leaves_out_is_refused(tmp_path: Pat
         prepare_run(task_dir, "example", [], check_port=False)
 
 
+@pytest.mark.system
 def test_machines_share_runs_through_storage_only(tmp_path: Path, pg_url: str, redis_url: str,
                                                   s3_storage_url: str) -> None:
     record = tmp_path / "submitted.jsonl"
@@ -184,6 +185,7 @@ def _cli(data_dir: Path, like: Any, *args: str) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.system
 def test_a_web_process_whose_storage_lacks_the_runs_bundle_refuses_to_serve(tmp_path: Path, pg_url: str,
                                                                             redis_url: str) -> None:
     """A machine configured with another store than the one the run was created with: the web process

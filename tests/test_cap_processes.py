@@ -33,6 +33,8 @@ from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 CAP, LOWERED_CAP = 5, 3
 UNITS = 150
 WORKERS_PER_SERVER = 20

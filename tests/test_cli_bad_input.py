@@ -14,6 +14,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}

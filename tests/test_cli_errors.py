@@ -20,6 +20,8 @@ from tests.conftest import PG_URL
 from tests.factories import make_run
 from tests.system import make_runtime
 
+pytestmark = pytest.mark.system
+
 
 def run_cli(data_dir: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_") and k != "COLUMNS"}

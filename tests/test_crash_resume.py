@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import wait_for
 from tests.system import ROOT
 from tests.test_lifecycle_system import AttachedRun, _external_env, cli
+
+pytestmark = pytest.mark.system
 
 CAP, ROWS = 3, 30
 READ_S = 1.0  # how long a simulated worker reads a page: with the cap, about 3 units a second

@@ -25,6 +25,8 @@ from tests.conftest import S3_TEST_ENV, wait_for
 from tests.system import ROOT, celery_beat, celery_worker, make_runtime
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 REGION = "us-east-2"
 
 

@@ -87,6 +87,7 @@ def test_every_ended_unit_with_status_and_metadata_in_jsonl_json_and_csv(engine:
         "completed", "completed", "launched"]
 
 
+@pytest.mark.system
 def test_the_export_command_writes_each_format_and_leaves_expired_out_on_request(tmp_path: Path) -> None:
     data = tmp_path / "data"
     database_url = f"sqlite:///{data / 'mephisto-dist.db'}"

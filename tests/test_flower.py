@@ -21,6 +21,8 @@ from tests.conftest import free_port, wait_for
 from tests.system import ROOT, celery_worker, child_env, make_runtime, stop
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 LOGIN = ("watcher", "s3cret-pass")
 
 

@@ -20,10 +20,13 @@ from tests.taskdirs import write_script_task_dir
 from tests.test_screening_system import grants, made_units, sentence
 from tests.test_task_scripts_system import register, submit
 
+pytestmark = pytest.mark.system
+
 SCRIPT = '''\
 from mephisto.abstractions.blueprints.abstract.static_task.static_blueprint import SharedStaticTaskState
 from mephisto.abstractions.blueprints.mixins.use_gold_unit import UseGoldUnit, get_gold_factory
 from mephisto.tools.scripts import task_script
+
 
 GOLDS = [{"sentence": "a gold sentence", "expected": "5"}]
 

@@ -23,6 +23,8 @@ from mephisto_dist.runtime import Runtime
 from tests.system import make_runtime, register, web_server
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 ACTIVE = (UnitStatus.LAUNCHED.value, UnitStatus.ASSIGNED.value)
 
 

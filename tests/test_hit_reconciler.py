@@ -37,6 +37,8 @@ from tests.factories import make_run
 from tests.mturk_local_process import FAKE_KEY_ID, FAKE_SECRET, client, external_question, mturk_local
 from tests.system import ROOT, child_env, make_runtime
 
+pytestmark = pytest.mark.system
+
 TASK_URL = "https://example.org/task"
 
 

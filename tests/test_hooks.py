@@ -56,6 +56,7 @@ def hooked_task_dir(root: Path, hooks_source: str | None, *, hooks_value: str = 
     ("", "hooks.py", ("must be an absolute path", "${task_dir}/hooks.py")),
     ("", "${task_dir}/hooks.txt", ("must name a .py file",)),
 ])
+@pytest.mark.system
 def test_a_bad_hooks_module_is_a_one_line_error_and_no_task_run(
     tmp_path: Path, source: str | None, hooks_value: str, needles: tuple[str, ...]
 ) -> None:
@@ -67,6 +68,7 @@ def test_a_bad_hooks_module_is_a_one_line_error_and_no_task_run(
     assert task_runs(tmp_path / "data") == 0
 
 
+@pytest.mark.system
 def test_bad_qualification_requirements_are_a_one_line_error(tmp_path: Path) -> None:
     task_dir = hooked_task_dir(tmp_path, "", extra_blueprint=(
         "    qualifications:\n"
@@ -127,6 +129,7 @@ def onboard(url: str, worker: str, answer: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.system
 def test_onboarding_and_on_unit_submitted_with_real_processes(tmp_path: Path, runtime: Runtime) -> None:
     record = tmp_path / "submitted.jsonl"
     hooks_source = f"""

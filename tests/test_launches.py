@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
@@ -45,6 +46,7 @@ def cli(rt: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
                           env=child_env(rt.settings), capture_output=True, text=True, check=False)
 
 
+@pytest.mark.system
 def test_a_sender_killed_mid_call_is_repaired_by_beat_with_the_same_launch(
         tmp_path: Path, database_url: str, redis_url: str) -> None:
     rt = make_runtime(tmp_path / "data", database_url, redis_url, LEASE_TTL_S="4", RUN_SWEEP_EVERY_S="0.5",
@@ -79,6 +81,7 @@ def test_a_sender_killed_mid_call_is_repaired_by_beat_with_the_same_launch(
     rt.close()
 
 
+@pytest.mark.system
 def test_a_provider_that_always_fails_gets_exactly_the_configured_attempts(
         tmp_path: Path, sqlite_url: str, redis_url: str) -> None:
     rt = make_runtime(tmp_path / "data", sqlite_url, redis_url, PROVIDER_MAX_ATTEMPTS="3",

@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import wait_for
 from tests.system import ROOT, free_port
 from tests.taskdirs import write_task_dir
+
+pytestmark = pytest.mark.system
 
 
 class AttachedRun:

@@ -19,6 +19,8 @@ from mephisto_dist.errors import ServiceError
 from mephisto_dist.limiter import PoolLimit, keys
 from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
 
+pytestmark = pytest.mark.system
+
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES = 8
 ATTEMPTS_PER_PROCESS = 1_250

@@ -20,6 +20,8 @@ from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 ACTIVE = ("launched", "assigned")
 
 

@@ -48,6 +48,7 @@ def call_row(rt: Runtime, request_id: str) -> RemoteCall:
         return row
 
 
+@pytest.mark.system
 def test_calls_are_answered_across_two_web_processes_and_two_workers(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=4)
     with ExitStack() as stack:
@@ -99,6 +100,7 @@ def _opened(page: LivePage, *, alive: bool = True):  # type: ignore[no-untyped-d
     return opened()
 
 
+@pytest.mark.system
 def test_a_raising_function_answers_an_error_packet_and_logs_the_traceback(
         tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1)
@@ -119,6 +121,7 @@ def test_a_raising_function_answers_an_error_packet_and_logs_the_traceback(
     assert row.status == "failed" and "secret" not in (row.response_json or "")
 
 
+@pytest.mark.system
 def test_a_worker_killed_mid_call_is_rerun_once_on_another(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1)
     marks = tmp_path / "marks"
@@ -141,6 +144,7 @@ def test_a_worker_killed_mid_call_is_rerun_once_on_another(tmp_path: Path, runti
         assert (row.status, row.attempts) == ("answered", 2)
 
 
+@pytest.mark.system
 def test_a_call_whose_worker_dies_twice_is_answered_with_an_error(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1)
     with ExitStack() as stack:
@@ -167,6 +171,7 @@ def agent_and_unit(rt: Runtime, agent_id: str) -> tuple[str, str, str | None]:
         return str(row[0]), str(row[1]), row[2]
 
 
+@pytest.mark.system
 def test_a_page_back_in_time_keeps_its_unit_and_one_gone_for_good_returns_it_to_the_pool(
         tmp_path: Path, runtime: Runtime) -> None:
     cap = 2
@@ -207,6 +212,7 @@ def test_a_page_back_in_time_keeps_its_unit_and_one_gone_for_good_returns_it_to_
         assert runtime.limiter.state(pool).held == cap
 
 
+@pytest.mark.system
 def test_calls_are_exported_with_the_agents_data(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1)
     with (web_server(runtime.settings, run_id, tmp_path / "web.log") as web,
@@ -227,6 +233,7 @@ def test_calls_are_exported_with_the_agents_data(tmp_path: Path, runtime: Runtim
     assert '"q": 1' in call["args_json"] and '"echo"' in call["response_json"]
 
 
+@pytest.mark.system
 def test_a_reloaded_page_whose_call_leaves_before_its_alive_is_answered(tmp_path: Path, runtime: Runtime) -> None:
     """mephisto-task's send queue is ordered by the time a packet was queued: a call made while the reloaded
     page's new socket is still opening goes out before the ``alive`` queued once it opened. Mephisto's router
@@ -249,6 +256,7 @@ def test_a_reloaded_page_whose_call_leaves_before_its_alive_is_answered(tmp_path
             assert reloaded.answer(reloaded.call("echo", {"n": 3}))["previous"] == ["echo", "echo"]
 
 
+@pytest.mark.system
 def test_a_page_whose_agent_times_out_is_told_once(tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1, duration_s=1)
     with ExitStack() as stack:
@@ -266,6 +274,7 @@ def test_a_page_whose_agent_times_out_is_told_once(tmp_path: Path, runtime: Runt
         assert page.statuses.count("timeout") == 1  # the page keeps beating, and is not told again
 
 
+@pytest.mark.system
 def test_an_onboarding_page_calls_with_the_onboarding_data_then_the_task_page_with_its_row(
         tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1, onboarding=f"rp-onboarded-{tmp_path.name}")
@@ -291,6 +300,7 @@ def onboarding_status(rt: Runtime, agent_id: str) -> str:
         return str(session.scalar(select(OnboardingAgent.status).where(OnboardingAgent.id == agent_id)))
 
 
+@pytest.mark.system
 def test_an_onboarding_page_that_falls_silent_is_disconnected_and_one_that_beats_is_not(
         tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=2, onboarding=f"rp-silent-{tmp_path.name}")
@@ -323,6 +333,7 @@ def test_an_onboarding_page_that_falls_silent_is_disconnected_and_one_that_beats
         assert onboarding_status(runtime, staying) == "onboarding"
 
 
+@pytest.mark.system
 def test_remote_calls_have_a_queue_of_their_own_that_a_worker_consumes_by_default(
         tmp_path: Path, runtime: Runtime) -> None:
     run_id = make_remote_run(runtime, tmp_path, assignments=1)

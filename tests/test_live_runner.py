@@ -20,6 +20,8 @@ from mephisto_dist.runners.live.calls import CallLease
 from mephisto_dist.runners.live.presence import Presence
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.system
+
 ROW = {"index": 7, "text": "seven"}
 
 

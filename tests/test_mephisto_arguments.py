@@ -82,6 +82,7 @@ def test_prolific_configs_load_with_their_arguments(tmp_path: Path) -> None:
     assert "mephisto.provider.prolific_estimated_completion_time_in_minutes" in config.unimplemented_settings()
 
 
+@pytest.mark.system
 def test_wut_marks_what_is_accepted_but_not_implemented() -> None:
     static = get_section("blueprint", "static_task")
     review = static.argument("task_source_review")
@@ -98,6 +99,7 @@ def test_wut_marks_what_is_accepted_but_not_implemented() -> None:
     assert row.rstrip("│ ").endswith(NOT_YET)
 
 
+@pytest.mark.system
 def test_run_warns_once_per_unimplemented_argument_and_refuses_prolific(tmp_path: Path, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
     env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "MEPHISTO_DIST_REDIS_URL": redis_url})

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from mephisto_dist.db.engine import make_engine
@@ -21,6 +22,7 @@ def env_for(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.system
 def test_two_migrations_at_once_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     env = env_for(tmp_path, pg_url)
     migrations = [subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.app", "migrate"], cwd=ROOT, env=env,
@@ -38,6 +40,7 @@ def test_two_migrations_at_once_on_postgresql(tmp_path: Path, pg_url: str) -> No
         engine.dispose()
 
 
+@pytest.mark.system
 def test_a_command_on_a_schema_behind_says_to_migrate(tmp_path: Path, database_url: str) -> None:
     engine = make_engine(database_url)
     upgrade(engine, "0002")

@@ -14,7 +14,7 @@ from tests.mturk_local_process import client, mturk_local
 from tests.test_lifecycle_system import AttachedRun
 from tests.test_mturk_run_cli import PROVIDER, aws_env, hits, register_lab
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 
 def test_a_worker_does_an_mturk_hit_in_the_browser(tmp_path: Path, browser: Any) -> None:

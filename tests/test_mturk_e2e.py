@@ -37,6 +37,8 @@ from tests.mturk_local_process import client, mturk_local
 from tests.system import celery_worker, free_port, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 KEY_ID = "AKIDENDTOENDTEST0001"
 SECRET = "e2e-secret-that-must-never-leak-9876543210"
 

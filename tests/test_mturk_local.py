@@ -15,6 +15,8 @@ import pytest
 
 from tests.mturk_local_process import client, external_question, mturk_local
 
+pytestmark = pytest.mark.system
+
 TASK_URL = "https://task.example.org/run/1"
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.mturk_local_process import client, external_question, mturk_local
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 TASK_PAGE = b"""<!doctype html><html><body>
 <p id="params"></p>

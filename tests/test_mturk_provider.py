@@ -19,6 +19,8 @@ from mephisto_dist.providers.mturk.provider import _HIT_TYPES as hit_types
 from mephisto_dist.providers.mturk.provider import _QUALIFICATION_TYPES as qualification_types
 from mephisto_dist.providers.mturk.provider import PAST, MTurkProvider, ProviderCallFailed, WorkNotSubmitted
 
+pytestmark = pytest.mark.system
+
 TASK_ARGS = {"task_title": "Rate a sentence", "task_description": "Read and rate", "task_reward": 0.3,
              "task_tags": "rating, text ,", "assignment_duration_in_seconds": 900, "task_lifetime_in_seconds": 7200}
 SERVER = "https://tasks.example.org"

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import wait_for
 from tests.mturk_local_process import client, mturk_local
 from tests.system import ROOT
 from tests.test_lifecycle_system import AttachedRun
+
+pytestmark = pytest.mark.system
 
 KEY_ID = "AKIDRUNCLITEST000001"
 SECRET = "run-cli-secret-never-in-any-output-42"

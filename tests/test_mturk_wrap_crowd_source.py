@@ -49,6 +49,7 @@ def react_like_page() -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.mark.system
 def test_wrap_crowd_source_reads_mturks_parameters_and_submits_there(
         tmp_path: Path, react_like_page: str, browser: Any) -> None:
     with mturk_local(tmp_path / "state.sqlite3", tmp_path / "log") as url:

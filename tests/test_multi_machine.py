@@ -34,7 +34,7 @@ CAP = 50
 WORKERS = 100
 UPLOAD_BYTES = 300
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.system]
 
 
 class Sampler(threading.Thread):

@@ -20,7 +20,7 @@ from tests.browser import (
     submit_and_confirm,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 TASK_DIR = REPO / "examples" / "onboarding_task"
 NOT_PASSED = "You did not pass the qualification for this task, so you cannot work on it."

@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import EXIT_S, PAGE_S, REPO, RunProcess, run_starter
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 TASK_DIR = REPO / "examples" / "simple_static_task"
 TITLE = "Rate how natural a sentence sounds"

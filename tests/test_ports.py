@@ -21,6 +21,8 @@ from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, stop
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 
 def test_a_second_run_on_a_served_port_is_refused_and_the_first_runs_workers_submit(
         tmp_path: Path, sqlite_url: str, redis_url: str) -> None:

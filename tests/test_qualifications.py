@@ -147,6 +147,7 @@ def test_clear_onboarding_removes_the_qualification_and_its_failed_twin(engine: 
 # -- the commands ------------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_qualification_commands(tmp_path: Path, engine: Engine, database_url: str) -> None:
     factory = make_sessionmaker(engine)
     completed_units(factory, {"erin": 1})
@@ -182,6 +183,7 @@ def test_qualification_commands(tmp_path: Path, engine: Engine, database_url: st
                            "ghost"), "no qualification named 'ghost'")
 
 
+@pytest.mark.system
 def test_workers_list_block_and_unblock(tmp_path: Path, engine: Engine, database_url: str) -> None:
     factory = make_sessionmaker(engine)
     run, units = completed_units(factory, {"frank": 2, "gina": 1})

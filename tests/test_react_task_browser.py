@@ -17,7 +17,7 @@ import pytest
 from mephisto_dist.compat.bundle import bundle_is_current
 from tests.browser import REPO, RunProcess, run_export, run_starter, user_env, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 EXAMPLE = REPO / "examples" / "react_task"
 PAGE_S = 30.0

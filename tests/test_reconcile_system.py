@@ -29,6 +29,8 @@ from tests.system import ROOT, celery_beat, celery_worker, free_port, make_runti
 from tests.test_lifecycle_system import AttachedRun, _external_env
 from tests.test_mturk_run_cli import PROVIDER, aws_env, hits, register_lab, work_one
 
+pytestmark = pytest.mark.system
+
 
 @contextmanager
 def turk_on(port: int, db: Path, log: Path) -> Iterator[str]:

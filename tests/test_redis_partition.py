@@ -13,6 +13,8 @@ import pytest
 from mephisto_dist.errors import ServiceError
 from tests.system import make_runtime
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def silent_redis() -> Iterator[str]:

@@ -35,6 +35,7 @@ def secret_nowhere(home: Path, *outputs: subprocess.CompletedProcess[str]) -> No
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.system
 def test_register_keeps_keys_in_a_profile_and_requesters_reaches_the_api(tmp_path: Path) -> None:
     with mturk_local(tmp_path / "turk.sqlite3", tmp_path / "turk.log") as url:
         made = cli(tmp_path, "register", "mturk_sandbox", "name=lab", f"access_key_id={KEY_ID}",
@@ -65,6 +66,7 @@ def test_register_keeps_keys_in_a_profile_and_requesters_reaches_the_api(tmp_pat
     (["prolific", "name=x"], "cannot register a requester for 'prolific'"),
     (["mturk", "name=x", f"secret_access_key{SECRET}"], "is not key=value"),
 ])
+@pytest.mark.system
 def test_bad_registrations_are_refused_in_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     result = cli(tmp_path, "register", *args)
     assert result.returncode == 2, result.stdout + result.stderr

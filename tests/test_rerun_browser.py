@@ -27,7 +27,7 @@ from tests.browser import (
     user_env,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 TASK_DIR = REPO / "examples" / "simple_static_task"
 TASK_FORM = "#task-form:not([hidden]) #sentence"

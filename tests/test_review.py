@@ -305,6 +305,7 @@ def test_a_claimed_call_is_left_alone_until_the_claim_goes_stale(engine: Engine)
     assert calls(factory, id=call_id)[0].attempts == 2
 
 
+@pytest.mark.system
 def test_a_bonus_task_delivered_twice_to_real_workers_pays_once(
     tmp_path: Path, engine: Engine, database_url: str, redis_url: str,
 ) -> None:
@@ -336,6 +337,7 @@ def test_a_bonus_task_delivered_twice_to_real_workers_pays_once(
 # -- the review command ------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_review_approve_with_a_bonus_run_twice_pays_once(tmp_path: Path, engine: Engine,
                                                          database_url: str) -> None:
     factory = make_sessionmaker(engine)
@@ -352,6 +354,7 @@ def test_review_approve_with_a_bonus_run_twice_pays_once(tmp_path: Path, engine:
     assert statuses(factory, units["jack"]) == [("accepted", "approved"), ("completed", "completed")]
 
 
+@pytest.mark.system
 def test_review_commands_refuse_bad_input_and_change_nothing(tmp_path: Path, engine: Engine,
                                                              database_url: str) -> None:
     factory = make_sessionmaker(engine)
@@ -374,6 +377,7 @@ def test_review_commands_refuse_bad_input_and_change_nothing(tmp_path: Path, eng
     assert statuses(factory, units["kate"]) == [("soft_rejected", "soft_rejected")] * 2
 
 
+@pytest.mark.system
 def test_interactive_review_approves_all_of_a_workers_units(tmp_path: Path, engine: Engine,
                                                             database_url: str) -> None:
     factory = make_sessionmaker(engine)
@@ -399,6 +403,7 @@ def test_interactive_review_approves_all_of_a_workers_units(tmp_path: Path, engi
     assert again.returncode == 0 and "no completed units to review" in again.stdout
 
 
+@pytest.mark.system
 def test_interactive_review_shows_each_call_that_failed_every_attempt_and_how_to_resend_it(
         tmp_path: Path, engine: Engine, database_url: str) -> None:
     factory = make_sessionmaker(engine)

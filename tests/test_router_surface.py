@@ -75,6 +75,7 @@ def registration(worker: str, assignment: str) -> dict[str, Any]:
             "client_timestamp": time.time()}
 
 
+@pytest.mark.system
 def test_every_router_path_answers_as_mephisto(tmp_path: Path, runtime: Runtime) -> None:
     run_id = create_run(runtime, prepare_run(react_task_dir(tmp_path), "example", [], check_port=False))
     launch_units(runtime.sessions, LaunchContext(runtime.limiter, make_provider("mock"), 60.0, 0), run_id,

@@ -24,10 +24,13 @@ from tests.system import ROOT, celery_worker, child_env, make_runtime, web_serve
 from tests.taskdirs import write_script_task_dir
 from tests.test_task_scripts_system import register, submit
 
+pytestmark = pytest.mark.system
+
 SCRIPT = '''\
 from mephisto.abstractions.blueprints.abstract.static_task.static_blueprint import SharedStaticTaskState
 from mephisto.abstractions.blueprints.mixins.screen_task_required import ScreenTaskRequired
 from mephisto.tools.scripts import task_script
+
 
 
 def screening_units():

@@ -68,6 +68,7 @@ def _start_web(rt: Runtime, run_id: int, log: Path) -> tuple[subprocess.Popen[by
     return process, url
 
 
+@pytest.mark.system
 def test_a_local_server_is_recorded_beats_and_stops_when_its_record_or_run_says_so(
         tmp_path: Path, runtime: Runtime) -> None:
     run = make_run(runtime.sessions)
@@ -113,6 +114,7 @@ def _add_server(rt: Runtime, run_id: int | None, *, beat_ago_s: float) -> int:
         return server_id
 
 
+@pytest.mark.system
 def test_two_server_reconcilers_at_once_do_the_work_once(runtime: Runtime, database_url: str) -> None:
     live = make_run(runtime.sessions, task_name="live").run_id
     finished = make_run(runtime.sessions, task_name="finished").run_id
@@ -160,6 +162,7 @@ def test_two_server_reconcilers_at_once_do_the_work_once(runtime: Runtime, datab
     assert f"server {silent}: lost" in said and f"server {silent} of a live run stopped answering" in said, said
 
 
+@pytest.mark.system
 def test_beat_closes_the_record_of_a_killed_server_whose_run_ended(tmp_path: Path, sqlite_url: str,
                                                                    redis_url: str) -> None:
     rt = make_runtime(tmp_path / "data", sqlite_url, redis_url, HEARTBEAT_EVERY_S="0.5", RECONCILE_EVERY_S="1")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
@@ -19,6 +20,8 @@ from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
 from tests.factories import make_run, now
 from tests.system import make_runtime
+
+pytestmark = pytest.mark.system
 
 
 def test_progress_counts_completed_and_expired_apart() -> None:

@@ -17,7 +17,7 @@ from mephisto_dist.storage import CHUNK_BYTES, MissingKey, Storage, StorageError
 from mephisto_dist.storage.s3 import S3Storage
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.system)])  # s3: a moto server
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     if request.param == "file":
         yield open_storage((tmp_path / "store").as_uri())
@@ -94,6 +94,7 @@ def test_file_storage_writes_under_its_folder(tmp_path: Path) -> None:
     assert store.locator("uploads/7/f.txt") == str(tmp_path / "store" / "uploads" / "7" / "f.txt")
 
 
+@pytest.mark.system
 def test_s3_storage_writes_under_its_prefix(s3_storage_url: str) -> None:
     store = open_storage(s3_storage_url)
     store.put("uploads/7/f.txt", io.BytesIO(b"data"))
@@ -103,6 +104,7 @@ def test_s3_storage_writes_under_its_prefix(s3_storage_url: str) -> None:
     assert store.locator("uploads/7/f.txt") == f"s3://{bucket}/deploy/uploads/7/f.txt"
 
 
+@pytest.mark.system
 def test_s3_storage_honours_a_named_profile(s3_endpoint: str, s3_storage_url: str, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The endpoint and keys come from a profile in the shared config files, nothing else."""
@@ -133,6 +135,7 @@ def test_an_unreachable_s3_store_is_a_storage_error(monkeypatch: pytest.MonkeyPa
         store.put("k", io.BytesIO(b"x"))
 
 
+@pytest.mark.system
 def test_a_missing_bucket_is_a_storage_error(s3_storage_url: str) -> None:
     store = open_storage("s3://no-such-bucket-here/x")
     with pytest.raises(StorageError, match="NoSuchBucket"):

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from sqlalchemy import select
 
@@ -21,6 +22,8 @@ from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import celery_beat, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
+
+pytestmark = pytest.mark.system
 
 
 class KillableRedis:

@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import create_engine, text
 
 from tests.conftest import wait_for
 from tests.system import ROOT
 from tests.test_lifecycle_system import AttachedRun
+
+pytestmark = pytest.mark.system
 
 
 def children(cli_pid: int) -> dict[str, int]:

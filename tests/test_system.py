@@ -21,6 +21,8 @@ from tests.conftest import wait_for
 from tests.system import celery_worker, make_runtime, register, web_server
 from tests.taskdirs import write_task_dir
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:

@@ -15,6 +15,8 @@ from mephisto_dist.errors import ConfigError
 from tests.taskdirs import STATIC_SCRIPT, write_script_task_dir
 from tests.test_cli_bad_input import assert_refused, run_cli, task_runs
 
+pytestmark = pytest.mark.system
+
 HEADER = "from mephisto.tools.scripts import task_script\n"
 MAIN = '''
 @task_script(default_config_file="example")

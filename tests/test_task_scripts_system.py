@@ -23,6 +23,8 @@ from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, register, web_server
 from tests.taskdirs import write_script_task_dir
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:

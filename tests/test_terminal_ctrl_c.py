@@ -19,8 +19,11 @@ from pathlib import Path
 
 import httpx
 import pyte
+import pytest
 
 from tests.browser import REPO, free_port, user_env
+
+pytestmark = pytest.mark.system
 
 ROWS, COLUMNS = 50, 130
 

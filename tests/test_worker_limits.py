@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
@@ -16,6 +17,7 @@ from tests.system import celery_beat, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 
+@pytest.mark.system
 def test_a_worker_whose_unit_timed_out_gets_another(tmp_path: Path, database_url: str, redis_url: str) -> None:
     rt = make_runtime(tmp_path / "data", database_url, redis_url, RUN_SWEEP_EVERY_S="0.5", POOL_RENEW_EVERY_S="0.5")
     task_dir = write_task_dir(tmp_path, rows=3, architect="mock", extra_yaml=(

@@ -14,11 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, web_server
 from tests.taskdirs import write_task_dir
+
+pytestmark = pytest.mark.system
 
 ALLOWED, MAXIMUM = 2, 10
 WORKERS, TABS = 8, 6

@@ -51,6 +51,7 @@ def test_a_row_per_argument_from_the_definitions(section: Section) -> None:
         assert row[5] == str(argument.required)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("section", ALL_SECTIONS, ids=target)
 def test_wut_prints_every_dest_of_a_section(tmp_path: Path, section: Section) -> None:
     result = wut(tmp_path, target(section))
@@ -65,6 +66,7 @@ def test_wut_prints_every_dest_of_a_section(tmp_path: Path, section: Section) ->
         assert f"{section.name} has no shared-state arguments" in result.stdout
 
 
+@pytest.mark.system
 def test_extra_names_limit_the_rows(tmp_path: Path) -> None:
     result = wut(tmp_path, "blueprint=static_task", "task_source", "data_csv")
     assert result.returncode == 0, result.stderr
@@ -77,6 +79,7 @@ def test_extra_names_limit_the_rows(tmp_path: Path) -> None:
     assert [row[:3] for row in task] == [["task_reward", "float", "???"]]
 
 
+@pytest.mark.system
 def test_wut_alone_lists_every_kind_and_name(tmp_path: Path) -> None:
     result = wut(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -94,6 +97,7 @@ def test_wut_alone_lists_every_kind_and_name(tmp_path: Path) -> None:
     (["blueprint=static_task", "data_cvs"], ["no argument 'data_cvs'", "did you mean 'data_csv'"]),
     (["task", "nope"], ["task has no argument 'nope'"]),
 ])
+@pytest.mark.system
 def test_unknown_kinds_and_names_are_one_line_errors(tmp_path: Path, args: list[str], needles: list[str]) -> None:
     result = wut(tmp_path, *args)
     assert result.returncode == 2, result.stdout + result.stderr
