@@ -135,7 +135,9 @@ def test_unique_request_token_makes_one_hit(service: str, mturk: Any) -> None:
     assert httpx.get(f"{service}/api/stats").json()["Rows"]["hit"] == before + 1
 
 
-def test_list_hits_pages_with_next_token(tmp_path: Path) -> None:
+def test_list_hits_pages_as_mturk_does(tmp_path: Path) -> None:
+    """Every page with results carries a NextToken (MTurk does not look ahead); the page after the last row
+    is empty and carries none. MaxResults is 1 to 100; a token serves only the listing that handed it out."""
     with mturk_local(tmp_path / "paging.sqlite3", tmp_path / "log") as url:
         mturk = client(url)
         made = [make_hit(mturk, annotation=f"unit-{i}") for i in range(23)]
@@ -145,14 +147,21 @@ def test_list_hits_pages_with_next_token(tmp_path: Path) -> None:
             pages.append(len(page["HITs"]))
             assert page["NumResults"] == len(page["HITs"])
             token = page.get("NextToken")
+            assert (token is None) == (page["NumResults"] == 0)
             if token is None:
                 break
-        assert pages == [10, 10, 3]
+        assert pages == [10, 10, 3, 0]
+        assert mturk.list_hits()["NumResults"] == 10
         paginated = [h["HITId"] for p in mturk.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 7})
                      for h in p["HITs"]]
         assert paginated == made
         with pytest.raises(mturk.exceptions.RequestError, match="NextToken"):
             mturk.list_hits(NextToken="not-a-token")
+        with pytest.raises(mturk.exceptions.RequestError, match="MaxResults"):
+            mturk.list_hits(MaxResults=101)
+        blocks_token = mturk.list_hits(MaxResults=1)["NextToken"]
+        with pytest.raises(mturk.exceptions.RequestError, match="NextToken"):
+            mturk.list_worker_blocks(NextToken=blocks_token)
 
 
 def test_approve_reject_override_and_bonus_rules(service: str, mturk: Any) -> None:

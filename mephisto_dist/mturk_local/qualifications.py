@@ -12,7 +12,7 @@ from typing import Any
 
 from mephisto_dist.mturk_local import validation as v
 from mephisto_dist.mturk_local.faults import RequestFault, invalid, qualification_type_missing
-from mephisto_dist.mturk_local.paging import page_args, page_result
+from mephisto_dist.mturk_local.paging import page_of, seq_result
 from mephisto_dist.mturk_local.store import new_id
 
 SYSTEM_QUALIFICATIONS = {
@@ -134,14 +134,14 @@ def get_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float
 
 
 def list_qualification_types(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
-    after, limit = page_args(p)
+    page = page_of("ListQualificationTypes", p)
     query = f"%{p.get('Query') or ''}%"
     # Every type here is the caller's own, and none is requestable (no tests are run).
     rows = [] if p["MustBeRequestable"] else db.execute(
         "SELECT * FROM qualification_type WHERE deleted = 0 AND seq > ? AND"
         " (name LIKE ? OR description LIKE ? OR IFNULL(keywords, '') LIKE ?) ORDER BY seq LIMIT ?",
-        (after, query, query, query, limit + 1)).fetchall()
-    return page_result("QualificationTypes", [_type_view(r) for r in rows[:limit]], rows, limit)
+        (page.after_seq, query, query, query, page.size)).fetchall()
+    return seq_result(page, "QualificationTypes", [_type_view(r) for r in rows], rows)
 
 
 def delete_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
@@ -177,12 +177,12 @@ def disassociate(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[
 
 def list_workers_with_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
     row = _load_type(db, p["QualificationTypeId"])
-    after, limit = page_args(p)
+    page = page_of("ListWorkersWithQualificationType", p)
     rows = db.execute("SELECT * FROM qualification WHERE type_id = ? AND status = ? AND seq > ? ORDER BY seq LIMIT ?",
-                      (row["id"], p.get("Status", "Granted"), after, limit + 1)).fetchall()
+                      (row["id"], p.get("Status", "Granted"), page.after_seq, page.size)).fetchall()
     items = [{"QualificationTypeId": r["type_id"], "WorkerId": r["worker_id"], "GrantTime": r["grant_time"],
-              "IntegerValue": r["value"], "Status": r["status"]} for r in rows[:limit]]
-    return page_result("Qualifications", items, rows, limit)
+              "IntegerValue": r["value"], "Status": r["status"]} for r in rows]
+    return seq_result(page, "Qualifications", items, rows)
 
 
 # -- blocks and notifications ----------------------------------------------------------------------------
@@ -201,10 +201,11 @@ def delete_worker_block(db: sqlite3.Connection, p: dict[str, Any], now: float) -
 
 
 def list_worker_blocks(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
-    after, limit = page_args(p)
-    rows = db.execute("SELECT * FROM worker_block WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit + 1)).fetchall()
-    items = [{"WorkerId": r["worker_id"], "Reason": r["reason"]} for r in rows[:limit]]
-    return page_result("WorkerBlocks", items, rows, limit)
+    page = page_of("ListWorkerBlocks", p)
+    rows = db.execute("SELECT * FROM worker_block WHERE seq > ? ORDER BY seq LIMIT ?",
+                      (page.after_seq, page.size)).fetchall()
+    items = [{"WorkerId": r["worker_id"], "Reason": r["reason"]} for r in rows]
+    return seq_result(page, "WorkerBlocks", items, rows)
 
 
 def notify_workers(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
