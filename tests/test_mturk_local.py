@@ -311,8 +311,9 @@ def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None
         mturk = client(url)
         done = [make_hit(mturk) for _ in range(3)]
         open_hit = make_hit(mturk)
-        for hit_id in done:
-            submit(url, accepted(url, hit_id, "A1REVIEWER"), answer="y")
+        assignments = [accepted(url, hit_id, "A1REVIEWER") for hit_id in done]
+        for assignment in assignments:
+            submit(url, assignment, answer="y")
         pages = [h["HITId"] for page in mturk.get_paginator("list_reviewable_hits").paginate(
             PaginationConfig={"PageSize": 2}) for h in page["HITs"]]
         assert pages == done and open_hit not in pages
@@ -321,10 +322,15 @@ def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None
         mturk.update_hit_review_status(HITId=done[0])
         assert status(mturk, done[0]) == "Reviewing"
         assert [h["HITId"] for h in mturk.list_reviewable_hits(Status="Reviewing")["HITs"]] == [done[0]]
-        with pytest.raises(mturk.exceptions.RequestError, match="Reviewable"):
-            mturk.delete_hit(HITId=done[0])
         mturk.update_hit_review_status(HITId=done[0], Revert=True)
         assert status(mturk, done[0]) == "Reviewable"
+        # A HIT being reviewed is deleted as a Reviewable one is: once its work is approved or rejected.
+        mturk.update_hit_review_status(HITId=done[1])
+        with pytest.raises(mturk.exceptions.RequestError, match="approve or reject"):
+            mturk.delete_hit(HITId=done[1])
+        mturk.approve_assignment(AssignmentId=assignments[1])
+        mturk.delete_hit(HITId=done[1])
+        assert status(mturk, done[1]) == "Disposed"
 
 
 def test_bad_service_options_are_refused_in_one_line(tmp_path: Path) -> None:

@@ -63,15 +63,17 @@ def counts_for(db: sqlite3.Connection, hit_ids: Sequence[str]) -> dict[str, Coun
 
 
 def status_of(hit: sqlite3.Row, counts: Counts, now: float) -> tuple[str, int]:
-    """The HIT's status and how many assignments are still available."""
+    """The HIT's status and how many of its assignments no worker has taken. MTurk keeps counting those
+    after the HIT expired: Mephisto tells an expired HIT from a completed one (both Reviewable) by a
+    NumberOfAssignmentsAvailable above 0."""
     if hit["disposed"]:
         return "Disposed", 0
-    available = 0 if hit["expiration"] <= now else hit["max_assignments"] - counts.pending - counts.completed
-    if available > 0:
+    available = hit["max_assignments"] - counts.pending - counts.completed
+    if available > 0 and hit["expiration"] > now:
         return "Assignable", available
     if counts.pending:
-        return "Unassignable", 0
-    return ("Reviewing" if hit["reviewing"] else "Reviewable"), 0
+        return "Unassignable", available
+    return ("Reviewing" if hit["reviewing"] else "Reviewable"), available
 
 
 _HIT_ROWS = ("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assignment_duration_s,"
@@ -234,8 +236,8 @@ def delete_hit(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[st
     hit = load_hit(db, p["HITId"])
     counts = counts_for(db, [hit["id"]])[hit["id"]]
     status, _ = status_of(hit, counts, now)
-    if status != "Reviewable":
-        raise _wrong_hit_state(status, "Reviewable")
+    if status not in ("Reviewing", "Reviewable"):
+        raise _wrong_hit_state(status, "Reviewing, Reviewable")
     if counts.unreviewed:
         raise RequestFault("AWS.MechanicalTurk.InvalidHITState",
                            f"This HIT has {counts.unreviewed} submitted assignment(s) that are neither approved "
