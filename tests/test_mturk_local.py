@@ -137,7 +137,9 @@ def test_unique_request_token_makes_one_hit(service: str, mturk: Any) -> None:
     assert httpx.get(f"{service}/api/stats").json()["Rows"]["hit"] == before + 1
 
 
-def test_list_hits_pages_with_next_token(tmp_path: Path) -> None:
+def test_list_hits_pages_as_mturk_does(tmp_path: Path) -> None:
+    """Every page with results carries a NextToken (MTurk does not look ahead); the page after the last row
+    is empty and carries none. MaxResults is 1 to 100; a token serves only the listing that handed it out."""
     with mturk_local(tmp_path / "paging.sqlite3", tmp_path / "log") as url:
         mturk = client(url)
         made = [make_hit(mturk, annotation=f"unit-{i}") for i in range(23)]
@@ -147,14 +149,21 @@ def test_list_hits_pages_with_next_token(tmp_path: Path) -> None:
             pages.append(len(page["HITs"]))
             assert page["NumResults"] == len(page["HITs"])
             token = page.get("NextToken")
+            assert (token is None) == (page["NumResults"] == 0)
             if token is None:
                 break
-        assert pages == [10, 10, 3]
+        assert pages == [10, 10, 3, 0]
+        assert mturk.list_hits()["NumResults"] == 10
         paginated = [h["HITId"] for p in mturk.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 7})
                      for h in p["HITs"]]
         assert paginated == made
         with pytest.raises(mturk.exceptions.RequestError, match="NextToken"):
             mturk.list_hits(NextToken="not-a-token")
+        with pytest.raises(mturk.exceptions.RequestError, match="MaxResults"):
+            mturk.list_hits(MaxResults=101)
+        blocks_token = mturk.list_hits(MaxResults=1)["NextToken"]
+        with pytest.raises(mturk.exceptions.RequestError, match="NextToken"):
+            mturk.list_worker_blocks(NextToken=blocks_token)
 
 
 def test_approve_reject_override_and_bonus_rules(service: str, mturk: Any) -> None:
@@ -304,8 +313,9 @@ def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None
         mturk = client(url)
         done = [make_hit(mturk) for _ in range(3)]
         open_hit = make_hit(mturk)
-        for hit_id in done:
-            submit(url, accepted(url, hit_id, "A1REVIEWER"), answer="y")
+        assignments = [accepted(url, hit_id, "A1REVIEWER") for hit_id in done]
+        for assignment in assignments:
+            submit(url, assignment, answer="y")
         pages = [h["HITId"] for page in mturk.get_paginator("list_reviewable_hits").paginate(
             PaginationConfig={"PageSize": 2}) for h in page["HITs"]]
         assert pages == done and open_hit not in pages
@@ -314,10 +324,15 @@ def test_reviewable_hits_are_listed_and_marked_reviewing(tmp_path: Path) -> None
         mturk.update_hit_review_status(HITId=done[0])
         assert status(mturk, done[0]) == "Reviewing"
         assert [h["HITId"] for h in mturk.list_reviewable_hits(Status="Reviewing")["HITs"]] == [done[0]]
-        with pytest.raises(mturk.exceptions.RequestError, match="Reviewable"):
-            mturk.delete_hit(HITId=done[0])
         mturk.update_hit_review_status(HITId=done[0], Revert=True)
         assert status(mturk, done[0]) == "Reviewable"
+        # A HIT being reviewed is deleted as a Reviewable one is: once its work is approved or rejected.
+        mturk.update_hit_review_status(HITId=done[1])
+        with pytest.raises(mturk.exceptions.RequestError, match="approve or reject"):
+            mturk.delete_hit(HITId=done[1])
+        mturk.approve_assignment(AssignmentId=assignments[1])
+        mturk.delete_hit(HITId=done[1])
+        assert status(mturk, done[1]) == "Disposed"
 
 
 def test_bad_service_options_are_refused_in_one_line(tmp_path: Path) -> None:

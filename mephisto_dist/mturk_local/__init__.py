@@ -12,5 +12,7 @@ HTTP, exactly as to MTurk. It is never a stand-in for MTurk in production.
 Known simplifications (each said where it is made): system qualifications (Locale, Masters, approval
 rate) are taken as met by every worker; MTurk's 20% commission is not charged; QuestionForm HITs are
 refused (ExternalQuestion and HTMLQuestion are served); credentials are accepted without checking the
-signature.
+signature; there is one requester, so MustBeOwnedByCaller changes nothing, and the system's qualification
+types are not listed by ListQualificationTypes, whose Query is a word search (every word in the name,
+description or keywords, an exact name first) where MTurk's ranking is its own.
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from mephisto_dist.mturk_local import validation as v
 from mephisto_dist.mturk_local.faults import RequestFault, assignment_missing, hit_missing, invalid
-from mephisto_dist.mturk_local.paging import next_token, page_args, page_result
+from mephisto_dist.mturk_local.paging import page_of, seq_result
 from mephisto_dist.mturk_local.qualifications import check_requirements
 from mephisto_dist.mturk_local.questions import parse_question
 from mephisto_dist.mturk_local.store import new_id
@@ -63,15 +63,17 @@ def counts_for(db: sqlite3.Connection, hit_ids: Sequence[str]) -> dict[str, Coun
 
 
 def status_of(hit: sqlite3.Row, counts: Counts, now: float) -> tuple[str, int]:
-    """The HIT's status and how many assignments are still available."""
+    """The HIT's status and how many of its assignments no worker has taken. MTurk keeps counting those
+    after the HIT expired: Mephisto tells an expired HIT from a completed one (both Reviewable) by a
+    NumberOfAssignmentsAvailable above 0."""
     if hit["disposed"]:
         return "Disposed", 0
-    available = 0 if hit["expiration"] <= now else hit["max_assignments"] - counts.pending - counts.completed
-    if available > 0:
+    available = hit["max_assignments"] - counts.pending - counts.completed
+    if available > 0 and hit["expiration"] > now:
         return "Assignable", available
     if counts.pending:
-        return "Unassignable", 0
-    return ("Reviewing" if hit["reviewing"] else "Reviewable"), 0
+        return "Unassignable", available
+    return ("Reviewing" if hit["reviewing"] else "Reviewable"), available
 
 
 _HIT_ROWS = ("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assignment_duration_s,"
@@ -79,9 +81,7 @@ _HIT_ROWS = ("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assign
 
 
 def load_hit(db: sqlite3.Connection, hit_id: str) -> sqlite3.Row:
-    row: sqlite3.Row | None = db.execute("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assignment_duration_s,"
-                     " t.auto_approval_delay_s, t.qualification_requirements"
-                     " FROM hit h JOIN hit_type t ON t.id = h.hit_type_id WHERE h.id = ?", (hit_id,)).fetchone()
+    row: sqlite3.Row | None = db.execute(_HIT_ROWS + " WHERE h.id = ?", (hit_id,)).fetchone()
     if row is None:
         raise hit_missing(hit_id)
     return row
@@ -180,43 +180,33 @@ def get_hit(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, 
 
 
 def list_hits(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
-    after, limit = page_args(p)
-    rows = db.execute("SELECT h.*, t.title, t.description, t.keywords, t.reward, t.assignment_duration_s,"
-                      " t.auto_approval_delay_s, t.qualification_requirements FROM hit h"
-                      " JOIN hit_type t ON t.id = h.hit_type_id WHERE h.disposed = 0 AND h.seq > ?"
-                      " ORDER BY h.seq LIMIT ?", (after, limit + 1)).fetchall()
-    shown = rows[:limit]
-    counts = counts_for(db, [r["id"] for r in shown])
-    return page_result("HITs", [hit_view(r, counts[r["id"]], now) for r in shown], rows, limit)
+    page = page_of("ListHITs", p)
+    rows = db.execute(_HIT_ROWS + " WHERE h.disposed = 0 AND h.seq > ? ORDER BY h.seq LIMIT ?",
+                      (page.after_seq, page.size)).fetchall()
+    counts = counts_for(db, [r["id"] for r in rows])
+    return seq_result(page, "HITs", [hit_view(r, counts[r["id"]], now) for r in rows], rows)
 
 
 def list_reviewable_hits(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
     """HITs in the asked status (Reviewable by default, or Reviewing), optionally of one HIT type."""
     wanted = p.get("Status") or "Reviewable"
-    after, limit = page_args(p)
-    shown: list[dict[str, Any]] = []
-    last_seq = after
-    more = False
-    # The status is derived, so rows are read in pages and filtered until the page is full.
-    while not more:
+    page = page_of("ListReviewableHITs", p)
+    shown: list[sqlite3.Row] = []
+    last_seq = page.after_seq
+    # The status is derived, so rows are read in batches and filtered until the page is full.
+    while len(shown) < page.size:
         rows = db.execute(_HIT_ROWS + " WHERE h.disposed = 0 AND h.seq > ? AND (? IS NULL OR h.hit_type_id = ?)"
                           " ORDER BY h.seq LIMIT 200", (last_seq, p.get("HITTypeId"), p.get("HITTypeId"))).fetchall()
         if not rows:
             break
         counts = counts_for(db, [r["id"] for r in rows])
         for row in rows:
-            if status_of(row, counts[row["id"]], now)[0] != wanted:
-                last_seq = row["seq"]
-                continue
-            if len(shown) == limit:
-                more = True
-                break
-            shown.append({"HITId": row["id"], "seq": row["seq"]})
             last_seq = row["seq"]
-    result: dict[str, Any] = {"HITs": [describe_hit(db, h["HITId"], now) for h in shown], "NumResults": len(shown)}
-    if more:
-        result["NextToken"] = next_token(int(shown[-1]["seq"]))
-    return result
+            if status_of(row, counts[row["id"]], now)[0] == wanted:
+                shown.append(row)
+                if len(shown) == page.size:
+                    break
+    return seq_result(page, "HITs", [describe_hit(db, r["id"], now) for r in shown], shown)
 
 
 def update_hit_review_status(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
@@ -246,8 +236,8 @@ def delete_hit(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[st
     hit = load_hit(db, p["HITId"])
     counts = counts_for(db, [hit["id"]])[hit["id"]]
     status, _ = status_of(hit, counts, now)
-    if status != "Reviewable":
-        raise _wrong_hit_state(status, "Reviewable")
+    if status not in ("Reviewing", "Reviewable"):
+        raise _wrong_hit_state(status, "Reviewing, Reviewable")
     if counts.unreviewed:
         raise RequestFault("AWS.MechanicalTurk.InvalidHITState",
                            f"This HIT has {counts.unreviewed} submitted assignment(s) that are neither approved "
@@ -274,11 +264,11 @@ def assignment_view(row: sqlite3.Row) -> dict[str, Any]:
 def list_assignments_for_hit(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
     load_hit(db, p["HITId"])
     statuses = p.get("AssignmentStatuses") or list(SUBMITTED_STATUSES)
-    after, limit = page_args(p)
+    page = page_of("ListAssignmentsForHIT", p)
     marks = ",".join("?" * len(statuses))
     rows = db.execute(f"SELECT * FROM assignment WHERE hit_id = ? AND status IN ({marks}) AND seq > ?"
-                      " ORDER BY seq LIMIT ?", (p["HITId"], *statuses, after, limit + 1)).fetchall()
-    return page_result("Assignments", [assignment_view(r) for r in rows[:limit]], rows, limit)
+                      " ORDER BY seq LIMIT ?", (p["HITId"], *statuses, page.after_seq, page.size)).fetchall()
+    return seq_result(page, "Assignments", [assignment_view(r) for r in rows], rows)
 
 
 def load_assignment(db: sqlite3.Connection, assignment_id: str) -> sqlite3.Row:

@@ -10,7 +10,7 @@ from typing import Any
 from mephisto_dist.mturk_local import validation as v
 from mephisto_dist.mturk_local.faults import RequestFault, invalid, wrong_assignment_state
 from mephisto_dist.mturk_local.hits import TOKEN_TTL_S, charge, load_assignment, load_hit
-from mephisto_dist.mturk_local.paging import page_args, page_result
+from mephisto_dist.mturk_local.paging import page_of, seq_result
 
 MAX_FEEDBACK_CHARS = 1024
 
@@ -88,12 +88,12 @@ def list_bonus_payments(db: sqlite3.Connection, p: dict[str, Any], now: float) -
         load_hit(db, value)
     else:
         load_assignment(db, value)
-    after, limit = page_args(p)
+    page = page_of("ListBonusPayments", p)
     rows = db.execute(f"SELECT * FROM bonus WHERE {column} = ? AND seq > ? ORDER BY seq LIMIT ?",
-                      (value, after, limit + 1)).fetchall()
+                      (value, page.after_seq, page.size)).fetchall()
     items = [{"WorkerId": r["worker_id"], "BonusAmount": r["amount"], "AssignmentId": r["assignment_id"],
-              "Reason": r["reason"], "GrantTime": r["grant_time"]} for r in rows[:limit]]
-    return page_result("BonusPayments", items, rows, limit)
+              "Reason": r["reason"], "GrantTime": r["grant_time"]} for r in rows]
+    return seq_result(page, "BonusPayments", items, rows)
 
 
 def get_account_balance(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:

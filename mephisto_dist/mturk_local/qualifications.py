@@ -12,7 +12,7 @@ from typing import Any
 
 from mephisto_dist.mturk_local import validation as v
 from mephisto_dist.mturk_local.faults import RequestFault, invalid, qualification_type_missing
-from mephisto_dist.mturk_local.paging import page_args, page_result
+from mephisto_dist.mturk_local.paging import page_of, page_result, seq_result
 from mephisto_dist.mturk_local.store import new_id
 
 SYSTEM_QUALIFICATIONS = {
@@ -106,7 +106,7 @@ def _type_view(row: sqlite3.Row) -> dict[str, Any]:
     view = {"QualificationTypeId": row["id"], "CreationTime": row["created"], "Name": row["name"],
             "Description": row["description"], "Keywords": row["keywords"],
             "QualificationTypeStatus": row["status"], "RetryDelayInSeconds": row["retry_delay_s"],
-            "IsRequestable": False, "AutoGranted": bool(row["auto_granted"]),
+            "IsRequestable": True, "AutoGranted": bool(row["auto_granted"]),
             "AutoGrantedValue": row["auto_granted_value"]}
     return {k: val for k, val in view.items() if val is not None}
 
@@ -133,15 +133,32 @@ def get_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float
     return {"QualificationType": _type_view(_load_type(db, p["QualificationTypeId"]))}
 
 
+def _search_terms(query: str | None) -> tuple[str, list[str]]:
+    """ListQualificationTypes' Query is a text search, not a name look-up: a type matches when every
+    word of the query appears (in any case) in its name, description or keywords."""
+    where, args = [], []
+    for term in (query or "").split():
+        like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\'"
+                     " OR IFNULL(keywords, '') LIKE ? ESCAPE '\\')")
+        args += [like, like, like]
+    return " AND ".join(["deleted = 0", *where]), args
+
+
 def list_qualification_types(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
-    after, limit = page_args(p)
-    query = f"%{p.get('Query') or ''}%"
-    # Every type here is the caller's own, and none is requestable (no tests are run).
-    rows = [] if p["MustBeRequestable"] else db.execute(
-        "SELECT * FROM qualification_type WHERE deleted = 0 AND seq > ? AND"
-        " (name LIKE ? OR description LIKE ? OR IFNULL(keywords, '') LIKE ?) ORDER BY seq LIMIT ?",
-        (after, query, query, query, limit + 1)).fetchall()
-    return page_result("QualificationTypes", [_type_view(r) for r in rows[:limit]], rows, limit)
+    """Every type here is the caller's own (mturk-local has one requester), and every type a requester made
+    is requestable, as on MTurk, so MustBeRequestable and MustBeOwnedByCaller leave them all in (only the
+    system's types are not requestable, and mturk-local does not list those). A type named exactly as the
+    query is ranked first, as a search ranks it: a caller looking a type up by name reads the first page."""
+    page = page_of("ListQualificationTypes", p, width=2)
+    where, args = _search_terms(p.get("Query"))
+    rank, after_seq = page.after or (-1, 0)
+    rows = db.execute(
+        "SELECT * FROM (SELECT *, CASE WHEN lower(name) = lower(?) THEN 0 ELSE 1 END AS rank"
+        f" FROM qualification_type WHERE {where}) WHERE (rank, seq) > (?, ?) ORDER BY rank, seq LIMIT ?",
+        ((p.get("Query") or "").strip(), *args, rank, after_seq, page.size)).fetchall()
+    last = (int(rows[-1]["rank"]), int(rows[-1]["seq"])) if rows else None
+    return page_result(page, "QualificationTypes", [_type_view(r) for r in rows], last)
 
 
 def delete_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
@@ -177,12 +194,12 @@ def disassociate(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[
 
 def list_workers_with_qualification_type(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
     row = _load_type(db, p["QualificationTypeId"])
-    after, limit = page_args(p)
+    page = page_of("ListWorkersWithQualificationType", p)
     rows = db.execute("SELECT * FROM qualification WHERE type_id = ? AND status = ? AND seq > ? ORDER BY seq LIMIT ?",
-                      (row["id"], p.get("Status", "Granted"), after, limit + 1)).fetchall()
+                      (row["id"], p.get("Status", "Granted"), page.after_seq, page.size)).fetchall()
     items = [{"QualificationTypeId": r["type_id"], "WorkerId": r["worker_id"], "GrantTime": r["grant_time"],
-              "IntegerValue": r["value"], "Status": r["status"]} for r in rows[:limit]]
-    return page_result("Qualifications", items, rows, limit)
+              "IntegerValue": r["value"], "Status": r["status"]} for r in rows]
+    return seq_result(page, "Qualifications", items, rows)
 
 
 # -- blocks and notifications ----------------------------------------------------------------------------
@@ -201,10 +218,11 @@ def delete_worker_block(db: sqlite3.Connection, p: dict[str, Any], now: float) -
 
 
 def list_worker_blocks(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
-    after, limit = page_args(p)
-    rows = db.execute("SELECT * FROM worker_block WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit + 1)).fetchall()
-    items = [{"WorkerId": r["worker_id"], "Reason": r["reason"]} for r in rows[:limit]]
-    return page_result("WorkerBlocks", items, rows, limit)
+    page = page_of("ListWorkerBlocks", p)
+    rows = db.execute("SELECT * FROM worker_block WHERE seq > ? ORDER BY seq LIMIT ?",
+                      (page.after_seq, page.size)).fetchall()
+    items = [{"WorkerId": r["worker_id"], "Reason": r["reason"]} for r in rows]
+    return seq_result(page, "WorkerBlocks", items, rows)
 
 
 def notify_workers(db: sqlite3.Connection, p: dict[str, Any], now: float) -> dict[str, Any]:
