@@ -10,12 +10,14 @@ from celery.signals import task_postrun
 from mephisto_dist import metrics
 from mephisto_dist.queue import celery_config
 from mephisto_dist.settings import Settings
+from workers.limits import celery_limits
 
 
 def make_celery(settings: Settings) -> Celery:
     metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
     app = Celery("mephisto_dist")
     app.conf.update(celery_config(settings.broker_url, settings.redis_timeout_s))
+    app.conf.update(celery_limits(settings))
     app.conf.worker_send_task_events = True
     app.conf.task_send_sent_event = True
     task_postrun.connect(_count_outcome, weak=False, dispatch_uid="mephisto_dist.metrics.celery_tasks")
