@@ -43,6 +43,8 @@ Everything else receives a :class:`Settings`. Variables:
   unit goes back to the pool (default 15 s, Mephisto's router's ``FAILED_PING_TIME``; pages beat every 6 s).
 - ``MEPHISTO_DIST_REMOTE_CALL_LEASE_S``: a Celery worker running a remote call renews a lease this long;
   when it lapses the worker is taken for dead and the call re-run once (default 3 s).
+- ``MEPHISTO_DIST_REMOTE_CALL_TIMEOUT_S``: the longest a remote function may run; then the page is answered
+  an error, the call is marked failed (never run again) and its Celery worker freed (default 60 s).
 - ``MEPHISTO_DIST_LIVE_SWEEP_EVERY_S``: beat interval of the live sweep (silent pages, orphaned calls;
   default 2 s).
 """
@@ -89,6 +91,7 @@ class Settings:
     metrics_port: int | None = None
     live_disconnect_s: float = 15.0
     remote_call_lease_s: float = 3.0
+    remote_call_timeout_s: float = 60.0
     live_sweep_every_s: float = 2.0
 
     @property
@@ -155,6 +158,7 @@ class Settings:
             f"{ENV_PREFIX}RECONCILE_EVERY_S": str(self.reconcile_every_s),
             f"{ENV_PREFIX}LIVE_DISCONNECT_S": str(self.live_disconnect_s),
             f"{ENV_PREFIX}REMOTE_CALL_LEASE_S": str(self.remote_call_lease_s),
+            f"{ENV_PREFIX}REMOTE_CALL_TIMEOUT_S": str(self.remote_call_timeout_s),
             f"{ENV_PREFIX}LIVE_SWEEP_EVERY_S": str(self.live_sweep_every_s),
         }
         if self.redis_url is not None:
@@ -217,5 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=metrics_port,
         live_disconnect_s=float(_number(env, "LIVE_DISCONNECT_S", 15.0, float)),
         remote_call_lease_s=float(_number(env, "REMOTE_CALL_LEASE_S", 3.0, float)),
+        # Zero would be no limit at all: Celery reads a zero time limit as none.
+        remote_call_timeout_s=float(_number(env, "REMOTE_CALL_TIMEOUT_S", 60.0, float)) or 60.0,
         live_sweep_every_s=float(_number(env, "LIVE_SWEEP_EVERY_S", 2.0, float)),
     )

@@ -35,7 +35,20 @@ def boom(request_id, args, agent_state):
 def die(request_id, args, agent_state):
     os.kill(os.getpid(), signal.SIGKILL)
 
-function_registry = {"echo": echo, "slow": slow, "boom": boom, "die": die}
+def forever(request_id, args, agent_state):
+    while True:
+        time.sleep(3600)
+
+def stubborn(request_id, args, agent_state):
+    # Swallows the worker's soft time limit (and anything else) and goes on: only a kill stops it.
+    while True:
+        try:
+            time.sleep(3600)
+        except BaseException:
+            pass
+
+function_registry = {"echo": echo, "slow": slow, "boom": boom, "die": die, "forever": forever,
+                     "stubborn": stubborn}
 onboarding_data = {"question": "What is 2 + 2?"}
 '''
 

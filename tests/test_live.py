@@ -164,6 +164,52 @@ def test_a_call_whose_worker_dies_twice_is_answered_with_an_error(tmp_path: Path
         assert page.answer(page.call("echo", {}))["echo"] == {}
 
 
+def test_a_function_that_never_returns_is_answered_an_error_at_its_limit_and_frees_its_worker(
+        tmp_path: Path, database_url: str, redis_url: str) -> None:
+    runtime = make_runtime(tmp_path / "data", database_url, redis_url, REMOTE_CALL_TIMEOUT_S="2", **FAST_SWEEP)
+    try:
+        run_id = make_remote_run(runtime, tmp_path, assignments=1)
+        log = tmp_path / "worker.log"
+        with (web_server(runtime.settings, run_id, tmp_path / "web.log") as web,
+              celery_worker(runtime.settings, log, concurrency=1, env=worker_env(tmp_path, "w1"))):
+            agent = request_agent(web, "worker1")
+            with _opened(LivePage(web, agent["agent_id"])) as page:
+                request_id = page.call("forever", {})
+                # The answer mephisto-task's useMephistoRemoteProcedureTask gets when a function raises.
+                assert page.answer(request_id, timeout_s=30) == {"error": "forever timed out after 2 s"}
+                # The only worker process is free again: it answers the next call.
+                assert page.answer(page.call("echo", {"after": "timeout"}))["worker"] == "w1"
+        row = call_row(runtime, request_id)
+        assert (row.status, row.attempts, row.error) == ("failed", 1, "forever timed out after 2 s")
+        assert "Soft time limit (2.0s) exceeded" in log.read_text()
+    finally:
+        runtime.close()
+
+
+def test_a_function_that_ignores_its_soft_limit_is_killed_and_answered_not_rerun(
+        tmp_path: Path, database_url: str, redis_url: str) -> None:
+    runtime = make_runtime(tmp_path / "data", database_url, redis_url, REMOTE_CALL_TIMEOUT_S="1", **FAST_SWEEP)
+    try:
+        run_id = make_remote_run(runtime, tmp_path, assignments=1)
+        log = tmp_path / "worker.log"
+        with ExitStack() as stack:
+            web = stack.enter_context(web_server(runtime.settings, run_id, tmp_path / "web.log"))
+            stack.enter_context(celery_worker(runtime.settings, log, concurrency=1, env=worker_env(tmp_path, "w1")))
+            stack.enter_context(celery_beat(runtime.settings, tmp_path / "beat.log"))
+            agent = request_agent(web, "worker1")
+            page = stack.enter_context(_opened(LivePage(web, agent["agent_id"])))
+            request_id = page.call("stubborn", {})
+            # The hard limit kills the pool process; the live sweep finds the call's lease gone after its
+            # whole time limit, and answers it rather than sending it round again.
+            assert page.answer(request_id, timeout_s=60) == {"error": "stubborn timed out after 1 s"}
+            assert page.answer(page.call("echo", {}))["worker"] == "w1"
+        row = call_row(runtime, request_id)
+        assert (row.status, row.attempts) == ("failed", 1)
+        assert "Hard time limit (11.0s) exceeded" in log.read_text()
+    finally:
+        runtime.close()
+
+
 def agent_and_unit(rt: Runtime, agent_id: str) -> tuple[str, str, str | None]:
     with transaction(rt.sessions) as session:
         row = session.execute(select(Agent.status, Unit.status, Unit.agent_id)

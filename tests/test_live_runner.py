@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.hooks import TaskHooks
@@ -66,6 +67,14 @@ def test_failures_become_one_line_answers_without_internals() -> None:
     bad_args = CallView("agent1", "req-1", "broken", "{not json", {}, ())
     with pytest.raises(RemoteCallFailed, match="arguments of 'broken' are not JSON"):
         runner.on_remote_call(run_with(broken=broken), bad_args)
+
+
+def test_the_workers_soft_time_limit_is_not_taken_for_the_functions_failure() -> None:
+    def slow(request_id: str, args: Any, state: Any) -> None:
+        raise SoftTimeLimitExceeded()  # what Celery raises inside a task at its soft limit
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        runner_for(remote_procedure.NAME).on_remote_call(run_with(slow=slow), call("slow", {}))
 
 
 def test_a_static_task_answers_no_remote_calls_and_wants_no_assigned_event() -> None:

@@ -26,6 +26,8 @@ from botocore.exceptions import ClientError
 from tests.mturk_local_process import client, mturk_local
 from tests.test_mturk_local import accepted, submit
 
+pytestmark = pytest.mark.system
+
 QUALIFICATION_TYPE_EXISTS_MESSAGE = "You have already created a QualificationType with this name."
 LOCALE = "00000000000000000071"
 THIRTY_ONE_DAYS_S = 60 * 60 * 24 * 31

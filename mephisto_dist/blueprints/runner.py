@@ -25,6 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# Celery's soft time limit, raised inside a task that ran too long (Celery re-exports billiard's class;
+# billiard's module is the light import, and the web process imports this module too).
+from billiard.exceptions import SoftTimeLimitExceeded
+
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.hooks import SubmittedUnit, TaskHooks
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
@@ -80,7 +84,8 @@ class TaskRunner(Protocol):
         ...
 
     def on_remote_call(self, run: RunView, call: CallView) -> str:
-        """The answer's JSON text; raise :class:`RemoteCallFailed` to answer an error."""
+        """The answer's JSON text; raise :class:`RemoteCallFailed` to answer an error. The worker's time
+        limit (``SoftTimeLimitExceeded``) is not the function's failure: it propagates to the caller."""
         ...
 
     def on_unit_submitted(self, run: RunView, unit: SubmittedUnit) -> None: ...
@@ -154,6 +159,8 @@ class RemoteProcedureRunner(StaticTaskRunner):
             requests={r.uuid: r for r in call.previous}, agent_id=call.agent_id)
         try:
             result = function(call.request_id, args, state)
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as error:
             log.exception("remote function %r failed (agent %s, request %s)", call.target, call.agent_id,
                           call.request_id)

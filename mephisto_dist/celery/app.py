@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import task_postrun
 
 from mephisto_dist import metrics
+from mephisto_dist.celery.limits import celery_limits
 from mephisto_dist.queue import celery_config
 from mephisto_dist.settings import Settings
 
@@ -16,6 +17,7 @@ def make_celery(settings: Settings) -> Celery:
     metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
     app = Celery("mephisto_dist")
     app.conf.update(celery_config(settings.broker_url, settings.redis_timeout_s))
+    app.conf.update(celery_limits(settings))
     app.conf.worker_send_task_events = True
     app.conf.task_send_sent_event = True
     task_postrun.connect(_count_outcome, weak=False, dispatch_uid="mephisto_dist.metrics.celery_tasks")

@@ -1,7 +1,7 @@
 """Celery tasks of the live TaskRunner events: a page's remote call, and the live sweep beat fires.
 
-Both are short (a call holds its worker only while the task's function runs) and idempotent; see
-``mephisto_dist.runners.events``.
+Both are short (a call holds its worker only while the task's function runs, at most its time limit:
+``mephisto_dist.celery.limits``) and idempotent; see ``mephisto_dist.runners.events``.
 """
 
 from __future__ import annotations

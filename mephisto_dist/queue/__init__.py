@@ -74,7 +74,7 @@ class CeleryQueue:
         from kombu.exceptions import OperationalError
 
         try:
-            self._app.send_task(name, args=list(args))
+            self._app.send_task(name, args=list(args), expires=SEND_EXPIRES_S.get(name))
         except OperationalError as error:
             raise ServiceError(f"the task queue (Redis) is not answering: {error}") from error
 
@@ -102,3 +102,9 @@ RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"
 RECONCILE_SERVERS = "mephisto_dist.reconcile_servers"
 DEPLOY_SERVER = "mephisto_dist.deploy_server"
 RECONCILE_HITS = "mephisto_dist.reconcile_hits"
+
+# Sweeps sent outside beat's schedule (whose entries expire: ``beat.schedule``): a nudge to reconcile
+# runs when a submission freed a deployment-wide slot, which beat's next round does anyway; a server
+# deploy, which the server reconciler sends again while the run has no server. Queued behind a worker
+# outage they are dropped unrun after this long rather than piling up.
+SEND_EXPIRES_S = {RECONCILE_RUNS: 30.0, DEPLOY_SERVER: 300.0}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,11 @@ from mephisto_dist.runtime import Runtime
 log = logging.getLogger(__name__)
 
 WORKER_DIED = "the server running this call stopped twice; please try again"
+
+
+def timed_out(target: str, limit_s: float) -> str:
+    """What the page is told about a call that ran out of time (``MEPHISTO_DIST_REMOTE_CALL_TIMEOUT_S``)."""
+    return f"{target} timed out after {limit_s:g} s"
 
 
 def _now() -> datetime:
@@ -70,7 +76,8 @@ class _Claimed:
 
 def remote_call(rt: Runtime, call_id: int) -> str | None:
     """Run one remote call under a lease and answer the page; the call's final status, or None when this
-    delivery found it claimed by another run or already settled."""
+    delivery found it claimed by another run or already settled. A call stopped by the task's soft time
+    limit is answered and marked failed like one that raised, so no re-delivery runs it again."""
     claimed = _claim(rt, call_id)
     if claimed is None:
         return None
@@ -81,6 +88,11 @@ def remote_call(rt: Runtime, call_id: int) -> str | None:
             response = runner_for(claimed.run.blueprint_type).on_remote_call(claimed.run, claimed.call)
         except RemoteCallFailed as failure:
             failed, error = True, str(failure)
+            response = protocol.error_response(error)
+        except SoftTimeLimitExceeded:
+            log.warning("remote function %r ran out of time (agent %s, request %s): answered with an error",
+                        claimed.call.target, claimed.call.agent_id, claimed.call.request_id)
+            failed, error = True, timed_out(claimed.call.target, rt.settings.remote_call_timeout_s)
             response = protocol.error_response(error)
     with transaction(rt.sessions) as session:
         settled = calls.settle_call(session, call_id, response_json=response, failed=failed, error=error,
@@ -217,22 +229,28 @@ def _tell_ended_agents(rt: Runtime, presence: Presence) -> int:
 
 
 def _recover_orphans(rt: Runtime) -> tuple[int, int]:
+    """Calls whose worker died: run again once, unless the run lasted the call's time limit (the hard
+    limit killed a function that ignored the soft one) or was already the second; those are answered."""
     now = _now()
+    limit_s = rt.settings.remote_call_timeout_s
     rerun: list[int] = []
-    answered: list[calls.Orphan] = []
-    response = protocol.error_response(WORKER_DIED)
+    answered: list[tuple[calls.Orphan, str]] = []
     with transaction(rt.sessions) as session:
         for orphan in calls.orphaned_calls(session, rt.redis, lease_s=rt.settings.remote_call_lease_s, now=now):
-            if orphan.has_run_left:
+            out_of_time = orphan.ran_out_of_time(limit_s, now=now)
+            if orphan.has_run_left and not out_of_time:
                 if calls.requeue_call(session, orphan.call_id):
                     rerun.append(orphan.call_id)
-            elif calls.settle_call(session, orphan.call_id, response_json=response, failed=True,
-                                   error=WORKER_DIED, now=now):
-                answered.append(orphan)
+                continue
+            error = timed_out(orphan.target, limit_s) if out_of_time else WORKER_DIED
+            if calls.settle_call(session, orphan.call_id, response_json=protocol.error_response(error),
+                                 failed=True, error=error, now=now):
+                answered.append((orphan, error))
     for call_id in rerun:
         rt.queue.enqueue(queue.REMOTE_CALL, call_id)
-    for orphan in answered:
-        log.warning("remote call %s (agent %s) lost its worker twice: answered with an error",
-                    orphan.request_id, orphan.agent_id)
-        send_to_agent(rt.redis, orphan.agent_id, protocol.answer_update(orphan.agent_id, orphan.request_id, response))
+    for orphan, error in answered:
+        log.warning("remote call %s (agent %s) answered with an error: %s", orphan.request_id, orphan.agent_id,
+                    error)
+        send_to_agent(rt.redis, orphan.agent_id, protocol.answer_update(
+            orphan.agent_id, orphan.request_id, protocol.error_response(error)))
     return len(rerun), len(answered)

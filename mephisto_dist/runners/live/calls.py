@@ -4,7 +4,8 @@ The web process records a call (:func:`record_call`) and enqueues it after the c
 claims it (:func:`claim_call`, a compare-and-set that counts the run), holds a :class:`CallLease` while
 the function runs, and settles it (:func:`settle_call`). A worker that dies stops renewing its lease; the
 live sweep (:func:`orphaned_calls`) then sends the call round once more, or answers an error when it
-already had its second run (``REMOTE_CALL_MAX_RUNS``).
+already had its second run (``REMOTE_CALL_MAX_RUNS``) or ran its whole time limit (the worker's hard
+time limit killed it: run again, it would only hold another worker as long).
 """
 
 from __future__ import annotations
@@ -111,16 +112,23 @@ class Orphan:
     call_id: int
     agent_id: str
     request_id: str
+    target: str
     attempts: int
+    claimed_at: datetime
 
     @property
     def has_run_left(self) -> bool:
         return self.attempts < REMOTE_CALL_MAX_RUNS
 
+    def ran_out_of_time(self, limit_s: float, *, now: datetime) -> bool:
+        """Whether its run lasted the call's time limit: stopped by it (or dead at its very end)."""
+        return self.claimed_at <= now - timedelta(seconds=limit_s)
+
 
 def orphaned_calls(session: Session, client: redis.Redis, *, lease_s: float, now: datetime) -> list[Orphan]:
     """Running calls claimed more than a lease ago whose lease is gone: their worker died."""
-    rows = session.execute(select(RemoteCall.id, RemoteCall.agent_id, RemoteCall.request_id, RemoteCall.attempts)
+    rows = session.execute(select(RemoteCall.id, RemoteCall.agent_id, RemoteCall.request_id, RemoteCall.target,
+                                  RemoteCall.attempts, RemoteCall.claimed_at)
                            .where(RemoteCall.status == C.RUNNING.value,
                                   RemoteCall.claimed_at < now - timedelta(seconds=lease_s))).all()
     if not rows:
@@ -129,8 +137,8 @@ def orphaned_calls(session: Session, client: redis.Redis, *, lease_s: float, now
     for row in rows:
         alive.exists(keys.remote_call_lease_key(row.id))
     held = alive.execute()
-    return [Orphan(int(r.id), r.agent_id, r.request_id, int(r.attempts)) for r, h in zip(rows, held, strict=True)
-            if not h]
+    return [Orphan(int(r.id), r.agent_id, r.request_id, r.target, int(r.attempts), r.claimed_at)
+            for r, h in zip(rows, held, strict=True) if not h]
 
 
 class CallLease:
