@@ -19,6 +19,7 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "finish-and-unstall-runs": {"task": queue.RECONCILE_RUNS, "schedule": settings.run_sweep_every_s},
         "disconnect-silent-pages-and-recover-calls": {"task": queue.LIVE_SWEEP,
                                                       "schedule": settings.live_sweep_every_s},
+        "resend-outbox-messages": {"task": queue.RESEND_OUTBOX, "schedule": settings.outbox_sweep_every_s},
         "resend-unfinished-provider-calls": {"task": queue.RESEND_PROVIDER_CALLS,
                                              "schedule": PROVIDER_CALL_SWEEP_EVERY_S},
         "hand-back-returned-hits": {"task": queue.HAND_BACK_RETURNED, "schedule": RETURNED_HIT_SWEEP_EVERY_S},

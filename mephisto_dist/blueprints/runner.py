@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
-from mephisto_dist.errors import ConfigError
+from mephisto_dist.driver_errors import translate
+from mephisto_dist.errors import ConfigError, ServiceError
 from mephisto_dist.hooks import SubmittedUnit, TaskHooks
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ class StaticTaskRunner:
             return
         try:
             hook(unit)
-        except Exception:
+        except Exception as error:
+            if isinstance(error, ServiceError) or translate(error) is not None:
+                raise  # the database or Redis failed under the hook: its outbox message is tried again
             # The task's own code: its failure is logged and does not hold the run back.
             log.exception("the task's on_unit_submitted hook failed for unit %s", unit.unit_id)
 
