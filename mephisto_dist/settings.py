@@ -93,6 +93,11 @@ class Settings:
     remote_call_lease_s: float = 3.0
     remote_call_timeout_s: float = 60.0
     live_sweep_every_s: float = 2.0
+    # The outbox (``db.outbox``): beat's re-send sweep, the backoff between attempts, the attempts made
+    # before a message is failed (``review resend`` sends it again).
+    outbox_sweep_every_s: float = 5.0
+    outbox_retry_base_s: float = 5.0
+    outbox_max_attempts: int = 5
 
     @property
     def embedded_redis(self) -> bool:
@@ -160,6 +165,9 @@ class Settings:
             f"{ENV_PREFIX}REMOTE_CALL_LEASE_S": str(self.remote_call_lease_s),
             f"{ENV_PREFIX}REMOTE_CALL_TIMEOUT_S": str(self.remote_call_timeout_s),
             f"{ENV_PREFIX}LIVE_SWEEP_EVERY_S": str(self.live_sweep_every_s),
+            f"{ENV_PREFIX}OUTBOX_SWEEP_EVERY_S": str(self.outbox_sweep_every_s),
+            f"{ENV_PREFIX}OUTBOX_RETRY_BASE_S": str(self.outbox_retry_base_s),
+            f"{ENV_PREFIX}OUTBOX_MAX_ATTEMPTS": str(self.outbox_max_attempts),
         }
         if self.redis_url is not None:
             env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
@@ -224,4 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # Zero would be no limit at all: Celery reads a zero time limit as none.
         remote_call_timeout_s=float(_number(env, "REMOTE_CALL_TIMEOUT_S", 60.0, float)) or 60.0,
         live_sweep_every_s=float(_number(env, "LIVE_SWEEP_EVERY_S", 2.0, float)),
+        outbox_sweep_every_s=float(_number(env, "OUTBOX_SWEEP_EVERY_S", 5.0, float)),
+        outbox_retry_base_s=float(_number(env, "OUTBOX_RETRY_BASE_S", 5.0, float)),
+        outbox_max_attempts=max(1, int(_number(env, "OUTBOX_MAX_ATTEMPTS", 5, int))),
     )

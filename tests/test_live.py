@@ -164,6 +164,7 @@ def test_a_call_whose_worker_dies_twice_is_answered_with_an_error(tmp_path: Path
         assert page.answer(page.call("echo", {}))["echo"] == {}
 
 
+@pytest.mark.system
 def test_a_function_that_never_returns_is_answered_an_error_at_its_limit_and_frees_its_worker(
         tmp_path: Path, database_url: str, redis_url: str) -> None:
     runtime = make_runtime(tmp_path / "data", database_url, redis_url, REMOTE_CALL_TIMEOUT_S="2", **FAST_SWEEP)
@@ -186,6 +187,7 @@ def test_a_function_that_never_returns_is_answered_an_error_at_its_limit_and_fre
         runtime.close()
 
 
+@pytest.mark.system
 def test_a_function_that_ignores_its_soft_limit_is_killed_and_answered_not_rerun(
         tmp_path: Path, database_url: str, redis_url: str) -> None:
     runtime = make_runtime(tmp_path / "data", database_url, redis_url, REMOTE_CALL_TIMEOUT_S="1", **FAST_SWEEP)

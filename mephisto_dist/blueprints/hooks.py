@@ -67,6 +67,11 @@ class WorkerQualifications(Protocol):
 
     def revoke(self, worker_id: int, name: str) -> None: ...
 
+    def count_unit(self, worker_id: int, name: str, unit_id: int) -> bool:
+        """Add one to the worker's ``name`` counter for this unit, unless the unit was counted already
+        (its event run again); True when this call counted it."""
+        ...
+
 
 @dataclass(frozen=True)
 class SubmittedUnit:

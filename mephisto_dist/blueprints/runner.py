@@ -32,7 +32,8 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.hooks import SubmittedUnit, TaskHooks
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
-from mephisto_dist.errors import ConfigError
+from mephisto_dist.errors import ConfigError, ServiceError
+from mephisto_dist.errors.drivers import translate
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,9 @@ class StaticTaskRunner:
             return
         try:
             hook(unit)
-        except Exception:
+        except Exception as error:
+            if isinstance(error, ServiceError) or translate(error) is not None:
+                raise  # the database or Redis failed under the hook: its outbox message is tried again
             # The task's own code: its failure is logged and does not hold the run back.
             log.exception("the task's on_unit_submitted hook failed for unit %s", unit.unit_id)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mephisto_dist import queue
+from mephisto_dist.db.outbox import CLAIM_STALE_AFTER_S as OUTBOX_CLAIM_STALE_AFTER_S
 from mephisto_dist.settings import Settings
 
 
@@ -39,10 +40,11 @@ def time_limits(settings: Settings) -> dict[str, TimeLimit]:
         queue.LIVE_SWEEP: TimeLimit(30.0, 45.0),
         queue.RECONCILE_POOLS: TimeLimit(60.0, 90.0),
         queue.RESEND_PROVIDER_CALLS: TimeLimit(60.0, 90.0),
-        # Loads the run's bundle (fetched from storage on first use) and stores the agent's state.
-        queue.UNIT_ASSIGNED: TimeLimit(120.0, 150.0),
-        # The task's on_unit_submitted and on_assignment_finished hooks (its own code), then a launch.
-        queue.UNIT_SUBMITTED: TimeLimit(300.0, 330.0),
+        # One TaskRunner event: the run's bundle (fetched on first use), the task's on_unit_submitted and
+        # on_assignment_finished hooks (its own code), then a launch. Killed before db.outbox counts its
+        # claim stale, so the sweep never runs an event a second time while the first still runs.
+        queue.OUTBOX_MESSAGE: TimeLimit(OUTBOX_CLAIM_STALE_AFTER_S - 30.0, OUTBOX_CLAIM_STALE_AFTER_S - 10.0),
+        queue.RESEND_OUTBOX: TimeLimit(60.0, 90.0),
         # Launches are paced to the provider's shared call rate (5/s): hundreds of units take minutes.
         queue.LAUNCH_UNITS: TimeLimit(600.0, 660.0),
         queue.RECONCILE_RUNS: TimeLimit(600.0, 660.0),

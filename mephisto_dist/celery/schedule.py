@@ -26,6 +26,7 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "renew-and-repair-concurrency-pools": (queue.RECONCILE_POOLS, settings.pool_renew_every_s),
         "finish-and-unstall-runs": (queue.RECONCILE_RUNS, settings.run_sweep_every_s),
         "disconnect-silent-pages-and-recover-calls": (queue.LIVE_SWEEP, settings.live_sweep_every_s),
+        "resend-outbox-messages": (queue.RESEND_OUTBOX, settings.outbox_sweep_every_s),
         "resend-unfinished-provider-calls": (queue.RESEND_PROVIDER_CALLS, PROVIDER_CALL_SWEEP_EVERY_S),
         "hand-back-returned-hits": (queue.HAND_BACK_RETURNED, RETURNED_HIT_SWEEP_EVERY_S),
         "stop-orphaned-servers": (queue.RECONCILE_SERVERS, settings.reconcile_every_s),

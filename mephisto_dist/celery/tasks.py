@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from mephisto_dist import queue
 from mephisto_dist.celery.worker import app as _app
-from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
+from mephisto_dist.db import outbox
+from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider
@@ -63,39 +64,44 @@ def launch_units_task(run_id: int) -> int:
     return _launch(run_id)
 
 
-@app.task(name=queue.UNIT_ASSIGNED)  # type: ignore[untyped-decorator]
-def unit_assigned(agent_id: str) -> None:
-    """The TaskRunner's on-assigned event: store the agent's initial state (sent only for blueprints
-    whose runner wants it)."""
-    events.unit_assigned(runtime(), agent_id)
-
-
-@app.task(name=queue.UNIT_SUBMITTED)  # type: ignore[untyped-decorator]
-def unit_submitted(unit_id: int) -> None:
-    """The TaskRunner's on-submitted event (the task's ``on_unit_submitted`` hook, then on-assignment-finished
-    when it was the assignment's last unit; see ``mephisto_dist.runners.events``), free the
-    unit's slot (again: release is idempotent), launch what the slot allows when the web server could
-    not, and close the run when this was its last unit (after the hook, so that it is not lost)."""
+@app.task(name=queue.OUTBOX_MESSAGE)  # type: ignore[untyped-decorator]
+def outbox_message(message_id: int) -> None:
+    """Carry out one outbox message (``mephisto_dist.db.outbox``): the TaskRunner's on-assigned event
+    (store the agent's initial state) or on-submitted event (the task's ``on_unit_submitted`` hook, then
+    on-assignment-finished when it was the assignment's last unit; see ``mephisto_dist.runners.events``).
+    After a unit's event: close the run when this was its last unit (after the hook, so that it is not
+    lost), free the unit's slot (again: giving back is idempotent) and launch what the slot allows when
+    the web server could not."""
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        row = session.execute(
-            select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Assignment.data, Agent.outputs,
-                   Unit.launch_id)
-            .join(TaskRun, TaskRun.id == Unit.task_run_id)
-            .join(Assignment, Assignment.id == Unit.assignment_id)
-            .outerjoin(Agent, Agent.id == Unit.agent_id)
-            .where(Unit.id == unit_id)).first()
-    if row is None:
+    done = events.deliver(rt, message_id)
+    if done is None or done.kind != outbox.UNIT_SUBMITTED:
         return
-    run_id, provider_type, config, unit_data, outputs, launch_id = row
-    events.unit_submitted(rt, unit_id, run_id, unit_data, outputs)
+    unit_id = int(done.payload["unit_id"])
     with transaction(rt.sessions) as session:
+        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Unit.launch_id)
+                              .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == unit_id)).first()
+        if row is None:
+            return
+        run_id, provider_type, config, launch_id = row
         if mark_completed_if_done(session, run_id, now=_now()):
             log.info("task run %s is complete", run_id)
             return
     freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
     if freed and not make_provider(provider_type, config.get("provider", {})).publishes_instantly:
         _launch(run_id)
+
+
+@app.task(name=queue.RESEND_OUTBOX)  # type: ignore[untyped-decorator]
+def resend_outbox() -> int:
+    """Beat's sweep: send again the outbox messages whose send was lost, whose handler died, or whose
+    failed attempt's backoff passed. One already carried out, or under way, is not run again."""
+    rt = runtime()
+    with read_transaction(rt.sessions) as session:
+        message_ids = outbox.due(session, now=_now(), retry_base_s=rt.settings.outbox_retry_base_s)
+    queue.send_outbox(rt.queue, message_ids)
+    if message_ids:
+        record_reconciler_action("outbox_resent", len(message_ids))
+    return len(message_ids)
 
 
 @app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import open_runtime
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
-from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL
+from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL, send_outbox
 from mephisto_dist.review.decisions import (
     AlreadyDecided,
     CallInFlight,
@@ -218,7 +219,8 @@ def soft_reject(unit_ids: UnitIds = None, all_completed: AllCompleted = False, r
 @review_app.command("resend")
 def resend(run: RunOption = None) -> None:
     """Send again the provider calls that were never carried out (queueing failed, or a worker died) or
-    that failed every attempt, and the launches of units that failed every attempt."""
+    that failed every attempt, and the launches of units and the TaskRunner events (outbox messages) that
+    failed every attempt."""
     runtime = open_runtime()
     try:
         with transaction(runtime.sessions) as session:
@@ -227,11 +229,14 @@ def resend(run: RunOption = None) -> None:
             run_ids = None if run is None else [run]
             call_ids = unfinished_calls(session, now=_now(), run_ids=run_ids) + reset_failed_calls(session, run_ids)
             launches = reset_failed_launches(session, run_ids)
+            messages = outbox.reset_failed(session, run_ids)
         dispatch_calls(runtime, call_ids)
         for run_id in launches:
             runtime.queue.enqueue(LAUNCH_UNITS, run_id)
+        send_outbox(runtime.queue, messages)
         console.print(f"{len(call_ids)} provider call(s) sent again; "
-                      f"{sum(launches.values())} failed unit launch(es) sent again", highlight=False)
+                      f"{sum(launches.values())} failed unit launch(es) sent again; "
+                      f"{len(messages)} failed TaskRunner event(s) sent again", highlight=False)
     finally:
         runtime.close()
 

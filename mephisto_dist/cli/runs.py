@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers, print_unreceived
 from mephisto_dist.cli.runtime import open_runtime
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processes, workers_answer
@@ -118,6 +119,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
                 Agent.task_run_id == run_id, Agent.submitted_at >= now - timedelta(minutes=10))) or 0)
             trouble = launch_trouble(session, run_id)
             calls_failed, call_error = failed_calls(session, run_id)
+            events_failed = outbox.failed_messages(session, [run_id])
         finished = run.is_completed
         held: int | None = None
         cap: int | None = None
@@ -151,6 +153,10 @@ def status(run_id: Annotated[int | None, typer.Argument(
         console.print(f"provider hosts {counts.get(UnitStatus.LAUNCHED, 0)} available unit(s); "
                       f"{recent / 10:.1f} submissions/min over the last 10 min", soft_wrap=True)
         _print_provider_trouble(run_id, trouble, calls_failed, call_error)
+        if events_failed:
+            console.print(f"[red]TaskRunner events failed[/] ({len(events_failed)}, e.g. {events_failed[-1].key}) "
+                          f"after every attempt: {events_failed[-1].error}; "
+                          f"`mephisto-dist review resend --run {run_id}` tries again", soft_wrap=True, highlight=False)
         if in_flight:
             console.print("in flight (oldest first):")
             for unit_id, worker_name, assigned_at in in_flight:

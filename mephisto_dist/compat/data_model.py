@@ -62,6 +62,14 @@ class Worker:
         port, worker_id = self._port("revoke_qualification")
         port.revoke(worker_id, qualification_name)
 
+    def count_unit(self, qualification_name: str, unit: Unit) -> bool:
+        """Not Mephisto's: add one to a counter qualification for ``unit``, once however often the
+        unit's event runs (``UseGoldUnit``'s validator counts with it)."""
+        port, worker_id = self._port("count_unit")
+        if unit.db_id is None:
+            raise ConfigError("Worker.count_unit needs a stored unit")
+        return port.count_unit(worker_id, qualification_name, int(unit.db_id))
+
     grant_crowd_qualification = grant_qualification
     revoke_crowd_qualification = revoke_qualification
 

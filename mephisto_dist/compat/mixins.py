@@ -102,20 +102,20 @@ class UseGoldUnit:
         correct, wrong, count = f"{base}-correct-golds", f"{base}-wrong-golds", f"{base}-completed-count"
 
         def validate_gold(unit: Unit) -> None:
+            # Each count is one statement, once per unit (Worker.count_unit): Mephisto's read-then-grant
+            # loses a count to a concurrent one and adds one again when the event is delivered twice.
             agent = unit.get_assigned_agent()
             if unit.unit_index != GOLD_UNIT_INDEX:
                 if agent is not None and agent.get_status() == AgentState.STATUS_COMPLETED:
-                    worker = agent.get_worker()
-                    worker.grant_qualification(count, cls.get_current_qual_or_default(worker, count) + 1)
+                    agent.get_worker().count_unit(count, unit)
                 return
             if agent is None:
                 return
             verdict = screen_unit(unit)
-            worker = agent.get_worker()
             if verdict is True:
-                worker.grant_qualification(correct, cls.get_current_qual_or_default(worker, correct) + 1)
+                agent.get_worker().count_unit(correct, unit)
             elif verdict is False:
-                worker.grant_qualification(wrong, cls.get_current_qual_or_default(worker, wrong) + 1)
+                agent.get_worker().count_unit(wrong, unit)
 
         return validate_gold
 

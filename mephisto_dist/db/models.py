@@ -149,6 +149,9 @@ class Unit(Base):
     launched_at: Mapped[datetime | None]
     assigned_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Set, by compare-and-set, in the transaction that adds this unit to its worker's counters (golds
+    # right or wrong, units completed): a re-run of the unit's event never counts it twice.
+    counted_at: Mapped[datetime | None]
 
 
 class Worker(Base):
@@ -346,3 +349,29 @@ class ProviderSubmission(Base):
     status: Mapped[str] = mapped_column(String(32), default="needs review")
     submitted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """Work that must follow a committed state change (``db.outbox``): written in the transaction that
+    changes the state, sent after the commit, re-sent by beat until its handler marks it done.
+
+    ``key`` names the change (``unit_submitted:<unit id>``), so one change has one message.
+    ``status``: ``pending`` -> ``claimed`` (a handler runs it; ``attempts`` counts the claims) -> ``done``;
+    an attempt that raised goes back to ``pending`` (re-sent after a backoff) or, out of attempts,
+    ``failed`` (``review resend`` makes it pending again).
+    """
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_status", "status"),
+                      Index("ix_outbox_message_run_status", "task_run_id", "status"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    task_run_id: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]

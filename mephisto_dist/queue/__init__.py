@@ -6,13 +6,18 @@ sent after the database commit they read (callers enqueue outside their transact
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from mephisto_dist.errors import ServiceError
 
+log = logging.getLogger(__name__)
+
 LAUNCH_UNITS = "mephisto_dist.launch_units"
-UNIT_ASSIGNED = "mephisto_dist.unit_assigned"
-UNIT_SUBMITTED = "mephisto_dist.unit_submitted"
+OUTBOX_MESSAGE = "mephisto_dist.outbox_message"
+"""Carries out one outbox row (``db.outbox``) by id: the TaskRunner's unit-assigned and unit-submitted events."""
+RESEND_OUTBOX = "mephisto_dist.resend_outbox"
 REMOTE_CALL = "mephisto_dist.remote_call"
 LIVE_SWEEP = "mephisto_dist.live_sweep"
 RECONCILE_POOLS = "mephisto_dist.reconcile_pools"
@@ -30,6 +35,17 @@ ROUTES = {REMOTE_CALL: LIVE_QUEUE}
 
 class TaskQueue(Protocol):
     def enqueue(self, name: str, *args: Any) -> None: ...
+
+
+def send_outbox(queue: TaskQueue, message_ids: Sequence[int]) -> None:
+    """Send outbox messages (``db.outbox``) after the commit that wrote them. A broker that does not
+    answer is no failure: the messages are in the database, and beat's sweep sends them."""
+    for message_id in message_ids:
+        try:
+            queue.enqueue(OUTBOX_MESSAGE, message_id)
+        except ServiceError as error:
+            log.warning("outbox message %s not sent now (%s): beat re-sends it", message_id, error)
+            return
 
 
 REDIS_TIMEOUT_S = 5.0

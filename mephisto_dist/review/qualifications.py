@@ -165,6 +165,36 @@ def _set_grant(session: Session, qualification_id: int, worker_id: int, value: i
         _set_grant(session, qualification_id, worker_id, value, now=now)
 
 
+def count_unit(session: Session, unit_id: int, qualification_id: int, worker_id: int, *,
+               now: datetime) -> bool:
+    """Add one to the worker's grant (a counter: golds right or wrong, units completed) for this unit,
+    once: the unit's counted marker is set by compare-and-set in the same transaction, and the grant is
+    incremented in one statement, so neither a re-run of the unit's event nor a concurrent count of the
+    worker's other unit loses or doubles a count; a provider with qualifications of its own gets the
+    new value as :func:`grant` sends it. False when the unit was counted already."""
+    marked = session.connection().execute(
+        update(Unit).where(Unit.id == unit_id, Unit.counted_at.is_(None)).values(counted_at=now)).rowcount
+    if not marked:
+        return False
+    _add_to_grant(session, qualification_id, worker_id, now=now)
+    record_qualification_sync(session, qualification_id, worker_id, now=now)
+    return True
+
+
+def _add_to_grant(session: Session, qualification_id: int, worker_id: int, *, now: datetime) -> None:
+    where = (GrantedQualification.qualification_id == qualification_id, GrantedQualification.worker_id == worker_id)
+    added = session.connection().execute(update(GrantedQualification).where(*where).values(
+        value=GrantedQualification.value + 1, granted_at=now)).rowcount
+    if added:
+        return
+    try:
+        with session.begin_nested():
+            session.add(GrantedQualification(qualification_id=qualification_id, worker_id=worker_id, value=1,
+                                             granted_at=now))
+    except IntegrityError:  # another count made the row between our update and insert: add to it
+        _add_to_grant(session, qualification_id, worker_id, now=now)
+
+
 def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
     """Take a qualification away; ``False`` when the worker did not hold it."""
     removed = session.execute(
@@ -307,6 +337,15 @@ class StoredWorkerQualifications:
             grant(session, qualification_id, worker_id, int(value), now=now)
             calls = pending_worker_calls(session, worker_id)
         self._sent(calls)
+
+    def count_unit(self, worker_id: int, name: str, unit_id: int) -> bool:
+        now = datetime.now(UTC)
+        with transaction(self._sessions) as session:
+            qualification_id, _ = create_qualification(session, name, now=now)
+            counted = count_unit(session, unit_id, qualification_id, worker_id, now=now)
+            calls = pending_worker_calls(session, worker_id) if counted else []
+        self._sent(calls)
+        return counted
 
     def revoke(self, worker_id: int, name: str) -> None:
         with transaction(self._sessions) as session:

@@ -2,11 +2,16 @@
 needs from the database, call the run's :mod:`~mephisto_dist.blueprints.runner`, write the result back
 and tell the page. Each is idempotent: a re-delivered event finds its work done (compare-and-sets on the
 rows it moves), so ``acks_late`` re-runs are harmless.
+
+Unit assigned and unit submitted arrive as outbox messages (``db.outbox``), written with the claim or the
+submission: :func:`deliver` claims the message, runs its event and marks it done, so a message delivered
+twice runs its event once, and one whose send was lost is re-sent by beat until it ran.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -19,6 +24,7 @@ from sqlalchemy.orm import Session
 from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import SubmittedUnit
 from mephisto_dist.blueprints.runner import CallView, RemoteCallFailed, RunView, blueprint_type_of, runner_for
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCall, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
@@ -146,25 +152,65 @@ def _cached_run_view(rt: Runtime, session: Session, run_id: int) -> RunView | No
     return view
 
 
+def deliver(rt: Runtime, message_id: int) -> outbox.Claimed | None:
+    """Carry out one outbox message: claim it, run its event, mark it done. The claim when this delivery
+    carried it out (the caller does what follows it); ``None`` when another delivery holds it or did it,
+    or when the event failed (the message goes back to the sweep, or is failed after its last attempt)."""
+    with transaction(rt.sessions) as session:
+        claimed = outbox.claim(session, message_id, now=_now())
+    if claimed is None:
+        return None
+    try:
+        _EVENTS[claimed.kind](rt, claimed.payload)
+    except Exception as error:
+        log.exception("outbox message %s (%s) failed on attempt %s", message_id, claimed.kind, claimed.attempt)
+        with transaction(rt.sessions) as session:
+            outbox.give_up_or_retry(session, claimed, f"{type(error).__name__}: {error}",
+                                    max_attempts=rt.settings.outbox_max_attempts, now=_now())
+        return None
+    with transaction(rt.sessions) as session:
+        return claimed if outbox.finish(session, claimed, now=_now()) else None
+
+
+def _unit_assigned_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
+    unit_assigned(rt, str(payload["agent_id"]))
+
+
+def _unit_submitted_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
+    unit_id = int(payload["unit_id"])
+    with read_transaction(rt.sessions) as session:
+        row = session.execute(
+            select(Unit.task_run_id, Assignment.data, Agent.outputs)
+            .join(Assignment, Assignment.id == Unit.assignment_id)
+            .outerjoin(Agent, Agent.id == Unit.agent_id)
+            .where(Unit.id == unit_id)).first()
+    if row is None:
+        log.warning("unit_submitted for unknown unit %s", unit_id)
+        return
+    unit_submitted(rt, unit_id, int(row.task_run_id), row.data, row.outputs)
+
+
+_EVENTS: dict[str, Callable[[Runtime, Mapping[str, Any]], None]] = {
+    outbox.UNIT_ASSIGNED: _unit_assigned_event,
+    outbox.UNIT_SUBMITTED: _unit_submitted_event,
+}
+
+
 def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outputs: Any) -> None:
     """The runner's on-submitted hook, then on-assignment-finished when this was its last unit. A hook
-    that cannot even be loaded is logged: it must not hold the run back."""
-    try:
-        with transaction(rt.sessions) as session:
-            run = session.get(TaskRun, run_id)
-            if run is None:
-                return
-            view = _run_view(rt, run)
-            unit = session.execute(
-                select(Unit.assignment_id, Unit.unit_index, Unit.status, Unit.agent_id, Unit.worker_id,
-                       Worker.worker_name)
-                .outerjoin(Worker, Worker.id == Unit.worker_id).where(Unit.id == unit_id)).first()
-            assignment_id = None if unit is None else unit.assignment_id
-            open_units = session.scalar(select(func.count()).select_from(Unit).where(
-                Unit.assignment_id == assignment_id, Unit.status.not_in([s.value for s in UNIT_SUBMITTED])))
-    except Exception:
-        log.exception("the TaskRunner of unit %s could not be loaded", unit_id)
-        return
+    that cannot be loaded raises: its outbox message is tried again, then shown as failed."""
+    with read_transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            return
+        view = _run_view(rt, run)
+        unit = session.execute(
+            select(Unit.assignment_id, Unit.unit_index, Unit.status, Unit.agent_id, Unit.worker_id,
+                   Worker.worker_name)
+            .outerjoin(Worker, Worker.id == Unit.worker_id).where(Unit.id == unit_id)).first()
+        assignment_id = None if unit is None else unit.assignment_id
+        open_units = session.scalar(select(func.count()).select_from(Unit).where(
+            Unit.assignment_id == assignment_id, Unit.status.not_in([s.value for s in UNIT_SUBMITTED])))
     runner = runner_for(view.blueprint_type)
     if outputs is not None and unit is not None:
         runner.on_unit_submitted(view, SubmittedUnit(

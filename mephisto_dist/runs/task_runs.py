@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from mephisto_dist.db import outbox
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
@@ -111,14 +112,15 @@ def unit_counts(session: Session, run_id: int) -> dict[UnitStatus, int]:
 
 
 def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> bool:
-    """Mark the run completed when every unit is done; True only for the call that marked it."""
+    """Mark the run completed when every unit is done and every outbox message of the run (a unit's
+    TaskRunner event) carried out or failed; True only for the call that marked it."""
     # Looking for the few not-done statuses uses the (run, status) index; NOT IN would walk the run.
     pending = session.scalar(
         select(Unit.id).where(
             Unit.task_run_id == run_id, Unit.status.in_([s.value for s in UnitStatus if s not in UNIT_DONE])
         ).limit(1)
     )
-    if pending is not None:
+    if pending is not None or outbox.has_unfinished(session, run_id):
         return False
     result = session.execute(
         update(TaskRun).where(TaskRun.id == run_id, TaskRun.is_completed.is_(False))

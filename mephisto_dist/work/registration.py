@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
-from mephisto_dist.queue import PROVIDER_CALL, UNIT_ASSIGNED
+from mephisto_dist.queue import PROVIDER_CALL, send_outbox
 from mephisto_dist.review.qualifications import SYNCED_PROVIDERS, pending_worker_calls
 from mephisto_dist.runners.live import calls
 from mephisto_dist.work import claims, onboarding
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 
 def request_agent(served: Served, reg: Registration) -> AgentDetails:
     """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
-    one after the commit."""
+    one through an outbox message written with the claim and sent after the commit."""
     run = served.run()
     runner = runner_for(blueprint_type_of(run.config))
     details = AgentDetails(reg.request_id, failure_reason=claims.NO_UNIT_AVAILABLE)
+    messages: list[int] = []
     for attempt in range(claims.CLAIM_ATTEMPTS):
         try:
             with transaction(served.runtime.sessions) as session:
@@ -37,18 +39,20 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
                         and outcome.unit_id is not None and not outcome.created):
                     outcome = replace(outcome, init_task_data=runner.returning_agent_data(
                         outcome.init_task_data or {}, calls.requests_of(session, outcome.agent_id)))
+                if isinstance(outcome, AgentDetails):
+                    messages = _record_assigned(session, run, outcome)
             if isinstance(outcome, claims.ClaimBusy):
                 raise outcome
             if isinstance(outcome, claims.Reservation):
                 claimed = _claim_reserved(served, run, outcome)
                 if claimed is None:
                     continue  # the unit went to another request meanwhile: choose again
-                outcome = claimed
+                outcome, messages = claimed
             details = outcome
             break
         except claims.ClaimBusy:
             time.sleep(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
-    _announce(served, details)
+    send_outbox(served.runtime.queue, messages)
     return details
 
 
@@ -64,9 +68,11 @@ def _register(session: Session, served: Served, run: RunContext, reg: Registrati
         return busy
 
 
-def _claim_reserved(served: Served, run: RunContext, reservation: claims.Reservation) -> AgentDetails | None:
+def _claim_reserved(served: Served, run: RunContext,
+                    reservation: claims.Reservation) -> tuple[AgentDetails, list[int]] | None:
     """Take the worker's per-worker tokens for the reserved unit (no transaction open), then claim it;
-    ``None`` when another request took the unit first (its tokens are given back)."""
+    with the outbox messages the claim wrote (to send after the commit). ``None`` when another request
+    took the unit first (its tokens are given back)."""
     limiter = served.gate.limiter
     # Exclusive: a second request of the same worker that chose the same unit must not share, and
     # then give back, the token the first one's claim relies on.
@@ -74,17 +80,19 @@ def _claim_reserved(served: Served, run: RunContext, reservation: claims.Reserva
     if taken.held_pool is not None:
         raise claims.ClaimBusy(run.run_id)  # that other request is claiming it right now
     if not taken.ok:
-        return reservation.refusal(taken)
+        return reservation.refusal(taken), []
     pools = [p.pool for p in reservation.pools]
     try:
         with transaction(served.runtime.sessions) as session:
             claimed = claims.claim_reserved(session, run, reservation, now=now())
+            messages = [] if claimed is None else _record_assigned(session, run, claimed)
     except BaseException:
         limiter.release(reservation.holder, pools)
         raise
     if claimed is None:
         limiter.release(reservation.holder, pools)
-    return claimed
+        return None
+    return claimed, messages
 
 
 def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> AgentDetails:
@@ -105,6 +113,7 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
         # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
         # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
         syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
+        messages = _record_assigned(session, run, outcome) if isinstance(outcome, AgentDetails) else []
     _send_provider_calls(served, syncs)
     if isinstance(outcome, claims.Reservation):
         # The verdict is committed: the unit is claimed as request_agent claims one, or, taken by
@@ -115,8 +124,8 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
             claimed = None
         if claimed is None:
             return request_agent(served, outcome.reg)
-        outcome = claimed
-    _announce(served, outcome)
+        outcome, messages = claimed
+    send_outbox(served.runtime.queue, messages)
     return outcome
 
 
@@ -129,11 +138,15 @@ def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
             return
 
 
-def _announce(served: Served, details: AgentDetails) -> None:
-    """The TaskRunner's on-assigned event, for a new agent on a unit when the run's runner wants it."""
-    if (details.created and details.unit_id is not None
-            and runner_for(blueprint_type_of(served.run().config)).wants_unit_assigned):
-        served.runtime.queue.enqueue(UNIT_ASSIGNED, details.agent_id)
+def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -> list[int]:
+    """The TaskRunner's on-assigned event for a new agent on a unit, when the run's runner wants it: an
+    outbox message written in the claiming transaction (its id, to send after the commit)."""
+    if not (details.created and details.unit_id is not None and details.agent_id
+            and runner_for(blueprint_type_of(run.config)).wants_unit_assigned):
+        return []
+    message = outbox.add(session, outbox.UNIT_ASSIGNED, details.agent_id, run_id=run.run_id,
+                         payload={"agent_id": details.agent_id}, now=now())
+    return [] if message is None else [message]
 
 
 def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select, update
 
 from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.metadata import merge_metadata
@@ -18,7 +19,7 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.limiter import PoolLimit, keys
 from mephisto_dist.providers import UnitLaunch
-from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, UNIT_SUBMITTED
+from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, send_outbox
 from mephisto_dist.runs.launches import (
     LaunchContext,
     bind_next_launch,
@@ -97,18 +98,25 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
     ctx = LaunchContext.of(served.runtime, provider)
     handover: UnitLaunch | None = None
     pools: list[PoolLimit] = []
+    message: int | None = None
     with transaction(served.runtime.sessions) as session:
         submission = claims.submit_task(session, run, agent_id, outputs, now=now())
         pools = pools_for(ctx, run.run_id, submission.run_cap)
+        if submission.first and runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks):
+            # The TaskRunner's event (the task's hook: screening verdicts, gold scores), written with the
+            # answer and sent after the commit; beat re-sends it until it is carried out.
+            message = outbox.add(session, outbox.UNIT_SUBMITTED, str(submission.unit_id), run_id=run.run_id,
+                                 payload={"unit_id": submission.unit_id}, now=now())
         if submission.first and submission.run_open and provider.publishes_instantly and pools:
             # The slot this unit frees goes to the next unit, bound here and handed over after the
             # commit, with no launcher in between (see launches.hand_over).
             handover = bind_next_launch(session, ctx, run.run_id, now=now())
-        if submission.first and run.hooks.on_unit_submitted is None and handover is None:
-            # With a hook, UNIT_SUBMITTED closes the run after running it: a closed run's
-            # services stop, and the last unit's hook would be lost. A run with a unit just bound
-            # to a launch is not done: no need to look.
+        if submission.first and handover is None:
+            # A run with a unit just bound to a launch is not done: no need to look. Nor is one whose
+            # event was just written: its handler closes it once it ran.
             mark_completed_if_done(session, run.run_id, now=now())
+    if message is not None:
+        send_outbox(served.runtime.queue, [message])
     if submission.first:
         try:
             _after_submit(served, run, ctx, submission, handover, pools)
@@ -125,7 +133,7 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
                   handover: UnitLaunch | None, pools: list[PoolLimit]) -> None:
     """After the commit: free the unit's slots and refill them at once: handed straight to the unit
     bound in the submitting transaction where publishing is free, else by a Celery launch task
-    enqueued now. The worker's TaskRunner hook runs on Celery."""
+    enqueued now."""
     runtime = served.runtime
     if handover is not None:
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
@@ -155,9 +163,6 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
-    if runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks):
-        # Otherwise the event has no work: the slot is refilled above, and beat closes the run.
-        runtime.queue.enqueue(UNIT_SUBMITTED, submission.unit_id)
 
 
 def _attach_files(fields: dict[str, Any], stored: list[StoredFile]) -> None:
