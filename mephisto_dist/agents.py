@@ -45,6 +45,7 @@ from mephisto_dist.golds import GOLD_UNIT_INDEX, Golds, golds_of
 from mephisto_dist.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.launches import unit_holder
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
+from mephisto_dist.providers import provider_class
 from mephisto_dist.qualifications import Requirement, meets_requirements
 from mephisto_dist.screening import Screening, screening_of
 
@@ -502,7 +503,6 @@ _OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, 
 
 
 # A HIT of a one-assignment-per-HIT provider (MTurk) names its unit.
-HIT_PROVIDERS = ("mturk", "mturk_sandbox")
 _UNIT_OF_HIT = _OPEN_UNITS.where(Unit.provider_unit_id == bindparam("hit_id"))
 _UNIT_OF_HIT_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.provider_unit_id == bindparam("hit_id"))
 _HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Agent.provider_data)
@@ -516,7 +516,7 @@ def _candidate(
     gate: WorkerGate | None, *, now: datetime,
 ) -> tuple[int, int, Any] | None:
     hit_id = reg.provider_data.get("hit_id")
-    if not hit_id or run.provider_type not in HIT_PROVIDERS:
+    if not hit_id or not provider_class(run.provider_type).is_hit_based:
         return (_candidate_unit(session, run.run_id, worker_id) if can_do is None
                 else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
     _take_back_ended_assignment(session, run, str(hit_id), str(reg.provider_data.get("assignment_id") or ""),

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from mephisto_dist import tips
-from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
 from mephisto_dist.blueprints import blueprint_for, check_python_features
 from mephisto_dist.bundles import check_hooks_inside, check_script_inside, store_bundle
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.hooks import SCRIPT_KEY
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.requesters import provider_access_args
 from mephisto_dist.runs import NewRun, create_task_run, port_taken_message, run_on_port
@@ -81,7 +81,7 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         architect_type=config.architect_type,
         provider_type=config.provider_type,
         requester_name=str(config.provider.get("requester_name") or f"{config.provider_type}_requester"),
-        sandbox=config.provider_type != "mturk",
+        sandbox=provider_class(config.provider_type).is_sandbox,
         config=stored,
         task_dir=str(config.task_dir),
         build_dir="",
@@ -113,4 +113,5 @@ def check_port_unclaimed(runtime: Runtime, server: ServerPlan, *, resuming: int 
 def enqueue_launch(runtime: Runtime, run_id: int, architect_type: str | None = None) -> None:
     """Launch the run's units; a run whose server is deployed remotely (``ec2``) gets its server first,
     and the deploy task launches the units once the server's URL is known."""
-    runtime.queue.enqueue(DEPLOY_SERVER if architect_type == "ec2" else LAUNCH_UNITS, run_id)
+    remote = architect_type is not None and architect_class(architect_type).deploys_remotely
+    runtime.queue.enqueue(DEPLOY_SERVER if remote else LAUNCH_UNITS, run_id)

@@ -33,6 +33,7 @@ from mephisto_dist.db.models import (
 )
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
+from mephisto_dist.providers import provider_class
 from mephisto_dist.review import CallAction, record_call
 
 log = logging.getLogger(__name__)
@@ -286,9 +287,6 @@ def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
     return bool(removed)
 
 
-SYNCED_PROVIDERS = ("mturk", "mturk_sandbox")
-
-
 def record_qualification_sync(session: Session, qualification_id: int, worker_id: int, *,
                               now: datetime) -> int | None:
     """A ledger row copying the worker's standing on the qualification to their provider (MTurk), sent
@@ -296,7 +294,7 @@ def record_qualification_sync(session: Session, qualification_id: int, worker_id
     keeps no qualifications of its own."""
     worker = session.get(Worker, worker_id)
     name = session.scalar(select(Qualification.name).where(Qualification.id == qualification_id))
-    if worker is None or name is None or worker.provider_type not in SYNCED_PROVIDERS:
+    if worker is None or name is None or not provider_class(worker.provider_type).syncs_qualifications:
         return None
     return record_call(
         session, CallAction.SYNC_QUALIFICATION, f"sync_qual:{worker_id}:{uuid.uuid4().hex}",

@@ -13,13 +13,12 @@ from celery import Celery
 from sqlalchemy import select
 
 from mephisto_dist import queue, runner_events
-from mephisto_dist.agents import HIT_PROVIDERS
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, TaskRun, Unit
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.launches import LaunchContext, launch_units, release_tokens, resend_due_launches
 from mephisto_dist.metrics import record_reconciler_action
-from mephisto_dist.providers import CrowdProvider, make_provider
+from mephisto_dist.providers import CrowdProvider, make_provider, provider_types
 from mephisto_dist.reconcile import reconcile_pools, reconcile_runs
 from mephisto_dist.returns import hand_back_returned_units, open_hit_runs
 from mephisto_dist.runs import mark_completed_if_done
@@ -114,7 +113,7 @@ def hand_back_returned_task() -> int:
     the pool, where their HIT (assignable again on MTurk) is theirs still."""
     rt = runtime()
     with transaction(rt.sessions) as session:
-        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, HIT_PROVIDERS)]
+        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, provider_types(lambda cls: cls.is_hit_based))]
     handed = 0
     for run in runs:
         if run is None:

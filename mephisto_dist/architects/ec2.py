@@ -19,7 +19,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
-from mephisto_dist.architects import ServerRef
+from mephisto_dist.architects import ServerPlan, ServerRef
 from mephisto_dist.architects.servers import NewServer, record_server
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, Task, TaskRun
@@ -69,9 +69,16 @@ def _aws_error(action: str, error: Exception) -> ServiceError:
 
 class Ec2Architect:
     name = "ec2"
+    deploys_remotely = True
+    served_by_deployment = False
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+
+    @staticmethod
+    def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
+        # Deployed by a Celery worker on an instance, which sets the run's URL.
+        return ServerPlan(False, "0.0.0.0", int(architect_args.get("port") or 3000), "")
 
     def _run_args(self, task_run_id: int | None) -> tuple[dict[str, Any], str]:
         with transaction(self._runtime.sessions) as session:

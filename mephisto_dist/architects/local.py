@@ -11,16 +11,16 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
-from mephisto_dist.architects import ServerRef, plan_server
+from mephisto_dist.architects import ServerPlan, ServerRef
 from mephisto_dist.architects.servers import (
     NewServer,
     ask_to_stop,
@@ -173,16 +173,25 @@ class LocalArchitect:
     record stopping, which the server reads on its next heartbeat (from any machine: no signal needed)."""
 
     name = "local"
+    deploys_remotely = False
+    served_by_deployment = True
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+
+    @staticmethod
+    def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
+        hostname = str(architect_args.get("hostname") or "localhost")
+        port = int(architect_args.get("port") or 3000)
+        bind_host = "127.0.0.1" if hostname == "localhost" else "0.0.0.0"
+        return ServerPlan(True, bind_host, port, f"http://{hostname}:{port}")
 
     def deploy(self, task_run_id: int) -> int:
         with transaction(self._runtime.sessions) as session:
             run = session.get(TaskRun, task_run_id)
             if run is None:
                 raise NotFoundError(f"task run {task_run_id} does not exist")
-            plan = plan_server("local", run.config.get("architect", {}))
+            plan = self.plan_server(run.config.get("architect", {}))
             server_id = record_server(session, NewServer(task_run_id, "local", socket.gethostname(),
                                                          plan.public_url), now=_now())
         argv = [sys.executable, "-m", "mephisto_dist.web", "--run", str(task_run_id), "--host", plan.bind_host,

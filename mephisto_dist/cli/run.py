@@ -20,7 +20,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
-from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import check_schema, upgrade
@@ -73,7 +73,7 @@ def run(
         run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
         return
     prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=False)
-    if prepared.config.architect_type == "ec2" and not detach:
+    if architect_class(prepared.config.architect_type).deploys_remotely and not detach:
         fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
              "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
     launch_prepared(settings, prepared, detach=detach)

@@ -12,6 +12,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mephisto_dist import lifecycle
+from mephisto_dist.architects import architect_class
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers, print_unreceived
 from mephisto_dist.cli.runtime import open_runtime
@@ -22,7 +23,7 @@ from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.launches import LaunchTrouble, launch_trouble, run_pool
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.review import failed_calls
 from mephisto_dist.runs import mark_completed_if_done, unit_counts
 
@@ -64,7 +65,7 @@ def runs(
             counts = per_run.get(run.id, {})
             done = "yes" if run.is_completed else ("stopping" if run.shutdown_requested_at else "no")
             table.add_row(name if name != previous else "", str(run.id),
-                          run.provider_type + (" (sandbox)" if run.sandbox and run.provider_type != "mock" else ""),
+                          run.provider_type + (" (sandbox)" if run.sandbox and provider_class(run.provider_type).is_marketplace else ""),
                           run.created_at.strftime("%Y-%m-%d %H:%M"), _compact(counts), done)
             previous = name
         console.print(table)
@@ -128,7 +129,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
             except ServiceError:
                 held, cap = None, None
         cap = run.max_concurrent_units if cap is None else cap
-        answers = _answers(run.server_url) if run.architect_type == "local" and not finished else None
+        answers = _answers(run.server_url) if architect_class(run.architect_type).served_by_deployment and not finished else None
         state = run_state(finished=finished,
                           stopping_reason=(run.shutdown_reason or "") if run.shutdown_requested_at else None)
         console.print(f"[bold]task run {run_id}[/] ({run.provider_type}, {run.blueprint_type}): "

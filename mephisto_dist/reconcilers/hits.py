@@ -306,12 +306,17 @@ def _still_there(provider: MTurkProvider, hit_id: str) -> bool:
 
 def requester_providers(factory: sessionmaker[Session], deployment: str) -> list[MTurkProvider]:
     """One provider per registered MTurk requester account, marked with this deployment."""
-    from mephisto_dist.providers.mturk.client import MTURK_TYPES
+    from mephisto_dist.providers import provider_class
     from mephisto_dist.requesters import list_requesters
 
     with transaction(factory) as session:
-        registered = [r for r in list_requesters(session) if r.provider_type in MTURK_TYPES]
-    return [MTurkProvider(r.provider_type, {**r.access().as_args(), "deployment": deployment}) for r in registered]
+        registered = list_requesters(session)
+    providers = []
+    for requester in registered:
+        cls = provider_class(requester.provider_type)
+        if issubclass(cls, MTurkProvider):
+            providers.append(cls({**requester.access().as_args(), "deployment": deployment}))
+    return providers
 
 
 def reconcile_all(factory: sessionmaker[Session], client: redis.Redis, deployment: str, *,

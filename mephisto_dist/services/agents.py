@@ -16,7 +16,8 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.live import calls
-from mephisto_dist.qualifications import SYNCED_PROVIDERS, pending_worker_calls
+from mephisto_dist.providers import provider_class
+from mephisto_dist.qualifications import pending_worker_calls
 from mephisto_dist.queue import PROVIDER_CALL, UNIT_ASSIGNED
 from mephisto_dist.services.served import Served, now
 
@@ -104,7 +105,7 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
                                            gate=served.gate)
         # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
         # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
-        syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
+        syncs = pending_worker_calls(session, agent.worker_id) if provider_class(run.provider_type).syncs_qualifications else []
     _send_provider_calls(served, syncs)
     if isinstance(outcome, agents.Reservation):
         # The verdict is committed: the unit is claimed as request_agent claims one, or, taken by

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.agents import RunContext, WorkerGate
+from mephisto_dist.architects import architect_types
 from mephisto_dist.bundles import run_files
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Task, TaskRun
@@ -69,7 +70,7 @@ class RunResolver:
             if serving is not None and not serving.is_completed:
                 return serving
         runs = session.scalars(
-            select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type == "local")
+            select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type.in_(architect_types(lambda cls: cls.served_by_deployment)))
             .order_by(TaskRun.id.desc()).limit(20)
         )
         for run in runs:
