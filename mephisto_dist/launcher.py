@@ -23,6 +23,7 @@ from mephisto_dist.requesters import provider_access_args
 from mephisto_dist.runs import NewRun, create_task_run, port_taken_message, run_on_port
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.taskconfig import TaskConfig, load_task_config
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,9 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
     if prepared.script is not None:
         stored[SCRIPT_KEY] = prepared.script
     stored[tips.STORED_KEY] = prepared.tips
-    task = config.task
+    run_config = RunConfig.parse(stored)
     new = NewRun(
-        task_name=str(task["task_name"]),
+        task_name=run_config.task.task_name,
         blueprint_type=config.blueprint_type,
         architect_type=config.architect_type,
         provider_type=config.provider_type,
@@ -87,9 +88,9 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         build_dir="",
         bundle_key=bundle_key,
         server_url=prepared.server.public_url,
-        max_concurrent_units=int(task.get("max_num_concurrent_units") or 0),
-        units_per_assignment=int(config.blueprint.get("units_per_assignment") or 1),
-        pay_amount=float(task.get("task_reward") or 0.0),
+        max_concurrent_units=run_config.task.max_num_concurrent_units,
+        units_per_assignment=run_config.blueprint.units_per_assignment,
+        pay_amount=run_config.task.task_reward,
         assignment_data=[blueprint.init_task_data(row, config.blueprint) for row in prepared.rows],
     )
     with transaction(runtime.sessions) as session:

@@ -44,6 +44,7 @@ from mephisto_dist.errors import NotFoundError, ServiceError
 from mephisto_dist.limiter import Limiter, PoolLimit, RateBucket, keys
 from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 if TYPE_CHECKING:
     from mephisto_dist.runtime import Runtime
@@ -289,10 +290,7 @@ def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _P
 def launch_args(config: dict[str, Any] | None) -> dict[str, Any]:
     """The run's ``mephisto.task`` arguments, with the blueprint's qualification requirements and block
     qualification, which a remote provider turns into its own (MTurk's QualificationRequirements)."""
-    config = config or {}
-    blueprint = config.get("blueprint", {})
-    return {**config.get("task", {}), "qualifications": blueprint.get("qualifications") or [],
-            "block_qualification": blueprint.get("block_qualification")}
+    return RunConfig.parse(config).launch_args()
 
 
 def _take_tokens(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan) -> tuple[list[str], bool]:

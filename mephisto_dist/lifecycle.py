@@ -23,6 +23,7 @@ from mephisto_dist.launches import release_tokens, unit_holder
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
 from mephisto_dist.runs import mark_completed_if_done
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ class RunTiming:
 
     @classmethod
     def of(cls, run: TaskRun) -> RunTiming:
-        task = run.config.get("task", {})
-        return cls(int(task.get("assignment_duration_in_seconds") or 1800),
-                   int(task.get("task_lifetime_in_seconds") or 31 * 24 * 3600),
-                   int(task.get("no_submission_patience") or 12 * 3600))
+        task = RunConfig.parse(run.config).task
+        return cls(task.assignment_duration_s, task.task_lifetime_s, task.no_submission_patience_s)
 
 
 def stop_reason(timing: RunTiming, *, created_at: datetime, last_activity_at: datetime,

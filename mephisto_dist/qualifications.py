@@ -35,6 +35,7 @@ from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
 from mephisto_dist.providers import provider_class
 from mephisto_dist.review import CallAction, record_call
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def _newest_provider_args(session: Session, worker: Worker) -> dict[str, Any]:
                                .where(holder.worker_id == worker.id, TaskRun.provider_type == worker.provider_type))
         newest = run_id if newest is None or (run_id is not None and run_id > newest) else newest
     config = session.scalar(select(TaskRun.config).where(TaskRun.id == newest)) if newest is not None else None
-    return dict((config or {}).get("provider", {}))
+    return dict(RunConfig.parse(config).provider.args)
 
 
 def clear_onboarding(session: Session, worker_id: int, qualification_name: str) -> list[str]:
@@ -380,7 +381,7 @@ def _record_block_call(session: Session, action: CallAction, worker_id: int, rea
     if worker is None:
         raise NotFoundError(f"worker {worker_id} does not exist")
     # The provider account to block on: the one of the newest run this worker worked in, if any.
-    provider_args = session.scalar(
+    newest_config = session.scalar(
         select(TaskRun.config).join(Unit, Unit.task_run_id == TaskRun.id)
         .where(Unit.worker_id == worker_id, TaskRun.provider_type == worker.provider_type)
         .order_by(TaskRun.id.desc()).limit(1)
@@ -390,7 +391,7 @@ def _record_block_call(session: Session, action: CallAction, worker_id: int, rea
         session, action, f"{action.value}:{worker_id}:{uuid.uuid4().hex}",
         provider_type=worker.provider_type, worker_id=worker_id, reason=reason, now=now,
         payload={"worker_name": worker.worker_name,
-                 "provider_args": (provider_args or {}).get("provider", {})},
+                 "provider_args": dict(RunConfig.parse(newest_config).provider.args)},
     )
 
 

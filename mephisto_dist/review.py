@@ -40,6 +40,7 @@ from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import ConfigError, MephistoDistError, NotFoundError, ServiceError
 from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, SubmittedWork, make_provider
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 CLAIM_STALE_AFTER_S = 300.0
 """A claimed call not finished after this long is presumed abandoned by a dead process and re-claimable."""
@@ -195,7 +196,7 @@ def decide(
     session.flush()
     provider_data = session.scalar(select(Agent.provider_data).where(Agent.id == agent_id)) or {}
     payload = {"worker_name": worker_name, "provider_unit_id": provider_unit_id,
-               "provider_data": provider_data, "provider_args": config.get("provider", {})}
+               "provider_data": provider_data, "provider_args": dict(RunConfig.parse(config).provider.args)}
     common: dict[str, Any] = {"provider_type": provider_type, "worker_id": worker_id, "task_run_id": run_id,
                               "unit_id": unit_id, "unit_review_id": review.id, "payload": payload, "now": now}
     # Approval and rejection happen once per unit (accepted is final; a rejection is only made from

@@ -15,6 +15,7 @@ from mephisto_dist.architects import plan_server
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def run_on_port(session: Session, port: int, *, exclude: int | None = None) -> t
                            .join(Task, Task.id == TaskRun.task_id).where(TaskRun.is_completed.is_(False))
                            .order_by(TaskRun.id)).all()
     for run_id, architect_type, config, task_name in rows:
-        plan = plan_server(architect_type, (config or {}).get("architect", {}))
+        plan = plan_server(architect_type, RunConfig.parse(config).architect.args)
         if run_id != exclude and plan.should_run_server and plan.port == port:
             return int(run_id), str(task_name)
     return None

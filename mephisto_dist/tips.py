@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.taskconfig.run_config import TIPS_KEY
 
-STORED_KEY: Final = "tips"
+STORED_KEY: Final = TIPS_KEY
 MAX_TIPS: Final = 1000
 
 

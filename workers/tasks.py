@@ -24,6 +24,7 @@ from mephisto_dist.returns import hand_back_returned_units, open_hit_runs
 from mephisto_dist.runs import mark_completed_if_done
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
+from mephisto_dist.taskconfig.run_config import RunConfig
 from workers import app as _app
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def unit_submitted(unit_id: int) -> None:
             log.info("task run %s is complete", run_id)
             return
     freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
-    if freed and not make_provider(provider_type, config.get("provider", {})).publishes_instantly:
+    if freed and not make_provider(provider_type, RunConfig.parse(config).provider.args).publishes_instantly:
         _launch(run_id)
 
 
@@ -104,7 +105,7 @@ def reconcile_pools_task() -> None:
 
 
 def provider_for(run: TaskRun) -> CrowdProvider:
-    return make_provider(run.provider_type, run.config.get("provider", {}))
+    return make_provider(run.provider_type, RunConfig.parse(run.config).provider.args)
 
 
 @app.task(name=queue.HAND_BACK_RETURNED)  # type: ignore[untyped-decorator]

@@ -34,6 +34,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.errors import MephistoDistError, NotFoundError
 from mephisto_dist.runtime import Runtime
+from mephisto_dist.taskconfig.run_config import ArchitectSection, RunConfig
 
 if TYPE_CHECKING:
     from mephisto_dist.services.served import Served
@@ -182,7 +183,7 @@ class LocalArchitect:
     @staticmethod
     def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
         hostname = str(architect_args.get("hostname") or "localhost")
-        port = int(architect_args.get("port") or 3000)
+        port = ArchitectSection.parse(dict(architect_args)).port
         bind_host = "127.0.0.1" if hostname == "localhost" else "0.0.0.0"
         return ServerPlan(True, bind_host, port, f"http://{hostname}:{port}")
 
@@ -191,7 +192,7 @@ class LocalArchitect:
             run = session.get(TaskRun, task_run_id)
             if run is None:
                 raise NotFoundError(f"task run {task_run_id} does not exist")
-            plan = self.plan_server(run.config.get("architect", {}))
+            plan = self.plan_server(RunConfig.parse(run.config).architect.args)
             server_id = record_server(session, NewServer(task_run_id, "local", socket.gethostname(),
                                                          plan.public_url), now=_now())
         argv = [sys.executable, "-m", "mephisto_dist.web", "--run", str(task_run_id), "--host", plan.bind_host,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mephisto_dist.architects import ServerPlan, ServerRef
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.taskconfig.run_config import ArchitectSection
 
 if TYPE_CHECKING:
     from mephisto_dist.runtime import Runtime
@@ -25,7 +26,7 @@ class MockArchitect:
 
     @staticmethod
     def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
-        port = int(architect_args.get("port") or 3000)
+        port = ArchitectSection.parse(dict(architect_args)).port
         should_run = bool(architect_args.get("should_run_server", False))
         return ServerPlan(should_run, "127.0.0.1", port, f"http://localhost:{port}")
 

@@ -29,6 +29,7 @@ from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.hooks import SubmittedUnit, TaskHooks
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,4 +182,4 @@ def runner_for(blueprint_type: str) -> TaskRunner:
 
 def blueprint_type_of(config: Mapping[str, Any]) -> str:
     """The blueprint a run's stored config names."""
-    return str(config.get("blueprint", {}).get("_blueprint_type") or "static_task")
+    return RunConfig.parse(config).blueprint.blueprint_type

@@ -49,6 +49,7 @@ from mephisto_dist.review import (
     worker_histories,
 )
 from mephisto_dist.runtime import Runtime
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 review_app = typer.Typer(
     help="Review completed units: approve, soft reject, reject (with a reason), bonus, block. With only "
@@ -350,8 +351,7 @@ class _Session:
         reason = _ask_text("reason for blocking")
         with transaction(self.runtime.sessions) as session:
             run = session.get(TaskRun, unit_view(session, unit_id).task_run_id)
-            config = run.config if run is not None else {}
-            block_qualification = (config.get("blueprint") or {}).get("block_qualification")
+            block_qualification = RunConfig.parse(run.config if run is not None else None).blueprint.block_qualification
             if block_qualification:
                 qualification_id, _ = create_qualification(session, block_qualification, now=_now())
                 sync = grant(session, qualification_id, worker_id, 1, now=_now())

@@ -35,6 +35,7 @@ from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runs import mark_completed_if_done, unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 SCRIPT_NAME = "run_task.py"
 DEFAULT_CONF = "example"
@@ -151,7 +152,7 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
             if stored.shutdown_requested_at is not None:
                 fail(f"task run {run_id} was stopped ({stored.shutdown_reason}); start a new run instead")
             task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
-            server = plan_server(stored.architect_type, stored.config.get("architect", {}))
+            server = plan_server(stored.architect_type, RunConfig.parse(stored.config).architect.args)
             architect_type = stored.architect_type
         check_port_unclaimed(runtime, server, resuming=run_id)
     finally:
@@ -302,7 +303,7 @@ class Attached:
         with transaction(self.runtime.sessions) as session:
             stored = session.get(TaskRun, self.run_id)
             assert stored is not None
-            return make_provider(stored.provider_type, stored.config.get("provider", {}))
+            return make_provider(stored.provider_type, RunConfig.parse(stored.config).provider.args)
 
     def _watch(self, children: ChildProcesses, interrupts: Interrupts) -> bool:
         """Show units per status until the run is done; True when it was force-stopped."""

@@ -26,6 +26,7 @@ from mephisto_dist.launches import LaunchTrouble, launch_trouble, run_pool
 from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.review import failed_calls
 from mephisto_dist.runs import mark_completed_if_done, unit_counts
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
 RECENT_RECONCILED = 5
@@ -196,7 +197,7 @@ def shutdown(
                 fail(f"task run {run_id} does not exist")
             if run.is_completed:
                 fail(f"task run {run_id} is already complete")
-            provider = make_provider(run.provider_type, run.config.get("provider", {}))
+            provider = make_provider(run.provider_type, RunConfig.parse(run.config).provider.args)
             lifecycle.request_shutdown(session, run_id,
                                        lifecycle.REASON_FORCED if force else lifecycle.REASON_SHUTDOWN, now=now)
         if force:

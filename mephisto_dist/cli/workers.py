@@ -35,6 +35,7 @@ from mephisto_dist.qualifications import (
     unblock_worker,
 )
 from mephisto_dist.review import worker_histories
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 workers_app = typer.Typer(help="Workers: their record, blocking and unblocking, onboarding resets.",
                           no_args_is_help=True)
@@ -90,7 +91,7 @@ def _soft_blocks(session: Session, run_ids: list[int]) -> dict[int, list[str]]:
     """Workers holding the block_qualification of one of the runs: worker id -> qualification names."""
     names = set()
     for config in session.scalars(select(TaskRun.config).where(TaskRun.id.in_(run_ids))):
-        name = (config.get("blueprint") or {}).get("block_qualification")
+        name = RunConfig.parse(config).blueprint.block_qualification
         if name:
             names.add(str(name))
     held: dict[int, list[str]] = {}

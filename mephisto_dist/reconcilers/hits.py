@@ -40,6 +40,7 @@ from mephisto_dist.heartbeats.keys import reconcile_lock_key
 from mephisto_dist.providers.mturk.mapping import HitMark, parse_annotation
 from mephisto_dist.providers.mturk.provider import MTurkProvider, ProviderCallFailed
 from mephisto_dist.reconcilers import records
+from mephisto_dist.taskconfig.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 NAME = "hits"
@@ -278,7 +279,7 @@ def relaunch_unhosted_units(factory: sessionmaker[Session], provider: MTurkProvi
         if old_hit in hosted or _still_there(provider, str(old_hit)):
             continue
         token = f"{provider.deployment}-{run_id}-{unit_id}-after-{old_hit}"
-        (published,) = provider.publish_units(run_id, [unit_id], server_url or "", config.get("task", {}),
+        (published,) = provider.publish_units(run_id, [unit_id], server_url or "", RunConfig.parse(config).task.args,
                                               tokens={unit_id: token})
         with transaction(factory) as session:
             moved = session.connection().execute(

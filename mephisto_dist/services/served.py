@@ -17,6 +17,7 @@ from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runtime import Runtime
+from mephisto_dist.taskconfig.run_config import RunConfig
 from mephisto_dist.uploads import UploadStore
 
 RESOLVE_CACHE_S = 2.0
@@ -74,7 +75,7 @@ class RunResolver:
             .order_by(TaskRun.id.desc()).limit(20)
         )
         for run in runs:
-            if self._port is None or int(run.config.get("architect", {}).get("port", 0)) == self._port:
+            if self._port is None or RunConfig.parse(run.config).architect.port == self._port:
                 return run
         return None
 
@@ -88,7 +89,7 @@ class ProviderCache:
     def get(self, run: RunContext) -> CrowdProvider:
         provider = self._by_run.get(run.run_id)
         if provider is None:
-            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.config.get("provider", {}))
+            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.run_config.provider.args)
         return provider
 
 
