@@ -17,7 +17,13 @@ from mephisto_dist.providers.mturk import mapping
 from mephisto_dist.providers.mturk.client import SANDBOX_ENDPOINT, RequesterAccess
 from mephisto_dist.providers.mturk.provider import _HIT_TYPES as hit_types
 from mephisto_dist.providers.mturk.provider import _QUALIFICATION_TYPES as qualification_types
-from mephisto_dist.providers.mturk.provider import PAST, MTurkProvider, ProviderCallFailed, WorkNotSubmitted
+from mephisto_dist.providers.mturk.provider import (
+    PAST,
+    MTurkProvider,
+    MTurkSandboxProvider,
+    ProviderCallFailed,
+    WorkNotSubmitted,
+)
 
 pytestmark = pytest.mark.system
 
@@ -58,7 +64,7 @@ def stubbed() -> Iterator[tuple[MTurkProvider, Stubber]]:
         built.append(access)
         return client
 
-    provider = MTurkProvider("mturk_sandbox", ARGS, client_factory=factory)
+    provider = MTurkSandboxProvider(ARGS, client_factory=factory)
     with TurkStubber(client) as stubber:
         yield provider, stubber
         stubber.assert_no_pending_responses()
@@ -123,7 +129,7 @@ def test_the_hit_type_is_asked_for_once_per_process(stubbed: Any) -> None:
     for unit_id in (1, 2):
         stubber.add_response("CreateHITWithHITType", hit(f"HIT{unit_id}"), ANY_PARAMS)
         provider.publish_unit(LaunchStub(4, unit_id, f"L{unit_id}"), SERVER, TASK_ARGS)
-    other = MTurkProvider("mturk_sandbox", ARGS, client_factory=lambda access: provider.client())
+    other = MTurkSandboxProvider(ARGS, client_factory=lambda access: provider.client())
     stubber.add_response("CreateHITWithHITType", hit("HIT3"), ANY_PARAMS)
     assert other.publish_unit(LaunchStub(4, 3, "L3"), SERVER, TASK_ARGS) == "HIT3"
 

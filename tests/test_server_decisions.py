@@ -10,7 +10,7 @@ from mephisto_dist.domain.servers import ServerStatus as S
 
 def decide(architect: str = "local", status: ServerStatus = S.RUNNING, run: RunState = RunState.LIVE,
            beat: float | None = 1.0, changed: float = 100.0, gone: bool | None = None) -> Action | None:
-    decision = decide_server(ServerFacts(7, architect, status, run, beat, changed, gone), stale_s=30,
+    decision = decide_server(ServerFacts(7, architect == "ec2", status, run, beat, changed, gone), stale_s=30,
                              deploy_grace_s=600)
     return None if decision is None else decision.action
 

@@ -19,8 +19,10 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
-from mephisto_dist.architects import ServerRef
+from mephisto_dist.architects import ServerPlan, ServerRef
 from mephisto_dist.architects.servers import NewServer, record_server
+from mephisto_dist.config.arguments import EC2_ARCHITECT
+from mephisto_dist.config.run_config import ArchitectSection, RunConfig, declared_default
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, Task, TaskRun
 from mephisto_dist.domain.servers import SERVER_LIVE, ServerStatus
@@ -56,7 +58,7 @@ def user_data(run_id: int, server_id: int, port: int) -> str:
 
 def _client(args: Mapping[str, Any]) -> Any:
     session = boto3.Session(profile_name=args.get("profile_name") or None,
-                            region_name=str(args.get("region_name") or "us-east-2"))
+                            region_name=str(args.get("region_name") or declared_default(EC2_ARCHITECT, "region_name")))
     return session.client("ec2")
 
 
@@ -69,9 +71,16 @@ def _aws_error(action: str, error: Exception) -> ServiceError:
 
 class Ec2Architect:
     name = "ec2"
+    deploys_remotely = True
+    served_by_deployment = False
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+
+    @staticmethod
+    def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
+        # Deployed by a Celery worker on an instance, which sets the run's URL.
+        return ServerPlan(False, "0.0.0.0", ArchitectSection.parse(dict(architect_args)).port, "")
 
     def _run_args(self, task_run_id: int | None) -> tuple[dict[str, Any], str]:
         with transaction(self._runtime.sessions) as session:
@@ -79,13 +88,13 @@ class Ec2Architect:
                                   .where(TaskRun.id == task_run_id)).first()
             if row is None:
                 raise NotFoundError(f"task run {task_run_id} does not exist")
-            return dict(row[0].get("architect", {})), str(row[1])
+            return dict(RunConfig.parse(row[0]).architect.args), str(row[1])
 
     def deploy(self, task_run_id: int) -> int:
         """The run's live server, or a new one: recorded, then started (``ClientToken`` from the record)."""
         args, task_name = self._run_args(task_run_id)
         subdomain = url_safe(str(args.get("subdomain") or task_name))
-        port = int(args.get("port") or 3000)
+        port = ArchitectSection.parse(args).port
         with transaction(self._runtime.sessions) as session:
             # Check and record under the run's row lock (SQLite: the write lock), so two deploys of one
             # run (a redeploy and the reconciler's repair, say) record one server.

@@ -7,11 +7,17 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from mephisto_dist.architects import ServerRef, plan_server
-from mephisto_dist.architects.servers import NewServer, ask_to_stop, record_server
+from mephisto_dist.architects import ServerPlan, ServerRef
+from mephisto_dist.architects.servers import (
+    NewServer,
+    ask_to_stop,
+    record_server,
+)
+from mephisto_dist.config.run_config import ArchitectSection, RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import NotFoundError
@@ -27,16 +33,25 @@ class LocalArchitect:
     record stopping, which the server reads on its next heartbeat (from any machine: no signal needed)."""
 
     name = "local"
+    deploys_remotely = False
+    served_by_deployment = True
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+
+    @staticmethod
+    def plan_server(architect_args: Mapping[str, Any]) -> ServerPlan:
+        hostname = str(architect_args.get("hostname") or "localhost")
+        port = ArchitectSection.parse(dict(architect_args)).port
+        bind_host = "127.0.0.1" if hostname == "localhost" else "0.0.0.0"
+        return ServerPlan(True, bind_host, port, f"http://{hostname}:{port}")
 
     def deploy(self, task_run_id: int) -> int:
         with transaction(self._runtime.sessions) as session:
             run = session.get(TaskRun, task_run_id)
             if run is None:
                 raise NotFoundError(f"task run {task_run_id} does not exist")
-            plan = plan_server("local", run.config.get("architect", {}))
+            plan = self.plan_server(RunConfig.parse(run.config).architect.args)
             server_id = record_server(session, NewServer(task_run_id, "local", socket.gethostname(),
                                                          plan.public_url), now=_now())
         argv = [sys.executable, "-m", "mephisto_dist.web", "--run", str(task_run_id), "--host", plan.bind_host,

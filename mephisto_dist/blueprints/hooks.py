@@ -46,6 +46,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Protocol
 
+from mephisto_dist.config.run_config import SCRIPT_KEY as RUN_SCRIPT_KEY
 from mephisto_dist.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ HOOKS_ARG: Final = "hooks_module"
 FUNCTIONS: Final = ("validate_onboarding", "worker_can_do_unit", "on_unit_submitted")
 DICTS: Final = ("onboarding_data", "task_config")
 
-SCRIPT_KEY: Final = "script"
+SCRIPT_KEY: Final = RUN_SCRIPT_KEY
 """Key of a run's stored config naming the task script it was launched from (see mephisto_dist.compat)."""
 
 

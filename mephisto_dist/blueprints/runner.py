@@ -32,6 +32,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from mephisto_dist.blueprints import remote_procedure
 from mephisto_dist.blueprints.hooks import SubmittedUnit, TaskHooks
 from mephisto_dist.blueprints.remote_procedure import RemoteProcedureAgentState, RemoteRequest
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.errors import ConfigError, ServiceError
 from mephisto_dist.errors.drivers import translate
 
@@ -191,4 +192,4 @@ def runner_for(blueprint_type: str) -> TaskRunner:
 
 def blueprint_type_of(config: Mapping[str, Any]) -> str:
     """The blueprint a run's stored config names."""
-    return str(config.get("blueprint", {}).get("_blueprint_type") or "static_task")
+    return RunConfig.parse(config).blueprint.blueprint_type

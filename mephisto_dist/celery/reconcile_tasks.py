@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from mephisto_dist import metrics, queue
-from mephisto_dist.architects import Architect, make_architect
+from mephisto_dist.architects import Architect, architect_class, architect_types, make_architect
 from mephisto_dist.celery.tasks import app, runtime
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
@@ -46,9 +46,9 @@ def deploy_server(run_id: int) -> int | None:
     rt = runtime()
     with transaction(rt.sessions) as session:
         run = session.get(TaskRun, run_id)
-        if run is None or run.is_completed or run.architect_type != "ec2":
+        if run is None or run.is_completed or not architect_class(run.architect_type).deploys_remotely:
             return None
-    architect = architect_for("ec2")
+        architect = architect_for(run.architect_type)
     assert architect is not None
     server_id = architect.deploy(run_id)
     rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)
@@ -62,7 +62,8 @@ def runs_missing_a_server() -> list[int]:
         live = select(Server.id).where(Server.task_run_id == TaskRun.id,
                                        Server.status.in_([s.value for s in SERVER_LIVE]))
         return list(session.scalars(select(TaskRun.id).where(
-            TaskRun.architect_type == "ec2", TaskRun.is_completed.is_(False), ~live.exists())))
+            TaskRun.architect_type.in_(architect_types(lambda cls: cls.deploys_remotely)),
+            TaskRun.is_completed.is_(False), ~live.exists())))
 
 
 @app.task(name=queue.RECONCILE_HITS)  # type: ignore[untyped-decorator]

@@ -14,12 +14,13 @@ from sqlalchemy import select
 
 from mephisto_dist import queue
 from mephisto_dist.celery.worker import app as _app
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.metrics import record_reconciler_action
-from mephisto_dist.providers import CrowdProvider, make_provider
+from mephisto_dist.providers import CrowdProvider, make_provider, provider_types
 from mephisto_dist.reconcile.runs import reconcile_pools, reconcile_runs
 from mephisto_dist.runners import events
 from mephisto_dist.runs.launches import LaunchContext, launch_units, release_tokens, resend_due_launches
@@ -27,7 +28,6 @@ from mephisto_dist.runs.returns import hand_back_returned_units, open_hit_runs
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
-from mephisto_dist.work.claims import HIT_PROVIDERS
 
 log = logging.getLogger(__name__)
 app: Celery = _app
@@ -87,7 +87,7 @@ def outbox_message(message_id: int) -> None:
             log.info("task run %s is complete", run_id)
             return
     freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
-    if freed and not make_provider(provider_type, config.get("provider", {})).publishes_instantly:
+    if freed and not make_provider(provider_type, RunConfig.parse(config).provider.args).publishes_instantly:
         _launch(run_id)
 
 
@@ -112,7 +112,7 @@ def reconcile_pools_task() -> None:
 
 
 def provider_for(run: TaskRun) -> CrowdProvider:
-    return make_provider(run.provider_type, run.config.get("provider", {}))
+    return make_provider(run.provider_type, RunConfig.parse(run.config).provider.args)
 
 
 @app.task(name=queue.HAND_BACK_RETURNED)  # type: ignore[untyped-decorator]
@@ -121,7 +121,7 @@ def hand_back_returned_task() -> int:
     the pool, where their HIT (assignable again on MTurk) is theirs still."""
     rt = runtime()
     with transaction(rt.sessions) as session:
-        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, HIT_PROVIDERS)]
+        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, provider_types(lambda cls: cls.is_hit_based))]
     handed = 0
     for run in runs:
         if run is None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from mephisto_dist import heartbeats
+from mephisto_dist.architects import architect_class
 from mephisto_dist.cli.console import console
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import ProviderSubmission, Server
@@ -66,7 +67,7 @@ def print_servers(runtime: Runtime, task_run_id: int | None, *, now: datetime) -
                           f"{where} on {server.host}, {seen}{note})", soft_wrap=True)
             if server.status == ServerStatus.LOST.value:
                 console.print(f"[bold]→[/] server {server.id} of a live run stopped answering; "
-                              + ("beat redeploys it when its instance is gone" if server.architect == "ec2"
+                              + ("beat redeploys it when its instance is gone" if architect_class(server.architect).deploys_remotely
                                  else "start its web process again"), soft_wrap=True)
 
 

@@ -34,6 +34,7 @@ def register(
     keys the requester uses that profile if it exists, else the standard AWS environment."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import transaction
+    from mephisto_dist.providers import provider_types
     from mephisto_dist.providers.mturk import credentials
     from mephisto_dist.providers.requesters import check_endpoint
     from mephisto_dist.providers.requesters import register as register_requester
@@ -46,7 +47,8 @@ def register(
         fail("give both access_key_id and secret_access_key, or neither")
     endpoint = check_endpoint(given["endpoint_url"]) if given.get("endpoint_url") else None
     profile: str | None = None
-    if provider_type != "mock":
+    marketplace = provider_type in provider_types(lambda cls: cls.is_marketplace)
+    if marketplace:
         if "access_key_id" in given:
             path = credentials.save_profile(name, given["access_key_id"], given["secret_access_key"])
             err_console.print(f"keys saved as profile '{name}' in {path}", highlight=False)
@@ -58,7 +60,7 @@ def register(
                            now=datetime.now(UTC))
     where = f"profile '{profile}'" if profile else "the standard AWS environment"
     console.print(f"registered {provider_type} requester {name!r}" +
-                  ("" if provider_type == "mock" else f" (credentials: {where}"
+                  ("" if not marketplace else f" (credentials: {where}"
                    f"{', endpoint ' + endpoint if endpoint else ''})"), highlight=False)
 
 
@@ -69,6 +71,7 @@ def requesters(
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.errors import MephistoDistError
+    from mephisto_dist.providers import provider_class
     from mephisto_dist.providers.mturk import MTurkProvider
     from mephisto_dist.providers.requesters import list_requesters
 
@@ -78,14 +81,15 @@ def requesters(
     for column in ("name", "provider", "credentials", "endpoint", "reachable"):
         table.add_column(column)
     for requester in found:
-        if requester.provider_type == "mock":
-            table.add_row(requester.requester_name, "mock", "-", "-", "yes (nothing to reach)")
+        cls = provider_class(requester.provider_type)
+        if not issubclass(cls, MTurkProvider):
+            table.add_row(requester.requester_name, requester.provider_type, "-", "-", "yes (nothing to reach)")
             continue
         access = requester.access()
         state = "not checked"
         if check:
             try:
-                state = f"yes, balance ${MTurkProvider(requester.provider_type, access.as_args()).balance()}"
+                state = f"yes, balance ${cls(access.as_args()).balance()}"
             except MephistoDistError as error:
                 state = f"no: {error}"
         table.add_row(requester.requester_name, requester.provider_type,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import open_runtime
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
@@ -355,8 +356,7 @@ class _Session:
         reason = _ask_text("reason for blocking")
         with transaction(self.runtime.sessions) as session:
             run = session.get(TaskRun, unit_view(session, unit_id).task_run_id)
-            config = run.config if run is not None else {}
-            block_qualification = (config.get("blueprint") or {}).get("block_qualification")
+            block_qualification = RunConfig.parse(run.config if run is not None else None).blueprint.block_qualification
             if block_qualification:
                 qualification_id, _ = create_qualification(session, block_qualification, now=_now())
                 sync = grant(session, qualification_id, worker_id, 1, now=_now())

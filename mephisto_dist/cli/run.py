@@ -19,9 +19,10 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.embedded import ChildProcesses, EmbeddedRedis
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import check_schema, upgrade
 from mephisto_dist.db.models import Agent, Task, TaskRun
@@ -79,7 +80,7 @@ def run(
         run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
         return
     prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=False)
-    if prepared.config.architect_type == "ec2" and not detach:
+    if architect_class(prepared.config.architect_type).deploys_remotely and not detach:
         fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
              "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
     launch_prepared(settings, prepared, detach=detach)
@@ -157,7 +158,7 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
             if stored.shutdown_requested_at is not None:
                 fail(f"task run {run_id} was stopped ({stored.shutdown_reason}); start a new run instead")
             task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
-            server = plan_server(stored.architect_type, stored.config.get("architect", {}))
+            server = plan_server(stored.architect_type, RunConfig.parse(stored.config).architect.args)
             architect_type = stored.architect_type
         check_port_unclaimed(runtime, server, resuming=run_id)
     finally:
@@ -308,7 +309,7 @@ class Attached:
         with transaction(self.runtime.sessions) as session:
             stored = session.get(TaskRun, self.run_id)
             assert stored is not None
-            return make_provider(stored.provider_type, stored.config.get("provider", {}))
+            return make_provider(stored.provider_type, RunConfig.parse(stored.config).provider.args)
 
     def _watch(self, children: ChildProcesses, interrupts: Interrupts) -> bool:
         """Show units per status until the run is done; True when it was force-stopped."""

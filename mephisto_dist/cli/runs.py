@@ -11,9 +11,11 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+from mephisto_dist.architects import architect_class
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.health import print_processes, print_reconciled, print_servers, print_unreceived
 from mephisto_dist.cli.runtime import open_runtime
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit, Worker
@@ -21,7 +23,7 @@ from mephisto_dist.domain.diagnosis import RunFacts, diagnose, diagnose_processe
 from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.review.decisions import failed_calls
 from mephisto_dist.runs import lifecycle
 from mephisto_dist.runs.launches import LaunchTrouble, launch_trouble, run_pool
@@ -65,7 +67,7 @@ def runs(
             counts = per_run.get(run.id, {})
             done = "yes" if run.is_completed else ("stopping" if run.shutdown_requested_at else "no")
             table.add_row(name if name != previous else "", str(run.id),
-                          run.provider_type + (" (sandbox)" if run.sandbox and run.provider_type != "mock" else ""),
+                          run.provider_type + (" (sandbox)" if run.sandbox and provider_class(run.provider_type).is_marketplace else ""),
                           run.created_at.strftime("%Y-%m-%d %H:%M"), _compact(counts), done)
             previous = name
         console.print(table)
@@ -130,7 +132,7 @@ def status(run_id: Annotated[int | None, typer.Argument(
             except ServiceError:
                 held, cap = None, None
         cap = run.max_concurrent_units if cap is None else cap
-        answers = _answers(run.server_url) if run.architect_type == "local" and not finished else None
+        answers = _answers(run.server_url) if architect_class(run.architect_type).served_by_deployment and not finished else None
         state = run_state(finished=finished,
                           stopping_reason=(run.shutdown_reason or "") if run.shutdown_requested_at else None)
         console.print(f"[bold]task run {run_id}[/] ({run.provider_type}, {run.blueprint_type}): "
@@ -201,7 +203,7 @@ def shutdown(
                 fail(f"task run {run_id} does not exist")
             if run.is_completed:
                 fail(f"task run {run_id} is already complete")
-            provider = make_provider(run.provider_type, run.config.get("provider", {}))
+            provider = make_provider(run.provider_type, RunConfig.parse(run.config).provider.args)
             lifecycle.request_shutdown(session, run_id,
                                        lifecycle.REASON_FORCED if force else lifecycle.REASON_SHUTDOWN, now=now)
         if force:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.review import dispatch_calls
 from mephisto_dist.cli.runtime import opened_runtime
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
 from mephisto_dist.domain.qualifications import FAILED_SUFFIX
@@ -90,7 +91,7 @@ def _soft_blocks(session: Session, run_ids: list[int]) -> dict[int, list[str]]:
     """Workers holding the block_qualification of one of the runs: worker id -> qualification names."""
     names = set()
     for config in session.scalars(select(TaskRun.config).where(TaskRun.id.in_(run_ids))):
-        name = (config.get("blueprint") or {}).get("block_qualification")
+        name = RunConfig.parse(config).blueprint.block_qualification
         if name:
             names.add(str(name))
     held: dict[int, list[str]] = {}

@@ -1,5 +1,5 @@
 """``mephisto-dist wut [KIND[=NAME] [ARG...]]``: what a task config may set, printed from the same
-argument registry (``taskconfig.arguments``) that validates configs."""
+argument registry (``config.arguments``) that validates configs."""
 
 from __future__ import annotations
 

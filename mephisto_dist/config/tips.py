@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from mephisto_dist.config.run_config import TIPS_KEY
 from mephisto_dist.errors import ConfigError
 
-STORED_KEY: Final = "tips"
+STORED_KEY: Final = TIPS_KEY
 MAX_TIPS: Final = 1000
 
 

@@ -58,7 +58,7 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class ServerFacts:
     server_id: int
-    architect: str
+    deploys_remotely: bool  # its architect starts a machine for it (ec2): terminated, redeployed when gone
     status: ServerStatus
     run_state: RunState
     heartbeat_age_s: float | None  # None: never beat
@@ -85,7 +85,7 @@ def decide_server(facts: ServerFacts, *, stale_s: float, deploy_grace_s: float) 
     ``stale_s``: a heartbeat older than this means the server stopped answering. ``deploy_grace_s``:
     how long a server may take from its record to its first heartbeat (an instance boots slowly).
     """
-    ec2 = facts.architect == "ec2"
+    ec2 = facts.deploys_remotely
     status = facts.status
     if status == ServerStatus.STOPPED:
         return None

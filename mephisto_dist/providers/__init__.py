@@ -10,12 +10,18 @@ through the shared rate bucket (``MEPHISTO_DIST_PROVIDER_CALLS_PER_S``); the lau
 idempotency token. A crash between the call and its record is repaired by re-sending the same launch,
 so a provider must answer a repeated token with the unit it already published (MTurk: CreateHIT's
 ``UniqueRequestToken``), never with a second one.
+
+What differs between providers is declared by each implementation as a capability of the contract
+(``is_marketplace``, ``is_sandbox``, ``is_hit_based``, ``syncs_qualifications``, ``publishes_instantly``),
+and implementations are found by name in one registry (:func:`provider_class`): nothing outside this
+package compares a provider's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,8 +58,24 @@ class SubmittedWork:
 
 class CrowdProvider(Protocol):
     provider_type: str
-    # Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once.
+    """The name a task config chooses it by (``/mephisto/provider: NAME``)."""
+    is_marketplace: bool
+    """Workers come from a remote marketplace, reached with a registered requester's credentials (MTurk);
+    False for a stand-in crowd with nothing to reach (mock)."""
+    is_sandbox: bool
+    """No real money moves: a marketplace's test version, or a stand-in crowd."""
+    is_hit_based: bool
+    """Each unit is published as its own HIT, which the worker's page names (``hit_id``): a worker is given
+    that HIT's unit, and beat hands back the units of HITs nobody holds any more."""
+    syncs_qualifications: bool
+    """The provider keeps its own copy of workers' qualifications, which every grant and revoke is sent to."""
     publishes_instantly: bool
+    """Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once."""
+
+    @classmethod
+    def from_args(cls, provider_args: Mapping[str, Any]) -> CrowdProvider:
+        """The provider of a run, from its stored ``mephisto.provider`` arguments; makes no remote call."""
+        ...
 
     def publish_unit(self, launch: UnitLaunch, server_url: str, task_args: Mapping[str, Any]) -> str:
         """Make one unit available to workers and return the provider's id for it (a HIT id).
@@ -100,8 +122,6 @@ class CrowdProvider(Protocol):
         ...
 
 
-PROVIDER_TYPES = ("mock", "mturk", "mturk_sandbox")
-
 STATIC_DIR = Path(__file__).with_name("static")
 
 
@@ -115,16 +135,31 @@ def wrap_crowd_source(provider_type: str) -> Path:
     return path
 
 
+@cache
+def _registry() -> dict[str, type[CrowdProvider]]:
+    """Every implemented provider by name: the one place a provider is added."""
+    from mephisto_dist.providers.mock import MockProvider
+    from mephisto_dist.providers.mturk import MTurkProvider, MTurkSandboxProvider
+
+    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider)
+    return {cls.provider_type: cls for cls in implemented}
+
+
+def provider_types(where: Callable[[type[CrowdProvider]], bool] | None = None) -> tuple[str, ...]:
+    """The names of the implemented providers (those with a capability, given ``where``)."""
+    return tuple(name for name, cls in _registry().items() if where is None or where(cls))
+
+
+def provider_class(provider_type: str) -> type[CrowdProvider]:
+    """The implementation of ``provider_type``: its capabilities, without building one."""
+    cls = _registry().get(provider_type)
+    if cls is None:
+        raise ConfigError(f"provider {provider_type!r} is not implemented yet (its arguments are accepted so the "
+                          f"task config loads); implemented: {', '.join(provider_types())}")
+    return cls
+
+
 def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = None) -> CrowdProvider:
     """The provider of a run, from its stored ``mephisto.provider`` arguments. Building one makes no
     remote call (MTurk's client is built on first use)."""
-    if provider_type == "mock":
-        from mephisto_dist.providers.mock import MockProvider
-
-        return MockProvider.from_args(provider_args or {})
-    if provider_type in ("mturk", "mturk_sandbox"):
-        from mephisto_dist.providers.mturk import MTurkProvider
-
-        return MTurkProvider(provider_type, provider_args)
-    raise ConfigError(f"provider {provider_type!r} is not implemented yet (its arguments are accepted so the "
-                      f"task config loads); implemented: {', '.join(PROVIDER_TYPES)}")
+    return provider_class(provider_type).from_args(provider_args or {})

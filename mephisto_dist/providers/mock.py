@@ -27,6 +27,10 @@ class MockProvider:
     """Publishes nothing: a worker opens ``<server>/?worker_id=W&assignment_id=A`` directly."""
 
     provider_type = "mock"
+    is_marketplace = False
+    is_sandbox = True
+    is_hit_based = False
+    syncs_qualifications = False
     publishes_instantly = True
     publish_latency_s = 0.0
     publish_log: str | None = None

@@ -14,9 +14,8 @@ from sqlalchemy.orm import Session
 from mephisto_dist.db.models import Requester
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.providers.mturk.client import MTURK_TYPES, RequesterAccess
-
-REGISTRABLE = ("mock", *MTURK_TYPES)
+from mephisto_dist.providers import provider_class, provider_types
+from mephisto_dist.providers.mturk.client import RequesterAccess
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,9 @@ def check_endpoint(url: str) -> str:
 def register(session: Session, provider_type: str, name: str, *, aws_profile: str | None,
              endpoint_url: str | None, now: datetime) -> RegisteredRequester:
     """Create or update the requester (registering again replaces how it is reached)."""
-    if provider_type not in REGISTRABLE:
-        raise ConfigError(f"cannot register a requester for {provider_type!r}; choose one of {', '.join(REGISTRABLE)}")
+    registrable = provider_types()
+    if provider_type not in registrable:
+        raise ConfigError(f"cannot register a requester for {provider_type!r}; choose one of {', '.join(registrable)}")
     if not name or len(name) > 255 or any(c.isspace() for c in name):
         raise ConfigError(f"requester name {name!r} must be 1 to 255 characters without spaces")
     requester_id, _ = get_or_create(session, Requester, {"provider_type": provider_type, "requester_name": name},
@@ -62,7 +62,7 @@ def provider_access_args(session: Session, provider_type: str, provider_args: di
                          deployment: str) -> dict[str, Any]:
     """A run's provider arguments with the requester's access filled in from its registration; an MTurk
     run needs a registered requester."""
-    if provider_type not in MTURK_TYPES:
+    if not provider_class(provider_type).is_marketplace:
         return provider_args
     name = str(provider_args.get("requester_name") or "")
     row = session.scalar(select(Requester).where(Requester.provider_type == provider_type,

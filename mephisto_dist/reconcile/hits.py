@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, ProviderSubmission, Requester, TaskRun, Unit
 from mephisto_dist.domain.hits import (
@@ -278,7 +279,7 @@ def relaunch_unhosted_units(factory: sessionmaker[Session], provider: MTurkProvi
         if old_hit in hosted or _still_there(provider, str(old_hit)):
             continue
         token = f"{provider.deployment}-{run_id}-{unit_id}-after-{old_hit}"
-        (published,) = provider.publish_units(run_id, [unit_id], server_url or "", config.get("task", {}),
+        (published,) = provider.publish_units(run_id, [unit_id], server_url or "", RunConfig.parse(config).task.args,
                                               tokens={unit_id: token})
         with transaction(factory) as session:
             moved = session.connection().execute(
@@ -306,12 +307,17 @@ def _still_there(provider: MTurkProvider, hit_id: str) -> bool:
 
 def requester_providers(factory: sessionmaker[Session], deployment: str) -> list[MTurkProvider]:
     """One provider per registered MTurk requester account, marked with this deployment."""
-    from mephisto_dist.providers.mturk.client import MTURK_TYPES
+    from mephisto_dist.providers import provider_class
     from mephisto_dist.providers.requesters import list_requesters
 
     with transaction(factory) as session:
-        registered = [r for r in list_requesters(session) if r.provider_type in MTURK_TYPES]
-    return [MTurkProvider(r.provider_type, {**r.access().as_args(), "deployment": deployment}) for r in registered]
+        registered = list_requesters(session)
+    providers = []
+    for requester in registered:
+        cls = provider_class(requester.provider_type)
+        if issubclass(cls, MTurkProvider):
+            providers.append(cls({**requester.access().as_args(), "deployment": deployment}))
+    return providers
 
 
 def reconcile_all(factory: sessionmaker[Session], client: redis.Redis, deployment: str, *,

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_DONE, UNIT_SUBMITTED, UnitStatus
@@ -136,14 +137,14 @@ def _worker_pools(session: Session, run_ids: list[int]) -> dict[str, tuple[set[s
     ).all()
     seen_tasks: set[int] = set()
     for run_id, task_id, config, task_name in runs:
-        task_args = config.get("task", {})
-        if int(task_args.get("allowed_concurrent") or 0):
+        task = RunConfig.parse(config).task
+        if task.allowed_concurrent:
             for unit_id, worker_id in session.execute(select(Unit.id, Unit.worker_id).where(
                     Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
                     Unit.worker_id.is_not(None))):
                 pools.setdefault(keys.worker_assigned_pool(run_id, worker_id or 0), (set(), True, worker_id or 0))[0].add(
                     unit_holder(unit_id))
-        if int(task_args.get("maximum_units_per_worker") or 0) and task_id not in seen_tasks:
+        if task.maximum_units_per_worker and task_id not in seen_tasks:
             seen_tasks.add(task_id)
             in_task = select(TaskRun.id).where(TaskRun.task_id == task_id)
             for worker_id in session.scalars(select(Agent.worker_id).distinct()

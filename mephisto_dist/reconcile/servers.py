@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist.architects import Architect, ServerRef
+from mephisto_dist.architects import Architect, ServerRef, architect_class
 from mephisto_dist.architects.servers import ask_to_stop, mark_stopped
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Server, TaskRun
@@ -25,7 +25,7 @@ from mephisto_dist.domain.servers import (
     ServerStatus,
     decide_server,
 )
-from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.errors import ConfigError, MephistoDistError
 from mephisto_dist.reconcile import records
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _claim(factory: sessionmaker[Session], server_ids: list[int], gone: set[int]
         states = _run_states(session, {s.task_run_id for s in servers if s.task_run_id is not None})
         for server in servers:
             facts = ServerFacts(
-                server_id=server.id, architect=server.architect, status=ServerStatus(server.status),
+                server_id=server.id, deploys_remotely=_deploys_remotely(server.architect), status=ServerStatus(server.status),
                 run_state=RunState.UNBOUND if server.task_run_id is None else states[server.task_run_id],
                 heartbeat_age_s=_age(now, server.heartbeat_at),
                 status_age_s=_age(now, server.status_changed_at) or 0.0,
@@ -118,6 +118,13 @@ def _claim(factory: sessionmaker[Session], server_ids: list[int], gone: set[int]
                 claimed.append(Claimed(decision, ServerRef(server.id, server.task_run_id, server.instance_id),
                                        server.architect, record_id))
     return decided, claimed
+
+
+def _deploys_remotely(architect: str) -> bool:
+    try:
+        return architect_class(architect).deploys_remotely
+    except ConfigError:  # a server of an architect this version does not know: judged by its heartbeat
+        return False
 
 
 def _claim_one(session: Session, server: Server, decision: Decision, *, now: datetime) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import (
     Agent,
@@ -195,7 +196,7 @@ def decide(
     session.flush()
     provider_data = session.scalar(select(Agent.provider_data).where(Agent.id == agent_id)) or {}
     payload = {"worker_name": worker_name, "provider_unit_id": provider_unit_id,
-               "provider_data": provider_data, "provider_args": config.get("provider", {})}
+               "provider_data": provider_data, "provider_args": dict(RunConfig.parse(config).provider.args)}
     common: dict[str, Any] = {"provider_type": provider_type, "worker_id": worker_id, "task_run_id": run_id,
                               "unit_id": unit_id, "unit_review_id": review.id, "payload": payload, "now": now}
     # Approval and rejection happen once per unit (accepted is final; a rejection is only made from

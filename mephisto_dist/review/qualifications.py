@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import (
     Agent,
@@ -34,6 +35,7 @@ from mephisto_dist.domain.qualifications import (
     MAX_NAME_CHARS,
 )
 from mephisto_dist.errors import ConfigError, NotFoundError, ServiceError
+from mephisto_dist.providers import provider_class
 from mephisto_dist.review.decisions import CallAction, record_call
 
 log = logging.getLogger(__name__)
@@ -208,9 +210,6 @@ def revoke(session: Session, qualification_id: int, worker_id: int) -> bool:
     return bool(removed)
 
 
-SYNCED_PROVIDERS = ("mturk", "mturk_sandbox")
-
-
 def record_qualification_sync(session: Session, qualification_id: int, worker_id: int, *,
                               now: datetime) -> int | None:
     """A ledger row copying the worker's standing on the qualification to their provider (MTurk), sent
@@ -218,7 +217,7 @@ def record_qualification_sync(session: Session, qualification_id: int, worker_id
     keeps no qualifications of its own."""
     worker = session.get(Worker, worker_id)
     name = session.scalar(select(Qualification.name).where(Qualification.id == qualification_id))
-    if worker is None or name is None or worker.provider_type not in SYNCED_PROVIDERS:
+    if worker is None or name is None or not provider_class(worker.provider_type).syncs_qualifications:
         return None
     return record_call(
         session, CallAction.SYNC_QUALIFICATION, f"sync_qual:{worker_id}:{uuid.uuid4().hex}",
@@ -260,7 +259,7 @@ def _newest_provider_args(session: Session, worker: Worker) -> dict[str, Any]:
                                .where(holder.worker_id == worker.id, TaskRun.provider_type == worker.provider_type))
         newest = run_id if newest is None or (run_id is not None and run_id > newest) else newest
     config = session.scalar(select(TaskRun.config).where(TaskRun.id == newest)) if newest is not None else None
-    return dict((config or {}).get("provider", {}))
+    return dict(RunConfig.parse(config).provider.args)
 
 
 def clear_onboarding(session: Session, worker_id: int, qualification_name: str) -> list[str]:
@@ -304,7 +303,7 @@ def _record_block_call(session: Session, action: CallAction, worker_id: int, rea
     if worker is None:
         raise NotFoundError(f"worker {worker_id} does not exist")
     # The provider account to block on: the one of the newest run this worker worked in, if any.
-    provider_args = session.scalar(
+    newest_config = session.scalar(
         select(TaskRun.config).join(Unit, Unit.task_run_id == TaskRun.id)
         .where(Unit.worker_id == worker_id, TaskRun.provider_type == worker.provider_type)
         .order_by(TaskRun.id.desc()).limit(1)
@@ -314,7 +313,7 @@ def _record_block_call(session: Session, action: CallAction, worker_id: int, rea
         session, action, f"{action.value}:{worker_id}:{uuid.uuid4().hex}",
         provider_type=worker.provider_type, worker_id=worker_id, reason=reason, now=now,
         payload={"worker_name": worker.worker_name,
-                 "provider_args": (provider_args or {}).get("provider", {})},
+                 "provider_args": dict(RunConfig.parse(newest_config).provider.args)},
     )
 
 

@@ -24,8 +24,9 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mephisto_dist.blueprints.hooks import HOOKS_ARG, NO_HOOKS, SCRIPT_KEY, TaskHooks, hooks_for, load_hooks
+from mephisto_dist.blueprints.hooks import HOOKS_ARG, NO_HOOKS, TaskHooks, hooks_for, load_hooks
 from mephisto_dist.compat.runner import captured_hooks
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.storage import Storage
@@ -119,13 +120,13 @@ class RunFiles:
 def run_files(cache: BundleCache, run: TaskRun) -> RunFiles:
     """A run's files from its bundle (fetched on first use); a run made before bundles existed uses its
     build folder and hooks path as they were recorded."""
-    blueprint_args = run.config.get("blueprint", {})
-    script = run.config.get(SCRIPT_KEY)
+    parsed = RunConfig.parse(run.config)
+    blueprint_args, script = parsed.blueprint.args, parsed.script
     if run.bundle_key is None:
-        hooks = captured_hooks(script) if isinstance(script, Mapping) else hooks_for(blueprint_args)
+        hooks = captured_hooks(script) if script is not None else hooks_for(blueprint_args)
         return RunFiles(Path(run.build_dir), hooks)
     root = cache.local(run.bundle_key)
-    if isinstance(script, Mapping):
+    if script is not None:
         # The bundle's copy of the script, so every machine runs what was launched.
         relative = Path(str(script["path"])).resolve().relative_to(Path(run.task_dir).resolve())
         return RunFiles(root / BUILD_DIR, captured_hooks(script, str(root / PYTHON_DIR / relative)))

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, single_statement, transaction
 from mephisto_dist.db.models import TaskRun, Unit
 from mephisto_dist.db.transitions import record_launched
@@ -289,10 +290,7 @@ def _plan(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int) -> _P
 def launch_args(config: dict[str, Any] | None) -> dict[str, Any]:
     """The run's ``mephisto.task`` arguments, with the blueprint's qualification requirements and block
     qualification, which a remote provider turns into its own (MTurk's QualificationRequirements)."""
-    config = config or {}
-    blueprint = config.get("blueprint", {})
-    return {**config.get("task", {}), "qualifications": blueprint.get("qualifications") or [],
-            "block_qualification": blueprint.get("block_qualification")}
+    return RunConfig.parse(config).launch_args()
 
 
 def _take_tokens(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan) -> tuple[list[str], bool]:

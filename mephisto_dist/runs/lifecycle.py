@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_units
@@ -43,10 +44,8 @@ class RunTiming:
 
     @classmethod
     def of(cls, run: TaskRun) -> RunTiming:
-        task = run.config.get("task", {})
-        return cls(int(task.get("assignment_duration_in_seconds") or 1800),
-                   int(task.get("task_lifetime_in_seconds") or 31 * 24 * 3600),
-                   int(task.get("no_submission_patience") or 12 * 3600))
+        task = RunConfig.parse(run.config).task
+        return cls(task.assignment_duration_s, task.task_lifetime_s, task.no_submission_patience_s)
 
 
 def stop_reason(timing: RunTiming, *, created_at: datetime, last_activity_at: datetime,

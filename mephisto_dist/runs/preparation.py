@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mephisto_dist.architects import ServerPlan, check_port_free, plan_server
+from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
 from mephisto_dist.blueprints import blueprint_for, check_python_features
 from mephisto_dist.blueprints.hooks import SCRIPT_KEY
 from mephisto_dist.config import TaskConfig, load_task_config, tips
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.providers import make_provider
+from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.providers.requesters import provider_access_args
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.runs.bundles import check_hooks_inside, check_script_inside, store_bundle
@@ -73,22 +74,22 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
     if prepared.script is not None:
         stored[SCRIPT_KEY] = prepared.script
     stored[tips.STORED_KEY] = prepared.tips
-    task = config.task
+    run_config = RunConfig.parse(stored)
     new = NewRun(
-        task_name=str(task["task_name"]),
+        task_name=run_config.task.task_name,
         blueprint_type=config.blueprint_type,
         architect_type=config.architect_type,
         provider_type=config.provider_type,
         requester_name=str(config.provider.get("requester_name") or f"{config.provider_type}_requester"),
-        sandbox=config.provider_type != "mturk",
+        sandbox=provider_class(config.provider_type).is_sandbox,
         config=stored,
         task_dir=str(config.task_dir),
         build_dir="",
         bundle_key=bundle_key,
         server_url=prepared.server.public_url,
-        max_concurrent_units=int(task.get("max_num_concurrent_units") or 0),
-        units_per_assignment=int(config.blueprint.get("units_per_assignment") or 1),
-        pay_amount=float(task.get("task_reward") or 0.0),
+        max_concurrent_units=run_config.task.max_num_concurrent_units,
+        units_per_assignment=run_config.blueprint.units_per_assignment,
+        pay_amount=run_config.task.task_reward,
         assignment_data=[blueprint.init_task_data(row, config.blueprint) for row in prepared.rows],
     )
     with transaction(runtime.sessions) as session:
@@ -112,4 +113,5 @@ def check_port_unclaimed(runtime: Runtime, server: ServerPlan, *, resuming: int 
 def enqueue_launch(runtime: Runtime, run_id: int, architect_type: str | None = None) -> None:
     """Launch the run's units; a run whose server is deployed remotely (``ec2``) gets its server first,
     and the deploy task launches the units once the server's URL is known."""
-    runtime.queue.enqueue(DEPLOY_SERVER if architect_type == "ec2" else LAUNCH_UNITS, run_id)
+    remote = architect_type is not None and architect_class(architect_type).deploys_remotely
+    runtime.queue.enqueue(DEPLOY_SERVER if remote else LAUNCH_UNITS, run_id)

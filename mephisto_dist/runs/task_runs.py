@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from mephisto_dist.architects import plan_server
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.unique_rows import get_or_create
@@ -88,9 +90,8 @@ def run_on_port(session: Session, port: int, *, exclude: int | None = None) -> t
                            .join(Task, Task.id == TaskRun.task_id).where(TaskRun.is_completed.is_(False))
                            .order_by(TaskRun.id)).all()
     for run_id, architect_type, config, task_name in rows:
-        architect = (config or {}).get("architect", {})
-        serves = architect_type == "local" or bool(architect.get("should_run_server"))
-        if run_id != exclude and serves and int(architect.get("port") or 3000) == port:
+        plan = plan_server(architect_type, RunConfig.parse(config).architect.args)
+        if run_id != exclude and plan.should_run_server and plan.port == port:
             return int(run_id), str(task_name)
     return None
 

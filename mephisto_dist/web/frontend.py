@@ -11,7 +11,7 @@ from mephisto_dist.blueprints import blueprint_module
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.runner import blueprint_type_of
 from mephisto_dist.config import TaskConfig
-from mephisto_dist.config.tips import STORED_KEY as STORED_TIPS
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.work.claims import RunContext
 
 MEPHISTO_TASK_VERSION = "2.0.4"
@@ -19,9 +19,10 @@ MEPHISTO_TASK_VERSION = "2.0.4"
 
 
 def frontend_config(config: dict[str, Any], hooks: TaskHooks) -> dict[str, Any]:
-    module = blueprint_module(blueprint_type_of(config))
+    parsed = RunConfig.parse(config)
+    module = blueprint_module(parsed.blueprint.blueprint_type)
     args: dict[str, Any] = module.frontend_args(TaskConfig.from_dict(config), hooks)
-    return {**args, "tips": list(config.get(STORED_TIPS) or []), "mephisto_task_version": MEPHISTO_TASK_VERSION}
+    return {**args, "tips": list(parsed.tips), "mephisto_task_version": MEPHISTO_TASK_VERSION}
 
 
 def index_page(config: dict[str, Any]) -> str | None:

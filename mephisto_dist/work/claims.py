@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist.blueprints import initial_task_data, onboarding_data, run_requirements
 from mephisto_dist.blueprints.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.models import (
     Agent,
     Assignment,
@@ -43,6 +45,7 @@ from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
+from mephisto_dist.providers import provider_class
 from mephisto_dist.runs.launches import unit_holder
 from mephisto_dist.work import onboarding, screening
 from mephisto_dist.work.golds import GOLD_UNIT_INDEX, Golds, golds_of
@@ -101,26 +104,30 @@ class RunContext:
                     config: dict[str, Any], hooks: TaskHooks | None = None) -> RunContext:
         """From a run's stored config and its hooks (by default loaded from the path the config names,
         once per process)."""
-        task_args = config.get("task", {})
-        blueprint_args = config.get("blueprint", {})
+        parsed = RunConfig.parse(config)
+        blueprint_args = parsed.blueprint.args
         if hooks is None:
             hooks = hooks_for(blueprint_args)
-        blueprint_type = str(blueprint_args.get("_blueprint_type") or "static_task")
         return cls(run_id, task_id, task_name, provider_type, build_dir, config,
-                   allowed_concurrent=int(task_args.get("allowed_concurrent") or 0),
-                   maximum_units_per_worker=int(task_args.get("maximum_units_per_worker") or 0),
+                   allowed_concurrent=parsed.task.allowed_concurrent,
+                   maximum_units_per_worker=parsed.task.maximum_units_per_worker,
                    onboarding_qualification=blueprint_args.get("onboarding_qualification") or None,
-                   block_qualification=blueprint_args.get("block_qualification") or None,
+                   block_qualification=parsed.blueprint.block_qualification,
                    requirements=run_requirements(blueprint_args),
                    hooks=hooks,
-                   onboarding_data=onboarding_data(blueprint_type, hooks),
+                   onboarding_data=onboarding_data(parsed.blueprint.blueprint_type, hooks),
                    screening=screening_of(blueprint_args, generated=hooks.screening_data is not None),
                    golds=golds_of(blueprint_args))
 
     def init_task_data(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A data row as this run's pages receive it (a screening unit's, made while the run goes)."""
-        blueprint_args = self.config.get("blueprint", {})
-        return initial_task_data(str(blueprint_args.get("_blueprint_type") or "static_task"), row, blueprint_args)
+        blueprint = self.run_config.blueprint
+        return initial_task_data(blueprint.blueprint_type, row, blueprint.args)
+
+    @cached_property
+    def run_config(self) -> RunConfig:
+        """The run's stored config, typed: parsed once per served run."""
+        return RunConfig.parse(self.config)
 
     @property
     def gated(self) -> bool:
@@ -352,7 +359,7 @@ def _gold_agent(
         worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
     data = hooks.data_for(reg.worker_name, worker_id)
     init_data = run.init_task_data(data)
-    pay = float(run.config.get("task", {}).get("task_reward") or 0.0)
+    pay = run.run_config.task.task_reward
     unit_id, assignment_id = screening.create_unit(session, run.run_id, init_data, pay, now=now,
                                                    unit_index=GOLD_UNIT_INDEX)
     agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
@@ -403,7 +410,7 @@ def _screening_agent(
         screening.give_back_made_unit(session, run.run_id, "screening")
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
     init_data = run.init_task_data(data)
-    pay = float(run.config.get("task", {}).get("task_reward") or 0.0)
+    pay = run.run_config.task.task_reward
     unit_id, assignment_id = screening.create_unit(session, run.run_id, init_data, pay, now=now)
     agent_id = _claim(session, run, reg, worker_id, unit_id, assignment_id, now=now)
     if agent_id is None:
@@ -502,7 +509,6 @@ _OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, 
 
 
 # A HIT of a one-assignment-per-HIT provider (MTurk) names its unit.
-HIT_PROVIDERS = ("mturk", "mturk_sandbox")
 _UNIT_OF_HIT = _OPEN_UNITS.where(Unit.provider_unit_id == bindparam("hit_id"))
 _UNIT_OF_HIT_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.provider_unit_id == bindparam("hit_id"))
 _HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Agent.provider_data)
@@ -516,7 +522,7 @@ def _candidate(
     gate: WorkerGate | None, *, now: datetime,
 ) -> tuple[int, int, Any] | None:
     hit_id = reg.provider_data.get("hit_id")
-    if not hit_id or run.provider_type not in HIT_PROVIDERS:
+    if not hit_id or not provider_class(run.provider_type).is_hit_based:
         return (_candidate_unit(session, run.run_id, worker_id) if can_do is None
                 else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
     _take_back_ended_assignment(session, run, str(hit_id), str(reg.provider_data.get("assignment_id") or ""),

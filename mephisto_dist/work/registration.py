@@ -14,8 +14,9 @@ from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.providers import provider_class
 from mephisto_dist.queue import PROVIDER_CALL, send_outbox
-from mephisto_dist.review.qualifications import SYNCED_PROVIDERS, pending_worker_calls
+from mephisto_dist.review.qualifications import pending_worker_calls
 from mephisto_dist.runners.live import calls
 from mephisto_dist.work import claims, onboarding
 from mephisto_dist.work.claims import AgentDetails, Registration, RunContext
@@ -112,7 +113,7 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
                                            gate=served.gate)
         # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
         # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
-        syncs = pending_worker_calls(session, agent.worker_id) if run.provider_type in SYNCED_PROVIDERS else []
+        syncs = pending_worker_calls(session, agent.worker_id) if provider_class(run.provider_type).syncs_qualifications else []
         messages = _record_assigned(session, run, outcome) if isinstance(outcome, AgentDetails) else []
     _send_provider_calls(served, syncs)
     if isinstance(outcome, claims.Reservation):

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mephisto_dist.architects import architect_types
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
@@ -69,11 +71,11 @@ class RunResolver:
             if serving is not None and not serving.is_completed:
                 return serving
         runs = session.scalars(
-            select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type == "local")
+            select(TaskRun).where(TaskRun.is_completed.is_(False), TaskRun.architect_type.in_(architect_types(lambda cls: cls.served_by_deployment)))
             .order_by(TaskRun.id.desc()).limit(20)
         )
         for run in runs:
-            if self._port is None or int(run.config.get("architect", {}).get("port", 0)) == self._port:
+            if self._port is None or RunConfig.parse(run.config).architect.port == self._port:
                 return run
         return None
 
@@ -87,7 +89,7 @@ class ProviderCache:
     def get(self, run: RunContext) -> CrowdProvider:
         provider = self._by_run.get(run.run_id)
         if provider is None:
-            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.config.get("provider", {}))
+            provider = self._by_run[run.run_id] = make_provider(run.provider_type, run.run_config.provider.args)
         return provider
 
 

@@ -8,6 +8,6 @@ local stand-in for MTurk (``mephisto_dist.mturk_local``) is never imported here:
 like MTurk itself.
 """
 
-from mephisto_dist.providers.mturk.provider import MTurkProvider
+from mephisto_dist.providers.mturk.provider import MTurkProvider, MTurkSandboxProvider
 
-__all__ = ["MTurkProvider"]
+__all__ = ["MTurkProvider", "MTurkSandboxProvider"]

@@ -53,14 +53,24 @@ class WorkNotSubmitted(MephistoDistError):
 
 
 class MTurkProvider:
+    """The live marketplace: real workers, real payments."""
+
+    provider_type = "mturk"
+    is_marketplace = True
+    is_sandbox = False
+    is_hit_based = True
+    syncs_qualifications = True
     publishes_instantly = False
 
-    def __init__(self, provider_type: str, provider_args: Mapping[str, Any] | None = None, *,
+    def __init__(self, provider_args: Mapping[str, Any] | None = None, *,
                  client_factory: ClientFactory = build_client) -> None:
-        self.provider_type = provider_type
         self._args = dict(provider_args or {})
         self._client_factory = client_factory
         self._client: Any = None
+
+    @classmethod
+    def from_args(cls, provider_args: Mapping[str, Any]) -> MTurkProvider:
+        return cls(provider_args)
 
     @property
     def access(self) -> RequesterAccess:
@@ -309,3 +319,10 @@ class MTurkProvider:
 
 def _raise(error: Exception) -> str:
     raise error
+
+
+class MTurkSandboxProvider(MTurkProvider):
+    """MTurk's sandbox: the same API at another endpoint, test workers, no real payments."""
+
+    provider_type = "mturk_sandbox"
+    is_sandbox = True
