@@ -18,7 +18,7 @@ from mephisto_dist import metrics
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.web.context import WebContext
+from mephisto_dist.web.context import SQLITE_THREADS, WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.routes import agents, live, pages, router, submissions
@@ -57,7 +57,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
                                         **dict.fromkeys(DRIVER_ERRORS, driver_error_response)},
                     middleware=[Middleware(RequestLog)], lifespan=lifespan)
     app.state.live = hub
+    sqlite = runtime.engine.dialect.name == "sqlite"
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
-                                   in_loop=runtime.engine.dialect.name == "sqlite",
-                                   hot_threads=runtime.settings.web_threads)
+                                   hot_threads=SQLITE_THREADS if sqlite else runtime.settings.web_threads)
     return app

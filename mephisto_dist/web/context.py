@@ -21,14 +21,19 @@ from mephisto_dist.work.served import Served
 P = ParamSpec("P")
 T = TypeVar("T")
 
+SQLITE_THREADS = 2
+
 
 @dataclass(frozen=True)
 class WebContext:
+    """The event loop only does I/O: every database transaction, task hook and blocking Redis or Celery
+    call of a request runs on a worker thread (``call``), on SQLite as on PostgreSQL, so one slow hook or
+    lock wait holds its own request, never the other requests and live sockets of the process."""
+
     served: Served
-    # SQLite takes one writer at a time, so threads would only queue for it and fight over the GIL:
-    # there the hot path's database work runs on the event loop. PostgreSQL writes concurrently, in a
-    # few threads (settings.web_threads): more only contend for the GIL and the database.
-    in_loop: bool
+    # Threads for the hot path's database work. PostgreSQL writes concurrently: a few threads
+    # (settings.web_threads), more only contend for the GIL and the database. SQLite takes one writer at a
+    # time (the engine's writer lock): SQLITE_THREADS let a read go on while a write waits for it.
     hot_threads: int = 4
     _hot: CapacityLimiter = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
@@ -47,9 +52,7 @@ class WebContext:
         return run if run is not None else await self.call_in_thread(self.served.run)
 
     async def call(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a hot-path service function: on the loop with SQLite, in a thread otherwise."""
-        if self.in_loop:
-            return work(*args, **kwargs)
+        """Run a hot-path service function on one of the hot path's threads."""
         return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs), limiter=self._hot)
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
