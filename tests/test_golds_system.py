@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from mephisto_dist.domain.gate import NOT_QUALIFIED
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.work.claims import NOT_QUALIFIED
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, make_runtime, web_server
 from tests.taskdirs import write_script_task_dir

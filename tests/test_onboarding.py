@@ -17,6 +17,7 @@ from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.static_task import ONBOARDING_FILE
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, Unit, Worker
+from mephisto_dist.domain.gate import NOT_QUALIFIED, ONBOARDING_FAILED
 from mephisto_dist.domain.qualifications import Requirement
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError
@@ -115,7 +116,7 @@ def test_failing_onboarding_refuses_the_worker_now_and_on_every_later_visit(engi
     onboarding = register(factory, run, "bob")
     assert onboarding.agent_id is not None and onboarding.agent_id.startswith("onboarding_")
     refused = submit_onboarding(factory, run, onboarding.agent_id, {"answer": "a"}, passed=False)
-    assert refused.agent_id is None and refused.failure_reason == claims.ONBOARDING_FAILED
+    assert refused.agent_id is None and refused.failure_reason == ONBOARDING_FAILED
     assert refused.packet()["data"]["agent_id"] is None
     assert grants(factory, "bob") == {QUAL: 0, f"{QUAL}-failed": 1}
     with transaction(factory) as session:
@@ -124,13 +125,13 @@ def test_failing_onboarding_refuses_the_worker_now_and_on_every_later_visit(engi
 
     for assignment_ref in ("a1", "a2", "other"):  # the same page reloaded, or any other registration
         again = register(factory, run, "bob", assignment_ref)
-        assert again.agent_id is None and again.failure_reason == claims.ONBOARDING_FAILED
+        assert again.agent_id is None and again.failure_reason == ONBOARDING_FAILED
     # A repeated (now passing) submission changes nothing.
     repeat = submit_onboarding(factory, run, onboarding.agent_id, {"answer": "b"}, passed=True)
-    assert repeat.agent_id is None and repeat.failure_reason == claims.ONBOARDING_FAILED
+    assert repeat.agent_id is None and repeat.failure_reason == ONBOARDING_FAILED
     # Another run with the same onboarding qualification refuses them too.
     other = onboarding_run(factory, assignments=1, task_name="second")
-    assert register(factory, other, "bob").failure_reason == claims.ONBOARDING_FAILED
+    assert register(factory, other, "bob").failure_reason == ONBOARDING_FAILED
     assert count(factory, Agent) == 0 and count(factory, OnboardingAgent) == 1
     with transaction(factory) as session:
         statuses = set(session.scalars(select(Unit.status)))
@@ -170,7 +171,7 @@ def test_block_qualification_and_blocked_workers_are_refused(engine: Engine) -> 
     give(factory, "erin", {"blocked-here": 0})  # holding it at any value blocks, as in Mephisto
     give(factory, "frank", {})
 
-    assert register(factory, run, "erin").failure_reason == claims.NOT_QUALIFIED
+    assert register(factory, run, "erin").failure_reason == NOT_QUALIFIED
     assert register(factory, plain, "erin").agent_id  # the block qualification is this run's only
     assert register(factory, run, "frank").agent_id
     assert register(factory, run, "newcomer").agent_id
@@ -178,8 +179,8 @@ def test_block_qualification_and_blocked_workers_are_refused(engine: Engine) -> 
     with transaction(factory) as session:
         session.execute(update(Worker).where(Worker.worker_name == "frank").values(is_blocked=True))
     # Blocked from every task, gated or not; the unit they hold stays theirs to reconnect to.
-    assert register(factory, plain, "frank", "a2").failure_reason == claims.NOT_QUALIFIED
-    assert register(factory, run, "frank", "a2").failure_reason == claims.NOT_QUALIFIED
+    assert register(factory, plain, "frank", "a2").failure_reason == NOT_QUALIFIED
+    assert register(factory, run, "frank", "a2").failure_reason == NOT_QUALIFIED
     assert register(factory, run, "frank").agent_id
 
 
@@ -209,7 +210,7 @@ def test_qualification_requirements(engine: Engine, granted: dict[str, int], all
     if allowed:
         assert details.agent_id
     else:
-        assert details.agent_id is None and details.failure_reason == claims.NOT_QUALIFIED
+        assert details.agent_id is None and details.failure_reason == NOT_QUALIFIED
         assert count(factory, Agent) == 0
 
 
@@ -218,7 +219,7 @@ def test_a_newcomer_who_cannot_meet_the_requirements_is_refused_without_a_write(
     run = replace(make_run(factory, assignments=1),
                   requirements=(Requirement.from_dict(REQUIREMENTS[0]),))
     details = register(factory, run, "stranger")
-    assert details.failure_reason == claims.NOT_QUALIFIED and details.worker_id is None
+    assert details.failure_reason == NOT_QUALIFIED and details.worker_id is None
     assert count(factory, Worker) == 0
 
 

@@ -15,9 +15,10 @@ import redis
 from sqlalchemy import text
 
 from mephisto_dist.db.engine import transaction
+from mephisto_dist.domain.gate import NOT_QUALIFIED
 from mephisto_dist.review.qualifications import granted_values
 from mephisto_dist.runtime import Runtime
-from mephisto_dist.work.claims import NO_UNIT_AVAILABLE, NOT_QUALIFIED
+from mephisto_dist.work.claims import NO_UNIT_AVAILABLE
 from mephisto_dist.work.screening import PENDING
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, make_runtime, web_server

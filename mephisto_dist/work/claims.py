@@ -1,6 +1,7 @@
-"""Agents: binding a worker to a unit (``request_agent``), taking their submission (``submit_task``), and
-the gate in front of both: blocks, qualification requirements, onboarding (``submit_onboarding``) and the
-task's ``worker_can_do_unit`` hook.
+"""Claims: binding a worker to a unit (``request_agent``), taking their submission (``submit_task``), and
+acting on the gate in front of both (decided in ``domain.gate`` from one snapshot of the worker's
+standing: blocks, qualification requirements, onboarding, screening, golds), then the task's
+``worker_can_do_unit`` hook.
 
 This is the hot path of the worker-facing server: a few indexed queries in one transaction, no scans of
 a run, no waiting on Celery. A run with no gate configured pays nothing for it (the worker's global
@@ -40,7 +41,15 @@ from mephisto_dist.db.transitions import (
     move_unit,
 )
 from mephisto_dist.db.unique_rows import insert_ignoring_conflicts, insert_returning_id
-from mephisto_dist.domain.qualifications import Requirement, meets_requirements
+from mephisto_dist.domain.gate import (
+    ONBOARDING_FAILED,
+    GateRules,
+    GoldRules,
+    Next,
+    Verdict,
+    decide,
+)
+from mephisto_dist.domain.qualifications import Requirement
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
@@ -66,8 +75,6 @@ TIMED_OUT = ("The time allowed for this unit ran out before you submitted, so it
 TOO_MANY_AT_ONCE = ("You are already working on {cap} unit(s) of this task at once, the most allowed. "
                     "Submit one before taking another.")
 MAXIMUM_REACHED = "You have reached the maximum number of units of this task you may do ({cap})."
-NOT_QUALIFIED = "You are not qualified to work on this task."
-ONBOARDING_FAILED = "You did not pass the qualification for this task, so you cannot work on it."
 CAN_DO_BATCH = 50
 
 
@@ -129,11 +136,23 @@ class RunContext:
         """The run's stored config, typed: parsed once per served run."""
         return RunConfig.parse(self.config)
 
+    @cached_property
+    def gate_rules(self) -> GateRules:
+        """Who may work on the run (``domain.gate``): built once per served run."""
+        gold_hooks = self.hooks.gold
+        golds = (None if self.golds is None or gold_hooks is None else
+                 GoldRules(self.golds.base, self.golds.min_golds, self.golds.max_incorrect,
+                           gold_hooks.needs_gold, gold_hooks.qualifies))
+        screening = self.screening
+        return GateRules(self.provider_type, self.block_qualification, self.requirements,
+                         self.onboarding_qualification,
+                         screening.passed_qualification if screening is not None and screening.generated else None,
+                         golds)
+
     @property
     def gated(self) -> bool:
         """Whether a worker's grants must be read before they get a unit."""
-        return bool(self.onboarding_qualification or self.block_qualification or self.requirements
-                    or self.screening or self.golds)
+        return self.gate_rules.reads_grants
 
     def worker_pools(self, worker_id: int, lease_s: float) -> list[PoolLimit]:
         """The per-worker limits of DESIGN.md as pools; empty when the run sets none."""
@@ -289,12 +308,14 @@ def register_agent(
                                                       "registration_id": reg.registration_id}).first()
         if existing is not None:
             return _reconnect(session, existing, worker_id, reg)
-        if worker.is_blocked:
-            return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
-    if run.gated:
-        gated = _gated_or_screened(session, run, reg, worker_id, now=now)
-        if gated is not None:
-            return gated
+    blocked = worker is not None and bool(worker.is_blocked)
+    if blocked or run.gated:
+        granted = _granted(session, worker_id) if run.gated else {}
+        verdict = decide(run.gate_rules, granted, blocked=blocked)
+        if verdict.next is not Next.UNIT:
+            gated = _act_on(session, run, reg, worker_id, verdict, now=now)
+            if gated is not None:
+                return gated
     can_do = run.hooks.worker_can_do_unit
     for _attempt in range(CLAIM_ATTEMPTS):
         candidate = _candidate(session, run, reg, worker_id, can_do, gate, now=now)
@@ -325,34 +346,39 @@ _GRANTED = (select(Qualification.name, GrantedQualification.value)
             .where(GrantedQualification.worker_id == bindparam("worker_id")))
 
 
-def _gated_or_screened(
-    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
+def _granted(session: Session, worker_id: int | None) -> dict[str, int]:
+    """The worker's grants (qualification name -> value): the gate's one snapshot."""
+    if worker_id is None:
+        return {}
+    return {name: value for name, value in _run(session, _GRANTED, {"worker_id": worker_id})}
+
+
+def _act_on(
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, verdict: Verdict, *,
+    now: datetime,
 ) -> AgentDetails | None:
-    """The gate's answer (a refusal or onboarding), else a screening unit for a worker who needs one."""
-    gated, granted = _gate(session, run, reg, worker_id, now=now)
-    if gated is not None:
-        return gated
-    if run.screening is not None and run.screening.generated and run.screening.needs_screening(granted):
+    """Carry out the gate's verdict: a refusal, onboarding, a screening or gold unit made for the worker;
+    ``None`` sends them on to a real unit (the run may pay for no more golds)."""
+    if verdict.next is Next.REFUSED:
+        return AgentDetails(reg.request_id, worker_id, failure_reason=verdict.reason)
+    if verdict.next is Next.ONBOARDING:
+        if worker_id is None:
+            worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
+        agent_id = onboarding.start(session, run.run_id, worker_id, reg.registration_id, reg.provider_data,
+                                    now=now)
+        return AgentDetails(reg.request_id, worker_id, agent_id, init_task_data=dict(run.onboarding_data))
+    if verdict.next is Next.SCREENING:
         return _screening_agent(session, run, reg, worker_id, now=now)
-    if run.golds is not None and run.hooks.gold is not None:
-        return _gold_agent(session, run, reg, worker_id, granted, now=now)
-    return None
+    return _gold_agent(session, run, reg, worker_id, now=now)
 
 
 def _gold_agent(
-    session: Session, run: RunContext, reg: Registration, worker_id: int | None, granted: Mapping[str, int], *,
-    now: datetime,
+    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime,
 ) -> AgentDetails | None:
-    """Mephisto's gold schedule (``mephisto_dist.work.golds``): a refusal for a worker with too many golds
-    wrong, a gold unit when the script's ``worker_needs_gold`` says so and the cap allows, else None
+    """A gold unit made for the worker (``mephisto_dist.work.golds``) when the run's cap allows, else None
     (a real unit)."""
     golds, hooks = run.golds, run.hooks.gold
     assert golds is not None and hooks is not None
-    completed, correct, wrong = golds.stats(granted)
-    if not hooks.qualifies(completed, correct, wrong, golds.max_incorrect):
-        return AgentDetails(reg.request_id, worker_id, failure_reason=NOT_QUALIFIED)
-    if not hooks.needs_gold(completed, correct, wrong, golds.min_golds):
-        return None
     if not screening.take_made_unit(session, run.run_id, "gold", golds.max_units):
         return None  # every gold the run may pay for is out: real units from here
     if worker_id is None:
@@ -366,26 +392,6 @@ def _gold_agent(
     if agent_id is None:
         raise RequestError("this registration is already working on another unit", 409)
     return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, init_data, created=True)
-
-
-def _gate(
-    session: Session, run: RunContext, reg: Registration, worker_id: int | None, *, now: datetime
-) -> tuple[AgentDetails | None, dict[str, int]]:
-    """Refuse the worker or send them to onboarding; ``None`` lets them on to a unit. With the worker's
-    grants (name -> value), read once for every check."""
-    granted: dict[str, int] = ({} if worker_id is None else
-                               {name: value for name, value in _run(session, _GRANTED, {"worker_id": worker_id})})
-    refusal = gate_refusal(run, granted)
-    if refusal is not None:
-        return AgentDetails(reg.request_id, worker_id, failure_reason=refusal), granted
-    name = run.onboarding_qualification
-    if name and onboarding.standing(granted, name) == onboarding.Standing.NEEDED:
-        if worker_id is None:
-            worker_id = get_or_create_worker(session, run.provider_type, reg.worker_name, now=now)
-        agent_id = onboarding.start(session, run.run_id, worker_id, reg.registration_id, reg.provider_data,
-                                    now=now)
-        return AgentDetails(reg.request_id, worker_id, agent_id, init_task_data=dict(run.onboarding_data)), granted
-    return None, granted
 
 
 def _screening_agent(
@@ -416,22 +422,6 @@ def _screening_agent(
     if agent_id is None:
         raise RequestError("this registration is already working on another unit", 409)
     return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, init_data, created=True)
-
-
-def gate_refusal(run: RunContext, granted: Mapping[str, int]) -> str | None:
-    """Why a worker holding ``granted`` (qualification name -> value) may not work on the run, or ``None``.
-
-    Mephisto's rules: holding the block qualification (whatever its value) refuses, as does missing a
-    requirement or having failed the run's onboarding.
-    """
-    if run.block_qualification and run.block_qualification in granted:
-        return NOT_QUALIFIED
-    if run.requirements and not meets_requirements(granted, run.requirements, provider_type=run.provider_type):
-        return NOT_QUALIFIED
-    name = run.onboarding_qualification
-    if name and onboarding.standing(granted, name) == onboarding.Standing.FAILED:
-        return ONBOARDING_FAILED
-    return None
 
 
 def submit_onboarding(

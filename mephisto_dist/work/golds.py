@@ -5,7 +5,7 @@ worker's queue, made for them from the task script's ``get_gold_for_worker`` (``
 their other units in ``<base>-correct-golds``, ``<base>-wrong-golds`` and ``<base>-completed-count``.
 From those counts, the script's ``worker_needs_gold`` (many golds first, then fewer) decides whether the
 next unit is a gold, and ``worker_qualifies`` (at most ``max_incorrect_golds`` wrong) whether the worker
-may go on at all, as Mephisto decides them.
+may go on at all, as Mephisto decides them (``domain.gate``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ class Golds:
     max_units: int
     min_golds: int
     max_incorrect: int
-
-    def stats(self, granted: Mapping[str, int]) -> tuple[int, int, int]:
-        """(units completed, golds right, golds wrong) from the worker's qualifications."""
-        return (granted.get(f"{self.base}-completed-count", 0), granted.get(f"{self.base}-correct-golds", 0),
-                granted.get(f"{self.base}-wrong-golds", 0))
 
 
 

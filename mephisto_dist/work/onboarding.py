@@ -10,10 +10,8 @@ Whether an answer passes (the task's ``validate_onboarding`` hook) is decided by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import bindparam, select
@@ -29,25 +27,6 @@ from mephisto_dist.review.qualifications import create_qualification, grant
 
 ID_PREFIX: Final = "onboarding_"
 """DESIGN.md: an onboarding agent's id starts with ``onboarding_`` (Mephisto's front end tests for it)."""
-
-
-class Standing(StrEnum):
-    """Where a worker stands with a run's onboarding qualification."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    NEEDED = "needed"
-
-
-def standing(granted: Mapping[str, int], qualification: str) -> Standing:
-    """From the worker's grants (name -> value), as Mephisto's ``is_qualified`` / ``is_disqualified``:
-    a non-zero value passed, zero (or ``<name>-failed``) failed, nothing yet means onboarding."""
-    if qualification + FAILED_SUFFIX in granted:
-        return Standing.FAILED
-    value = granted.get(qualification)
-    if value is None:
-        return Standing.NEEDED
-    return Standing.PASSED if value else Standing.FAILED
 
 
 def is_onboarding_id(agent_id: str) -> bool:

@@ -36,10 +36,6 @@ class Screening:
     generated: bool
     """Units come from the script's generator; otherwise the worker's first real unit screens them."""
 
-    def needs_screening(self, granted: Mapping[str, int]) -> bool:
-        """Mephisto's ``worker_needs_screening``: the worker holds no pass qualification."""
-        return self.passed_qualification not in granted
-
 
 
 def screening_of(blueprint_args: Mapping[str, Any], generated: bool) -> Screening | None:
