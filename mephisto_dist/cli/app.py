@@ -162,6 +162,7 @@ def _register_commands() -> None:
     app.command(name="register")(register)
     app.command(name="requesters")(requesters)
 
+    from mephisto_dist.cli.costs import costs
     from mephisto_dist.cli.flower import flower
     from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.workers import qualifications_app, workers_app
@@ -170,6 +171,7 @@ def _register_commands() -> None:
     app.command(name="flower", context_settings={"allow_extra_args": True})(flower)
 
     app.command(name="wut")(wut)
+    app.command(name="costs")(costs)
     app.add_typer(review_app, name="review")
     app.add_typer(workers_app, name="workers")
     app.add_typer(qualifications_app, name="qualifications")

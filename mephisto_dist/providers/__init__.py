@@ -71,6 +71,8 @@ class CrowdProvider(Protocol):
     """The provider keeps its own copy of workers' qualifications, which every grant and revoke is sent to."""
     publishes_instantly: bool
     """Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once."""
+    fee_rate: float
+    """What the provider charges on top of every reward and bonus paid, as a fraction (MTurk: 0.20)."""
 
     @classmethod
     def from_args(cls, provider_args: Mapping[str, Any]) -> CrowdProvider:

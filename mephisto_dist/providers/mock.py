@@ -29,6 +29,7 @@ class MockProvider:
     provider_type = "mock"
     is_marketplace = False
     is_sandbox = True
+    fee_rate = 0.0
     is_hit_based = False
     syncs_qualifications = False
     publishes_instantly = True

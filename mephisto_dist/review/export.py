@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
+from mephisto_dist.review.accounts import unit_accounts
 from mephisto_dist.runners.live.calls import calls_by_agent
 from mephisto_dist.storage import MissingKey, Storage
 from mephisto_dist.work.uploads import stored_keys
@@ -58,7 +59,7 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
     last_id = 0
     while True:
         query = (
-            select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name)
+            select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name, TaskRun.provider_type)
             .join(Assignment, Assignment.id == Unit.assignment_id)
             .join(TaskRun, TaskRun.id == Unit.task_run_id)
             .join(Task, Task.id == TaskRun.task_id)
@@ -74,11 +75,13 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
         if not rows:
             return
         # A live task's remote calls and answers (Mephisto's agent state ``requests``) go with its data.
-        requests = calls_by_agent(session, [agent.id for _, _, _, _, agent, _ in rows if agent is not None])
-        for unit, inputs, run_id, task_name, agent, worker_name in rows:
+        requests = calls_by_agent(session, [agent.id for _, _, _, _, agent, _, _ in rows if agent is not None])
+        accounts = unit_accounts(session, [(unit.id, unit.status, unit.pay_amount) for unit, *_ in rows])
+        for unit, inputs, run_id, task_name, agent, worker_name, provider_type in rows:
             data: dict[str, Any] = {"inputs": inputs, "outputs": agent.outputs if agent is not None else None}
             if agent is not None and agent.id in requests:
-                data["requests"] = requests[agent.id]
+                data["requests"] = [_decoded(call) for call in requests[agent.id]]
+            provider_data = (agent.provider_data or {}) if agent is not None else {}
             yield {
                 "unit_id": str(unit.id),
                 "assignment_id": str(unit.assignment_id),
@@ -93,8 +96,25 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 "end_time": _iso(agent.submitted_at if agent is not None else None),
                 "data": data,
                 "metadata": (agent.task_metadata or {}) if agent is not None else {},
+                # Where the provider knows the unit (MTurk: the HIT and the worker's assignment of it).
+                "provider": {"type": provider_type, "unit_id": unit.provider_unit_id,
+                             "assignment_id": provider_data.get("assignment_id")},
+                **accounts[unit.id].record(unit.pay_amount, unit.status),
             }
         last_id = rows[-1][0].id
+
+
+def _decoded(call: dict[str, Any]) -> dict[str, Any]:
+    """A remote call as Mephisto's agent state keeps it (``args_json``, ``response_json``: JSON text), plus
+    the arguments and the answer decoded (``args``, ``response``), which is what a reader wants."""
+    decoded = dict(call)
+    for text_key, key in (("args_json", "args"), ("response_json", "response")):
+        text = call.get(text_key)
+        try:
+            decoded[key] = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            decoded[key] = text
+    return decoded
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -144,15 +164,39 @@ def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> 
 
 
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in record.items() if k not in ("data", "metadata")}
+    """One CSV row: the record's fields, its sections as ``section.key`` columns. An uploaded file is
+    spread into ``outputs.<field>.<name|storage_key|...>`` columns (``outputs.<field>.<i>.<...>`` for
+    several), and a live task's calls into ``requests.<i>.<...>`` with their arguments and answers
+    decoded; any other nested answer stays one JSON cell."""
+    flat = {k: v for k, v in record.items() if k not in ("data", "metadata", "provider", "review", "payment")}
     parts = {"inputs": record["data"]["inputs"], "outputs": record["data"]["outputs"],
              "metadata": record.get("metadata")}
     for part, values in parts.items():
         for key, value in (values or {}).items():
-            flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if part == "outputs" and stored_keys({key: value}):
+                _spread(f"{part}.{key}", value, flat)
+            else:
+                flat[f"{part}.{key}"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    for section in ("provider", "review", "payment"):
+        _spread(section, record.get(section) or {}, flat)
     if "requests" in record["data"]:
-        flat["requests"] = json.dumps(record["data"]["requests"], ensure_ascii=False)
+        calls = [{k: v for k, v in call.items() if k not in ("args_json", "response_json")}
+                 for call in record["data"]["requests"]]
+        _spread("requests", calls, flat)
     return flat
+
+
+def _spread(prefix: str, value: Any, flat: dict[str, Any]) -> None:
+    """Nested dicts and lists as dotted columns; a leaf as itself (text) or its JSON (numbers, true, null
+    as an empty cell)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _spread(f"{prefix}.{key}", item, flat)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _spread(f"{prefix}.{index}", item, flat)
+    else:
+        flat[prefix] = value if isinstance(value, str) or value is None else json.dumps(value)
 
 
 def collect_files(records: Iterable[dict[str, Any]], keys: list[str]) -> Iterator[dict[str, Any]]:

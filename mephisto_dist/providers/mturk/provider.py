@@ -58,6 +58,9 @@ class MTurkProvider:
     provider_type = "mturk"
     is_marketplace = True
     is_sandbox = False
+    # MTurk's commission on rewards and bonuses (HITs with 10 or more assignments pay 20% more; a unit's
+    # HIT here has one assignment).
+    fee_rate = 0.20
     is_hit_based = True
     syncs_qualifications = True
     publishes_instantly = False
