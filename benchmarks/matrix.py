@@ -157,17 +157,16 @@ def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: 
 
 @contextmanager
 def nginx(directory: Path, port: int, upstreams: list[int]) -> Iterator[None]:
-    site = (ROOT / "infra" / "nginx" / "mephisto-dist.conf").read_text()
-    site = re.sub(r"(?m)^    server 10\.0\.0\.\d+:\d+ .*\n", "", site)
-    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in upstreams)
-    site = site.replace("    keepalive 64;", servers + "    keepalive 64;").replace("listen 3000;", f"listen 127.0.0.1:{port};")
+    """The shipped infra/nginx/nginx.conf, its listen port and upstreams set, with ``directory`` as prefix."""
+    conf = (ROOT / "infra" / "nginx" / "nginx.conf").read_text()
+    conf = re.sub(r"(?m)^        server 127\.0\.0\.1:\d+ .*\n", "", conf)
+    servers = "".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in upstreams)
+    conf = conf.replace("        keepalive 64;", servers + "        keepalive 64;")
+    conf = conf.replace("listen 3000;", f"listen 127.0.0.1:{port};")
     directory.mkdir(parents=True)
-    conf = directory / "nginx.conf"
-    conf.write_text(f"daemon off;\nworker_processes 1;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
-                    f"events {{ worker_connections 4096; }}\nhttp {{\naccess_log off;\n"
-                    f"client_body_temp_path {directory}; proxy_temp_path {directory};\n{site}\n}}\n")
-    with process([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-p", str(directory)],
-                 dict(os.environ), directory / "nginx.out"):
+    (directory / "nginx.conf").write_text(conf)
+    with process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(directory), "-c", str(directory / "nginx.conf"),
+                  "-g", "daemon off;"], dict(os.environ), directory / "nginx.out"):
         yield
 
 

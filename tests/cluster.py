@@ -1,6 +1,7 @@
 """Machines for the multi-machine tests: each is a set of processes with its own loopback address
 (127.0.0.2, 127.0.0.3, ...) and its own data directory. They share nothing but the services' TCP URLs
-(PostgreSQL, Redis, S3 over HTTP) and an nginx balancer in front of their web processes."""
+(PostgreSQL, Redis, S3 over HTTP) and an nginx balancer in front of their web processes, run with the
+shipped ``infra/nginx/nginx.conf``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mephisto_dist.settings import Settings, load_settings
 from tests.conftest import free_port, wait_for
 from tests.system import ROOT, stop
 
-NGINX_SITE = ROOT / "infra" / "nginx" / "mephisto-dist.conf"
+NGINX_CONF = ROOT / "infra" / "nginx" / "nginx.conf"
 
 
 @contextmanager
@@ -131,39 +132,31 @@ def machine(root: Path, address: str, shared: dict[str, str], **extra: str) -> M
 
 @contextmanager
 def nginx(directory: Path, address: str, port: int, upstreams: list[str]) -> Iterator[str]:
-    """Debian's nginx, unprivileged, running ``infra/nginx/mephisto-dist.conf`` with these upstreams."""
+    """The shipped ``infra/nginx/nginx.conf`` balancing ``address:port`` over these upstreams."""
+    conf = NGINX_CONF.read_text()
+    servers = "".join(f"        server {u} max_fails=1 fail_timeout=5s;\n" for u in upstreams)
+    conf, removed = re.subn(r"(?m)^        server 127\.0\.0\.1:\d+ .*\n", "", conf)
+    assert removed == 2 and conf.count("listen 3000;") == 1, "infra/nginx/nginx.conf changed shape"
+    conf = conf.replace("        keepalive 64;", servers + "        keepalive 64;")
+    conf = conf.replace("listen 3000;", f"listen {address}:{port};")
+    with run_nginx(directory, conf, f"http://{address}:{port}") as url:
+        yield url
+
+
+@contextmanager
+def run_nginx(directory: Path, conf: str, url: str) -> Iterator[str]:
+    """Debian's nginx running ``conf`` as the recipe says (``nginx -p PREFIX -c nginx.conf``) with
+    ``directory`` as its prefix, in the foreground; yields ``url`` once it answers there."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    site = NGINX_SITE.read_text()
-    servers = "".join(f"    server {u} max_fails=1 fail_timeout=5s;\n" for u in upstreams)
-    site = re.sub(r"(?m)^    server 10\.0\.0\.\d+:\d+ .*\n", "", site)
-    site = site.replace("    keepalive 64;", servers + "    keepalive 64;")
-    site = site.replace("listen 3000;", f"listen {address}:{port};")
     directory.mkdir(parents=True, exist_ok=True)
-    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (directory / temp).mkdir(exist_ok=True)
-    conf = directory / "nginx.conf"
-    conf.write_text(f"""daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
-{site}
-}}
-""")
+    (directory / "nginx.conf").write_text(conf)
     log = (directory / "nginx.out").open("ab")
-    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(directory)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://{address}:{port}"
+    process = subprocess.Popen([binary, "-p", str(directory), "-c", str(directory / "nginx.conf"),
+                                "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: process.poll() is not None or _answers(url + "/task_config.json"), timeout_s=20,
                  message="nginx to answer")
-        assert process.poll() is None, (directory / "error.log").read_text()
+        assert process.poll() is None, (directory / "nginx.out").read_text() + (directory / "error.log").read_text()
         yield url
     finally:
         process.terminate()

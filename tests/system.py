@@ -58,15 +58,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: str = "test",
-                  env: dict[str, str] | None = None,
-                  queues: Sequence[str] = ()) -> Iterator[subprocess.Popen[bytes]]:
+                  env: dict[str, str] | None = None, queues: Sequence[str] = (),
+                  loglevel: str = "INFO") -> Iterator[subprocess.Popen[bytes]]:
     """A Celery worker process (its own process group); ``name`` tells two workers apart; it consumes every
-    queue unless ``queues`` names some (``-Q``)."""
+    queue unless ``queues`` names some (``-Q``). Beat's idle sweeps are logged at DEBUG only."""
     only = ["-Q", ",".join(queues)] if queues else []
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h",
+             "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h",
              *only],
             cwd=ROOT, env={**child_env(settings), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
@@ -105,10 +105,11 @@ def web_server(settings: Settings, run_id: int, log: Path, port: int | None = No
 
 
 @contextmanager
-def celery_beat(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def celery_beat(settings: Settings, log: Path, *, loglevel: str = "INFO") -> Iterator[subprocess.Popen[bytes]]:
+    """Celery beat (its own process group). It logs the sweeps it sends at DEBUG only."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--loglevel", "INFO",
+            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--loglevel", loglevel,
              "--schedule", str(log.with_suffix(".schedule"))],
             cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

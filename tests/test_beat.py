@@ -18,7 +18,7 @@ from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runti
 
 pytestmark = pytest.mark.system
 
-SENT = "Sending due task"
+SENT = "Sending due task"  # logged at DEBUG: these tests run beat at DEBUG to count its rounds
 
 
 def _settings(tmp_path: Path, redis_url: str):  # type: ignore[no-untyped-def]
@@ -37,9 +37,9 @@ def test_a_second_beat_fires_nothing_until_the_first_dies(tmp_path: Path, redis_
                                                           redis_client: redis.Redis) -> None:
     settings = _settings(tmp_path, redis_url)
     first_log, second_log = tmp_path / "beat1.log", tmp_path / "beat2.log"
-    with celery_beat(settings, first_log) as first:
+    with celery_beat(settings, first_log, loglevel="DEBUG") as first:
         wait_for(lambda: _sent(first_log) >= 2, timeout_s=30, message="the first beat to fire")
-        with celery_beat(settings, second_log) as second:
+        with celery_beat(settings, second_log, loglevel="DEBUG") as second:
             wait_for(lambda: "beat: Starting" in second_log.read_text(errors="replace"), timeout_s=30,
                      message="the second beat to start")
             # The first keeps firing for several more rounds while the second is up and waiting.

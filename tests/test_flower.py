@@ -114,6 +114,12 @@ def test_flower_asks_for_the_login_and_shows_our_tasks_by_name(tmp_path: Path, r
         task = wait_for(launch_task, timeout_s=30, message="Flower to see the launch task")
         assert task["args"] == f"[{run_id}]"
         assert task["kwargs"] == "{}"
+        # Flower counted those events in its own metrics, served at its /metrics behind its login, and
+        # wrote nothing into the machine's metrics folder (prometheus-client's files end in _<pid>.db).
+        wait_for(lambda: "flower_events_total{" in httpx.get(url + "/metrics", auth=LOGIN).text, timeout_s=10,
+                 message="Flower's own metrics")
+        folder = runtime.settings.metrics_dir
+        assert not [f.name for f in folder.glob(f"*_{process.pid}.db")], sorted(f.name for f in folder.iterdir())
 
 
 def test_flowers_own_auth_option_is_accepted(tmp_path: Path, runtime: Runtime) -> None:

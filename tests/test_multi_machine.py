@@ -2,7 +2,7 @@
 
 Machine A (127.0.0.2) enqueues the run with ``run --detach`` and runs beat; machines B (127.0.0.3) and
 C (127.0.0.4) each run a web process and a Celery worker; nginx (127.0.0.5) balances the run's port over
-the two web processes, with ``infra/nginx/mephisto-dist.conf``. 100 simulated workers
+the two web processes, with ``infra/nginx/nginx.conf``. 100 simulated workers
 (``benchmarks/load.py``, over HTTP through nginx) submit 500 units, each with a file, at cap 50. A sampler
 reads the database throughout. Then the same again, with B's worker and C's web process SIGKILLed
 mid-run."""

@@ -85,12 +85,12 @@ def test_rounds_queued_while_no_worker_runs_are_dropped_not_run(tmp_path: Path, 
     settings = _settings(tmp_path, redis_url, LIVE_SWEEP_EVERY_S=str(every_s), HEARTBEAT_EVERY_S="1")
     beat_log, worker_log = tmp_path / "beat.log", tmp_path / "worker.log"
     sweep = "mephisto_dist.live_sweep"
-    with celery_beat(settings, beat_log):
+    with celery_beat(settings, beat_log, loglevel="DEBUG"):  # an idle sweep's lines are DEBUG
         # Twice the expiry's worth of rounds with no worker: the first half is stale by then.
         backlog = int(2 * MIN_EXPIRES_S / every_s)
         wait_for(lambda: _count(beat_log, f"Sending due task disconnect-silent-pages-and-recover-calls ({sweep})")
                  >= backlog, timeout_s=60, message="beat to queue a backlog of live sweeps")
-        with celery_worker(settings, worker_log, concurrency=1):
+        with celery_worker(settings, worker_log, concurrency=1, loglevel="DEBUG"):
             wait_for(lambda: _count(worker_log, f"Discarding revoked task: {sweep}[") >= 1, timeout_s=30,
                      message="the worker to drop an expired live sweep")
             # Rounds still fresh, and those beat sends from now on, run as usual.

@@ -13,8 +13,11 @@ from mephisto_dist.queue import celery_config
 from mephisto_dist.settings import Settings
 
 
-def make_celery(settings: Settings) -> Celery:
-    metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
+def make_celery(settings: Settings, *, record_metrics: bool = True) -> Celery:
+    """The app; ``record_metrics``: this process records into the machine's metrics folder (every
+    process but Flower, whose own Prometheus metrics are not ours)."""
+    if record_metrics:
+        metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
     app = Celery("mephisto_dist")
     app.conf.update(celery_config(settings.broker_url, settings.redis_timeout_s))
     app.conf.update(celery_limits(settings))

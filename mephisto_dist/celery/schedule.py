@@ -39,3 +39,8 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 def expires_s(period_s: float) -> float:
     """How long a round sent every ``period_s`` may wait in the queue."""
     return max(period_s, MIN_EXPIRES_S)
+
+
+def sweep_tasks(settings: Settings) -> set[str]:
+    """The task names beat fires."""
+    return {entry["task"] for entry in make_schedule(settings).values()}

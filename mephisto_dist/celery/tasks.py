@@ -107,7 +107,8 @@ def resend_outbox() -> int:
 @app.task(name=queue.RECONCILE_POOLS)  # type: ignore[untyped-decorator]
 def reconcile_pools_task() -> None:
     rt = runtime()
-    recounted = reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s)
+    recounted = reconcile_pools(rt.sessions, rt.limiter, lease_s=rt.settings.lease_ttl_s,
+                                global_cap=rt.settings.max_concurrent_units)
     record_reconciler_action("pool_recounted", len(recounted))
 
 

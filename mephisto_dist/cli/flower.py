@@ -3,7 +3,8 @@
 Flower shows every task's arguments and can revoke tasks and shut workers down, so an open Flower is
 an open door: this refuses to start unless a login is configured, and binds to 127.0.0.1 unless told
 otherwise. The password reaches Flower through its ``FLOWER_BASIC_AUTH`` environment variable, never
-the command line (which any local user can read in ``ps``).
+the command line (which any local user can read in ``ps``). Flower's own Prometheus metrics stay out of
+the machine's metrics folder (``mephisto_dist.celery.monitor``): Flower serves them at its ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated
 import typer
 
 from mephisto_dist.cli.console import fail
+from mephisto_dist.metrics import MULTIPROC_ENV
 from mephisto_dist.settings import load_settings
 
 # Flower's own ways of requiring a login, given as extra arguments.
@@ -36,9 +38,10 @@ def flower(
              "(or pass Flower's own --basic-auth / --auth after --)")
     env = dict(os.environ)
     env.update(settings.to_env())
+    env.pop(MULTIPROC_ENV, None)  # Flower's metrics in its own process, not in our folder
     if settings.flower_basic_auth is not None:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
-    argv = [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "flower", f"--address={address}", f"--port={port}",
+    argv = [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.monitor", "flower", f"--address={address}", f"--port={port}",
             *extra]
     os.execve(sys.executable, argv, env)
 

@@ -16,7 +16,14 @@ from mephisto_dist.domain.status import UNIT_DONE, UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.providers import CrowdProvider
 from mephisto_dist.runs import lifecycle
-from mephisto_dist.runs.launches import GLOBAL_POOL, pool_members, run_pool, token_holder, unit_holder
+from mephisto_dist.runs.launches import (
+    GLOBAL_POOL,
+    pool_members,
+    run_pool,
+    say_if_lost,
+    token_holder,
+    unit_holder,
+)
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 
 
@@ -24,9 +31,14 @@ def _open_run_ids(session: Session) -> list[int]:
     return list(session.scalars(select(TaskRun.id).where(TaskRun.is_completed.is_(False))))
 
 
-def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s: float) -> dict[str, int]:
+def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s: float,
+                    global_cap: int = 0) -> dict[str, int]:
     """Rebuild the pools Redis lost, renew every token whose unit still counts (launched, assigned, or a
     launch in flight), and remove the tokens of units that are done.
+
+    A rebuild that put tokens back is logged as a loss. Without a deployment cap (``global_cap`` 0) the
+    deployment's pool is only a figure this keeps for ``status`` and the metrics: no launch takes a
+    token there, so its first build on a deployment already running units is no loss.
 
     The pools' holders are read before the database: a token taken after that snapshot (its launch not
     yet recorded) is neither renewed nor removed, so this can never free a slot someone just took; a
@@ -46,6 +58,8 @@ def reconcile_pools(factory: sessionmaker[Session], limiter: Limiter, *, lease_s
         done = _done_holders(session, set().union(*seen.values()))
     for pool, members in counting.items():
         rebuilt = limiter.rebuild(pool, members, lease_s)
+        if pool != GLOBAL_POOL or global_cap:
+            say_if_lost(pool, rebuilt)
         counts[pool] = rebuilt if rebuilt is not None else limiter.refresh(pool, members, seen[pool] & done, lease_s)
     counts.update(_reconcile_worker_pools(factory, limiter, run_ids, lease_s=lease_s))
     return counts

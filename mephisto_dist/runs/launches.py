@@ -147,9 +147,16 @@ def rebuild_pool(factory: sessionmaker[Session], limiter: Limiter, pool: str, le
         run_ids = [int(pool.split(":")[1])]
     with read_transaction(factory) as session:
         members = pool_members(session, run_ids)
-    if limiter.rebuild(pool, members, lease_s) is not None:
+    say_if_lost(pool, limiter.rebuild(pool, members, lease_s))
+
+
+def say_if_lost(pool: str, rebuilt: int | None) -> None:
+    """Warn that a pool was lost, when this caller's rebuild (``rebuilt``: its count, ``None`` when another
+    process rebuilt it first) put back tokens the database counts. A pool rebuilt empty lost nothing:
+    a new run's pool is built on its first launch, before any unit of it counts."""
+    if rebuilt:
         log.warning("concurrency pool %s was lost (Redis restarted or was flushed, or a lease ran out while beat "
-                    "was not renewing it): rebuilt with %d tokens", pool, len(members))
+                    "was not renewing it): rebuilt with %d tokens", pool, rebuilt)
 
 
 def set_run_cap(factory: sessionmaker[Session], limiter: Limiter, run_id: int, cap: int, *, lease_s: float) -> None:
