@@ -16,8 +16,9 @@ from sqlalchemy import select
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit
 from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.limiter.units import token_holder
 from mephisto_dist.providers import make_provider
-from mephisto_dist.runs.launches import LaunchContext, launch_units, run_pool, token_holder
+from mephisto_dist.runs.launches import LaunchContext, launch_units, run_pool
 from mephisto_dist.runs.preparation import create_run, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.system import make_runtime, register, web_server

@@ -106,6 +106,18 @@ def test_release_is_idempotent(harness: Harness) -> None:
     assert limiter.held("a") == limiter.held("b") == 0
 
 
+def test_release_each_gives_back_several_holders_tokens_in_one_step(harness: Harness) -> None:
+    limiter = harness.limiter
+    limiter.acquire("launch:x", [limit("run", 2), limit("deployment", 2)])
+    limiter.acquire("unit:1", [limit("worker", 1), limit("task", 0, None)])
+    tokens = [("launch:x", "run"), ("launch:x", "deployment"), ("unit:1", "worker"), ("unit:1", "task"),
+              ("unit:1", "run"), ("unit:never", "nowhere")]
+    assert limiter.release_each(tokens) == [True, True, True, True, False, False]
+    assert limiter.release_each(tokens) == [False] * len(tokens)
+    assert limiter.release_each([]) == []
+    assert all(limiter.held(pool) == 0 for pool in ("run", "deployment", "worker", "task"))
+
+
 def test_acquire_is_all_or_nothing_across_pools(harness: Harness) -> None:
     limiter = harness.limiter
     assert limiter.acquire("unit:1", [limit("worker", 1)]) == OK

@@ -17,7 +17,7 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, TaskRun, Unit
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.limiter import keys
-from mephisto_dist.runs.launches import unit_holder
+from mephisto_dist.limiter.units import unit_holder
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for

@@ -17,13 +17,15 @@ from mephisto_dist.celery.worker import app as _app
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.models import Task, TaskRun, Unit
+from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider, provider_types
 from mephisto_dist.reconcile.runs import reconcile_pools, reconcile_runs
 from mephisto_dist.runners import events
-from mephisto_dist.runs.launches import LaunchContext, launch_units, release_tokens, resend_due_launches
+from mephisto_dist.runs.launches import LaunchContext, launch_units, resend_due_launches
 from mephisto_dist.runs.returns import hand_back_returned_units, open_hit_runs
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 from mephisto_dist.runtime import Runtime
@@ -78,15 +80,19 @@ def outbox_message(message_id: int) -> None:
         return
     unit_id = int(done.payload["unit_id"])
     with transaction(rt.sessions) as session:
-        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Unit.launch_id)
-                              .join(TaskRun, TaskRun.id == Unit.task_run_id).where(Unit.id == unit_id)).first()
+        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Unit.launch_id,
+                                     Unit.worker_id, Task.task_name)
+                              .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Task, Task.id == TaskRun.task_id)
+                              .where(Unit.id == unit_id)).first()
         if row is None:
             return
-        run_id, provider_type, config, launch_id = row
-        if mark_completed_if_done(session, run_id, now=_now()):
-            log.info("task run %s is complete", run_id)
-            return
-    freed = release_tokens(rt.limiter, run_id, [(unit_id, launch_id)])
+        run_id, provider_type, config, launch_id, worker_id, task_name = row
+        completed = mark_completed_if_done(session, run_id, now=_now())
+    freed = release_unit_tokens(rt.limiter, [UnitTokens(run_id, unit_id, launch_id, UnitStatus.COMPLETED,
+                                                        worker_id, task_name)])
+    if completed:
+        log.info("task run %s is complete", run_id)
+        return
     if freed and not make_provider(provider_type, RunConfig.parse(config).provider.args).publishes_instantly:
         _launch(run_id)
 

@@ -8,6 +8,7 @@ compare-and-set.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from mephisto_dist.errors import IllegalTransition
@@ -56,6 +57,9 @@ UNIT_SUBMITTED = frozenset({U.COMPLETED, U.ACCEPTED, U.REJECTED, U.SOFT_REJECTED
 UNIT_REVIEWABLE = frozenset({U.COMPLETED})
 # A run is done when every unit is in one of these.
 UNIT_DONE = frozenset({U.COMPLETED, U.ACCEPTED, U.REJECTED, U.SOFT_REJECTED, U.EXPIRED})
+# Statuses in which a unit counts toward its worker's maximum_units_per_worker (Mephisto's count: a unit
+# that timed out, was returned or expired counts no more).
+UNIT_WORKER_COUNTED = frozenset({U.ASSIGNED}) | UNIT_SUBMITTED
 
 _UNIT_NOT_FINAL = (U.CREATED, U.LAUNCHED, U.ASSIGNED, U.COMPLETED, U.REJECTED)
 UNIT_TRANSITIONS: dict[UnitStatus, frozenset[UnitStatus]] = {
@@ -104,6 +108,25 @@ ONBOARDING_TRANSITIONS: dict[AgentStatus, frozenset[AgentStatus]] = {
     A.EXPIRED: frozenset(),
     A.RETURNED: frozenset(),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class FreedTokens:
+    """Which of a unit's concurrency tokens (DESIGN.md "Limits") it no longer needs in its new status."""
+
+    run_slot: bool  # max_num_concurrent_units, its run's and the deployment's: held while launched or assigned
+    worker_slot: bool  # allowed_concurrent: held while assigned
+    worker_unit: bool  # maximum_units_per_worker: held while assigned or submitted
+
+
+def tokens_freed(status: UnitStatus) -> FreedTokens:
+    """What a unit that moved to ``status`` gives back: a unit handed back to the pool (``launched``
+    after a return, a disconnect or a time-out) keeps its run slot and frees its worker's; a submitted
+    one frees its slots but still counts among its worker's units; an expired one frees everything.
+    ``created`` is a launch's view of the unit it gave up (its intent withdrawn or failed for good):
+    the launch's run slot is free."""
+    return FreedTokens(run_slot=status not in UNIT_ACTIVE, worker_slot=status != U.ASSIGNED,
+                       worker_unit=status not in UNIT_WORKER_COUNTED)
 
 
 def check_unit_transition(old: UnitStatus, new: UnitStatus) -> None:

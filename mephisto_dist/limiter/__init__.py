@@ -87,6 +87,11 @@ class Limiter(Protocol):
         """Give back ``holder``'s tokens; returns how many it actually held. Idempotent."""
         ...
 
+    def release_each(self, tokens: Sequence[tuple[str, str]]) -> list[bool]:
+        """Give back each ``(holder, pool)`` token, all in one step (one round trip); returns, for each,
+        whether its holder actually held it. Idempotent."""
+        ...
+
     def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
         """Give back ``old_holder``'s tokens in these pools and take one for ``holder``, as one step: the
         slot freed is never seen free by anyone else. The release stands even when the acquire is

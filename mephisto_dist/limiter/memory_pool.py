@@ -69,10 +69,13 @@ class MemoryLimiter:
         return Acquired(ok=True)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:
+        return sum(self.release_each([(holder, pool) for pool in pools]))
+
+    def release_each(self, tokens: Sequence[tuple[str, str]]) -> list[bool]:
         with self._lock:
             now = self._clock()
-            expiries = [self._pools.get(pool, {}).pop(holder, None) for pool in pools]
-            return sum(expiry is not None and expiry > now for expiry in expiries)
+            expiries = [self._pools.get(pool, {}).pop(holder, None) for holder, pool in tokens]
+            return [expiry is not None and expiry > now for expiry in expiries]
 
     def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
         check_lease(lease_s)

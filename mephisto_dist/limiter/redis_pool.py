@@ -122,10 +122,15 @@ class RedisLimiter:
         return Acquired(ok=False, refused_pool=pools[refused - 1].pool)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:
-        if not pools:
-            return 0
+        return sum(self.release_each([(holder, pool) for pool in pools]))
+
+    def release_each(self, tokens: Sequence[tuple[str, str]]) -> list[bool]:
+        if not tokens:
+            return []
         with self._boundary:
-            return int(self._release([keys.pool_key(pool, self._prefix) for pool in pools], [holder]))
+            returned = self._release([keys.pool_key(pool, self._prefix) for _, pool in tokens],
+                                     [holder for holder, _ in tokens])
+        return [bool(int(flag)) for flag in returned]
 
     def renew(self, pool: str, holders: Collection[str], lease_s: float | None) -> int:
         check_lease(lease_s)

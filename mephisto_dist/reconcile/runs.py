@@ -14,16 +14,10 @@ from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Task, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_DONE, UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.limiter.units import token_holder, unit_holder
 from mephisto_dist.providers import CrowdProvider
 from mephisto_dist.runs import lifecycle
-from mephisto_dist.runs.launches import (
-    GLOBAL_POOL,
-    pool_members,
-    run_pool,
-    say_if_lost,
-    token_holder,
-    unit_holder,
-)
+from mephisto_dist.runs.launches import GLOBAL_POOL, pool_members, run_pool, say_if_lost
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 
 

@@ -43,6 +43,7 @@ from mephisto_dist.domain.launch import out_of_attempts, retry_at
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError, ServiceError
 from mephisto_dist.limiter import Limiter, PoolLimit, RateBucket, keys
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens, token_holder
 from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
 
@@ -67,17 +68,6 @@ def run_pool(run_id: int) -> str:
 
 def new_launch_id() -> str:
     return secrets.token_hex(12)
-
-
-def unit_holder(unit_id: int) -> str:
-    """A unit as the holder of a per-worker token (``allowed_concurrent``, ``maximum_units_per_worker``)."""
-    return f"unit:{unit_id}"
-
-
-def token_holder(unit_id: int, launch_id: str | None) -> str:
-    """Who holds a unit's concurrency tokens: its launch (a unit launched before launches had ids is
-    named by itself)."""
-    return f"launch:{launch_id}" if launch_id else f"unit:{unit_id}"
 
 
 @dataclass(frozen=True)
@@ -178,12 +168,6 @@ def _acquire(factory: sessionmaker[Session], ctx: LaunchContext, holder: str, po
             return taken.ok
         rebuild_pool(factory, ctx.limiter, taken.lost_pool, ctx.lease_s)
     return False
-
-
-def release_tokens(limiter: Limiter, run_id: int, units: Sequence[tuple[int, str | None]]) -> int:
-    """Give back the run-wide tokens of units that stopped counting; returns how many were held."""
-    return sum(limiter.release(token_holder(unit_id, launch_id), [run_pool(run_id), GLOBAL_POOL])
-               for unit_id, launch_id in units)
 
 
 # -- launching ---------------------------------------------------------------------------------------
@@ -434,14 +418,18 @@ def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_
         moved = set(record_launched(session, recorded, now=now))
         given_up = [launch for launch, error in failed if _record_failure(session, ctx, launch, error, now=now)]
         orphans = _orphaned(session, [(launch, pid) for launch, pid in published if launch.unit_id not in moved])
-    for launch in given_up:
-        release_tokens(ctx.limiter, launch.run_id, [(launch.unit_id, launch.launch_id)])
+    release_unit_tokens(ctx.limiter, [_given_up(launch) for launch in given_up])
     if orphans:
         # The unit was expired, or its launch withdrawn, while the call was under way.
         ctx.provider.unpublish_units([pid for _, pid in orphans])
-        for launch, _ in orphans:
-            release_tokens(ctx.limiter, launch.run_id, [(launch.unit_id, launch.launch_id)])
+        release_unit_tokens(ctx.limiter, [_given_up(launch) for launch, _ in orphans])
     return len(moved)
+
+
+def _given_up(launch: UnitLaunch) -> UnitTokens:
+    """A launch that no longer owns its unit (failed for good, withdrawn, or its unit expired): to its
+    tokens the unit is as never launched."""
+    return UnitTokens(launch.run_id, launch.unit_id, launch.launch_id, UnitStatus.CREATED)
 
 
 def _orphaned(session: Session, unrecorded: list[tuple[UnitLaunch, str]]) -> list[tuple[UnitLaunch, str]]:
@@ -557,7 +545,7 @@ def resend_due_launches(factory: sessionmaker[Session], ctx: LaunchContext, run_
                 launch_attempts=attempts + 1, launch_retry_at=now + ctx.stale_after))
             if won.rowcount:  # type: ignore[attr-defined]
                 claimed.append(launch)
-    release_tokens(ctx.limiter, run_id, [(launch.unit_id, launch.launch_id) for launch in given_up])
+    release_unit_tokens(ctx.limiter, [_given_up(launch) for launch in given_up])
     if not claimed:
         return 0
     stored_cap = ctx.limiter.get_cap(run_pool(run_id))

@@ -20,9 +20,9 @@ from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_units
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import NotFoundError, ServiceError
-from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
-from mephisto_dist.runs.launches import release_tokens, unit_holder
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def expire_available_units(
     if in_flight:
         provider.unpublish_launches(in_flight)
     launches = {u: launch for u, _, launch in rows} | {u: launch for u, launch in never}
-    _release(limiter, run_id, [(u, launches.get(u)) for u in expired + expired_never], [])
+    _release(limiter, run_id, [UnitTokens(run_id, u, launches.get(u), UnitStatus.EXPIRED)
+                               for u in expired + expired_never])
     return len(expired) + len(expired_never)
 
 
@@ -101,6 +102,7 @@ def force_expire(
     with transaction(factory) as session:
         rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value)).all()
+        task_name = _task_name(session, run_id)
         held_hits = list(session.scalars(select(Unit.provider_unit_id).where(
             Unit.id.in_([u for u, _, _, _ in rows]), Unit.provider_unit_id.is_not(None))))
     # Expired here, the units' HITs must not be handed to another worker after the holder returns them.
@@ -112,24 +114,23 @@ def force_expire(
             if unit_id in expired and agent_id:
                 move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now)
         mark_completed_if_done(session, run_id, now=now)
-    _release(limiter, run_id, [(u, launch) for u, _, _, launch in rows if u in expired],
-             [(u, w) for u, _, w, _ in rows if u in expired and w is not None])
+    _release(limiter, run_id, [UnitTokens(run_id, u, launch, UnitStatus.EXPIRED, w, task_name)
+                               for u, _, w, launch in rows if u in expired])
     return count + len(expired)
 
 
-def _release(limiter: Limiter, run_id: int, units: Sequence[tuple[int, str | None]],
-             worker_units: Sequence[tuple[int, int]], task_name: str | None = None) -> None:
-    """Give back the tokens of units the database no longer counts. Redis being gone (a run whose
-    processes all died, its embedded Redis with them) is no failure of the step that was done: the
-    pools are rebuilt from the database, and beat removes the tokens of done units."""
+def _task_name(session: Session, run_id: int) -> str:
+    return str(session.execute(select(Task.task_name).join(TaskRun, TaskRun.task_id == Task.id)
+                               .where(TaskRun.id == run_id)).scalar_one())
+
+
+def _release(limiter: Limiter, run_id: int, units: Sequence[UnitTokens]) -> None:
+    """Give back the tokens of units the database no longer counts (after the commit that moved them).
+    Redis being gone (a run whose processes all died, its embedded Redis with them) is no failure of the
+    step that was done: the pools are rebuilt from the database, and beat removes the tokens of done
+    units."""
     try:
-        release_tokens(limiter, run_id, units)
-        for unit_id, worker_id in worker_units:
-            pools = [keys.worker_assigned_pool(run_id, worker_id)]
-            if task_name is not None:
-                # Under maximum_units_per_worker a unit counts while assigned or submitted only.
-                pools.append(keys.worker_task_units_pool(task_name, worker_id))
-            limiter.release(unit_holder(unit_id), pools)
+        release_unit_tokens(limiter, units)
     except ServiceError as error:
         log.info("task run %s: tokens not given back now (%s); the pools' repair will", run_id, error)
 
@@ -145,22 +146,20 @@ def time_out_overdue_units(factory: sessionmaker[Session], limiter: Limiter, run
             return 0
         cutoff = now - timedelta(seconds=RunTiming.of(run).assignment_duration_s)
         stopping = run.shutdown_requested_at is not None
-        task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id))
+        task_name = _task_name(session, run_id)
         rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id).where(
             Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
             Unit.assigned_at < cutoff)).all()
-        moved: list[tuple[int, int | None, str | None]] = []
+        moved: list[UnitTokens] = []
+        target = UnitStatus.EXPIRED if stopping else UnitStatus.LAUNCHED
+        extra = {} if stopping else {"agent_id": None, "worker_id": None}
         for unit_id, agent_id, worker_id, launch_id in rows:
             if agent_id is None or not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.TIMEOUT,
                                                   now=now):
                 continue  # submitted (or handled) just now
-            target = UnitStatus.EXPIRED if stopping else UnitStatus.LAUNCHED
-            extra = {} if stopping else {"agent_id": None, "worker_id": None}
             if move_units(session, [unit_id], UnitStatus.ASSIGNED, target, now=now, **extra):
-                moved.append((unit_id, worker_id, launch_id))
-    for unit_id, worker_id, launch_id in moved:
-        _release(limiter, run_id, [(unit_id, launch_id)] if stopping else [],
-                 [(unit_id, worker_id)] if worker_id is not None else [], task_name)
+                moved.append(UnitTokens(run_id, unit_id, launch_id, target, worker_id, task_name))
+    _release(limiter, run_id, moved)
     return len(moved)
 
 

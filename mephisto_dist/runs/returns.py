@@ -16,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.models import Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
-from mephisto_dist.limiter import Limiter, keys
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.providers import CrowdProvider
-from mephisto_dist.runs.launches import unit_holder
 
 MIN_HELD_S = 30.0
 """A unit assigned more recently is not asked about: its worker has only just accepted."""
@@ -46,13 +46,16 @@ def hand_back_returned_units(factory: sessionmaker[Session], provider: CrowdProv
     if not isinstance(provider, ReportsHolds):
         return 0
     with transaction(factory) as session:
-        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.provider_unit_id).where(
-            Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
-            Unit.assigned_at <= now - timedelta(seconds=min_held_s), Unit.provider_unit_id.is_not(None))).all()
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.provider_unit_id, Unit.launch_id,
+                                      Task.task_name)
+                               .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Task, Task.id == TaskRun.task_id)
+                               .where(Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+                                      Unit.assigned_at <= now - timedelta(seconds=min_held_s),
+                                      Unit.provider_unit_id.is_not(None))).all()
     if not rows:
         return 0
     gone = set(provider.hits_not_held([str(row.provider_unit_id) for row in rows]))
-    moved: list[tuple[int, int | None]] = []
+    moved: list[UnitTokens] = []
     with transaction(factory) as session:
         for row in rows:
             if row.provider_unit_id not in gone or row.agent_id is None:
@@ -61,8 +64,8 @@ def hand_back_returned_units(factory: sessionmaker[Session], provider: CrowdProv
             if move_agent(session, row.agent_id, AgentStatus.IN_TASK, AgentStatus.RETURNED, now=now) and \
                     move_unit(session, row.id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now, agent_id=None,
                               worker_id=None):
-                moved.append((row.id, row.worker_id))
-    for unit_id, worker_id in moved:
-        if worker_id is not None:
-            limiter.release(unit_holder(unit_id), [keys.worker_assigned_pool(run_id, worker_id)])
+                # Handed back, the unit still counts against the run's cap; its worker's tokens are free.
+                moved.append(UnitTokens(run_id, row.id, row.launch_id, UnitStatus.LAUNCHED, row.worker_id,
+                                        row.task_name))
+    release_unit_tokens(limiter, moved)
     return len(moved)

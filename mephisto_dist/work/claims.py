@@ -54,8 +54,8 @@ from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, keys
+from mephisto_dist.limiter.units import UnitTokens, unit_holder
 from mephisto_dist.providers import provider_class
-from mephisto_dist.runs.launches import unit_holder
 from mephisto_dist.work import onboarding, screening
 from mephisto_dist.work.golds import GOLD_UNIT_INDEX, Golds, golds_of
 from mephisto_dist.work.screening import Screening, screening_of
@@ -290,14 +290,16 @@ class Reservation:
 
 def register_agent(
     session: Session, run: RunContext, reg: Registration, *, now: datetime, gate: WorkerGate | None = None,
-    retry: bool = False,
+    retry: bool = False, freed: list[UnitTokens] | None = None,
 ) -> AgentDetails | Reservation:
     """Give the worker an agent on a launched unit of the run, or say why not; under per-worker limits
     (with a ``gate``), the unit to claim once their tokens are taken (:class:`Reservation`).
 
     A worker the run's gate sends to onboarding gets an onboarding agent (its id starts with
     ``onboarding_``) and the onboarding page's data instead. A refusal writes nothing: the worker row is
-    created only once there is a unit (or onboarding) to give.
+    created only once there is a unit (or onboarding) to give. A unit taken back from an MTurk
+    assignment that ended is added to ``freed``: the caller gives its tokens back once this transaction
+    has committed (``limiter.units.release_unit_tokens``).
     """
     worker = _run(session, _FIND_WORKER_STANDING, {"provider_type": run.provider_type,
                                                    "worker_name": reg.worker_name}).first()
@@ -318,7 +320,7 @@ def register_agent(
                 return gated
     can_do = run.hooks.worker_can_do_unit
     for _attempt in range(CLAIM_ATTEMPTS):
-        candidate = _candidate(session, run, reg, worker_id, can_do, gate, now=now)
+        candidate = _candidate(session, run, reg, worker_id, can_do, freed, now=now)
         if candidate is None:
             if can_do is None and retry and _units_in_flight(session, run.run_id, worker_id):
                 # Another transaction holds the free units' locks right now: the caller waits, with
@@ -337,7 +339,7 @@ def register_agent(
             return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data, created=True)
         if _registration_taken(session, run.run_id, reg.registration_id):
             # The same registration id won on another web process at this moment: reconnect to it.
-            return register_agent(session, run, reg, now=now, gate=gate, retry=retry)
+            return register_agent(session, run, reg, now=now, gate=gate, retry=retry, freed=freed)
     return AgentDetails(reg.request_id, worker_id, failure_reason=NO_UNIT_AVAILABLE)
 
 
@@ -426,11 +428,11 @@ def _screening_agent(
 
 def submit_onboarding(
     session: Session, run: RunContext, agent_id: str, outputs: dict[str, Any], *, passed: bool, now: datetime,
-    gate: WorkerGate | None = None,
+    gate: WorkerGate | None = None, freed: list[UnitTokens] | None = None,
 ) -> AgentDetails | Reservation:
     """Record the verdict on an onboarding submission, then answer what the worker gets next: a unit, as
-    :func:`register_agent` would give one, when they passed; a refusal when they did not. A repeated
-    submission keeps the first verdict."""
+    :func:`register_agent` would give one (``freed`` as there), when they passed; a refusal when they did
+    not. A repeated submission keeps the first verdict."""
     if not run.onboarding_qualification:
         raise RequestError("this task run has no onboarding", 400)
     agent = onboarding.record_result(session, run.run_id, agent_id, run.onboarding_qualification,
@@ -438,7 +440,7 @@ def submit_onboarding(
     if agent.status == AgentStatus.REJECTED:
         return AgentDetails(None, agent.worker_id, failure_reason=ONBOARDING_FAILED)
     reg = Registration(agent.worker_name, agent.registration_id, agent.provider_data)
-    return register_agent(session, run, reg, now=now, gate=gate)
+    return register_agent(session, run, reg, now=now, gate=gate, freed=freed)
 
 
 def claim_reserved(session: Session, run: RunContext, reservation: Reservation, *,
@@ -501,7 +503,7 @@ _OPEN_UNITS_FOR_WORKER_LOCKED = _OPEN_UNITS_FOR_WORKER.with_for_update(of=Unit, 
 # A HIT of a one-assignment-per-HIT provider (MTurk) names its unit.
 _UNIT_OF_HIT = _OPEN_UNITS.where(Unit.provider_unit_id == bindparam("hit_id"))
 _UNIT_OF_HIT_FOR_WORKER = _OPEN_UNITS_FOR_WORKER.where(Unit.provider_unit_id == bindparam("hit_id"))
-_HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Agent.provider_data)
+_HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id, Agent.provider_data)
              .join(Agent, Agent.id == Unit.agent_id)
              .where(Unit.task_run_id == bindparam("run_id"), Unit.provider_unit_id == bindparam("hit_id"),
                     Unit.status == UnitStatus.ASSIGNED.value, Agent.status == AgentStatus.IN_TASK.value))
@@ -509,14 +511,16 @@ _HELD_HIT = (select(Unit.id, Unit.agent_id, Unit.worker_id, Agent.provider_data)
 
 def _candidate(
     session: Session, run: RunContext, reg: Registration, worker_id: int | None, can_do: WorkerCanDoUnit | None,
-    gate: WorkerGate | None, *, now: datetime,
+    freed: list[UnitTokens] | None, *, now: datetime,
 ) -> tuple[int, int, Any] | None:
     hit_id = reg.provider_data.get("hit_id")
     if not hit_id or not provider_class(run.provider_type).is_hit_based:
         return (_candidate_unit(session, run.run_id, worker_id) if can_do is None
                 else _candidate_unit_for(session, run.run_id, worker_id, reg.worker_name, can_do))
-    _take_back_ended_assignment(session, run, str(hit_id), str(reg.provider_data.get("assignment_id") or ""),
-                                gate, now=now)
+    taken_back = _take_back_ended_assignment(session, run, str(hit_id),
+                                             str(reg.provider_data.get("assignment_id") or ""), now=now)
+    if taken_back is not None and freed is not None:
+        freed.append(taken_back)
     query = _UNIT_OF_HIT if worker_id is None else _UNIT_OF_HIT_FOR_WORKER
     row = _run(session, query, {"run_id": run.run_id, "worker_id": worker_id, "hit_id": str(hit_id)}).first()
     if row is None or (can_do is not None and not _worker_can_do(can_do, reg.worker_name, row[2])):
@@ -525,18 +529,21 @@ def _candidate(
 
 
 def _take_back_ended_assignment(
-    session: Session, run: RunContext, hit_id: str, assignment_ref: str, gate: WorkerGate | None, *, now: datetime,
-) -> None:
+    session: Session, run: RunContext, hit_id: str, assignment_ref: str, *, now: datetime,
+) -> UnitTokens | None:
     """MTurk hands a one-assignment HIT to a new assignment only once the previous one was returned or
-    abandoned: the unit still held by that earlier assignment's agent comes back (the agent returned)."""
+    abandoned: the unit still held by that earlier assignment's agent comes back (the agent returned).
+    Returns the unit taken back, whose worker's tokens are to be given back after the commit."""
     held = _run(session, _HELD_HIT, {"run_id": run.run_id, "hit_id": hit_id}).first()
     if held is None or not assignment_ref or (held.provider_data or {}).get("assignment_id") == assignment_ref:
-        return
+        return None
     if not move_agent(session, held.agent_id, AgentStatus.IN_TASK, AgentStatus.RETURNED, now=now):
-        return
-    if move_unit(session, held.id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now, agent_id=None, worker_id=None) \
-            and gate is not None and held.worker_id is not None:
-        gate.limiter.release(unit_holder(held.id), [keys.worker_assigned_pool(run.run_id, held.worker_id)])
+        return None
+    if not move_unit(session, held.id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now, agent_id=None,
+                     worker_id=None):
+        return None
+    return UnitTokens(run.run_id, int(held.id), held.launch_id, UnitStatus.LAUNCHED,
+                      None if held.worker_id is None else int(held.worker_id), run.task_name)
 
 
 def _candidate_unit(session: Session, run_id: int, worker_id: int | None) -> tuple[int, int, Any] | None:

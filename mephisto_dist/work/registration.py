@@ -14,6 +14,7 @@ from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.providers import provider_class
 from mephisto_dist.queue import PROVIDER_CALL, send_outbox
 from mephisto_dist.review.qualifications import pending_worker_calls
@@ -34,14 +35,16 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     messages: list[int] = []
     for attempt in range(claims.CLAIM_ATTEMPTS):
         try:
+            freed: list[UnitTokens] = []
             with transaction(served.runtime.sessions) as session:
-                outcome = _register(session, served, run, reg, retry=attempt + 1 < claims.CLAIM_ATTEMPTS)
+                outcome = _register(session, served, run, reg, freed, retry=attempt + 1 < claims.CLAIM_ATTEMPTS)
                 if (isinstance(outcome, AgentDetails) and runner.live and outcome.agent_id
                         and outcome.unit_id is not None and not outcome.created):
                     outcome = replace(outcome, init_task_data=runner.returning_agent_data(
                         outcome.init_task_data or {}, calls.requests_of(session, outcome.agent_id)))
                 if isinstance(outcome, AgentDetails):
                     messages = _record_assigned(session, run, outcome)
+            _release(served, freed)
             if isinstance(outcome, claims.ClaimBusy):
                 raise outcome
             if isinstance(outcome, claims.Reservation):
@@ -57,14 +60,14 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     return details
 
 
-def _register(session: Session, served: Served, run: RunContext, reg: Registration,
+def _register(session: Session, served: Served, run: RunContext, reg: Registration, freed: list[UnitTokens],
               *, retry: bool) -> AgentDetails | claims.Reservation | claims.ClaimBusy:
     """:func:`claims.register_agent`, with "every free unit is locked this instant" returned, not raised:
     the transaction then ends with a COMMIT of what the attempt did write (a worker row, an MTurk
     assignment taken back), not a ROLLBACK, which would also drop the connection's prepared statements
     (psycopg forgets them on ROLLBACK, and every statement is parsed and planned again)."""
     try:
-        return claims.register_agent(session, run, reg, now=now(), gate=served.gate, retry=retry)
+        return claims.register_agent(session, run, reg, now=now(), gate=served.gate, retry=retry, freed=freed)
     except claims.ClaimBusy as busy:
         return busy
 
@@ -108,13 +111,15 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
         passed = _validate_onboarding(run, data)
     else:
         passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
+    freed: list[UnitTokens] = []
     with transaction(served.runtime.sessions) as session:
         outcome = claims.submit_onboarding(session, run, agent_id, data, passed=passed, now=now(),
-                                           gate=served.gate)
+                                           gate=served.gate, freed=freed)
         # The verdict's qualification, copied to a provider that keeps its own (MTurk): sent now, so the
         # worker's standing there is right before they look for the next HIT (beat re-sends what fails).
         syncs = pending_worker_calls(session, agent.worker_id) if provider_class(run.provider_type).syncs_qualifications else []
         messages = _record_assigned(session, run, outcome) if isinstance(outcome, AgentDetails) else []
+    _release(served, freed)
     _send_provider_calls(served, syncs)
     if isinstance(outcome, claims.Reservation):
         # The verdict is committed: the unit is claimed as request_agent claims one, or, taken by
@@ -128,6 +133,16 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> Ag
         outcome, messages = claimed
     send_outbox(served.runtime.queue, messages)
     return outcome
+
+
+def _release(served: Served, freed: list[UnitTokens]) -> None:
+    """After the commit: give back the tokens of units the registration took back from an ended MTurk
+    assignment. Redis failing here fails no request: beat's repair removes the tokens of units that no
+    longer count for their worker."""
+    try:
+        release_unit_tokens(served.gate.limiter, freed)
+    except ServiceError as error:
+        log.warning("tokens of units taken back not given back now (%s): beat's repair will", error)
 
 
 def _send_provider_calls(served: Served, call_ids: list[int]) -> None:

@@ -15,9 +15,10 @@ from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.metadata import merge_metadata
-from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.errors import RequestError, ServiceError
-from mephisto_dist.limiter import PoolLimit, keys
+from mephisto_dist.limiter import PoolLimit
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens, token_holder
 from mephisto_dist.providers import UnitLaunch
 from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, send_outbox
 from mephisto_dist.runs.launches import (
@@ -27,9 +28,6 @@ from mephisto_dist.runs.launches import (
     launch_args,
     launch_units,
     pools_for,
-    release_tokens,
-    token_holder,
-    unit_holder,
 )
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 from mephisto_dist.work import claims
@@ -135,6 +133,8 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
     bound in the submitting transaction where publishing is free, else by a Celery launch task
     enqueued now."""
     runtime = served.runtime
+    tokens = UnitTokens(run.run_id, submission.unit_id, submission.launch_id, UnitStatus.COMPLETED,
+                        submission.worker_id, run.task_name)
     if handover is not None:
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
         handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
@@ -142,8 +142,13 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
                            launch_args(run.config), now=now())
         # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
         launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
+        # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
+        # in the submitting transaction (else its slot waits out a lease before beat re-sends it); the
+        # worker's token then runs out with its lease, or beat's repair removes it. The run-wide tokens
+        # went with the hand-over: giving them back again is harmless.
+        release_unit_tokens(runtime.limiter, [tokens])
     else:
-        freed = release_tokens(runtime.limiter, run.run_id, [(submission.unit_id, submission.launch_id)])
+        freed = release_unit_tokens(runtime.limiter, [tokens])
         launched = 0
         if not pools:
             # No cap to refill against: an uncapped run launched all of its units at once (a token
@@ -154,12 +159,6 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
             launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
         elif freed:
             runtime.queue.enqueue(LAUNCH_UNITS, run.run_id)
-    if run.allowed_concurrent:
-        # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
-        # in the submitting transaction (else its slot waits out a lease before beat re-sends it); the
-        # worker's token then runs out with its lease, or beat's repair removes it.
-        runtime.limiter.release(unit_holder(submission.unit_id),
-                                [keys.worker_assigned_pool(run.run_id, submission.worker_id)])
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)

@@ -24,8 +24,8 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent, Task, TaskRun, Unit
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
-from mephisto_dist.limiter import Limiter, keys
-from mephisto_dist.runs.launches import release_tokens, unit_holder
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_id
     if not agent_ids:
         return []
     done: list[Disconnected] = []
-    releases: list[tuple[int, int, str | None, bool, list[str]]] = []
+    releases: list[UnitTokens] = []
     with transaction(factory) as session:
         rows = session.execute(
             select(Agent.id, Agent.unit_id, Agent.task_run_id, Agent.worker_id, TaskRun.shutdown_requested_at,
@@ -61,13 +61,10 @@ def disconnect_agents(factory: sessionmaker[Session], limiter: Limiter, agent_id
                                   agent_id=None, worker_id=None)
             if not moved:
                 continue
-            pools = [keys.worker_assigned_pool(run_id, worker_id), keys.worker_task_units_pool(task_name, worker_id)]
-            releases.append((unit_id, run_id, launch_id, stopping, pools))
+            target = UnitStatus.EXPIRED if stopping else UnitStatus.LAUNCHED
+            releases.append(UnitTokens(run_id, unit_id, launch_id, target, worker_id, task_name))
             done.append(Disconnected(agent_id, unit_id, run_id, expired=stopping))
-    for unit_id, run_id, launch_id, stopping, pools in releases:
-        limiter.release(unit_holder(unit_id), pools)
-        if stopping:  # expired: the unit no longer counts against the run's cap
-            release_tokens(limiter, run_id, [(unit_id, launch_id)])
+    release_unit_tokens(limiter, releases)
     return done
 
 
