@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-from mephisto_dist.cli.console import err_console, fail
-from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.cli.console import EXIT_CODES_HELP, EXIT_INTERRUPTED, err_console, fail, report
+from mephisto_dist.errors import IllegalTransition, MephistoDistError
 
 app = typer.Typer(
     name="mephisto-dist",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP,
 )
 
 
@@ -179,19 +181,29 @@ _register_commands()
 
 
 def main() -> None:
+    """The command boundary: an error of ours (or a driver's, translated) is one ``error:`` line and
+    the exit code the error tree gives it (``cli.console.exit_code_for``); anything else is a bug and
+    keeps its traceback (exit 1)."""
     try:
         app()
+    except IllegalTransition:
+        raise  # a bug, not the user's doing: the traceback says where
     except MephistoDistError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(report(error)) from None
+    except SystemExit as stopped:
+        # Click turns Ctrl-C into "Aborted!" and exit 1, the code of a bug; an interrupt is 130.
+        aborted = stopped.__context__
+        if stopped.code == 1 and isinstance(aborted, click.exceptions.Abort) and isinstance(
+                aborted.__cause__, KeyboardInterrupt):
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
     except Exception as error:
         from mephisto_dist.errors.drivers import translate
 
         translated = translate(error)
         if translated is None:
             raise
-        err_console.print(f"[bold red]error:[/] {translated}", highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(report(translated)) from None
 
 
 if __name__ == "__main__":
