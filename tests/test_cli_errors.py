@@ -106,3 +106,19 @@ def test_mask_url_hides_passwords_of_every_kind() -> None:
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("rediss://user:pw@h/0") == "rediss://user:***@h/0"
     assert mask_url("unix:///tmp/redis.sock") == "unix:///tmp/redis.sock"
+
+
+def test_exit_codes_as_a_user_types_them(tmp_path: Path, redis_url: str) -> None:
+    """Bad input is 2, a service out of reach 3, an unknown run 4: a script can tell them apart."""
+    data = tmp_path / "data"
+    runtime = make_runtime(data, f"sqlite:///{data / 'mephisto-dist.db'}", redis_url)
+    run = make_run(runtime.sessions)
+    runtime.close()
+    database = {"DATABASE_URL": f"sqlite:///{data / 'mephisto-dist.db'}"}
+    bad_pair = one_error_line(run_cli(data, "register", "mock", "name"), 2)
+    assert "not key=value" in bad_pair
+    closed_redis = one_error_line(run_cli(data, "limits", str(run.run_id), "--max-concurrent", "3",
+                                          REDIS_URL="redis://127.0.0.1:1/0", **database), UNREACHABLE)
+    assert "Redis at redis://127.0.0.1:1/0" in closed_redis and "Connection refused" in closed_redis
+    unknown = one_error_line(run_cli(data, "status", "999999", REDIS_URL=redis_url, **database), 4)
+    assert unknown == "error: task run 999999 does not exist"
