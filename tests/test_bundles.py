@@ -198,7 +198,7 @@ def test_a_web_process_whose_storage_lacks_the_runs_bundle_refuses_to_serve(tmp_
         run_id = create_run(creator, prepare_run(task_dir, "example", [], check_port=False))
         port = free_port()
         served = _cli(tmp_path / "machine-b", other, "web", "--run", str(run_id), "--port", str(port))
-        assert served.returncode == 2, served.stdout + served.stderr
+        assert served.returncode == 3, served.stdout + served.stderr  # storage lacks what the run needs
         (line,) = [text for text in served.stderr.splitlines() if "error" in text.lower()]
         assert "is not in this machine's storage" in line and str(tmp_path / "store-b") in line
         assert "MEPHISTO_DIST_STORAGE_URL" in line

@@ -1,5 +1,5 @@
 """Commands facing a database or Redis they cannot reach: one ``error:`` line naming the URL (password
-masked) and what to check, exit code 2, no traceback. And error lines are never wrapped when the output
+masked) and what to check, exit code 3 (bad input stays 2), no traceback. And error lines are never wrapped when the output
 is not a terminal (a log keeps the whole path)."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from tests.system import make_runtime
 
 pytestmark = pytest.mark.system
 
+UNREACHABLE = 3
+
 
 def run_cli(data_dir: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_") and k != "COLUMNS"}
@@ -31,8 +33,8 @@ def run_cli(data_dir: Path, *args: str, **env_vars: str) -> subprocess.Completed
                           capture_output=True, text=True, timeout=60)
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
+def one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -55,7 +57,7 @@ def test_an_unreachable_database_is_one_line_with_the_password_masked(tmp_path: 
     # Every command meets the same boundary; one unreachable URL is tried with several of them.
     commands = [["runs"], ["status", "1"], ["export", "--run", "1"], ["migrate"]] if "port 1 " in reason else [["runs"]]
     for command in commands:
-        line = one_error_line(run_cli(tmp_path / "data", *command, DATABASE_URL=database_url))
+        line = one_error_line(run_cli(tmp_path / "data", *command, DATABASE_URL=database_url), UNREACHABLE)
         assert "cannot reach the database at postgresql://" in line and reason in line, line
         assert "s3cret-pw" not in line and ":***@" in line
         assert "MEPHISTO_DIST_DATABASE_URL" in line
@@ -67,7 +69,7 @@ def test_an_unreachable_redis_is_one_line_with_the_password_masked(tmp_path: Pat
     run = make_run(runtime.sessions)
     runtime.close()
     line = one_error_line(run_cli(data, "limits", str(run.run_id), "--max-concurrent", "3",
-                                  REDIS_URL="redis://:s3cret-pw@127.0.0.1:1/0"))
+                                  REDIS_URL="redis://:s3cret-pw@127.0.0.1:1/0"), UNREACHABLE)
     assert re.match(r"error: .*Redis at redis://(:\*\*\*@)?127\.0\.0\.1:1/0.*Connection refused", line), line
     assert "s3cret-pw" not in line and "MEPHISTO_DIST_REDIS_URL" in line
 
@@ -104,3 +106,19 @@ def test_mask_url_hides_passwords_of_every_kind() -> None:
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("rediss://user:pw@h/0") == "rediss://user:***@h/0"
     assert mask_url("unix:///tmp/redis.sock") == "unix:///tmp/redis.sock"
+
+
+def test_exit_codes_as_a_user_types_them(tmp_path: Path, redis_url: str) -> None:
+    """Bad input is 2, a service out of reach 3, an unknown run 4: a script can tell them apart."""
+    data = tmp_path / "data"
+    runtime = make_runtime(data, f"sqlite:///{data / 'mephisto-dist.db'}", redis_url)
+    run = make_run(runtime.sessions)
+    runtime.close()
+    database = {"DATABASE_URL": f"sqlite:///{data / 'mephisto-dist.db'}"}
+    bad_pair = one_error_line(run_cli(data, "register", "mock", "name"), 2)
+    assert "not key=value" in bad_pair
+    closed_redis = one_error_line(run_cli(data, "limits", str(run.run_id), "--max-concurrent", "3",
+                                          REDIS_URL="redis://127.0.0.1:1/0", **database), UNREACHABLE)
+    assert "Redis at redis://127.0.0.1:1/0" in closed_redis and "Connection refused" in closed_redis
+    unknown = one_error_line(run_cli(data, "status", "999999", REDIS_URL=redis_url, **database), 4)
+    assert unknown == "error: task run 999999 does not exist"

@@ -191,7 +191,7 @@ def test_hits_outstanding_and_cleanup_for_a_run_no_longer_in_the_database(
         assert "1 HIT(s) expired, 2 deleted" in deleted.stdout, deleted.stdout
         assert all(hit(mturk, h) is None for h in orphans)
         missing = _cli(rt, "cleanup", "--yes", "--hit", "NOSUCHHIT")
-        assert missing.returncode == 2 and "no such HIT on the requester's account: NOSUCHHIT" in missing.stderr
+        assert missing.returncode == 4 and "no such HIT on the requester's account: NOSUCHHIT" in missing.stderr
     finally:
         rt.close()
 

@@ -84,7 +84,7 @@ def test_the_cap_of_a_live_run_is_shown_raised_and_lowered(tmp_path: Path, runti
         wait_for(lambda: active(runtime, run_id) == 1, message="one unit at a time under the lowered cap")
 
     bad = cli(runtime, "limits", "999")
-    assert bad.returncode == 2 and "task run 999 does not exist" in bad.stderr
+    assert bad.returncode == 4 and "task run 999 does not exist" in bad.stderr  # not found
 
 
 def test_the_deployment_wide_cap_holds_across_runs(tmp_path: Path, redis_url: str) -> None:

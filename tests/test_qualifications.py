@@ -27,7 +27,7 @@ from mephisto_dist.review.qualifications import (
     worker_is_blocked,
 )
 from tests.factories import now
-from tests.test_review import assert_refused, completed_units, run_cli
+from tests.test_review import NOT_FOUND, assert_refused, completed_units, run_cli
 
 GRANTED = {"skill": 3, "passed": 1}
 
@@ -158,10 +158,10 @@ def test_qualification_commands(tmp_path: Path, engine: Engine, database_url: st
         return result.stdout
 
     assert_refused(run_cli(tmp_path, database_url, "qualifications", "grant", "skill", "erin"),
-                   "no qualification named 'skill'")
+                   "no qualification named 'skill'", code=NOT_FOUND)
     assert "created" in cli("qualifications", "create", "skill")
     assert_refused(run_cli(tmp_path, database_url, "qualifications", "grant", "skill", "nobody"),
-                   "no worker named 'nobody'")
+                   "no worker named 'nobody'", code=NOT_FOUND)
     assert_refused(run_cli(tmp_path, database_url, "qualifications", "grant", "skill", "erin", "--value", "lots"),
                    "--value must be a whole number", "'lots'")
     assert "granted skill=7 to worker erin" in cli("qualifications", "grant", "skill", "erin", "--value", "7")
@@ -180,7 +180,7 @@ def test_qualification_commands(tmp_path: Path, engine: Engine, database_url: st
     assert "removed onboarded-failed from worker erin" in cli("workers", "clear-onboarding", "erin",
                                                               "--qualification", "onboarded")
     assert_refused(run_cli(tmp_path, database_url, "workers", "clear-onboarding", "erin", "--qualification",
-                           "ghost"), "no qualification named 'ghost'")
+                           "ghost"), "no qualification named 'ghost'", code=NOT_FOUND)
 
 
 @pytest.mark.system
@@ -203,14 +203,14 @@ def test_workers_list_block_and_unblock(tmp_path: Path, engine: Engine, database
     assert "already blocked" in again.stdout
     soft = run_cli(tmp_path, database_url, "workers", "block", "gina", "--qualification", "no-review-task")
     assert soft.returncode == 0, soft.stderr
-    assert_refused(run_cli(tmp_path, database_url, "workers", "block", "nobody"), "no worker named 'nobody'")
+    assert_refused(run_cli(tmp_path, database_url, "workers", "block", "nobody"), "no worker named 'nobody'", code=NOT_FOUND)
 
     listed = run_cli(tmp_path, database_url, "workers", "list", "--task-name", "review-task")
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in listed.stdout.splitlines() if line.startswith("│")}
     assert rows["frank"] == ["mock", "2", "1", "1", "0", "yes: copy-paste answers"]
     assert rows["gina"] == ["mock", "1", "0", "0", "1", "by no-review-task"]
-    assert_refused(run_cli(tmp_path, database_url, "workers", "list", "--task-name", "ghost"), "no task named")
+    assert_refused(run_cli(tmp_path, database_url, "workers", "list", "--task-name", "ghost"), "no task named", code=NOT_FOUND)
 
     with transaction(factory) as session:
         frank = session.scalars(select(Worker).where(Worker.worker_name == "frank")).one()

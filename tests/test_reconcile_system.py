@@ -126,7 +126,7 @@ def test_beat_and_one_worker_clean_up_after_the_whole_system_was_killed(
     env = {**run.env, **aws_env(tmp_path), **settings_env}
     stopped = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "shutdown", "1", "--force"], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert stopped.returncode == 2 and "MTurk" in stopped.stderr, stopped.stderr + stopped.stdout
+    assert stopped.returncode == 3 and "MTurk" in stopped.stderr, stopped.stderr + stopped.stdout
     assert sum(1 for h in hits_of(turk_db, port, turk_log) if h["HITStatus"] == "Assignable") == 3
 
     settings = load_settings(env)

@@ -43,6 +43,7 @@ from tests.factories import make_run, now
 from tests.system import celery_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_FOUND = 4
 
 
 # -- helpers shared with test_qualifications ---------------------------------------------------------
@@ -79,8 +80,8 @@ def run_cli(tmp_path: Path, database_url: str, *args: str, stdin: str | None = N
                           input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=120)
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> None:
+    assert result.returncode == code, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -362,14 +363,15 @@ def test_review_commands_refuse_bad_input_and_change_nothing(tmp_path: Path, eng
     good = str(units["kate"][0])
     assert_refused(run_cli(tmp_path, database_url, "review", "reject", good), "needs a reason")
     assert_refused(run_cli(tmp_path, database_url, "review", "approve", good, "424242"),
-                   "unit 424242 does not exist")
+                   "unit 424242 does not exist", code=NOT_FOUND)
     assert_refused(run_cli(tmp_path, database_url, "review", "approve", good, "x1"), "'x1' is not a number")
     assert_refused(run_cli(tmp_path, database_url, "review", "approve", good, "--bonus", "-2", "--reason", "r"),
                    "bonus '-2'")
     assert run_cli(tmp_path, database_url, "review", "soft-reject", good, "--bonus", "1").returncode == 2
     assert_refused(run_cli(tmp_path, database_url, "review", "approve", "--all-completed", "--run", "999"),
-                   "task run 999 does not exist")
-    assert_refused(run_cli(tmp_path, database_url, "review", "--task-name", "ghost"), "no task named 'ghost'")
+                   "task run 999 does not exist", code=NOT_FOUND)
+    assert_refused(run_cli(tmp_path, database_url, "review", "--task-name", "ghost"), "no task named 'ghost'",
+                   code=NOT_FOUND)
     assert statuses(factory, units["kate"]) == [("completed", "completed")] * 2
     assert calls(factory) == []
     done = run_cli(tmp_path, database_url, "review", "soft-reject", "--all-completed", "--run", str(run.run_id))

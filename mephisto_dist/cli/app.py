@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 
-from mephisto_dist.cli.console import err_console, fail
-from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.cli.console import EXIT_CODES_HELP, EXIT_INTERRUPTED, err_console, fail, report
+from mephisto_dist.errors import IllegalTransition, MephistoDistError
 
 app = typer.Typer(
     name="mephisto-dist",
@@ -17,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP,
 )
 
 
@@ -36,35 +39,29 @@ def export(
     """Export results: one record per submitted or expired unit, with its status, inputs, outputs and
     metadata (tips, feedback)."""
     from mephisto_dist.cli.runtime import opened_runtime
-    from mephisto_dist.db.engine import read_transaction
-    from mephisto_dist.review.export import (
-        FORMATS,
-        collect_files,
-        download_files,
-        resolve_runs,
-        unit_records,
-        write_records,
-    )
+    from mephisto_dist.review.export import FORMATS, download_files, export_results, write_records
 
     if (task_name is None) == (run is None):
         fail("give exactly one of --task-name NAME or --run RUN_ID")
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
-        run_ids = resolve_runs(session, task_name=task_name, run_id=run)
-        keys: list[str] = []
-        records = collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
-                                                  include_expired=include_expired), keys)
+
+    def write(records: Iterator[dict[str, Any]]) -> int:
         if output is None:
-            count = write_records(records, sys.stdout, fmt)
-        else:
-            tmp = output.with_name(output.name + ".partial")
-            with tmp.open("w", encoding="utf-8", newline="") as out:
-                count = write_records(records, out, fmt)
-            tmp.replace(output)
-        err_console.print(f"exported {count} unit(s) from {len(run_ids)} run(s)"
+            return write_records(records, sys.stdout, fmt)
+        tmp = output.with_name(output.name + ".partial")
+        with tmp.open("w", encoding="utf-8", newline="") as out:
+            count = write_records(records, out, fmt)
+        tmp.replace(output)
+        return count
+
+    with opened_runtime() as runtime:
+        exported = export_results(runtime.sessions, write, task_name=task_name, run_id=run,
+                                  include_unsubmitted=include_unsubmitted, include_expired=include_expired)
+        err_console.print(f"exported {exported.count} unit(s) from {exported.run_count} run(s)"
                           + (f" to {output}" if output else ""))
         if download is not None:
+            keys = exported.file_keys
             total = len(keys)
 
             def progress(done: int) -> None:
@@ -181,19 +178,29 @@ _register_commands()
 
 
 def main() -> None:
+    """The command boundary: an error of ours (or a driver's, translated) is one ``error:`` line and
+    the exit code the error tree gives it (``cli.console.exit_code_for``); anything else is a bug and
+    keeps its traceback (exit 1)."""
     try:
         app()
+    except IllegalTransition:
+        raise  # a bug, not the user's doing: the traceback says where
     except MephistoDistError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(report(error)) from None
+    except SystemExit as stopped:
+        # Click turns Ctrl-C into "Aborted!" and exit 1, the code of a bug; an interrupt is 130.
+        aborted = stopped.__context__
+        if stopped.code == 1 and isinstance(aborted, click.exceptions.Abort) and isinstance(
+                aborted.__cause__, KeyboardInterrupt):
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
     except Exception as error:
         from mephisto_dist.errors.drivers import translate
 
         translated = translate(error)
         if translated is None:
             raise
-        err_console.print(f"[bold red]error:[/] {translated}", highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(report(translated)) from None
 
 
 if __name__ == "__main__":

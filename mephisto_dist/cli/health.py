@@ -5,36 +5,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
-
-from mephisto_dist import heartbeats
-from mephisto_dist.architects import architect_class
 from mephisto_dist.cli.console import console
-from mephisto_dist.db.engine import read_transaction
-from mephisto_dist.db.models import ProviderSubmission, Server
 from mephisto_dist.domain.diagnosis import ProcessFacts, ago
-from mephisto_dist.domain.servers import ServerStatus
-from mephisto_dist.errors import ServiceError
-from mephisto_dist.reconcile import records
+from mephisto_dist.reconcile.records import recent_findings
+from mephisto_dist.reconcile.unreceived import waiting_review
+from mephisto_dist.runs.status import processes, servers
 from mephisto_dist.runtime import Runtime
 
 SHOWN_WORKERS = 5
 
 
-def process_facts(runtime: Runtime) -> tuple[ProcessFacts, list[heartbeats.Seen], list[heartbeats.Seen]]:
-    try:
-        workers = heartbeats.last_seen(runtime.redis, "worker")
-        beats = heartbeats.last_seen(runtime.redis, "beat")
-    except ServiceError:
-        return ProcessFacts(None, None, runtime.settings.heartbeat_stale_s), [], []
-    facts = ProcessFacts([s.age_s for s in workers], [s.age_s for s in beats], runtime.settings.heartbeat_stale_s)
-    return facts, workers, beats
-
-
 def print_processes(runtime: Runtime) -> ProcessFacts:
     """One line for the workers and one for beat, with how long since each was last seen; returns the
     facts so that the caller can fold them into its diagnosis."""
-    facts, workers, beats = process_facts(runtime)
+    seen = processes(runtime)
+    facts, workers, beats = seen.facts, seen.workers, seen.beats
     if facts.worker_ages_s is None:
         console.print("workers, beat: ? (Redis does not answer)")
         return facts
@@ -49,48 +34,36 @@ def print_processes(runtime: Runtime) -> ProcessFacts:
     return facts
 
 
-
 def print_servers(runtime: Runtime, task_run_id: int | None, *, now: datetime) -> None:
     """The recorded servers (of one run, or every one not stopped) with their last heartbeat."""
-    with read_transaction(runtime.sessions) as session:
-        query = select(Server).order_by(Server.id)
-        query = (query.where(Server.task_run_id == task_run_id) if task_run_id is not None
-                 else query.where(Server.status != ServerStatus.STOPPED.value))
-        servers = session.scalars(query).all()
-        for server in servers:
-            seen = ("never beat" if server.heartbeat_at is None
-                    else f"last heartbeat {ago((now - server.heartbeat_at).total_seconds())} ago")
-            where = server.instance_id or (f"pid {server.pid}" if server.pid else "")
-            run = "" if task_run_id is not None else f"run {server.task_run_id or '(any on its port)'}, "
-            note = f"; {server.note}" if server.note and server.status != ServerStatus.RUNNING.value else ""
-            console.print(f"server {server.id}: {server.status} ({run}{server.architect} {server.address or '?'} "
-                          f"{where} on {server.host}, {seen}{note})", soft_wrap=True)
-            if server.status == ServerStatus.LOST.value:
-                console.print(f"[bold]→[/] server {server.id} of a live run stopped answering; "
-                              + ("beat redeploys it when its instance is gone" if architect_class(server.architect).deploys_remotely
-                                 else "start its web process again"), soft_wrap=True)
+    for server in servers(runtime, task_run_id):
+        seen = ("never beat" if server.heartbeat_at is None
+                else f"last heartbeat {ago((now - server.heartbeat_at).total_seconds())} ago")
+        where = server.instance_id or (f"pid {server.pid}" if server.pid else "")
+        run = "" if task_run_id is not None else f"run {server.task_run_id or '(any on its port)'}, "
+        note = f"; {server.note}" if server.note and not server.running else ""
+        console.print(f"server {server.server_id}: {server.status} ({run}{server.architect} "
+                      f"{server.address or '?'} {where} on {server.host}, {seen}{note})", soft_wrap=True)
+        if server.lost:
+            console.print(f"[bold]→[/] server {server.server_id} of a live run stopped answering; "
+                          + ("beat redeploys it when its instance is gone" if server.redeployed_by_beat
+                             else "start its web process again"), soft_wrap=True)
 
 
 def print_reconciled(runtime: Runtime, task_run_id: int | None, *, limit: int) -> int:
     """What beat's reconcilers found and did, newest first; returns how many lines."""
-    with read_transaction(runtime.sessions) as session:
-        rows = records.recent(session, task_run_id=task_run_id, limit=limit)
-        for row in rows:
-            state = ("done" if row.done_at is not None else
-                     f"FAILED: {row.error}" if row.error else "in progress")
-            console.print(f"{row.created_at:%Y-%m-%d %H:%M:%S} {row.reconciler}: {row.subject}: {row.found} "
-                          f"-> {row.action} ({state})", soft_wrap=True, highlight=False)
-        return len(rows)
+    rows = recent_findings(runtime.sessions, task_run_id=task_run_id, limit=limit)
+    for row in rows:
+        state = ("done" if row.done_at is not None else
+                 f"FAILED: {row.error}" if row.error else "in progress")
+        console.print(f"{row.created_at:%Y-%m-%d %H:%M:%S} {row.reconciler}: {row.subject}: {row.found} "
+                      f"-> {row.action} ({state})", soft_wrap=True, highlight=False)
+    return len(rows)
 
 
 def print_unreceived(runtime: Runtime, task_run_id: int | None) -> None:
     """Submissions the provider holds that never reached us, waiting for a researcher's review."""
-    with read_transaction(runtime.sessions) as session:
-        query = select(func.count()).select_from(ProviderSubmission).where(
-            ProviderSubmission.status == "needs review")
-        if task_run_id is not None:
-            query = query.where(ProviderSubmission.task_run_id == task_run_id)
-        waiting = int(session.scalar(query) or 0)
+    waiting = waiting_review(runtime.sessions, task_run_id)
     if waiting:
         console.print(f"[bold]→[/] {waiting} assignment(s) submitted on MTurk never reached us; they are "
                       f"recorded with MTurk's answer and need review (mephisto-dist hits unreceived)", soft_wrap=True)

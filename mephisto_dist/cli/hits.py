@@ -12,15 +12,14 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import opened_runtime
-from mephisto_dist.db.engine import read_transaction
-from mephisto_dist.db.models import ProviderSubmission
 from mephisto_dist.domain.hits import HitAction, HitDecision, decide_hit, orphan_reason
+from mephisto_dist.errors import NotFoundError
 from mephisto_dist.providers.mturk.provider import MTurkProvider
 from mephisto_dist.reconcile.hits import ListedHit, apply_decision, requester_providers, survey
+from mephisto_dist.reconcile.unreceived import unreceived as unreceived_submissions
 from mephisto_dist.runtime import Runtime
 
 hits_app = typer.Typer(help="The crowd provider's HITs.", no_args_is_help=True)
@@ -123,7 +122,7 @@ def cleanup(
             named -= {item.hit_id for item in listed}
             _show_and_apply(runtime, provider, listed, plan, dry_run=dry_run, yes=yes, now=now)
     if named:
-        fail(f"no such HIT on the requester's account: {', '.join(sorted(named))}")
+        raise NotFoundError(f"no such HIT on the requester's account: {', '.join(sorted(named))}")
 
 
 def _show_and_apply(runtime: Runtime, provider: MTurkProvider, listed: Sequence[ListedHit],
@@ -163,23 +162,20 @@ def unreceived(
 ) -> None:
     """Assignments submitted on MTurk that never reached us (recorded by beat with MTurk's answer), for
     review: approve or reject them on MTurk; the HIT is deleted once every one is reviewed."""
-    with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
-        query = select(ProviderSubmission).order_by(ProviderSubmission.id)
-        if run is not None:
-            query = query.where(ProviderSubmission.task_run_id == run)
-        rows = session.scalars(query).all()
-        if not rows:
-            console.print("no submission is missing: every one MTurk holds reached us")
-            return
-        table = Table(title=f"{len(rows)} submission(s) on MTurk that never reached us")
-        for column in ("assignment", "worker", "HIT", "run / unit", "on MTurk", "submitted", "answer"):
-            table.add_column(column, no_wrap=column in ("assignment", "worker", "HIT"))
-        for row in rows:
-            where = f"run {row.task_run_id} unit {row.unit_id}" if row.task_run_id else "(run gone)"
-            submitted = f"{row.submitted_at:%Y-%m-%d %H:%M}" if row.submitted_at else "?"
-            table.add_row(row.assignment_id, row.worker_name, row.hit_id, where, row.provider_status, submitted,
-                          answer_fields(row.answer))
-        console.print(table)
+    with opened_runtime() as runtime:
+        rows = unreceived_submissions(runtime.sessions, run)
+    if not rows:
+        console.print("no submission is missing: every one MTurk holds reached us")
+        return
+    table = Table(title=f"{len(rows)} submission(s) on MTurk that never reached us")
+    for column in ("assignment", "worker", "HIT", "run / unit", "on MTurk", "submitted", "answer"):
+        table.add_column(column, no_wrap=column in ("assignment", "worker", "HIT"))
+    for row in rows:
+        where = f"run {row.task_run_id} unit {row.unit_id}" if row.task_run_id else "(run gone)"
+        submitted = f"{row.submitted_at:%Y-%m-%d %H:%M}" if row.submitted_at else "?"
+        table.add_row(row.assignment_id, row.worker_name, row.hit_id, where, row.provider_status, submitted,
+                      answer_fields(row.answer))
+    console.print(table)
 
 
 _ANSWER = re.compile(r"<QuestionIdentifier>(.*?)</QuestionIdentifier>\s*<FreeText>(.*?)</FreeText>", re.DOTALL)

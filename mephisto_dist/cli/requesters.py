@@ -33,11 +33,8 @@ def register(
     """Register a requester. Keys go to a profile named NAME in the AWS shared credentials file; without
     keys the requester uses that profile if it exists, else the standard AWS environment."""
     from mephisto_dist.cli.runtime import opened_runtime
-    from mephisto_dist.db.engine import transaction
-    from mephisto_dist.providers import provider_types
-    from mephisto_dist.providers.mturk import credentials
     from mephisto_dist.providers.requesters import check_endpoint
-    from mephisto_dist.providers.requesters import register as register_requester
+    from mephisto_dist.runs.requesters import register_requester
 
     given = _parse(pairs or [])
     name = given.get("name")
@@ -46,21 +43,16 @@ def register(
     if ("access_key_id" in given) != ("secret_access_key" in given):
         fail("give both access_key_id and secret_access_key, or neither")
     endpoint = check_endpoint(given["endpoint_url"]) if given.get("endpoint_url") else None
-    profile: str | None = None
-    marketplace = provider_type in provider_types(lambda cls: cls.is_marketplace)
-    if marketplace:
-        if "access_key_id" in given:
-            path = credentials.save_profile(name, given["access_key_id"], given["secret_access_key"])
-            err_console.print(f"keys saved as profile '{name}' in {path}", highlight=False)
-            profile = name
-        elif credentials.has_profile(name):
-            profile = name
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        register_requester(session, provider_type, name, aws_profile=profile, endpoint_url=endpoint,
-                           now=datetime.now(UTC))
+    keys = (given["access_key_id"], given["secret_access_key"]) if "access_key_id" in given else None
+    with opened_runtime() as runtime:
+        done = register_requester(runtime.sessions, provider_type, name, keys=keys, endpoint_url=endpoint,
+                                  now=datetime.now(UTC))
+    if done.keys_saved_to is not None:
+        err_console.print(f"keys saved as profile '{name}' in {done.keys_saved_to}", highlight=False)
+    profile = done.profile
     where = f"profile '{profile}'" if profile else "the standard AWS environment"
     console.print(f"registered {provider_type} requester {name!r}" +
-                  ("" if not marketplace else f" (credentials: {where}"
+                  ("" if not done.marketplace else f" (credentials: {where}"
                    f"{', endpoint ' + endpoint if endpoint else ''})"), highlight=False)
 
 
@@ -69,14 +61,13 @@ def requesters(
 ) -> None:
     """Registered requesters, where their credentials are, and whether each can reach its API."""
     from mephisto_dist.cli.runtime import opened_runtime
-    from mephisto_dist.db.engine import read_transaction
     from mephisto_dist.errors import MephistoDistError
     from mephisto_dist.providers import provider_class
     from mephisto_dist.providers.mturk import MTurkProvider
-    from mephisto_dist.providers.requesters import list_requesters
+    from mephisto_dist.runs.requesters import registered_requesters
 
-    with opened_runtime() as runtime, read_transaction(runtime.sessions) as session:
-        found = list_requesters(session)
+    with opened_runtime() as runtime:
+        found = registered_requesters(runtime.sessions)
     table = Table(title="requesters", title_justify="left")
     for column in ("name", "provider", "credentials", "endpoint", "reachable"):
         table.add_column(column)

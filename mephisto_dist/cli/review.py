@@ -16,16 +16,12 @@ from typing import Annotated
 import typer
 from rich.json import JSON
 from rich.prompt import Prompt
-from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import open_runtime
-from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db import outbox
-from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError, ServiceError
-from mephisto_dist.queue import LAUNCH_UNITS, PROVIDER_CALL, send_outbox
+from mephisto_dist.queue import PROVIDER_CALL, send_outbox
+from mephisto_dist.review import reviewing
 from mephisto_dist.review.decisions import (
     AlreadyDecided,
     CallInFlight,
@@ -35,21 +31,11 @@ from mephisto_dist.review.decisions import (
     Reviewed,
     WorkerHistory,
     check_decision,
-    check_reviewable,
-    completed_unit_ids,
-    completed_units_by_worker,
-    decide,
-    failed_call_details,
     parse_bonus,
     perform_call,
-    reset_failed_calls,
-    unfinished_calls,
-    unit_view,
-    worker_histories,
 )
-from mephisto_dist.review.export import resolve_runs
-from mephisto_dist.review.qualifications import block_worker, create_qualification, grant
-from mephisto_dist.runs.launches import FailedLaunch, failed_launches, reset_failed_launches
+from mephisto_dist.runs.failed_launches import failed_unit_launches, resend_failed_launches
+from mephisto_dist.runs.launches import FailedLaunch
 from mephisto_dist.runtime import Runtime
 
 review_app = typer.Typer(
@@ -133,32 +119,16 @@ def _decide_command(decision: Decision, unit_ids: list[str] | None, all_complete
     runtime = open_runtime()
     try:
         now = _now()
-        skipped: list[str] = []
-        with transaction(runtime.sessions) as session:
-            if all_completed:
-                reviewed = _decide_all(session, resolve_runs(session, task_name=task_name, run_id=run),
-                                       decision, now=now, note=reason, bonus=amount, skipped=skipped)
-            else:
-                # All or nothing: any unit missing, not reviewable or lost to another reviewer stops it.
-                check_reviewable(session, ids, decision)
-                reviewed = [decide(session, unit_id, decision, now=now, note=reason, bonus=amount)
-                            for unit_id in ids]
+        if all_completed:
+            decided = reviewing.decide_completed(runtime.sessions, decision, task_name=task_name, run_id=run,
+                                                 now=now, note=reason, bonus=amount)
+        else:
+            decided = reviewing.decide_units(runtime.sessions, decision, ids, now=now, note=reason, bonus=amount)
+        reviewed, skipped = decided.reviewed, decided.skipped
         _report(reviewed, skipped)
         dispatch_calls(runtime, [c for r in reviewed for c in r.call_ids])
     finally:
         runtime.close()
-
-
-def _decide_all(session: Session, run_ids: list[int], decision: Decision, *, now: datetime, note: str | None,
-                bonus: float | None, skipped: list[str]) -> list[Reviewed]:
-    reviewed = []
-    for unit_id in completed_unit_ids(session, run_ids):
-        try:
-            with session.begin_nested():
-                reviewed.append(decide(session, unit_id, decision, now=now, note=note, bonus=bonus))
-        except (AlreadyDecided, NotReviewable) as error:
-            skipped.append(str(error))
-    return reviewed
 
 
 def _report(reviewed: Sequence[Reviewed], skipped: Sequence[str]) -> None:
@@ -187,9 +157,7 @@ def review(ctx: typer.Context, task_name: TaskNameOption = None, run: RunOption 
         fail("give exactly one of --task-name NAME or --run RUN_ID")
     runtime = open_runtime()
     try:
-        with transaction(runtime.sessions) as session:
-            run_ids = resolve_runs(session, task_name=task_name, run_id=run)
-        _Session(runtime, run_ids).go()
+        _Session(runtime, reviewing.run_ids_of(runtime.sessions, task_name=task_name, run_id=run)).go()
     finally:
         runtime.close()
 
@@ -224,20 +192,13 @@ def resend(run: RunOption = None) -> None:
     failed every attempt."""
     runtime = open_runtime()
     try:
-        with transaction(runtime.sessions) as session:
-            if run is not None and session.get(TaskRun, run) is None:
-                fail(f"task run {run} does not exist")
-            run_ids = None if run is None else [run]
-            call_ids = unfinished_calls(session, now=_now(), run_ids=run_ids) + reset_failed_calls(session, run_ids)
-            launches = reset_failed_launches(session, run_ids)
-            messages = outbox.reset_failed(session, run_ids)
-        dispatch_calls(runtime, call_ids)
-        for run_id in launches:
-            runtime.queue.enqueue(LAUNCH_UNITS, run_id)
-        send_outbox(runtime.queue, messages)
-        console.print(f"{len(call_ids)} provider call(s) sent again; "
-                      f"{sum(launches.values())} failed unit launch(es) sent again; "
-                      f"{len(messages)} failed TaskRunner event(s) sent again", highlight=False)
+        again = reviewing.calls_and_events_to_resend(runtime.sessions, run, now=_now())
+        launches = resend_failed_launches(runtime, None if run is None else [run])
+        dispatch_calls(runtime, again.call_ids)
+        send_outbox(runtime.queue, list(again.message_ids))
+        console.print(f"{len(again.call_ids)} provider call(s) sent again; "
+                      f"{launches} failed unit launch(es) sent again; "
+                      f"{len(again.message_ids)} failed TaskRunner event(s) sent again", highlight=False)
     finally:
         runtime.close()
 
@@ -259,9 +220,9 @@ class _Session:
     calls: list[int] = field(default_factory=list)
 
     def go(self) -> None:
-        with transaction(self.runtime.sessions) as session:
-            groups = completed_units_by_worker(session, self.run_ids)
-            show_failures(failed_launches(session, self.run_ids), failed_call_details(session, self.run_ids))
+        queue = reviewing.review_queue(self.runtime.sessions, self.run_ids)
+        groups = queue.groups
+        show_failures(failed_unit_launches(self.runtime, self.run_ids), queue.failed_calls)
         if not groups:
             console.print("no completed units to review", highlight=False)
             return
@@ -277,8 +238,7 @@ class _Session:
         console.print(f"{self.decided} unit(s) decided", highlight=False)
 
     def _history(self, worker_id: int) -> WorkerHistory:
-        with transaction(self.runtime.sessions) as session:
-            return worker_histories(session, worker_ids=[worker_id])[0]
+        return reviewing.worker_history(self.runtime.sessions, worker_id)
 
     def _review_worker(self, worker_id: int, unit_ids: list[int]) -> bool:
         """Go through one worker's units; ``False`` when the reviewer quits."""
@@ -309,8 +269,7 @@ class _Session:
         return True
 
     def _show(self, unit_id: int, position: int, count: int) -> None:
-        with transaction(self.runtime.sessions) as session:
-            view = unit_view(session, unit_id)
+        view = reviewing.unit_for_review(self.runtime.sessions, unit_id)
         console.print(f"\nunit {view.unit_id} (run {view.task_run_id}, {view.status}), {position} of {count}",
                       highlight=False)
         console.print("inputs:")
@@ -334,8 +293,8 @@ class _Session:
             note = _ask("note (Enter for none)", default="") or None
         for unit_id in unit_ids:
             try:
-                with transaction(self.runtime.sessions) as session:
-                    reviewed = decide(session, unit_id, decision, now=_now(), note=note, bonus=bonus)
+                reviewed = reviewing.decide_unit(self.runtime.sessions, unit_id, decision, now=_now(), note=note,
+                                                 bonus=bonus)
             except (AlreadyDecided, NotReviewable) as error:
                 err_console.print(f"skipped: {error}", highlight=False)
                 continue
@@ -354,20 +313,9 @@ class _Session:
     def _block(self, worker_id: int, unit_id: int) -> None:
         """Block as Mephisto does: with the run's block_qualification when it has one, else everywhere."""
         reason = _ask_text("reason for blocking")
-        with transaction(self.runtime.sessions) as session:
-            run = session.get(TaskRun, unit_view(session, unit_id).task_run_id)
-            block_qualification = RunConfig.parse(run.config if run is not None else None).blueprint.block_qualification
-            if block_qualification:
-                qualification_id, _ = create_qualification(session, block_qualification, now=_now())
-                sync = grant(session, qualification_id, worker_id, 1, now=_now())
-                calls = [sync] if sync else []  # copied to MTurk, where the HIT type requires its absence
-                message = f"worker blocked from tasks with block_qualification {block_qualification!r}"
-            else:
-                call_id = block_worker(session, worker_id, reason, now=_now())
-                calls = [call_id] if call_id else []
-                message = "worker blocked from every task" if call_id else "worker was already blocked"
-        console.print(message, highlight=False)
-        dispatch_calls(self.runtime, calls)
+        blocked = reviewing.block_from_review(self.runtime.sessions, worker_id, unit_id, reason, now=_now())
+        console.print(blocked.message, highlight=False)
+        dispatch_calls(self.runtime, blocked.call_ids)
 
 
 def show_failures(launches: Sequence[FailedLaunch], calls: Sequence[FailedCall]) -> None:

@@ -8,34 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mephisto_dist.cli.console import console, fail
 from mephisto_dist.cli.review import dispatch_calls
 from mephisto_dist.cli.runtime import opened_runtime
-from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
 from mephisto_dist.domain.qualifications import FAILED_SUFFIX
-from mephisto_dist.errors import NotFoundError
-from mephisto_dist.review.decisions import worker_histories
-from mephisto_dist.review.export import resolve_runs
-from mephisto_dist.review.qualifications import (
-    block_worker,
-    check_name,
-    clear_onboarding,
-    create_qualification,
-    find_qualification,
-    find_worker,
-    grant,
-    list_grants,
-    list_qualifications,
-    pending_worker_calls,
-    record_notification,
-    revoke,
-    unblock_worker,
-)
+from mephisto_dist.review import workers as service
 
 workers_app = typer.Typer(help="Workers: their record, blocking and unblocking, onboarding resets.",
                           no_args_is_help=True)
@@ -67,14 +45,9 @@ def list_workers(
                                                   "workers.")] = None,
 ) -> None:
     """Each worker's units done, accepted, rejected, soft rejected, and whether they are blocked."""
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        task_id = None
-        soft_blocks: dict[int, list[str]] = {}
-        if task_name is not None:
-            run_ids = resolve_runs(session, task_name=task_name, run_id=None)
-            task_id = session.scalar(select(Task.id).where(Task.task_name == task_name))
-            soft_blocks = _soft_blocks(session, run_ids)
-        histories = worker_histories(session, task_id=task_id)
+    with opened_runtime() as runtime:
+        records = service.worker_records(runtime.sessions, task_name)
+    histories, soft_blocks = records.histories, records.soft_blocks
     table = Table(title="workers" + (f" of {task_name}" if task_name else ""), title_justify="left")
     for column in ("worker", "provider", "units done", "accepted", "rejected", "soft rejected", "blocked"):
         table.add_column(column, justify="right" if column.startswith(("units", "acc", "rej", "soft")) else "left")
@@ -87,24 +60,6 @@ def list_workers(
     console.print(table)
 
 
-def _soft_blocks(session: Session, run_ids: list[int]) -> dict[int, list[str]]:
-    """Workers holding the block_qualification of one of the runs: worker id -> qualification names."""
-    names = set()
-    for config in session.scalars(select(TaskRun.config).where(TaskRun.id.in_(run_ids))):
-        name = RunConfig.parse(config).blueprint.block_qualification
-        if name:
-            names.add(str(name))
-    held: dict[int, list[str]] = {}
-    rows = session.execute(
-        select(GrantedQualification.worker_id, Qualification.name)
-        .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
-        .where(Qualification.name.in_(sorted(names)))
-    )
-    for worker_id, name in rows:
-        held.setdefault(int(worker_id), []).append(name)
-    return held
-
-
 @workers_app.command("block")
 def block(
     worker: WorkerArg,
@@ -115,20 +70,15 @@ def block(
 ) -> None:
     """Block a worker from every task (and on the provider), or from the tasks of one block qualification."""
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            found = find_worker(session, worker, provider)
-            if qualification is not None:
-                qualification_id, _ = create_qualification(session, qualification, now=_now())
-                grant(session, qualification_id, found.id, 1, now=_now())
-                calls = pending_worker_calls(session, found.id)  # the grant, copied to MTurk
-                message = f"worker {worker} blocked from tasks whose block_qualification is {qualification!r}"
-            else:
-                call_id = block_worker(session, found.id, reason, now=_now())
-                calls = [call_id] if call_id is not None else []
-                message = (f"worker {worker} blocked from every task" if call_id is not None
-                           else f"worker {worker} was already blocked")
+        done = service.block(runtime.sessions, worker, provider, reason=reason, qualification=qualification,
+                             now=_now())
+        if qualification is not None:
+            message = f"worker {worker} blocked from tasks whose block_qualification is {qualification!r}"
+        else:
+            message = (f"worker {worker} blocked from every task" if done.changed
+                       else f"worker {worker} was already blocked")
         console.print(message, highlight=False)
-        dispatch_calls(runtime, calls)
+        dispatch_calls(runtime, done.call_ids)
 
 
 @workers_app.command("unblock")
@@ -141,20 +91,14 @@ def unblock(
 ) -> None:
     """Lift a worker's block (everywhere, or one block qualification)."""
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            found = find_worker(session, worker, provider)
-            if qualification is not None:
-                if not revoke(session, find_qualification(session, qualification).id, found.id):
-                    fail(f"worker {worker} does not hold {qualification!r}")
-                calls = pending_worker_calls(session, found.id)  # the revoke, copied to MTurk
-                message = f"worker {worker} no longer blocked by {qualification!r}"
-            else:
-                call_id = unblock_worker(session, found.id, reason, now=_now())
-                calls = [call_id] if call_id is not None else []
-                message = (f"worker {worker} unblocked" if call_id is not None
-                           else f"worker {worker} was not blocked")
+        done = service.unblock(runtime.sessions, worker, provider, reason=reason, qualification=qualification,
+                               now=_now())
+        if qualification is not None:
+            message = f"worker {worker} no longer blocked by {qualification!r}"
+        else:
+            message = f"worker {worker} unblocked" if done.changed else f"worker {worker} was not blocked"
         console.print(message, highlight=False)
-        dispatch_calls(runtime, calls)
+        dispatch_calls(runtime, done.call_ids)
 
 
 @workers_app.command("clear-onboarding")
@@ -165,18 +109,11 @@ def clear_onboarding_command(
 ) -> None:
     """Let a worker take onboarding again: removes <NAME> and <NAME>-failed."""
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            found = find_worker(session, worker, provider)
-            name = check_name(qualification)
-            known = session.scalar(select(Qualification.id).where(
-                Qualification.name.in_([name, name + FAILED_SUFFIX])).limit(1))
-            if known is None:
-                raise NotFoundError(f"no qualification named {name!r} or {name + FAILED_SUFFIX!r}")
-            removed = clear_onboarding(session, found.id, name)
-            calls = pending_worker_calls(session, found.id)  # the revokes, copied to MTurk
-        dispatch_calls(runtime, calls)
-    if removed:
-        console.print(f"removed {', '.join(removed)} from worker {worker}", highlight=False)
+        cleared = service.reset_onboarding(runtime.sessions, worker, provider, qualification)
+        dispatch_calls(runtime, cleared.call_ids)
+    name = qualification.strip()
+    if cleared.removed:
+        console.print(f"removed {', '.join(cleared.removed)} from worker {worker}", highlight=False)
     else:
         console.print(f"worker {worker} held neither {name!r} nor {name + FAILED_SUFFIX!r}; nothing to clear",
                       highlight=False)
@@ -190,12 +127,12 @@ def list_command(
     name: Annotated[str | None, typer.Argument(help="Show who holds this qualification.")] = None,
 ) -> None:
     """Every qualification with how many workers hold it, or the holders of one."""
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
+    with opened_runtime() as runtime:
         if name is None:
-            summaries = list_qualifications(session)
+            summaries = service.qualifications(runtime.sessions)
             grants = None
         else:
-            grants = list_grants(session, find_qualification(session, name).id)
+            grants = service.holders(runtime.sessions, name)
     if grants is None:
         table = Table(title="qualifications", title_justify="left")
         for column in ("name", "workers", "created"):
@@ -214,8 +151,8 @@ def list_command(
 @qualifications_app.command("create")
 def create(name: Annotated[str, typer.Argument(help="The new qualification's name.")]) -> None:
     """Create a qualification (granting needs one that exists)."""
-    with opened_runtime() as runtime, transaction(runtime.sessions) as session:
-        _, created = create_qualification(session, name, now=_now())
+    with opened_runtime() as runtime:
+        created = service.create(runtime.sessions, name, now=_now())
     console.print(f"qualification {name!r} " + ("created" if created else "already exists"), highlight=False)
 
 
@@ -229,11 +166,7 @@ def grant_command(
     """Give a worker a qualification (or change the value they hold)."""
     number = _parse_value(value)
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            qualification = find_qualification(session, name)
-            found = find_worker(session, worker, provider)
-            grant(session, qualification.id, found.id, number, now=_now())
-            calls = pending_worker_calls(session, found.id)
+        calls = service.grant_to(runtime.sessions, name, worker, provider, number, now=_now())
         dispatch_calls(runtime, calls)
     console.print(f"granted {name}={number} to worker {worker}", highlight=False)
 
@@ -246,12 +179,7 @@ def revoke_command(
 ) -> None:
     """Take a qualification away from a worker."""
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            qualification = find_qualification(session, name)
-            found = find_worker(session, worker, provider)
-            if not revoke(session, qualification.id, found.id):
-                fail(f"worker {worker} does not hold {name!r}")
-            calls = pending_worker_calls(session, found.id)
+        calls = service.revoke_from(runtime.sessions, name, worker, provider)
         dispatch_calls(runtime, calls)
     console.print(f"revoked {name} from worker {worker}", highlight=False)
 
@@ -265,8 +193,6 @@ def notify(
 ) -> None:
     """Message workers through their provider (MTurk's NotifyWorkers), as ledger calls sent by Celery."""
     with opened_runtime() as runtime:
-        with transaction(runtime.sessions) as session:
-            calls = [record_notification(session, find_worker(session, name, provider).id, subject, message,
-                                         now=_now()) for name in workers]
+        calls = service.notify(runtime.sessions, workers, provider, subject, message, now=_now())
         dispatch_calls(runtime, calls)
     console.print(f"{len(calls)} notification(s) recorded and sent", highlight=False)

@@ -14,15 +14,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.errors.drivers import database_error, is_database_driver_error
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "mephisto_dist_read_only"
 PING_AFTER_IDLE_S = 5.0
 """A pooled connection idle this long is pinged before use; one used more recently is trusted."""
+
+
+_CONFIGURED_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def make_engine(database_url: str) -> Engine:
@@ -31,12 +35,33 @@ def make_engine(database_url: str) -> Engine:
     except ArgumentError:
         raise ConfigError(f"database URL {database_url!r} is not a valid SQLAlchemy URL") from None
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(database_url, url.database)
-    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    engine = create_engine(url, pool_size=10, max_overflow=20)
-    _ping_idle_connections(engine)
+        engine = _sqlite_engine(database_url, url.database)
+    else:
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        engine = create_engine(url, pool_size=10, max_overflow=20)
+        _ping_idle_connections(engine)
+    _CONFIGURED_URLS[engine] = database_url
     return engine
+
+
+@contextmanager
+def driver_errors(bind: object) -> Iterator[None]:
+    """The database driver's failures in the block as our :class:`~mephisto_dist.errors.ServiceError`
+    (``Unreachable`` when the connection failed) with the one line ``errors.drivers`` builds, naming the
+    URL as configured (password masked). Constraint violations pass unchanged: their writer handles them."""
+    try:
+        yield
+    except SQLAlchemyError as error:
+        if not is_database_driver_error(error):
+            raise
+        raise database_error(error, _configured_url(bind)) from error
+
+
+def _configured_url(bind: object) -> str | None:
+    if not isinstance(bind, Engine):
+        return None
+    return _CONFIGURED_URLS.get(bind) or bind.url.render_as_string(hide_password=False)
 
 
 def _ping_idle_connections(engine: Engine) -> None:
@@ -122,11 +147,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         lock.acquire()
     session = factory()
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        with driver_errors(factory.kw.get("bind")):
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
     finally:
         session.close()
         if lock is not None:
@@ -142,7 +169,7 @@ def single_statement(factory: sessionmaker[Session]) -> Iterator[Connection]:
         with transaction(factory) as session:
             yield session.connection()
         return
-    with bind.connect() as connection:
+    with driver_errors(bind), bind.connect() as connection:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -152,8 +179,9 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     lock, so polling never delays the workers' writes. Writing in it is a programming error."""
     session = factory()
     try:
-        session.connection(execution_options={READ_ONLY: True})
-        yield session
+        with driver_errors(factory.kw.get("bind")):
+            session.connection(execution_options={READ_ONLY: True})
+            yield session
     finally:
         # Closing ends the transaction (the pool rolls the connection back) and, unlike an explicit
         # rollback, leaves the objects read usable afterwards.

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from mephisto_dist.db.engine import driver_errors
 from mephisto_dist.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -24,13 +25,14 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with driver_errors(engine):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:
     """The database's revision (``None``: no schema at all) and the one this code needs."""
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
-    with engine.connect() as connection:
+    with driver_errors(engine), engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     return current, str(head)
 

@@ -14,6 +14,11 @@ class NotFoundError(MephistoDistError):
     """A run, unit, agent or worker named by the caller does not exist."""
 
 
+class NotAllowed(MephistoDistError):
+    """A command the current state does not allow (a run already complete, a worker not holding what is
+    revoked, ...): the caller's to change, like bad input."""
+
+
 class IllegalTransition(MephistoDistError):
     """A status change the state machine does not allow (a programming error, not a race)."""
 

@@ -22,10 +22,7 @@ def translate(error: BaseException, settings: Settings | None = None) -> Service
     """The :class:`ServiceError` saying what ``error`` means, or ``None`` when it is no driver's."""
     if isinstance(error, sa_exc.SQLAlchemyError) and _is_driver_error(error):
         settings = settings or _settings()
-        url = mask_url(settings.database_url) if settings else "the database"
-        if _is_connection_error(error):
-            return Unreachable(f"cannot reach the database at {url}: {_reason(error)}; {DATABASE_HINT}")
-        return ServiceError(f"error from the database at {url}: {_reason(error)}; {DATABASE_HINT}")
+        return database_error(error, settings.database_url if settings else None)
     redis_error = _redis_error(error)
     if redis_error is not None:
         settings = settings or _settings()
@@ -35,6 +32,24 @@ def translate(error: BaseException, settings: Settings | None = None) -> Service
             return Unreachable(f"cannot reach Redis at {url}: {reason}")
         return ServiceError(f"error from Redis at {url}: {reason}")
     return None
+
+
+def database_error(error: sa_exc.SQLAlchemyError, database_url: str | None) -> ServiceError:
+    """A database driver's ``error`` as one line naming ``database_url`` (password masked): an
+    :class:`Unreachable` when the connection failed, else a :class:`ServiceError`. The db adapter raises
+    it in place of the driver's error; the driver's stays its ``__cause__``."""
+    url = mask_url(database_url) if database_url else "the database"
+    if _is_connection_error(error):
+        return Unreachable(f"cannot reach the database at {url}: {_reason(error)}; {DATABASE_HINT}")
+    return ServiceError(f"error from the database at {url}: {_reason(error)}; {DATABASE_HINT}")
+
+
+def is_database_driver_error(error: BaseException) -> bool:
+    """Whether ``error`` is a database driver's failure (connection, statement, pool timeout) that the
+    db adapter translates. A constraint violation is not: the code that wrote the row handles it (a
+    row another process made first)."""
+    return (isinstance(error, sa_exc.SQLAlchemyError) and _is_driver_error(error)
+            and not isinstance(error, sa_exc.IntegrityError))
 
 
 def mask_url(url: str) -> str:

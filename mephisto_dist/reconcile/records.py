@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import ReconcileRecord
 
 
@@ -30,3 +32,24 @@ def recent(session: Session, *, task_run_id: int | None = None, limit: int = 20)
     if task_run_id is not None:
         query = query.where(ReconcileRecord.task_run_id == task_run_id)
     return session.scalars(query).all()
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One finding of a reconciler and what it did about it."""
+
+    created_at: datetime
+    reconciler: str
+    subject: str
+    found: str
+    action: str
+    done_at: datetime | None
+    error: str | None
+
+
+def recent_findings(factory: sessionmaker[Session], *, task_run_id: int | None = None,
+                    limit: int = 20) -> list[Reconciled]:
+    """What the reconcilers found and did (about one run, or any), newest first."""
+    with read_transaction(factory) as session:
+        return [Reconciled(r.created_at, r.reconciler, r.subject, r.found, r.action, r.done_at, r.error)
+                for r in recent(session, task_run_id=task_run_id, limit=limit)]

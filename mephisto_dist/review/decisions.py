@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import (
     Agent,
     Assignment,
@@ -429,6 +429,12 @@ def failed_calls(session: Session, run_id: int) -> tuple[int, str | None]:
         ProviderCall.task_run_id == run_id, ProviderCall.status == CallStatus.FAILED.value)
         .order_by(ProviderCall.done_at.desc())).scalars().all()
     return len(rows), (rows[0] if rows else None)
+
+
+def failed_call_summary(factory: sessionmaker[Session], run_id: int) -> tuple[int, str | None]:
+    """:func:`failed_calls` in a transaction of its own."""
+    with read_transaction(factory) as session:
+        return failed_calls(session, run_id)
 
 
 @dataclass(frozen=True)

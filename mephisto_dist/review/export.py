@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
@@ -241,3 +242,26 @@ def download_files(storage: Storage, keys: Iterable[str], dest: Path,
         if progress is not None:
             progress(index)
     return done
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: how many units of how many runs, and the storage keys of their uploads."""
+
+    count: int
+    run_count: int
+    file_keys: tuple[str, ...]
+
+
+def export_results(factory: sessionmaker[Session], write: Callable[[Iterator[dict[str, Any]]], int], *,
+                   task_name: str | None, run_id: int | None, include_unsubmitted: bool = False,
+                   include_expired: bool = True) -> Exported:
+    """Stream the unit records of a run (or of every run of ``task_name``) to ``write`` (which returns how
+    many it wrote), in one read transaction; :class:`NotFoundError` for an unknown run or task, before
+    ``write`` is called."""
+    with read_transaction(factory) as session:
+        run_ids = resolve_runs(session, task_name=task_name, run_id=run_id)
+        keys: list[str] = []
+        count = write(collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
+                                                 include_expired=include_expired), keys))
+    return Exported(count, len(run_ids), tuple(keys))

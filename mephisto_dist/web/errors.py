@@ -35,6 +35,8 @@ async def error_response(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc)}, exc.status_code)
     if isinstance(exc, NotFoundError):
         return JSONResponse({"error": str(exc)}, 404)
+    if isinstance(exc, ServiceError) and isinstance(exc.__cause__, SQLAlchemyError):
+        return await driver_error_response(request, exc.__cause__)  # translated by the db adapter
     if isinstance(exc, ServiceError):
         log.warning("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": SERVICE_TROUBLE}, 503)

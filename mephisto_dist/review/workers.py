@@ -1,0 +1,178 @@
+"""What ``workers ...`` and ``qualifications ...`` do: workers' records, blocking and unblocking,
+onboarding resets, notifications, and granting and revoking qualifications. Each write commits its
+decision with the provider calls it causes (ledger rows) and returns their ids, for the caller to send
+after the commit (``review.dispatch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
+from mephisto_dist.domain.qualifications import FAILED_SUFFIX
+from mephisto_dist.errors import NotAllowed, NotFoundError
+from mephisto_dist.review.decisions import WorkerHistory, worker_histories
+from mephisto_dist.review.export import resolve_runs
+from mephisto_dist.review.qualifications import (
+    Grant,
+    QualificationSummary,
+    block_worker,
+    check_name,
+    clear_onboarding,
+    create_qualification,
+    find_qualification,
+    find_worker,
+    grant,
+    list_grants,
+    list_qualifications,
+    pending_worker_calls,
+    record_notification,
+    revoke,
+    unblock_worker,
+)
+
+Factory = sessionmaker[Session]
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A write's outcome: whether it changed anything, and the provider calls to send after the commit."""
+
+    changed: bool
+    call_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WorkerRecords:
+    histories: tuple[WorkerHistory, ...]
+    soft_blocks: Mapping[int, Sequence[str]]
+    """Worker id -> the block_qualifications of the task's runs the worker holds."""
+
+
+def worker_records(factory: Factory, task_name: str | None = None) -> WorkerRecords:
+    """Every worker's units and judgements (over one task: :class:`NotFoundError` for an unknown one)."""
+    with transaction(factory) as session:
+        task_id = None
+        soft_blocks: dict[int, list[str]] = {}
+        if task_name is not None:
+            run_ids = resolve_runs(session, task_name=task_name, run_id=None)
+            task_id = session.scalar(select(Task.id).where(Task.task_name == task_name))
+            soft_blocks = _soft_blocks(session, run_ids)
+        return WorkerRecords(tuple(worker_histories(session, task_id=task_id)), soft_blocks)
+
+
+def _soft_blocks(session: Session, run_ids: list[int]) -> dict[int, list[str]]:
+    """Workers holding the block_qualification of one of the runs: worker id -> qualification names."""
+    names = set()
+    for config in session.scalars(select(TaskRun.config).where(TaskRun.id.in_(run_ids))):
+        name = RunConfig.parse(config).blueprint.block_qualification
+        if name:
+            names.add(str(name))
+    held: dict[int, list[str]] = {}
+    rows = session.execute(
+        select(GrantedQualification.worker_id, Qualification.name)
+        .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
+        .where(Qualification.name.in_(sorted(names)))
+    )
+    for worker_id, name in rows:
+        held.setdefault(int(worker_id), []).append(name)
+    return held
+
+
+def block(factory: Factory, worker: str, provider_type: str | None, *, reason: str, qualification: str | None,
+          now: datetime) -> Changed:
+    """Block everywhere (and on the provider), or from the tasks of one block ``qualification`` (granted);
+    ``changed`` is False when already blocked everywhere."""
+    with transaction(factory) as session:
+        found = find_worker(session, worker, provider_type)
+        if qualification is not None:
+            qualification_id, _ = create_qualification(session, qualification, now=now)
+            grant(session, qualification_id, found.id, 1, now=now)
+            return Changed(True, tuple(pending_worker_calls(session, found.id)))  # the grant, copied to MTurk
+        call_id = block_worker(session, found.id, reason, now=now)
+        return Changed(call_id is not None, () if call_id is None else (call_id,))
+
+
+def unblock(factory: Factory, worker: str, provider_type: str | None, *, reason: str, qualification: str | None,
+            now: datetime) -> Changed:
+    """Lift the block everywhere, or one block ``qualification`` (:class:`NotAllowed` when not held);
+    ``changed`` is False when the worker was not blocked."""
+    with transaction(factory) as session:
+        found = find_worker(session, worker, provider_type)
+        if qualification is not None:
+            if not revoke(session, find_qualification(session, qualification).id, found.id):
+                raise NotAllowed(f"worker {worker} does not hold {qualification!r}")
+            return Changed(True, tuple(pending_worker_calls(session, found.id)))  # the revoke, copied to MTurk
+        call_id = unblock_worker(session, found.id, reason, now=now)
+        return Changed(call_id is not None, () if call_id is None else (call_id,))
+
+
+@dataclass(frozen=True)
+class OnboardingCleared:
+    removed: tuple[str, ...]
+    call_ids: tuple[int, ...]
+
+
+def reset_onboarding(factory: Factory, worker: str, provider_type: str | None, qualification: str,
+                     ) -> OnboardingCleared:
+    """Remove ``<NAME>`` and ``<NAME>-failed`` from the worker (:class:`NotFoundError` when neither exists)."""
+    with transaction(factory) as session:
+        found = find_worker(session, worker, provider_type)
+        name = check_name(qualification)
+        known = session.scalar(select(Qualification.id).where(
+            Qualification.name.in_([name, name + FAILED_SUFFIX])).limit(1))
+        if known is None:
+            raise NotFoundError(f"no qualification named {name!r} or {name + FAILED_SUFFIX!r}")
+        removed = clear_onboarding(session, found.id, name)
+        return OnboardingCleared(tuple(removed), tuple(pending_worker_calls(session, found.id)))
+
+
+def notify(factory: Factory, workers: Sequence[str], provider_type: str | None, subject: str, message: str, *,
+           now: datetime) -> tuple[int, ...]:
+    """Record a message to each worker (MTurk's NotifyWorkers); the ledger calls to send."""
+    with transaction(factory) as session:
+        return tuple(record_notification(session, find_worker(session, name, provider_type).id, subject, message,
+                                         now=now) for name in workers)
+
+
+def qualifications(factory: Factory) -> list[QualificationSummary]:
+    with read_transaction(factory) as session:
+        return list_qualifications(session)
+
+
+def holders(factory: Factory, name: str) -> list[Grant]:
+    """Who holds the qualification ``name`` (:class:`NotFoundError` for an unknown one)."""
+    with read_transaction(factory) as session:
+        return list_grants(session, find_qualification(session, name).id)
+
+
+def create(factory: Factory, name: str, *, now: datetime) -> bool:
+    """Create the qualification; False when it existed."""
+    with transaction(factory) as session:
+        return create_qualification(session, name, now=now)[1]
+
+
+def grant_to(factory: Factory, name: str, worker: str, provider_type: str | None, value: int, *,
+             now: datetime) -> tuple[int, ...]:
+    """Give (or change) the worker's value of ``name``; the provider calls to send."""
+    with transaction(factory) as session:
+        qualification = find_qualification(session, name)
+        found = find_worker(session, worker, provider_type)
+        grant(session, qualification.id, found.id, value, now=now)
+        return tuple(pending_worker_calls(session, found.id))
+
+
+def revoke_from(factory: Factory, name: str, worker: str, provider_type: str | None) -> tuple[int, ...]:
+    """Take ``name`` from the worker (:class:`NotAllowed` when not held); the provider calls to send."""
+    with transaction(factory) as session:
+        qualification = find_qualification(session, name)
+        found = find_worker(session, worker, provider_type)
+        if not revoke(session, qualification.id, found.id):
+            raise NotAllowed(f"worker {worker} does not hold {name!r}")
+        return tuple(pending_worker_calls(session, found.id))
