@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -207,6 +208,35 @@ def test_a_multipart_field_that_is_not_utf8_is_refused(runtime: Runtime, run: Ru
     assert call(runtime, run, "POST", "/submit_task", content=good, headers=FORM).status_code == 200
     with transaction(runtime.sessions) as session:
         assert session.get(Agent, agent).outputs["comment"] == "café"  # type: ignore[union-attr,index]
+
+
+URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def test_a_url_encoded_submit_is_taken_as_a_multipart_one_is(runtime: Runtime, run: RunContext) -> None:
+    """An HTML form posted as it is: its fields are the submission's, with a multipart form's limits and
+    refusals (and its UTF-8 decoded as UTF-8, raw or %-escaped, never as Latin-1)."""
+    agent = register(runtime, run)
+    without = call(runtime, run, "POST", "/submit_task", content=urlencode({"USED_AGENT_ID": agent, "rating": "4"}),
+                   headers=URLENCODED)
+    assert without.status_code == 400 and "final_string_data" in without.json()["error"], without.text
+    latin1 = f"USED_AGENT_ID={agent}&final_string_data=%7B%22comment%22%3A%22caf%E9%22%7D"
+    refused = call(runtime, run, "POST", "/submit_task", content=latin1, headers=URLENCODED)
+    assert refused.json() == {"error": "the form field 'final_string_data' is not valid UTF-8"}, refused.text
+    big = urlencode({"USED_AGENT_ID": agent, "final_string_data": json.dumps({"essay": "x" * LIMIT_BYTES})})
+    too_big = call(runtime, run, "POST", "/submit_task", content=big, headers=URLENCODED)
+    assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]
+    assert unit_status(runtime, agent) == "assigned"
+    answers = {"comment": "café \U0001f600", "rating": "4"}
+    body = urlencode({"USED_AGENT_ID": agent, "final_string_data": json.dumps(answers, ensure_ascii=False)})
+    taken = call(runtime, run, "POST", "/submit_task", content=body,
+                 headers={"content-type": "application/x-www-form-urlencoded; charset=UTF-8"})
+    assert taken.status_code == 200 and taken.json()["status"] == "Submitted!", taken.text
+    assert unit_status(runtime, agent) == "completed"
+    with transaction(runtime.sessions) as session:
+        assert session.get(Agent, agent).outputs == answers  # type: ignore[union-attr]
+    again = call(runtime, run, "POST", "/submit_task", data={"USED_AGENT_ID": agent, "final_string_data": "{}"})
+    assert again.status_code == 200 and again.json()["status"] == "Already submitted", again.text
 
 
 def test_metadata_is_taken_while_working_and_refused_after_submission(runtime: Runtime, run: RunContext) -> None:
