@@ -239,6 +239,18 @@ def test_a_url_encoded_submit_is_taken_as_a_multipart_one_is(runtime: Runtime, r
     assert again.status_code == 200 and again.json()["status"] == "Already submitted", again.text
 
 
+def test_a_page_on_another_mephisto_task_version_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The page sends the version its mephisto-task reports: the one served (what the 2.0.4 release on npm
+    reports) is quiet; another is logged for the operator, once, as Mephisto's router does."""
+    from mephisto_dist.web.frontend import RenderedFrontend
+
+    frontend = RenderedFrontend()
+    for version in (None, "2.0.3", "1.0.9", "1.0.9"):
+        frontend.check_client_version(version)
+    told = [r.getMessage() for r in caplog.records if "mephisto-task" in r.getMessage()]
+    assert len(told) == 1 and "mephisto-task '1.0.9', but this server speaks for 2.0.3" in told[0], told
+
+
 def test_metadata_is_taken_while_working_and_refused_after_submission(runtime: Runtime, run: RunContext) -> None:
     """Tips and feedback in the shapes Mephisto's add-ons send, kept as Mephisto's agent state keeps them."""
     agent = register(runtime, run)
