@@ -288,7 +288,8 @@ def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: 
 
     down = make_url(PG_URL).set(port=1, password="s3cret-pw").render_as_string(hide_password=False)
     runtime = Runtime(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path), "MEPHISTO_DIST_DATABASE_URL": down,
-                                     "MEPHISTO_DIST_REDIS_URL": "redis://127.0.0.1:1/0"}))
+                                     "MEPHISTO_DIST_REDIS_URL": "redis://127.0.0.1:1/0",
+                                     "MEPHISTO_DIST_OUTAGE_WAIT_S": "0.5"}))
     try:
         for method, path, body in (("GET", "/task_config.json", None),
                                    ("POST", "/request_agent", registration("alice"))):
@@ -298,6 +299,8 @@ def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: 
         runtime.close()
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "cannot reach the database at postgresql://" in logged and ":***@" in logged
+    # Waited out first (a restart or a failover is over in seconds), then answered.
+    assert "waiting up to 0.5 s for it to come back" in logged and "outlasted" in logged, logged
     assert "s3cret-pw" not in logged
 
 

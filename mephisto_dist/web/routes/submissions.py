@@ -17,6 +17,7 @@ from mephisto_dist.web.bodies import agent_id_of, form_body, form_kind, json_bod
 from mephisto_dist.web.context import context_of
 from mephisto_dist.work import submissions as service
 from mephisto_dist.work.claims import Submission
+from mephisto_dist.work.served import Served
 from mephisto_dist.work.submissions import UploadedFile
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,19 @@ async def _submit_form(request: Request) -> Response:
         if not files:
             submission = await context.call(service.submit_task, context.served, agent_id, fields)
         else:
-            submission = await context.call_in_thread(service.submit_task, context.served, agent_id, fields,
-                                                      files)
+            submission = await context.call_in_thread(_submit_with_files, context.served, agent_id, fields, files)
         return _submitted(submission)
     finally:
         await form.close()
+
+
+def _submit_with_files(served: Served, agent_id: str, fields: dict[str, Any],
+                       files: list[UploadedFile]) -> Submission:
+    """``submit_task`` with the files read from their start, and the answers as sent: a call made again
+    after an outage reads them afresh (the failed one read the files and attached their records)."""
+    for file in files:
+        file.data.seek(0)
+    return service.submit_task(served, agent_id, dict(fields), files)
 
 
 def _final_string_data(form: FormData) -> dict[str, Any]:
@@ -75,7 +84,7 @@ async def submit_metadata(request: Request) -> Response:
     context = context_of(request)
     body = await json_body(request, context.max_body_bytes)
     metadata = json_object(body, "metadata", "submit_metadata")
-    await context.call_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
+    await context.call_once_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
     return JSONResponse({"status": "Submitted Metadata!"})
 
 
