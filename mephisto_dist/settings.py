@@ -74,6 +74,9 @@ class Settings:
     max_concurrent_units: int = 0
     max_upload_bytes: int = 50 * 1024 * 1024
     web_threads: int = 4
+    # How long the web tier waits out an outage of the database or Redis (a restart, a failover) before
+    # it answers a worker 503; 0 answers at once.
+    outage_wait_s: float = 15.0
     lease_ttl_s: float = 60.0
     provider_calls_per_s: float = 5.0
     provider_max_attempts: int = 5
@@ -150,6 +153,7 @@ class Settings:
             f"{ENV_PREFIX}MAX_CONCURRENT_UNITS": str(self.max_concurrent_units),
             f"{ENV_PREFIX}MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             f"{ENV_PREFIX}WEB_THREADS": str(self.web_threads),
+            f"{ENV_PREFIX}OUTAGE_WAIT_S": str(self.outage_wait_s),
             f"{ENV_PREFIX}LEASE_TTL_S": str(self.lease_ttl_s),
             f"{ENV_PREFIX}PROVIDER_CALLS_PER_S": str(self.provider_calls_per_s),
             f"{ENV_PREFIX}PROVIDER_MAX_ATTEMPTS": str(self.provider_max_attempts),
@@ -213,6 +217,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_concurrent_units=int(_number(env, "MAX_CONCURRENT_UNITS", 0, int)),
         max_upload_bytes=int(_number(env, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int)),
         web_threads=max(1, int(_number(env, "WEB_THREADS", 4, int))),
+        outage_wait_s=float(_number(env, "OUTAGE_WAIT_S", 15.0, float)),
         lease_ttl_s=float(_number(env, "LEASE_TTL_S", 60.0, float)),
         provider_calls_per_s=float(_number(env, "PROVIDER_CALLS_PER_S", 5.0, float)),
         provider_max_attempts=max(1, int(_number(env, "PROVIDER_MAX_ATTEMPTS", 5, int))),

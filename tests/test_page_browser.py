@@ -28,7 +28,7 @@ def start_run(tmp_path: Path) -> Iterator[Callable[[str], tuple[RunProcess, str,
 
 
 def test_title_icon_access_log_and_submitting_after_a_force_quit(
-    start_run: Callable[[str], tuple[RunProcess, str, int]], browser: Any,
+    start_run: Callable[[str], tuple[RunProcess, str, int]], browser: Any, tmp_path: Path,
 ) -> None:
     run, _, port = start_run(f"page-{uuid.uuid4().hex[:8]}")
     # The title is in the page as served, before any script runs.
@@ -57,6 +57,10 @@ def test_title_icon_access_log_and_submitting_after_a_force_quit(
     said = page.locator("#shell-status").inner_text()
     assert "closed" in said and "not recorded" in said, said
     assert "Failed to fetch" not in said
+    # Nothing left to send: the answers stay in sight, greyed, and there is no Submit to press.
+    assert page.locator("#submit-button").is_hidden()
+    assert page.locator("#rating").is_disabled()
+    page.screenshot(path=str(tmp_path / "closed-after-force-quit.png"), full_page=True)
     page.context.close()
 
 

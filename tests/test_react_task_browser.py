@@ -49,9 +49,14 @@ def start_run(tmp_path: Path, react_task: Path) -> Iterator[Callable[..., tuple[
         yield start_and_port
 
 
-def open_react(browser: Any, port: int, worker: str, assignment: str, ready: str) -> Any:
+def open_react(browser: Any, port: int, worker: str, assignment: str, ready: str,
+               console: list[str] | None = None) -> Any:
+    """The page opened as ``worker``, waited on until ``ready`` shows; what it logs to the browser's console
+    is appended to ``console``."""
     context = browser.new_context()
     page = context.new_page()
+    if console is not None:
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.set_default_timeout(PAGE_S * 1000)
     page.goto(f"http://localhost:{port}/?worker_id={worker}&assignment_id={assignment}")
     page.wait_for_selector(ready)
@@ -65,8 +70,12 @@ def test_a_worker_gets_the_data_leaves_a_tip_submits_and_it_is_exported(
     run, port = start_run(task_name)
     assert "building the webapp bundle" not in run.output  # built already, and nothing changed since
 
-    page = open_react(browser, port, "alice", "1", "#sentence")
+    console: list[str] = []
+    page = open_react(browser, port, "alice", "1", "#sentence", console)
     assert page.locator("#sentence").inner_text() == "This text is good text!"
+    # mephisto-task compares the version the server reports with its own: they are the same.
+    assert any("agent_details" in line for line in console), console  # the hook's own log: we listen
+    assert not [line for line in console if "mismatch" in line.lower()], console
     page.fill("#note", "Read the whole sentence first.")
     page.click("#send-tip")
     page.wait_for_selector("#note-sent")

@@ -96,9 +96,10 @@ def test_every_router_path_answers_as_mephisto(tmp_path: Path, runtime: Runtime)
             assert f"function {function}(" in wrap
         assert http.get("/logo.txt").text == "logo\n"  # extra_source_dir
 
-        config = http.get("/task_config.json", params={"mephisto_task_version": "2.0.4"}).json()
+        # What the page on mephisto-task 2.0.4 from npm sends (its libVersion) is what it must read back.
+        config = http.get("/task_config.json", params={"mephisto_task_version": "2.0.3"}).json()
         assert config["task_title"] == "Router surface" and config["task_description"] == "Every path"
-        assert config["mephisto_task_version"] == "2.0.4" and config["block_mobile"] is False
+        assert config["mephisto_task_version"] == "2.0.3" and config["block_mobile"] is False
         assert config["tips"] == [{"header": "Read twice", "text": "Read the sentence twice before rating."}]
 
         onboarding = agent_details(http.post("/request_agent", json=registration("nested", "1")))

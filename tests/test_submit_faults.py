@@ -73,7 +73,9 @@ def statuses(rt: Runtime, run_id: int) -> list[str]:
 def test_a_submit_whose_release_fails_is_a_success_and_the_slot_comes_back(tmp_path: Path, sqlite_url: str) -> None:
     server = KillableRedis(tmp_path / "redis")
     server.start()
-    rt = make_runtime(tmp_path / "data", sqlite_url, server.url, POOL_RENEW_EVERY_S="0.5", RUN_SWEEP_EVERY_S="0.5")
+    # A Redis down for good is waited out for a second only (OUTAGE_WAIT_S), then told.
+    rt = make_runtime(tmp_path / "data", sqlite_url, server.url, POOL_RENEW_EVERY_S="0.5", RUN_SWEEP_EVERY_S="0.5",
+                      OUTAGE_WAIT_S="1")
     try:
         # allowed_concurrent: a worker's request needs Redis, to show how its failure is told.
         task_dir = write_task_dir(tmp_path, rows=3, architect="mock", cap=2,

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -209,6 +210,47 @@ def test_a_multipart_field_that_is_not_utf8_is_refused(runtime: Runtime, run: Ru
         assert session.get(Agent, agent).outputs["comment"] == "café"  # type: ignore[union-attr,index]
 
 
+URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def test_a_url_encoded_submit_is_taken_as_a_multipart_one_is(runtime: Runtime, run: RunContext) -> None:
+    """An HTML form posted as it is: its fields are the submission's, with a multipart form's limits and
+    refusals (and its UTF-8 decoded as UTF-8, raw or %-escaped, never as Latin-1)."""
+    agent = register(runtime, run)
+    without = call(runtime, run, "POST", "/submit_task", content=urlencode({"USED_AGENT_ID": agent, "rating": "4"}),
+                   headers=URLENCODED)
+    assert without.status_code == 400 and "final_string_data" in without.json()["error"], without.text
+    latin1 = f"USED_AGENT_ID={agent}&final_string_data=%7B%22comment%22%3A%22caf%E9%22%7D"
+    refused = call(runtime, run, "POST", "/submit_task", content=latin1, headers=URLENCODED)
+    assert refused.json() == {"error": "the form field 'final_string_data' is not valid UTF-8"}, refused.text
+    big = urlencode({"USED_AGENT_ID": agent, "final_string_data": json.dumps({"essay": "x" * LIMIT_BYTES})})
+    too_big = call(runtime, run, "POST", "/submit_task", content=big, headers=URLENCODED)
+    assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]
+    assert unit_status(runtime, agent) == "assigned"
+    answers = {"comment": "café \U0001f600", "rating": "4"}
+    body = urlencode({"USED_AGENT_ID": agent, "final_string_data": json.dumps(answers, ensure_ascii=False)})
+    taken = call(runtime, run, "POST", "/submit_task", content=body,
+                 headers={"content-type": "application/x-www-form-urlencoded; charset=UTF-8"})
+    assert taken.status_code == 200 and taken.json()["status"] == "Submitted!", taken.text
+    assert unit_status(runtime, agent) == "completed"
+    with transaction(runtime.sessions) as session:
+        assert session.get(Agent, agent).outputs == answers  # type: ignore[union-attr]
+    again = call(runtime, run, "POST", "/submit_task", data={"USED_AGENT_ID": agent, "final_string_data": "{}"})
+    assert again.status_code == 200 and again.json()["status"] == "Already submitted", again.text
+
+
+def test_a_page_on_another_mephisto_task_version_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The page sends the version its mephisto-task reports: the one served (what the 2.0.4 release on npm
+    reports) is quiet; another is logged for the operator, once, as Mephisto's router does."""
+    from mephisto_dist.web.frontend import RenderedFrontend
+
+    frontend = RenderedFrontend()
+    for version in (None, "2.0.3", "1.0.9", "1.0.9"):
+        frontend.check_client_version(version)
+    told = [r.getMessage() for r in caplog.records if "mephisto-task" in r.getMessage()]
+    assert len(told) == 1 and "mephisto-task '1.0.9', but this server speaks for 2.0.3" in told[0], told
+
+
 def test_metadata_is_taken_while_working_and_refused_after_submission(runtime: Runtime, run: RunContext) -> None:
     """Tips and feedback in the shapes Mephisto's add-ons send, kept as Mephisto's agent state keeps them."""
     agent = register(runtime, run)
@@ -246,7 +288,8 @@ def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: 
 
     down = make_url(PG_URL).set(port=1, password="s3cret-pw").render_as_string(hide_password=False)
     runtime = Runtime(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path), "MEPHISTO_DIST_DATABASE_URL": down,
-                                     "MEPHISTO_DIST_REDIS_URL": "redis://127.0.0.1:1/0"}))
+                                     "MEPHISTO_DIST_REDIS_URL": "redis://127.0.0.1:1/0",
+                                     "MEPHISTO_DIST_OUTAGE_WAIT_S": "0.5"}))
     try:
         for method, path, body in (("GET", "/task_config.json", None),
                                    ("POST", "/request_agent", registration("alice"))):
@@ -256,6 +299,8 @@ def test_a_database_outage_is_a_503_the_worker_can_read(tmp_path: Path, caplog: 
         runtime.close()
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "cannot reach the database at postgresql://" in logged and ":***@" in logged
+    # Waited out first (a restart or a failover is over in seconds), then answered.
+    assert "waiting up to 0.5 s for it to come back" in logged and "outlasted" in logged, logged
     assert "s3cret-pw" not in logged
 
 

@@ -14,7 +14,7 @@ import redis.exceptions
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from mephisto_dist.errors import ConfigError, ServiceError, Unreachable
+from mephisto_dist.errors import ConfigError, MephistoDistError, ServiceError, Unreachable
 from mephisto_dist.settings import DATABASE_HINT, REDIS_HINT, Settings, load_settings
 
 
@@ -50,6 +50,27 @@ def is_database_driver_error(error: BaseException) -> bool:
     row another process made first)."""
     return (isinstance(error, sa_exc.SQLAlchemyError) and _is_driver_error(error)
             and not isinstance(error, sa_exc.IntegrityError))
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error``, or an error that caused it, says the database or Redis cannot be reached right
+    now (refused, dropped, timed out): what a restart or a failover looks like for a few seconds, so a
+    call that failed this way may succeed if made again. Any other error is an answer."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, Unreachable):
+            return True
+        if isinstance(seen, MephistoDistError) and not isinstance(seen, ServiceError):
+            return False  # an answer (a refusal, a missing run), whatever it was raised while handling
+        if isinstance(seen, sa_exc.SQLAlchemyError):
+            return _is_driver_error(seen) and _is_connection_error(seen)
+        if isinstance(seen, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError |
+                      kombu.exceptions.OperationalError):
+            return True
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False
 
 
 def mask_url(url: str) -> str:

@@ -1,13 +1,14 @@
 """Reading request bodies: a size limit enforced while the body streams in (a chunked body has no
-Content-Length to check first), JSON objects, multipart forms."""
+Content-Length to check first), JSON objects, forms (multipart or URL-encoded)."""
 
 from __future__ import annotations
 
 import json
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import unquote_plus
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
@@ -16,6 +17,9 @@ from mephisto_dist.domain.worker_input import check_depth, check_name
 from mephisto_dist.errors import RequestError
 
 MAX_AGENT_ID_CHARS = 64  # the agent id column
+MAX_FORM_FIELDS = 1000  # Starlette's limit for a multipart form, kept for a URL-encoded one
+MULTIPART = "multipart/form-data"
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 def limited(request: Request, max_bytes: int) -> Request:
@@ -64,13 +68,42 @@ class _StrictMultiPartParser(MultiPartParser):
 
 
 async def form_body(request: Request, max_bytes: int) -> FormData:
-    """A multipart body, read through :func:`limited`, with every text field valid UTF-8."""
+    """A form body (multipart or URL-encoded, see :func:`form_kind`), read through :func:`limited`, with
+    every text field valid UTF-8."""
     body = limited(request, max_bytes)
+    if form_kind(request) == URLENCODED:
+        return _urlencoded(await body.body())
     try:
         async with aclosing(body.stream()) as stream:
             return await _StrictMultiPartParser(body.headers, stream, max_part_size=max_bytes).parse()
     except MultiPartException as error:
         raise RequestError(error.message) from None
+
+
+def _urlencoded(raw: bytes) -> FormData:
+    """An ``application/x-www-form-urlencoded`` body as a form. Starlette's own parser reads bytes as
+    Latin-1 and replaces bad escapes, so an answer would be stored garbled: here a field whose text
+    (raw or %-escaped) is not UTF-8 is refused with the multipart parser's words."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the request body is not valid UTF-8") from None
+    pairs = [pair for pair in text.split("&") if pair]
+    if len(pairs) > MAX_FORM_FIELDS:
+        raise RequestError(f"Too many fields. Maximum number of fields is {MAX_FORM_FIELDS}.")
+    items: list[tuple[str, str | UploadFile]] = []
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        name = _unescaped(name, name)
+        items.append((name, _unescaped(value, name)))
+    return FormData(items)
+
+
+def _unescaped(text: str, field_name: str) -> str:
+    try:
+        return unquote_plus(text, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise RequestError(f"the form field {field_name!r} is not valid UTF-8") from None
 
 
 def parse_json(raw: bytes | str, what: str) -> Any:
@@ -88,8 +121,10 @@ def parse_json(raw: bytes | str, what: str) -> Any:
     return value
 
 
-def is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith("multipart/form-data")
+def form_kind(request: Request) -> str | None:
+    """``MULTIPART`` or ``URLENCODED`` when the body is a form (an HTML form posted as it is), else None."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type if media_type in (MULTIPART, URLENCODED) else None
 
 
 def agent_id_of(body: dict[str, Any] | FormData) -> str:

@@ -1,18 +1,31 @@
-"""What every route handler reaches through its request: the served run's services and where to run
-their blocking work."""
+"""What every route handler reaches through its request: the served run's services, where to run
+their blocking work, and how long to wait out an outage of the database or Redis before answering.
+
+A restart or a failover of the database costs a few seconds in which every call fails to connect. A
+worker who is answered 503 then may lose their work, so a call that failed that way (``is_outage``) is
+made again, backing off, for up to ``settings.outage_wait_s``; only a longer outage reaches the worker.
+Making a call again is safe only for work whose repeat changes nothing: every call here is such work
+(a registration is keyed by its id, a submission is a compare-and-set whose repeat is "Already submitted"),
+except what goes through :meth:`WebContext.call_once_in_thread`.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+import anyio
 import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from mephisto_dist.errors.drivers import is_outage, translate
 from mephisto_dist.web.frontend import RenderedFrontend
 from mephisto_dist.web.served_files import ServedFiles
 from mephisto_dist.work.claims import RunContext
@@ -22,6 +35,18 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SQLITE_THREADS = 2
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_S = 0.1
+LONGEST_RETRY_S = 2.0
+
+
+def retry_delay_s(attempt: int, jitter: float) -> float:
+    """The pause before call number ``attempt + 1`` after ``attempt`` failed ones: doubling from
+    ``FIRST_RETRY_S`` up to ``LONGEST_RETRY_S``, spread by ``jitter`` (0..1) so the requests that waited
+    together do not all reach the database in the same instant when it is back."""
+    return min(LONGEST_RETRY_S, FIRST_RETRY_S * 2.0 ** (attempt - 1)) * (0.75 + 0.5 * jitter)
 
 
 @dataclass(frozen=True)
@@ -52,12 +77,53 @@ class WebContext:
         return run if run is not None else await self.call_in_thread(self.served.run)
 
     async def call(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a hot-path service function on one of the hot path's threads."""
-        return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs), limiter=self._hot)
+        """Run a hot-path service function on one of the hot path's threads; made again across a short
+        outage (the module's docstring)."""
+        bound = functools.partial(work, *args, **kwargs)
+        return await self._outlasting(work, lambda: anyio.to_thread.run_sync(bound, limiter=self._hot))
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run work that may be slow whatever the database (the task's own code, file copies)."""
+        """Run work that may be slow whatever the database (the task's own code, file copies); made again
+        across a short outage."""
+        return await self._outlasting(work, lambda: run_in_threadpool(work, *args, **kwargs))
+
+    async def call_once_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run, once, work whose repeat would not be harmless (metadata appends tips, a live update sends
+        a message): an outage reaches the worker at once."""
         return await run_in_threadpool(work, *args, **kwargs)
+
+    async def _outlasting(self, work: Callable[..., object], attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, made again while it fails with an outage, until ``outage_wait_s`` has passed."""
+        settings = self.served.runtime.settings
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                result = await attempt()
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                failures += 1
+                waited_s = time.monotonic() - started
+                if waited_s >= settings.outage_wait_s:
+                    if failures > 1:
+                        log.warning("%s: the outage outlasted %.1f s of waiting (%d attempts): answering",
+                                    _name(work), waited_s, failures)
+                    raise
+                if failures == 1:
+                    log.warning("%s: %s; waiting up to %g s for it to come back", _name(work),
+                                translate(error, settings) or error, settings.outage_wait_s)
+                # The last pause ends at the deadline: one more call then, and the outage is answered.
+                await anyio.sleep(min(retry_delay_s(failures, random.random()), settings.outage_wait_s - waited_s))
+                continue
+            if failures:
+                log.warning("%s: done after waiting out an outage for %.1f s (%d attempts)", _name(work),
+                            time.monotonic() - started, failures + 1)
+            return result
+
+
+def _name(work: Callable[..., object]) -> str:
+    return getattr(work, "__qualname__", None) or repr(work)
 
 
 def context_of(connection: HTTPConnection) -> WebContext:

@@ -3,6 +3,7 @@ task's own ``task_config`` (hooks file or script shared state) merged in last, a
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -14,8 +15,16 @@ from mephisto_dist.config import TaskConfig
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.work.claims import RunContext
 
-MEPHISTO_TASK_VERSION = "2.0.4"
-"""The ``mephisto-task`` release this server speaks for (its front end warns on a mismatch)."""
+log = logging.getLogger(__name__)
+
+MEPHISTO_TASK_VERSION = "2.0.3"
+"""The version ``mephisto-task`` reports, as Mephisto's router serves it (``CURR_MEPHISTO_TASK_VERSION``).
+
+The page asks for ``/task_config.json?mephisto_task_version=<its libVersion>`` and warns in the console
+when the answer's ``mephisto_task_version`` differs. Its libVersion is read from package.json when the
+package is built, and the 2.0.4 release on npm (the current one) was built reporting 2.0.3, as Mephisto's
+own router expects: so 2.0.3 is what a page on the current package reports."""
+VERSIONS_TOLD_AT_MOST = 10  # a client names the version: the log says a few, not whatever it sends
 
 
 def frontend_config(config: dict[str, Any], hooks: TaskHooks) -> dict[str, Any]:
@@ -42,6 +51,20 @@ class RenderedFrontend:
 
     def __init__(self) -> None:
         self._rendered: tuple[RunContext, dict[str, Any], bytes] | None = None
+        self._versions_told: set[str] = set()
+
+    def check_client_version(self, version: str | None) -> None:
+        """Log, once per version and process, a page whose ``mephisto-task`` reports another version than
+        the one served (Mephisto's router forwards the same warning to the operator)."""
+        if version is None:
+            return
+        version = version[:40]
+        told = self._versions_told
+        if version == MEPHISTO_TASK_VERSION or version in told or len(told) >= VERSIONS_TOLD_AT_MOST:
+            return
+        told.add(version)
+        log.warning("a task page uses mephisto-task %r, but this server speaks for %s: the page warns of a "
+                    "version mismatch, and may behave unexpectedly", version, MEPHISTO_TASK_VERSION)
 
     def config(self, run: RunContext) -> dict[str, Any]:
         """``frontend_config`` of the run (shared: do not change it)."""

@@ -94,7 +94,7 @@ async def _live_update(context: WebContext, page: PageSocket, agent_id: str, dat
     try:
         # In a thread even on SQLite: waiting for the database's write lock (held by a Celery worker, another
         # process) must not stall the loop that carries every other page's packets.
-        await context.call_in_thread(service.live_update, context.served, agent_id, data)
+        await context.call_once_in_thread(service.live_update, context.served, agent_id, data)
     except RequestError as error:
         request_id = data.get("request_id")
         if isinstance(request_id, str):

@@ -53,6 +53,7 @@ async def shell_asset(request: Request) -> Response:
 
 async def task_config(request: Request) -> Response:
     context = context_of(request)
+    context.frontend.check_client_version(request.query_params.get("mephisto_task_version"))
     return Response(context.frontend.body(await context.run()), media_type="application/json")
 
 

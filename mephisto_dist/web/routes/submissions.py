@@ -1,4 +1,5 @@
-"""``/submit_task`` (JSON or multipart with files), ``/submit_metadata`` and ``/log_error``."""
+"""``/submit_task`` (JSON, a multipart form with files, or a URL-encoded form), ``/submit_metadata`` and
+``/log_error``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from starlette.routing import Route
 
 from mephisto_dist.errors import RequestError
 from mephisto_dist.metrics import record_submission
-from mephisto_dist.web.bodies import agent_id_of, form_body, is_multipart, json_body, json_object, parse_json
+from mephisto_dist.web.bodies import agent_id_of, form_body, form_kind, json_body, json_object, parse_json
 from mephisto_dist.web.context import context_of
 from mephisto_dist.work import submissions as service
 from mephisto_dist.work.claims import Submission
+from mephisto_dist.work.served import Served
 from mephisto_dist.work.submissions import UploadedFile
 
 log = logging.getLogger(__name__)
@@ -23,15 +25,17 @@ log = logging.getLogger(__name__)
 
 async def submit_task(request: Request) -> Response:
     context = context_of(request)
-    if is_multipart(request):
-        return await _submit_multipart(request)
+    if form_kind(request) is not None:
+        return await _submit_form(request)
     body = await json_body(request, context.max_body_bytes)
     final_data = json_object(body, "final_data", "submit_task")
     submission = await context.call(service.submit_task, context.served, agent_id_of(body), final_data)
     return _submitted(submission)
 
 
-async def _submit_multipart(request: Request) -> Response:
+async def _submit_form(request: Request) -> Response:
+    """A form, multipart (the static task's page, with its files) or URL-encoded (an HTML form posted as
+    it is): the same fields, the same limits, the same refusals."""
     context = context_of(request)
     form = await form_body(request, context.max_body_bytes)
     try:
@@ -42,16 +46,25 @@ async def _submit_multipart(request: Request) -> Response:
         if not files:
             submission = await context.call(service.submit_task, context.served, agent_id, fields)
         else:
-            submission = await context.call_in_thread(service.submit_task, context.served, agent_id, fields,
-                                                      files)
+            submission = await context.call_in_thread(_submit_with_files, context.served, agent_id, fields, files)
         return _submitted(submission)
     finally:
         await form.close()
 
 
+def _submit_with_files(served: Served, agent_id: str, fields: dict[str, Any],
+                       files: list[UploadedFile]) -> Submission:
+    """``submit_task`` with the files read from their start, and the answers as sent: a call made again
+    after an outage reads them afresh (the failed one read the files and attached their records)."""
+    for file in files:
+        file.data.seek(0)
+    return service.submit_task(served, agent_id, dict(fields), files)
+
+
 def _final_string_data(form: FormData) -> dict[str, Any]:
     """The answers, as JSON text in the form's ``final_string_data`` field (Mephisto's static task
-    always sends it: a form without it did not come from a task page, and must not close the unit)."""
+    always sends it, and Mephisto's router reads a form of either kind this way: a form without it did
+    not come from a task page, and must not close the unit)."""
     raw = form.get("final_string_data")
     if not isinstance(raw, str):
         raise RequestError("submit_task needs a 'final_string_data' field (the answers as JSON text)")
@@ -71,7 +84,7 @@ async def submit_metadata(request: Request) -> Response:
     context = context_of(request)
     body = await json_body(request, context.max_body_bytes)
     metadata = json_object(body, "metadata", "submit_metadata")
-    await context.call_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
+    await context.call_once_in_thread(service.submit_metadata, context.served, agent_id_of(body), metadata)
     return JSONResponse({"status": "Submitted Metadata!"})
 
 

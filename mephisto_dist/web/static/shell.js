@@ -20,6 +20,8 @@
   var isPreview = !workerName || !assignmentRef || assignmentRef === "ASSIGNMENT_ID_NOT_AVAILABLE";
   var CLOSED = "This task has been closed (its server no longer answers), so your work was not recorded. " +
     "You can close this page.";
+  var RETRY_FIRST_S = 2;
+  var RETRY_MAX_S = 30;
   var agentId = null;
   var onboarding = false;
 
@@ -164,28 +166,73 @@
     external.submit();
   }
 
+  // The task is over for this page: the answers stay visible (greyed), nothing can be sent any more.
+  function closeForm(text) {
+    Array.prototype.forEach.call(form.elements, function (element) { element.disabled = true; });
+    submitButton.hidden = true;
+    form.classList.add("closed");
+    form.setAttribute("aria-disabled", "true");
+    say(text, "error");
+  }
+
+  // A 503 is a service the server needs that is down for longer than it waits out itself (it says
+  // nothing was recorded): the page keeps the answers and sends them again, waiting longer each time.
+  function retryLater(attempt) {
+    var delayS = Math.min(RETRY_MAX_S, RETRY_FIRST_S * Math.pow(2, attempt));
+    var tick = function () {
+      if (delayS <= 0) {
+        say("Sending your work again…", "retrying");
+        sendSubmission(attempt + 1);
+        return;
+      }
+      say("The task server cannot record your work right now. Your answers are kept on this page and " +
+        "will be sent again in " + delayS + " s: please keep this page open.", "retrying");
+      delayS -= 1;
+      window.setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  // fetch fails outright (a TypeError) when nothing answers: ask once more whether the server is there;
+  // if it is, this was a blip and the answers go again; if not, the run was shut down.
+  function checkClosed(attempt) {
+    say("Sending your work…", "retrying");
+    window.setTimeout(function () {
+      fetch("/is_alive", { cache: "no-store" }).then(function (response) {
+        if (!response.ok) { throw new Error("not alive"); }
+        retryLater(attempt);
+      }).catch(function () { closeForm(CLOSED); });
+    }, 1000);
+  }
+
+  // Each attempt sends the answers as the page holds them then (the submit is recorded at most once).
+  function sendSubmission(attempt) {
+    fetch("/submit_task", { method: "POST", body: collect().upload }).then(readResponse).then(function () {
+      form.hidden = true;
+      say("Thank you! Your work has been submitted.", "done");
+      finishOnMturk();
+    }).catch(function (error) {
+      if (error instanceof TypeError) {
+        checkClosed(attempt);
+      } else if (error.status === 503 || error.status === 502 || error.status === 504) {
+        retryLater(attempt);
+      } else if (error.status === 409) {
+        form.hidden = true;  // the unit is no longer this worker's: the server says why
+        say(error.message, "error");
+      } else {
+        submitButton.disabled = false;
+        say("Your work could not be submitted: " + error.message, "error");
+      }
+    });
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     if (!form.reportValidity()) { return; }
     submitButton.disabled = true;
     if (onboarding) { submitOnboarding(); return; }
     say("Submitting…");
-    fetch("/submit_task", { method: "POST", body: collect().upload }).then(readResponse).then(function () {
-      form.hidden = true;
-      say("Thank you! Your work has been submitted.", "done");
-      finishOnMturk();
-    }).catch(function (error) {
-      submitButton.disabled = false;
-      if (error instanceof TypeError) {
-        // fetch rejects with a TypeError when nothing answers: the run's server was shut down.
-        say(CLOSED, "error");
-      } else if (error.status === 409) {
-        form.hidden = true;  // the unit is no longer this worker's: the server says why
-        say(error.message, "error");
-      } else {
-        say("Your work could not be submitted: " + error.message, "error");
-      }
-    });
+    sendSubmission(0);
   });
 
   fetch("/task_config.json").then(readResponse).then(function (config) {
