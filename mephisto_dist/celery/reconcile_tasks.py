@@ -6,15 +6,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from mephisto_dist import metrics, queue
-from mephisto_dist.architects import Architect, architect_class, architect_types, make_architect
+from mephisto_dist.architects import Architect, make_architect
 from mephisto_dist.celery.tasks import app, runtime
-from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Server, TaskRun
-from mephisto_dist.domain.servers import SERVER_LIVE
-from mephisto_dist.reconcile.servers import reconcile_servers
+from mephisto_dist.reconcile.servers import reconcile_servers, remote_architect_of, runs_missing_a_server
 
 log = logging.getLogger(__name__)
 # An instance boots, installs nothing (the image has mephisto-dist) and starts the web: minutes at most.
@@ -34,7 +29,7 @@ def reconcile_servers_task() -> int:
     for decision in decisions:
         log.info("server %s: %s (%s)", decision.server_id, decision.action.value, decision.found)
         metrics.record_reconciler_action("server_" + decision.action.value.replace(" ", "_"))
-    for run_id in runs_missing_a_server():
+    for run_id in runs_missing_a_server(rt.sessions):
         rt.queue.enqueue(queue.DEPLOY_SERVER, run_id)
     return len(decisions)
 
@@ -44,26 +39,14 @@ def deploy_server(run_id: int) -> int | None:
     """Deploy the run's server when its architect deploys remotely and none is live yet (the architect
     checks and records under the run's lock), then launch its units."""
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        run = session.get(TaskRun, run_id)
-        if run is None or run.is_completed or not architect_class(run.architect_type).deploys_remotely:
-            return None
-        architect = architect_for(run.architect_type)
+    architect_type = remote_architect_of(rt.sessions, run_id)
+    if architect_type is None:
+        return None
+    architect = architect_for(architect_type)
     assert architect is not None
     server_id = architect.deploy(run_id)
     rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)
     return server_id
-
-
-def runs_missing_a_server() -> list[int]:
-    """Live runs whose architect deploys remotely and that have no live server (a redeploy whose process
-    died after terminating the old one, or a deploy task lost with the broker)."""
-    with transaction(runtime().sessions) as session:
-        live = select(Server.id).where(Server.task_run_id == TaskRun.id,
-                                       Server.status.in_([s.value for s in SERVER_LIVE]))
-        return list(session.scalars(select(TaskRun.id).where(
-            TaskRun.architect_type.in_(architect_types(lambda cls: cls.deploys_remotely)),
-            TaskRun.is_completed.is_(False), ~live.exists())))
 
 
 @app.task(name=queue.RECONCILE_HITS)  # type: ignore[untyped-decorator]

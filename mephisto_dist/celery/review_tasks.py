@@ -11,10 +11,14 @@ from celery import Task
 
 from mephisto_dist import queue
 from mephisto_dist.celery.tasks import app, runtime
-from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.launch import retry_delay_s
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.review.decisions import CLAIM_STALE_AFTER_S, CallInFlight, perform_call, unfinished_calls
+from mephisto_dist.review.decisions import (
+    CLAIM_STALE_AFTER_S,
+    CallInFlight,
+    perform_call,
+    unfinished_call_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,7 @@ def resend_provider_calls() -> int:
     """Beat's sweep: re-enqueue provider calls whose enqueue failed or whose process died. A call
     already under way or done is not repeated (``perform_call`` claims its ledger row first)."""
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        call_ids = unfinished_calls(session, now=datetime.now(UTC), retry_base_s=rt.settings.provider_retry_base_s)
+    call_ids = unfinished_call_ids(rt.sessions, now=datetime.now(UTC), retry_base_s=rt.settings.provider_retry_base_s)
     for call_id in call_ids:
         rt.queue.enqueue(queue.PROVIDER_CALL, call_id)
     return len(call_ids)

@@ -10,24 +10,20 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from celery import Celery
-from sqlalchemy import select
 
 from mephisto_dist import queue
 from mephisto_dist.celery.worker import app as _app
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
-from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Task, TaskRun, Unit
-from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import MephistoDistError
-from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider, provider_types
 from mephisto_dist.reconcile.runs import reconcile_pools, reconcile_runs
 from mephisto_dist.runners import events
 from mephisto_dist.runs.launches import LaunchContext, launch_units, resend_due_launches
-from mephisto_dist.runs.returns import hand_back_returned_units, open_hit_runs
-from mephisto_dist.runs.task_runs import mark_completed_if_done
+from mephisto_dist.runs.returns import hand_back_returned_units
+from mephisto_dist.runs.task_runs import close_submitted_unit, open_runs_on, run_provider_of
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 
@@ -49,12 +45,10 @@ def _launch(run_id: int, *, resend: bool = False) -> int:
     """Launch what the run's pools allow; with ``resend``, first re-send its launches that are due
     (their sender died, or their call failed and its retry time came)."""
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        run = session.get(TaskRun, run_id)
-        if run is None:
-            log.warning("launch for unknown run %s ignored", run_id)
-            return 0
-        provider = provider_for(run)
+    provider = run_provider_of(rt.sessions, run_id)
+    if provider is None:
+        log.warning("launch for unknown run %s ignored", run_id)
+        return 0
     ctx = LaunchContext.of(rt, provider)
     resent = resend_due_launches(rt.sessions, ctx, run_id, now=_now()) if resend else 0
     return resent + launch_units(rt.sessions, ctx, run_id, now=_now())
@@ -78,23 +72,13 @@ def outbox_message(message_id: int) -> None:
     done = events.deliver(rt, message_id)
     if done is None or done.kind != outbox.UNIT_SUBMITTED:
         return
-    unit_id = int(done.payload["unit_id"])
-    with transaction(rt.sessions) as session:
-        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Unit.launch_id,
-                                     Unit.worker_id, Task.task_name)
-                              .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Task, Task.id == TaskRun.task_id)
-                              .where(Unit.id == unit_id)).first()
-        if row is None:
-            return
-        run_id, provider_type, config, launch_id, worker_id, task_name = row
-        completed = mark_completed_if_done(session, run_id, now=_now())
-    freed = release_unit_tokens(rt.limiter, [UnitTokens(run_id, unit_id, launch_id, UnitStatus.COMPLETED,
-                                                        worker_id, task_name)])
-    if completed:
-        log.info("task run %s is complete", run_id)
+    closed = close_submitted_unit(rt.sessions, rt.limiter, int(done.payload["unit_id"]), now=_now())
+    if closed is None:
         return
-    if freed and not make_provider(provider_type, RunConfig.parse(config).provider.args).publishes_instantly:
-        _launch(run_id)
+    if closed.run_completed:
+        log.info("task run %s is complete", closed.run_id)
+    elif closed.refill:
+        _launch(closed.run_id)
 
 
 @app.task(name=queue.RESEND_OUTBOX)  # type: ignore[untyped-decorator]
@@ -102,8 +86,7 @@ def resend_outbox() -> int:
     """Beat's sweep: send again the outbox messages whose send was lost, whose handler died, or whose
     failed attempt's backoff passed. One already carried out, or under way, is not run again."""
     rt = runtime()
-    with read_transaction(rt.sessions) as session:
-        message_ids = outbox.due(session, now=_now(), retry_base_s=rt.settings.outbox_retry_base_s)
+    message_ids = outbox.due_now(rt.sessions, now=_now(), retry_base_s=rt.settings.outbox_retry_base_s)
     queue.send_outbox(rt.queue, message_ids)
     if message_ids:
         record_reconciler_action("outbox_resent", len(message_ids))
@@ -127,19 +110,18 @@ def hand_back_returned_task() -> int:
     """Beat's sweep: units whose MTurk HIT no worker holds any more (returned, abandoned) go back to
     the pool, where their HIT (assignable again on MTurk) is theirs still."""
     rt = runtime()
-    with transaction(rt.sessions) as session:
-        runs = [session.get(TaskRun, run_id) for run_id in open_hit_runs(session, provider_types(lambda cls: cls.is_hit_based))]
     handed = 0
-    for run in runs:
-        if run is None:
+    for run_id in open_runs_on(rt.sessions, provider_types(lambda cls: cls.is_hit_based)):
+        provider = run_provider_of(rt.sessions, run_id)
+        if provider is None:
             continue
         try:
-            count = hand_back_returned_units(rt.sessions, provider_for(run), rt.limiter, run.id, now=_now())
+            count = hand_back_returned_units(rt.sessions, provider, rt.limiter, run_id, now=_now())
         except MephistoDistError as error:
-            log.warning("cannot ask the provider about run %s's HITs: %s", run.id, error)
+            log.warning("cannot ask the provider about run %s's HITs: %s", run_id, error)
             continue
         if count:
-            log.info("run %s: %s unit(s) whose HIT was returned are available again", run.id, count)
+            log.info("run %s: %s unit(s) whose HIT was returned are available again", run_id, count)
         handed += count
     return handed
 

@@ -21,8 +21,9 @@ from typing import Any, Final
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import OutboxMessage
 from mephisto_dist.domain.launch import retry_delay_s
 
@@ -157,3 +158,9 @@ def has_unfinished(session: Session, run_id: int) -> bool:
     """Whether the run still has messages to carry out (its run is not done until they are)."""
     return bool(session.scalar(select(exists().where(OutboxMessage.task_run_id == run_id,
                                                      OutboxMessage.status.in_(UNFINISHED)))))
+
+
+def due_now(sessions: sessionmaker[Session], *, now: datetime, retry_base_s: float) -> list[int]:
+    """:func:`due`, in a read transaction of its own (beat's sweep)."""
+    with read_transaction(sessions) as session:
+        return due(session, now=now, retry_base_s=retry_base_s)

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mephisto_dist.architects import Architect, ServerRef, architect_class
+from mephisto_dist.architects import Architect, ServerRef, architect_class, architect_types
 from mephisto_dist.architects.servers import ask_to_stop, mark_stopped
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Server, TaskRun
 from mephisto_dist.db.transitions import move_server
 from mephisto_dist.domain.servers import (
@@ -164,3 +164,24 @@ def _apply(factory: sessionmaker[Session], architect_for: Callable[[str], Archit
         log.warning("server %s: %s failed: %s", item.server.server_id, item.decision.action.value, error)
     with transaction(factory) as session:
         records.mark_done(session, item.record_id, now=now, error=error)
+
+
+def remote_architect_of(factory: sessionmaker[Session], run_id: int) -> str | None:
+    """The run's architect when it deploys remotely and the run goes on; ``None`` otherwise."""
+    with read_transaction(factory) as session:
+        found = session.execute(select(TaskRun.architect_type, TaskRun.is_completed)
+                                .where(TaskRun.id == run_id)).first()
+    if found is None or found[1] or not architect_class(found[0]).deploys_remotely:
+        return None
+    return str(found[0])
+
+
+def runs_missing_a_server(factory: sessionmaker[Session]) -> list[int]:
+    """Live runs whose architect deploys remotely and that have no live server (a redeploy whose process
+    died after terminating the old one, or a deploy task lost with the broker)."""
+    with read_transaction(factory) as session:
+        live = select(Server.id).where(Server.task_run_id == TaskRun.id,
+                                       Server.status.in_([s.value for s in SERVER_LIVE]))
+        return list(session.scalars(select(TaskRun.id).where(
+            TaskRun.architect_type.in_(architect_types(lambda cls: cls.deploys_remotely)),
+            TaskRun.is_completed.is_(False), ~live.exists())))

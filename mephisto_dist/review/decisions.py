@@ -552,3 +552,9 @@ def completed_unit_ids(session: Session, run_ids: Sequence[int]) -> list[int]:
     return list(session.scalars(
         select(Unit.id).where(Unit.task_run_id.in_(list(run_ids)), Unit.status == U.COMPLETED.value)
         .order_by(Unit.id)))
+
+
+def unfinished_call_ids(factory: sessionmaker[Session], *, now: datetime, retry_base_s: float) -> list[int]:
+    """:func:`unfinished_calls`, in a transaction of its own (beat's sweep)."""
+    with transaction(factory) as session:
+        return unfinished_calls(session, now=now, retry_base_s=retry_base_s)

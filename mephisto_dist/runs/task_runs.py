@@ -9,14 +9,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.architects import plan_server
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
+from mephisto_dist.limiter import Limiter
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
+from mephisto_dist.providers import CrowdProvider, make_provider
 
 
 @dataclass(frozen=True)
@@ -128,3 +132,49 @@ def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> b
         .values(is_completed=True, completed_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class UnitClosed:
+    """What follows a unit's submitted event: its run closed or not, and whether its freed slot should
+    be refilled by a Celery launch (a provider whose publishing costs a remote call)."""
+
+    run_id: int
+    run_completed: bool
+    refill: bool
+
+
+def close_submitted_unit(sessions: sessionmaker[Session], limiter: Limiter, unit_id: int, *,
+                         now: datetime) -> UnitClosed | None:
+    """After a unit's on-submitted event: close its run when this was its last unit (after the hook, so
+    that it is not lost), then give the unit's tokens back (again: idempotent). ``None`` for an unknown
+    unit."""
+    with transaction(sessions) as session:
+        row = session.execute(select(Unit.task_run_id, TaskRun.provider_type, TaskRun.config, Unit.launch_id,
+                                     Unit.worker_id, Task.task_name)
+                              .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Task, Task.id == TaskRun.task_id)
+                              .where(Unit.id == unit_id)).first()
+        if row is None:
+            return None
+        run_id, provider_type, config, launch_id, worker_id, task_name = row
+        completed = mark_completed_if_done(session, run_id, now=now)
+    freed = release_unit_tokens(limiter, [UnitTokens(run_id, unit_id, launch_id, UnitStatus.COMPLETED,
+                                                     worker_id, task_name)])
+    instant = make_provider(provider_type, RunConfig.parse(config).provider.args).publishes_instantly
+    return UnitClosed(run_id, completed, bool(freed) and not completed and not instant)
+
+
+def run_provider_of(sessions: sessionmaker[Session], run_id: int) -> CrowdProvider | None:
+    """The provider a run publishes on, from its stored config; ``None`` for an unknown run."""
+    with read_transaction(sessions) as session:
+        found = session.execute(select(TaskRun.provider_type, TaskRun.config).where(TaskRun.id == run_id)).first()
+    if found is None:
+        return None
+    return make_provider(found[0], RunConfig.parse(found[1]).provider.args)
+
+
+def open_runs_on(sessions: sessionmaker[Session], provider_types: Sequence[str]) -> list[int]:
+    """The runs not yet completed that publish on one of these providers."""
+    with read_transaction(sessions) as session:
+        return list(session.scalars(select(TaskRun.id).where(
+            TaskRun.is_completed.is_(False), TaskRun.provider_type.in_(list(provider_types))).order_by(TaskRun.id)))
