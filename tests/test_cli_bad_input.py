@@ -123,4 +123,6 @@ def test_export_needs_one_selector(tmp_path: Path) -> None:
 
 
 def test_export_of_an_unknown_task(tmp_path: Path) -> None:
-    assert_refused(run_cli(tmp_path / "data", "export", "--task-name", "ghost"), "no task named 'ghost'")
+    unknown = run_cli(tmp_path / "data", "export", "--task-name", "ghost")
+    assert unknown.returncode == 4, unknown.stderr  # not found (README's exit codes)
+    assert unknown.stderr.strip() == "error: no task named 'ghost'; there are no tasks yet"
