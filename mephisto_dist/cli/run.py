@@ -17,20 +17,16 @@ import redis
 import typer
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import func, select
 
-from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
+from mephisto_dist.architects import ServerPlan, architect_class, check_port_free
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.embedded import ChildProcesses, EmbeddedRedis
-from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.migrate import check_schema, upgrade
-from mephisto_dist.db.models import Agent, Task, TaskRun
 from mephisto_dist.domain.run_summary import unit_progress
-from mephisto_dist.domain.status import AgentStatus, UnitStatus, run_is_done
+from mephisto_dist.domain.status import UnitStatus, run_is_done
 from mephisto_dist.errors import ServiceError
-from mephisto_dist.providers import CrowdProvider, make_provider
-from mephisto_dist.runs import lifecycle
+from mephisto_dist.providers import CrowdProvider
+from mephisto_dist.runs import lifecycle, watching
 from mephisto_dist.runs.launches import LaunchContext, launch_units
 from mephisto_dist.runs.preparation import (
     PreparedRun,
@@ -39,7 +35,7 @@ from mephisto_dist.runs.preparation import (
     enqueue_launch,
     prepare_run,
 )
-from mephisto_dist.runs.task_runs import mark_completed_if_done, unit_counts
+from mephisto_dist.runs.stopping import drain, force_stop, run_provider
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
@@ -149,17 +145,8 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
     runtime = Runtime(settings)
     try:
         prepare_schema(runtime, attached=not detach)
-        with transaction(runtime.sessions) as session:
-            stored = session.get(TaskRun, run_id)
-            if stored is None:
-                fail(f"task run {run_id} does not exist")
-            if stored.is_completed:
-                fail(f"task run {run_id} is already complete; nothing to resume")
-            if stored.shutdown_requested_at is not None:
-                fail(f"task run {run_id} was stopped ({stored.shutdown_reason}); start a new run instead")
-            task_name = session.scalar(select(Task.task_name).where(Task.id == stored.task_id)) or ""
-            server = plan_server(stored.architect_type, RunConfig.parse(stored.config).architect.args)
-            architect_type = stored.architect_type
+        found = watching.resumable(runtime.sessions, run_id)
+        task_name, server, architect_type = found.task_name, found.server, found.architect_type
         check_port_unclaimed(runtime, server, resuming=run_id)
     finally:
         runtime.close()
@@ -182,13 +169,7 @@ def _incomplete_run(settings: Settings, task_name: str, *, attached: bool) -> in
     runtime = Runtime(settings)
     try:
         prepare_schema(runtime, attached=attached)
-        with transaction(runtime.sessions) as session:
-            found = session.scalar(
-                select(TaskRun.id).join(Task, Task.id == TaskRun.task_id)
-                .where(Task.task_name == task_name, TaskRun.is_completed.is_(False),
-                       TaskRun.shutdown_requested_at.is_(None))
-                .order_by(TaskRun.id.desc()).limit(1))
-        return None if found is None else int(found)
+        return watching.incomplete_run(runtime.sessions, task_name)
     finally:
         runtime.close()
 
@@ -306,10 +287,7 @@ class Attached:
             raise typer.Exit(EXIT_FORCED)
 
     def _provider(self) -> CrowdProvider:
-        with transaction(self.runtime.sessions) as session:
-            stored = session.get(TaskRun, self.run_id)
-            assert stored is not None
-            return make_provider(stored.provider_type, RunConfig.parse(stored.config).provider.args)
+        return run_provider(self.runtime, self.run_id)
 
     def _watch(self, children: ChildProcesses, interrupts: Interrupts) -> bool:
         """Show units per status until the run is done; True when it was force-stopped."""
@@ -338,13 +316,9 @@ class Attached:
                 for sentence in children.supervise(time.monotonic()):
                     err_console.print(sentence, soft_wrap=True, highlight=False)
                 redis_lost = self._say_redis(redis_lost)
-                with read_transaction(self.runtime.sessions) as session:
-                    stored = session.get(TaskRun, self.run_id)
-                    assert stored is not None
-                    counts = unit_counts(session, self.run_id)
-                    stopped_elsewhere = stored.shutdown_requested_at is not None and not draining
-                    reason = stored.shutdown_reason
-                    closed = stored.is_completed
+                now_at = watching.progress(self.runtime.sessions, self.run_id)
+                counts, reason, closed = now_at.counts, now_at.stop_reason, now_at.closed
+                stopped_elsewhere = now_at.stopping and not draining
                 if stopped_elsewhere:  # by `mephisto-dist shutdown` or a beat sweep
                     draining = True
                     self._say(f"the run is stopping: {reason}")
@@ -363,10 +337,9 @@ class Attached:
                     # queue would lose them (the ones being run are finished by the warm shutdown).
                     done_at = done_at if done_at is not None else time.monotonic()
                     if (closed and self.runtime.queue.waiting() == 0) or time.monotonic() - done_at > HOOK_GRACE_S:
-                        with transaction(self.runtime.sessions) as session:
-                            # Beat would close it, but it stops with this command: closed here, the
-                            # run never stays "stopping" after a drain.
-                            mark_completed_if_done(session, self.run_id, now=_now())
+                        # Beat would close it, but it stops with this command: closed here, the
+                        # run never stays "stopping" after a drain.
+                        watching.close_if_done(self.runtime.sessions, self.run_id, now=_now())
                         return False
                 in_flight = counts.get(UnitStatus.ASSIGNED, 0)
                 if draining and in_flight != waiting_said:
@@ -404,31 +377,17 @@ class Attached:
     def _drain(self, reason: str | None) -> None:
         self._say("stopping: no more launches; taking available units off the provider "
                   "(this step finishes even if you press Ctrl-C)")
-        now = _now()
-        if reason is not None:
-            with transaction(self.runtime.sessions) as session:
-                lifecycle.request_shutdown(session, self.run_id, reason, now=now)
-        count = lifecycle.expire_available_units(self.runtime.sessions, self._provider(), self.runtime.limiter,
-                                                 self.run_id, now=now)
+        count = drain(self.runtime, self.run_id, reason, now=_now())
         self._say(f"{count} available unit(s) expired")
 
     def _force(self) -> None:
         self._say("force quit: disconnecting active workers and expiring every unit not submitted")
-        now = _now()
-        with transaction(self.runtime.sessions) as session:
-            lifecycle.request_shutdown(session, self.run_id, lifecycle.REASON_FORCED, now=now)
-        lifecycle.force_expire(self.runtime.sessions, self._provider(), self.runtime.limiter, self.run_id, now=now)
+        force_stop(self.runtime, self.run_id, now=_now())
 
     def _summary(self) -> None:
-        with read_transaction(self.runtime.sessions) as session:
-            counts = unit_counts(session, self.run_id)
-            agents = dict(session.execute(select(Agent.status, func.count()).where(
-                Agent.task_run_id == self.run_id).group_by(Agent.status)).all())
-        returned = sum(agents.get(s.value, 0) for s in (AgentStatus.RETURNED, AgentStatus.DISCONNECT,
-                                                        AgentStatus.TIMEOUT))
-        console.print(f"task run {self.run_id} finished: {counts.get(UnitStatus.COMPLETED, 0)} completed, "
-                      f"{counts.get(UnitStatus.EXPIRED, 0)} expired, {returned} returned or timed out",
-                      soft_wrap=True)
+        done = watching.summary(self.runtime.sessions, self.run_id)
+        console.print(f"task run {self.run_id} finished: {done.completed} completed, "
+                      f"{done.expired} expired, {done.returned} returned or timed out", soft_wrap=True)
 
 
 def _wait_for_server(port: int, children: ChildProcesses, interrupts: Interrupts) -> None:
