@@ -106,10 +106,11 @@ def test_the_recipe_runs_as_written(tmp_path: Path, runtime: Runtime) -> None:
             argv = as_installed_here(exec_start("mephisto-dist-web@.service", web), data_dir, ports)
             assert argv[argv.index("--public-port") + 1] == balancer and argv[argv.index("--port") + 1] == ports[web]
             spawn(stack, argv, env, tmp_path / f"web-{web}.log")
-        url = stack.enter_context(run_nginx(tmp_path / "nginx", conf, f"http://127.0.0.1:{balancer}"))
-        for web in webs:  # both web processes answer behind the balancer
+        for web in webs:  # both web processes answer, before the balancer sends them anything: a request
+            # to one still starting would take it out of the pool for fail_timeout (max_fails=1)
             wait_for(lambda web=web: _answers(f"http://127.0.0.1:{web}/task_config.json"), timeout_s=60,
                      message=f"the web process on {web}")
+        url = stack.enter_context(run_nginx(tmp_path / "nginx", conf, f"http://127.0.0.1:{balancer}"))
 
         wait_for(lambda: unit_statuses(runtime, run_id).count(UnitStatus.LAUNCHED.value) == 2, timeout_s=60,
                  message="the worker to launch two units (cap 2)")
