@@ -180,6 +180,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.fixture
+def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Any]:
+    """A Runtime on the test's database (migrated) and Redis, its data in ``tmp_path / "data"``; a test
+    module that needs other settings defines its own."""
+    from tests.system import make_runtime
+
+    rt = make_runtime(tmp_path / "data", database_url, redis_url)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium driven by Playwright (never ``playwright install``)."""
     from playwright.sync_api import sync_playwright

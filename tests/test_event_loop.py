@@ -5,7 +5,6 @@ hot path used to run on the loop, so one slow hook froze every request and live 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,10 @@ import pytest
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_worker, make_runtime, register, web_server
+from tests.system import celery_worker, register, web_server
 from tests.test_hooks import hooked_task_dir, launched
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
 
 
 def test_a_blocked_hook_holds_only_its_own_request(tmp_path: Path, runtime: Runtime) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import redis
 from mephisto_dist.domain.gate import NOT_QUALIFIED
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, child_env, make_runtime, web_server
+from tests.system import ROOT, celery_worker, child_env, web_server
 from tests.taskdirs import write_script_task_dir
 from tests.test_screening_system import grants, made_units, sentence
 from tests.test_task_scripts_system import register, submit
@@ -53,13 +52,6 @@ main()
 GOLDS = ["mephisto.blueprint.use_golds=true", "mephisto.blueprint.gold_qualification_base=g",
          "mephisto.blueprint.max_gold_units=5", "mephisto.blueprint.min_golds=1",
          "mephisto.blueprint.max_incorrect_golds=0", "mephisto.task.allowed_concurrent=1"]
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
 
 
 def launch(tmp_path: Path, runtime: Runtime, overrides: list[str]) -> int:

@@ -4,7 +4,6 @@ after the first launch is the submitting request itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,19 +20,12 @@ from mephisto_dist.providers import make_provider
 from mephisto_dist.runs.launches import LaunchContext, launch_units, run_pool
 from mephisto_dist.runs.preparation import create_run, prepare_run
 from mephisto_dist.runtime import Runtime
-from tests.system import make_runtime, register, web_server
+from tests.system import register, web_server
 from tests.taskdirs import write_task_dir
 
 pytestmark = pytest.mark.system
 
 ACTIVE = (UnitStatus.LAUNCHED.value, UnitStatus.ASSIGNED.value)
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
 
 
 def launched_run(rt: Runtime, tmp_path: Path, *, rows: int, cap: int) -> int:

@@ -5,7 +5,6 @@ Celery worker, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from mephisto_dist.errors import ConfigError
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_worker, make_runtime, register, web_server
+from tests.system import celery_worker, register, web_server
 from tests.taskdirs import write_task_dir
 from tests.test_cli_bad_input import assert_refused, run_cli, task_runs
 
@@ -100,15 +99,6 @@ def test_a_non_callable_hook_is_refused_by_load_hooks(tmp_path: Path) -> None:
     path.write_text("on_unit_submitted = 'later'\n")
     with pytest.raises(ConfigError, match="on_unit_submitted must be a function"):
         load_hooks(str(path))
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
-
-
 
 
 def launched(rt: Runtime, run_id: int) -> int:

@@ -5,7 +5,6 @@ once, however many sweeps and launches follow. Real Redis, SQLite and PostgreSQL
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,17 +15,9 @@ from mephisto_dist.providers import make_provider
 from mephisto_dist.runs.launches import LaunchContext, launch_units, run_pool
 from mephisto_dist.runs.preparation import create_run, prepare_run
 from mephisto_dist.runtime import Runtime
-from tests.system import make_runtime
 from tests.taskdirs import write_task_dir
 
 LOST = "was lost"
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
 
 
 def sweep_as_beat_does(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:

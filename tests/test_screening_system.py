@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from mephisto_dist.runtime import Runtime
 from mephisto_dist.work.claims import NO_UNIT_AVAILABLE
 from mephisto_dist.work.screening import PENDING
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, child_env, make_runtime, web_server
+from tests.system import ROOT, celery_worker, child_env, web_server
 from tests.taskdirs import write_script_task_dir
 from tests.test_task_scripts_system import register, submit
 
@@ -31,7 +30,6 @@ SCRIPT = '''\
 from mephisto.abstractions.blueprints.abstract.static_task.static_blueprint import SharedStaticTaskState
 from mephisto.abstractions.blueprints.mixins.screen_task_required import ScreenTaskRequired
 from mephisto.tools.scripts import task_script
-
 
 
 def screening_units():
@@ -58,13 +56,6 @@ main()
 '''
 SCREENING = ["mephisto.blueprint.use_screening_task=true", "mephisto.blueprint.passed_qualification_name=ok",
              "mephisto.blueprint.block_qualification=no", "mephisto.task.allowed_concurrent=1"]
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
 
 
 def launch(tmp_path: Path, runtime: Runtime, factory: str, max_units: int) -> int:

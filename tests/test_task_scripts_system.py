@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,19 +19,10 @@ from mephisto_dist.review.export import unit_records
 from mephisto_dist.review.qualifications import granted_values
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, register, web_server
+from tests.system import ROOT, celery_worker, child_env, free_port, register, web_server
 from tests.taskdirs import write_script_task_dir
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    rt = make_runtime(tmp_path / "data", database_url, redis_url)
-    yield rt
-    rt.close()
-
-
 
 
 def submit(url: str, agent_id: str, rating: str) -> None:
