@@ -23,7 +23,7 @@ pytestmark = pytest.mark.system
 
 def children(cli_pid: int) -> dict[str, int]:
     """The attached run's children by role: worker, beat, web."""
-    listed = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(cli_pid)], capture_output=True, text=True,
+    listed = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(cli_pid)], capture_output=True, text=True,
                             check=False).stdout
     found: dict[str, int] = {}
     for line in listed.splitlines():
