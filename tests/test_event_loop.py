@@ -23,7 +23,7 @@ pytestmark = pytest.mark.system
 def test_a_blocked_hook_holds_only_its_own_request(tmp_path: Path, runtime: Runtime) -> None:
     entered, release = tmp_path / "entered", tmp_path / "release"
     hooks_source = f"""
-import os, time
+import os, threading, time
 from pathlib import Path
 
 
@@ -31,8 +31,9 @@ def worker_can_do_unit(worker_name, unit_data):
     if worker_name == "slow":
         Path({str(entered)!r}).touch()
         deadline = time.monotonic() + 120
+        pause = threading.Event()  # never set: a wait with a timeout, polling the release file
         while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
-            time.sleep(0.02)
+            pause.wait(0.02)
     return True
 """
     task_dir = hooked_task_dir(tmp_path, hooks_source, rows=2)
