@@ -122,3 +122,14 @@ def test_exit_codes_as_a_user_types_them(tmp_path: Path, redis_url: str) -> None
     assert "Redis at redis://127.0.0.1:1/0" in closed_redis and "Connection refused" in closed_redis
     unknown = one_error_line(run_cli(data, "status", "999999", REDIS_URL=redis_url, **database), 4)
     assert unknown == "error: task run 999999 does not exist"
+
+
+def test_version_is_printed_and_exits_0(tmp_path: Path) -> None:
+    from mephisto_dist import __version__
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env["MEPHISTO_DIST_DATA_DIR"] = str(tmp_path / "data")
+    shown = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "--version"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert (shown.returncode, shown.stdout, shown.stderr) == (0, f"mephisto-dist {__version__}\n", "")
+    assert not (tmp_path / "data").exists()  # nothing opened or made

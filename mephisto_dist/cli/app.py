@@ -23,6 +23,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from mephisto_dist import __version__
+
+        print(f"mephisto-dist {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run Mephisto crowdsourcing tasks on a distributed runtime (Celery workers, Redis limits, SQL)."""
+
+
 @app.command()
 def export(
     task_name: Annotated[str | None, typer.Option("--task-name", help="Every run of this task_name.")] = None,
