@@ -245,6 +245,25 @@ S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
                "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+EC2_REGION = "us-east-2"
+
+
+@pytest.fixture
+def ec2(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's server (the session's, which serves every AWS API) as this process's and its children's
+    EC2 endpoint, the standard way; instances left running are terminated afterwards."""
+    import boto3
+
+    for name, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL_EC2": s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("ec2", region_name=EC2_REGION)
+    yield client
+    ours = client.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    ids = [i["InstanceId"] for r in ours["Reservations"] for i in r["Instances"]]
+    if ids:
+        client.terminate_instances(InstanceIds=ids)
+
+
 @pytest.fixture
 def s3_storage_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket on the moto server; the environment points boto3 at it the standard way

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import select
 
@@ -33,10 +32,10 @@ from mephisto_dist.domain.servers import SERVER_LIVE, ServerStatus
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.runs.task_runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
-from tests.conftest import S3_TEST_ENV, wait_for
+from tests.conftest import EC2_REGION, wait_for
 from tests.system import free_port, make_runtime
 
-REGION = "us-east-2"
+REGION = EC2_REGION
 EXPECTED = {  # the capabilities each architect declares
     "local": {"deploys_remotely": False, "served_by_deployment": True},
     "ec2": {"deploys_remotely": True, "served_by_deployment": False},
@@ -74,18 +73,6 @@ def runtime(tmp_path: Path, sqlite_url: str, redis_url: str) -> Iterator[Runtime
     rt = make_runtime(tmp_path / "data", sqlite_url, redis_url, HEARTBEAT_EVERY_S="0.5")
     yield rt
     rt.close()
-
-
-@pytest.fixture
-def ec2(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL_EC2": s3_endpoint}.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("ec2", region_name=REGION)
-    yield client
-    ours = client.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    ids = [i["InstanceId"] for r in ours["Reservations"] for i in r["Instances"]]
-    if ids:
-        client.terminate_instances(InstanceIds=ids)
 
 
 def _run(rt: Runtime, architect_type: str, args: dict[str, Any]) -> int:

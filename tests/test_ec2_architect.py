@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import select, update
 
@@ -21,27 +20,13 @@ from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import ReconcileRecord, Server, TaskRun
 from mephisto_dist.runs.task_runs import NewRun, create_task_run
 from mephisto_dist.runtime import Runtime
-from tests.conftest import S3_TEST_ENV, wait_for
+from tests.conftest import EC2_REGION, wait_for
 from tests.system import ROOT, celery_beat, celery_worker, make_runtime
 from tests.taskdirs import write_task_dir
 
 pytestmark = pytest.mark.system
 
-REGION = "us-east-2"
-
-
-@pytest.fixture
-def ec2(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """moto's server (the session's, which serves every AWS API) as this process's and its children's
-    EC2 endpoint, the standard way."""
-    for name, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL_EC2": s3_endpoint}.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("ec2", region_name=REGION)
-    yield client
-    ours = client.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    ids = [i["InstanceId"] for r in ours["Reservations"] for i in r["Instances"]]
-    if ids:
-        client.terminate_instances(InstanceIds=ids)
+REGION = EC2_REGION
 
 
 @pytest.fixture

@@ -72,13 +72,14 @@ class UnitTokens:
         return tokens
 
 
-def release_unit_tokens(limiter: Limiter, units: Iterable[UnitTokens]) -> int:
+def release_unit_tokens(limiter: Limiter, units: Iterable[UnitTokens], *, run_wide: bool = True) -> int:
     """Give back, in one step, every token the units' new statuses free; call it after the commit that
     moved them. Idempotent. Returns how many run-wide tokens (run and deployment pools) were still held:
-    0 means the slots were given back already (or the run is not limited)."""
+    0 means the slots were given back already (or the run is not limited). ``run_wide=False``: the
+    run-wide tokens went elsewhere already (a hand-over moved them to the next unit): only the worker's."""
     units = list(units)
-    run_wide = [token for unit in units for token in unit.run_tokens()]
-    tokens = run_wide + [token for unit in units for token in unit.worker_tokens()]
+    run_wide_tokens = [token for unit in units for token in unit.run_tokens()] if run_wide else []
+    tokens = run_wide_tokens + [token for unit in units for token in unit.worker_tokens()]
     if not tokens:
         return 0
-    return sum(limiter.release_each(tokens)[:len(run_wide)])
+    return sum(limiter.release_each(tokens)[:len(run_wide_tokens)])

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import NotAllowed, NotFoundError
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runs import lifecycle
-from mephisto_dist.runs.task_runs import mark_completed_if_done
+from mephisto_dist.runs.task_runs import mark_completed_if_done, run_provider_of
 from mephisto_dist.runtime import Runtime
 
 
@@ -31,12 +31,11 @@ class Stopped:
 
 
 def run_provider(runtime: Runtime, run_id: int) -> CrowdProvider:
-    """The provider the run publishes on, built from its stored config."""
-    with read_transaction(runtime.sessions) as session:
-        run = session.get(TaskRun, run_id)
-        if run is None:
-            raise NotFoundError(f"task run {run_id} does not exist")
-        return make_provider(run.provider_type, RunConfig.parse(run.config).provider.args)
+    """The provider the run publishes on, built from its stored config (``task_runs.run_provider_of``)."""
+    provider = run_provider_of(runtime.sessions, run_id)
+    if provider is None:
+        raise NotFoundError(f"task run {run_id} does not exist")
+    return provider
 
 
 def stop_run(runtime: Runtime, run_id: int, *, force: bool, now: datetime) -> Stopped:

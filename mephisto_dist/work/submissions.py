@@ -145,8 +145,10 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
         # in the submitting transaction (else its slot waits out a lease before beat re-sends it); the
         # worker's token then runs out with its lease, or beat's repair removes it. The run-wide tokens
-        # went with the hand-over: giving them back again is harmless.
-        release_unit_tokens(runtime.limiter, [tokens])
+        # went with the hand-over; a submit frees only the worker's assigned slot (allowed_concurrent), so
+        # a run without that limit makes no second Redis call here.
+        if run.allowed_concurrent:
+            release_unit_tokens(runtime.limiter, [tokens], run_wide=False)
     else:
         freed = release_unit_tokens(runtime.limiter, [tokens])
         launched = 0
