@@ -45,8 +45,9 @@ def test_a_cap_held_by_assigned_units_is_named_with_the_oldest_age() -> None:
 
 
 def test_a_silent_server_and_an_empty_provider_are_named() -> None:
-    said = diagnose(facts(launched=0, assigned=2, server_answers=False), now=T0)
-    assert "the server at http://localhost:3000 does not answer" in said
+    said = diagnose(facts(launched=0, assigned=2, server_answers=False, run_id=7), now=T0)
+    silent = next(s for s in said if s.startswith("the server at http://localhost:3000 does not answer"))
+    assert "`mephisto-dist resume 7`" in silent and "`mephisto-dist web --run 7`" in silent, silent
     assert any(s.startswith("the provider hosts 0 available units") for s in said)
 
 
@@ -54,6 +55,22 @@ def test_redis_down_and_waiting_units() -> None:
     said = diagnose(facts(created=4, launched=0, assigned=0, held=None), now=T0)
     assert any("Redis does not answer" in s for s in said)
     assert "4 unit(s) wait to launch" in said
+
+
+def test_an_embedded_run_left_by_its_command_leads_to_resume_or_shutdown() -> None:
+    """Embedded Redis not answering means no attached command serves the run: say that, and the way on,
+    not a list of broken services."""
+    said = diagnose(facts(held=None, server_answers=False, embedded=True, run_id=4, open_units=3), now=T0)
+    assert said == [
+        ("no `mephisto-dist run` is serving task run 4 now (its command was stopped or its terminal closed): "
+        "the server, Redis, the Celery worker and beat went with it"),
+        ("`mephisto-dist resume 4` starts them again and carries on (completed work is kept), or "
+        "`mephisto-dist shutdown 4` ends the run (3 unit(s) not submitted would expire)")]
+    stopping = diagnose(facts(held=None, embedded=True, run_id=4, shutdown_reason="stopped"), now=T0)
+    assert stopping[-1] == ("`mephisto-dist resume 4` lets the units in flight be finished, or "
+                            "`mephisto-dist shutdown 4 --force` ends the run now")
+    # A deployment's Redis not answering is an outage, said as one.
+    assert any("Redis does not answer" in s for s in diagnose(facts(held=None, run_id=4), now=T0))
 
 
 def test_stopping_and_complete_runs() -> None:

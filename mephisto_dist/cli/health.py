@@ -21,7 +21,11 @@ def print_processes(runtime: Runtime) -> ProcessFacts:
     seen = processes(runtime)
     facts, workers, beats = seen.facts, seen.workers, seen.beats
     if facts.worker_ages_s is None:
-        console.print("workers, beat: ? (Redis does not answer)")
+        if runtime.settings.embedded_redis:
+            console.print("Redis, Celery worker, beat: not running (on the embedded default they run inside an "
+                          "attached `mephisto-dist run` or `resume`, and none is running now)", soft_wrap=True)
+        else:
+            console.print("workers, beat: ? (Redis does not answer)")
         return facts
     stale = facts.stale_after_s
     alive = [s for s in workers if s.age_s <= stale]
@@ -36,13 +40,19 @@ def print_processes(runtime: Runtime) -> ProcessFacts:
 
 def print_servers(runtime: Runtime, task_run_id: int | None, *, now: datetime) -> None:
     """The recorded servers (of one run, or every one not stopped) with their last heartbeat."""
+    stale_s = runtime.settings.heartbeat_stale_s
     for server in servers(runtime, task_run_id):
-        seen = ("never beat" if server.heartbeat_at is None
-                else f"last heartbeat {ago((now - server.heartbeat_at).total_seconds())} ago")
+        age_s = None if server.heartbeat_at is None else (now - server.heartbeat_at).total_seconds()
+        seen = "never beat" if age_s is None else f"last heartbeat {ago(age_s)} ago"
         where = server.instance_id or (f"pid {server.pid}" if server.pid else "")
         run = "" if task_run_id is not None else f"run {server.task_run_id or '(any on its port)'}, "
         note = f"; {server.note}" if server.note and not server.running else ""
-        console.print(f"server {server.server_id}: {server.status} ({run}{server.architect} "
+        shown = server.status
+        if server.running and server.run_ended:
+            shown = "gone with its run (recorded running; the run has ended)"
+        elif server.running and (age_s is None or age_s > stale_s):
+            shown = "not answering (recorded running, but its heartbeats stopped)"
+        console.print(f"server {server.server_id}: {shown} ({run}{server.architect} "
                       f"{server.address or '?'} {where} on {server.host}, {seen}{note})", soft_wrap=True)
         if server.lost:
             console.print(f"[bold]→[/] server {server.server_id} of a live run stopped answering; "

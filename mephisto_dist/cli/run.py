@@ -31,11 +31,12 @@ from mephisto_dist.runs.launches import LaunchContext, launch_units
 from mephisto_dist.runs.preparation import (
     PreparedRun,
     check_port_unclaimed,
+    check_services,
     create_run,
     enqueue_launch,
     prepare_run,
 )
-from mephisto_dist.runs.stopping import drain, force_stop, run_provider
+from mephisto_dist.runs.stopping import drain, force_stop, run_provider, undo_failed_start
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings, load_settings
 
@@ -104,9 +105,14 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         runtime = Runtime(settings)
         try:
             prepare_schema(runtime, attached=False)
+            check_services(runtime)
             check_port_unclaimed(runtime, prepared.server)
             run_id = create_run(runtime, prepared)
-            enqueue_launch(runtime, run_id, prepared.config.architect_type)
+            try:
+                enqueue_launch(runtime, run_id, prepared.config.architect_type)
+            except BaseException as error:
+                _undo_start(runtime, run_id, error)
+                raise
         finally:
             runtime.close()
         console.print(run_id)
@@ -115,6 +121,7 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         children = ChildProcesses(services.settings, log_dir or new_log_dir(services.settings))
         server = prepared.server
         prepare_schema(services.runtime, attached=True)
+        check_services(services.runtime)
         # Another open run serving the port is named first; then anything else listening there.
         check_port_unclaimed(services.runtime, server)
         check_port_free(server)
@@ -127,7 +134,22 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         except BaseException:
             children.stop()
             raise
-        Attached(services, run_id, server, str(prepared.config.task["task_name"]), children).start_and_watch()
+        Attached(services, run_id, server, str(prepared.config.task["task_name"]), children,
+                 new_run=True).start_and_watch()
+
+
+def _undo_start(runtime: Runtime, run_id: int, error: BaseException) -> None:
+    """Close a run whose start failed, saying so; the error that stopped it is raised by the caller."""
+    why = str(error) or type(error).__name__
+    try:
+        undo_failed_start(runtime, run_id, why, now=_now())
+    except Exception as undo_error:  # noqa: BLE001 - said, not raised: the start's own error is the one to report
+        err_console.print(f"task run {run_id} failed to start and could not be closed ({undo_error}); once the "
+                          f"service answers: mephisto-dist shutdown {run_id} --force", soft_wrap=True,
+                          highlight=False)
+        return
+    err_console.print(f"task run {run_id} failed to start: closed, its units expired (nothing of it is left "
+                      "open; fix the error below and run again)", soft_wrap=True, highlight=False)
 
 
 def resume(
@@ -145,6 +167,8 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
     runtime = Runtime(settings)
     try:
         prepare_schema(runtime, attached=not detach)
+        if detach or not settings.embedded_redis:  # an attached embedded resume starts its own Redis
+            check_services(runtime, resuming=run_id)
         found = watching.resumable(runtime.sessions, run_id)
         task_name, server, architect_type = found.task_name, found.server, found.architect_type
         check_port_unclaimed(runtime, server, resuming=run_id)
@@ -249,6 +273,8 @@ class Attached:
     server: ServerPlan
     task_name: str
     children: ChildProcesses
+    new_run: bool = False
+    """A run created by this command: closed again when its start fails (a resumed run stays open)."""
     _live: Live | None = field(default=None, init=False, repr=False)
 
     @property
@@ -260,22 +286,12 @@ class Attached:
         with Interrupts() as interrupts:
             try:
                 started = time.monotonic()
-                if self.server.should_run_server and not children.started("web"):
-                    children.start_web(self.run_id, self.server.bind_host, self.server.port)
-                # The first units are launched here, while the server starts, so that they are
-                # claimable the moment it answers; the Celery launch task then finds them done.
-                # Not on a marketplace (MTurk): a HIT up before the server answers shows workers a dead page.
-                provider = self._provider()
-                if provider.publishes_instantly:
-                    launch_units(self.runtime.sessions, LaunchContext.of(self.runtime, provider), self.run_id,
-                                 now=_now())
-                enqueue_launch(self.runtime, self.run_id)
-                if self.server.should_run_server:
-                    _wait_for_server(self.server.port, children, interrupts)
-                # Celery comes up once workers can already work: on two cores its start-up would
-                # otherwise slow the server's.
-                children.start_worker()
-                children.start_beat()
+                try:
+                    provider = self._start(children, interrupts)
+                except BaseException as error:
+                    if self.new_run:
+                        _undo_start(self.runtime, self.run_id, error)
+                    raise
                 console.print(f"task run [bold]{self.run_id}[/] of [bold]{self.task_name}[/] launched in "
                               f"{time.monotonic() - started:.1f}s; logs in {children.log_dir}")
                 _print_worker_urls(provider, self.server.public_url)
@@ -285,6 +301,26 @@ class Attached:
         self._summary()
         if forced:
             raise typer.Exit(EXIT_FORCED)
+
+    def _start(self, children: ChildProcesses, interrupts: Interrupts) -> CrowdProvider:
+        """Start the run's server and Celery, and launch its first units."""
+        if self.server.should_run_server and not children.started("web"):
+            children.start_web(self.run_id, self.server.bind_host, self.server.port)
+        # The first units are launched here, while the server starts, so that they are
+        # claimable the moment it answers; the Celery launch task then finds them done.
+        # Not on a marketplace (MTurk): a HIT up before the server answers shows workers a dead page.
+        provider = self._provider()
+        if provider.publishes_instantly:
+            launch_units(self.runtime.sessions, LaunchContext.of(self.runtime, provider), self.run_id,
+                         now=_now())
+        enqueue_launch(self.runtime, self.run_id)
+        if self.server.should_run_server:
+            _wait_for_server(self.server.port, children, interrupts)
+        # Celery comes up once workers can already work: on two cores its start-up would
+        # otherwise slow the server's.
+        children.start_worker()
+        children.start_beat()
+        return provider
 
     def _provider(self) -> CrowdProvider:
         return run_provider(self.runtime, self.run_id)

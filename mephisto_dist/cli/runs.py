@@ -19,6 +19,7 @@ from mephisto_dist.review.decisions import failed_call_summary
 from mephisto_dist.runs.launches import LaunchTrouble
 from mephisto_dist.runs.status import list_runs, run_diagnosis, run_status
 from mephisto_dist.runs.stopping import stop_run
+from mephisto_dist.runtime import Runtime
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
 RECENT_RECONCILED = 5
@@ -75,13 +76,16 @@ def status(run_id: Annotated[int | None, typer.Argument(
     runtime = open_runtime()
     now = _now()
     try:
+        embedded = runtime.settings.embedded_redis
         if run_id is None:
             deployment = print_processes(runtime)
             print_servers(runtime, None, now=now)
             if print_reconciled(runtime, None, limit=RECENT_RECONCILED):
                 console.print("(mephisto-dist reconciled shows more)")
-            for sentence in diagnose_processes(deployment):
-                console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
+            _print_open_runs(runtime, attached=not (embedded and deployment.worker_ages_s is None))
+            if not embedded:
+                for sentence in diagnose_processes(deployment):
+                    console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
             print_unreceived(runtime, None)
             return
         run = run_status(runtime, run_id, now=now)
@@ -91,19 +95,16 @@ def status(run_id: Annotated[int | None, typer.Argument(
         state = run_state(finished=finished, stopping_reason=run.stopping_reason)
         console.print(f"[bold]task run {run_id}[/] ({run.provider_type}, {run.blueprint_type}): "
                       f"{state}: {unit_progress(counts)}", soft_wrap=True)
-        table = Table()
-        for s in ORDER:
-            table.add_column(s.value, justify="right")
-        table.add_row(*(str(counts.get(s, 0)) for s in ORDER))
-        console.print(table)
+        console.print(f"units: {_compact(counts) or 'none'}", soft_wrap=True)
         if finished:
             # A finished run holds no tokens and its server was stopped with it: nothing to probe.
             console.print("concurrency pool: released (the run is finished)", soft_wrap=True)
             console.print(f"server: {run.server_url or 'none'} (stopped with the run)", soft_wrap=True)
         else:
             held, answers = run.held, run.server_answers
-            console.print(f"concurrency pool: {'?' if held is None else held} held of "
-                          f"{run.cap or 'unlimited'}", soft_wrap=True)
+            if held is not None or not embedded:
+                console.print(f"concurrency pool: {'?' if held is None else held} held of "
+                              f"{run.cap or 'unlimited'}", soft_wrap=True)
             console.print(f"server: {run.server_url or 'none'}"
                           + ("" if answers is None else (" (answers)" if answers else " (does NOT answer)")),
                           soft_wrap=True)
@@ -124,11 +125,27 @@ def status(run_id: Annotated[int | None, typer.Argument(
         print_servers(runtime, run_id, now=now)
         print_reconciled(runtime, run_id, limit=RECENT_RECONCILED)
         processes = print_processes(runtime)
-        for sentence in run_diagnosis(run, processes, now=now):
+        for sentence in run_diagnosis(run, processes, now=now, embedded=embedded):
             console.print(f"[bold]→[/] {sentence}", soft_wrap=True)
         print_unreceived(runtime, run_id)
     finally:
         runtime.close()
+
+
+def _print_open_runs(runtime: Runtime, *, attached: bool) -> None:
+    """The runs not finished, and, when no attached command serves them (embedded), the way on."""
+    open_runs = [row for row in list_runs(runtime) if row.done != "yes"]
+    if not open_runs:
+        console.print("open task runs: none")
+        return
+    console.print("open task runs: " + "; ".join(
+        f"{row.run_id} ({row.task_name}, {unit_progress(row.counts)}"
+        + (", stopping" if row.done == "stopping" else "") + ")" for row in open_runs), soft_wrap=True)
+    if not attached:
+        for row in open_runs:
+            console.print(f"[bold]→[/] task run {row.run_id} is served by no `mephisto-dist run` now: "
+                          f"`mephisto-dist resume {row.run_id}` carries on, `mephisto-dist shutdown {row.run_id}` "
+                          "ends it (mephisto-dist status RUN_ID says more)", soft_wrap=True)
 
 
 def shutdown(

@@ -19,6 +19,12 @@ class RunFacts:
     server_url: str | None
     server_answers: bool | None  # None: the architect runs no server
     workers_seen: bool | None = None  # a Celery worker answered a ping (None: not checked)
+    run_id: int = 0
+    embedded: bool = False
+    """Redis is the embedded one: it, the Celery worker and beat live only inside an attached
+    ``mephisto-dist run`` (or ``resume``), so Redis not answering means no such command runs."""
+    open_units: int = 0
+    """Units not submitted nor expired: what ``shutdown`` would expire."""
 
 
 def _minutes(since: datetime, now: datetime) -> str:
@@ -73,6 +79,15 @@ def workers_answer(facts: ProcessFacts) -> bool | None:
     return bool(facts.worker_ages_s) and facts.worker_ages_s[0] <= facts.stale_after_s
 
 
+def _way_on(facts: RunFacts) -> str:
+    if facts.shutdown_reason is not None:
+        return (f"`mephisto-dist resume {facts.run_id}` lets the units in flight be finished, or "
+                f"`mephisto-dist shutdown {facts.run_id} --force` ends the run now")
+    return (f"`mephisto-dist resume {facts.run_id}` starts them again and carries on (completed work is kept), "
+            f"or `mephisto-dist shutdown {facts.run_id}` ends the run ({facts.open_units} unit(s) not submitted "
+            f"would expire)")
+
+
 def diagnose(facts: RunFacts, *, now: datetime) -> list[str]:
     """Plain sentences for what holds the run up; empty when nothing does."""
     found: list[str] = []
@@ -81,8 +96,16 @@ def diagnose(facts: RunFacts, *, now: datetime) -> list[str]:
     if facts.shutdown_reason is not None:
         found.append(f"the run is stopping ({facts.shutdown_reason}); waiting on {facts.assigned} "
                      f"unit(s) in flight")
+    unattended = facts.embedded and facts.held is None
+    if unattended:
+        found.append(f"no `mephisto-dist run` is serving task run {facts.run_id} now (its command was stopped or "
+                     f"its terminal closed): the server, Redis, the Celery worker and beat went with it")
+        found.append(_way_on(facts))
+        return found
     if facts.server_answers is False:
-        found.append(f"the server at {facts.server_url} does not answer")
+        found.append(f"the server at {facts.server_url} does not answer: if the `mephisto-dist run` that served "
+                     f"it was stopped, {_way_on(facts)}; a deployment's web process: start "
+                     f"`mephisto-dist web --run {facts.run_id}` again")
     if facts.held is None:
         found.append("Redis does not answer: no unit can launch and limits cannot be checked")
     if facts.created and not facts.launched and facts.shutdown_reason is None:

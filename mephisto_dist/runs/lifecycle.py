@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 REASON_CTRL_C = "stopped by the researcher (Ctrl-C)"
 REASON_SHUTDOWN = "stopped by the researcher (mephisto-dist shutdown)"
 REASON_FORCED = "force-stopped by the researcher"
+REASON_FAILED_START = "failed to start"
 REASON_LIFETIME = "task_lifetime_in_seconds ({s} s) ran out"
 REASON_PATIENCE = "no submission for no_submission_patience ({s} s)"
 

@@ -17,6 +17,7 @@ from mephisto_dist.config import TaskConfig, load_task_config, tips
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
+from mephisto_dist.errors.drivers import translate
 from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.providers.requesters import provider_access_args
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
@@ -108,6 +109,21 @@ def check_port_unclaimed(runtime: Runtime, server: ServerPlan, *, resuming: int 
         holder = run_on_port(session, server.port, exclude=resuming)
     if holder is not None:
         raise ConfigError(port_taken_message(server.port, holder, can_override=resuming is None))
+
+
+def check_services(runtime: Runtime, *, resuming: int | None = None) -> None:
+    """Refuse, before anything is created, a run whose Redis (its limits and its task queue) does not
+    answer: created anyway, the run would stay open and unlaunchable, holding its port. The database has
+    answered the schema check by then, and storage answers when the run's bundle is stored, before its
+    rows are written."""
+    try:
+        runtime.redis.ping()
+    except Exception as error:
+        translated = translate(error, runtime.settings)
+        if translated is None:
+            raise
+        undone = "no task run was created" if resuming is None else f"task run {resuming} was not resumed"
+        raise type(translated)(f"{translated} ({undone})") from error
 
 
 def enqueue_launch(runtime: Runtime, run_id: int, architect_type: str | None = None) -> None:

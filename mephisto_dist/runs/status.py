@@ -172,16 +172,22 @@ def server_answers(url: str | None) -> bool:
         return False
 
 
-def run_diagnosis(status: RunStatus, processes: ProcessFacts, *, now: datetime) -> list[str]:
-    """Why the run is not progressing (and what the deployment's processes lack), one sentence each."""
+def run_diagnosis(status: RunStatus, processes: ProcessFacts, *, now: datetime, embedded: bool) -> list[str]:
+    """Why the run is not progressing (and what the deployment's processes lack), one sentence each;
+    ``embedded``: its Redis, workers and beat are the embedded ones of an attached run command."""
     counts = status.counts
     facts = RunFacts(
         is_completed=status.is_completed, shutdown_reason=status.stopping_reason or None,
         created=counts.get(UnitStatus.CREATED, 0), launched=counts.get(UnitStatus.LAUNCHED, 0),
         assigned=counts.get(UnitStatus.ASSIGNED, 0), cap=status.cap, held=status.held,
         oldest_assigned_at=status.in_flight[0].assigned_at if status.in_flight else None,
-        server_url=status.server_url, server_answers=status.server_answers, workers_seen=workers_answer(processes))
-    return diagnose(facts, now=now) + diagnose_processes(processes)
+        server_url=status.server_url, server_answers=status.server_answers, workers_seen=workers_answer(processes),
+        run_id=status.run_id, embedded=embedded,
+        open_units=sum(counts.get(s, 0) for s in (UnitStatus.CREATED, UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)))
+    said = diagnose(facts, now=now)
+    if embedded:  # the attached command runs its own worker and beat: nothing to start by hand
+        return said
+    return said + diagnose_processes(processes)
 
 
 # -- the deployment ----------------------------------------------------------------------------------
@@ -224,6 +230,8 @@ class ServerView:
     note: str | None
     redeployed_by_beat: bool
     """Whether beat redeploys it when lost (its architect deploys remotely)."""
+    run_ended: bool = False
+    """Its run is complete (or gone): a server still recorded running died without saying so."""
 
     @property
     def lost(self) -> bool:
@@ -241,7 +249,11 @@ def servers(runtime: Runtime, task_run_id: int | None) -> list[ServerView]:
         query = (query.where(Server.task_run_id == task_run_id) if task_run_id is not None
                  else query.where(Server.status != ServerStatus.STOPPED.value))
         rows = session.scalars(query).all()
+        run_ids = {s.task_run_id for s in rows if s.task_run_id is not None}
+        open_ids = set(session.scalars(select(TaskRun.id).where(
+            TaskRun.id.in_(run_ids), TaskRun.is_completed.is_(False)))) if run_ids else set()
     return [ServerView(
         server_id=s.id, status=s.status, task_run_id=s.task_run_id, architect=s.architect, address=s.address,
         instance_id=s.instance_id, pid=s.pid, host=s.host, heartbeat_at=s.heartbeat_at, note=s.note,
-        redeployed_by_beat=architect_class(s.architect).deploys_remotely) for s in rows]
+        redeployed_by_beat=architect_class(s.architect).deploys_remotely,
+        run_ended=s.task_run_id is not None and s.task_run_id not in open_ids) for s in rows]

@@ -74,3 +74,14 @@ def force_stop(runtime: Runtime, run_id: int, *, now: datetime) -> int:
     with transaction(runtime.sessions) as session:
         lifecycle.request_shutdown(session, run_id, lifecycle.REASON_FORCED, now=now)
     return lifecycle.force_expire(runtime.sessions, run_provider(runtime, run_id), runtime.limiter, run_id, now=now)
+
+
+def undo_failed_start(runtime: Runtime, run_id: int, why: str, *, now: datetime) -> None:
+    """Close a run whose start failed (its web server never answered, a service failed mid-start), so it
+    holds no port, no tokens and nothing on the provider: every unit not submitted is expired and taken
+    off the provider, and the run is recorded as stopped because it ``failed to start: why``. It is
+    closed, not deleted: on SQLite a deleted run's id would be given to the next run, whose Redis keys
+    and served files would then be the dead run's."""
+    with transaction(runtime.sessions) as session:
+        lifecycle.request_shutdown(session, run_id, f"{lifecycle.REASON_FAILED_START}: {why}", now=now)
+    lifecycle.force_expire(runtime.sessions, run_provider(runtime, run_id), runtime.limiter, run_id, now=now)
