@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mephisto_dist.domain.hits import HitAction, HitFacts, UnitState, decide_hit
+from mephisto_dist.domain.hits import HitAction, HitFacts, HitStanding, UnitState, decide_hit, standing
 
 
 def decide(ours: bool = True, run: str = "unknown", unit: UnitState = UnitState.UNKNOWN, expired: bool = False,
@@ -30,3 +30,16 @@ def test_orphans_are_expired_then_deleted_once_nothing_is_pending_or_unreviewed(
     assert decide(expired=True, status="Reviewable", unreviewed=1) is None  # a submission awaits review
     assert decide(status="Reviewable") == HitAction.DELETE  # all submitted and reviewed: no expiry needed
     assert decide(status="Disposed") is None
+
+
+def test_the_operator_is_told_done_left_over_or_orphan_and_only_a_hit_nothing_maps_to_is_an_orphan() -> None:
+    def word(run: str, unit: UnitState) -> HitStanding:
+        return standing(HitFacts("H", True, run, unit, False, "Assignable", 0, None))
+
+    assert word("live", UnitState.ACTIVE) == HitStanding.LIVE
+    assert word("live", UnitState.FINAL) == HitStanding.DONE
+    assert word("finished", UnitState.FINAL) == HitStanding.DONE
+    assert word("finished", UnitState.ACTIVE) == HitStanding.LEFT_OVER
+    for run, unit in (("unknown", UnitState.UNKNOWN), ("live", UnitState.UNKNOWN), ("live", UnitState.ELSEWHERE),
+                      ("finished", UnitState.ELSEWHERE)):
+        assert word(run, unit) == HitStanding.ORPHAN, (run, unit)

@@ -196,6 +196,54 @@ def test_hits_outstanding_and_cleanup_for_a_run_no_longer_in_the_database(
         rt.close()
 
 
+def test_one_badly_registered_requester_is_named_and_the_others_are_still_listed_and_cleaned(
+        tmp_path: Path, sqlite_url: str, redis_url: str, turk: str) -> None:
+    rt = make_runtime(tmp_path / "cli", sqlite_url, redis_url)
+    save_profile("gone", FAKE_KEY_ID, FAKE_SECRET, tmp_path / "aws" / "credentials")
+    with transaction(rt.sessions) as session:
+        now = datetime.now(UTC)
+        register(session, "mturk_sandbox", "lab", aws_profile="lab", endpoint_url=turk, now=now)
+        register(session, "mturk_sandbox", "gone", aws_profile="gone", endpoint_url="http://127.0.0.1:1", now=now)
+        register(session, "mturk_sandbox", "nokeys", aws_profile="nokeys", endpoint_url=turk, now=now)
+    mturk = client(turk)
+    finished = make_run(rt.sessions, task_name="finished", assignments=1)
+    with transaction(rt.sessions) as session:
+        unit_id = session.scalars(select(Unit.id).where(Unit.task_run_id == finished.run_id)).one()
+    done_hit = make_hit(mturk, annotation("default", finished.run_id, unit_id))
+    with transaction(rt.sessions) as session:
+        session.execute(update(Unit).where(Unit.id == unit_id).values(provider_unit_id=done_hit, status="accepted"))
+    orphan = make_hit(mturk, annotation("default", 4242, 1))
+    try:
+        shown = _cli(rt, "hits", "outstanding")
+        assert shown.returncode == 3, shown.stdout + shown.stderr
+        text = " ".join(shown.stdout.split())
+        assert "HITs of lab (mturk_sandbox): 2 ours" in text, shown.stdout
+        assert f"done (run {finished.run_id} unit {unit_id}: accepted)" in text
+        assert "orphan (run 4242 unit 1: its run is not in the database)" in text
+        errors = shown.stderr.strip().splitlines()
+        assert len(errors) == 2, shown.stderr
+        gone = next(line for line in errors if "'gone'" in line)
+        assert gone.startswith("error: requester 'gone' (mturk_sandbox): MTurk ListHITs failed"), gone
+        nokeys = next(line for line in errors if "'nokeys'" in line)
+        assert nokeys == ("error: requester 'nokeys' (mturk_sandbox): AWS profile 'nokeys' is not in the shared "
+                          "credentials file; register the requester again with its keys"), nokeys
+        assert FAKE_SECRET not in shown.stdout + shown.stderr
+
+        cleaned = _cli(rt, "cleanup", "--yes", "--hit", "NOSUCHHIT")
+        assert cleaned.returncode == 3, cleaned.stdout + cleaned.stderr
+        assert "lab (mturk_sandbox): 2 HIT(s) expired, 0 deleted" in " ".join(cleaned.stdout.split())
+        assert all(hit(mturk, h)["HITStatus"] == "Reviewable" for h in (done_hit, orphan))  # type: ignore[index]
+        assert "error: requester 'gone' (mturk_sandbox)" in cleaned.stderr
+        assert "no such HIT on the accounts that answered: NOSUCHHIT" in cleaned.stderr
+
+        only_lab = _cli(rt, "hits", "outstanding", "--requester", "lab")
+        assert only_lab.returncode == 0 and not only_lab.stderr, only_lab.stderr
+        unknown = _cli(rt, "hits", "outstanding", "--requester", "nobody")
+        assert unknown.returncode == 4 and "no MTurk requester named 'nobody'" in unknown.stderr
+    finally:
+        rt.close()
+
+
 def test_a_unit_whose_hit_vanished_from_the_provider_is_relaunched_once(runtime: Runtime, turk: str,
                                                                           redis_url: str) -> None:
     mturk = client(turk)

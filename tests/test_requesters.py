@@ -1,5 +1,6 @@
 """``register`` and ``requesters``: keys kept in the AWS shared credentials file only, reachability
-asked of a real mturk-local process, and one-line refusals of bad input."""
+asked of a real mturk-local process, one-line refusals of bad input, registering again (the endpoint kept
+unless given, every change said), and ``requesters remove``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.migrate import upgrade
+from mephisto_dist.db.models import TaskRun
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+from tests.factories import make_run
 from tests.mturk_local_process import mturk_local
 
 KEY_ID = "AKIDREGISTERTEST0001"
@@ -73,3 +81,105 @@ def test_bad_registrations_are_refused_in_one_line(tmp_path: Path, args: list[st
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert SECRET not in result.stderr
+
+
+LOCAL = "http://127.0.0.1:5999"
+SANDBOX = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
+
+
+@pytest.mark.system
+def test_registering_again_keeps_the_endpoint_and_says_every_change(tmp_path: Path) -> None:
+    made = cli(tmp_path, "register", "mturk_sandbox", "name=lab", f"access_key_id={KEY_ID}",
+               f"secret_access_key={SECRET}", f"endpoint_url={LOCAL}")
+    assert made.returncode == 0, made.stderr
+    # Without endpoint_url= the rehearsal endpoint is kept, and said; nothing moves to the real sandbox.
+    again = cli(tmp_path, "register", "mturk_sandbox", "name=lab")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"requester 'lab': keeping endpoint {LOCAL} (endpoint_url= with no URL: the provider's own)",
+        f"registered mturk_sandbox requester 'lab' (credentials: profile 'lab', endpoint {LOCAL})"]
+    # endpoint_url= with no URL moves it to the real sandbox, out loud.
+    moved = cli(tmp_path, "register", "mturk_sandbox", "name=lab", "endpoint_url=")
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.splitlines() == [
+        f"requester 'lab': endpoint changed from {LOCAL} to {SANDBOX} (the provider's own)",
+        "registered mturk_sandbox requester 'lab' (credentials: profile 'lab')"]
+    back = cli(tmp_path, "register", "mturk_sandbox", "name=lab", f"endpoint_url={LOCAL}/")
+    assert f"requester 'lab': endpoint changed from {SANDBOX} (the provider's own) to {LOCAL}" in back.stdout
+    # A name is one account: the same name for the real marketplace is refused, in one line.
+    other = cli(tmp_path, "register", "mturk", "name=lab")
+    assert other.returncode == 2 and other.stderr.strip().splitlines() == [
+        ("error: requester 'lab' is registered for mturk_sandbox; a name is one account: choose another name, "
+        "or remove it first (mephisto-dist requesters remove lab)")], other.stderr
+    listed = cli(tmp_path, "requesters", "--no-check")
+    lab = next(line for line in listed.stdout.splitlines() if "lab" in line)
+    assert "mturk_sandbox" in lab and LOCAL in lab and "not checked" in lab
+    secret_nowhere(tmp_path, made, again, moved, back, other, listed)
+
+
+def _database(home: Path) -> Runtime:
+    runtime = Runtime(load_settings({"MEPHISTO_DIST_DATA_DIR": str(home / "data")}))
+    upgrade(runtime.engine)
+    return runtime
+
+
+def _open_mock_run(home: Path) -> int:
+    """An open run of the mock requester 'mock_requester' in the database the CLI uses under ``home``."""
+    runtime = _database(home)
+    try:
+        return make_run(runtime.sessions, assignments=1, launch=False).run_id
+    finally:
+        runtime.close()
+
+
+def _end_runs(home: Path) -> None:
+    runtime = _database(home)
+    try:
+        with transaction(runtime.sessions) as session:
+            session.execute(update(TaskRun).values(is_completed=True))
+    finally:
+        runtime.close()
+
+
+@pytest.mark.system
+def test_requesters_remove_refuses_open_runs_keeps_ended_ones_whole_and_says_where_the_keys_are(
+        tmp_path: Path) -> None:
+    open_run = _open_mock_run(tmp_path)
+    refused = cli(tmp_path, "requesters", "remove", "mock_requester")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        (f"error: requester 'mock_requester' (mock) is used by open task run(s) {open_run}; shut them down "
+        "first (mephisto-dist shutdown RUN_ID)")], refused.stderr
+    assert "mock_requester" in cli(tmp_path, "requesters", "--no-check").stdout
+
+    _end_runs(tmp_path)
+    removed = cli(tmp_path, "requesters", "remove", "mock_requester")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == ("removed mock requester 'mock_requester' (kept, hidden, for its 1 ended "
+                                      "run(s): their export and review still work)")
+    assert "mock_requester" not in cli(tmp_path, "requesters", "--no-check").stdout
+    shown = cli(tmp_path, "status", str(open_run))
+    assert shown.returncode == 0, shown.stderr
+
+    # A requester no run names is deleted; its keys stay where they are unless --forget-keys.
+    cli(tmp_path, "register", "mturk_sandbox", "name=lab", f"access_key_id={KEY_ID}",
+        f"secret_access_key={SECRET}", f"endpoint_url={LOCAL}")
+    credentials = tmp_path / "aws" / "credentials"
+    gone = cli(tmp_path, "requesters", "remove", "lab")
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.strip() == "removed mturk_sandbox requester 'lab'"
+    assert gone.stderr.strip().splitlines() == [
+        f"its keys remain in profile 'lab' of {credentials} (--forget-keys deletes them)",
+        ("warning: beat no longer expires or deletes HITs left on the account of requester 'lab'; register it "
+        "again to list and clean them (mephisto-dist hits outstanding --requester lab)")], gone.stderr
+    assert SECRET in credentials.read_text()
+    assert "lab" not in cli(tmp_path, "requesters", "--no-check").stdout
+    again = cli(tmp_path, "register", "mturk_sandbox", "name=lab", f"endpoint_url={LOCAL}")
+    assert again.returncode == 0 and "profile 'lab'" in again.stdout, again.stderr
+    forgotten = cli(tmp_path, "requesters", "remove", "lab", "--forget-keys")
+    assert f"deleted profile 'lab' (its keys) from {credentials}" in forgotten.stderr, forgotten.stderr
+    assert SECRET not in credentials.read_text()
+
+    unknown = cli(tmp_path, "requesters", "remove", "nobody")
+    assert unknown.returncode == 4 and unknown.stderr.strip().splitlines() == [
+        "error: no requester named 'nobody' is registered (see mephisto-dist requesters)"], unknown.stderr
+    secret_nowhere(tmp_path, gone, again, forgotten, unknown)

@@ -153,7 +153,7 @@ def metrics(
 def _register_commands() -> None:
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
-    from mephisto_dist.cli.requesters import register, requesters
+    from mephisto_dist.cli.requesters import register, requesters_app
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
     from mephisto_dist.cli.runs import reconciled, runs, shutdown, status
@@ -173,7 +173,7 @@ def _register_commands() -> None:
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
     app.command(name="register")(register)
-    app.command(name="requesters")(requesters)
+    app.add_typer(requesters_app, name="requesters")
 
     from mephisto_dist.cli.costs import costs
     from mephisto_dist.cli.flower import flower

@@ -1,22 +1,32 @@
-"""``hits outstanding`` and ``cleanup``: the requester's HITs on MTurk, which run and unit each belongs to
-(or "orphan"), and expiring or deleting orphans on demand. HITs another tool made are shown apart and
-touched only when named by id (``cleanup --hit ID``)."""
+"""``hits outstanding`` and ``cleanup``: each requester's HITs on MTurk, which run and unit each belongs to
+(and whether it is done, left over or an orphan), and expiring or deleting those no unit needs on demand.
+HITs another tool made are shown apart and touched only when named by id (``cleanup --hit ID``). A
+requester that cannot be listed is named in one ``error:`` line and the others go on; the command exits
+non-zero at the end."""
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from mephisto_dist.cli.console import console, err_console, fail
+from mephisto_dist.cli.console import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    console,
+    err_console,
+    exit_code_for,
+    fail,
+)
 from mephisto_dist.cli.runtime import opened_runtime
-from mephisto_dist.domain.hits import HitAction, HitDecision, decide_hit, orphan_reason
-from mephisto_dist.errors import NotFoundError
+from mephisto_dist.domain.hits import HitAction, HitDecision, HitStanding, decide_hit, orphan_reason, standing
+from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.providers.mturk.provider import MTurkProvider
 from mephisto_dist.reconcile.hits import ListedHit, apply_decision, requester_providers, survey
 from mephisto_dist.reconcile.unreceived import unreceived as unreceived_submissions
@@ -31,18 +41,45 @@ def _providers(runtime: Runtime, requester: str | None) -> list[MTurkProvider]:
     if requester is not None:
         providers = [p for p in providers if p.access.requester_name == requester]
         if not providers:
-            fail(f"no MTurk requester named {requester!r} is registered (see mephisto-dist requesters)")
+            fail(f"no MTurk requester named {requester!r} is registered (see mephisto-dist requesters)",
+                 EXIT_NOT_FOUND)
     if not providers:
         fail("no MTurk requester is registered (mephisto-dist register mturk|mturk_sandbox name=NAME ...)")
     return providers
 
 
+def _label(provider: MTurkProvider) -> str:
+    return f"{provider.access.requester_name} ({provider.provider_type})"
+
+
+def _each_requester(providers: Sequence[MTurkProvider], work: Callable[[MTurkProvider], None]) -> int:
+    """``work`` for every requester; one that fails is named in one ``error:`` line and the others go on.
+    The exit code: 0, else 3 when a service failed (an endpoint, MTurk's answer), else the first failure's."""
+    codes: list[int] = []
+    for provider in providers:
+        try:
+            work(provider)
+        except MephistoDistError as error:
+            name = provider.access.requester_name
+            reason = str(error).removeprefix(f"requester {name!r}: ")  # the line names it already
+            err_console.print(f"[bold red]error:[/] requester {name!r} ({provider.provider_type}): {reason}",
+                              highlight=False)
+            codes.append(exit_code_for(error))
+    if not codes:
+        return EXIT_OK
+    return EXIT_UNREACHABLE if EXIT_UNREACHABLE in codes else codes[0]
+
+
 def _belongs(item: ListedHit) -> str:
     if item.mark is None or not item.facts.ours:
         return "foreign"
-    reason = orphan_reason(item.facts)
     where = f"run {item.mark.run_id} unit {item.mark.unit_id}"
-    return f"orphan ({where}: {reason})" if reason else where
+    word = standing(item.facts)
+    if word == HitStanding.LIVE:
+        return where
+    if word == HitStanding.DONE:
+        return f"done ({where}: {item.facts.unit_status})"
+    return f"{word.value} ({where}: {orphan_reason(item.facts)})"
 
 
 def _table(title: str, items: Sequence[ListedHit], extra: dict[str, str] | None = None) -> Table:
@@ -68,19 +105,26 @@ def outstanding(
     requester: RequesterOption = None,
     run: Annotated[int | None, typer.Option("--run", help="Only HITs of this task run (by our mark).")] = None,
 ) -> None:
-    """Every HIT of the requester's account with its status, assignments pending, available and completed,
-    and the run and unit it belongs to (or orphan); HITs other tools made are listed apart."""
+    """Every HIT of each requester's account with its status, assignments pending, available and completed,
+    and the run and unit it belongs to: done (its unit is final), left over (its run finished) or orphan
+    (its run or unit is gone). HITs other tools made are listed apart. A requester that cannot be listed is
+    named in an error line and the others are still listed; the exit code is then 3 (2 for a registration
+    to fix)."""
     now = datetime.now(UTC)
+
+    def listing(runtime: Runtime, provider: MTurkProvider) -> None:
+        listed = survey(runtime.sessions, provider, now=now)
+        ours = [i for i in listed if i.facts.ours and (run is None or (i.mark and i.mark.run_id == run))]
+        foreign = [i for i in listed if not i.facts.ours] if run is None else []
+        console.print(_table(f"HITs of {_label(provider)}: {len(ours)} ours", ours))
+        if foreign:
+            console.print(_table(f"{len(foreign)} HIT(s) made by other tools (never touched by beat; "
+                                 "cleanup --hit ID touches one)", foreign))
+
     with opened_runtime() as runtime:
-        for provider in _providers(runtime, requester):
-            listed = survey(runtime.sessions, provider, now=now)
-            ours = [i for i in listed if i.facts.ours and (run is None or (i.mark and i.mark.run_id == run))]
-            foreign = [i for i in listed if not i.facts.ours] if run is None else []
-            name = f"{provider.access.requester_name} ({provider.provider_type})"
-            console.print(_table(f"HITs of {name}: {len(ours)} ours", ours))
-            if foreign:
-                console.print(_table(f"{len(foreign)} HIT(s) made by other tools (never touched by beat; "
-                                     "cleanup --hit ID touches one)", foreign))
+        code = _each_requester(_providers(runtime, requester), lambda provider: listing(runtime, provider))
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 def _older(item: ListedHit, older_than_days: float | None, now: datetime) -> bool:
@@ -107,34 +151,43 @@ def cleanup(
     hit: Annotated[list[str] | None, typer.Option("--hit", help="Also this HIT, by id (may be another "
                                                   "tool's).")] = None,
 ) -> None:
-    """Expire orphaned HITs, and delete expired ones with nothing pending and every submission reviewed."""
+    """Expire HITs no unit needs any more (done, left over or orphan), and delete expired ones with nothing
+    pending and every submission reviewed. A requester that cannot be listed is named in an error line and
+    the others are still cleaned; the exit code is then 3 (2 for a registration to fix)."""
     now = datetime.now(UTC)
     named = set(hit or [])
+
+    def clean(runtime: Runtime, provider: MTurkProvider) -> None:
+        listed = survey(runtime.sessions, provider, now=now)
+        plan: list[tuple[ListedHit, HitDecision]] = []
+        for item in listed:
+            decision = _named(item) if item.hit_id in named else (
+                decide_hit(item.facts) if _older(item, older_than, now) else None)
+            if decision is not None:
+                plan.append((item, decision))
+        named.difference_update(item.hit_id for item in listed)
+        _show_and_apply(runtime, provider, listed, plan, dry_run=dry_run, yes=yes, now=now)
+
     with opened_runtime() as runtime:
-        for provider in _providers(runtime, requester):
-            listed = survey(runtime.sessions, provider, now=now)
-            plan: list[tuple[ListedHit, HitDecision]] = []
-            for item in listed:
-                decision = _named(item) if item.hit_id in named else (
-                    decide_hit(item.facts) if _older(item, older_than, now) else None)
-                if decision is not None:
-                    plan.append((item, decision))
-            named -= {item.hit_id for item in listed}
-            _show_and_apply(runtime, provider, listed, plan, dry_run=dry_run, yes=yes, now=now)
+        code = _each_requester(_providers(runtime, requester), lambda provider: clean(runtime, provider))
     if named:
-        raise NotFoundError(f"no such HIT on the requester's account: {', '.join(sorted(named))}")
+        where = "accounts that answered" if code else "requester's account"
+        err_console.print(f"[bold red]error:[/] no such HIT on the {where}: {', '.join(sorted(named))}",
+                          highlight=False)
+    if code != EXIT_OK or named:
+        raise typer.Exit(code or EXIT_NOT_FOUND)
 
 
 def _show_and_apply(runtime: Runtime, provider: MTurkProvider, listed: Sequence[ListedHit],
                     plan: Sequence[tuple[ListedHit, HitDecision]], *, dry_run: bool, yes: bool,
                     now: datetime) -> None:
-    name = f"{provider.access.requester_name} ({provider.provider_type})"
+    name = _label(provider)
     actions = {item.hit_id: decision.action.value for item, decision in plan}
     ours = [item for item, _ in plan if item.facts.ours]
     foreign_named = [item for item, _ in plan if not item.facts.ours]
     foreign = [i for i in listed if not i.facts.ours and i.hit_id not in actions]
     if not plan:
-        console.print(f"{name}: no orphaned HIT to expire or delete")
+        console.print(f"{name}: no HIT to expire or delete")
     else:
         console.print(_table(f"{name}: {len(plan)} HIT(s) to clean up", [*ours, *foreign_named], actions))
     if foreign:

@@ -1,14 +1,18 @@
-"""``register`` and ``requesters``: the accounts runs launch under, and whether each answers."""
+"""``register`` and ``requesters``: the accounts runs launch under, whether each answers, and removing one.
+Registering again says what it changed (an endpoint above all) and keeps the endpoint when none is given."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from mephisto_dist.cli.console import console, err_console, fail
+
+if TYPE_CHECKING:
+    from mephisto_dist.providers.requesters import Keep
 
 REGISTER_KEYS = ("name", "access_key_id", "secret_access_key", "endpoint_url")
 
@@ -31,9 +35,11 @@ def register(
         help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]", show_default=False)] = None,
 ) -> None:
     """Register a requester. Keys go to a profile named NAME in the AWS shared credentials file; without
-    keys the requester uses that profile if it exists, else the standard AWS environment."""
+    keys the requester uses that profile if it exists, else the standard AWS environment. Registering
+    again without endpoint_url keeps the endpoint it had; endpoint_url= with no URL is the provider's own
+    (for mturk_sandbox, the real MTurk sandbox). A changed endpoint or credentials is said."""
     from mephisto_dist.cli.runtime import opened_runtime
-    from mephisto_dist.providers.requesters import check_endpoint
+    from mephisto_dist.providers.requesters import Keep, check_endpoint
     from mephisto_dist.runs.requesters import register_requester
 
     given = _parse(pairs or [])
@@ -42,24 +48,36 @@ def register(
         fail("give the requester a name: name=NAME")
     if ("access_key_id" in given) != ("secret_access_key" in given):
         fail("give both access_key_id and secret_access_key, or neither")
-    endpoint = check_endpoint(given["endpoint_url"]) if given.get("endpoint_url") else None
+    endpoint: str | Literal[Keep.ENDPOINT] | None = Keep.ENDPOINT
+    if "endpoint_url" in given:  # given empty: the provider's own endpoint
+        endpoint = check_endpoint(given["endpoint_url"]) if given["endpoint_url"] else None
     keys = (given["access_key_id"], given["secret_access_key"]) if "access_key_id" in given else None
     with opened_runtime() as runtime:
         done = register_requester(runtime.sessions, provider_type, name, keys=keys, endpoint_url=endpoint,
                                   now=datetime.now(UTC))
     if done.keys_saved_to is not None:
         err_console.print(f"keys saved as profile '{name}' in {done.keys_saved_to}", highlight=False)
+    for change in done.changes:
+        console.print(change, highlight=False)
     profile = done.profile
     where = f"profile '{profile}'" if profile else "the standard AWS environment"
     console.print(f"registered {provider_type} requester {name!r}" +
                   ("" if not done.marketplace else f" (credentials: {where}"
-                   f"{', endpoint ' + endpoint if endpoint else ''})"), highlight=False)
+                   f"{', endpoint ' + done.endpoint if done.endpoint else ''})"), highlight=False)
 
 
+requesters_app = typer.Typer()
+
+
+@requesters_app.callback(invoke_without_command=True)
 def requesters(
+    ctx: typer.Context,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Ask each account's API for its balance.")] = True,
 ) -> None:
-    """Registered requesters, where their credentials are, and whether each can reach its API."""
+    """Registered requesters, where their credentials are, and whether each can reach its API
+    (mephisto-dist register adds one; requesters remove NAME removes one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.errors import MephistoDistError
     from mephisto_dist.providers import provider_class
@@ -89,3 +107,38 @@ def requesters(
         console.print("no requesters registered; mephisto-dist register mturk_sandbox name=NAME ...")
         return
     console.print(table)
+
+
+@requesters_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The requester's name.")],
+    provider: Annotated[str | None, typer.Option(
+        "--provider", help="Its provider type, when the name is registered for two.")] = None,
+    forget_keys: Annotated[bool, typer.Option(
+        "--forget-keys", help="Also delete its profile (its keys) from the AWS shared credentials file.")] = False,
+) -> None:
+    """Remove a requester no open task run uses.
+
+    Refused while one of its task runs is open. Its ended runs keep their data (export and review still
+    work). Its keys stay in the AWS shared credentials file unless --forget-keys.
+    Beat no longer looks after its HITs: run hits outstanding --requester NAME first."""
+    from mephisto_dist.cli.runtime import opened_runtime
+    from mephisto_dist.runs.requesters import remove_requester
+
+    with opened_runtime() as runtime:
+        done = remove_requester(runtime.sessions, name, provider, forget_keys=forget_keys, now=datetime.now(UTC))
+    kind = done.requester.provider_type
+    console.print(f"removed {kind} requester {name!r}" + (
+        f" (kept, hidden, for its {done.ended_runs} ended run(s): their export and review still work)"
+        if done.ended_runs else ""), highlight=False)
+    profile = done.requester.aws_profile
+    if done.keys_deleted:
+        err_console.print(f"deleted profile '{profile}' (its keys) from {done.keys_file}", highlight=False)
+    elif done.keys_file is not None:
+        err_console.print(f"its keys remain in profile '{profile}' of {done.keys_file}"
+                          + (" (another requester uses that profile)" if forget_keys else
+                             " (--forget-keys deletes them)"), highlight=False)
+    if done.marketplace:
+        err_console.print(f"warning: beat no longer expires or deletes HITs left on the account of requester "
+                          f"{name!r}; register it again to list and clean them (mephisto-dist hits outstanding "
+                          f"--requester {name})", highlight=False)

@@ -66,6 +66,9 @@ class Requester(Base):
     aws_profile: Mapped[str | None] = mapped_column(String(255))
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # ``requesters remove`` of a requester its ended runs still name: hidden from listings, beat and new
+    # runs, kept so those runs' rows stay whole (a requester no run names is deleted instead).
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Task(Base):

@@ -6,6 +6,10 @@ unit); no decision ever touches another HIT. One of ours is an orphan when its r
 the database, when no unit maps to it (the unit is gone or was relaunched on another HIT), or when its
 unit is final. An orphan is expired first, then deleted once no assignment is pending and every
 submitted one is reviewed (MTurk refuses to delete it before).
+
+What the reconciler does to every HIT no unit needs is the same; what an operator is told differs
+(``standing``): a HIT whose unit is final is *done* (its work is over, the HIT waits to be disposed), one
+whose run finished is *left over*, and only one nothing of ours maps to is an *orphan*.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ class HitFacts:
     hit_status: str            # MTurk's: Assignable, Unassignable, Reviewable, Reviewing, Disposed
     pending: int               # assignments accepted and not yet submitted
     unreviewed: int | None     # submitted, neither approved nor rejected (None: not asked)
+    unit_status: str | None = None  # the unit's status, when the unit maps to this HIT
+
+
+class HitStanding(StrEnum):
+    """What a HIT of ours is to the operator: the word ``hits outstanding`` and ``cleanup`` show."""
+
+    LIVE = "live"              # its unit still needs it
+    DONE = "done"              # its unit is final: the work is over, the HIT waits to be disposed
+    LEFT_OVER = "left over"    # its run is finished while its unit was not final
+    ORPHAN = "orphan"          # its run or unit is gone, or its unit moved to another HIT
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,17 @@ def orphan_reason(facts: HitFacts) -> str | None:
     if facts.run_state == "finished":
         return "its run is finished"
     return None
+
+
+def standing(facts: HitFacts) -> HitStanding:
+    """The word for a HIT of ours (``orphan_reason`` says why it no longer belongs up)."""
+    if orphan_reason(facts) is None:
+        return HitStanding.LIVE
+    if facts.unit_state == UnitState.FINAL:
+        return HitStanding.DONE
+    if facts.run_state == "finished" and facts.unit_state == UnitState.ACTIVE:
+        return HitStanding.LEFT_OVER
+    return HitStanding.ORPHAN
 
 
 def closed(facts: HitFacts) -> bool:

@@ -1,11 +1,14 @@
 """Requesters: the provider accounts runs are launched under. A requester row names where its
-credentials are (an AWS profile, or the standard AWS environment) and its endpoint; never a key."""
+credentials are (an AWS profile, or the standard AWS environment) and its endpoint; never a key. A name is
+one account: the same name is never registered for two provider types at once. A removed requester its
+ended runs still name keeps its row, marked ``removed_at``, and is otherwise as if never registered."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -13,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Requester
 from mephisto_dist.db.unique_rows import get_or_create
-from mephisto_dist.errors import ConfigError
+from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.providers import provider_class, provider_types
 from mephisto_dist.providers.mturk.client import RequesterAccess
 
@@ -24,6 +27,7 @@ class RegisteredRequester:
     provider_type: str
     aws_profile: str | None
     endpoint_url: str | None
+    removed_at: datetime | None = None
 
     def access(self) -> RequesterAccess:
         return RequesterAccess(self.requester_name, self.provider_type, self.aws_profile, self.endpoint_url)
@@ -36,26 +40,66 @@ def check_endpoint(url: str) -> str:
     return url.rstrip("/")
 
 
+class Keep(Enum):
+    """``register``'s ``endpoint_url`` when none was given: the endpoint already registered (none for a new
+    requester)."""
+
+    ENDPOINT = "keep"
+
+
 def register(session: Session, provider_type: str, name: str, *, aws_profile: str | None,
-             endpoint_url: str | None, now: datetime) -> RegisteredRequester:
-    """Create or update the requester (registering again replaces how it is reached)."""
+             endpoint_url: str | Literal[Keep.ENDPOINT] | None, now: datetime) -> RegisteredRequester:
+    """Create or update the requester (registering again replaces how it is reached; ``endpoint_url``
+    ``None`` is the provider's own endpoint). A removed requester registered again is back."""
     registrable = provider_types()
     if provider_type not in registrable:
         raise ConfigError(f"cannot register a requester for {provider_type!r}; choose one of {', '.join(registrable)}")
     if not name or len(name) > 255 or any(c.isspace() for c in name):
         raise ConfigError(f"requester name {name!r} must be 1 to 255 characters without spaces")
+    other = next((r for r in find_requesters(session, name) if r.provider_type != provider_type), None)
+    if other is not None:
+        raise ConfigError(f"requester {name!r} is registered for {other.provider_type}; a name is one account: "
+                          f"choose another name, or remove it first (mephisto-dist requesters remove {name})")
     requester_id, _ = get_or_create(session, Requester, {"provider_type": provider_type, "requester_name": name},
                                     {"created_at": now})
     row = session.get(Requester, requester_id)
     assert row is not None
     row.aws_profile = aws_profile
-    row.endpoint_url = endpoint_url
+    if endpoint_url is not Keep.ENDPOINT:
+        row.endpoint_url = endpoint_url
+    row.removed_at = None
     return _registered(row)
 
 
+def find_requesters(session: Session, name: str, *, removed: bool = False) -> list[RegisteredRequester]:
+    """The requesters named ``name`` (one, unless registered before names were one account); with
+    ``removed``, removed ones too."""
+    query = select(Requester).where(Requester.requester_name == name).order_by(Requester.provider_type)
+    if not removed:
+        query = query.where(Requester.removed_at.is_(None))
+    return [_registered(row) for row in session.scalars(query)]
+
+
 def list_requesters(session: Session) -> list[RegisteredRequester]:
-    rows = session.scalars(select(Requester).order_by(Requester.provider_type, Requester.requester_name))
+    rows = session.scalars(select(Requester).where(Requester.removed_at.is_(None))
+                           .order_by(Requester.provider_type, Requester.requester_name))
     return [_registered(row) for row in rows]
+
+
+def requester_row(session: Session, name: str, provider_type: str | None) -> Requester:
+    """The registered (not removed) requester row named ``name``, locked for the caller's transaction;
+    ``provider_type`` picks one when the name is registered for two."""
+    query = select(Requester).where(Requester.requester_name == name, Requester.removed_at.is_(None))
+    if provider_type is not None:
+        query = query.where(Requester.provider_type == provider_type)
+    rows = list(session.scalars(query.order_by(Requester.provider_type).with_for_update()))
+    if not rows:
+        raise NotFoundError(f"no requester named {name!r} is registered"
+                            + (f" for {provider_type}" if provider_type else "") + " (see mephisto-dist requesters)")
+    if len(rows) > 1:
+        raise ConfigError(f"requester {name!r} is registered for {' and '.join(r.provider_type for r in rows)}; "
+                          "say which with --provider TYPE")
+    return rows[0]
 
 
 def provider_access_args(session: Session, provider_type: str, provider_args: dict[str, Any],
@@ -66,7 +110,7 @@ def provider_access_args(session: Session, provider_type: str, provider_args: di
         return provider_args
     name = str(provider_args.get("requester_name") or "")
     row = session.scalar(select(Requester).where(Requester.provider_type == provider_type,
-                                                 Requester.requester_name == name))
+                                                 Requester.requester_name == name, Requester.removed_at.is_(None)))
     if row is None:
         raise ConfigError(f"requester {name!r} is not registered for {provider_type}; run "
                           f"'mephisto-dist register {provider_type} name={name} access_key_id=... "
@@ -76,4 +120,5 @@ def provider_access_args(session: Session, provider_type: str, provider_args: di
 
 
 def _registered(row: Requester) -> RegisteredRequester:
-    return RegisteredRequester(row.requester_name, row.provider_type, row.aws_profile, row.endpoint_url)
+    return RegisteredRequester(row.requester_name, row.provider_type, row.aws_profile, row.endpoint_url,
+                               row.removed_at)

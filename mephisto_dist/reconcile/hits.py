@@ -130,11 +130,13 @@ def survey(factory: sessionmaker[Session], provider: MTurkProvider, *, now: date
         mark = ours.get(hit_id)
         run_state = "unknown" if mark is None or mark.run_id not in runs else (
             "finished" if runs[mark.run_id] else "live")
+        unit = units.get(mark.unit_id) if mark else None
+        unit_state = _unit_state(unit, hit_id)
         facts = HitFacts(
-            hit_id=hit_id, ours=mark is not None, run_state=run_state,
-            unit_state=_unit_state(units.get(mark.unit_id) if mark else None, hit_id),
+            hit_id=hit_id, ours=mark is not None, run_state=run_state, unit_state=unit_state,
             expired=hit["Expiration"] <= now, hit_status=str(hit.get("HITStatus")),
-            pending=int(hit.get("NumberOfAssignmentsPending") or 0), unreviewed=None)
+            pending=int(hit.get("NumberOfAssignmentsPending") or 0), unreviewed=None,
+            unit_status=unit[1] if unit is not None and unit_state != UnitState.ELSEWHERE else None)
         if needs_review_count(facts):
             keep()
             submitted = list(provider.pages("ListAssignmentsForHIT", "Assignments", HITId=hit_id,

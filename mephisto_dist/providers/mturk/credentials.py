@@ -41,6 +41,23 @@ def save_profile(name: str, access_key_id: str, secret_access_key: str, path: Pa
         parser.add_section(name)
     parser.set(name, "aws_access_key_id", access_key_id.strip())
     parser.set(name, "aws_secret_access_key", secret_access_key.strip())
+    _write(parser, target)
+    return target
+
+
+def delete_profile(name: str, path: Path | None = None) -> Path | None:
+    """Delete profile ``name`` (its keys) from the shared credentials file; the file, or None when the
+    profile was not there."""
+    target = path or credentials_file()
+    parser = _read(target)
+    if not parser.remove_section(name):
+        return None
+    _write(parser, target)
+    return target
+
+
+def _write(parser: configparser.RawConfigParser, target: Path) -> None:
+    """Replace the file atomically, left mode 0600."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     handle, scratch = tempfile.mkstemp(dir=target.parent, prefix=".credentials-")
     try:
@@ -51,4 +68,3 @@ def save_profile(name: str, access_key_id: str, secret_access_key: str, path: Pa
     except BaseException:
         Path(scratch).unlink(missing_ok=True)
         raise
-    return target
