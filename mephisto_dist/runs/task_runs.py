@@ -55,6 +55,9 @@ def create_task_run(session: Session, new: NewRun, *, now: datetime) -> int:
         session, Requester, {"provider_type": new.provider_type, "requester_name": new.requester_name},
         {"created_at": now},
     )
+    # A run names its requester on purpose: one removed (``requesters remove``) is in use again, listed.
+    session.execute(update(Requester).where(Requester.id == requester_id, Requester.removed_at.is_not(None))
+                    .values(removed_at=None))
     run = TaskRun(
         task_id=task_id, requester_id=requester_id, blueprint_type=new.blueprint_type,
         architect_type=new.architect_type, provider_type=new.provider_type, sandbox=new.sandbox,
