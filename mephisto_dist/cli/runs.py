@@ -40,6 +40,9 @@ def runs(
     runtime = open_runtime()
     try:
         rows = list_runs(runtime, task_name)
+        if not rows:
+            console.print("no task runs yet (mephisto-dist run TASK_DIR starts one)")
+            return
         table = Table(title="task runs")
         for column in ("task name", "run", "provider", "created", "units", "done"):
             table.add_column(column)
