@@ -26,12 +26,25 @@ def _parse(pairs: list[str]) -> dict[str, str]:
 
 
 def register(
-    provider_type: Annotated[str, typer.Argument(help="mturk, mturk_sandbox or mock.")],
+    provider_type: Annotated[str, typer.Argument(metavar="PROVIDER", help="mturk, mturk_sandbox or mock.")],
     pairs: Annotated[list[str] | None, typer.Argument(
-        help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]", show_default=False)] = None,
+        metavar="KEY=VALUE", help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]",
+        show_default=False)] = None,
 ) -> None:
-    """Register a requester. Keys go to a profile named NAME in the AWS shared credentials file; without
-    keys the requester uses that profile if it exists, else the standard AWS environment."""
+    """Register a requester: the account runs launch under (mephisto.provider.requester_name).
+
+    \b
+    Keys:
+      name=NAME                 the requester's name (required)
+      access_key_id=AKIA...     the AWS access key (with secret_access_key)
+      secret_access_key=...     its secret
+      endpoint_url=URL          another endpoint (mturk-local's http://HOST:PORT)
+
+    The keys are saved as profile NAME in the AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE,
+    default ~/.aws/credentials); nothing else holds the secret. Without keys the requester uses that
+    profile if it exists, else the standard AWS environment.
+
+    Example: mephisto-dist register mturk_sandbox name=lab access_key_id=AKIA... secret_access_key=..."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.providers.requesters import check_endpoint
     from mephisto_dist.runs.requesters import register_requester

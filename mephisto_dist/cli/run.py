@@ -56,12 +56,18 @@ def _now() -> datetime:
 
 
 def run(
-    task_dir: Annotated[Path, typer.Argument(help="A Mephisto task folder (with hydra_configs/conf/).")],
+    task_dir: Annotated[Path, typer.Argument(metavar="TASK_DIR",
+                                             help="A Mephisto task folder (with hydra_configs/conf/).")],
     args: Annotated[list[str] | None, typer.Argument(
-        help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value overrides.")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the run and print its id.")] = False,
+        metavar="KEY=VALUE", help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value "
+        "overrides.")] = None,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Only create and enqueue the run (for the deployment's workers); print its id, "
+        "worker URL and the commands that follow.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --detach: print only the run id.")] = False,
     script: Annotated[Path | None, typer.Option(
-        "--script", help="The task script to run (default: TASK_DIR/run_task.py when it exists).")] = None,
+        "--script", metavar="FILE", help="The task script to run (default: TASK_DIR/run_task.py when it "
+        "exists).")] = None,
 ) -> None:
     """Launch a task run from a Mephisto task folder: its run_task.py, or its YAML config alone."""
     conf, overrides = _split_args(args or [])
@@ -131,8 +137,9 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
 
 
 def resume(
-    run_id: Annotated[int, typer.Argument(help="The task run to resume.")],
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The task run to resume.")],
     detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the relaunch.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --detach: print only the run id.")] = False,
 ) -> None:
     """Relaunch what is not done of a run whose processes died; completed work is never redone."""
     settings = load_settings()

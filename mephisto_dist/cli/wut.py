@@ -75,7 +75,7 @@ def _parse_target(target: str) -> tuple[str, str | None]:
 
 def wut(
     args: Annotated[list[str] | None, typer.Argument(
-        metavar="[KIND[=NAME] [ARG...]]",
+        metavar="KIND[=NAME] [ARG]",
         help="blueprint=static_task, architect=local, provider=mock, task; then argument names to show.")] = None,
 ) -> None:
     """Show what a task config may set: the kinds, their names, or one section's arguments."""
