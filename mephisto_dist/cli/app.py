@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from mephisto_dist.cli.console import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
+    console,
     err_console,
     fail,
     report,
@@ -136,11 +137,24 @@ def export(
 
 
 def migrate() -> None:
-    """Create or upgrade the database schema (the Procfile's release step)."""
-    from mephisto_dist.cli.runtime import opened_runtime
+    """Create or upgrade the database schema (the Procfile's release step), and say which it did."""
+    from mephisto_dist.db.migrate import upgrade
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
 
-    with opened_runtime(migrate=True):
-        err_console.print("database schema is up to date")
+    runtime = Runtime(load_settings())
+    try:
+        done = upgrade(runtime.engine)
+        where = runtime.engine.url.render_as_string(hide_password=True)
+    finally:
+        runtime.close()
+    if done.before is None:
+        said = f"created the database schema (revision {done.after})"
+    elif done.before != done.after:
+        said = f"upgraded the database schema from revision {done.before} to {done.after}"
+    else:
+        said = f"the database schema is up to date (revision {done.after})"
+    console.print(f"{said} in {where}", soft_wrap=True, highlight=False)
 
 
 def web(
