@@ -5,8 +5,11 @@ wherever it appears, the commands in sections in the order a run is lived."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +108,36 @@ def test_register_s_help_names_its_keys_and_mturk_local_its_balance(monkeypatch:
         assert key in out
     _, out, _ = cli(monkeypatch, capsys, "mturk-local", "--help")
     assert "--balance DOLLARS" in out
+
+
+@pytest.mark.system
+def test_run_detach_says_the_run_its_worker_url_and_what_follows(tmp_path: Path, redis_url: str) -> None:
+    """``run --detach`` prints the run id, where workers open it and the commands that follow; ``--quiet``
+    prints the id alone (for scripts); ``resume --detach`` says the same of the relaunch."""
+    from tests.taskdirs import write_task_dir
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_") and k != "COLUMNS"}
+    env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "MEPHISTO_DIST_REDIS_URL": redis_url})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], env=env, check=False,
+                              capture_output=True, text=True, timeout=120)
+
+    task_dir = write_task_dir(tmp_path / "a", port=3456, task_name="detached-task")
+    assert cli("migrate").returncode == 0
+    shown = cli("run", str(task_dir), "--detach")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "task run 1 of detached-task: enqueued for the deployment's Celery workers to launch",
+        "workers open: http://localhost:3456/?worker_id=worker1&assignment_id=1 (any worker_id / assignment_id)",
+        "next:",
+        "  mephisto-dist status 1        its progress, and why it is not progressing",
+        "  mephisto-dist shutdown 1      stop it (--force: now)",
+        "  mephisto-dist export --run 1  its results",
+    ]
+    quiet = cli("run", str(write_task_dir(tmp_path / "b", port=3457)), "--detach", "-q")
+    assert (quiet.returncode, quiet.stdout) == (0, "2\n"), quiet.stderr
+    resumed = cli("resume", "1", "--detach")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == "task run 1 of detached-task: relaunch of what is not done enqueued"
+    assert "  mephisto-dist shutdown 1      stop it (--force: now)" in resumed.stdout.splitlines()
