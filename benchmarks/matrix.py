@@ -139,7 +139,7 @@ def postgres(tmp: Path, cap: int, workers: int, args: argparse.Namespace, webs: 
                                          "--hostname", f"bench{n}@%h"], env, tmp / f"worker{n}.log"))
         stack.enter_context(process([sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--schedule",
                                      str(tmp / "mephisto_dist.celery.schedule")], env, tmp / "beat.log"))
-        created = subprocess.run([*cli, "run", str(tmp / "task"), "--detach"], env=env, check=True,
+        created = subprocess.run([*cli, "run", str(tmp / "task"), "--detach", "--quiet"], env=env, check=True,
                                  capture_output=True, text=True)
         run_id = created.stdout.strip().splitlines()[-1]
         ports = [public] if webs == 1 else [free_port() for _ in range(webs)]

@@ -58,7 +58,7 @@ def launch(tmp_path: Path, runtime: Runtime, overrides: list[str]) -> int:
     """``run --detach`` of the gold task script with these overrides; the new run's id."""
     task_dir = write_script_task_dir(tmp_path, script=SCRIPT, architect="mock")
     launched = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *overrides,
-                               "--detach"], cwd=ROOT, env=child_env(runtime.settings), capture_output=True,
+                               "--detach", "--quiet"], cwd=ROOT, env=child_env(runtime.settings), capture_output=True,
                               text=True, timeout=60, check=False)
     assert launched.returncode == 0, launched.stderr
     return int(launched.stdout.strip().splitlines()[-1])

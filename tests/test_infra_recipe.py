@@ -94,7 +94,7 @@ def test_the_recipe_runs_as_written(tmp_path: Path, runtime: Runtime) -> None:
         conf = conf.replace(old, new)
 
     task_dir = write_task_dir(tmp_path, rows=3, port=int(balancer), cap=2)
-    created = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach"],
+    created = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach", "--quiet"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert created.returncode == 0, created.stderr
     run_id = int(created.stdout.strip().splitlines()[-1])

@@ -105,7 +105,7 @@ def test_run_warns_once_per_unimplemented_argument_and_refuses_prolific(tmp_path
     env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "MEPHISTO_DIST_REDIS_URL": redis_url})
     task_dir = mephisto_head_task(tmp_path / "a")
     result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir),
-                             "mephisto.architect.server_type=flask", "--detach"],
+                             "mephisto.architect.server_type=flask", "--detach", "--quiet"],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

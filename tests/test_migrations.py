@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from mephisto_dist.db.engine import make_engine
-from mephisto_dist.db.migrate import schema_state, upgrade
+from mephisto_dist.db.migrate import Upgrade, schema_state, upgrade
 from tests.system import ROOT
 
 
@@ -63,3 +63,43 @@ def test_a_command_on_a_schema_behind_says_to_migrate(tmp_path: Path, database_u
     listed = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "runs"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=False)
     assert listed.returncode == 0, listed.stderr
+
+
+def test_migrate_says_what_it_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Created on an empty database, upgraded from a revision behind, up to date: each said, with the
+    database's URL (never its password)."""
+    from mephisto_dist.cli.app import main
+
+    def migrate(database_url: str) -> str:
+        monkeypatch.setenv("MEPHISTO_DIST_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("MEPHISTO_DIST_DATABASE_URL", database_url)
+        monkeypatch.setattr(sys, "argv", ["mephisto-dist", "migrate"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out, err = capsys.readouterr()
+        assert (exited.value.code, err) == (0, ""), err
+        return out
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    engine = make_engine(url)
+    head = schema_state(engine)[1]
+    engine.dispose()
+    assert migrate(url) == f"created the database schema (revision {head}) in {url}\n"
+    assert migrate(url) == f"the database schema is up to date (revision {head}) in {url}\n"
+    behind = f"sqlite:///{tmp_path / 'behind.db'}"
+    engine = make_engine(behind)
+    upgrade(engine, "0002")
+    engine.dispose()
+    assert migrate(behind) == f"upgraded the database schema from revision 0002 to {head} in {behind}\n"
+
+
+def test_upgrade_reports_the_revisions_it_moved_between(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        head = schema_state(engine)[1]
+        assert upgrade(engine, "0002") == Upgrade(before=None, after="0002")
+        assert upgrade(engine) == Upgrade(before="0002", after=head)
+        assert upgrade(engine) == Upgrade(before=head, after=head)
+    finally:
+        engine.dispose()

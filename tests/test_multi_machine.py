@@ -95,7 +95,7 @@ def cluster(tmp_path: Path, pg_url: str, s3_storage_url: str) -> Iterator[dict[s
 
 def start_run(tmp: Path, a: Machine, balancer_port: int, name: str) -> int:
     task_dir = write_task_dir(tmp / name, rows=UNITS, port=balancer_port, cap=CAP, task_name=name)
-    created = a.cli("run", str(task_dir), "--detach")
+    created = a.cli("run", str(task_dir), "--detach", "--quiet")
     assert created.returncode == 0, created.stderr
     return int(created.stdout.strip().splitlines()[-1])
 

@@ -36,7 +36,7 @@ def test_a_second_run_on_a_served_port_is_refused_and_the_first_runs_workers_sub
         return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, check=False)
 
-    created = cli("run", str(first_dir), "--detach")
+    created = cli("run", str(first_dir), "--detach", "--quiet")
     assert created.returncode == 0, created.stderr
     run_id = int(created.stdout.strip())
     log = (tmp_path / "web.log").open("wb")

@@ -61,7 +61,7 @@ def open_task(browser: Any, base_url: str, worker: str) -> Any:
 def test_pages_on_two_web_processes_call_the_slow_function_and_submit(
         tmp_path: Path, task_dir: Path, runtime: Runtime, browser: Any) -> None:
     launched = subprocess.run(
-        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach",
+        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach", "--quiet",
          f"mephisto.task.task_name=rp-{uuid.uuid4().hex[:6]}", f"mephisto.architect.port={free_port()}"],
         cwd=ROOT, env=child_env(runtime.settings), capture_output=True, text=True, timeout=120, check=False)
     assert launched.returncode == 0, launched.stderr

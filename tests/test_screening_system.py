@@ -62,7 +62,7 @@ def launch(tmp_path: Path, runtime: Runtime, factory: str, max_units: int) -> in
     task_dir = write_script_task_dir(tmp_path, script=SCRIPT.replace("FACTORY", factory), architect="mock")
     result = subprocess.run(
         [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), *SCREENING,
-         f"mephisto.blueprint.max_screening_units={max_units}", "--detach"],
+         f"mephisto.blueprint.max_screening_units={max_units}", "--detach", "--quiet"],
         cwd=ROOT, env=child_env(runtime.settings), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return int(result.stdout.strip().splitlines()[-1])

@@ -53,7 +53,7 @@ def run_is_completed(rt: Runtime, run_id: int) -> bool:
 def test_detached_script_run_with_separate_workers(tmp_path: Path, runtime: Runtime) -> None:
     task_dir = write_script_task_dir(tmp_path, architect="mock")
     launched = subprocess.run(
-        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "num_tasks=3", "--detach"],
+        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "num_tasks=3", "--detach", "--quiet"],
         cwd=ROOT, env=child_env(runtime.settings), capture_output=True, text=True, timeout=60, check=False)
     assert launched.returncode == 0, launched.stderr
     run_id = int(launched.stdout.strip().splitlines()[-1])

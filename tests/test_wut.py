@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mephisto_dist.cli.wut import COLUMNS, argument_row, select_arguments
+from mephisto_dist.cli.wut import COLUMNS, NOT_YET, argument_facts, argument_row, select_arguments
 from mephisto_dist.config.arguments import KINDS, TASK, Section, get_section, sections
 from mephisto_dist.errors import ConfigError
 
@@ -111,3 +111,22 @@ def test_unknown_kinds_and_names_are_one_line_errors(tmp_path: Path, args: list[
 def test_select_arguments_refuses_an_unknown_name() -> None:
     with pytest.raises(ConfigError, match="'port'"):
         select_arguments(get_section("provider", "mock"), ["port"])
+
+
+@pytest.mark.system
+def test_at_80_columns_the_arguments_are_listed_one_under_another(tmp_path: Path) -> None:
+    """The seven-column table needs a wide terminal; at 80 columns each argument is a line of facts and
+    its help below, nothing past column 80."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
+    env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "80"})
+    section = get_section("blueprint", "static_task")
+    result = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut", target(section)], env=env,
+                            cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "┃" not in result.stdout
+    for argument in section.arguments:
+        assert f"  {argument.dest}: {argument_facts(argument)}" in lines
+        assert " ".join(argument.help.split()) in " ".join(result.stdout.split())
+    assert "  task_source: str, required" in lines
+    assert any(line.endswith(f", {NOT_YET} implemented") for line in lines)

@@ -3,22 +3,65 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
+from typer._click import Context
+from typer._click.formatting import HelpFormatter
+from typer.core import TyperGroup
 
-from mephisto_dist.cli.console import EXIT_CODES_HELP, EXIT_INTERRUPTED, err_console, fail, report
+from mephisto_dist.cli.console import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    console,
+    err_console,
+    fail,
+    report,
+    report_usage,
+)
 from mephisto_dist.errors import IllegalTransition, MephistoDistError
 
+PROG_NAME = "mephisto-dist"
+RUN_A_TASK = "Run a task"
+RESULTS = "Results and payment"
+WORKERS = "Workers"
+PROVIDERS = "Requesters and HITs"
+DEPLOYMENT = "Deployment processes"
+
+
+class SectionedGroup(TyperGroup):
+    """The command list in sections (each command's ``rich_help_panel``), in :data:`COMMANDS` order, the
+    names in one column across the sections."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        order = {name: index for index, (_, name, _) in enumerate(COMMANDS)}
+        return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                section = getattr(command, "rich_help_panel", None) or "Commands"
+                sections.setdefault(section, []).append((name, command.get_short_help_str(limit=200)))
+        width = max((len(name) for rows in sections.values() for name, _ in rows), default=0)
+        for section, rows in sections.items():
+            with formatter.section(section):
+                formatter.write_dl([(name.ljust(width), text) for name, text in rows])
+
+
 app = typer.Typer(
-    name="mephisto-dist",
+    name=PROG_NAME,
+    cls=SectionedGroup,
     help="Run Mephisto crowdsourcing tasks on a distributed runtime (Celery workers, Redis limits, SQL).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help, not Typer's boxes: those give every flag a "<bool>" type and keep the
+    # docstrings' line breaks, unreadable at 80 columns.
+    rich_markup_mode=None,
     epilog=EXIT_CODES_HELP,
 )
 
@@ -39,18 +82,19 @@ def _options(
     """Run Mephisto crowdsourcing tasks on a distributed runtime (Celery workers, Redis limits, SQL)."""
 
 
-@app.command()
 def export(
-    task_name: Annotated[str | None, typer.Option("--task-name", help="Every run of this task_name.")] = None,
-    run: Annotated[int | None, typer.Option("--run", help="One task run, by id.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl, json or csv.")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    task_name: Annotated[str | None, typer.Option("--task-name", metavar="TASK_NAME",
+                                                  help="Every run of this task_name.")] = None,
+    run: Annotated[int | None, typer.Option("--run", metavar="RUN_ID", help="One task run.")] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="jsonl, json or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE",
+                                                help="File to write (default: stdout).")] = None,
     include_unsubmitted: Annotated[bool, typer.Option(
         "--all", help="Also units still open (created, launched, assigned).")] = False,
     include_expired: Annotated[bool, typer.Option(
         "--expired/--no-expired", help="Include units that expired unsubmitted (the default).")] = True,
     download: Annotated[Path | None, typer.Option(
-        "--download", help="Also fetch every uploaded file from storage into this folder.")] = None,
+        "--download", metavar="DIR", help="Also fetch every uploaded file from storage into DIR.")] = None,
 ) -> None:
     """Export results: one record per submitted or expired unit, with its status, inputs, outputs and
     metadata (tips, feedback)."""
@@ -92,30 +136,43 @@ def export(
                      f"({runtime.settings.effective_storage_url}): {shown}")
 
 
-@app.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (the Procfile's release step)."""
-    from mephisto_dist.cli.runtime import opened_runtime
+    """Create or upgrade the database schema (the Procfile's release step), and say which it did."""
+    from mephisto_dist.db.migrate import upgrade
+    from mephisto_dist.runtime import Runtime
+    from mephisto_dist.settings import load_settings
 
-    with opened_runtime(migrate=True):
-        err_console.print("database schema is up to date")
+    runtime = Runtime(load_settings())
+    try:
+        done = upgrade(runtime.engine)
+        where = runtime.engine.url.render_as_string(hide_password=True)
+    finally:
+        runtime.close()
+    if done.before is None:
+        said = f"created the database schema (revision {done.after})"
+    elif done.before != done.after:
+        said = f"upgraded the database schema from revision {done.before} to {done.after}"
+    else:
+        said = f"the database schema is up to date (revision {done.after})"
+    console.print(f"{said} in {where}", soft_wrap=True, highlight=False)
 
 
-@app.command()
 def web(
-    run: Annotated[int | None, typer.Option("--run", help="Serve this run (default: the newest open run on --port).")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    run: Annotated[int | None, typer.Option("--run", metavar="RUN_ID",
+                                            help="Serve this run (default: the newest open run on --port).")] = None,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 3000,
     public_port: Annotated[int | None, typer.Option(
-        "--public-port", help="The run's port when a balancer listens on it and this process behind it "
-        "(default: --port).")] = None,
+        "--public-port", metavar="PORT", help="The run's port when a balancer listens on it and this process "
+        "behind it (default: --port).")] = None,
     metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", help="Serve Prometheus metrics on this port too (default: "
+        "--metrics-port", metavar="PORT", help="Serve Prometheus metrics on this port too (default: "
         "MEPHISTO_DIST_METRICS_PORT; never the worker-facing port).")] = None,
     metrics_host: Annotated[str | None, typer.Option(
-        "--metrics-host", help="Address for the metrics listener (default: --host).")] = None,
-    server_id: Annotated[int | None, typer.Option("--server-id", help="The record an architect made for this "
-                                                  "server (default: record a new one).")] = None,
+        "--metrics-host", metavar="HOST", help="Address for the metrics listener (default: --host).")] = None,
+    server_id: Annotated[int | None, typer.Option(
+        "--server-id", metavar="SERVER_ID", help="The record an architect made for this server (default: "
+        "record a new one).")] = None,
 ) -> None:
     """Serve the worker-facing pages and router protocol (the Procfile's web process). The server is
     recorded before it listens, leaves heartbeats, and stops itself when its run has ended or its
@@ -129,10 +186,14 @@ def web(
 
 
 def metrics(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option(help="Port (default: MEPHISTO_DIST_METRICS_PORT, else 9100).")] = None,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(
+        "--port", metavar="PORT", help="Port (default: MEPHISTO_DIST_METRICS_PORT, else 9100).")] = None,
 ) -> None:
-    """Serve this machine's Prometheus metrics (every process's, summed) and the deployment's figures."""
+    """Serve this machine's Prometheus metrics at http://HOST:PORT/metrics: every process's (web, Celery
+    workers, beat) summed from the machine's metrics folder, and the deployment's figures (units per
+    status, runs, tokens held) read from the database and Redis. For Prometheus to scrape, one per
+    machine; the web processes can serve the same on --metrics-port instead."""
     import signal
 
     from mephisto_dist import metrics as recorded
@@ -150,66 +211,87 @@ def metrics(
         signal.pause()
 
 
+COMMANDS = (
+    (RUN_A_TASK, "run", "Launch a task run from a Mephisto task folder."),
+    (RUN_A_TASK, "resume", "Relaunch what is not done of a run whose processes died."),
+    (RUN_A_TASK, "status", "A run's units per status, and why it is not progressing."),
+    (RUN_A_TASK, "runs", "Every run, grouped by task_name, with its units per status."),
+    (RUN_A_TASK, "shutdown", "Stop a run from any machine, as Ctrl-C does."),
+    (RUN_A_TASK, "limits", "A run's concurrency pool; change its cap while it runs."),
+    (RUN_A_TASK, "wut", "What a task config may set: kinds, names, arguments."),
+    (RESULTS, "export", "Results: one record per submitted or expired unit."),
+    (RESULTS, "review", "Approve, reject or soft-reject completed units; bonuses."),
+    (RESULTS, "costs", "What runs paid and still owe, with the provider's fees."),
+    (WORKERS, "workers", "List, block, unblock, notify workers; reset onboarding."),
+    (WORKERS, "qualifications", "List, create, grant and revoke qualifications."),
+    (PROVIDERS, "register", "Register a requester (name=NAME and its keys)."),
+    (PROVIDERS, "requesters", "Registered requesters, whether each reaches its API; remove one."),
+    (PROVIDERS, "hits", "The MTurk requester's HITs and submissions that never arrived."),
+    (PROVIDERS, "cleanup", "Expire and delete HITs no open unit needs."),
+    (PROVIDERS, "mturk-local", "A local Mechanical Turk for tests and rehearsals."),
+    (DEPLOYMENT, "migrate", "Create or upgrade the database schema (release step)."),
+    (DEPLOYMENT, "web", "Serve the worker-facing pages (the Procfile's web process)."),
+    (DEPLOYMENT, "metrics", "Serve this machine's Prometheus metrics."),
+    (DEPLOYMENT, "reconciled", "What beat's reconcilers found and what they did."),
+    (DEPLOYMENT, "flower", "Watch the Celery workers and tasks in Flower (with a login)."),
+)
+"""Every command's section, name and line in ``mephisto-dist --help``, in the order listed: a run's
+life first. The full help is the command's docstring."""
+
+
 def _register_commands() -> None:
+    from mephisto_dist.cli.costs import costs
+    from mephisto_dist.cli.flower import flower
+    from mephisto_dist.cli.hits import cleanup, hits_app
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
     from mephisto_dist.cli.requesters import register, requesters_app
+    from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
     from mephisto_dist.cli.runs import reconciled, runs, shutdown, status
-
-    app.command(name="run")(run_command)
-    app.command(name="metrics")(metrics)
-    app.command(name="resume")(resume)
-    app.command(name="shutdown")(shutdown)
-    app.command(name="runs")(runs)
-    app.command(name="status")(status)
-    app.command(name="reconciled")(reconciled)
-
-    from mephisto_dist.cli.hits import cleanup, hits_app
-
-    app.add_typer(hits_app, name="hits")
-    app.command(name="cleanup")(cleanup)
-    app.command(name="limits")(limits)
-    app.command(name="mturk-local")(mturk_local)
-    app.command(name="register")(register)
-    app.add_typer(requesters_app, name="requesters")
-
-    from mephisto_dist.cli.costs import costs
-    from mephisto_dist.cli.flower import flower
-    from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.workers import qualifications_app, workers_app
     from mephisto_dist.cli.wut import wut
 
-    app.command(name="flower", context_settings={"allow_extra_args": True})(flower)
-
-    app.command(name="wut")(wut)
-    app.command(name="costs")(costs)
-    app.add_typer(review_app, name="review")
-    app.add_typer(workers_app, name="workers")
-    app.add_typer(qualifications_app, name="qualifications")
+    commands: dict[str, Callable[..., None]] = {
+        "run": run_command, "resume": resume, "status": status, "runs": runs, "shutdown": shutdown,
+        "limits": limits, "wut": wut, "export": export, "costs": costs, "register": register,
+        "cleanup": cleanup, "mturk-local": mturk_local, "migrate": migrate,
+        "web": web, "metrics": metrics, "reconciled": reconciled, "flower": flower,
+    }
+    groups = {"review": review_app, "workers": workers_app, "qualifications": qualifications_app, "hits": hits_app,
+              "requesters": requesters_app}
+    for section, name, line in COMMANDS:
+        if name in groups:
+            app.add_typer(groups[name], name=name, rich_help_panel=section, short_help=line)
+            continue
+        # flower passes what follows "--" to Flower itself
+        settings = {"allow_extra_args": True} if name == "flower" else None
+        app.command(name=name, rich_help_panel=section, short_help=line, context_settings=settings)(commands[name])
 
 
 _register_commands()
 
 
 def main() -> None:
-    """The command boundary: an error of ours (or a driver's, translated) is one ``error:`` line and
-    the exit code the error tree gives it (``cli.console.exit_code_for``); anything else is a bug and
-    keeps its traceback (exit 1)."""
+    """The command boundary: a usage error (an unknown option or command, a missing argument, a value of
+    the wrong type) or an error of ours (or a driver's, translated) is one ``error:`` line and the exit
+    code the error tree gives it (``cli.console.exit_code_for``); anything else is a bug and keeps its
+    traceback (exit 1)."""
     try:
-        app()
+        # Not standalone: Typer would draw its own boxed error and exit before we could say it our way.
+        code = app(prog_name=PROG_NAME, standalone_mode=False)
     except IllegalTransition:
         raise  # a bug, not the user's doing: the traceback says where
     except MephistoDistError as error:
         raise SystemExit(report(error)) from None
-    except SystemExit as stopped:
-        # Click turns Ctrl-C into "Aborted!" and exit 1, the code of a bug; an interrupt is 130.
-        aborted = stopped.__context__
-        if stopped.code == 1 and isinstance(aborted, click.exceptions.Abort) and isinstance(
-                aborted.__cause__, KeyboardInterrupt):
+    except typer.Abort as aborted:
+        # A confirmation prompt met Ctrl-C (an interrupt: 130) or the end of its input.
+        if isinstance(aborted.__context__, KeyboardInterrupt):
             raise SystemExit(EXIT_INTERRUPTED) from None
-        raise
+        raise SystemExit(report(MephistoDistError("no answer: standard input ended"))) from None
+    except typer.TyperException as error:
+        raise SystemExit(report_usage(error)) from None
     except Exception as error:
         from mephisto_dist.errors.drivers import translate
 
@@ -217,6 +299,8 @@ def main() -> None:
         if translated is None:
             raise
         raise SystemExit(report(translated)) from None
+    # Typer gives back a command's exit code (typer.Exit, Ctrl-C's 130), or the command's None.
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

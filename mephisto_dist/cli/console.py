@@ -3,10 +3,15 @@ and an exit code here, and nowhere else."""
 
 from __future__ import annotations
 
+import re
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+# Typer (0.29) carries its own copy of Click and exports only BadParameter of its usage errors.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from mephisto_dist.errors import IllegalTransition, MephistoDistError, NotFoundError, ServiceError
 
@@ -64,3 +69,31 @@ def report(error: MephistoDistError) -> int:
     """Say ``error`` in one line on stderr; its exit code."""
     err_console.print(f"[bold red]error:[/] {error}", highlight=False)
     return exit_code_for(error)
+
+
+def report_usage(error: typer.TyperException) -> int:
+    """Say a usage error the command line parser found (an unknown option or command, a missing argument,
+    a value of the wrong type) in one ``error:`` line naming the command and its help; its exit code.
+    A group called without a command (``mephisto-dist hits``) shows its help instead."""
+    context = error.ctx if isinstance(error, UsageError) else None
+    if isinstance(error, NoArgsIsHelpError):
+        console.print(error.format_message(), markup=False, highlight=False)
+        return EXIT_USAGE
+    message = usage_message(error.format_message())
+    where = f" (see {context.command_path} --help)" if context is not None else ""
+    err_console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", highlight=False)
+    return EXIT_USAGE
+
+
+def usage_message(text: str) -> str:
+    """The parser's message as one clause of ours: "Missing argument 'RUN_ID'." is "missing argument
+    'RUN_ID'"; its later sentences and suggestions ("Did you mean 'run'?") follow after a semicolon."""
+    text = re.sub(r"\s*\(Possible options: (.*)\)$", r". Did you mean \1?", text.strip())
+    sentences = [s for s in re.split(r"(?<=[.?!])\s+", text) if s]
+    clauses = [_lower_first(s.rstrip(".")) for s in sentences]
+    # "Invalid value for 'RUN_ID': Input should be ..." : the explanation after the colon is a clause too.
+    return re.sub(r": ([A-Z][a-z])", lambda m: ": " + m.group(1).lower(), "; ".join(clauses))
+
+
+def _lower_first(sentence: str) -> str:
+    return sentence[:1].lower() + sentence[1:] if sentence[1:2].islower() else sentence

@@ -13,8 +13,9 @@ from mephisto_dist.review.accounts import costs_of
 
 
 def costs(
-    task_name: Annotated[str | None, typer.Option("--task-name", help="Every run of this task_name.")] = None,
-    run: Annotated[int | None, typer.Option("--run", help="One task run, by id.")] = None,
+    task_name: Annotated[str | None, typer.Option("--task-name", metavar="TASK_NAME",
+                                                  help="Every run of this task_name.")] = None,
+    run: Annotated[int | None, typer.Option("--run", metavar="RUN_ID", help="One task run.")] = None,
 ) -> None:
     """Rewards and bonuses paid and pending per run, the provider's fees on them, and the totals."""
     if (task_name is None) == (run is None):

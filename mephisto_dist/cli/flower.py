@@ -24,13 +24,23 @@ _AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth")
 
 
 def flower(
-    address: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 only behind a TLS proxy).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+    host: Annotated[str | None, typer.Option(
+        "--host", metavar="HOST", help="Address to bind (default 127.0.0.1; 0.0.0.0 only behind a TLS "
+        "proxy).")] = None,
+    address: Annotated[str | None, typer.Option("--address", hidden=True, help="The old name of --host.")] = None,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 5555,
     extra: Annotated[list[str] | None, typer.Argument(
-        help="Further Flower options after --, e.g. -- --auth='.*@example.org' --oauth2_key=...")] = None,
+        metavar="FLOWER_OPTION", help="Further Flower options after --, e.g. -- --auth='.*@example.org' "
+        "--oauth2_key=...")] = None,
 ) -> None:
-    """Watch the Celery workers and tasks in Flower (requires a login)."""
+    """Watch the Celery workers and tasks in Flower, on the deployment's broker (MEPHISTO_DIST_REDIS_URL).
+
+    Flower can revoke tasks and shut workers down, so it needs a login: the setting
+    MEPHISTO_DIST_FLOWER_BASIC_AUTH=user:password (given to Flower in its environment, never on its
+    command line), or Flower's own login options after "--". It binds 127.0.0.1 unless --host says
+    otherwise; its page and its own Prometheus metrics (/metrics) are at http://HOST:PORT/."""
     settings = load_settings()
+    address = host or address or "127.0.0.1"
     extra = extra or []
     own_auth = settings.flower_own_auth or _login_in(extra)
     if settings.flower_basic_auth is None and not own_auth:

@@ -33,7 +33,8 @@ from mephisto_dist.reconcile.unreceived import unreceived as unreceived_submissi
 from mephisto_dist.runtime import Runtime
 
 hits_app = typer.Typer(help="The crowd provider's HITs.", no_args_is_help=True)
-RequesterOption = Annotated[str | None, typer.Option("--requester", help="Only this registered requester.")]
+RequesterOption = Annotated[str | None, typer.Option("--requester", metavar="REQUESTER",
+                                                     help="Only this registered requester.")]
 
 
 def _providers(runtime: Runtime, requester: str | None) -> list[MTurkProvider]:
@@ -103,7 +104,8 @@ def _table(title: str, items: Sequence[ListedHit], extra: dict[str, str] | None 
 @hits_app.command("outstanding")
 def outstanding(
     requester: RequesterOption = None,
-    run: Annotated[int | None, typer.Option("--run", help="Only HITs of this task run (by our mark).")] = None,
+    run: Annotated[int | None, typer.Option("--run", metavar="RUN_ID",
+                                            help="Only HITs of this task run (by our mark).")] = None,
 ) -> None:
     """Every HIT of each requester's account with its status, assignments pending, available and completed,
     and the run and unit it belongs to: done (its unit is final), left over (its run finished) or orphan
@@ -148,7 +150,7 @@ def cleanup(
                                                      "than DAYS days ago.", metavar="DAYS")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; do nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do it without asking.")] = False,
-    hit: Annotated[list[str] | None, typer.Option("--hit", help="Also this HIT, by id (may be another "
+    hit: Annotated[list[str] | None, typer.Option("--hit", metavar="HIT_ID", help="Also this HIT, by id (may be another "
                                                   "tool's).")] = None,
 ) -> None:
     """Expire HITs no unit needs any more (done, left over or orphan), and delete expired ones with nothing
@@ -211,7 +213,8 @@ def _show_and_apply(runtime: Runtime, provider: MTurkProvider, listed: Sequence[
 
 @hits_app.command("unreceived")
 def unreceived(
-    run: Annotated[int | None, typer.Option("--run", help="Only submissions of this task run.")] = None,
+    run: Annotated[int | None, typer.Option("--run", metavar="RUN_ID",
+                                            help="Only submissions of this task run.")] = None,
 ) -> None:
     """Assignments submitted on MTurk that never reached us (recorded by beat with MTurk's answer), for
     review: approve or reject them on MTurk; the HIT is deleted once every one is reviewed."""

@@ -14,9 +14,9 @@ from mephisto_dist.runs.concurrency import run_concurrency
 
 
 def limits(
-    run_id: Annotated[int, typer.Argument(help="The task run.")],
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The task run.")],
     max_concurrent: Annotated[int | None, typer.Option(
-        "--max-concurrent", help="New max_num_concurrent_units for the live run (0 = unlimited).")] = None,
+        "--max-concurrent", metavar="N", help="New max_num_concurrent_units for the live run (0 = unlimited).")] = None,
 ) -> None:
     """Show a run's concurrency pool (held, free, cap), or change its cap while it runs."""
     if max_concurrent is not None and max_concurrent < 0:

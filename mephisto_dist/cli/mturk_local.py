@@ -24,14 +24,15 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def mturk_local(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
-    db: Annotated[Path | None, typer.Option("--db", help="SQLite file holding its state "
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 8443,
+    db: Annotated[Path | None, typer.Option("--db", metavar="FILE", help="SQLite file holding its state "
                                             "(default: mturk-local.sqlite3 in the data directory).")] = None,
-    rate: Annotated[float, typer.Option(help="Requester API calls a second before ThrottlingException "
-                                        "(0: never throttle).")] = 10.0,
-    balance: Annotated[str, typer.Option(help="Starting account balance in dollars (a new file only).")]
-    = "10000.00",
+    rate: Annotated[float, typer.Option("--rate", metavar="CALLS_PER_S", help="Requester API calls a second "
+                                        "before ThrottlingException (0: never throttle).")] = 10.0,
+    balance: Annotated[str, typer.Option(
+        "--balance", metavar="DOLLARS", help="The account's starting balance (GetAccountBalance), which "
+        "payments and bonuses reduce; only when --db is a new file.")] = "10000.00",
 ) -> None:
     """A local Mechanical Turk for tests and rehearsals: MTurk's requester API for boto3
     (endpoint_url=http://HOST:PORT) and worker pages at the same address. Never for production."""

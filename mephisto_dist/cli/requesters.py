@@ -30,14 +30,27 @@ def _parse(pairs: list[str]) -> dict[str, str]:
 
 
 def register(
-    provider_type: Annotated[str, typer.Argument(help="mturk, mturk_sandbox or mock.")],
+    provider_type: Annotated[str, typer.Argument(metavar="PROVIDER", help="mturk, mturk_sandbox or mock.")],
     pairs: Annotated[list[str] | None, typer.Argument(
-        help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]", show_default=False)] = None,
+        metavar="KEY=VALUE", help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]",
+        show_default=False)] = None,
 ) -> None:
-    """Register a requester. Keys go to a profile named NAME in the AWS shared credentials file; without
-    keys the requester uses that profile if it exists, else the standard AWS environment. Registering
-    again without endpoint_url keeps the endpoint it had; endpoint_url= with no URL is the provider's own
-    (for mturk_sandbox, the real MTurk sandbox). A changed endpoint or credentials is said."""
+    """Register a requester: the account runs launch under (mephisto.provider.requester_name).
+
+    \b
+    Keys:
+      name=NAME                 the requester's name (required)
+      access_key_id=AKIA...     the AWS access key (with secret_access_key)
+      secret_access_key=...     its secret
+      endpoint_url=URL          another endpoint (mturk-local's http://HOST:PORT)
+
+    The keys are saved as profile NAME in the AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE,
+    default ~/.aws/credentials); nothing else holds the secret. Without keys the requester uses that
+    profile if it exists, else the standard AWS environment. Registered again without endpoint_url, a
+    requester keeps its endpoint; endpoint_url= with no URL is the provider's own (for mturk_sandbox,
+    the real MTurk sandbox). A changed endpoint or credentials is said.
+
+    Example: mephisto-dist register mturk_sandbox name=lab access_key_id=AKIA... secret_access_key=..."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.providers.requesters import Keep, check_endpoint
     from mephisto_dist.runs.requesters import register_requester
@@ -111,9 +124,9 @@ def requesters(
 
 @requesters_app.command("remove")
 def remove(
-    name: Annotated[str, typer.Argument(help="The requester's name.")],
+    name: Annotated[str, typer.Argument(metavar="REQUESTER", help="The requester's name.")],
     provider: Annotated[str | None, typer.Option(
-        "--provider", help="Its provider type, when the name is registered for two.")] = None,
+        "--provider", metavar="PROVIDER", help="Its provider type, when the name is registered for two.")] = None,
     forget_keys: Annotated[bool, typer.Option(
         "--forget-keys", help="Also delete its profile (its keys) from the AWS shared credentials file.")] = False,
 ) -> None:

@@ -46,12 +46,13 @@ review_app = typer.Typer(
     no_args_is_help=False,
 )
 
-TaskNameOption = Annotated[str | None, typer.Option("--task-name", help="Every run of this task_name.")]
-RunOption = Annotated[int | None, typer.Option("--run", help="One task run, by id.")]
+TaskNameOption = Annotated[str | None, typer.Option("--task-name", metavar="TASK_NAME",
+                                                    help="Every run of this task_name.")]
+RunOption = Annotated[int | None, typer.Option("--run", metavar="RUN_ID", help="One task run.")]
 UnitIds = Annotated[list[str] | None, typer.Argument(metavar="UNIT_ID", help="Units to decide.")]
 AllCompleted = Annotated[bool, typer.Option(
     "--all-completed", help="Every completed unit of --run / --task-name.")]
-ReasonOption = Annotated[str | None, typer.Option("--reason", help="Note kept with the decision; shown "
+ReasonOption = Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Note kept with the decision; shown "
                                                   "to the worker for a rejection or a bonus.")]
 SHOWN_IDS = 20
 SHOWN_FAILURES = 20
@@ -165,7 +166,8 @@ def review(ctx: typer.Context, task_name: TaskNameOption = None, run: RunOption 
 @review_app.command("approve")
 def approve(unit_ids: UnitIds = None, all_completed: AllCompleted = False, run: RunOption = None,
             task_name: TaskNameOption = None,
-            bonus: Annotated[str | None, typer.Option("--bonus", help="Bonus per unit, in dollars.")] = None,
+            bonus: Annotated[str | None, typer.Option("--bonus", metavar="DOLLARS",
+                                                      help="Bonus per unit, in dollars.")] = None,
             reason: ReasonOption = None) -> None:
     """Approve units (completed, or rejected: an approval overrides a rejection), with an optional bonus."""
     _decide_command(Decision.APPROVE, unit_ids, all_completed, run, task_name, bonus, reason)

@@ -57,12 +57,18 @@ def _now() -> datetime:
 
 
 def run(
-    task_dir: Annotated[Path, typer.Argument(help="A Mephisto task folder (with hydra_configs/conf/).")],
+    task_dir: Annotated[Path, typer.Argument(metavar="TASK_DIR",
+                                             help="A Mephisto task folder (with hydra_configs/conf/).")],
     args: Annotated[list[str] | None, typer.Argument(
-        help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value overrides.")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the run and print its id.")] = False,
+        metavar="KEY=VALUE", help="conf=NAME to pick hydra_configs/conf/NAME.yaml, then dotted.key=value "
+        "overrides.")] = None,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Only create and enqueue the run (for the deployment's workers); print its id, "
+        "worker URL and the commands that follow.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --detach: print only the run id.")] = False,
     script: Annotated[Path | None, typer.Option(
-        "--script", help="The task script to run (default: TASK_DIR/run_task.py when it exists).")] = None,
+        "--script", metavar="FILE", help="The task script to run (default: TASK_DIR/run_task.py when it "
+        "exists).")] = None,
 ) -> None:
     """Launch a task run from a Mephisto task folder: its run_task.py, or its YAML config alone."""
     conf, overrides = _split_args(args or [])
@@ -74,13 +80,14 @@ def run(
     if script is not None or script_path.is_file():
         from mephisto_dist.cli.script_run import run_task_script
 
-        run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings))
+        run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings),
+                        quiet=quiet)
         return
     prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=False)
     if architect_class(prepared.config.architect_type).deploys_remotely and not detach:
         fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
              "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
-    launch_prepared(settings, prepared, detach=detach)
+    launch_prepared(settings, prepared, detach=detach, quiet=quiet)
 
 
 def new_log_dir(settings: Settings) -> Path:
@@ -89,9 +96,9 @@ def new_log_dir(settings: Settings) -> Path:
 
 
 def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, log_dir: Path | None = None,
-                    ) -> None:
-    """Create the prepared run; detached, enqueue it and print its id; attached, run its services and
-    show progress until it ends."""
+                    quiet: bool = False) -> None:
+    """Create the prepared run; detached, enqueue it and say what follows (``quiet``: print only its id);
+    attached, run its services and show progress until it ends."""
     for key in prepared.config.unimplemented_settings():
         err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
                           "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
@@ -99,7 +106,7 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         resumable = _incomplete_run(settings, str(prepared.config.task["task_name"]), attached=not detach)
         if resumable is not None:
             console.print(f"resuming incomplete task run {resumable} of {prepared.config.task['task_name']}")
-            _resume(settings, resumable, detach=detach)
+            _resume(settings, resumable, detach=detach, quiet=quiet)
             return
     if detach:
         runtime = Runtime(settings)
@@ -113,9 +120,10 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
             except BaseException as error:
                 _undo_start(runtime, run_id, error)
                 raise
+            _say_detached(runtime, run_id, str(prepared.config.task["task_name"]), prepared.server,
+                          "enqueued for the deployment's Celery workers to launch", quiet=quiet)
         finally:
             runtime.close()
-        console.print(run_id)
         return
     with Services(settings) as services:
         children = ChildProcesses(services.settings, log_dir or new_log_dir(services.settings))
@@ -153,17 +161,18 @@ def _undo_start(runtime: Runtime, run_id: int, error: BaseException) -> None:
 
 
 def resume(
-    run_id: Annotated[int, typer.Argument(help="The task run to resume.")],
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The task run to resume.")],
     detach: Annotated[bool, typer.Option("--detach", help="Only enqueue the relaunch.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --detach: print only the run id.")] = False,
 ) -> None:
     """Relaunch what is not done of a run whose processes died; completed work is never redone."""
     settings = load_settings()
     if detach and settings.embedded_redis:
         fail("--detach needs MEPHISTO_DIST_REDIS_URL")
-    _resume(settings, run_id, detach=detach)
+    _resume(settings, run_id, detach=detach, quiet=quiet)
 
 
-def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
+def _resume(settings: Settings, run_id: int, *, detach: bool, quiet: bool = False) -> None:
     runtime = Runtime(settings)
     try:
         prepare_schema(runtime, attached=not detach)
@@ -178,15 +187,40 @@ def _resume(settings: Settings, run_id: int, *, detach: bool) -> None:
         runtime = Runtime(settings)
         try:
             enqueue_launch(runtime, run_id, architect_type)
+            _say_detached(runtime, run_id, task_name, server,
+                          "relaunch of what is not done enqueued", quiet=quiet)
         finally:
             runtime.close()
-        console.print(run_id)
         return
     check_port_free(server, can_override=False)
     with Services(settings) as services:
         children = ChildProcesses(services.settings, services.settings.data_dir / "logs" /
                                   time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"))
         Attached(services, run_id, server, task_name, children).start_and_watch()
+
+
+def _say_detached(runtime: Runtime, run_id: int, task_name: str, server: ServerPlan, what: str, *,
+                  quiet: bool) -> None:
+    """A detached run's id, where workers open it and the commands that follow; ``quiet``: its id alone
+    (for scripts)."""
+    if quiet:
+        console.print(run_id, highlight=False)
+        return
+    console.print(f"task run {run_id} of {task_name}: {what}", soft_wrap=True, highlight=False)
+    provider = run_provider(runtime, run_id)
+    url = provider.worker_url(server.public_url, "worker1", "1")
+    if url is None:
+        console.print(f"workers find its HITs on {provider.provider_type}; each opens {server.public_url}",
+                      soft_wrap=True, highlight=False)
+    else:
+        console.print(f"workers open: {url} (any worker_id / assignment_id)", soft_wrap=True, highlight=False)
+    rows = ((f"mephisto-dist status {run_id}", "its progress, and why it is not progressing"),
+            (f"mephisto-dist shutdown {run_id}", "stop it (--force: now)"),
+            (f"mephisto-dist export --run {run_id}", "its results"))
+    width = max(len(command) for command, _ in rows)
+    console.print("next:", highlight=False)
+    for command, meaning in rows:
+        console.print(f"  {command.ljust(width)}  {meaning}", soft_wrap=True, highlight=False)
 
 
 def _incomplete_run(settings: Settings, task_name: str, *, attached: bool) -> int | None:

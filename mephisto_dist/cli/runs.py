@@ -34,7 +34,8 @@ def _compact(counts: Mapping[UnitStatus, int]) -> str:
 
 
 def runs(
-    task_name: Annotated[str | None, typer.Option("--task-name", help="Only runs of this task_name.")] = None,
+    task_name: Annotated[str | None, typer.Option("--task-name", metavar="TASK_NAME",
+                                                  help="Only runs of this task_name.")] = None,
 ) -> None:
     """A table of runs, grouped by task_name."""
     runtime = open_runtime()
@@ -72,7 +73,7 @@ def _print_provider_trouble(run_id: int, trouble: LaunchTrouble, calls_failed: i
 
 
 def status(run_id: Annotated[int | None, typer.Argument(
-        help="The task run (without it: the deployment's workers, beat, servers and reconcilers).")] = None,
+        metavar="RUN_ID", help="The task run (without it: the deployment's workers, beat, servers and reconcilers).")] = None,
 ) -> None:
     """Units per status, agents in flight, the pool, the server, whether workers and beat run, and why
     the run is not progressing."""
@@ -152,7 +153,7 @@ def _print_open_runs(runtime: Runtime, *, attached: bool) -> None:
 
 
 def shutdown(
-    run_id: Annotated[int, typer.Argument(help="The task run.")],
+    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The task run.")],
     force: Annotated[bool, typer.Option("--force", help="Disconnect active workers and expire everything.")] = False,
 ) -> None:
     """Stop a run from any machine, as Ctrl-C does on an attached run (once, or twice with --force)."""
@@ -176,8 +177,9 @@ def shutdown(
 
 
 def reconciled(
-    run_id: Annotated[int | None, typer.Option("--run", help="Only what concerned this task run.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 50,
+    run_id: Annotated[int | None, typer.Option("--run", metavar="RUN_ID",
+                                               help="Only what concerned this task run.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="How many, newest first.")] = 50,
 ) -> None:
     """What beat's reconcilers found (orphaned servers, HITs, ...) and what they did about it."""
     runtime = open_runtime()

@@ -6,21 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mephisto_dist.db.migrate import check_schema, upgrade
+from mephisto_dist.db.migrate import check_schema
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 
 
-def open_runtime(*, migrate: bool = False) -> Runtime:
-    """The caller closes it (``runtime.close()``); prefer :func:`opened_runtime`. With ``migrate`` the
-    schema is brought up to date; without, a schema behind is refused with "run mephisto-dist migrate"
-    (a fresh embedded SQLite database is created: that is the embedded default's first use)."""
+def open_runtime() -> Runtime:
+    """The caller closes it (``runtime.close()``); prefer :func:`opened_runtime`. A schema behind is
+    refused with "run mephisto-dist migrate" (a fresh embedded SQLite database is created: that is the
+    embedded default's first use)."""
     runtime = Runtime(load_settings())
     try:
-        if migrate:
-            upgrade(runtime.engine)
-        else:
-            check_schema(runtime.engine, create_embedded=runtime.engine.dialect.name == "sqlite")
+        check_schema(runtime.engine, create_embedded=runtime.engine.dialect.name == "sqlite")
     except BaseException:
         runtime.close()
         raise
@@ -28,8 +25,8 @@ def open_runtime(*, migrate: bool = False) -> Runtime:
 
 
 @contextmanager
-def opened_runtime(*, migrate: bool = False) -> Iterator[Runtime]:
-    runtime = open_runtime(migrate=migrate)
+def opened_runtime() -> Iterator[Runtime]:
+    runtime = open_runtime()
     try:
         yield runtime
     finally:

@@ -25,9 +25,9 @@ an endless generator feed a run forever; here every assignment is created up fro
 
 
 def run_task_script(settings: Settings, script: Path, conf: str | None, overrides: list[str], *,
-                    detach: bool, log_dir: Path) -> None:
+                    detach: bool, log_dir: Path, quiet: bool = False) -> None:
     ref = ScriptRef(str(script.expanduser().resolve()), conf, tuple(overrides))
-    host = LaunchHost(settings, ref, detach=detach, log_dir=log_dir)
+    host = LaunchHost(settings, ref, detach=detach, log_dir=log_dir, quiet=quiet)
     run_script(ref, host)
     host.wait()  # a script that never waits still gets its run (Mephisto's operator shut down at exit)
 
@@ -38,6 +38,7 @@ class LaunchHost:
     ref: ScriptRef
     detach: bool
     log_dir: Path | None
+    quiet: bool = False
     capturing: bool = False
     _prepared: PreparedRun | None = field(default=None, repr=False)
     _done: bool = False
@@ -59,7 +60,7 @@ class LaunchHost:
         self._done = True
         from mephisto_dist.cli.run import launch_prepared
 
-        launch_prepared(self.settings, self._prepared, detach=self.detach, log_dir=self.log_dir)
+        launch_prepared(self.settings, self._prepared, detach=self.detach, log_dir=self.log_dir, quiet=self.quiet)
 
     def say(self, text: str) -> None:
         console.print(text, soft_wrap=True)

@@ -21,7 +21,7 @@ qualifications_app = typer.Typer(help="Qualifications: list, create, grant and r
 
 WorkerArg = Annotated[str, typer.Argument(metavar="WORKER", help="The worker's name on the provider.")]
 ProviderOption = Annotated[str | None, typer.Option(
-    "--provider", help="The worker's provider, when the name exists on several.")]
+    "--provider", metavar="PROVIDER", help="The worker's provider, when the name exists on several.")]
 DEFAULT_BLOCK_REASON = "blocked by the requester"
 
 
@@ -41,8 +41,8 @@ def _parse_value(text: str) -> int:
 
 @workers_app.command("list")
 def list_workers(
-    task_name: Annotated[str | None, typer.Option("--task-name", help="Only this task's units and "
-                                                  "workers.")] = None,
+    task_name: Annotated[str | None, typer.Option("--task-name", metavar="TASK_NAME",
+                                                  help="Only this task's units and workers.")] = None,
 ) -> None:
     """Each worker's units done, accepted, rejected, soft rejected, and whether they are blocked."""
     with opened_runtime() as runtime:
@@ -63,9 +63,10 @@ def list_workers(
 @workers_app.command("block")
 def block(
     worker: WorkerArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why (the provider may show it).")] = DEFAULT_BLOCK_REASON,
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT",
+                                        help="Why (the provider may show it).")] = DEFAULT_BLOCK_REASON,
     qualification: Annotated[str | None, typer.Option(
-        "--qualification", help="Block only from tasks with this block_qualification (grants it).")] = None,
+        "--qualification", metavar="QUALIFICATION", help="Block only from tasks with this block_qualification (grants it).")] = None,
     provider: ProviderOption = None,
 ) -> None:
     """Block a worker from every task (and on the provider), or from the tasks of one block qualification."""
@@ -84,9 +85,10 @@ def block(
 @workers_app.command("unblock")
 def unblock(
     worker: WorkerArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why (the provider may show it).")] = "unblocked",
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT",
+                                        help="Why (the provider may show it).")] = "unblocked",
     qualification: Annotated[str | None, typer.Option(
-        "--qualification", help="Lift only this block qualification (revokes it).")] = None,
+        "--qualification", metavar="QUALIFICATION", help="Lift only this block qualification (revokes it).")] = None,
     provider: ProviderOption = None,
 ) -> None:
     """Lift a worker's block (everywhere, or one block qualification)."""
@@ -104,7 +106,8 @@ def unblock(
 @workers_app.command("clear-onboarding")
 def clear_onboarding_command(
     worker: WorkerArg,
-    qualification: Annotated[str, typer.Option("--qualification", help="The task's onboarding_qualification.")],
+    qualification: Annotated[str, typer.Option("--qualification", metavar="QUALIFICATION",
+                                               help="The task's onboarding_qualification.")],
     provider: ProviderOption = None,
 ) -> None:
     """Let a worker take onboarding again: removes <NAME> and <NAME>-failed."""
@@ -124,7 +127,8 @@ def clear_onboarding_command(
 
 @qualifications_app.command("list")
 def list_command(
-    name: Annotated[str | None, typer.Argument(help="Show who holds this qualification.")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="QUALIFICATION",
+                                               help="Show who holds this qualification.")] = None,
 ) -> None:
     """Every qualification with how many workers hold it, or the holders of one."""
     with opened_runtime() as runtime:
@@ -149,7 +153,8 @@ def list_command(
 
 
 @qualifications_app.command("create")
-def create(name: Annotated[str, typer.Argument(help="The new qualification's name.")]) -> None:
+def create(name: Annotated[str, typer.Argument(metavar="QUALIFICATION",
+                                               help="The new qualification's name.")]) -> None:
     """Create a qualification (granting needs one that exists)."""
     with opened_runtime() as runtime:
         created = service.create(runtime.sessions, name, now=_now())
@@ -158,9 +163,9 @@ def create(name: Annotated[str, typer.Argument(help="The new qualification's nam
 
 @qualifications_app.command("grant")
 def grant_command(
-    name: Annotated[str, typer.Argument(help="The qualification.")],
+    name: Annotated[str, typer.Argument(metavar="QUALIFICATION", help="The qualification.")],
     worker: WorkerArg,
-    value: Annotated[str, typer.Option("--value", help="Whole number the worker holds.")] = "1",
+    value: Annotated[str, typer.Option("--value", metavar="N", help="Whole number the worker holds.")] = "1",
     provider: ProviderOption = None,
 ) -> None:
     """Give a worker a qualification (or change the value they hold)."""
@@ -173,7 +178,7 @@ def grant_command(
 
 @qualifications_app.command("revoke")
 def revoke_command(
-    name: Annotated[str, typer.Argument(help="The qualification.")],
+    name: Annotated[str, typer.Argument(metavar="QUALIFICATION", help="The qualification.")],
     worker: WorkerArg,
     provider: ProviderOption = None,
 ) -> None:
@@ -186,9 +191,9 @@ def revoke_command(
 
 @workers_app.command("notify")
 def notify(
-    workers: Annotated[list[str], typer.Argument(help="Worker names.")],
-    subject: Annotated[str, typer.Option("--subject", help="The message's subject.")],
-    message: Annotated[str, typer.Option("--message", help="The message.")],
+    workers: Annotated[list[str], typer.Argument(metavar="WORKER", help="Worker names.")],
+    subject: Annotated[str, typer.Option("--subject", metavar="TEXT", help="The message's subject.")],
+    message: Annotated[str, typer.Option("--message", metavar="TEXT", help="The message.")],
     provider: ProviderOption = None,
 ) -> None:
     """Message workers through their provider (MTurk's NotifyWorkers), as ledger calls sent by Celery."""

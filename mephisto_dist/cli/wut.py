@@ -4,6 +4,7 @@ argument registry (``config.arguments``) that validates configs."""
 from __future__ import annotations
 
 import difflib
+import textwrap
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -24,6 +25,10 @@ from mephisto_dist.errors import ConfigError
 
 COLUMNS = ("dest", "type", "default", "help", "choices", "required", "implemented")
 NOT_YET = "not yet"
+TABLE_MIN_WIDTH = 140
+"""Narrower than this, a section's arguments are listed one under another: the table's seven columns
+would squeeze its help into a few letters a line."""
+HELP_INDENT = 6
 
 
 def argument_row(argument: Argument) -> tuple[str, str, str, str, str, str, str]:
@@ -75,7 +80,7 @@ def _parse_target(target: str) -> tuple[str, str | None]:
 
 def wut(
     args: Annotated[list[str] | None, typer.Argument(
-        metavar="[KIND[=NAME] [ARG...]]",
+        metavar="KIND[=NAME] [ARG]",
         help="blueprint=static_task, architect=local, provider=mock, task; then argument names to show.")] = None,
 ) -> None:
     """Show what a task config may set: the kinds, their names, or one section's arguments."""
@@ -107,18 +112,42 @@ def _names(kind: str) -> str:
 
 
 def _print_section(section: Section, arguments: Sequence[Argument], *, filtered: bool) -> None:
-    console.print(section.description, highlight=False)
+    # Wrapped at the terminal's width (or COLUMNS) even into a pipe: this is text to read, not a log line.
+    console.print(section.description, highlight=False, soft_wrap=False)
     if not section.implemented:
         console.print(f"{section.kind} {section.name!r} is accepted in task configs but {NOT_YET} implemented: "
                       "a run with it is refused", highlight=False)
     title = "Task run arguments" if section.kind == TASK else f"{section.kind.capitalize()} arguments"
     if section.kind != TASK:
         title += f" ({section.name})"
-    console.print(argument_table(title, arguments))
+    _print_arguments(title, arguments)
     if section.kind != BLUEPRINT or filtered:
         return
     shared = _shared_state_arguments(section)
     if shared:
-        console.print(argument_table("Shared state arguments", shared))
+        _print_arguments("Shared state arguments", shared)
     else:
         console.print(f"{section.name} has no shared-state arguments", highlight=False)
+
+
+def _print_arguments(title: str, arguments: Sequence[Argument]) -> None:
+    """Mephisto's table when the terminal is wide enough, else one argument under another."""
+    if console.width >= TABLE_MIN_WIDTH:
+        console.print(argument_table(title, arguments))
+        return
+    console.print(title, highlight=False)
+    for argument in arguments:
+        console.print(f"  {argument.dest}: {argument_facts(argument)}", highlight=False, markup=False)
+        if argument.help:
+            console.print(textwrap.fill(argument.help, width=console.width, initial_indent=HELP_INDENT * " ",
+                                        subsequent_indent=HELP_INDENT * " "), highlight=False, markup=False)
+
+
+def argument_facts(argument: Argument) -> str:
+    """An argument's type, default, choices and whether it is carried out, in one line for the narrow list."""
+    facts = [argument.type.__name__, "required" if argument.required else f"default {argument.default_text}"]
+    if argument.choices is not None:
+        facts.append("choices: " + ", ".join(str(c) for c in argument.choices))
+    if not argument.implemented:
+        facts.append(f"{NOT_YET} implemented")
+    return ", ".join(facts)

@@ -3,11 +3,12 @@ and by an embedded attached run; every other command only checks the schema (:fu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
@@ -24,9 +25,25 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+@dataclass(frozen=True)
+class Upgrade:
+    """What :func:`upgrade` did: the schema's revision before (``None``: there was no schema) and after;
+    the same when it was up to date (or another process upgraded it first)."""
+
+    before: str | None
+    after: str | None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> Upgrade:
+    config = alembic_config(engine)
+    applied: list[MigrationInfo] = config.attributes.setdefault("applied", [])
     with driver_errors(engine):
-        command.upgrade(alembic_config(engine), revision)
+        command.upgrade(config, revision)
+    if applied:
+        first = applied[0].down_revision_ids
+        return Upgrade(before=first[0] if first else None, after=applied[-1].up_revision_id)
+    current = schema_state(engine)[0]
+    return Upgrade(before=current, after=current)
 
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:

@@ -12,7 +12,11 @@ write lock (``BEGIN IMMEDIATE``, see ``db.engine``), which does the same.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from typing import Any
+
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import Engine, text
 
 from mephisto_dist.db.models import Base
@@ -20,6 +24,13 @@ from mephisto_dist.db.models import Base
 MIGRATION_LOCK = 0x6D64_6D67  # "mdmg": the one PostgreSQL advisory lock the migrations take
 
 engine: Engine = context.config.attributes["engine"]
+# The steps this migration applied (none when another process did them first): ``db.migrate.upgrade`` says so.
+applied: list[MigrationInfo] = context.config.attributes.setdefault("applied", [])
+
+
+def _record(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
+    applied.append(step)
+
 
 with engine.connect() as connection:
     sqlite = connection.dialect.name == "sqlite"
@@ -27,7 +38,8 @@ with engine.connect() as connection:
     if sqlite and raw is not None:
         raw.execute("PRAGMA foreign_keys=OFF")
     try:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite)
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite,
+                          on_version_apply=_record)
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
