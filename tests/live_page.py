@@ -25,6 +25,7 @@ class LivePage:
         self.statuses: list[str] = []
         self.heartbeat_answers = 0
         self.update_ids: list[str] = []
+        self.messages: list[dict[str, Any]] = []
         self._socket: ClientConnection | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -69,7 +70,10 @@ class LivePage:
                     if data.get("update_id") in self.update_ids:
                         continue  # the page drops repeats, as mephisto-task does
                     self.update_ids.append(data.get("update_id"))
-                    self.answers[data["handles"]] = json.loads(data["response"])
+                    if "handles" in data:
+                        self.answers[data["handles"]] = json.loads(data["response"])
+                    else:
+                        self.messages.append(data)  # from a hosted TaskRunner (observe)
                 elif kind == "update_status":
                     self.statuses.append(data["status"])
                 elif kind == "heartbeat":
@@ -91,6 +95,16 @@ class LivePage:
                     "data": {"request_id": request_id, "target": target, "args": json.dumps(args),
                              "update_id": str(uuid.uuid4())}})
         return request_id
+
+    def say(self, text: str) -> str:
+        """Send a chat message as ``sendLiveUpdate`` does; return its update id."""
+        update_id = str(uuid.uuid4())
+        self._send({"packet_type": "mephisto_bound_live_update", "subject_id": self.agent_id,
+                    "data": {"text": text, "id": self.agent_id, "update_id": update_id}})
+        return update_id
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.messages if "text" in m]
 
     def answer(self, request_id: str, timeout_s: float = 20.0) -> Any:
         wait_for(lambda: request_id in self.answers, timeout_s=timeout_s, message=f"the answer to {request_id}")

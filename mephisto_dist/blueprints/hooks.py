@@ -120,6 +120,16 @@ class TaskHooks:
     """The next screening unit's data (a task script's ``screening_data_factory``); None when exhausted."""
     gold: GoldHooks | None = None
     """A task script's gold unit functions (``mephisto_dist.work.golds``)."""
+    task_runner: Any = None
+    """A task script's own TaskRunner class (the ``TaskRunnerClass`` of the blueprint it registered), which
+    runner workers host (``mephisto_dist.runners.assignments``); None for mephisto-dist's own runners."""
+    shared_state: Any = None
+    """The task script's shared state, which a hosted TaskRunner is constructed with."""
+
+    @property
+    def hosts_assignments(self) -> bool:
+        """Whether the run's assignments wait for all their agents and then run on a runner worker."""
+        return self.task_runner is not None and bool(getattr(self.task_runner, "is_concurrent", False))
 
 
 NO_HOOKS: Final = TaskHooks()

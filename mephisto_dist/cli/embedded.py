@@ -224,6 +224,12 @@ class ChildProcesses:
                                      "--concurrency", str(concurrency), "--loglevel", "WARNING",
                                      "--hostname", f"mephisto-dist-{os.getpid()}@%h"])
 
+    def start_runner(self, threads: int = 20) -> Child:
+        """The runner worker of a run whose task script hosts its own TaskRunner (the Procfile's ``runner``)."""
+        return self.start("runner", [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.runner_worker",
+                                     "worker", "-Q", "assignments", "-P", "threads", "-c", str(threads),
+                                     "--loglevel", "WARNING", "--hostname", f"mephisto-dist-runner-{os.getpid()}@%h"])
+
     def start_beat(self) -> Child:
         schedule = self.log_dir / "celerybeat-schedule"
         return self.start("beat", [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.beat", "beat", "--loglevel", "INFO",

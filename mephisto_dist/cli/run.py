@@ -21,7 +21,10 @@ from rich.table import Table
 from mephisto_dist.architects import ServerPlan, architect_class, check_port_free
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.embedded import ChildProcesses, EmbeddedRedis
+from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.migrate import check_schema, upgrade
+from mephisto_dist.db.models import TaskRun
 from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import UnitStatus, run_is_done
 from mephisto_dist.errors import ServiceError
@@ -353,8 +356,15 @@ class Attached:
         # Celery comes up once workers can already work: on two cores its start-up would
         # otherwise slow the server's.
         children.start_worker()
+        if self._hosts_assignments():
+            children.start_runner()
         children.start_beat()
         return provider
+
+    def _hosts_assignments(self) -> bool:
+        with transaction(self.runtime.sessions) as session:
+            run = session.get(TaskRun, self.run_id)
+            return run is not None and RunConfig.parse(run.config).hosts_assignments
 
     def _provider(self) -> CrowdProvider:
         return run_provider(self.runtime, self.run_id)

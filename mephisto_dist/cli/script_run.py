@@ -12,9 +12,10 @@ from typing import Any, Final
 
 from mephisto_dist.cli.console import console
 from mephisto_dist.compat.mixins import check_gold_args, check_screening_args
-from mephisto_dist.compat.runner import run_script
+from mephisto_dist.compat.runner import hosted_runner, run_script
 from mephisto_dist.compat.session import ScriptRef, current
 from mephisto_dist.config import TaskConfig
+from mephisto_dist.config.run_config import HOSTS_ASSIGNMENTS
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.runs.preparation import PreparedRun, prepare_config
 from mephisto_dist.settings import Settings
@@ -47,8 +48,10 @@ class LaunchHost:
         config = script_task_config(self.ref, mephisto, shared_state)
         check_screening_args(config.blueprint, config.task, shared_state)
         check_gold_args(config.blueprint, config.task)
+        hosted = hosted_runner(current(), mephisto) is not None
         prepared = prepare_config(config, check_port=False, rows=static_rows(shared_state),
-                                  script={**self.ref.as_dict(), "cfg": current().cfg})
+                                  script={**self.ref.as_dict(), "cfg": current().cfg,
+                                          HOSTS_ASSIGNMENTS: hosted})
         self._prepared = prepared
         if self.detach:
             self.wait()

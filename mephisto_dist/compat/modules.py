@@ -35,6 +35,9 @@ PROVIDED: dict[str, str] = {
         "mephisto_dist.compat.remote_procedure",
     "mephisto.abstractions.blueprints.remote_procedure.remote_procedure_agent_state":
         "mephisto_dist.compat.remote_procedure",
+    "mephisto.abstractions._subcomponents.task_runner": "mephisto_dist.compat.task_runner",
+    "mephisto.operations.registry": "mephisto_dist.compat.registry",
+    "mephisto.data_model.exceptions": "mephisto_dist.compat.exceptions",
     "mephisto.data_model.unit": "mephisto_dist.compat.data_model",
     "mephisto.data_model.agent": "mephisto_dist.compat.data_model",
     "mephisto.data_model.worker": "mephisto_dist.compat.data_model",

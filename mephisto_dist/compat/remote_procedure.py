@@ -13,8 +13,8 @@ from typing import Any, Final
 from mephisto_dist.blueprints.remote_procedure import NAME, RemoteProcedureAgentState, RemoteRequest
 from mephisto_dist.compat.shared_state import SharedStaticTaskState
 
-__all__ = ["BLUEPRINT_TYPE_REMOTE_PROCEDURE", "RemoteProcedureAgentState", "RemoteRequest",
-           "SharedRemoteProcedureTaskState"]
+__all__ = ["BLUEPRINT_TYPE_REMOTE_PROCEDURE", "RemoteProcedureAgentState", "RemoteProcedureBlueprint",
+           "RemoteRequest", "SharedRemoteProcedureTaskState"]
 
 BLUEPRINT_TYPE_REMOTE_PROCEDURE: Final = NAME
 
@@ -22,3 +22,13 @@ BLUEPRINT_TYPE_REMOTE_PROCEDURE: Final = NAME
 @dataclass
 class SharedRemoteProcedureTaskState(SharedStaticTaskState):
     function_registry: Mapping[str, Callable[[str, dict[str, Any], RemoteProcedureAgentState], Any]] | None = None
+
+
+class RemoteProcedureBlueprint:
+    """Mephisto's blueprint class, for a script to subclass and register with its own ``TaskRunnerClass``
+    (``mephisto_dist.compat.registry``); its build and pages stay mephisto-dist's ``remote_procedure``."""
+
+    BLUEPRINT_TYPE: Final = NAME
+    SharedStateClass = SharedRemoteProcedureTaskState
+    AgentStateClass = RemoteProcedureAgentState
+    TaskRunnerClass: Any = None

@@ -133,11 +133,26 @@ def captured_hooks(script: Mapping[str, Any], path: str | None = None) -> TaskHo
 def _captured_hooks(script_json: str, path: str | None) -> TaskHooks:
     script = json.loads(script_json)
     ref = ScriptRef.from_dict({**script, "path": path or script["path"]})
-    _, shared = capture(ref, script.get("cfg"))
-    return hooks_from(shared, ref.path)
+    session = run_script(ref, CaptureHost(), script.get("cfg"))
+    mephisto, shared = session.launched[0]
+    return hooks_from(shared, ref.path, hosted_runner(session, mephisto))
 
 
-def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
+def hosted_runner(session: ScriptSession, mephisto: Mapping[str, Any]) -> Any:
+    """The TaskRunner class of the blueprint the script registered for the run's blueprint type, if it
+    registered one that has its own (``mephisto_dist.compat.registry``)."""
+    blueprint = mephisto.get("blueprint") or {}
+    registered = session.blueprints.get(str(blueprint.get("_blueprint_type") or ""))
+    runner = getattr(registered, "TaskRunnerClass", None)
+    if runner is None:
+        return None
+    if not getattr(runner, "is_concurrent", False):
+        raise ConfigError(f"{runner.__name__} is not concurrent (is_concurrent = False): mephisto-dist hosts "
+                          "only TaskRunners whose assignments run their agents together (run_assignment) so far")
+    return runner
+
+
+def hooks_from(shared: Any, path: str | None = None, task_runner: Any = None) -> TaskHooks:
     """A shared state's callbacks with Mephisto's signatures, as the hooks the web and workers call."""
     onboarding_inputs = dict(getattr(shared, "onboarding_data", None) or {})
     validate = getattr(shared, "validate_onboarding", accept_onboarding)
@@ -163,6 +178,8 @@ def hooks_from(shared: Any, path: str | None = None) -> TaskHooks:
         onboarding_data=onboarding_inputs,
         task_config=dict(getattr(shared, "task_config", None) or {}),
         function_registry=dict(getattr(shared, "function_registry", None) or {}),
+        task_runner=task_runner,
+        shared_state=shared if task_runner is not None else None,
     )
 
 

@@ -77,6 +77,8 @@ class ScriptSession:
     """Capturing a launched run: the ``cfg`` the script received at launch, given to it again."""
     cfg: dict[str, Any] | None = None
     """The ``cfg`` given to the script this time (stored with the run at launch)."""
+    blueprints: dict[str, Any] = field(default_factory=dict)
+    """Blueprint classes the script registered (``@register_mephisto_abstraction()``), by type."""
 
     def call_host(self, what: str, *args: Any) -> Any:
         """Call the host, remembering its exception so the runner passes it on unchanged."""

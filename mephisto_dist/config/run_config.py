@@ -24,6 +24,9 @@ from mephisto_dist.config.arguments import (
 
 SCRIPT_KEY: Final = "script"
 """Where a run's stored config keeps the task script it was launched from (``mephisto_dist.blueprints.hooks``)."""
+HOSTS_ASSIGNMENTS: Final = "hosts_assignments"
+"""Key of the stored script: True when the script registered a TaskRunner that runner workers host (the
+attached ``run`` starts one; ``mephisto_dist.runners.assignments``)."""
 TIPS_KEY: Final = "tips"
 """Where a run's stored config keeps its tips (``mephisto_dist.config.tips``)."""
 UNPAID: Final = 0.0
@@ -88,6 +91,7 @@ class TaskSection:
     assignment_duration_s: int
     task_lifetime_s: int
     no_submission_patience_s: int
+    partner_wait_s: int = 600
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> TaskSection:
@@ -97,7 +101,8 @@ class TaskSection:
         return cls(args, str(args.get("task_name") or ""), float(args.get("task_reward") or UNPAID),
                    number("allowed_concurrent"), number("maximum_units_per_worker"),
                    number("max_num_concurrent_units"), number("assignment_duration_in_seconds"),
-                   number("task_lifetime_in_seconds"), number("no_submission_patience"))
+                   number("task_lifetime_in_seconds"), number("no_submission_patience"),
+                   int(args.get("partner_wait_in_seconds", declared_default(TASK_RUN, "partner_wait_in_seconds"))))
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,11 @@ class RunConfig:
                    TaskSection.parse(_section(stored, "task")),
                    script if isinstance(script, Mapping) else None,
                    tuple(stored.get(TIPS_KEY) or ()), stored)
+
+    @property
+    def hosts_assignments(self) -> bool:
+        """Whether the run's assignments run on a runner worker (a task script's own TaskRunner)."""
+        return bool(self.script and self.script.get(HOSTS_ASSIGNMENTS))
 
     def launch_args(self) -> dict[str, Any]:
         """The ``mephisto.task`` arguments with the blueprint's qualification requirements and block

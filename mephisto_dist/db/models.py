@@ -195,6 +195,21 @@ class Agent(Base):
     submitted_at: Mapped[datetime | None]
 
 
+class AgentMessage(Base):
+    """One message between a hosted TaskRunner and an agent's page (``mephisto_dist.runners.assignments``):
+    ``in`` from the page (as the runner took it), ``out`` to it; ``seq`` orders an agent's messages."""
+
+    __tablename__ = "agent_message"
+    __table_args__ = (UniqueConstraint("agent_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_run_id: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(8))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OnboardingAgent(Base):
     __tablename__ = "onboarding_agent"
     __table_args__ = (UniqueConstraint("task_run_id", "registration_id"),)

@@ -55,6 +55,12 @@ key                                type     TTL                                 
                                             dies.
 ``L:agent:<agent id>``             channel  pub/sub: packets for that agent's page, heard   live.outbox,
                                             by the web process holding its websocket.       live.hub
+``L:agent:<agent id>:inbox``       LIST     JSON entries for a hosted runner's agent: its   inbox.lua
+                                            page's messages (``act``), status changes,      (web, sweep),
+                                            ``shutdown``; 1 day, refreshed on each push;    runner BLPOP
+                                            deleted when the runner ends.                   (assignments)
+``L:agent:<agent id>:seen``        SET      ``update_id`` of the page's messages pushed     inbox.lua
+                                            (a resent packet is dropped); 1 day.
 =================================  =======  ==============================================  ===========
 """
 
@@ -112,3 +118,11 @@ def remote_call_lease_key(call_id: int, prefix: str = LIVE_PREFIX) -> str:
 
 def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}"
+
+
+def agent_inbox(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:agent:{_part(agent_id)}:inbox"
+
+
+def agent_seen_updates(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:agent:{_part(agent_id)}:seen"

@@ -30,7 +30,13 @@ LIVE_QUEUE = "live"
 told otherwise and takes from them in turn, so a backlog of launches or reconciler runs on the default queue
 does not stand in front of a call; ``celery -A mephisto_dist.celery.worker worker -Q live`` runs a worker for calls only."""
 QUEUES = (DEFAULT_QUEUE, LIVE_QUEUE)
-ROUTES = {REMOTE_CALL: LIVE_QUEUE}
+RUN_ASSIGNMENT = "mephisto_dist.run_assignment"
+"""Runs one assignment's hosted TaskRunner (``runners.assignments``) until it ends: minutes, mostly waiting."""
+ASSIGNMENTS_QUEUE = "assignments"
+"""Hosted runners have a queue of their own, not in :data:`QUEUES`: a prefork worker never takes one (it
+would hold a process for a whole conversation); the runner worker (``mephisto_dist.celery.runner_worker``,
+threads pool) consumes only it."""
+ROUTES = {REMOTE_CALL: LIVE_QUEUE, RUN_ASSIGNMENT: ASSIGNMENTS_QUEUE}
 
 
 class TaskQueue(Protocol):

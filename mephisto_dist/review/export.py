@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction
-from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
+from mephisto_dist.db.models import Agent, AgentMessage, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.review.accounts import unit_accounts
@@ -76,12 +76,17 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
         if not rows:
             return
         # A live task's remote calls and answers (Mephisto's agent state ``requests``) go with its data.
-        requests = calls_by_agent(session, [agent.id for _, _, _, _, agent, _, _ in rows if agent is not None])
+        agent_ids = [agent.id for _, _, _, _, agent, _, _ in rows if agent is not None]
+        requests = calls_by_agent(session, agent_ids)
+        # A hosted TaskRunner's conversation with the agent's page, in order.
+        messages = _messages_by_agent(session, agent_ids)
         accounts = unit_accounts(session, [(unit.id, unit.status, unit.pay_amount) for unit, *_ in rows])
         for unit, inputs, run_id, task_name, agent, worker_name, provider_type in rows:
             data: dict[str, Any] = {"inputs": inputs, "outputs": agent.outputs if agent is not None else None}
             if agent is not None and agent.id in requests:
                 data["requests"] = [_decoded(call) for call in requests[agent.id]]
+            if agent is not None and agent.id in messages:
+                data["messages"] = messages[agent.id]
             provider_data = (agent.provider_data or {}) if agent is not None else {}
             yield {
                 "unit_id": str(unit.id),
@@ -103,6 +108,17 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 **accounts[unit.id].record(unit.pay_amount, unit.status),
             }
         last_id = rows[-1][0].id
+
+
+def _messages_by_agent(session: Session, agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    if not agent_ids:
+        return found
+    for agent_id, direction, data, created_at in session.execute(
+            select(AgentMessage.agent_id, AgentMessage.direction, AgentMessage.data, AgentMessage.created_at)
+            .where(AgentMessage.agent_id.in_(agent_ids)).order_by(AgentMessage.agent_id, AgentMessage.seq)):
+        found.setdefault(agent_id, []).append({"direction": direction, "data": data, "time": _iso(created_at)})
+    return found
 
 
 def _decoded(call: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.queue import REMOTE_CALL
 from mephisto_dist.runners.live import calls
+from mephisto_dist.runners.live.inbox import Inbox
 from mephisto_dist.work.served import Served, now
 
 
@@ -47,10 +48,11 @@ _CALLING = frozenset({AgentStatus.IN_TASK.value, AgentStatus.ONBOARDING.value})
 
 def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     """A page's ``mephisto_bound_live_update``. A remote call (``request_id``, ``target``, ``args``) is
-    recorded and enqueued after the commit; True when it was new. Anything else has no handler."""
+    recorded and enqueued after the commit; True when it was new. Any other message goes to the agent's
+    hosted runner, if the run has one (:func:`_message_for_runner`)."""
     request_id, target = data.get("request_id"), data.get("target")
     if not isinstance(request_id, str) or not request_id or not isinstance(target, str) or not target:
-        return False
+        return _message_for_runner(served, agent_id, data)
     args = data.get("args")
     args_json = args if isinstance(args, str) else json.dumps(args if args is not None else {})
     run = served.run()
@@ -63,3 +65,20 @@ def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     if created:
         served.runtime.queue.enqueue(REMOTE_CALL, call_id)
     return created
+
+
+_WAITING_OR_WORKING = frozenset({AgentStatus.WAITING.value, AgentStatus.IN_TASK.value})
+
+
+def _message_for_runner(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
+    """A message for a task script's TaskRunner: pushed to the agent's inbox, where its runner's ``act``
+    takes it (a message sent while the agent waits for partners is kept for the runner, as Mephisto
+    queues it). True when pushed; False without a hosted runner, or for a repeat."""
+    run = served.run()
+    if not run.hooks.hosts_assignments:
+        return False
+    with read_transaction(served.runtime.sessions) as session:
+        status = _status_in_run(session, run.run_id, agent_id)
+    if status not in _WAITING_OR_WORKING:
+        raise RequestError(f"agent {agent_id} is {status}: its messages are no longer read", 409)
+    return Inbox(served.runtime.redis).push_message(agent_id, data)

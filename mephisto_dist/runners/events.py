@@ -190,9 +190,16 @@ def _unit_submitted_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
     unit_submitted(rt, unit_id, int(row.task_run_id), row.data, row.outputs)
 
 
+def _assignment_ready_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
+    """Every unit of a hosted runner's assignment is claimed: the runner worker starts it (a repeat of this
+    send starts nothing: the runner finds its agents no longer waiting)."""
+    rt.queue.enqueue(queue.RUN_ASSIGNMENT, int(payload["assignment_id"]), list(payload["agent_ids"]))
+
+
 _EVENTS: dict[str, Callable[[Runtime, Mapping[str, Any]], None]] = {
     outbox.UNIT_ASSIGNED: _unit_assigned_event,
     outbox.UNIT_SUBMITTED: _unit_submitted_event,
+    outbox.ASSIGNMENT_READY: _assignment_ready_event,
 }
 
 

@@ -477,7 +477,7 @@ def _reconnect(session: Session, existing: Any, worker_id: int, reg: Registratio
         return AgentDetails(reg.request_id, worker_id, failure_reason=ALREADY_SUBMITTED)
     if status == AgentStatus.TIMEOUT:
         return AgentDetails(reg.request_id, worker_id, failure_reason=TIMED_OUT)
-    if status not in (AgentStatus.IN_TASK, AgentStatus.ACCEPTED, AgentStatus.NONE):
+    if status not in (AgentStatus.IN_TASK, AgentStatus.WAITING, AgentStatus.ACCEPTED, AgentStatus.NONE):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_LONGER_YOURS.format(status=status))
     data = _run(session, _ASSIGNMENT_DATA, {"assignment_id": assignment_id}).scalar()
     return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data)
@@ -603,9 +603,11 @@ def _claim(
     """Insert the agent, then move the unit to it; undo the insert if the unit was taken meanwhile.
     The insert ignores conflicts, so a lost race costs no SAVEPOINT: it inserts nothing."""
     agent_id = secrets.token_hex(12)
+    # An agent of an assignment whose agents work together waits for the others (``work.partners``).
+    status = AgentStatus.WAITING if run.hooks.hosts_assignments else AgentStatus.IN_TASK
     agent = {
         "id": agent_id, "unit_id": unit_id, "assignment_id": assignment_id, "task_run_id": run.run_id,
-        "worker_id": worker_id, "registration_id": reg.registration_id, "status": AgentStatus.IN_TASK.value,
+        "worker_id": worker_id, "registration_id": reg.registration_id, "status": status.value,
         "provider_data": reg.provider_data, "init_data": {}, "created_at": now, "status_changed_at": now,
     }
     if _dialect(session) == "postgresql":

@@ -19,7 +19,7 @@ from mephisto_dist.providers import provider_class
 from mephisto_dist.queue import PROVIDER_CALL, send_outbox
 from mephisto_dist.review.qualifications import pending_worker_calls
 from mephisto_dist.runners.live import calls
-from mephisto_dist.work import claims, onboarding
+from mephisto_dist.work import claims, onboarding, partners
 from mephisto_dist.work.claims import AgentDetails, Registration, RunContext
 from mephisto_dist.work.served import Served, now
 
@@ -57,6 +57,10 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
         except claims.ClaimBusy:
             time.sleep(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
     send_outbox(served.runtime.queue, messages)
+    if run.hooks.hosts_assignments and details.agent_id and details.unit_id is not None:
+        hosted = partners.init_task_data(run, details)
+        if hosted is not None:
+            details = replace(details, init_task_data=hosted)
     return details
 
 
@@ -155,14 +159,20 @@ def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
 
 
 def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -> list[int]:
-    """The TaskRunner's on-assigned event for a new agent on a unit, when the run's runner wants it: an
-    outbox message written in the claiming transaction (its id, to send after the commit)."""
-    if not (details.created and details.unit_id is not None and details.agent_id
-            and runner_for(blueprint_type_of(run.config)).wants_unit_assigned):
+    """The TaskRunner's on-assigned event for a new agent on a unit, when the run's runner wants it, and
+    the start of its assignment's hosted runner when this claim completed it: outbox messages written in
+    the claiming transaction (their ids, to send after the commit)."""
+    if not (details.created and details.unit_id is not None and details.agent_id):
         return []
-    message = outbox.add(session, outbox.UNIT_ASSIGNED, details.agent_id, run_id=run.run_id,
-                         payload={"agent_id": details.agent_id}, now=now())
-    return [] if message is None else [message]
+    messages = []
+    if runner_for(blueprint_type_of(run.config)).wants_unit_assigned:
+        message = outbox.add(session, outbox.UNIT_ASSIGNED, details.agent_id, run_id=run.run_id,
+                             payload={"agent_id": details.agent_id}, now=now())
+        messages += [] if message is None else [message]
+    if run.hooks.hosts_assignments:
+        ready = partners.record_claim(session, run.run_id, details.unit_id, now=now())
+        messages += [] if ready is None else [ready]
+    return messages
 
 
 def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:

@@ -1,0 +1,35 @@
+"""The runner worker's task: run one assignment's hosted TaskRunner (``mephisto_dist.runners.assignments``).
+
+Acknowledged when it starts (not ``acks_late``): the agents' statuses are the record of a started runner,
+so a re-delivery (the broker's visibility timeout on a conversation longer than it) finds them no longer
+waiting and does nothing. A runner whose process dies is not restarted yet (issue 20, stage 2).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from mephisto_dist import queue
+from mephisto_dist.blueprints.hooks import TaskHooks
+from mephisto_dist.celery.runner_worker import app
+from mephisto_dist.db.models import TaskRun
+from mephisto_dist.runners.assignments import host
+from mephisto_dist.runs.bundles import run_files
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import load_settings
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """This process's resources, shared by its threads (sessions and Redis pools are thread-safe)."""
+    return Runtime(load_settings())
+
+
+def _hooks(run: TaskRun) -> TaskHooks:
+    return run_files(runtime().bundles, run).hooks
+
+
+@app.task(name=queue.RUN_ASSIGNMENT, acks_late=False)  # type: ignore[untyped-decorator]
+def run_assignment(assignment_id: int, agent_ids: list[str]) -> str:
+    """Start the assignment with these agents (all still waiting) and run it to its end."""
+    return host.run_assignment(runtime(), assignment_id, agent_ids, _hooks)

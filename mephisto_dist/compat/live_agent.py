@@ -1,0 +1,174 @@
+"""Mephisto's live ``Agent`` as a hosted TaskRunner sees it (``run_assignment(assignment, agents)``):
+``get_live_update``/``act`` wait for the page's next message, ``observe`` sends one to the page, and an
+agent that is gone raises one of Mephisto's errors (:mod:`.exceptions`), with Mephisto's rules:
+
+- no message within ``timeout`` -> the agent times out (status ``timeout``), ``AgentTimeoutError``;
+- the page disconnected (or its agent was released) -> ``AgentDisconnectedError``;
+- the worker returned the task -> ``AgentReturnedError``;
+- the run was stopped, or the host shut the agent down -> ``AgentShutdownError``;
+- ``timeout`` None or 0 with nothing waiting -> ``None`` at once.
+
+Every I/O goes through an :class:`AgentChannel`, which the runner host implements (Redis for the page's
+messages, the database for statuses and the transcript), so this module holds Mephisto's semantics only.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from mephisto_dist.compat.data_model import AgentState, InitializationData, Unit, Worker
+from mephisto_dist.compat.exceptions import (
+    AgentDisconnectedError,
+    AgentReturnedError,
+    AgentShutdownError,
+    AgentTimeoutError,
+)
+
+__all__ = ["Agent", "AgentChannel", "Assignment", "Inbound"]
+
+STATUS_CHECK_S = 5.0
+"""A wait on the page re-reads the agent's status this often, so an ending nobody signalled is seen."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """What an agent's inbox holds: a message from its page, a status change, or a shutdown."""
+
+    kind: Literal["act", "status", "shutdown"]
+    data: Mapping[str, Any] | None = None
+    status: str | None = None
+
+
+class AgentChannel(Protocol):
+    def receive(self, agent_id: str, timeout_s: float) -> Inbound | None:
+        """The agent's next inbox entry, waiting up to ``timeout_s`` (0: do not wait); None if none."""
+        ...
+
+    def send(self, agent_id: str, data: dict[str, Any]) -> None:
+        """Record ``data`` in the agent's transcript and send it to its page."""
+        ...
+
+    def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        """Record a message the runner took from the page in the agent's transcript."""
+        ...
+
+    def status(self, agent_id: str) -> str:
+        ...
+
+    def time_out(self, agent_id: str) -> None:
+        """The agent did not act in time: ``in task`` -> ``timeout``, its page told."""
+        ...
+
+
+class NoChannel:
+    """The channel of an agent outside its runner (``get_init_data_for_agent`` in the web process)."""
+
+    def _refuse(self, *args: Any) -> Any:
+        raise RuntimeError("this agent's page is reached only from run_assignment, on a runner worker")
+
+    receive = send = received = status = time_out = _refuse
+
+
+_DISCONNECTED = frozenset({"disconnect", "partner disconnect", "timeout"})
+
+
+class Agent:
+    def __init__(self, db_id: str, worker: Worker, unit: Unit, channel: AgentChannel) -> None:
+        self.db_id = db_id
+        self.worker = worker
+        self.unit = unit
+        self.state = AgentState(unit.get_assignment_data().shared, None)
+        self.is_shutdown = False
+        self._channel = channel
+
+    def __repr__(self) -> str:
+        return f"Agent({self.db_id!r})"
+
+    def get_agent_id(self) -> str:
+        return self.db_id
+
+    def get_worker(self) -> Worker:
+        return self.worker
+
+    def get_unit(self) -> Unit:
+        return self.unit
+
+    def get_status(self) -> str:
+        return self._channel.status(self.db_id)
+
+    def observe(self, live_update: Mapping[str, Any]) -> None:
+        data = dict(live_update)
+        data.setdefault("update_id", str(uuid.uuid4()))
+        self._channel.send(self.db_id, data)
+
+    def act(self, timeout: float | None = None) -> dict[str, Any] | None:
+        return self.get_live_update(timeout)
+
+    def get_live_update(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self.is_shutdown:
+            raise AgentShutdownError(self.db_id)
+        if not timeout:
+            return self._take(self._channel.receive(self.db_id, 0))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            found = self._take(self._channel.receive(self.db_id, min(left, STATUS_CHECK_S)))
+            if found is not None:
+                return found
+            self._raise_if_gone(self._channel.status(self.db_id))
+        self._raise_if_gone(self._channel.status(self.db_id))
+        self._channel.time_out(self.db_id)
+        raise AgentTimeoutError(timeout, self.db_id)
+
+    def shutdown(self) -> None:
+        self.is_shutdown = True
+
+    def _take(self, entry: Inbound | None) -> dict[str, Any] | None:
+        if entry is None:
+            return None
+        if entry.kind == "shutdown":
+            self.is_shutdown = True
+            raise AgentShutdownError(self.db_id)
+        if entry.kind == "status":
+            self._raise_if_gone(entry.status or "")
+            return None
+        data = dict(entry.data or {})
+        self._channel.received(self.db_id, data)
+        return data
+
+    def _raise_if_gone(self, status: str) -> None:
+        if status in _DISCONNECTED:
+            raise AgentDisconnectedError(self.db_id)
+        if status == "returned":
+            raise AgentReturnedError(self.db_id)
+        if status == "expired":
+            self.is_shutdown = True
+            raise AgentShutdownError(self.db_id)
+
+
+class Assignment:
+    """Mephisto's ``Assignment`` as ``run_assignment`` receives it: its id, units and data."""
+
+    def __init__(self, db_id: str, units: list[Unit], data: Mapping[str, Any], agents: list[Agent]) -> None:
+        self.db_id = db_id
+        self._units = units
+        self._data = dict(data)
+        self._agents = agents
+
+    def __repr__(self) -> str:
+        return f"Assignment({self.db_id!r})"
+
+    def get_units(self) -> list[Unit]:
+        return list(self._units)
+
+    def get_agents(self) -> list[Agent]:
+        return list(self._agents)
+
+    def get_assignment_data(self) -> InitializationData:
+        return InitializationData(dict(self._data), [{} for _ in self._units])

@@ -1,0 +1,195 @@
+"""One assignment's runner, in a thread of a runner worker: start it (its agents ``waiting`` -> ``in task``,
+all or none, their pages told), build Mephisto's objects, call the script's ``run_assignment`` and end it
+the way Mephisto's ``TaskRunner._launch_and_run_assignment`` does:
+
+- an agent gone (``AbsentAgentError``: timed out, disconnected, returned, shut down): every other agent
+  -> ``partner disconnect`` (told), the absent one -> ``disconnect`` unless it already ended, and its unit
+  expires (the conversation cannot be taken up by someone else); then ``cleanup_assignment``;
+- any other exception: logged, then ``cleanup_assignment``;
+- a normal return: the agents stay ``in task`` and submit from their pages.
+
+The start is the idempotence: a second delivery of the same start finds the agents no longer waiting and
+does nothing. One whose agents are not all still waiting (one left a moment ago) starts nothing either;
+the others keep waiting for a new partner, whose claim sends a new start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mephisto_dist.blueprints.hooks import TaskHooks
+from mephisto_dist.compat.data_model import Unit as UnitView
+from mephisto_dist.compat.data_model import Worker as WorkerView
+from mephisto_dist.compat.exceptions import AbsentAgentError
+from mephisto_dist.compat.live_agent import Agent as LiveAgent
+from mephisto_dist.compat.live_agent import Assignment as AssignmentView
+from mephisto_dist.compat.task_runner import TaskRunner, build_runner
+from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
+from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
+from mephisto_dist.runners.assignments.channel import RunnerChannel
+from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+NOT_STARTED = "not started"
+FINISHED = "finished"
+ENDED_EARLY = "ended early"
+FAILED = "failed"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _NotAllWaiting(Exception):
+    """One of the agents left before the start: roll back the others' moves."""
+
+
+@dataclass(frozen=True)
+class _Seat:
+    agent_id: str
+    unit_id: int
+    unit_index: int
+    worker_id: int
+    worker_name: str
+    unit_data: Any
+
+
+@dataclass(frozen=True)
+class _Started:
+    run: TaskRun
+    task_name: str
+    assignment_data: Any
+    seats: tuple[_Seat, ...]
+
+
+def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
+                   hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
+    started = _start(rt, assignment_id, list(agent_ids))
+    if started is None:
+        return NOT_STARTED
+    hooks = hooks_of(started.run)
+    if hooks.task_runner is None:
+        log.error("run %s hosts no TaskRunner: assignment %s cannot run", started.run.id, assignment_id)
+        return FAILED
+    channel = RunnerChannel(rt.sessions, rt.redis, started.run.id,
+                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
+    for seat in started.seats:
+        channel.tell(seat.agent_id, AgentStatus.IN_TASK)
+    runner = _runner(hooks, started.run)
+    agents = []
+    for seat in started.seats:
+        unit = UnitView(seat.unit_id, seat.unit_index, dict(seat.unit_data or {}), UnitStatus.ASSIGNED.value)
+        agents.append(LiveAgent(seat.agent_id, WorkerView(seat.worker_name, seat.worker_id), unit, channel))
+    assignment = AssignmentView(str(assignment_id), [agent.get_unit() for agent in agents],
+                                dict(started.assignment_data or {}), agents)
+    runner.running_assignments[assignment.db_id] = assignment
+    try:
+        return _supervise(rt, runner, assignment, agents, channel, started)
+    finally:
+        runner.running_assignments.pop(assignment.db_id, None)
+        channel.close([seat.agent_id for seat in started.seats])
+
+
+_RUNNERS: dict[int, TaskRunner] = {}
+
+
+def _runner(hooks: TaskHooks, run: TaskRun) -> TaskRunner:
+    """One TaskRunner per run and process, as Mephisto has one per run."""
+    runner = _RUNNERS.get(run.id)
+    if runner is None:
+        blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
+        runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, run.config,
+                                                 hooks.shared_state)
+    return runner
+
+
+def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agents: list[LiveAgent],
+               channel: RunnerChannel, started: _Started) -> str:
+    try:
+        runner.run_assignment(assignment, agents)
+    except AbsentAgentError as absent:
+        log.info("assignment %s ended early: %s", assignment.db_id, absent.message)
+        _end_for_absent(rt, started, channel, absent.agent_id)
+        _cleanup(runner, assignment)
+        return ENDED_EARLY
+    except Exception:
+        log.exception("run_assignment failed for assignment %s", assignment.db_id)
+        _cleanup(runner, assignment)
+        return FAILED
+    return FINISHED
+
+
+def _cleanup(runner: TaskRunner, assignment: AssignmentView) -> None:
+    try:
+        runner.cleanup_assignment(assignment)
+    except Exception:
+        log.exception("cleanup_assignment failed for assignment %s", assignment.db_id)
+
+
+def _start(rt: Runtime, assignment_id: int, agent_ids: list[str]) -> _Started | None:
+    now = _now()
+    try:
+        with transaction(rt.sessions) as session:
+            for agent_id in agent_ids:
+                if not move_agent(session, agent_id, AgentStatus.WAITING, AgentStatus.IN_TASK, now=now):
+                    raise _NotAllWaiting(agent_id)
+            return _read_started(session, assignment_id, agent_ids)
+    except _NotAllWaiting as left:
+        log.info("assignment %s not started: agent %s is no longer waiting", assignment_id, left)
+        return None
+
+
+def _read_started(session: Session, assignment_id: int, agent_ids: list[str]) -> _Started:
+    rows = session.execute(
+        select(Agent.id, Unit.id, Unit.unit_index, Worker.id, Worker.worker_name, Assignment.data)
+        .join(Unit, Unit.id == Agent.unit_id).join(Worker, Worker.id == Agent.worker_id)
+        .join(Assignment, Assignment.id == Agent.assignment_id)
+        .where(Agent.id.in_(agent_ids)).order_by(Unit.unit_index, Unit.id)).all()
+    assignment = session.get(Assignment, assignment_id)
+    assert assignment is not None
+    run = session.get(TaskRun, assignment.task_run_id)
+    assert run is not None
+    task_name = str(session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or "")
+    seats = tuple(_Seat(str(agent_id), int(unit_id), int(index), int(worker_id), str(name), data)
+                  for agent_id, unit_id, index, worker_id, name, data in rows)
+    return _Started(run, task_name, assignment.data, seats)
+
+
+def _end_for_absent(rt: Runtime, started: _Started, channel: RunnerChannel, absent_id: str) -> None:
+    """Mephisto's ending for an absent agent: partners told, the absent agent's unit expired."""
+    now = _now()
+    told: list[tuple[str, AgentStatus]] = []
+    releases: list[UnitTokens] = []
+    with transaction(rt.sessions) as session:
+        for seat in started.seats:
+            if seat.agent_id != absent_id:
+                if move_agent(session, seat.agent_id, AgentStatus.IN_TASK, AgentStatus.PARTNER_DISCONNECT, now=now):
+                    told.append((seat.agent_id, AgentStatus.PARTNER_DISCONNECT))
+                continue
+            if move_agent(session, seat.agent_id, AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now):
+                told.append((seat.agent_id, AgentStatus.DISCONNECT))
+            unit = session.execute(select(Unit.status, Unit.agent_id, Unit.launch_id)
+                                   .where(Unit.id == seat.unit_id)).first()
+            if unit is None:
+                continue
+            old = UnitStatus(unit.status)
+            still_its = old == UnitStatus.LAUNCHED or (old == UnitStatus.ASSIGNED and unit.agent_id == absent_id)
+            if still_its and move_unit(session, seat.unit_id, old, UnitStatus.EXPIRED, now=now):
+                worker = seat.worker_id if old == UnitStatus.ASSIGNED else None
+                releases.append(UnitTokens(started.run.id, seat.unit_id, unit.launch_id, UnitStatus.EXPIRED,
+                                           worker, started.task_name))
+    release_unit_tokens(rt.limiter, releases)
+    for agent_id, status in told:
+        channel.tell(agent_id, status)

@@ -1,0 +1,65 @@
+"""A hosted runner's agent's inbox (``L:agent:<id>:inbox``, see ``limiter.keys``): any web process pushes
+its page's messages, and the sweep the status changes that end it; the runner worker waits on it
+(``BLPOP``) in ``act(timeout)``. A message the page sends again (same ``update_id``, as mephisto-task
+resends after a reconnect) is pushed once."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from mephisto_dist.limiter import keys
+
+INBOX_TTL_S = 24 * 60 * 60
+ACT = "act"
+STATUS = "status"
+SHUTDOWN = "shutdown"
+
+
+@functools.cache
+def _lua() -> str:
+    return Path(__file__).with_name("inbox.lua").read_text(encoding="utf-8")
+
+
+class Inbox:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._push = client.register_script(_lua())
+
+    def push_message(self, agent_id: str, data: Mapping[str, Any]) -> bool:
+        """A page's message; False for a repeat of one already pushed."""
+        update_id = data.get("update_id")
+        return self._entry(agent_id, {"kind": ACT, "data": dict(data)},
+                           update_id if isinstance(update_id, str) else "")
+
+    def push_status(self, agent_id: str, status: str) -> None:
+        self._entry(agent_id, {"kind": STATUS, "status": status}, "")
+
+    def push_shutdown(self, agent_id: str) -> None:
+        self._entry(agent_id, {"kind": SHUTDOWN}, "")
+
+    def take(self, agent_id: str, wait_s: float) -> dict[str, Any] | None:
+        """The agent's next entry, waiting up to ``wait_s`` (0: not at all); None when there is none."""
+        key = keys.agent_inbox(agent_id)
+        raw: Any
+        if wait_s <= 0:
+            raw = self._client.lpop(key)
+        else:
+            found: Any = self._client.blpop([key], timeout=wait_s)
+            raw = None if found is None else found[1]
+        if raw is None:
+            return None
+        entry: dict[str, Any] = json.loads(raw)
+        return entry
+
+    def drop(self, agent_id: str) -> None:
+        self._client.delete(keys.agent_inbox(agent_id), keys.agent_seen_updates(agent_id))
+
+    def _entry(self, agent_id: str, entry: dict[str, Any], update_id: str) -> bool:
+        return bool(self._push(keys=[keys.agent_seen_updates(agent_id), keys.agent_inbox(agent_id)],
+                               args=[update_id, json.dumps(entry), INBOX_TTL_S]))

@@ -1,0 +1,148 @@
+"""A task script's own concurrent TaskRunner (``examples/chat_pair_task``) on real processes: two pages
+on two web processes claim the two units of an assignment, the first waits, both go ``in task`` when the
+runner worker starts the assignment, the runner relays their messages, both submit, and the export has
+each agent's conversation. Then what ends an assignment early: a partner who never comes, a turn not
+taken in time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.review.export import unit_records
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.settings import Settings
+from tests.conftest import wait_for
+from tests.live_page import LivePage
+from tests.system import ROOT, celery_worker, child_env, register, stop, web_server
+
+pytestmark = pytest.mark.system
+
+EXAMPLE = ROOT / "examples" / "chat_pair_task"
+
+
+def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60) -> Path:
+    task_dir = root / "chat_pair_task"
+    (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
+    shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
+    (task_dir / "bundle.js").write_text("/* the pages are websocket clients in these tests */\n")
+    (task_dir / "hydra_configs" / "conf" / "example.yaml").write_text(f"""#@package _global_
+defaults:
+  - /mephisto/blueprint: remote_procedure
+  - /mephisto/architect: mock
+  - /mephisto/provider: mock
+mephisto:
+  blueprint:
+    task_source: ${{task_dir}}/bundle.js
+    link_task_source: false
+    units_per_assignment: 2
+  task:
+    task_name: chat-pair-test
+    task_title: "Chat"
+    task_description: "Chat with another worker"
+    task_reward: 0.1
+    task_tags: "test"
+    partner_wait_in_seconds: {partner_wait_s}
+num_turns: 1
+turn_timeout: {turn_timeout_s}
+topics: ["the weather"]
+""")
+    return task_dir
+
+
+def launch(settings: Settings, task_dir: Path) -> int:
+    launched = subprocess.run(
+        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach"],
+        cwd=ROOT, env=child_env(settings), capture_output=True, text=True, timeout=90, check=False)
+    assert launched.returncode == 0, launched.stderr
+    return int(launched.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def runner_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The Procfile's ``runner`` process: threads pool on the assignments queue."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.runner_worker", "worker", "-Q",
+             "assignments", "-P", "threads", "-c", "8", "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--hostname", f"runner-{os.getpid()}@%h"],
+            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
+                 message="the runner worker to be ready")
+        assert process.poll() is None, log.read_text()
+        yield process
+    finally:
+        stop(process)
+
+
+def statuses(rt: Runtime, run_id: int) -> dict[str, str]:
+    with transaction(rt.sessions) as session:
+        return {str(a): str(s) for a, s in session.execute(
+            select(Agent.id, Agent.status).where(Agent.task_run_id == run_id))}
+
+
+def unit_statuses(rt: Runtime, run_id: int) -> list[str]:
+    with transaction(rt.sessions) as session:
+        return [str(s) for s in session.scalars(select(Unit.status).where(Unit.task_run_id == run_id)
+                                                .order_by(Unit.id))]
+
+
+def submit(url: str, agent_id: str, data: dict[str, Any]) -> None:
+    answer = httpx.post(url + "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": data}, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_two_pages_on_two_web_processes_chat_through_the_runner(tmp_path: Path, runtime: Runtime) -> None:
+    run_id = launch(runtime.settings, chat_task_dir(tmp_path))
+    with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+            runner_worker(runtime.settings, tmp_path / "runner.log"), \
+            web_server(runtime.settings, run_id, tmp_path / "web1.log") as web1, \
+            web_server(runtime.settings, run_id, tmp_path / "web2.log") as web2:
+        wait_for(lambda: unit_statuses(runtime, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        alice = register(web1, "alice")
+        assert alice["init_task_data"] == {"task_data": {"topic": "the weather"}, "num_turns": 1}, alice
+        first = LivePage(web1, alice["agent_id"]).open()
+        wait_for(lambda: "waiting" in first.statuses, message="the first page to be told it waits")
+        assert statuses(runtime, run_id) == {alice["agent_id"]: "waiting"}
+        first.say("sent while waiting")  # kept for the runner, as Mephisto queues it
+        bob = register(web2, "bob")
+        second = LivePage(web2, bob["agent_id"]).open()
+        try:
+            for page in (first, second):
+                wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30,
+                         message="both pages to be told the assignment started")
+            wait_for(lambda: "You are speaker 1." in second.texts(), message="the runner's greeting")
+            # Turn 0: speaker 0 (alice) acts first; her message queued while waiting is her turn.
+            wait_for(lambda: "sent while waiting" in second.texts(), message="alice's message relayed to bob")
+            second.say("hello alice")
+            wait_for(lambda: "hello alice" in first.texts(), message="bob's message relayed to alice")
+            wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in first.messages),
+                     message="the runner to end the conversation")
+            submit(web1, alice["agent_id"], {"rating": 5})
+            submit(web2, bob["agent_id"], {"rating": 4})
+        finally:
+            first.close()
+            second.close()
+        assert set(statuses(runtime, run_id).values()) == {"completed"}
+    with transaction(runtime.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    said = {agent: [(m["direction"], m["data"].get("text")) for m in record["data"]["messages"]]
+            for agent, record in records.items()}
+    assert said[alice["agent_id"]] == [("out", "You are speaker 0."), ("in", "sent while waiting"),
+                                       ("out", "hello alice"), ("out", None)]
+    assert said[bob["agent_id"]] == [("out", "You are speaker 1."), ("out", "sent while waiting"),
+                                     ("in", "hello alice"), ("out", None)]
