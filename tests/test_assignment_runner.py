@@ -1,4 +1,4 @@
-"""A task script's own concurrent TaskRunner (``examples/chat_pair_task``) on real processes: two pages
+"""A task script's own concurrent TaskRunner (``tests/data/chat_pair_task``) on real processes: two pages
 on two web processes claim the two units of an assignment, the first waits, both go ``in task`` when the
 runner worker starts the assignment, the runner relays their messages, both submit, and the export has
 each agent's conversation. Then what ends an assignment early: a partner who never comes, a turn not
@@ -30,7 +30,7 @@ from tests.system import ROOT, celery_worker, child_env, register, stop, web_ser
 
 pytestmark = pytest.mark.system
 
-EXAMPLE = ROOT / "examples" / "chat_pair_task"
+EXAMPLE = ROOT / "tests" / "data" / "chat_pair_task"
 
 
 def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60) -> Path:

@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
 """Two workers chat through a TaskRunner, the Mephisto way: the script registers a blueprint whose
 TaskRunnerClass relays messages between the two agents of an assignment for ``num_turns`` turns.
-`mephisto-dist run examples/chat_pair_task` (or `python run_task.py` under a real Mephisto).
+Test data for now: it has no page bundle of its own yet (the tests' pages are websocket clients), so it
+is not among the examples a user runs.
 
 The blueprint subclasses the remote procedure one and keeps its BLUEPRINT_TYPE, so the config's
 `/mephisto/blueprint: remote_procedure` selects it (Mephisto's registry, too, keeps the last class
