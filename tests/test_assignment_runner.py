@@ -64,7 +64,7 @@ topics: ["the weather"]
 
 def launch(settings: Settings, task_dir: Path) -> int:
     launched = subprocess.run(
-        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach"],
+        [sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir), "--detach", "-q"],
         cwd=ROOT, env=child_env(settings), capture_output=True, text=True, timeout=90, check=False)
     assert launched.returncode == 0, launched.stderr
     return int(launched.stdout.strip().splitlines()[-1])
