@@ -12,6 +12,10 @@ Everything else receives a :class:`Settings`. Variables:
   default ``file://<data dir>/storage``.
 - ``MEPHISTO_DIST_FLOWER_BASIC_AUTH``: ``user:password`` (comma-separated for several) that
   ``mephisto-dist flower`` requires; Flower's own ``FLOWER_BASIC_AUTH`` / ``FLOWER_AUTH`` count too.
+- ``MEPHISTO_DIST_REVIEW_USERS``: ``reviewer:password`` (comma-separated for several) that
+  ``mephisto-dist review-app`` requires; each decision made in it records its reviewer.
+- ``MEPHISTO_DIST_REVIEW_SECRET``: the key that signs the review app's sessions (at least 32 characters;
+  unset, a key made at start: sessions end when the app restarts, and several app processes need one).
 - ``MEPHISTO_DIST_METRICS_PORT``: where ``web`` serves Prometheus metrics (its own listener; unset: none).
 - ``MEPHISTO_DIST_MAX_CONCURRENT_UNITS``: deployment-wide cap across all runs (0 = none).
 - ``MEPHISTO_DIST_MAX_UPLOAD_BYTES``: largest accepted submission body (default 50 MiB).
@@ -91,6 +95,8 @@ class Settings:
     # Secrets stay out of repr, so a logged Settings never shows them.
     flower_basic_auth: str | None = field(default=None, repr=False)
     flower_own_auth: bool = False
+    review_users: str | None = field(default=None, repr=False)
+    review_secret: str | None = field(default=None, repr=False)
     metrics_port: int | None = None
     live_disconnect_s: float = 15.0
     remote_call_lease_s: float = 3.0
@@ -209,6 +215,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             user and password for user, _, password in (pair.partition(":") for pair in flower_basic_auth.split(","))):
         raise ConfigError(f"{ENV_PREFIX}FLOWER_BASIC_AUTH must be user:password (several: comma-separated)")
     metrics_port = int(_number(env, "METRICS_PORT", 0, int)) or None
+    review_users = env.get(ENV_PREFIX + "REVIEW_USERS") or None
+    if review_users is not None and not all(
+            user and password for user, _, password in (pair.partition(":") for pair in review_users.split(","))):
+        raise ConfigError(f"{ENV_PREFIX}REVIEW_USERS must be reviewer:password (several: comma-separated)")
+    review_secret = env.get(ENV_PREFIX + "REVIEW_SECRET") or None
+    if review_secret is not None and len(review_secret) < 32:
+        raise ConfigError(f"{ENV_PREFIX}REVIEW_SECRET must be at least 32 characters")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -231,6 +244,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_every_s=float(_number(env, "RECONCILE_EVERY_S", 60.0, float)),
         flower_basic_auth=flower_basic_auth,
         flower_own_auth=bool(env.get("FLOWER_BASIC_AUTH") or env.get("FLOWER_AUTH")),
+        review_users=review_users,
+        review_secret=review_secret,
         metrics_port=metrics_port,
         live_disconnect_s=float(_number(env, "LIVE_DISCONNECT_S", 15.0, float)),
         remote_call_lease_s=float(_number(env, "REMOTE_CALL_LEASE_S", 3.0, float)),

@@ -353,6 +353,10 @@ def test_review_approve_with_a_bonus_run_twice_pays_once(tmp_path: Path, engine:
     assert [(c.action, c.status, c.attempts) for c in calls(factory)] == [("approve", "done", 1),
                                                                          ("bonus", "done", 1)]
     assert statuses(factory, units["jack"]) == [("accepted", "approved"), ("completed", "completed")]
+    # The decision says who made it: the login of the user who typed the command.
+    with transaction(factory) as session:
+        (by,) = session.scalars(select(UnitReview.decided_by).where(UnitReview.unit_id == int(unit_id)))
+    assert by is not None and by.startswith("cli:") and len(by) > 4
 
 
 @pytest.mark.system

@@ -8,6 +8,8 @@ shared workers outside a live run). Either way the ledger makes each happen once
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,12 +21,11 @@ from rich.prompt import Prompt
 
 from mephisto_dist.cli.console import console, err_console, fail
 from mephisto_dist.cli.runtime import open_runtime
-from mephisto_dist.errors import MephistoDistError, ServiceError
-from mephisto_dist.queue import PROVIDER_CALL, send_outbox
+from mephisto_dist.errors import MephistoDistError
+from mephisto_dist.queue import send_outbox
 from mephisto_dist.review import reviewing
 from mephisto_dist.review.decisions import (
     AlreadyDecided,
-    CallInFlight,
     Decision,
     FailedCall,
     NotReviewable,
@@ -32,8 +33,8 @@ from mephisto_dist.review.decisions import (
     WorkerHistory,
     check_decision,
     parse_bonus,
-    perform_call,
 )
+from mephisto_dist.review.sending import send_calls
 from mephisto_dist.runs.failed_launches import failed_unit_launches, resend_failed_launches
 from mephisto_dist.runs.launches import FailedLaunch
 from mephisto_dist.runtime import Runtime
@@ -62,34 +63,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def reviewer() -> str:
+    """Who decides from a command: the login of the user who typed it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container's numeric user)
+        return f"cli:uid {os.getuid()}"
+
+
 def dispatch_calls(runtime: Runtime, call_ids: Sequence[int]) -> None:
     """Send provider calls to the Celery workers, or make them here when no Redis is configured."""
-    if not call_ids:
-        return
-    if runtime.settings.embedded_redis:
-        failed = 0
-        for call_id in call_ids:
-            try:
-                perform_call(runtime.sessions, call_id, max_attempts=runtime.settings.provider_max_attempts)
-            except CallInFlight:
-                continue  # another process is making it
-            except ServiceError as error:
-                failed += 1
-                err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
-        if failed:
-            err_console.print(f"{failed} provider call(s) failed and stay pending: the decisions are saved; "
-                              "retry with `mephisto-dist review resend`", highlight=False)
-        return
-    from kombu.exceptions import OperationalError  # only when sending: kombu is slow to import
-
-    for sent, call_id in enumerate(call_ids):
-        try:
-            runtime.queue.enqueue(PROVIDER_CALL, call_id)
-        except OperationalError as error:
-            err_console.print(f"[yellow]warning:[/] the decisions are saved but {len(call_ids) - sent} provider "
-                              f"call(s) could not be queued ({error}); retry with `mephisto-dist review resend`",
-                              highlight=False)
-            return
+    for sentence in send_calls(runtime, call_ids):
+        err_console.print(f"[yellow]warning:[/] {sentence}", highlight=False)
 
 
 def _parse_unit_ids(raw: Sequence[str]) -> list[int]:
@@ -122,9 +107,10 @@ def _decide_command(decision: Decision, unit_ids: list[str] | None, all_complete
         now = _now()
         if all_completed:
             decided = reviewing.decide_completed(runtime.sessions, decision, task_name=task_name, run_id=run,
-                                                 now=now, note=reason, bonus=amount)
+                                                 now=now, note=reason, bonus=amount, by=reviewer())
         else:
-            decided = reviewing.decide_units(runtime.sessions, decision, ids, now=now, note=reason, bonus=amount)
+            decided = reviewing.decide_units(runtime.sessions, decision, ids, now=now, note=reason, bonus=amount,
+                                             by=reviewer())
         reviewed, skipped = decided.reviewed, decided.skipped
         _report(reviewed, skipped)
         dispatch_calls(runtime, [c for r in reviewed for c in r.call_ids])
@@ -296,7 +282,7 @@ class _Session:
         for unit_id in unit_ids:
             try:
                 reviewed = reviewing.decide_unit(self.runtime.sessions, unit_id, decision, now=_now(), note=note,
-                                                 bonus=bonus)
+                                                 bonus=bonus, by=reviewer())
             except (AlreadyDecided, NotReviewable) as error:
                 err_console.print(f"skipped: {error}", highlight=False)
                 continue

@@ -242,7 +242,7 @@ class GrantedQualification(Base):
 
 
 class UnitReview(Base):
-    """One review decision on a unit: status, note and bonus, with when it was made."""
+    """One review decision on a unit: status, note and bonus, with when it was made and by whom."""
 
     __tablename__ = "unit_review"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -253,6 +253,8 @@ class UnitReview(Base):
     note: Mapped[str | None] = mapped_column(Text)
     bonus: Mapped[float | None] = mapped_column(Float)
     bonus_paid_at: Mapped[datetime | None]
+    # Who decided: ``cli:<login>`` for a command, ``app:<reviewer>`` for the review app.
+    decided_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -33,6 +33,7 @@ class UnitAccount:
     decision: str | None = None
     reason: str | None = None
     decided_at: datetime | None = None
+    decided_by: str | None = None
     reward_paid: float | None = None
     """The reward the provider paid: 0 when rejected (or never submitted), None while it is pending."""
     bonus_paid: float = 0.0
@@ -41,7 +42,7 @@ class UnitAccount:
     def record(self, reward: float, status: str) -> dict[str, Any]:
         """The export's ``review`` and ``payment`` sections."""
         review = None if self.decision is None else {
-            "decision": self.decision, "reason": self.reason,
+            "decision": self.decision, "reason": self.reason, "decided_by": self.decided_by,
             "decided_at": self.decided_at.isoformat() if self.decided_at is not None else None}
         return {"review": review, "payment": {
             "reward": reward, "reward_paid": self.reward_paid, "bonus_paid": self.bonus_paid,
@@ -87,8 +88,9 @@ def _account(status: str, reward: float, review: UnitReview | None, calls: Itera
                 bonus_pending += call.amount or 0.0
         elif call.action == CallAction.APPROVE.value and done and status in _OWED:
             paid = reward
-    return UnitAccount(review.status if review is not None else None, review.note if review is not None else None,
-                       review.created_at if review is not None else None, paid,
+    if review is None:
+        return UnitAccount(reward_paid=paid, bonus_paid=round(bonus_paid, 2), bonus_pending=round(bonus_pending, 2))
+    return UnitAccount(review.status, review.note, review.created_at, review.decided_by, paid,
                        round(bonus_paid, 2), round(bonus_pending, 2))
 
 

@@ -165,7 +165,7 @@ def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decisi
 
 def decide(
     session: Session, unit_id: int, decision: Decision, *, now: datetime,
-    note: str | None = None, bonus: float | None = None,
+    note: str | None = None, bonus: float | None = None, by: str | None = None,
 ) -> Reviewed:
     """Apply one decision inside the caller's transaction (nothing is sent anywhere: after the commit,
     hand the returned ``call_ids`` to :func:`perform_call`)."""
@@ -191,7 +191,7 @@ def decide(
         current = session.scalar(select(Agent.status).where(Agent.id == agent_id))
         raise AlreadyDecided(f"unit {unit_id}'s agent was decided by someone else just now ({current})")
     review = UnitReview(unit_id=unit_id, worker_id=worker_id, task_run_id=run_id, status=rule.unit_to.value,
-                        note=note, bonus=bonus, created_at=now)
+                        note=note, bonus=bonus, created_at=now, decided_by=by)
     session.add(review)
     session.flush()
     provider_data = session.scalar(select(Agent.provider_data).where(Agent.id == agent_id)) or {}
@@ -548,10 +548,11 @@ def unit_view(session: Session, unit_id: int) -> UnitView:
     return UnitView(int(row[0]), int(row[1]), str(row[2]), row[3] or {}, row[4], row[5])
 
 
-def completed_unit_ids(session: Session, run_ids: Sequence[int]) -> list[int]:
-    return list(session.scalars(
-        select(Unit.id).where(Unit.task_run_id.in_(list(run_ids)), Unit.status == U.COMPLETED.value)
-        .order_by(Unit.id)))
+def completed_unit_ids(session: Session, run_ids: Sequence[int], *, worker_id: int | None = None) -> list[int]:
+    query = select(Unit.id).where(Unit.task_run_id.in_(list(run_ids)), Unit.status == U.COMPLETED.value)
+    if worker_id is not None:
+        query = query.where(Unit.worker_id == worker_id)
+    return list(session.scalars(query.order_by(Unit.id)))
 
 
 def unfinished_call_ids(factory: sessionmaker[Session], *, now: datetime, retry_base_s: float) -> list[int]:

@@ -47,33 +47,36 @@ class Decided:
 
 
 def decide_units(factory: Factory, decision: Decision, unit_ids: Sequence[int], *, now: datetime,
-                 note: str | None, bonus: float | None) -> Decided:
+                 note: str | None, bonus: float | None, by: str | None = None) -> Decided:
     """All or nothing: a unit missing, not reviewable or decided by another reviewer stops them all."""
     with transaction(factory) as session:
         check_reviewable(session, list(unit_ids), decision)
-        return Decided(tuple(decide(session, unit_id, decision, now=now, note=note, bonus=bonus)
+        return Decided(tuple(decide(session, unit_id, decision, now=now, note=note, bonus=bonus, by=by)
                              for unit_id in unit_ids), ())
 
 
 def decide_completed(factory: Factory, decision: Decision, *, task_name: str | None, run_id: int | None,
-                     now: datetime, note: str | None, bonus: float | None) -> Decided:
-    """Every completed unit of the run (or of every run of the task); one already decided is skipped."""
+                     now: datetime, note: str | None, bonus: float | None, by: str | None = None,
+                     worker_id: int | None = None) -> Decided:
+    """Every completed unit of the run (or of every run of the task; of one worker's units with
+    ``worker_id``); one already decided is skipped."""
     reviewed: list[Reviewed] = []
     skipped: list[str] = []
     with transaction(factory) as session:
-        for unit_id in completed_unit_ids(session, resolve_runs(session, task_name=task_name, run_id=run_id)):
+        run_ids = resolve_runs(session, task_name=task_name, run_id=run_id)
+        for unit_id in completed_unit_ids(session, run_ids, worker_id=worker_id):
             try:
                 with session.begin_nested():
-                    reviewed.append(decide(session, unit_id, decision, now=now, note=note, bonus=bonus))
+                    reviewed.append(decide(session, unit_id, decision, now=now, note=note, bonus=bonus, by=by))
             except (AlreadyDecided, NotReviewable) as error:
                 skipped.append(str(error))
     return Decided(tuple(reviewed), tuple(skipped))
 
 
 def decide_unit(factory: Factory, unit_id: int, decision: Decision, *, now: datetime, note: str | None,
-                bonus: float | None) -> Reviewed:
+                bonus: float | None, by: str | None = None) -> Reviewed:
     with transaction(factory) as session:
-        return decide(session, unit_id, decision, now=now, note=note, bonus=bonus)
+        return decide(session, unit_id, decision, now=now, note=note, bonus=bonus, by=by)
 
 
 def run_ids_of(factory: Factory, *, task_name: str | None, run_id: int | None) -> list[int]:
