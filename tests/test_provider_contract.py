@@ -1,4 +1,4 @@
-"""One behavioural suite for the CrowdProvider contract, run against every provider: ``mock``, and
+"""One behavioural suite for the CrowdProvider contract, run against every provider: ``mock``, ``inhouse``, and
 ``mturk`` and ``mturk_sandbox`` against a real ``mephisto-dist mturk-local`` process reached over HTTP
 with unchanged boto3 code. What a worker does on the marketplace (accept, submit) is each harness's
 ``submit``; everything else is asked of the contract alone.
@@ -36,6 +36,7 @@ TASK_ARGS = {"task_title": "Rate a sentence", "task_description": "Read one sent
              "assignment_duration_in_seconds": 600}
 EXPECTED = {  # the capabilities each provider declares
     "mock": {"is_marketplace": False, "is_sandbox": True, "is_hit_based": False, "syncs_qualifications": False},
+    "inhouse": {"is_marketplace": False, "is_sandbox": True, "is_hit_based": False, "syncs_qualifications": False},
     "mturk": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": True, "syncs_qualifications": True},
     "mturk_sandbox": {"is_marketplace": True, "is_sandbox": True, "is_hit_based": True,
                       "syncs_qualifications": True},
@@ -94,12 +95,15 @@ def _mturk_crowd(name: str, turk: str) -> Crowd:
     return Crowd(provider, submit, take)
 
 
-@pytest.fixture(params=[name if name == "mock" else pytest.param(name, marks=pytest.mark.system)
+LOCAL_CROWDS = ("inhouse", "mock")  # nothing to reach: the worker opens the task URL
+
+
+@pytest.fixture(params=[name if name in LOCAL_CROWDS else pytest.param(name, marks=pytest.mark.system)
                         for name in sorted(EXPECTED)])  # mturk: a real mturk-local process
 def crowd(request: pytest.FixtureRequest) -> Crowd:
     name = str(request.param)
-    if name == "mock":
-        return Crowd(make_provider("mock"), lambda unit, worker: SubmittedWork(worker, unit, {}),
+    if name in LOCAL_CROWDS:
+        return Crowd(make_provider(name), lambda unit, worker: SubmittedWork(worker, unit, {}),
                      lambda unit, worker: None)
     return _mturk_crowd(name, str(request.getfixturevalue("turk")))
 
@@ -202,6 +206,15 @@ def test_qualifications_reach_a_provider_that_keeps_them(crowd: Crowd) -> None:
     assert provider.revoke_qualification(worker, name, "again")  # revoking what is gone is no error
 
 
+def test_the_inhouse_url_names_the_annotator_as_mephisto_does() -> None:
+    provider = make_provider("inhouse")
+    assert provider.worker_url(SERVER_URL, "ann", "3") == f"{SERVER_URL}/?worker_id=ann&id=3"
+    behind_proxy = make_provider("inhouse", {"ui_base_url": "https://lab.example.org/task/"})
+    assert behind_proxy.worker_url(SERVER_URL, "ann b", "3") == "https://lab.example.org/task/?worker_id=ann+b&id=3"
+    with pytest.raises(ConfigError, match="ui_base_url"):
+        make_provider("inhouse", {"ui_base_url": "lab.example.org"})
+
+
 def test_an_unknown_provider_is_a_config_error_naming_the_implemented_ones() -> None:
-    with pytest.raises(ConfigError, match="implemented: mock, mturk, mturk_sandbox"):
-        provider_class("prolific")
+    with pytest.raises(ConfigError, match="implemented: mock, mturk, mturk_sandbox, inhouse"):
+        provider_class("toloka")

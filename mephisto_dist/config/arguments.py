@@ -334,6 +334,20 @@ PROLIFIC_PROVIDER = Section(
     )),
 )
 
+INHOUSE_PROVIDER = Section(
+    kind=PROVIDER,
+    name="inhouse",
+    description="The lab's own annotators: each opens the task URL with ?worker_id=NAME&id=ANY (Mephisto's "
+                "inhouse URL); no marketplace, no payment (approvals and bonuses are recorded for the lab to pay).",
+    arguments=(
+        Argument("requester_name", str, "inhouse", "Requester name the run is recorded under."),
+        Argument("ui_base_url", str, None,
+                 "Base URL annotators open the task at, when not the server's own (behind a proxy or a "
+                 "container's published port); used in the worker URLs run prints. Mephisto's default is "
+                 "http://localhost:3000; here the default is the run's server URL."),
+    ),
+)
+
 # -- the task run ------------------------------------------------------------------------------------
 
 TASK_RUN = Section(
@@ -381,7 +395,7 @@ TASK_RUN = Section(
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
     BLUEPRINT: (STATIC_TASK, STATIC_REACT_TASK, REMOTE_PROCEDURE),
     ARCHITECT: (LOCAL_ARCHITECT, EC2_ARCHITECT, MOCK_ARCHITECT),
-    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER),
+    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER, INHOUSE_PROVIDER),
     TASK: (TASK_RUN,),
 }
 

@@ -1,7 +1,8 @@
 """Crowd providers: where units are published and workers come from.
 
 A provider is a :class:`CrowdProvider`; ``mock`` (``providers.mock``) publishes nothing and takes worker
-and assignment from the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical
+and assignment from the page URL, as ``inhouse`` (``providers.inhouse``) does for a lab's own annotators
+with Mephisto's inhouse URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical
 Turk through boto3 behind this same contract.
 
 Publishing is one unit per call (:meth:`CrowdProvider.publish_unit`), made by the launcher
@@ -140,10 +141,12 @@ def wrap_crowd_source(provider_type: str) -> Path:
 @cache
 def _registry() -> dict[str, type[CrowdProvider]]:
     """Every implemented provider by name: the one place a provider is added."""
+    from mephisto_dist.providers.inhouse import InhouseProvider
     from mephisto_dist.providers.mock import MockProvider
     from mephisto_dist.providers.mturk import MTurkProvider, MTurkSandboxProvider
 
-    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider)
+    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider,
+                                                    InhouseProvider)
     return {cls.provider_type: cls for cls in implemented}
 
 

@@ -13,7 +13,8 @@
   var noticeEl = document.getElementById("shell-notice");
 
   var workerName = params.get("worker_id") || params.get("workerId");
-  var assignmentRef = params.get("assignment_id") || params.get("assignmentId");
+  // Mephisto's inhouse provider names the (pseudo) assignment "id".
+  var assignmentRef = params.get("assignment_id") || params.get("assignmentId") || params.get("id");
   var hitId = params.get("hitId");
   var turkSubmitTo = params.get("turkSubmitTo");
   var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" : "mock");
