@@ -153,6 +153,7 @@ def metrics(
 def _register_commands() -> None:
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
+    from mephisto_dist.cli.prolific_local import prolific_local
     from mephisto_dist.cli.requesters import register, requesters_app
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
@@ -172,6 +173,7 @@ def _register_commands() -> None:
     app.command(name="cleanup")(cleanup)
     app.command(name="limits")(limits)
     app.command(name="mturk-local")(mturk_local)
+    app.command(name="prolific-local")(prolific_local)
     app.command(name="register")(register)
     app.add_typer(requesters_app, name="requesters")
 

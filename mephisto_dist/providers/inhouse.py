@@ -26,6 +26,7 @@ class InhouseProvider:
     is_marketplace = False
     is_sandbox = True  # no money moves through mephisto-dist
     fee_rate = 0.0
+    overrides_rejections = True
     is_hit_based = False
     syncs_qualifications = False
     publishes_instantly = True
