@@ -20,7 +20,7 @@ from mephisto_dist.db.models import Agent, ProviderCall, Unit
 from mephisto_dist.providers import make_provider
 from mephisto_dist.providers.requesters import register, save_keys
 from mephisto_dist.queue import PROVIDER_CALL
-from mephisto_dist.review.decisions import Decision, decide, perform_call
+from mephisto_dist.review.decisions import Decision, NotReviewable, decide, perform_call
 from mephisto_dist.runs.lifecycle import expire_available_units
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
@@ -116,6 +116,10 @@ def test_a_run_as_a_prolific_study(tmp_path: Path, redis_url: str, sqlite_url: s
                      and submission(prolific, first["submission_id"])["status"] == "APPROVED"
                      and submission(prolific, second["submission_id"])["status"] == "REJECTED",
                      timeout_s=60, message="Prolific to hold the review and the bonus")
+
+            # A rejection is final on Prolific: approving the unit now is refused before anything is written.
+            with transaction(runtime.sessions) as session, pytest.raises(NotReviewable, match="rejection is final"):
+                decide(session, refused_unit, Decision.APPROVE, now=now)
 
             # The bonus call made again after a crash between Prolific paying and our record: nothing more.
             with transaction(runtime.sessions) as session:
