@@ -77,9 +77,12 @@ def test_prolific_configs_load_with_their_arguments(tmp_path: Path) -> None:
     task_dir = mephisto_head_task(tmp_path, provider="prolific")
     config = load_task_config(task_dir, "example", [
         "mephisto.provider.prolific_id_option=url_parameters",
-        "mephisto.provider.prolific_estimated_completion_time_in_minutes=7"])
+        "mephisto.provider.prolific_estimated_completion_time_in_minutes=7",
+        "mephisto.provider.prolific_allow_list_group_name=Lab allow list"])
     assert config.provider_type == "prolific" and config.provider["prolific_workspace_name"] == "My Workspace"
-    assert "mephisto.provider.prolific_estimated_completion_time_in_minutes" in config.unimplemented_settings()
+    unimplemented = config.unimplemented_settings()
+    assert "mephisto.provider.prolific_allow_list_group_name" in unimplemented
+    assert "mephisto.provider.prolific_estimated_completion_time_in_minutes" not in unimplemented
 
 
 @pytest.mark.system
@@ -92,7 +95,7 @@ def test_wut_marks_what_is_accepted_but_not_implemented() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")} | {"COLUMNS": "300"}
     kinds = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=60, check=True).stdout
-    assert "provider: mock, mturk, mturk_sandbox, prolific (not yet implemented)" in kinds
+    assert "provider: mock, mturk, mturk_sandbox, prolific, inhouse" in kinds
     table = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut", "blueprint=static_task"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
     row = next(line for line in table.splitlines() if "│ task_source_review " in line)
@@ -100,7 +103,7 @@ def test_wut_marks_what_is_accepted_but_not_implemented() -> None:
 
 
 @pytest.mark.system
-def test_run_warns_once_per_unimplemented_argument_and_refuses_prolific(tmp_path: Path, redis_url: str) -> None:
+def test_run_warns_once_per_unimplemented_argument_and_needs_a_prolific_requester(tmp_path: Path, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
     env.update({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"), "MEPHISTO_DIST_REDIS_URL": redis_url})
     task_dir = mephisto_head_task(tmp_path / "a")
@@ -115,7 +118,9 @@ def test_run_warns_once_per_unimplemented_argument_and_refuses_prolific(tmp_path
     assert result.stdout.strip().isdigit()
 
     prolific = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run",
-                               str(mephisto_head_task(tmp_path / "b", provider="prolific")), "--detach"],
+                               str(mephisto_head_task(tmp_path / "b", provider="prolific")),
+                               "mephisto.architect.port=3001", "--detach"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert prolific.returncode == 2
-    assert "provider 'prolific' is not implemented yet" in prolific.stderr, prolific.stderr
+    assert ("requester 'prolific' is not registered for prolific; run 'mephisto-dist register prolific "
+            "name=prolific api_key=...' first") in prolific.stderr, prolific.stderr

@@ -1,6 +1,6 @@
-"""One behavioural suite for the CrowdProvider contract, run against every provider: ``mock``, and
+"""One behavioural suite for the CrowdProvider contract, run against every provider: ``mock``, ``inhouse``,
 ``mturk`` and ``mturk_sandbox`` against a real ``mephisto-dist mturk-local`` process reached over HTTP
-with unchanged boto3 code. What a worker does on the marketplace (accept, submit) is each harness's
+with unchanged boto3 code, and ``prolific`` against a real ``mephisto-dist prolific-local`` process. What a worker does on the marketplace (accept, submit) is each harness's
 ``submit``; everything else is asked of the contract alone.
 
 The capabilities a provider declares are checked against what it does: a HIT-based provider reports
@@ -10,6 +10,7 @@ out no URL of its own.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 import pytest
 
-from mephisto_dist.errors import ConfigError
+from mephisto_dist.errors import ConfigError, ProviderError
 from mephisto_dist.providers import (
     CrowdProvider,
     SubmittedWork,
@@ -29,16 +30,23 @@ from mephisto_dist.providers import (
 )
 from mephisto_dist.runs.returns import ReportsHolds
 from tests.mturk_local_process import FAKE_KEY_ID, FAKE_SECRET, mturk_local
+from tests.prolific_local_process import FAKE_TOKEN, come_back, params_of, prolific_local, take_part
 
 SERVER_URL = "http://127.0.0.1:3000"  # mturk-local opens a loopback task URL over HTTP, as a rehearsal
 TASK_ARGS = {"task_title": "Rate a sentence", "task_description": "Read one sentence and rate it",
              "task_reward": 0.25, "task_tags": "rating,text", "task_lifetime_in_seconds": 3600,
              "assignment_duration_in_seconds": 600}
 EXPECTED = {  # the capabilities each provider declares
-    "mock": {"is_marketplace": False, "is_sandbox": True, "is_hit_based": False, "syncs_qualifications": False},
-    "mturk": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": True, "syncs_qualifications": True},
+    "mock": {"is_marketplace": False, "is_sandbox": True, "is_hit_based": False, "syncs_qualifications": False,
+             "overrides_rejections": True},
+    "inhouse": {"is_marketplace": False, "is_sandbox": True, "is_hit_based": False, "syncs_qualifications": False,
+                "overrides_rejections": True},
+    "mturk": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": True, "syncs_qualifications": True,
+              "overrides_rejections": True},
     "mturk_sandbox": {"is_marketplace": True, "is_sandbox": True, "is_hit_based": True,
-                      "syncs_qualifications": True},
+                      "syncs_qualifications": True, "overrides_rejections": True},
+    "prolific": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": False, "syncs_qualifications": False,
+                 "overrides_rejections": False},
 }
 
 
@@ -94,13 +102,48 @@ def _mturk_crowd(name: str, turk: str) -> Crowd:
     return Crowd(provider, submit, take)
 
 
-@pytest.fixture(params=[name if name == "mock" else pytest.param(name, marks=pytest.mark.system)
+@pytest.fixture(scope="module")
+def prolific(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("provider-contract-prolific")
+    keys = directory / "prolific-credentials"
+    keys.write_text(json.dumps({"lab": FAKE_TOKEN}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROLIFIC_CREDENTIALS_FILE", str(keys))
+        with prolific_local(directory / "prolific.sqlite3", directory / "prolific.log") as url:
+            yield url
+
+
+def _prolific_crowd(prolific: str) -> Crowd:
+    provider = make_provider("prolific", {"requester_name": "lab", "endpoint_url": prolific,
+                                          "deployment": f"contract-{uuid.uuid4().hex[:8]}"})
+
+    def take(unit: str, worker: str) -> dict[str, str]:
+        return params_of(str(take_part(prolific, unit.split(":")[0], worker)["url"]))
+
+    def submit(unit: str, worker: str) -> SubmittedWork:
+        opened = take(unit, worker)
+        come_back(opened["complete_url"], worker)
+        return SubmittedWork(worker, unit, {"assignment_id": opened["submission_id"],
+                                            "prolific_study_id": opened["study_id"]})
+
+    def hold(unit: str, worker: str) -> None:
+        take(unit, worker)
+
+    return Crowd(provider, submit, hold)
+
+
+LOCAL_CROWDS = ("inhouse", "mock")  # nothing to reach: the worker opens the task URL
+
+
+@pytest.fixture(params=[name if name in LOCAL_CROWDS else pytest.param(name, marks=pytest.mark.system)
                         for name in sorted(EXPECTED)])  # mturk: a real mturk-local process
 def crowd(request: pytest.FixtureRequest) -> Crowd:
     name = str(request.param)
-    if name == "mock":
-        return Crowd(make_provider("mock"), lambda unit, worker: SubmittedWork(worker, unit, {}),
+    if name in LOCAL_CROWDS:
+        return Crowd(make_provider(name), lambda unit, worker: SubmittedWork(worker, unit, {}),
                      lambda unit, worker: None)
+    if name == "prolific":
+        return _prolific_crowd(str(request.getfixturevalue("prolific")))
     return _mturk_crowd(name, str(request.getfixturevalue("turk")))
 
 
@@ -182,7 +225,11 @@ def test_submitted_work_is_paid_once_and_a_rejection_can_be_overridden(crowd: Cr
     refused = crowd.submit(provider.publish_unit(_launch(), SERVER_URL, TASK_ARGS), _worker())
     assert provider.reject_work(refused, "not what was asked", idempotency_key=f"reject-{key}")
     assert provider.reject_work(refused, "not what was asked", idempotency_key=f"reject-{key}")
-    assert provider.approve_work(refused, idempotency_key=f"override-{key}")  # rejected -> accepted
+    if provider.overrides_rejections:
+        assert provider.approve_work(refused, idempotency_key=f"override-{key}")  # rejected -> accepted
+    else:
+        with pytest.raises(ProviderError, match="REJECTED"):  # final there: said, never silently dropped
+            provider.approve_work(refused, idempotency_key=f"override-{key}")
 
 
 def test_a_worker_can_be_blocked_and_unblocked(crowd: Crowd) -> None:
@@ -202,6 +249,15 @@ def test_qualifications_reach_a_provider_that_keeps_them(crowd: Crowd) -> None:
     assert provider.revoke_qualification(worker, name, "again")  # revoking what is gone is no error
 
 
+def test_the_inhouse_url_names_the_annotator_as_mephisto_does() -> None:
+    provider = make_provider("inhouse")
+    assert provider.worker_url(SERVER_URL, "ann", "3") == f"{SERVER_URL}/?worker_id=ann&id=3"
+    behind_proxy = make_provider("inhouse", {"ui_base_url": "https://lab.example.org/task/"})
+    assert behind_proxy.worker_url(SERVER_URL, "ann b", "3") == "https://lab.example.org/task/?worker_id=ann+b&id=3"
+    with pytest.raises(ConfigError, match="ui_base_url"):
+        make_provider("inhouse", {"ui_base_url": "lab.example.org"})
+
+
 def test_an_unknown_provider_is_a_config_error_naming_the_implemented_ones() -> None:
-    with pytest.raises(ConfigError, match="implemented: mock, mturk, mturk_sandbox"):
-        provider_class("prolific")
+    with pytest.raises(ConfigError, match="implemented: mock, mturk, mturk_sandbox, prolific, inhouse"):
+        provider_class("toloka")

@@ -4,6 +4,7 @@ unless given, every change said), and ``requesters remove``."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -20,14 +21,16 @@ from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
 from tests.factories import make_run
 from tests.mturk_local_process import mturk_local
+from tests.prolific_local_process import prolific_local
 
 KEY_ID = "AKIDREGISTERTEST0001"
 SECRET = "s3cr3t-never-to-be-seen-anywhere-0123456789"
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEPHISTO_DIST_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEPHISTO_DIST_", "AWS_", "PROLIFIC_"))}
     env.update({"MEPHISTO_DIST_DATA_DIR": str(home / "data"), "COLUMNS": "250",
+                "PROLIFIC_CREDENTIALS_FILE": str(home / "prolific" / "credentials"),
                 "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws" / "credentials"),
                 "AWS_CONFIG_FILE": str(home / "aws" / "config")})
     return subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", *args], env=env, check=False,
@@ -66,12 +69,33 @@ def test_register_keeps_keys_in_a_profile_and_requesters_reaches_the_api(tmp_pat
         secret_nowhere(tmp_path, made, listed, again)
 
 
+@pytest.mark.system
+def test_a_prolific_requester_keeps_its_token_as_mephisto_does_and_reaches_prolific_local(tmp_path: Path) -> None:
+    with prolific_local(tmp_path / "prolific.sqlite3", tmp_path / "prolific.log") as url:
+        made = cli(tmp_path, "register", "prolific", "name=lab", f"api_key={SECRET}", f"endpoint_url={url}")
+        assert made.returncode == 0, made.stderr
+        assert "registered prolific requester 'lab' (credentials: key 'lab' in " in made.stdout and url in made.stdout
+        keys = tmp_path / "prolific" / "credentials"
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+        assert json.loads(keys.read_text()) == {"lab": SECRET}  # Mephisto's own format: name to token
+        listed = cli(tmp_path, "requesters")
+        assert listed.returncode == 0, listed.stderr
+        lab = next(line for line in listed.stdout.splitlines() if "lab" in line)
+        assert "yes, account researcher@prolific-local.invalid" in lab and url in lab
+        removed = cli(tmp_path, "requesters", "remove", "lab", "--forget-keys")
+        assert removed.returncode == 0, removed.stderr
+        assert json.loads(keys.read_text()) == {}
+        secret_nowhere(tmp_path, made, listed, removed)
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["mturk"], "name=NAME"),
     (["mturk", "name=x", f"access_key_id={KEY_ID}"], "both access_key_id and secret_access_key"),
     (["mturk", "name=x", "colour=red"], "unknown key 'colour'"),
     (["mturk", "name=x", "endpoint_url=ftp://x"], "endpoint_url 'ftp://x'"),
-    (["prolific", "name=x"], "cannot register a requester for 'prolific'"),
+    (["prolific", "name=x"], "api_key="),
+    (["prolific", "name=x", f"access_key_id={KEY_ID}"], "prolific takes no access_key_id; its keys: api_key"),
+    (["upwork", "name=x"], "cannot register a requester for 'upwork'"),
     (["mturk", "name=x", f"secret_access_key{SECRET}"], "is not key=value"),
 ])
 @pytest.mark.system

@@ -367,7 +367,8 @@ def test_unresolvable_interpolation(tmp_path: Path) -> None:
 
 
 def test_registry_lookups() -> None:
-    assert [section.name for section in sections("provider")] == ["mock", "mturk", "mturk_sandbox", "prolific"]
+    assert [section.name for section in sections("provider")] == ["mock", "mturk", "mturk_sandbox", "prolific",
+                                                             "inhouse"]
     assert get_section("architect", "local").argument("port") is not None
     with pytest.raises(ConfigError, match=r"^unknown blueprint 'foo'; known: static_task, static_react_task, remote_procedure$"):
         get_section("blueprint", "foo")

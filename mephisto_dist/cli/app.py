@@ -229,6 +229,7 @@ COMMANDS = (
     (PROVIDERS, "hits", "The MTurk requester's HITs and submissions that never arrived."),
     (PROVIDERS, "cleanup", "Expire and delete HITs no open unit needs."),
     (PROVIDERS, "mturk-local", "A local Mechanical Turk for tests and rehearsals."),
+    (PROVIDERS, "prolific-local", "A local Prolific API for tests and rehearsals."),
     (DEPLOYMENT, "migrate", "Create or upgrade the database schema (release step)."),
     (DEPLOYMENT, "web", "Serve the worker-facing pages (the Procfile's web process)."),
     (DEPLOYMENT, "metrics", "Serve this machine's Prometheus metrics."),
@@ -245,6 +246,7 @@ def _register_commands() -> None:
     from mephisto_dist.cli.hits import cleanup, hits_app
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
+    from mephisto_dist.cli.prolific_local import prolific_local
     from mephisto_dist.cli.requesters import register, requesters_app
     from mephisto_dist.cli.review import review_app
     from mephisto_dist.cli.run import resume
@@ -256,7 +258,7 @@ def _register_commands() -> None:
     commands: dict[str, Callable[..., None]] = {
         "run": run_command, "resume": resume, "status": status, "runs": runs, "shutdown": shutdown,
         "limits": limits, "wut": wut, "export": export, "costs": costs, "register": register,
-        "cleanup": cleanup, "mturk-local": mturk_local, "migrate": migrate,
+        "cleanup": cleanup, "mturk-local": mturk_local, "prolific-local": prolific_local, "migrate": migrate,
         "web": web, "metrics": metrics, "reconciled": reconciled, "flower": flower,
     }
     groups = {"review": review_app, "workers": workers_app, "qualifications": qualifications_app, "hits": hits_app,

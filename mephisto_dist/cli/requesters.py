@@ -14,7 +14,7 @@ from mephisto_dist.cli.console import console, err_console, fail
 if TYPE_CHECKING:
     from mephisto_dist.providers.requesters import Keep
 
-REGISTER_KEYS = ("name", "access_key_id", "secret_access_key", "endpoint_url")
+REGISTER_KEYS = ("name", "access_key_id", "secret_access_key", "api_key", "endpoint_url")
 
 
 def _parse(pairs: list[str]) -> dict[str, str]:
@@ -30,9 +30,11 @@ def _parse(pairs: list[str]) -> dict[str, str]:
 
 
 def register(
-    provider_type: Annotated[str, typer.Argument(metavar="PROVIDER", help="mturk, mturk_sandbox or mock.")],
+    provider_type: Annotated[str, typer.Argument(
+        metavar="PROVIDER", help="mturk, mturk_sandbox, prolific, inhouse or mock.")],
     pairs: Annotated[list[str] | None, typer.Argument(
-        metavar="KEY=VALUE", help="name=NAME [access_key_id=... secret_access_key=...] [endpoint_url=URL]",
+        metavar="KEY=VALUE",
+        help="name=NAME [access_key_id=... secret_access_key=... | api_key=...] [endpoint_url=URL]",
         show_default=False)] = None,
 ) -> None:
     """Register a requester: the account runs launch under (mephisto.provider.requester_name).
@@ -40,43 +42,53 @@ def register(
     \b
     Keys:
       name=NAME                 the requester's name (required)
-      access_key_id=AKIA...     the AWS access key (with secret_access_key)
-      secret_access_key=...     its secret
-      endpoint_url=URL          another endpoint (mturk-local's http://HOST:PORT)
+      access_key_id=AKIA...     MTurk: the AWS access key (with secret_access_key)
+      secret_access_key=...     MTurk: its secret
+      api_key=...               Prolific: the API token
+      endpoint_url=URL          another endpoint (mturk-local's, prolific-local's)
 
-    The keys are saved as profile NAME in the AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE,
-    default ~/.aws/credentials); nothing else holds the secret. Without keys the requester uses that
-    profile if it exists, else the standard AWS environment. Registered again without endpoint_url, a
+    MTurk keys are saved as profile NAME in the AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE,
+    default ~/.aws/credentials); without keys the requester uses that profile if it exists, else the
+    standard AWS environment. A Prolific api_key is saved under NAME in ~/.prolific/credentials
+    (PROLIFIC_CREDENTIALS_FILE). Nothing else holds a secret. Registered again without endpoint_url, a
     requester keeps its endpoint; endpoint_url= with no URL is the provider's own (for mturk_sandbox,
     the real MTurk sandbox). A changed endpoint or credentials is said.
 
     Example: mephisto-dist register mturk_sandbox name=lab access_key_id=AKIA... secret_access_key=..."""
     from mephisto_dist.cli.runtime import opened_runtime
-    from mephisto_dist.providers.requesters import Keep, check_endpoint
+    from mephisto_dist.providers.requesters import Keep, check_endpoint, key_names
     from mephisto_dist.runs.requesters import register_requester
 
     given = _parse(pairs or [])
     name = given.get("name")
     if not name:
         fail("give the requester a name: name=NAME")
-    if ("access_key_id" in given) != ("secret_access_key" in given):
-        fail("give both access_key_id and secret_access_key, or neither")
+    wanted = key_names(provider_type) if provider_type in _registrable() else ()
+    stray = [key for key in ("access_key_id", "secret_access_key", "api_key") if key in given and key not in wanted]
+    if stray:
+        fail(f"{provider_type} takes no {' or '.join(stray)}" + (f"; its keys: {', '.join(wanted)}" if wanted else ""))
+    if any(key in given for key in wanted) and not all(key in given for key in wanted):
+        fail(f"give both {' and '.join(wanted)}, or neither")
     endpoint: str | Literal[Keep.ENDPOINT] | None = Keep.ENDPOINT
     if "endpoint_url" in given:  # given empty: the provider's own endpoint
         endpoint = check_endpoint(given["endpoint_url"]) if given["endpoint_url"] else None
-    keys = (given["access_key_id"], given["secret_access_key"]) if "access_key_id" in given else None
+    keys = {key: given[key] for key in wanted} if wanted and wanted[0] in given else None
     with opened_runtime() as runtime:
         done = register_requester(runtime.sessions, provider_type, name, keys=keys, endpoint_url=endpoint,
                                   now=datetime.now(UTC))
     if done.keys_saved_to is not None:
-        err_console.print(f"keys saved as profile '{name}' in {done.keys_saved_to}", highlight=False)
+        err_console.print(f"keys saved under '{name}' in {done.keys_saved_to}", highlight=False)
     for change in done.changes:
         console.print(change, highlight=False)
-    profile = done.profile
-    where = f"profile '{profile}'" if profile else "the standard AWS environment"
     console.print(f"registered {provider_type} requester {name!r}" +
-                  ("" if not done.marketplace else f" (credentials: {where}"
+                  ("" if not done.marketplace else f" (credentials: {done.credentials}"
                    f"{', endpoint ' + done.endpoint if done.endpoint else ''})"), highlight=False)
+
+
+def _registrable() -> tuple[str, ...]:
+    from mephisto_dist.providers import provider_types
+
+    return provider_types()
 
 
 requesters_app = typer.Typer()
@@ -93,8 +105,7 @@ def requesters(
         return
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.errors import MephistoDistError
-    from mephisto_dist.providers import provider_class
-    from mephisto_dist.providers.mturk import MTurkProvider
+    from mephisto_dist.providers import ChecksAccount, make_provider, provider_class
     from mephisto_dist.runs.requesters import registered_requesters
 
     with opened_runtime() as runtime:
@@ -103,19 +114,18 @@ def requesters(
     for column in ("name", "provider", "credentials", "endpoint", "reachable"):
         table.add_column(column)
     for requester in found:
-        cls = provider_class(requester.provider_type)
-        if not issubclass(cls, MTurkProvider):
+        if not provider_class(requester.provider_type).is_marketplace:
             table.add_row(requester.requester_name, requester.provider_type, "-", "-", "yes (nothing to reach)")
             continue
-        access = requester.access()
         state = "not checked"
         if check:
             try:
-                state = f"yes, balance ${cls(access.as_args()).balance()}"
+                provider = make_provider(requester.provider_type, requester.access_args())
+                state = f"yes, {provider.account_check()}" if isinstance(provider, ChecksAccount) else "yes"
             except MephistoDistError as error:
                 state = f"no: {error}"
-        table.add_row(requester.requester_name, requester.provider_type,
-                      f"profile '{access.profile}'" if access.profile else "AWS environment", access.endpoint, state)
+        table.add_row(requester.requester_name, requester.provider_type, requester.credentials(),
+                      requester.endpoint, state)
     if not found:
         console.print("no requesters registered; mephisto-dist register mturk_sandbox name=NAME ...")
         return

@@ -494,7 +494,7 @@ def _check_children(children: ChildProcesses) -> None:
 def _print_worker_urls(provider: CrowdProvider, server_url: str) -> None:
     url = provider.worker_url(server_url, "worker1", "1")
     if url is None:
-        console.print(f"workers find the HITs on {provider.provider_type}; each opens {server_url}", soft_wrap=True)
+        console.print(f"workers find the task on {provider.provider_type}; each opens {server_url}", soft_wrap=True)
         return
     console.print("Open the task as a worker (any worker_id / assignment_id you like):")
     console.print(f"  {url}", soft_wrap=True)

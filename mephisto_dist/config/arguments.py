@@ -10,7 +10,7 @@ architect's ``port``), the type here is the one the value really has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from mephisto_dist.errors import ConfigError
@@ -312,26 +312,53 @@ MTURK_SANDBOX_PROVIDER = Section(
 PROLIFIC_PROVIDER = Section(
     kind=PROVIDER,
     name="prolific",
-    description="Prolific studies (arguments accepted so Mephisto's Prolific configs load; cannot run yet).",
-    implemented=False,
-    arguments=tuple(replace(argument, implemented=False) for argument in (
-        Argument("requester_name", str, "prolific", "Registered Prolific requester launching the study."),
+    description="Prolific: a run is one study in a workspace and project found or made by name; each launched "
+                "unit adds a place (places only grow); participants come back to Prolific with the study's "
+                "completion code.",
+    arguments=(
+        Argument("requester_name", str, "prolific",
+                 "Registered Prolific requester (mephisto-dist register prolific name=NAME api_key=...)."),
         Argument("prolific_external_study_url", str, "",
-                 "The study URL participants are sent to; may carry {{%PROLIFIC_PID%}}, {{%STUDY_ID%}} and "
-                 "{{%SESSION_ID%}} placeholders."),
+                 "The study URL participants are sent to; empty: the run's task page with participant_id, "
+                 "study_id and submission_id filled in from {{%PROLIFIC_PID%}}, {{%STUDY_ID%}} and "
+                 "{{%SESSION_ID%}} and the completion URL. A URL given is used as it is."),
         Argument("prolific_id_option", str, "url_parameters",
-                 "How the participant id reaches the task.", choices=("question", "url_parameters", "not_required")),
+                 "How Prolific passes the participant id (the study's prolific_id_option).",
+                 choices=("question", "url_parameters", "not_required")),
         Argument("prolific_estimated_completion_time_in_minutes", int, 5,
-                 "Estimated minutes one participant takes (Prolific's estimated_completion_time).", minimum=1),
+                 "Estimated minutes one participant takes (the study's estimated_completion_time; its "
+                 "maximum_allowed_time is the larger of it and assignment_duration_in_seconds).", minimum=1),
         Argument("prolific_eligibility_requirements", list, [],
-                 "Prolific eligibility requirements (age, country, allow or block lists, ...)."),
-        Argument("prolific_workspace_name", str, "My Workspace", "Prolific workspace of the study."),
-        Argument("prolific_project_name", str, "Project", "Prolific project of the study."),
+                 "Eligibility requirements as Mephisto lists them ({name: CLASS, ...attributes}; "
+                 "AgeRange, ApprovalNumbers, ApprovalRate, CustomBlacklist, CustomWhitelist, JoinedBefore, "
+                 "ParticipantGroup ...EligibilityRequirement), set on the study when it is made."),
+        Argument("prolific_workspace_name", str, "My Workspace",
+                 "Prolific workspace of the study (found by title, or made)."),
+        Argument("prolific_project_name", str, "Project", "Prolific project of the study (found by title, or made)."),
         Argument("prolific_allow_list_group_name", str, "Allow list",
-                 "Participant group holding the workers allowed in."),
+                 "Participant group of allowed workers (accepted so Mephisto configs load; qualifications as "
+                 "participant groups are not carried out yet).", implemented=False),
         Argument("prolific_block_list_group_name", str, "Block list",
-                 "Participant group holding blocked workers."),
-    )),
+                 "Participant group a blocked worker is added to at once (and removed from on unblock)."),
+        Argument("endpoint_url", str, None,
+                 "Prolific API endpoint; filled in from the requester's registration (prolific-local's URL)."),
+        Argument("deployment", str, None, "Deployment name marked on the study's internal_name; filled in from "
+                 "MEPHISTO_DIST_DEPLOYMENT."),
+    ),
+)
+
+INHOUSE_PROVIDER = Section(
+    kind=PROVIDER,
+    name="inhouse",
+    description="The lab's own annotators: each opens the task URL with ?worker_id=NAME&id=ANY (Mephisto's "
+                "inhouse URL); no marketplace, no payment (approvals and bonuses are recorded for the lab to pay).",
+    arguments=(
+        Argument("requester_name", str, "inhouse", "Requester name the run is recorded under."),
+        Argument("ui_base_url", str, None,
+                 "Base URL annotators open the task at, when not the server's own (behind a proxy or a "
+                 "container's published port); used in the worker URLs run prints. Mephisto's default is "
+                 "http://localhost:3000; here the default is the run's server URL."),
+    ),
 )
 
 # -- the task run ------------------------------------------------------------------------------------
@@ -386,7 +413,7 @@ TASK_RUN = Section(
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
     BLUEPRINT: (STATIC_TASK, STATIC_REACT_TASK, REMOTE_PROCEDURE),
     ARCHITECT: (LOCAL_ARCHITECT, EC2_ARCHITECT, MOCK_ARCHITECT),
-    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER),
+    PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER, INHOUSE_PROVIDER),
     TASK: (TASK_RUN,),
 }
 

@@ -1,8 +1,10 @@
 """Crowd providers: where units are published and workers come from.
 
 A provider is a :class:`CrowdProvider`; ``mock`` (``providers.mock``) publishes nothing and takes worker
-and assignment from the page URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical
-Turk through boto3 behind this same contract.
+and assignment from the page URL, as ``inhouse`` (``providers.inhouse``) does for a lab's own annotators
+with Mephisto's inhouse URL; ``mturk`` and ``mturk_sandbox`` (``providers.mturk``) drive Mechanical
+Turk through boto3, and ``prolific`` (``providers.prolific``) runs a Prolific study through its API, behind
+this same contract.
 
 Publishing is one unit per call (:meth:`CrowdProvider.publish_unit`), made by the launcher
 (``mephisto_dist.runs.launches``) outside any database transaction, after it recorded the launch's intent and
@@ -12,7 +14,8 @@ so a provider must answer a repeated token with the unit it already published (M
 ``UniqueRequestToken``), never with a second one.
 
 What differs between providers is declared by each implementation as a capability of the contract
-(``is_marketplace``, ``is_sandbox``, ``is_hit_based``, ``syncs_qualifications``, ``publishes_instantly``),
+(``is_marketplace``, ``is_sandbox``, ``is_hit_based``, ``syncs_qualifications``, ``publishes_instantly``,
+``overrides_rejections``),
 and implementations are found by name in one registry (:func:`provider_class`): nothing outside this
 package compares a provider's name.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mephisto_dist.errors import ConfigError
 
@@ -71,6 +74,9 @@ class CrowdProvider(Protocol):
     """The provider keeps its own copy of workers' qualifications, which every grant and revoke is sent to."""
     publishes_instantly: bool
     """Publishing costs no remote call (mock): the web server may refill a freed slot itself, at once."""
+    overrides_rejections: bool
+    """A rejected submission can still be approved (and paid) on the provider (MTurk's OverrideRejection);
+    False where a rejection is final (Prolific)."""
     fee_rate: float
     """What the provider charges on top of every reward and bonus paid, as a fraction (MTurk: 0.20)."""
 
@@ -124,6 +130,16 @@ class CrowdProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class ChecksAccount(Protocol):
+    """A marketplace provider that can say whether its account answers (``requesters``)."""
+
+    def account_check(self) -> str:
+        """What the account says about itself (MTurk: its balance); raises the provider's error if it
+        cannot be reached or refuses the keys."""
+        ...
+
+
 STATIC_DIR = Path(__file__).with_name("static")
 
 
@@ -140,10 +156,13 @@ def wrap_crowd_source(provider_type: str) -> Path:
 @cache
 def _registry() -> dict[str, type[CrowdProvider]]:
     """Every implemented provider by name: the one place a provider is added."""
+    from mephisto_dist.providers.inhouse import InhouseProvider
     from mephisto_dist.providers.mock import MockProvider
     from mephisto_dist.providers.mturk import MTurkProvider, MTurkSandboxProvider
+    from mephisto_dist.providers.prolific import ProlificProvider
 
-    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider)
+    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider,
+                                                    ProlificProvider, InhouseProvider)
     return {cls.provider_type: cls for cls in implemented}
 
 

@@ -30,6 +30,7 @@ class MockProvider:
     is_marketplace = False
     is_sandbox = True
     fee_rate = 0.0
+    overrides_rejections = True
     is_hit_based = False
     syncs_qualifications = False
     publishes_instantly = True

@@ -1,13 +1,17 @@
 """Requesters: the provider accounts runs are launched under. A requester row names where its
-credentials are (an AWS profile, or the standard AWS environment) and its endpoint; never a key. A name is
+credentials are (an AWS profile, or the standard AWS environment; for Prolific, the name its API key is kept
+under in the Prolific credentials file) and its endpoint; never a key. How each provider keeps keys is
+said here, so nothing outside this package compares a provider's name. A name is
 one account: the same name is never registered for two provider types at once. A removed requester its
 ended runs still name keeps its row, marked ``removed_at``, and is otherwise as if never registered."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,7 +22,14 @@ from mephisto_dist.db.models import Requester
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.providers import provider_class, provider_types
+from mephisto_dist.providers.mturk import credentials as aws_credentials
 from mephisto_dist.providers.mturk.client import RequesterAccess
+from mephisto_dist.providers.prolific import credentials as prolific_credentials
+from mephisto_dist.providers.prolific.client import ProlificAccess
+
+PROLIFIC = "prolific"
+AWS_KEYS = ("access_key_id", "secret_access_key")
+PROLIFIC_KEYS = ("api_key",)
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,64 @@ class RegisteredRequester:
 
     def access(self) -> RequesterAccess:
         return RequesterAccess(self.requester_name, self.provider_type, self.aws_profile, self.endpoint_url)
+
+    def access_args(self) -> dict[str, str]:
+        """What a run's stored provider arguments carry to reach the account (never a key)."""
+        if self.provider_type == PROLIFIC:
+            return ProlificAccess(self.requester_name, self.endpoint_url).as_args()
+        return self.access().as_args()
+
+    @property
+    def endpoint(self) -> str:
+        """The API endpoint it is reached at (the provider's own unless registered with one)."""
+        if self.provider_type == PROLIFIC:
+            return ProlificAccess(self.requester_name, self.endpoint_url).endpoint
+        return self.access().endpoint
+
+    def credentials(self) -> str:
+        """Where its keys are, in words."""
+        if self.provider_type == PROLIFIC:
+            return f"key '{self.aws_profile or self.requester_name}' in {prolific_credentials.credentials_file()}"
+        return f"profile '{self.aws_profile}'" if self.aws_profile else "the standard AWS environment"
+
+
+def key_names(provider_type: str) -> tuple[str, ...]:
+    """The ``register`` keys that carry a provider's secret (all of them or none are given)."""
+    if provider_type == PROLIFIC:
+        return PROLIFIC_KEYS
+    return AWS_KEYS if provider_class(provider_type).is_marketplace else ()
+
+
+def keys_required(provider_type: str) -> bool:
+    """A requester of this provider cannot be registered without keys (Prolific has no environment to
+    fall back on, as AWS tools have)."""
+    return provider_type == PROLIFIC
+
+
+def keys_file(provider_type: str) -> Path:
+    """The file a provider's keys are kept in (AWS's shared credentials file, or Prolific's)."""
+    if provider_type == PROLIFIC:
+        return prolific_credentials.credentials_file()
+    return aws_credentials.credentials_file()
+
+
+def save_keys(provider_type: str, name: str, keys: Mapping[str, str]) -> Path:
+    """Keep a requester's keys under ``name`` in its provider's credentials file (mode 0600)."""
+    if provider_type == PROLIFIC:
+        return prolific_credentials.save_key(name, keys["api_key"])
+    return aws_credentials.save_profile(name, keys["access_key_id"], keys["secret_access_key"])
+
+
+def has_keys(provider_type: str, name: str) -> bool:
+    if provider_type == PROLIFIC:
+        return prolific_credentials.has_key(name)
+    return aws_credentials.has_profile(name)
+
+
+def delete_keys(provider_type: str, name: str) -> Path | None:
+    if provider_type == PROLIFIC:
+        return prolific_credentials.delete_key(name)
+    return aws_credentials.delete_profile(name)
 
 
 def check_endpoint(url: str) -> str:
@@ -112,11 +181,11 @@ def provider_access_args(session: Session, provider_type: str, provider_args: di
     row = session.scalar(select(Requester).where(Requester.provider_type == provider_type,
                                                  Requester.requester_name == name, Requester.removed_at.is_(None)))
     if row is None:
+        keys = " ".join(f"{key}=..." for key in key_names(provider_type))
         raise ConfigError(f"requester {name!r} is not registered for {provider_type}; run "
-                          f"'mephisto-dist register {provider_type} name={name} access_key_id=... "
-                          "secret_access_key=...' first")
+                          f"'mephisto-dist register {provider_type} name={name} {keys}' first")
     given = {key: value for key, value in provider_args.items() if value is not None}
-    return {**_registered(row).access().as_args(), "deployment": deployment, **given}
+    return {**_registered(row).access_args(), "deployment": deployment, **given}
 
 
 def _registered(row: Requester) -> RegisteredRequester:

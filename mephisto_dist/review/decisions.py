@@ -40,7 +40,7 @@ from mephisto_dist.domain.launch import retry_delay_s
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import ConfigError, MephistoDistError, NotFoundError, ServiceError
 from mephisto_dist.metrics import record_provider_call
-from mephisto_dist.providers import CrowdProvider, SubmittedWork, make_provider
+from mephisto_dist.providers import CrowdProvider, SubmittedWork, make_provider, provider_class
 
 CLAIM_STALE_AFTER_S = 300.0
 """A claimed call not finished after this long is presumed abandoned by a dead process and re-claimable."""
@@ -182,6 +182,9 @@ def decide(
     worker_id, agent_id, run_id, provider_unit_id, worker_name, provider_type, config = row
     if worker_id is None or agent_id is None:
         raise NotReviewable(f"unit {unit_id} has no worker's submission to review")
+    if seen == UnitStatus.REJECTED and not provider_class(provider_type).overrides_rejections:
+        raise NotReviewable(f"unit {unit_id} was rejected on {provider_type}, where a rejection is final: it "
+                            "cannot be approved now")
     # From the status this reviewer saw, not any status the rule allows: a rejection committed by
     # someone else a moment ago must not be silently overridden by an approval decided on "completed".
     if not move_unit(session, unit_id, seen, rule.unit_to, now=now):

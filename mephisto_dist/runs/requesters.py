@@ -3,6 +3,7 @@ marketplace), saying what a registration again changed, listing them, and removi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,16 +14,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import TaskRun
-from mephisto_dist.errors import NotAllowed
+from mephisto_dist.errors import ConfigError, NotAllowed
 from mephisto_dist.providers import provider_class, provider_types
-from mephisto_dist.providers.mturk import credentials
 from mephisto_dist.providers.requesters import (
     Keep,
     RegisteredRequester,
+    delete_keys,
     find_requesters,
+    has_keys,
+    keys_file,
+    keys_required,
     list_requesters,
     register,
     requester_row,
+    save_keys,
 )
 
 
@@ -32,44 +37,51 @@ class Registration:
 
     marketplace: bool
     profile: str | None
-    """The AWS profile the requester uses (``None``: the standard AWS environment)."""
+    """The name its keys are kept under (an AWS profile, or the Prolific credentials file's entry;
+    ``None``: the standard AWS environment)."""
     keys_saved_to: Path | None
     """The shared credentials file the keys were written to, when keys were given."""
     changes: tuple[str, ...] = ()
     """What registering again changed or kept of a marketplace requester, one sentence each."""
     endpoint: str | None = None
     """The endpoint it is reached at when not the provider's own."""
+    credentials: str = ""
+    """Where its keys are, in words."""
 
 
 def register_requester(factory: sessionmaker[Session], provider_type: str, name: str, *,
-                       keys: tuple[str, str] | None, endpoint_url: str | Literal[Keep.ENDPOINT] | None,
+                       keys: Mapping[str, str] | None, endpoint_url: str | Literal[Keep.ENDPOINT] | None,
                        now: datetime) -> Registration:
-    """Register (or re-register) a requester. A marketplace's ``keys`` (access key id, secret) go to a
-    profile named ``name``; without keys it uses that profile if it exists, else the AWS environment.
+    """Register (or re-register) a requester. A marketplace's ``keys`` (MTurk's access key id and secret,
+    Prolific's api_key) are kept under ``name`` in its provider's credentials file; without keys it uses
+    the keys kept under that name if there are any, else (MTurk) the AWS environment.
     ``Keep.ENDPOINT`` keeps the endpoint registered before; ``None`` is the provider's own."""
     profile: str | None = None
     saved: Path | None = None
     marketplace = provider_type in provider_types(lambda cls: cls.is_marketplace)
     if marketplace:
         if keys is not None:
-            saved = credentials.save_profile(name, keys[0], keys[1])
+            saved = save_keys(provider_type, name, keys)
             profile = name
-        elif credentials.has_profile(name):
+        elif has_keys(provider_type, name):
             profile = name
+        elif keys_required(provider_type):
+            raise ConfigError(f"requester {name!r}: no {provider_type} API key is kept under that name; give it: "
+                              f"mephisto-dist register {provider_type} name={name} api_key=...")
     with transaction(factory) as session:
         before = next((r for r in find_requesters(session, name, removed=True) if r.provider_type == provider_type),
                       None)
         after = register(session, provider_type, name, aws_profile=profile, endpoint_url=endpoint_url, now=now)
     said = registration_changes(before, after, endpoint_kept=endpoint_url is Keep.ENDPOINT) if marketplace else ()
-    return Registration(marketplace, profile, saved, said, after.endpoint_url)
+    return Registration(marketplace, profile, saved, said, after.endpoint_url, after.credentials())
 
 
 def _credentials(requester: RegisteredRequester) -> str:
-    return f"profile '{requester.aws_profile}'" if requester.aws_profile else "the standard AWS environment"
+    return requester.credentials()
 
 
 def _endpoint(requester: RegisteredRequester) -> str:
-    shown = requester.access().endpoint
+    shown = requester.endpoint
     return shown if requester.endpoint_url else f"{shown} (the provider's own)"
 
 
@@ -129,10 +141,10 @@ def remove_requester(factory: sessionmaker[Session], name: str, provider_type: s
             session.delete(row)
         session.flush()
         shared = any(r.aws_profile == removed.aws_profile for r in list_requesters(session))
-    keys_file: Path | None = None
+    kept_in: Path | None = None
     deleted = False
-    if removed.aws_profile and credentials.has_profile(removed.aws_profile):
-        keys_file = credentials.credentials_file()
+    if removed.aws_profile and has_keys(removed.provider_type, removed.aws_profile):
+        kept_in = keys_file(removed.provider_type)
         if forget_keys and not shared:
-            deleted = credentials.delete_profile(removed.aws_profile, keys_file) is not None
-    return Removal(removed, len(runs), provider_class(removed.provider_type).is_marketplace, keys_file, deleted)
+            deleted = delete_keys(removed.provider_type, removed.aws_profile) is not None
+    return Removal(removed, len(runs), provider_class(removed.provider_type).is_marketplace, kept_in, deleted)

@@ -61,6 +61,7 @@ class MTurkProvider:
     # MTurk's commission on rewards and bonuses (HITs with 10 or more assignments pay 20% more; a unit's
     # HIT here has one assignment).
     fee_rate = 0.20
+    overrides_rejections = True
     is_hit_based = True
     syncs_qualifications = True
     publishes_instantly = False
@@ -115,6 +116,9 @@ class MTurkProvider:
 
     def balance(self) -> str:
         return str(self.call("GetAccountBalance")["AvailableBalance"])
+
+    def account_check(self) -> str:
+        return f"balance ${self.balance()}"
 
     # -- publishing -----------------------------------------------------------------------------------
 

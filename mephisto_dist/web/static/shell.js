@@ -12,11 +12,17 @@
   var submitButton = document.getElementById("submit-button");
   var noticeEl = document.getElementById("shell-notice");
 
-  var workerName = params.get("worker_id") || params.get("workerId");
-  var assignmentRef = params.get("assignment_id") || params.get("assignmentId");
+  // Mephisto's inhouse provider names the (pseudo) assignment "id"; Prolific's study URL carries
+  // participant_id, study_id and submission_id, and complete_url to return to Prolific with the code.
+  var workerName = params.get("worker_id") || params.get("workerId") || params.get("participant_id");
+  var assignmentRef = params.get("assignment_id") || params.get("assignmentId") || params.get("id") ||
+    params.get("submission_id");
   var hitId = params.get("hitId");
   var turkSubmitTo = params.get("turkSubmitTo");
-  var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" : "mock");
+  var prolificStudy = params.get("study_id");
+  var completeUrl = params.get("complete_url");
+  var providerType = params.get("provider_type") || (params.get("workerId") ? "mturk" :
+    (prolificStudy ? "prolific" : "mock"));
   var isPreview = !workerName || !assignmentRef || assignmentRef === "ASSIGNMENT_ID_NOT_AVAILABLE";
   var CLOSED = "This task has been closed (its server no longer answers), so your work was not recorded. " +
     "You can close this page.";
@@ -152,6 +158,12 @@
       });
   }
 
+  function finishOnProlific() {
+    if (!completeUrl || !/^https?:\/\//.test(completeUrl)) { return; }
+    say("Thank you! Your work has been submitted. Taking you back to Prolific…", "done");
+    window.location.href = completeUrl;
+  }
+
   function finishOnMturk() {
     if (!turkSubmitTo) { return; }
     var external = document.createElement("form");
@@ -211,6 +223,7 @@
       form.hidden = true;
       say("Thank you! Your work has been submitted.", "done");
       finishOnMturk();
+      finishOnProlific();
     }).catch(function (error) {
       if (error instanceof TypeError) {
         checkClosed(attempt);
@@ -245,6 +258,7 @@
       provider_type: providerType,
     };
     if (hitId) { providerData.hit_id = hitId; }
+    if (prolificStudy) { providerData.prolific_study_id = prolificStudy; }
     return postJson("/request_agent", { provider_data: providerData, client_timestamp: Date.now() / 1000 })
       .then(follow);
   }).catch(function (error) {

@@ -1,0 +1,246 @@
+"""The HTTP face of prolific-local: Prolific's researcher API under ``/api/v1/`` (a token in
+``Authorization``), the participant's pages, and a JSON API for simulated participants under ``/local``."""
+
+from __future__ import annotations
+
+import html
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from mephisto_dist.prolific_local import accounts, studies
+from mephisto_dist.prolific_local.faults import ProlificFault
+from mephisto_dist.prolific_local.store import Store
+
+API = "/api/v1"
+PARTICIPANT_COOKIE = "prolific_local_pid"
+Handler = Callable[[sqlite3.Connection, Request, dict[str, Any], float], Any]
+
+
+class Service:
+    def __init__(self, store: Store, *, api_key: str | None = None, processing_s: float = 0.5) -> None:
+        self.store = store
+        self.api_key = api_key
+        self.processing_s = processing_s
+        self.lock = threading.Lock()  # one request at a time on the file: SQLite serialises writers anyway
+
+    def count(self, db: sqlite3.Connection, endpoint: str) -> None:
+        db.execute("INSERT INTO call_count VALUES (?, 1) ON CONFLICT (endpoint) DO UPDATE SET calls = calls + 1",
+                   (endpoint,))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ProlificFault(400, "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProlificFault(400, "The request body must be a JSON object.")
+    return data
+
+
+def api(method: str, path: str, handler: Handler, status: int = 200) -> Route:
+    """A researcher API endpoint: the token checked, the handler run in one transaction, errors answered
+    as Prolific's."""
+    endpoint = f"{method} {path}"
+
+    async def serve(request: Request) -> Response:
+        service: Service = request.app.state.service
+        try:
+            token = request.headers.get("authorization", "")
+            scheme, _, key = token.partition(" ")
+            if scheme != "Token" or not key.strip() or (service.api_key is not None and key != service.api_key):
+                raise ProlificFault(401, "Invalid token.", "Authentication failed")
+            data = await _body(request)
+            with service.lock, service.store.transaction() as db:
+                service.count(db, endpoint)
+                result = handler(db, request, data, time.time())
+        except ProlificFault as fault:
+            return JSONResponse(fault.body(), status_code=fault.status)
+        if result is None:
+            return Response(status_code=204)
+        return JSONResponse(result, status_code=status)
+
+    return Route(API + path, serve, methods=[method])
+
+
+def _p(request: Request, name: str) -> str:
+    return str(request.path_params[name])
+
+
+def _list_studies(db: sqlite3.Connection, project_id: str | None, now: float) -> dict[str, Any]:
+    query, params = "SELECT * FROM study", tuple[str, ...]()
+    if project_id:
+        query, params = query + " WHERE project_id = ?", (project_id,)
+    rows = db.execute(query + " ORDER BY seq", params).fetchall()
+    return {"results": [studies.public_study(studies.study_view(db, r, now)) for r in rows]}
+
+
+def _list_submissions(db: sqlite3.Connection, request: Request, now: float) -> dict[str, Any]:
+    study_id = request.query_params.get("study")
+    query, params = "SELECT * FROM submission", tuple[str, ...]()
+    if study_id:
+        studies.study_row(db, study_id)
+        query, params = query + " WHERE study_id = ?", (study_id,)
+    return {"results": [studies.submission_view(r, now) for r in db.execute(query + " ORDER BY seq", params)]}
+
+
+def _study(db: sqlite3.Connection, study_id: str, now: float) -> dict[str, Any]:
+    return studies.public_study(studies.study_view(db, studies.study_row(db, study_id), now))
+
+
+def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
+    return [
+        api("GET", "/users/me/", lambda db, r, d, now: accounts.me()),
+        api("GET", "/workspaces/", lambda db, r, d, now: accounts.list_workspaces(db)),
+        api("POST", "/workspaces/", lambda db, r, d, now: accounts.create_workspace(db, d, now), 201),
+        api("GET", "/workspaces/{id}/", lambda db, r, d, now: accounts.workspace(db, _p(r, "id"))),
+        api("GET", "/workspaces/{id}/balance/", lambda db, r, d, now: accounts.balance(db, _p(r, "id"))),
+        api("GET", "/workspaces/{id}/projects/", lambda db, r, d, now: accounts.list_projects(db, _p(r, "id"))),
+        api("POST", "/workspaces/{id}/projects/",
+            lambda db, r, d, now: accounts.create_project(db, _p(r, "id"), d, now), 201),
+        api("GET", "/workspaces/{id}/projects/{project}/",
+            lambda db, r, d, now: accounts.project(db, _p(r, "id"), _p(r, "project"))),
+        api("GET", "/projects/{id}/studies/", lambda db, r, d, now: _list_studies(db, _p(r, "id"), now)),
+        api("GET", "/studies/", lambda db, r, d, now: _list_studies(db, None, now)),
+        api("POST", "/studies/",
+            lambda db, r, d, now: studies.public_study(studies.create_study(db, d, now)), 201),
+        api("GET", "/studies/{id}/", lambda db, r, d, now: _study(db, _p(r, "id"), now)),
+        api("PATCH", "/studies/{id}/",
+            lambda db, r, d, now: studies.public_study(studies.update_study(db, _p(r, "id"), d, now))),
+        api("DELETE", "/studies/{id}/", lambda db, r, d, now: studies.delete_study(db, _p(r, "id"))),
+        api("POST", "/studies/{id}/transition/", lambda db, r, d, now: studies.public_study(
+            studies.transition_study(db, _p(r, "id"), str(d.get("action")), now, processing_s(r)))),
+        api("GET", "/submissions/", lambda db, r, d, now: _list_submissions(db, r, now)),
+        api("GET", "/submissions/{id}/",
+            lambda db, r, d, now: studies.submission_view(studies.submission_row(db, _p(r, "id")), now)),
+        api("POST", "/submissions/{id}/transition/",
+            lambda db, r, d, now: studies.transition_submission(db, _p(r, "id"), d, now, processing_s(r))),
+        api("POST", "/submissions/bonus-payments/", lambda db, r, d, now: accounts.set_up_bonuses(db, d), 201),
+        api("POST", "/bulk-bonus-payments/{id}/pay/",
+            lambda db, r, d, now: accounts.pay_bonuses(db, _p(r, "id"), now), 202),
+        api("GET", "/participant-groups/",
+            lambda db, r, d, now: accounts.list_groups(db, r.query_params.get("project_id"))),
+        api("POST", "/participant-groups/", lambda db, r, d, now: accounts.create_group(db, d, now), 201),
+        api("GET", "/participant-groups/{id}/", lambda db, r, d, now: accounts.group(db, _p(r, "id"))),
+        api("DELETE", "/participant-groups/{id}/", lambda db, r, d, now: accounts.delete_group(db, _p(r, "id"))),
+        api("GET", "/participant-groups/{id}/participants/",
+            lambda db, r, d, now: accounts.members(db, _p(r, "id"))),
+        api("POST", "/participant-groups/{id}/participants/",
+            lambda db, r, d, now: accounts.change_members(db, _p(r, "id"), d, now, add=True)),
+        api("DELETE", "/participant-groups/{id}/participants/",
+            lambda db, r, d, now: accounts.change_members(db, _p(r, "id"), d, now, add=False)),
+        api("POST", "/messages/", lambda db, r, d, now: accounts.send_message(db, d, now), 201),
+        api("GET", "/messages/", lambda db, r, d, now: accounts.list_messages(db, r.query_params.get("user_id"))),
+    ]
+
+
+# -- the participant's side -------------------------------------------------------------------------------
+
+
+def _participant(run: Callable[[sqlite3.Connection, float], Any]) -> Callable[[Request], Awaitable[Any]]:
+    async def call(request: Request) -> Any:
+        service: Service = request.app.state.service
+        with service.lock, service.store.transaction() as db:
+            return run(db, time.time())
+    return call
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                        f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>", status_code=status)
+
+
+async def home(request: Request) -> Response:
+    def listed(db: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+        return [v for v in _list_studies(db, None, now)["results"] if v["status"] == studies.ACTIVE]
+
+    found = await _participant(listed)(request)
+    items = "".join(
+        f"<li><form method='get' action='/studies/{s['id']}/start'>{html.escape(s['name'])} "
+        f"({s['total_available_places'] - s['places_taken']} places) <input name='participant_id' "
+        f"placeholder='participant id' required> <button>Take part</button></form></li>" for s in found)
+    return _page("prolific-local studies", f"<ul id='studies'>{items}</ul>" if items else
+                 "<p id='studies'>No study is open.</p>")
+
+
+async def start_page(request: Request) -> Response:
+    participant = request.query_params.get("participant_id") or request.cookies.get(PARTICIPANT_COOKIE) or ""
+    if not participant.strip():
+        return _page("Who are you?", "<p>A participant id is needed (participant_id=...).</p>", 400)
+    try:
+        url = await _participant(lambda db, now: _start(db, _p(request, "id"), participant, now)["url"])(request)
+    except ProlificFault as fault:
+        return _page("Not available", f"<p id='reason'>{html.escape(str(fault.detail))}</p>", fault.status)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(PARTICIPANT_COOKIE, participant, samesite="lax")
+    return response
+
+
+def _start(db: sqlite3.Connection, study_id: str, participant: str, now: float) -> dict[str, Any]:
+    submission = studies.start_submission(db, study_id, participant, now)
+    return {"submission_id": submission["id"], "study_id": study_id, "participant_id": participant,
+            "url": studies.study_url(studies.study_row(db, study_id), submission)}
+
+
+async def complete_page(request: Request) -> Response:
+    participant = request.cookies.get(PARTICIPANT_COOKIE) or request.query_params.get("PROLIFIC_PID") or ""
+    code = request.query_params.get("cc") or ""
+    try:
+        done = await _participant(lambda db, now: studies.submission_view(
+            studies.complete(db, participant, code, now), now))(request)
+    except ProlificFault as fault:
+        return _page("Submission not completed", f"<p id='reason'>{html.escape(str(fault.detail))}</p>", 400)
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(done)
+    return _page("Study completed", f"<p id='completed' data-submission='{html.escape(done['id'])}'>Thank you: "
+                 f"your submission is awaiting review (code {html.escape(code)}).</p><p><a href='/'>Studies</a></p>")
+
+
+def _local(run: Callable[[sqlite3.Connection, Request, dict[str, Any], float], Any]) -> Callable[
+        [Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        service: Service = request.app.state.service
+        try:
+            data = await _body(request)
+            with service.lock, service.store.transaction() as db:
+                return JSONResponse(run(db, request, data, time.time()))
+        except ProlificFault as fault:
+            return JSONResponse(fault.body(), status_code=fault.status)
+    return serve
+
+
+def _stats(db: sqlite3.Connection) -> dict[str, Any]:
+    calls = {r["endpoint"]: r["calls"] for r in db.execute("SELECT * FROM call_count")}
+    rows = {table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message")}
+    paid = db.execute("SELECT COUNT(*) FROM bulk_bonus WHERE paid IS NOT NULL").fetchone()[0]
+    return {"Calls": calls, "Rows": rows, "BonusesPaid": int(paid)}
+
+
+def create_app(service: Service) -> Starlette:
+    app = Starlette(routes=[
+        *_routes(lambda request: service.processing_s),
+        Route("/", home),
+        Route("/studies/{id}/start", start_page),
+        Route("/submissions/complete", complete_page),
+        Route("/local/studies/{id}/start", _local(lambda db, r, d, now: _start(
+            db, _p(r, "id"), str(d.get("participant_id") or ""), now)), methods=["POST"]),
+        Route("/local/submissions/{id}/return", _local(
+            lambda db, r, d, now: studies.return_submission(db, _p(r, "id"), now)), methods=["POST"]),
+        Route("/local/stats", _local(lambda db, r, d, now: _stats(db))),
+    ])
+    app.state.service = service
+    return app
+

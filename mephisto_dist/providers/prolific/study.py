@@ -1,0 +1,107 @@
+"""A run's arguments as Prolific's study (pure): its mark, its body, its external URL and completion
+code, and Mephisto's eligibility requirement classes in Prolific's shape."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from mephisto_dist.errors import ConfigError
+
+# The query parameters Mephisto's Prolific pages read, filled in by Prolific from its placeholders.
+URL_PARAMS = {"participant_id": "{{%PROLIFIC_PID%}}", "study_id": "{{%STUDY_ID%}}",
+              "submission_id": "{{%SESSION_ID%}}"}
+COMPLETED = "COMPLETED"
+REQUIREMENT_CLASSES = {  # Mephisto's eligibility requirement classes and the attributes each takes
+    "AgeRangeEligibilityRequirement": ("min_age", "max_age"),
+    "ApprovalNumbersEligibilityRequirement": ("minimum_approvals", "maximum_approvals"),
+    "ApprovalRateEligibilityRequirement": ("minimum_approval_rate", "maximum_approval_rate"),
+    "CustomBlacklistEligibilityRequirement": ("black_list",),
+    "CustomWhitelistEligibilityRequirement": ("white_list",),
+    "JoinedBeforeEligibilityRequirement": ("joined_before",),
+    "ParticipantGroupEligibilityRequirement": ("id",),
+}
+REJECTION_NOTE = ("Your submission was reviewed by the researcher and was not accepted, for the reason "
+                  "given above. Thank you for your time.")
+MIN_REJECTION_MESSAGE = 100
+
+
+def mark(deployment: str, run_id: int) -> str:
+    """The study's ``internal_name`` (editable after publishing, unlike everything else): which run of
+    which deployment it is, so a study is found again by the run, and beat can tell ours apart."""
+    return f"mephisto-dist deployment={deployment} run={run_id}"
+
+
+def new_completion_code() -> str:
+    return "MD" + secrets.token_hex(4).upper()
+
+
+def external_url(server_url: str, app_url: str, code: str, given: str | None) -> str:
+    """The URL Prolific sends participants to: the run's task page with Prolific's ids, and where the page
+    sends the participant back with the completion code once the work is submitted. A URL given in
+    ``prolific_external_study_url`` is used as it is."""
+    if given:
+        return given
+    complete = f"{app_url.rstrip('/')}/submissions/complete?cc={code}"
+    params = "&".join(f"{name}={value}" for name, value in URL_PARAMS.items())
+    return f"{server_url.rstrip('/')}/?{params}&complete_url={quote(complete, safe='')}"
+
+
+def eligibility_requirements(configured: Any) -> list[dict[str, Any]]:
+    """Mephisto's ``prolific_eligibility_requirements`` (a list of ``{name, ...attributes}``) in Prolific's
+    shape; an unknown class is a config error naming the known ones."""
+    found = []
+    for item in list(configured or []):
+        if not isinstance(item, Mapping) or item.get("name") not in REQUIREMENT_CLASSES:
+            raise ConfigError(f"mephisto.provider.prolific_eligibility_requirements: {item!r} is not one of "
+                              f"{', '.join(REQUIREMENT_CLASSES)} (as {{name: CLASS, ...}})")
+        name = str(item["name"])
+        attributes = [{"name": key, "value": _plain(item[key])} for key in REQUIREMENT_CLASSES[name] if key in item]
+        found.append({"_cls": f"web.eligibility.models.{name}", "attributes": attributes})
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *, deployment: str, run_id: int,
+               project_id: str, url: str, code: str) -> dict[str, Any]:
+    """The study to create: one place to start with (places grow as units are launched)."""
+    reward = float(task_args.get("task_reward") or 0)
+    duration_s = int(task_args.get("assignment_duration_in_seconds") or 30 * 60)
+    estimated_min = int(provider_args.get("prolific_estimated_completion_time_in_minutes") or 5)
+    return {
+        "project": project_id,
+        "name": str(task_args.get("task_title") or "Task"),
+        "internal_name": mark(deployment, run_id),
+        "description": str(task_args.get("task_description") or ""),
+        "external_study_url": url,
+        "prolific_id_option": str(provider_args.get("prolific_id_option") or "url_parameters"),
+        "completion_option": "code",
+        "completion_codes": [{"code": code, "code_type": COMPLETED, "actions": [{"action": "MANUALLY_REVIEW"}]}],
+        "total_available_places": 1,
+        "estimated_completion_time": estimated_min,
+        "maximum_allowed_time": max(estimated_min, math.ceil(duration_s / 60)),
+        "reward": max(1, round(reward * 100)),  # in the account's currency's cents
+        "eligibility_requirements": eligibility_requirements(provider_args.get("prolific_eligibility_requirements")),
+        "device_compatibility": ["desktop", "tablet", "mobile"],
+    }
+
+
+def completion_code(study: Mapping[str, Any]) -> str | None:
+    for code in study.get("completion_codes") or []:
+        if code.get("code_type") == COMPLETED:
+            return str(code.get("code"))
+    return None
+
+
+def rejection_message(reason: str) -> str:
+    """Prolific wants at least 100 characters: the reason, followed by a note when it is shorter."""
+    reason = reason.strip() or "The work did not follow the instructions."
+    return reason if len(reason) >= MIN_REJECTION_MESSAGE else f"{reason}\n\n{REJECTION_NOTE}"
