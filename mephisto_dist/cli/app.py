@@ -222,6 +222,7 @@ COMMANDS = (
     (RESULTS, "export", "Results: one record per submitted or expired unit."),
     (RESULTS, "review", "Approve, reject or soft-reject completed units; bonuses."),
     (RESULTS, "costs", "What runs paid and still owe, with the provider's fees."),
+    (RESULTS, "review-app", "Watch runs, review and pay in a browser (with a login)."),
     (WORKERS, "workers", "List, block, unblock, notify workers; reset onboarding."),
     (WORKERS, "qualifications", "List, create, grant and revoke qualifications."),
     (PROVIDERS, "register", "Register a requester (name=NAME and its keys)."),
@@ -249,6 +250,7 @@ def _register_commands() -> None:
     from mephisto_dist.cli.prolific_local import prolific_local
     from mephisto_dist.cli.requesters import register, requesters_app
     from mephisto_dist.cli.review import review_app
+    from mephisto_dist.cli.review_web import review_web
     from mephisto_dist.cli.run import resume
     from mephisto_dist.cli.run import run as run_command
     from mephisto_dist.cli.runs import reconciled, runs, shutdown, status
@@ -257,7 +259,7 @@ def _register_commands() -> None:
 
     commands: dict[str, Callable[..., None]] = {
         "run": run_command, "resume": resume, "status": status, "runs": runs, "shutdown": shutdown,
-        "limits": limits, "wut": wut, "export": export, "costs": costs, "register": register,
+        "limits": limits, "wut": wut, "export": export, "costs": costs, "review-app": review_web, "register": register,
         "cleanup": cleanup, "mturk-local": mturk_local, "prolific-local": prolific_local, "migrate": migrate,
         "web": web, "metrics": metrics, "reconciled": reconciled, "flower": flower,
     }

@@ -136,14 +136,14 @@ class Reviewed:
 def check_decision(decision: Decision, note: str | None, bonus: float | None) -> None:
     """Refuse a decision that is wrong whatever the unit: before anything is written."""
     if decision == Decision.REJECT and not (note and note.strip()):
-        raise ReviewError("a rejection needs a reason (--reason): the worker is shown it")
+        raise ReviewError("a rejection needs a reason: the worker is shown it")
     if bonus is not None:
         if decision != Decision.APPROVE:
             raise ReviewError("a bonus can only be paid with an approval")
         if not math.isfinite(bonus) or bonus <= 0:
             raise ReviewError(f"bonus {bonus!r} must be a positive amount")
         if not (note and note.strip()):
-            raise ReviewError("a bonus needs a reason (--reason): the provider shows it to the worker")
+            raise ReviewError("a bonus needs a reason: the provider shows it to the worker")
 
 
 def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decision) -> dict[int, UnitStatus]:

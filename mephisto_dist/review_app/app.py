@@ -1,0 +1,349 @@
+"""The review app's routes: sign-in, the runs, one run (live), reviewing its completed units by worker,
+bulk approval with a preview, blocking, workers' histories and the submitted files. Every page needs a
+signed session; every form sends the session's CSRF token back. Decisions go through the same services
+and ledger as ``mephisto-dist review`` and record their reviewer (``app:<name>``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from mephisto_dist.db.engine import read_transaction
+from mephisto_dist.db.models import Unit, Worker
+from mephisto_dist.domain.diagnosis import ago
+from mephisto_dist.errors import MephistoDistError, NotFoundError, ServiceError
+from mephisto_dist.queue import send_outbox
+from mephisto_dist.reconcile.records import recent_findings
+from mephisto_dist.review import reviewing, workers
+from mephisto_dist.review.decisions import (
+    AlreadyDecided,
+    Decision,
+    NotReviewable,
+    check_decision,
+    failed_call_summary,
+    parse_bonus,
+)
+from mephisto_dist.review.export import unit_records
+from mephisto_dist.review.sending import send_calls
+from mephisto_dist.review_app import pages
+from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
+from mephisto_dist.runs.failed_launches import resend_failed_launches
+from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
+from mephisto_dist.runtime import Runtime
+from mephisto_dist.storage import MissingKey
+from mephisto_dist.work.uploads import stored_keys
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+UNITS_PER_PAGE = 200
+DECISIONS = {"approve": Decision.APPROVE, "soft_reject": Decision.SOFT_REJECT, "reject": Decision.REJECT}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReviewApp:
+    """The routes, over one Runtime; reviewers and the session key as configured."""
+
+    def __init__(self, runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure_cookie: bool) -> None:
+        self.runtime = runtime
+        self.reviewers = reviewers
+        self.codec = SessionCodec(secret)
+        self.secure_cookie = secure_cookie
+
+    # -- signing in --------------------------------------------------------------------------------
+
+    def session_of(self, request: Request) -> Session | None:
+        return self.codec.load(request.cookies.get(COOKIE), now=time.time())
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return HTMLResponse(pages.login_page(next_url=_local(request.query_params.get("next"))))
+        form = await request.form()
+        name, password = str(form.get("reviewer") or ""), str(form.get("password") or "")
+        next_url = _local(str(form.get("next") or "/"))
+        if not check_login(self.reviewers, name, password):
+            log.warning("review app: a failed sign-in as %r from %s", name[:64], request.client)
+            return HTMLResponse(pages.login_page(error="unknown reviewer or wrong password", next_url=next_url),
+                                status_code=401)
+        response = RedirectResponse(next_url, status_code=303)
+        response.set_cookie(COOKIE, self.codec.dump(self.codec.new(name, now=time.time())),
+                            max_age=SESSION_MAX_AGE_S, httponly=True, samesite="strict", secure=self.secure_cookie)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # -- watching ----------------------------------------------------------------------------------
+
+    def index(self, request: Request) -> Response:
+        session = _session(request)
+        return HTMLResponse(pages.runs_page(list_runs(self.runtime), reviewer=session.reviewer, csrf=session.csrf))
+
+    def run(self, request: Request) -> Response:
+        session = _session(request)
+        run_id = _int(request.path_params["run_id"])
+        return HTMLResponse(pages.run_page(run_id, self._live(run_id), reviewer=session.reviewer,
+                                           csrf=session.csrf, said=request.query_params.get("said", "")))
+
+    def live(self, request: Request) -> Response:
+        return HTMLResponse(self._live(_int(request.path_params["run_id"])))
+
+    def _live(self, run_id: int) -> str:
+        now = _now()
+        status = run_status(self.runtime, run_id, now=now)
+        seen = processes(self.runtime)
+        embedded = self.runtime.settings.embedded_redis
+        calls_failed, call_error = failed_call_summary(self.runtime.sessions, run_id)
+        if seen.facts.worker_ages_s is None:
+            lines = ["Redis, Celery workers and beat: not running (the embedded default runs them inside an "
+                     "attached mephisto-dist run)" if embedded else "Redis does not answer: workers and beat unknown"]
+        else:
+            lines = [f"Celery worker {w.name}, last seen {ago(w.age_s)} ago" for w in seen.workers[:5]] or [
+                "no Celery worker seen"]
+            lines += [f"beat {b.name}, last seen {ago(b.age_s)} ago" for b in seen.beats[:1]] or ["beat never seen"]
+        findings = [f"{r.created_at:%H:%M:%S} {r.reconciler}: {r.subject}: {r.found} -> {r.action}"
+                    for r in recent_findings(self.runtime.sessions, task_run_id=run_id, limit=5)]
+        return pages.run_live(status, run_diagnosis(status, seen.facts, now=now, embedded=embedded),
+                              calls_failed=calls_failed, call_error=call_error, processes=lines, findings=findings,
+                              now=now)
+
+    async def resend(self, request: Request) -> Response:
+        await _checked_form(request)
+        run_id = _int(request.path_params["run_id"])
+        again = reviewing.calls_and_events_to_resend(self.runtime.sessions, run_id, now=_now())
+        launches = resend_failed_launches(self.runtime, [run_id])
+        problems = send_calls(self.runtime, again.call_ids)
+        send_outbox(self.runtime.queue, list(again.message_ids))
+        said = (f"{len(again.call_ids)} provider call(s), {launches} launch(es) and {len(again.message_ids)} "
+                f"TaskRunner event(s) sent again" + (f"; {' '.join(problems)}" if problems else ""))
+        return _back(f"/runs/{run_id}", said)
+
+    # -- reviewing ---------------------------------------------------------------------------------
+
+    def review(self, request: Request) -> Response:
+        session = _session(request)
+        run_id = _int(request.path_params["run_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            records = [r for r in unit_records(db, [run_id]) if r["status"] == "completed"]
+        groups: dict[str, tuple[str, int, list[dict[str, Any]]]] = {}
+        for record in records[:UNITS_PER_PAGE]:
+            name = str(record["worker_name"])
+            groups.setdefault(name, (name, int(record["worker_id"]), []))[2].append(record)
+        return HTMLResponse(pages.review_page(run_id, sorted(groups.values()), reviewer=session.reviewer,
+                                              csrf=session.csrf, said=request.query_params.get("said", ""),
+                                              shown=min(len(records), UNITS_PER_PAGE), total=len(records)))
+
+    async def decide(self, request: Request) -> Response:
+        form = await _checked_form(request)
+        session = _session(request)
+        decision = DECISIONS.get(str(form.get("decision")))
+        if decision is None:
+            raise _BadRequest("choose approve, soft_reject or reject")
+        unit_ids = [_int(value) for value in form.getlist("unit_id")]
+        if not unit_ids:
+            raise _BadRequest("no unit was named")
+        note = str(form.get("reason") or "").strip() or None
+        bonus = parse_bonus(str(form["bonus"])) if str(form.get("bonus") or "").strip() else None
+        check_decision(decision, note, bonus)
+        decided = reviewing.decide_units(self.runtime.sessions, decision, unit_ids, now=_now(), note=note,
+                                         bonus=bonus, by=f"app:{session.reviewer}")
+        problems = send_calls(self.runtime, [c for r in decided.reviewed for c in r.call_ids])
+        said = f"{decision.value}: unit(s) {', '.join(map(str, unit_ids))}" + (
+            f"; {' '.join(problems)}" if problems else "")
+        return _back(_local(str(form.get("next") or "/")), said)
+
+    async def approve_worker(self, request: Request) -> Response:
+        session = _session(request)
+        run_id = _int(request.path_params["run_id"])
+        worker_id = _int(request.path_params["worker_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            worker_name = db.scalar(select(Worker.worker_name).where(Worker.id == worker_id))
+            pay = list(db.scalars(select(Unit.pay_amount).where(
+                Unit.task_run_id == run_id, Unit.worker_id == worker_id, Unit.status == "completed")))
+        if worker_name is None:
+            raise NotFoundError(f"worker {worker_id} does not exist")
+        if request.method == "GET":
+            return HTMLResponse(pages.approve_preview(run_id, worker_id, worker_name, len(pay), sum(pay),
+                                                      reviewer=session.reviewer, csrf=session.csrf))
+        form = await _checked_form(request)
+        note = str(form.get("reason") or "").strip() or None
+        bonus = parse_bonus(str(form["bonus"])) if str(form.get("bonus") or "").strip() else None
+        check_decision(Decision.APPROVE, note, bonus)
+        decided = reviewing.decide_completed(self.runtime.sessions, Decision.APPROVE, task_name=None, run_id=run_id,
+                                             now=_now(), note=note, bonus=bonus, by=f"app:{session.reviewer}",
+                                             worker_id=worker_id)
+        problems = send_calls(self.runtime, [c for r in decided.reviewed for c in r.call_ids])
+        said = (f"approved {len(decided.reviewed)} unit(s) of {worker_name}"
+                + (f"; skipped {len(decided.skipped)} decided meanwhile" if decided.skipped else "")
+                + (f"; {' '.join(problems)}" if problems else ""))
+        return _back(f"/runs/{run_id}/review", said)
+
+    async def block(self, request: Request) -> Response:
+        form = await _checked_form(request)
+        worker_id = _int(request.path_params["worker_id"])
+        reason = str(form.get("reason") or "").strip()
+        if not reason:
+            raise _BadRequest("say why the worker is blocked")
+        with read_transaction(self.runtime.sessions) as db:
+            row = db.execute(select(Worker.worker_name, Worker.provider_type).where(Worker.id == worker_id)).first()
+        if row is None:
+            raise NotFoundError(f"worker {worker_id} does not exist")
+        changed = workers.block(self.runtime.sessions, row[0], row[1], reason=reason, qualification=None, now=_now())
+        problems = send_calls(self.runtime, changed.call_ids)
+        said = (f"blocked {row[0]}" if changed.changed else f"{row[0]} was already blocked") + (
+            f"; {' '.join(problems)}" if problems else "")
+        return _back(_local(str(form.get("next") or "/workers")), said)
+
+    def workers_list(self, request: Request) -> Response:
+        session = _session(request)
+        histories = workers.worker_records(self.runtime.sessions).histories
+        return HTMLResponse(pages.workers_page(histories, reviewer=session.reviewer, csrf=session.csrf))
+
+    def unit_file(self, request: Request) -> Response:
+        """A file a worker uploaded, only through the unit whose outputs name it (a forged key is a 404)."""
+        unit_id = _int(request.path_params["unit_id"])
+        key = request.path_params["key"]
+        with read_transaction(self.runtime.sessions) as db:
+            records = [r for r in unit_records(db, _run_of(db, unit_id), include_unsubmitted=True)
+                       if r["unit_id"] == str(unit_id)]
+        outputs = (records[0].get("data") or {}).get("outputs") if records else None
+        if key not in stored_keys(outputs):
+            raise NotFoundError(f"unit {unit_id} has no file {key!r}")
+        try:
+            chunks = self.runtime.storage.stream(key)
+        except MissingKey:
+            raise NotFoundError(f"the file {key!r} of unit {unit_id} is missing from storage") from None
+        return StreamingResponse(chunks, media_type="application/octet-stream",
+                                 headers={"Content-Disposition": f"inline; filename*=UTF-8''{quote(key.rsplit('/', 1)[-1])}"})
+
+
+def _run_of(db: Any, unit_id: int) -> list[int]:
+    run_id = db.scalar(select(Unit.task_run_id).where(Unit.id == unit_id))
+    if run_id is None:
+        raise NotFoundError(f"unit {unit_id} does not exist")
+    return [int(run_id)]
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Forbidden(Exception):
+    pass
+
+
+def _int(raw: object) -> int:
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise _BadRequest(f"{str(raw)[:40]!r} is not a number") from None
+
+
+def _local(url: str | None) -> str:
+    """Only a path of this app: a redirect target from a form must not send a reviewer elsewhere."""
+    if not url or not url.startswith("/") or url.startswith("//") or urlsplit(url).netloc:
+        return "/"
+    return url
+
+
+def _back(url: str, said: str) -> Response:
+    separator = "&" if "?" in url else "?"
+    return RedirectResponse(f"{url}{separator}said={quote(said[:500])}", status_code=303)
+
+
+def _session(request: Request) -> Session:
+    session = request.state.session
+    assert isinstance(session, Session)
+    return session
+
+
+async def _checked_form(request: Request) -> FormData:
+    form = await request.form()
+    if str(form.get("csrf") or "") != _session(request).csrf:
+        raise _Forbidden("this form is stale or was not made by this app (CSRF check failed): reload the page")
+    return form
+
+
+class _Gate(BaseHTTPMiddleware):
+    """Every page but sign-in needs a session; errors become a page with one line; headers that keep the
+    pages from being framed, sniffed or loaded with other sites' scripts."""
+
+    def __init__(self, app: Any, review: ReviewApp) -> None:
+        super().__init__(app)
+        self.review = review
+
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        public = request.url.path in ("/login",) or request.url.path.startswith("/static/")
+        session = self.review.session_of(request)
+        if session is None and not public:
+            if request.method != "GET":
+                return _error(401, "sign in first")
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        request.state.session = session
+        try:
+            response = await call_next(request)
+        except _BadRequest as error:
+            response = _error(400, str(error))
+        except _Forbidden as error:
+            response = _error(403, str(error))
+        except NotFoundError as error:
+            response = _error(404, str(error))
+        except ServiceError as error:
+            response = _error(503, str(error))
+        except (NotReviewable, AlreadyDecided) as error:  # the unit moved on: decided, or not submitted
+            response = _error(409, str(error))
+        except MephistoDistError as error:  # a decision that cannot be made as asked: no reason, a bad bonus
+            response = _error(400, str(error))
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def _error(status: int, message: str) -> Response:
+    return HTMLResponse(pages.error_page(status, message), status_code=status)
+
+
+def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure_cookie: bool = False) -> Starlette:
+    review = ReviewApp(runtime, reviewers, secret, secure_cookie=secure_cookie)
+    routes = [
+        Route("/login", review.login, methods=["GET", "POST"]),
+        Route("/logout", review.logout, methods=["POST"]),
+        Route("/", review.index),
+        Route("/runs/{run_id}", review.run),
+        Route("/runs/{run_id}/live", review.live),
+        Route("/runs/{run_id}/resend", review.resend, methods=["POST"]),
+        Route("/runs/{run_id}/review", review.review),
+        Route("/runs/{run_id}/workers/{worker_id}/approve", review.approve_worker, methods=["GET", "POST"]),
+        Route("/units/decide", review.decide, methods=["POST"]),
+        Route("/units/{unit_id}/files/{key:path}", review.unit_file),
+        Route("/workers", review.workers_list),
+        Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)])

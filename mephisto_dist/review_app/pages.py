@@ -1,0 +1,220 @@
+"""The review app's pages, rendered on the server as plain HTML (every value escaped here, once); the only
+script is ``static/app.js``, which refreshes a run's live part and asks before a bulk decision."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.review.decisions import WorkerHistory
+from mephisto_dist.runs.status import RunRow, RunStatus
+
+ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
+
+
+def e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def layout(title: str, body: str, *, reviewer: str | None = None, csrf: str = "", said: str = "") -> str:
+    nav = ""
+    if reviewer is not None:
+        nav = (f'<nav><a href="/">Runs</a> <a href="/workers">Workers</a>'
+               f'<form method="post" action="/logout" class="inline">{csrf_field(csrf)}'
+               f'<button class="link">Sign out {e(reviewer)}</button></form></nav>')
+    note = f'<p class="said" role="status">{e(said)}</p>' if said else ""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)} · mephisto-dist</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>'
+            f'<body><header><strong>mephisto-dist review</strong>{nav}</header><main><h1>{e(title)}</h1>'
+            f'{note}{body}</main></body></html>')
+
+
+def csrf_field(csrf: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+
+
+def login_page(*, error: str = "", next_url: str = "/") -> str:
+    message = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+    return layout("Sign in", f'{message}<form method="post" action="/login" class="login">'
+                  f'<input type="hidden" name="next" value="{e(next_url)}">'
+                  '<label>Reviewer <input name="reviewer" autocomplete="username" required autofocus></label>'
+                  '<label>Password <input name="password" type="password" autocomplete="current-password" required>'
+                  '</label><button>Sign in</button></form>')
+
+
+def _counts(counts: Mapping[UnitStatus, int]) -> str:
+    return " · ".join(f"{s.value} {counts[s]}" for s in ORDER if counts.get(s)) or "no units"
+
+
+def runs_page(rows: Sequence[RunRow], *, reviewer: str, csrf: str) -> str:
+    if not rows:
+        return layout("Runs", "<p>No task runs yet: <code>mephisto-dist run TASK_DIR</code> starts one.</p>",
+                      reviewer=reviewer, csrf=csrf)
+    parts: list[str] = []
+    by_task: dict[str, list[RunRow]] = {}
+    for row in rows:
+        by_task.setdefault(row.task_name, []).append(row)
+    for task_name, task_rows in by_task.items():
+        lines = "".join(
+            f'<tr><td><a href="/runs/{row.run_id}">run {row.run_id}</a></td><td>{e(row.provider)}</td>'
+            f'<td>{row.created_at:%Y-%m-%d %H:%M}</td><td>{e(_counts(row.counts))}</td><td>{e(row.done)}</td>'
+            f'<td>{_review_link(row)}</td></tr>' for row in task_rows)
+        parts.append(f'<section><h2>{e(task_name)}</h2><table><thead><tr><th>run</th><th>provider</th>'
+                     f'<th>created</th><th>units</th><th>done</th><th></th></tr></thead><tbody>{lines}</tbody>'
+                     f'</table></section>')
+    return layout("Runs", "".join(parts), reviewer=reviewer, csrf=csrf)
+
+
+def _review_link(row: RunRow) -> str:
+    waiting = row.counts.get(UnitStatus.COMPLETED, 0)
+    return f'<a href="/runs/{row.run_id}/review">review {waiting} completed</a>' if waiting else ""
+
+
+def run_page(run_id: int, live: str, *, reviewer: str, csrf: str, said: str = "") -> str:
+    body = (f'<p><a href="/runs/{run_id}/review">Review its completed units</a></p>'
+            f'<div id="live" data-src="/runs/{run_id}/live">{live}</div>'
+            f'<form method="post" action="/runs/{run_id}/resend">{csrf_field(csrf)}'
+            '<button>Send again what failed (provider calls, launches, TaskRunner events)</button></form>')
+    return layout(f"Task run {run_id}", body, reviewer=reviewer, csrf=csrf, said=said)
+
+
+def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, call_error: str | None,
+             processes: Sequence[str], findings: Iterable[str], now: datetime) -> str:
+    """The part of a run's page that refreshes itself."""
+    state = ("finished" if status.is_completed else
+             f"stopping ({status.stopping_reason})" if status.stopping_reason is not None else "running")
+    pool = ("released (finished)" if status.is_completed else
+            f"unknown (Redis does not answer), cap {status.cap or 'unlimited'}" if status.held is None else
+            f"{status.held} held of {status.cap or 'unlimited'}")
+    rows = "".join(f"<tr><th>{e(s.value)}</th><td>{status.counts.get(s, 0)}</td></tr>" for s in ORDER)
+    bars = _bars(status.counts)
+    said = "".join(f"<li>{e(sentence)}</li>" for sentence in diagnosis) or "<li>nothing holds it up</li>"
+    failed = (f'<p class="error">{calls_failed} provider call(s) failed every attempt: {e(call_error or "")}</p>'
+              if calls_failed else "")
+    flight = "".join(
+        f"<li>unit {unit.unit_id}: {e(unit.worker_name)}, for "
+        f"{int((now - unit.assigned_at).total_seconds()) // 60 if unit.assigned_at else 0} min</li>"
+        for unit in status.in_flight)
+    found = "".join(f"<li>{e(line)}</li>" for line in findings)
+    return (f'<p>{e(status.provider_type)} · {e(status.blueprint_type)} · <strong>{e(state)}</strong> · '
+            f'concurrency pool {e(pool)} · server {e(status.server_url or "none")} · '
+            f'{status.recent_submissions / 10:.1f} submissions/min</p>'
+            f'<div class="units">{bars}<table class="counts">{rows}</table></div>'
+            f'<h2>Why it is where it is</h2><ul>{said}</ul>{failed}'
+            + (f"<h2>In flight</h2><ul>{flight}</ul>" if flight else "")
+            + "<h2>Processes</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in processes) + "</ul>"
+            + (f"<h2>What the reconcilers did</h2><ul>{found}</ul>" if found else ""))
+
+
+def _bars(counts: Mapping[UnitStatus, int]) -> str:
+    """Units per status as one stacked bar (an inline SVG: no script, no library)."""
+    total = sum(counts.values())
+    if not total:
+        return ""
+    x = 0.0
+    parts: list[str] = []
+    for status in ORDER:
+        count = counts.get(status, 0)
+        if not count:
+            continue
+        width = 600 * count / total
+        parts.append(f'<rect x="{x:.1f}" y="0" width="{width:.1f}" height="24" class="s-{status.name.lower()}">'
+                     f'<title>{e(status.value)}: {count}</title></rect>')
+        x += width
+    return f'<svg class="bar" viewBox="0 0 600 24" role="img" aria-label="units per status">{"".join(parts)}</svg>'
+
+
+def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], *, reviewer: str,
+                csrf: str, said: str = "", shown: int, total: int) -> str:
+    """Completed units by worker: (worker name, worker id, its records), each record its export record."""
+    if not groups:
+        return layout(f"Review run {run_id}", f'<p>No completed unit waits for a decision. '
+                      f'<a href="/runs/{run_id}">Back to the run</a></p>', reviewer=reviewer, csrf=csrf, said=said)
+    parts = [(f'<p>{shown} of {total} completed unit(s), by worker. Decisions pay through the same ledger as '
+             f'<code>mephisto-dist review</code>: nothing is paid twice.</p>')]
+    for worker_name, worker_id, records in groups:
+        units = "".join(_unit(record, run_id, csrf) for record in records)
+        parts.append(
+            f'<section class="worker"><h2>{e(worker_name)}</h2>'
+            f'<p><a href="/runs/{run_id}/workers/{worker_id}/approve">Approve all of {e(worker_name)}\'s completed '
+            f'units…</a> · <a href="/workers#w{worker_id}">history</a></p>'
+            f'<form method="post" action="/workers/{worker_id}/block" class="inline">{csrf_field(csrf)}'
+            f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
+            f'<input name="reason" placeholder="why block" required aria-label="reason to block">'
+            f'<button class="danger">Block {e(worker_name)}</button></form>{units}</section>')
+    return layout(f"Review run {run_id}", "".join(parts), reviewer=reviewer, csrf=csrf, said=said)
+
+
+def _unit(record: dict[str, Any], run_id: int, csrf: str) -> str:
+    unit_id = record["unit_id"]
+    data = record.get("data") or {}
+    outputs = data.get("outputs") or {}
+    files = "".join(_file(unit_id, name, item) for name, value in outputs.items()
+                    for item in (value if isinstance(value, list) else [value])
+                    if isinstance(item, dict) and isinstance(item.get("storage_key"), str))
+    metadata = record.get("metadata") or {}
+    return (f'<article class="unit" id="u{e(unit_id)}"><h3>unit {e(unit_id)} · {e(record["status"])} · '
+            f'${record["pay_amount"]:.2f}</h3>'
+            f'<div class="data"><div><h4>inputs</h4><pre>{e(_json(data.get("inputs")))}</pre></div>'
+            f'<div><h4>outputs</h4><pre>{e(_json(outputs))}</pre>{files}</div></div>'
+            + (f'<p class="meta">tips and feedback: {e(_json(metadata))}</p>' if metadata else "")
+            + f'<form method="post" action="/units/decide" class="decide">{csrf_field(csrf)}'
+            f'<input type="hidden" name="unit_id" value="{e(unit_id)}">'
+            f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
+            '<input name="reason" placeholder="feedback (required to reject)" aria-label="feedback">'
+            '<input name="bonus" placeholder="bonus $" inputmode="decimal" size="7" aria-label="bonus in dollars">'
+            '<button name="decision" value="approve">Approve</button>'
+            '<button name="decision" value="soft_reject">Soft-reject</button>'
+            '<button name="decision" value="reject" class="danger">Reject</button></form></article>')
+
+
+def _file(unit_id: str, name: str, item: dict[str, Any]) -> str:
+    url = f"/units/{quote(unit_id)}/files/{quote(item['storage_key'])}"
+    label = e(item.get("filename") or name)
+    if str(item.get("content_type") or item.get("type") or "").startswith("image/"):
+        return f'<figure><img src="{url}" alt="{label}"><figcaption><a href="{url}">{label}</a></figcaption></figure>'
+    return f'<p><a href="{url}" download>{label}</a></p>'
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def approve_preview(run_id: int, worker_id: int, worker_name: str, count: int, reward: float, *, reviewer: str,
+                    csrf: str) -> str:
+    body = (f'<p>Approve the {count} completed unit(s) of {e(worker_name)} in run {run_id}: '
+            f'<strong>${reward:.2f}</strong> in rewards (before the provider\'s fee), plus any bonus below.</p>'
+            f'<form method="post">{csrf_field(csrf)}'
+            '<label>Bonus per unit $ <input name="bonus" inputmode="decimal" size="7"></label> '
+            '<label>Reason <input name="reason"></label> '
+            f'<button data-confirm="Approve {count} unit(s)?">Approve {count} unit(s)</button> '
+            f'<a href="/runs/{run_id}/review">Cancel</a></form>')
+    return layout(f"Approve {worker_name}'s units", body, reviewer=reviewer, csrf=csrf)
+
+
+def workers_page(histories: Sequence[WorkerHistory], *, reviewer: str, csrf: str) -> str:
+    if not histories:
+        return layout("Workers", "<p>No worker has submitted a unit yet.</p>", reviewer=reviewer, csrf=csrf)
+    rows = "".join(
+        f'<tr id="w{h.worker_id}"><td>{e(h.worker_name)}</td><td>{e(h.provider_type)}</td><td>{h.submitted}</td>'
+        f'<td>{h.accepted}</td><td>{h.soft_rejected}</td><td>{h.rejected}</td>'
+        f'<td>{_rate(h)}</td><td>{"blocked: " + e(h.block_reason or "") if h.is_blocked else ""}</td></tr>'
+        for h in histories)
+    return layout("Workers", '<table><thead><tr><th>worker</th><th>provider</th><th>submitted</th><th>accepted</th>'
+                  '<th>soft-rejected</th><th>rejected</th><th>approval rate</th><th></th></tr></thead>'
+                  f'<tbody>{rows}</tbody></table>', reviewer=reviewer, csrf=csrf)
+
+
+def _rate(history: WorkerHistory) -> str:
+    judged = history.accepted + history.rejected + history.soft_rejected
+    return f"{100 * history.accepted / judged:.0f}%" if judged else "-"
+
+
+def error_page(status: int, message: str) -> str:
+    return layout(f"{status}", f'<p class="error" role="alert">{e(message)}</p><p><a href="/">Runs</a></p>')
