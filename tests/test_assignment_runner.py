@@ -21,19 +21,31 @@ from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.domain.status import UNIT_WORKER_COUNTED, UnitStatus
+from mephisto_dist.limiter import keys
+from mephisto_dist.limiter.units import token_holder, unit_holder
 from mephisto_dist.review.export import unit_records
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
 from tests.conftest import wait_for
 from tests.live_page import LivePage
-from tests.system import ROOT, celery_worker, child_env, register, stop, web_server
+from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, register, stop, web_server
 
 pytestmark = pytest.mark.system
 
 EXAMPLE = ROOT / "tests" / "data" / "chat_pair_task"
+TASK_NAME = "chat-pair-test"
 
 
-def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60) -> Path:
+@pytest.fixture
+def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
+    """A deployment whose live sweep (beat, every 2 s) takes a page silent for 2 s."""
+    rt = make_runtime(tmp_path / "data", database_url, redis_url, LIVE_DISCONNECT_S="2")
+    yield rt
+    rt.close()
+
+
+def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1) -> Path:
     task_dir = root / "chat_pair_task"
     (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
     shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
@@ -49,13 +61,16 @@ mephisto:
     link_task_source: false
     units_per_assignment: 2
   task:
-    task_name: chat-pair-test
+    task_name: {TASK_NAME}
     task_title: "Chat"
     task_description: "Chat with another worker"
     task_reward: 0.1
     task_tags: "test"
     partner_wait_in_seconds: {partner_wait_s}
-num_turns: 1
+    max_num_concurrent_units: 4
+    allowed_concurrent: 1
+    maximum_units_per_worker: 2
+num_turns: {num_turns}
 turn_timeout: {turn_timeout_s}
 topics: ["the weather"]
 """)
@@ -98,6 +113,34 @@ def unit_statuses(rt: Runtime, run_id: int) -> list[str]:
     with transaction(rt.sessions) as session:
         return [str(s) for s in session.scalars(select(Unit.status).where(Unit.task_run_id == run_id)
                                                 .order_by(Unit.id))]
+
+
+def unit_of(rt: Runtime, agent_id: str) -> int:
+    with transaction(rt.sessions) as session:
+        return int(session.scalar(select(Agent.unit_id).where(Agent.id == agent_id)) or 0)
+
+
+def tokens_and_database(rt: Runtime, run_id: int) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Every pool the run's units take tokens in: the holders in Redis, and the holders the database's
+    units say there should be (launched or assigned: the run's slot; assigned: the worker's concurrent
+    slot; assigned or submitted: the worker's units of the task)."""
+    with transaction(rt.sessions) as session:
+        units = session.execute(select(Unit.id, Unit.status, Unit.launch_id, Unit.worker_id)
+                                .where(Unit.task_run_id == run_id)).all()
+        workers = set(session.scalars(select(Agent.worker_id).where(Agent.task_run_id == run_id)))
+    expected = {keys.run_units_pool(run_id): {token_holder(u.id, u.launch_id) for u in units
+                                              if u.status in (UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)}}
+    for worker in workers:
+        expected[keys.worker_assigned_pool(run_id, worker)] = {
+            unit_holder(u.id) for u in units if u.worker_id == worker and u.status == UnitStatus.ASSIGNED}
+        expected[keys.worker_task_units_pool(TASK_NAME, worker)] = {
+            unit_holder(u.id) for u in units if u.worker_id == worker and UnitStatus(u.status) in UNIT_WORKER_COUNTED}
+    return {pool: rt.limiter.holders(pool) for pool in expected}, expected
+
+
+def assert_tokens_match(rt: Runtime, run_id: int) -> None:
+    held, expected = tokens_and_database(rt, run_id)
+    assert held == expected
 
 
 def submit(url: str, agent_id: str, data: dict[str, Any]) -> None:
@@ -146,3 +189,43 @@ def test_two_pages_on_two_web_processes_chat_through_the_runner(tmp_path: Path, 
                                        ("out", "hello alice"), ("out", None)]
     assert said[bob["agent_id"]] == [("out", "You are speaker 1."), ("out", "sent while waiting"),
                                      ("in", "hello alice"), ("out", None)]
+
+
+def test_a_partner_who_never_comes_and_a_waiting_page_gone_silent_release_the_unit(
+        tmp_path: Path, live: Runtime) -> None:
+    """``partner_wait_in_seconds`` over: the waiting page hears ``expired`` (Mephisto's "no longer available"),
+    its unit goes back to the pool with its worker's tokens; a waiting page that stops its heartbeats is
+    disconnected the same way. Neither assignment started, so the runner ran nothing."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, partner_wait_s=5))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        alice = register(web, "alice")
+        alone = LivePage(web, alice["agent_id"]).open()
+        try:
+            wait_for(lambda: "waiting" in alone.statuses, message="alice to be told she waits")
+            assert_tokens_match(rt, run_id)
+            wait_for(lambda: "expired" in alone.statuses, timeout_s=20,
+                     message="alice to be released after the partner wait")
+        finally:
+            alone.close()
+        assert statuses(rt, run_id) == {alice["agent_id"]: "expired"}
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        wait_for(lambda: tokens_and_database(rt, run_id)[0] == tokens_and_database(rt, run_id)[1],
+                 message="the pools to hold what the database says")
+
+        bob = register(web, "bob")
+        assert unit_of(rt, bob["agent_id"]) == unit_of(rt, alice["agent_id"]), "the released unit comes first"
+        silent = LivePage(web, bob["agent_id"]).open()
+        try:
+            wait_for(lambda: "waiting" in silent.statuses, message="bob to be told he waits")
+            silent.mute()
+            wait_for(lambda: "disconnect" in silent.statuses, timeout_s=20,
+                     message="bob's silent page to be disconnected")
+        finally:
+            silent.close()
+        assert statuses(rt, run_id)[bob["agent_id"]] == "disconnect"
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        assert_tokens_match(rt, run_id)
