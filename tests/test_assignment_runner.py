@@ -103,6 +103,33 @@ def runner_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[by
         stop(process)
 
 
+@contextmanager
+def chat_deployment(rt: Runtime, run_id: int, logs: Path) -> Iterator[str]:
+    """Every process a hosted run needs: a Celery worker, the runner worker, beat (the live sweep) and a
+    web process; yields the web URL once the assignment's two units are launched."""
+    with celery_worker(rt.settings, logs / "worker.log"), runner_worker(rt.settings, logs / "runner.log"), \
+            celery_beat(rt.settings, logs / "beat.log"), web_server(rt.settings, run_id, logs / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        yield web
+
+
+@contextmanager
+def started_pair(web: str) -> Iterator[tuple[LivePage, LivePage]]:
+    """Alice and Bob claim the assignment's two units and open their pages; yields them once the runner
+    greeted both."""
+    alice, bob = register(web, "alice"), register(web, "bob")
+    pages = (LivePage(web, alice["agent_id"]).open(), LivePage(web, bob["agent_id"]).open())
+    try:
+        for index, page in enumerate(pages):
+            wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30, message="the assignment to start")
+            wait_for(lambda page=page, i=index: f"You are speaker {i}." in page.texts(), message="the greeting")
+        yield pages
+    finally:
+        for page in pages:
+            page.close()
+
+
 def statuses(rt: Runtime, run_id: int) -> dict[str, str]:
     with transaction(rt.sessions) as session:
         return {str(a): str(s) for a, s in session.execute(
@@ -229,3 +256,55 @@ def test_a_partner_who_never_comes_and_a_waiting_page_gone_silent_release_the_un
         assert statuses(rt, run_id)[bob["agent_id"]] == "disconnect"
         assert unit_statuses(rt, run_id) == ["launched", "launched"]
         assert_tokens_match(rt, run_id)
+
+
+def test_a_page_gone_silent_mid_conversation_ends_it_at_once_and_its_partner_submits_as_is(
+        tmp_path: Path, live: Runtime) -> None:
+    """Bob's page stops its heartbeats while the runner waits for his turn: the sweep disconnects him, and
+    the entry it pushes to his inbox raises AgentDisconnectedError in the runner's act() at once (not at
+    its next status re-read, every 5 s). As Mephisto: Alice becomes ``partner disconnect`` and may still
+    submit her work as is, Bob's unit expires, cleanup_assignment runs; nothing stays held."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, num_turns=2))
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        bob.mute()  # the runner now waits in bob's act(timeout=60)
+        wait_for(lambda: "disconnect" in bob.statuses, timeout_s=20, message="bob's page to be disconnected")
+        wait_for(lambda: "partner disconnect" in alice.statuses, timeout_s=2.5,
+                 message="alice to hear at once that her partner left")
+        assert statuses(rt, run_id) == {alice.agent_id: "partner disconnect", bob.agent_id: "disconnect"}
+        submit(web, alice.agent_id, {"rating": 3})
+        refused = httpx.post(web + "/submit_task", json={"USED_AGENT_ID": bob.agent_id, "final_data": {}})
+        assert refused.status_code == 409, refused.text
+        wait_for(lambda: b"cleanup_assignment(" in (tmp_path / "runner.log").read_bytes(),
+                 message="the runner's cleanup_assignment")
+    assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "disconnect"}
+    assert sorted(unit_statuses(rt, run_id)) == ["completed", "expired"]
+    assert_tokens_match(rt, run_id)
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    said = [(m["direction"], m["data"].get("text")) for m in records[alice.agent_id]["data"]["messages"]]
+    assert said == [("out", "You are speaker 0."), ("in", "hi bob")]
+
+
+def test_a_turn_not_taken_in_time_times_the_agent_out_and_frees_everything(tmp_path: Path, live: Runtime) -> None:
+    """``act(timeout)`` expires on Alice's turn: she gets ``timeout``, Bob ``partner disconnect`` (both pages
+    told), cleanup_assignment runs; Bob submits as is, Alice's late submission is refused, her unit expires;
+    the tokens Redis holds are the database's."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, turn_timeout_s=3))
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        wait_for(lambda: "timeout" in alice.statuses, timeout_s=20, message="alice's turn to time out")
+        wait_for(lambda: "partner disconnect" in bob.statuses, message="bob to hear his partner left")
+        wait_for(lambda: b"cleanup_assignment(" in (tmp_path / "runner.log").read_bytes(),
+                 message="the runner's cleanup_assignment")
+        assert statuses(rt, run_id) == {alice.agent_id: "timeout", bob.agent_id: "partner disconnect"}
+        late = httpx.post(web + "/submit_task", json={"USED_AGENT_ID": alice.agent_id, "final_data": {}})
+        assert late.status_code == 409, late.text
+        submit(web, bob.agent_id, {"rating": 1})
+    assert statuses(rt, run_id) == {alice.agent_id: "timeout", bob.agent_id: "completed"}
+    assert sorted(unit_statuses(rt, run_id)) == ["completed", "expired"]
+    assert_tokens_match(rt, run_id)
+    held, _ = tokens_and_database(rt, run_id)
+    assert held[keys.run_units_pool(run_id)] == set(), "no unit of the run is open: no slot stays taken"

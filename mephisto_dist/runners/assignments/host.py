@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.compat.data_model import Unit as UnitView
 from mephisto_dist.compat.data_model import Worker as WorkerView
@@ -190,6 +191,7 @@ def _end_for_absent(rt: Runtime, started: _Started, channel: RunnerChannel, abse
                 worker = seat.worker_id if old == UnitStatus.ASSIGNED else None
                 releases.append(UnitTokens(started.run.id, seat.unit_id, unit.launch_id, UnitStatus.EXPIRED,
                                            worker, started.task_name))
-    release_unit_tokens(rt.limiter, releases)
+    if release_unit_tokens(rt.limiter, releases):
+        rt.queue.enqueue(queue.LAUNCH_UNITS, started.run.id)  # the expired unit's slot, for the next unit
     for agent_id, status in told:
         channel.tell(agent_id, status)

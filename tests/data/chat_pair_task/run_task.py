@@ -8,6 +8,7 @@ The blueprint subclasses the remote procedure one and keeps its BLUEPRINT_TYPE, 
 registered for a type); its pages are the remote procedure ones (mephisto-task's live hooks).
 """
 
+import logging
 from typing import Any
 
 from mephisto.abstractions._subcomponents.task_runner import TaskRunner
@@ -43,7 +44,7 @@ class ChatPairRunner(TaskRunner):
             agent.observe({"task_data": {"task_done": True}})
 
     def cleanup_assignment(self, assignment: Any) -> None:
-        self.cleaned = getattr(self, "cleaned", 0) + 1
+        logging.getLogger(__name__).warning("cleanup_assignment(%s)", assignment.db_id)
 
 
 @register_mephisto_abstraction()
