@@ -1,12 +1,12 @@
-"""A task script's own concurrent TaskRunner (``tests/data/chat_pair_task``) on real processes: two pages
+"""A task script's own concurrent TaskRunner (``examples/chat_pair_task``) on real processes: two pages
 on two web processes claim the two units of an assignment, the first waits, both go ``in task`` when the
 runner worker starts the assignment, the runner relays their messages, both submit, and the export has
-each agent's conversation. Then what ends an assignment early: a partner who never comes, a turn not
-taken in time."""
+each agent's conversation. Then what releases a waiting agent (a partner who never comes, a waiting page gone
+silent) and what ends a started assignment early (a page gone silent mid-conversation, a turn not taken in
+time), with the tokens Redis holds recounted against the database after each."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -29,11 +29,20 @@ from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
 from tests.conftest import wait_for
 from tests.live_page import LivePage
-from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime, register, stop, web_server
+from tests.system import (
+    ROOT,
+    celery_beat,
+    celery_worker,
+    child_env,
+    make_runtime,
+    register,
+    runner_worker,
+    web_server,
+)
 
 pytestmark = pytest.mark.system
 
-EXAMPLE = ROOT / "tests" / "data" / "chat_pair_task"
+EXAMPLE = ROOT / "examples" / "chat_pair_task"
 TASK_NAME = "chat-pair-test"
 
 
@@ -83,24 +92,6 @@ def launch(settings: Settings, task_dir: Path) -> int:
         cwd=ROOT, env=child_env(settings), capture_output=True, text=True, timeout=90, check=False)
     assert launched.returncode == 0, launched.stderr
     return int(launched.stdout.strip().splitlines()[-1])
-
-
-@contextmanager
-def runner_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The Procfile's ``runner`` process: threads pool on the assignments queue."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.runner_worker", "worker", "-Q",
-             "assignments", "-P", "threads", "-c", "8", "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--hostname", f"runner-{os.getpid()}@%h"],
-            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
-                 message="the runner worker to be ready")
-        assert process.poll() is None, log.read_text()
-        yield process
-    finally:
-        stop(process)
 
 
 @contextmanager
