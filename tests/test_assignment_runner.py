@@ -7,7 +7,9 @@ time), with the tokens Redis holds recounted against the database after each."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.db.models import Agent, AgentMessage, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_WORKER_COUNTED, UnitStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.limiter.units import token_holder, unit_holder
@@ -156,9 +158,18 @@ def tokens_and_database(rt: Runtime, run_id: int) -> tuple[dict[str, set[str]], 
     return {pool: rt.limiter.holders(pool) for pool in expected}, expected
 
 
-def assert_tokens_match(rt: Runtime, run_id: int) -> None:
+def tokens_match(rt: Runtime, run_id: int) -> bool:
     held, expected = tokens_and_database(rt, run_id)
-    assert held == expected
+    return held == expected
+
+
+def assert_tokens_match(rt: Runtime, run_id: int, timeout_s: float = 5.0) -> None:
+    """Tokens are given back after the commit that freed them: wait out that moment, then compare."""
+    try:
+        wait_for(lambda: tokens_match(rt, run_id), timeout_s=timeout_s, message="the pools to hold what the database says")
+    except AssertionError:
+        held, expected = tokens_and_database(rt, run_id)
+        assert held == expected
 
 
 def submit(url: str, agent_id: str, data: dict[str, Any]) -> None:
@@ -231,8 +242,7 @@ def test_a_partner_who_never_comes_and_a_waiting_page_gone_silent_release_the_un
             alone.close()
         assert statuses(rt, run_id) == {alice["agent_id"]: "expired"}
         assert unit_statuses(rt, run_id) == ["launched", "launched"]
-        wait_for(lambda: tokens_and_database(rt, run_id)[0] == tokens_and_database(rt, run_id)[1],
-                 message="the pools to hold what the database says")
+        assert_tokens_match(rt, run_id)
 
         bob = register(web, "bob")
         assert unit_of(rt, bob["agent_id"]) == unit_of(rt, alice["agent_id"]), "the released unit comes first"
@@ -299,3 +309,63 @@ def test_a_turn_not_taken_in_time_times_the_agent_out_and_frees_everything(tmp_p
     assert_tokens_match(rt, run_id)
     held, _ = tokens_and_database(rt, run_id)
     assert held[keys.run_units_pool(run_id)] == set(), "no unit of the run is open: no slot stays taken"
+
+
+def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_finishes(
+        tmp_path: Path, live: Runtime) -> None:
+    """SIGKILL the runner worker's process group mid-conversation: its lease lapses, the live sweep tells both
+    pages ``expired``, their units go back to the pool (tokens recounted), what they said is kept; two new
+    workers take the units on a new runner worker, chat and submit, each unit is completed once and the run
+    finishes."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        with runner_worker(rt.settings, tmp_path / "runner1.log") as runner, started_pair(web) as (alice, bob):
+            alice.say("hi bob")
+            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+            os.killpg(runner.pid, signal.SIGKILL)
+            for page in (alice, bob):
+                wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
+                         message="the pages to hear the assignment ended")
+        assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired"}
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        assert_tokens_match(rt, run_id)
+        with transaction(rt.sessions) as session:
+            kept = [(str(d), m["text"]) for d, m in session.execute(
+                select(AgentMessage.direction, AgentMessage.data).where(AgentMessage.agent_id == alice.agent_id)
+                .order_by(AgentMessage.seq))]
+        assert kept == [("out", "You are speaker 0."), ("in", "hi bob")]
+
+        with runner_worker(rt.settings, tmp_path / "runner2.log"):
+            carol, dave = register(web, "carol"), register(web, "dave")
+            pages = [LivePage(web, carol["agent_id"]).open(), LivePage(web, dave["agent_id"]).open()]
+            try:
+                for page in pages:
+                    wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30,
+                             message="the new pair to start")
+                pages[0].say("hello dave")
+                wait_for(lambda: "hello dave" in pages[1].texts(), message="carol's turn relayed")
+                pages[1].say("hello carol")
+                wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in pages[0].messages),
+                         message="the runner to end the conversation")
+                submit(web, carol["agent_id"], {"rating": 5})
+                submit(web, dave["agent_id"], {"rating": 5})
+            finally:
+                for page in pages:
+                    page.close()
+            wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+    assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired",
+                                    carol["agent_id"]: "completed", dave["agent_id"]: "completed"}
+    with transaction(rt.sessions) as session:
+        done = dict(session.execute(select(Unit.id, Unit.agent_id).where(Unit.task_run_id == run_id)).all())
+    assert sorted(done.values()) == sorted([carol["agent_id"], dave["agent_id"]]), "each unit completed once"
+    assert_tokens_match(rt, run_id)
+
+
+def run_finished(rt: Runtime, run_id: int) -> bool:
+    with transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        return bool(run and run.is_completed)

@@ -35,27 +35,38 @@ class Released:
     run_id: int
 
 
-_WAITS: dict[int, int] = {}
-"""Each open run's partner wait in seconds (0: the run hosts no assignments, or waits as long as the page
-stays); a run's config never changes."""
+@dataclass(frozen=True)
+class HostedRun:
+    task_name: str
+    partner_wait_s: int  # 0: as long as the page stays
+    stopping: bool
 
 
-def _partner_wait_s(run_id: int, config: dict[str, object]) -> int:
-    wait_s = _WAITS.get(run_id)
-    if wait_s is None:
-        parsed = RunConfig.parse(config)
-        wait_s = _WAITS[run_id] = parsed.task.partner_wait_s if parsed.hosts_assignments else 0
-    return wait_s
+_HOSTED: dict[int, tuple[bool, int]] = {}
+"""Per run: whether its script hosts its assignments, and its partner wait (a run's config never changes)."""
+
+
+def hosted_runs(session: Session) -> dict[int, HostedRun]:
+    """The open runs whose assignments a runner worker hosts, by id."""
+    found: dict[int, HostedRun] = {}
+    for run_id, config, stopping_at, task_name in session.execute(
+            select(TaskRun.id, TaskRun.config, TaskRun.shutdown_requested_at, Task.task_name)
+            .join(Task, Task.id == TaskRun.task_id).where(TaskRun.is_completed.is_(False))):
+        known = _HOSTED.get(run_id)
+        if known is None:
+            parsed = RunConfig.parse(config)
+            known = _HOSTED[run_id] = (parsed.hosts_assignments, parsed.task.partner_wait_s)
+        if known[0]:
+            found[int(run_id)] = HostedRun(str(task_name), known[1], stopping_at is not None)
+    return found
 
 
 def release_overdue_waiting(factory: sessionmaker[Session], limiter: Limiter, *, now: datetime) -> list[Released]:
     """Release the agents that waited for partners past their run's wait; return them. Reads first: the
     write transaction (SQLite's write lock) is taken only when some agent is overdue."""
     with read_transaction(factory) as session:
-        runs = [(run_id, cutoff, stopping_at is not None, task_name) for run_id, config, stopping_at, task_name in
-                session.execute(select(TaskRun.id, TaskRun.config, TaskRun.shutdown_requested_at, Task.task_name)
-                                .join(Task, Task.id == TaskRun.task_id).where(TaskRun.is_completed.is_(False)))
-                if (cutoff := partner_wait_cutoff(now, _partner_wait_s(run_id, config))) is not None]
+        runs = [(run_id, cutoff, run.stopping, run.task_name) for run_id, run in hosted_runs(session).items()
+                if (cutoff := partner_wait_cutoff(now, run.partner_wait_s)) is not None]
         overdue = [(run, row) for run in runs for row in session.execute(
             select(Agent.id, Agent.unit_id, Agent.worker_id, Unit.launch_id)
             .join(Unit, Unit.id == Agent.unit_id)
