@@ -47,6 +47,10 @@ class LivePage:
     def alive(self) -> None:
         self._send({"packet_type": "alive", "subject_id": self.agent_id, "data": {}})
 
+    def mute(self) -> None:
+        """Stop the heartbeats but keep listening, as a page whose tab hangs (its socket still open)."""
+        self._stop.set()
+
     def close(self) -> None:
         """Drop the connection, as a closed tab or a lost network does."""
         self._stop.set()

@@ -80,6 +80,24 @@ def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: 
 
 
 @contextmanager
+def runner_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The Procfile's ``runner`` process: threads pool on the assignments queue."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.runner_worker", "worker", "-Q",
+             "assignments", "-P", "threads", "-c", "8", "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--hostname", f"runner-{os.getpid()}@%h"],
+            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
+                 message="the runner worker to be ready")
+        assert process.poll() is None, log.read_text()
+        yield process
+    finally:
+        stop(process)
+
+
+@contextmanager
 def web_server(settings: Settings, run_id: int, log: Path, port: int | None = None) -> Iterator[str]:
     """The web process of a run, on ``port`` (a run's own port, where a provider sends workers) or a free
     one; yields its URL once it answers."""

@@ -1,13 +1,15 @@
-"""A task script's own concurrent TaskRunner (``tests/data/chat_pair_task``) on real processes: two pages
+"""A task script's own concurrent TaskRunner (``examples/chat_pair_task``) on real processes: two pages
 on two web processes claim the two units of an assignment, the first waits, both go ``in task`` when the
 runner worker starts the assignment, the runner relays their messages, both submit, and the export has
-each agent's conversation. Then what ends an assignment early: a partner who never comes, a turn not
-taken in time."""
+each agent's conversation. Then what releases a waiting agent (a partner who never comes, a waiting page gone
+silent) and what ends a started assignment early (a page gone silent mid-conversation, a turn not taken in
+time), with the tokens Redis holds recounted against the database after each."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,20 +22,41 @@ import pytest
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import Agent, Unit
+from mephisto_dist.db.models import Agent, AgentMessage, TaskRun, Unit
+from mephisto_dist.domain.status import UNIT_WORKER_COUNTED, UnitStatus
+from mephisto_dist.limiter import keys
+from mephisto_dist.limiter.units import token_holder, unit_holder
 from mephisto_dist.review.export import unit_records
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
 from tests.conftest import wait_for
 from tests.live_page import LivePage
-from tests.system import ROOT, celery_worker, child_env, register, stop, web_server
+from tests.system import (
+    ROOT,
+    celery_beat,
+    celery_worker,
+    child_env,
+    make_runtime,
+    register,
+    runner_worker,
+    web_server,
+)
 
 pytestmark = pytest.mark.system
 
-EXAMPLE = ROOT / "tests" / "data" / "chat_pair_task"
+EXAMPLE = ROOT / "examples" / "chat_pair_task"
+TASK_NAME = "chat-pair-test"
 
 
-def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60) -> Path:
+@pytest.fixture
+def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]:
+    """A deployment whose live sweep (beat, every 2 s) takes a page silent for 2 s."""
+    rt = make_runtime(tmp_path / "data", database_url, redis_url, LIVE_DISCONNECT_S="2")
+    yield rt
+    rt.close()
+
+
+def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1) -> Path:
     task_dir = root / "chat_pair_task"
     (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
     shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
@@ -49,13 +72,16 @@ mephisto:
     link_task_source: false
     units_per_assignment: 2
   task:
-    task_name: chat-pair-test
+    task_name: {TASK_NAME}
     task_title: "Chat"
     task_description: "Chat with another worker"
     task_reward: 0.1
     task_tags: "test"
     partner_wait_in_seconds: {partner_wait_s}
-num_turns: 1
+    max_num_concurrent_units: 4
+    allowed_concurrent: 1
+    maximum_units_per_worker: 2
+num_turns: {num_turns}
 turn_timeout: {turn_timeout_s}
 topics: ["the weather"]
 """)
@@ -71,21 +97,30 @@ def launch(settings: Settings, task_dir: Path) -> int:
 
 
 @contextmanager
-def runner_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The Procfile's ``runner`` process: threads pool on the assignments queue."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.runner_worker", "worker", "-Q",
-             "assignments", "-P", "threads", "-c", "8", "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--hostname", f"runner-{os.getpid()}@%h"],
-            cwd=ROOT, env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def chat_deployment(rt: Runtime, run_id: int, logs: Path) -> Iterator[str]:
+    """Every process a hosted run needs: a Celery worker, the runner worker, beat (the live sweep) and a
+    web process; yields the web URL once the assignment's two units are launched."""
+    with celery_worker(rt.settings, logs / "worker.log"), runner_worker(rt.settings, logs / "runner.log"), \
+            celery_beat(rt.settings, logs / "beat.log"), web_server(rt.settings, run_id, logs / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        yield web
+
+
+@contextmanager
+def started_pair(web: str) -> Iterator[tuple[LivePage, LivePage]]:
+    """Alice and Bob claim the assignment's two units and open their pages; yields them once the runner
+    greeted both."""
+    alice, bob = register(web, "alice"), register(web, "bob")
+    pages = (LivePage(web, alice["agent_id"]).open(), LivePage(web, bob["agent_id"]).open())
     try:
-        wait_for(lambda: process.poll() is not None or b"ready." in log.read_bytes(), timeout_s=30,
-                 message="the runner worker to be ready")
-        assert process.poll() is None, log.read_text()
-        yield process
+        for index, page in enumerate(pages):
+            wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30, message="the assignment to start")
+            wait_for(lambda page=page, i=index: f"You are speaker {i}." in page.texts(), message="the greeting")
+        yield pages
     finally:
-        stop(process)
+        for page in pages:
+            page.close()
 
 
 def statuses(rt: Runtime, run_id: int) -> dict[str, str]:
@@ -98,6 +133,43 @@ def unit_statuses(rt: Runtime, run_id: int) -> list[str]:
     with transaction(rt.sessions) as session:
         return [str(s) for s in session.scalars(select(Unit.status).where(Unit.task_run_id == run_id)
                                                 .order_by(Unit.id))]
+
+
+def unit_of(rt: Runtime, agent_id: str) -> int:
+    with transaction(rt.sessions) as session:
+        return int(session.scalar(select(Agent.unit_id).where(Agent.id == agent_id)) or 0)
+
+
+def tokens_and_database(rt: Runtime, run_id: int) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Every pool the run's units take tokens in: the holders in Redis, and the holders the database's
+    units say there should be (launched or assigned: the run's slot; assigned: the worker's concurrent
+    slot; assigned or submitted: the worker's units of the task)."""
+    with transaction(rt.sessions) as session:
+        units = session.execute(select(Unit.id, Unit.status, Unit.launch_id, Unit.worker_id)
+                                .where(Unit.task_run_id == run_id)).all()
+        workers = set(session.scalars(select(Agent.worker_id).where(Agent.task_run_id == run_id)))
+    expected = {keys.run_units_pool(run_id): {token_holder(u.id, u.launch_id) for u in units
+                                              if u.status in (UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)}}
+    for worker in workers:
+        expected[keys.worker_assigned_pool(run_id, worker)] = {
+            unit_holder(u.id) for u in units if u.worker_id == worker and u.status == UnitStatus.ASSIGNED}
+        expected[keys.worker_task_units_pool(TASK_NAME, worker)] = {
+            unit_holder(u.id) for u in units if u.worker_id == worker and UnitStatus(u.status) in UNIT_WORKER_COUNTED}
+    return {pool: rt.limiter.holders(pool) for pool in expected}, expected
+
+
+def tokens_match(rt: Runtime, run_id: int) -> bool:
+    held, expected = tokens_and_database(rt, run_id)
+    return held == expected
+
+
+def assert_tokens_match(rt: Runtime, run_id: int, timeout_s: float = 5.0) -> None:
+    """Tokens are given back after the commit that freed them: wait out that moment, then compare."""
+    try:
+        wait_for(lambda: tokens_match(rt, run_id), timeout_s=timeout_s, message="the pools to hold what the database says")
+    except AssertionError:
+        held, expected = tokens_and_database(rt, run_id)
+        assert held == expected
 
 
 def submit(url: str, agent_id: str, data: dict[str, Any]) -> None:
@@ -146,3 +218,154 @@ def test_two_pages_on_two_web_processes_chat_through_the_runner(tmp_path: Path, 
                                        ("out", "hello alice"), ("out", None)]
     assert said[bob["agent_id"]] == [("out", "You are speaker 1."), ("out", "sent while waiting"),
                                      ("in", "hello alice"), ("out", None)]
+
+
+def test_a_partner_who_never_comes_and_a_waiting_page_gone_silent_release_the_unit(
+        tmp_path: Path, live: Runtime) -> None:
+    """``partner_wait_in_seconds`` over: the waiting page hears ``expired`` (Mephisto's "no longer available"),
+    its unit goes back to the pool with its worker's tokens; a waiting page that stops its heartbeats is
+    disconnected the same way. Neither assignment started, so the runner ran nothing."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, partner_wait_s=5))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        alice = register(web, "alice")
+        alone = LivePage(web, alice["agent_id"]).open()
+        try:
+            wait_for(lambda: "waiting" in alone.statuses, message="alice to be told she waits")
+            assert_tokens_match(rt, run_id)
+            wait_for(lambda: "expired" in alone.statuses, timeout_s=20,
+                     message="alice to be released after the partner wait")
+        finally:
+            alone.close()
+        assert statuses(rt, run_id) == {alice["agent_id"]: "expired"}
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        assert_tokens_match(rt, run_id)
+
+        bob = register(web, "bob")
+        assert unit_of(rt, bob["agent_id"]) == unit_of(rt, alice["agent_id"]), "the released unit comes first"
+        silent = LivePage(web, bob["agent_id"]).open()
+        try:
+            wait_for(lambda: "waiting" in silent.statuses, message="bob to be told he waits")
+            silent.mute()
+            wait_for(lambda: "disconnect" in silent.statuses, timeout_s=20,
+                     message="bob's silent page to be disconnected")
+        finally:
+            silent.close()
+        assert statuses(rt, run_id)[bob["agent_id"]] == "disconnect"
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        assert_tokens_match(rt, run_id)
+
+
+def test_a_page_gone_silent_mid_conversation_ends_it_at_once_and_its_partner_submits_as_is(
+        tmp_path: Path, live: Runtime) -> None:
+    """Bob's page stops its heartbeats while the runner waits for his turn: the sweep disconnects him, and
+    the entry it pushes to his inbox raises AgentDisconnectedError in the runner's act() at once (not at
+    its next status re-read, every 5 s). As Mephisto: Alice becomes ``partner disconnect`` and may still
+    submit her work as is, Bob's unit expires, cleanup_assignment runs; nothing stays held."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, num_turns=2))
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        bob.mute()  # the runner now waits in bob's act(timeout=60)
+        wait_for(lambda: "disconnect" in bob.statuses, timeout_s=20, message="bob's page to be disconnected")
+        wait_for(lambda: "partner disconnect" in alice.statuses, timeout_s=2.5,
+                 message="alice to hear at once that her partner left")
+        assert statuses(rt, run_id) == {alice.agent_id: "partner disconnect", bob.agent_id: "disconnect"}
+        submit(web, alice.agent_id, {"rating": 3})
+        refused = httpx.post(web + "/submit_task", json={"USED_AGENT_ID": bob.agent_id, "final_data": {}})
+        assert refused.status_code == 409, refused.text
+        wait_for(lambda: b"cleanup_assignment(" in (tmp_path / "runner.log").read_bytes(),
+                 message="the runner's cleanup_assignment")
+    assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "disconnect"}
+    assert sorted(unit_statuses(rt, run_id)) == ["completed", "expired"]
+    assert_tokens_match(rt, run_id)
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    said = [(m["direction"], m["data"].get("text")) for m in records[alice.agent_id]["data"]["messages"]]
+    assert said == [("out", "You are speaker 0."), ("in", "hi bob")]
+
+
+def test_a_turn_not_taken_in_time_times_the_agent_out_and_frees_everything(tmp_path: Path, live: Runtime) -> None:
+    """``act(timeout)`` expires on Alice's turn: she gets ``timeout``, Bob ``partner disconnect`` (both pages
+    told), cleanup_assignment runs; Bob submits as is, Alice's late submission is refused, her unit expires;
+    the tokens Redis holds are the database's."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, turn_timeout_s=3))
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        wait_for(lambda: "timeout" in alice.statuses, timeout_s=20, message="alice's turn to time out")
+        wait_for(lambda: "partner disconnect" in bob.statuses, message="bob to hear his partner left")
+        wait_for(lambda: b"cleanup_assignment(" in (tmp_path / "runner.log").read_bytes(),
+                 message="the runner's cleanup_assignment")
+        assert statuses(rt, run_id) == {alice.agent_id: "timeout", bob.agent_id: "partner disconnect"}
+        late = httpx.post(web + "/submit_task", json={"USED_AGENT_ID": alice.agent_id, "final_data": {}})
+        assert late.status_code == 409, late.text
+        submit(web, bob.agent_id, {"rating": 1})
+    assert statuses(rt, run_id) == {alice.agent_id: "timeout", bob.agent_id: "completed"}
+    assert sorted(unit_statuses(rt, run_id)) == ["completed", "expired"]
+    assert_tokens_match(rt, run_id)
+    held, _ = tokens_and_database(rt, run_id)
+    assert held[keys.run_units_pool(run_id)] == set(), "no unit of the run is open: no slot stays taken"
+
+
+def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_finishes(
+        tmp_path: Path, live: Runtime) -> None:
+    """SIGKILL the runner worker's process group mid-conversation: its lease lapses, the live sweep tells both
+    pages ``expired``, their units go back to the pool (tokens recounted), what they said is kept; two new
+    workers take the units on a new runner worker, chat and submit, each unit is completed once and the run
+    finishes."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        with runner_worker(rt.settings, tmp_path / "runner1.log") as runner, started_pair(web) as (alice, bob):
+            alice.say("hi bob")
+            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+            os.killpg(runner.pid, signal.SIGKILL)
+            for page in (alice, bob):
+                wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
+                         message="the pages to hear the assignment ended")
+        assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired"}
+        assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        assert_tokens_match(rt, run_id)
+        with transaction(rt.sessions) as session:
+            kept = [(str(d), m["text"]) for d, m in session.execute(
+                select(AgentMessage.direction, AgentMessage.data).where(AgentMessage.agent_id == alice.agent_id)
+                .order_by(AgentMessage.seq))]
+        assert kept == [("out", "You are speaker 0."), ("in", "hi bob")]
+
+        with runner_worker(rt.settings, tmp_path / "runner2.log"):
+            carol, dave = register(web, "carol"), register(web, "dave")
+            pages = [LivePage(web, carol["agent_id"]).open(), LivePage(web, dave["agent_id"]).open()]
+            try:
+                for page in pages:
+                    wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30,
+                             message="the new pair to start")
+                pages[0].say("hello dave")
+                wait_for(lambda: "hello dave" in pages[1].texts(), message="carol's turn relayed")
+                pages[1].say("hello carol")
+                wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in pages[0].messages),
+                         message="the runner to end the conversation")
+                submit(web, carol["agent_id"], {"rating": 5})
+                submit(web, dave["agent_id"], {"rating": 5})
+            finally:
+                for page in pages:
+                    page.close()
+            wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+    assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired",
+                                    carol["agent_id"]: "completed", dave["agent_id"]: "completed"}
+    with transaction(rt.sessions) as session:
+        done = dict(session.execute(select(Unit.id, Unit.agent_id).where(Unit.task_run_id == run_id)).all())
+    assert sorted(done.values()) == sorted([carol["agent_id"], dave["agent_id"]]), "each unit completed once"
+    assert_tokens_match(rt, run_id)
+
+
+def run_finished(rt: Runtime, run_id: int) -> bool:
+    with transaction(rt.sessions) as session:
+        run = session.get(TaskRun, run_id)
+        return bool(run and run.is_completed)

@@ -49,6 +49,15 @@ def test_agent_transitions() -> None:
         check_agent_transition(A.IN_TASK, A.COMPLETED, onboarding=True)
 
 
+def test_an_agent_whose_partner_left_may_submit_as_is_but_nothing_else() -> None:
+    check_agent_transition(A.PARTNER_DISCONNECT, A.COMPLETED)
+    for other in set(A) - {A.COMPLETED}:
+        with pytest.raises(IllegalTransition):
+            check_agent_transition(A.PARTNER_DISCONNECT, other)
+    with pytest.raises(IllegalTransition):
+        check_agent_transition(A.DISCONNECT, A.COMPLETED)
+
+
 @pytest.mark.parametrize(("units", "expected"), [
     ([U.LAUNCHED, U.LAUNCHED], U.LAUNCHED),
     ([U.ASSIGNED, U.COMPLETED], U.ASSIGNED),

@@ -398,8 +398,7 @@ TASK_RUN = Section(
         Argument("partner_wait_in_seconds", int, 600,
                  "mephisto-dist's own: how long a worker of an assignment whose agents work together (a task "
                  "script's concurrent TaskRunner) waits for the others; then they are told, released and "
-                 "their unit offered again (0 = as long as the page stays, as Mephisto waits).", minimum=0,
-                 implemented=False),
+                 "their unit offered again (0 = as long as the page stays, as Mephisto waits).", minimum=0),
         Argument("resume_incomplete_run", bool, False,
                  "Instead of a new run, resume the newest unfinished run of this task_name."),
         Argument("post_install_script", str, "",

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, TaskRun, Unit
 from mephisto_dist.domain.servers import ServerStatus, check_server_transition
 from mephisto_dist.domain.status import (
+    AGENT_SUBMITTING,
     AgentStatus,
     RemoteCallStatus,
     UnitStatus,
@@ -241,11 +242,12 @@ def _move_agent_row(
     return bool(session.connection().execute(statement, params).rowcount)
 
 
-# A submission's two compare-and-sets: the agent ``in_task -> completed`` with its answer, returning its unit
-# and worker; then that unit ``assigned -> completed``. The unit's WHERE on its id is added by each use.
+# A submission's two compare-and-sets: the agent ``in_task | partner disconnect -> completed`` with its
+# answer, returning its unit and worker; then that unit ``assigned -> completed``. The unit's WHERE on its id
+# is added by each use.
 _COMPLETE_AGENT = (update(_AGENTS)
                    .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
-                          _AGENTS.c.status == AgentStatus.IN_TASK.value)
+                          _AGENTS.c.status.in_(sorted(s.value for s in AGENT_SUBMITTING)))
                    .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
                            status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
                    .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id))
@@ -291,11 +293,13 @@ class CompletedSubmission(NamedTuple):
 
 def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
                         now: datetime) -> CompletedSubmission | None:
-    """A submission's writes: the agent of the run ``in_task -> completed`` with its answer, then its unit
-    ``assigned -> completed``; one round trip on PostgreSQL, two on SQLite. None when no such agent of
-    the run is working (the caller reads it to say why). A unit that was no longer assigned comes back
-    as ``unit=None``: the caller refuses the submission, and its rollback undoes the agent's write."""
-    check_agent_transition(AgentStatus.IN_TASK, AgentStatus.COMPLETED, onboarding=False)
+    """A submission's writes: the agent of the run ``in_task -> completed`` with its answer (or ``partner
+    disconnect -> completed``: Mephisto lets it submit as is), then its unit ``assigned -> completed``; one
+    round trip on PostgreSQL, two on SQLite. None when no such agent of the run is working (the caller reads
+    it to say why). A unit that was no longer assigned comes back as ``unit=None``: the caller refuses the
+    submission, and its rollback undoes the agent's write."""
+    for status in AGENT_SUBMITTING:
+        check_agent_transition(status, AgentStatus.COMPLETED, onboarding=False)
     check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
     params = {"v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}
     connection = session.connection()

@@ -12,7 +12,7 @@ def ready_to_start(units: int, waiting_agents: int) -> bool:
     return units > 0 and waiting_agents >= units
 
 
-def partner_wait_over(waiting_since: datetime, now: datetime, wait_s: int) -> bool:
-    """Whether an agent that has waited since ``waiting_since`` has waited long enough to be released;
-    ``wait_s`` 0 waits as long as its page stays (Mephisto has no limit)."""
-    return wait_s > 0 and now - waiting_since >= timedelta(seconds=wait_s)
+def partner_wait_cutoff(now: datetime, wait_s: int) -> datetime | None:
+    """Agents waiting since before this moment have waited long enough to be released; None when
+    ``wait_s`` is 0: they wait as long as their page stays (Mephisto has no limit)."""
+    return now - timedelta(seconds=wait_s) if wait_s > 0 else None

@@ -90,10 +90,13 @@ AGENT_TRANSITIONS: dict[AgentStatus, frozenset[AgentStatus]] = {
     A.SOFT_REJECTED: frozenset(),
     A.DISCONNECT: frozenset(),
     A.TIMEOUT: frozenset(),
-    A.PARTNER_DISCONNECT: frozenset(),
+    # Mephisto lets an agent whose partner left submit the work as is ("please submit this task as is").
+    A.PARTNER_DISCONNECT: frozenset({A.COMPLETED}),
     A.EXPIRED: frozenset(),
     A.RETURNED: frozenset(),
 }
+# An agent may submit in these (``db.transitions.complete_submission``).
+AGENT_SUBMITTING = frozenset({A.IN_TASK, A.PARTNER_DISCONNECT})
 
 # OnboardingAgent: none -> onboarding -> waiting -> approved | rejected (or a disconnect ending).
 ONBOARDING_TRANSITIONS: dict[AgentStatus, frozenset[AgentStatus]] = {

@@ -61,6 +61,11 @@ key                                type     TTL                                 
                                             deleted when the runner ends.                   (assignments)
 ``L:agent:<agent id>:seen``        SET      ``update_id`` of the page's messages pushed     inbox.lua
                                             (a resent packet is dropped); 1 day.
+``L:assignment:<id>:runner``       STRING   ``running``: the runner worker hosting the      assignments.
+                                            assignment's TaskRunner, PX a few seconds,      lease (runner
+                                            renewed by a thread; ``ended`` (1 day) once     worker); the
+                                            ``run_assignment`` returned. Missing while      live sweep
+                                            its agents are in task: the runner died.        reads it
 =================================  =======  ==============================================  ===========
 """
 
@@ -114,6 +119,10 @@ def live_heartbeats_key(prefix: str = LIVE_PREFIX) -> str:
 
 def remote_call_lease_key(call_id: int, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:call:{call_id}:lease"
+
+
+def assignment_runner_lease(assignment_id: int, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:assignment:{assignment_id}:runner"
 
 
 def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:

@@ -29,8 +29,12 @@ from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCall, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
 from mephisto_dist.review.qualifications import StoredWorkerQualifications
+from mephisto_dist.runners.assignments.lease import RUNNER_LEASE_S
+from mephisto_dist.runners.assignments.recovery import end_lost_assignments
+from mephisto_dist.runners.assignments.waiting import release_overdue_waiting
 from mephisto_dist.runners.live import calls, protocol
 from mephisto_dist.runners.live.disconnects import disconnect_agents, disconnect_onboarding_agents
+from mephisto_dist.runners.live.inbox import Inbox
 from mephisto_dist.runners.live.outbox import send_to_agent
 from mephisto_dist.runners.live.presence import Presence
 from mephisto_dist.runs.bundles import run_files
@@ -230,39 +234,57 @@ def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outpu
 
 
 def live_sweep(rt: Runtime) -> dict[str, int]:
-    """Disconnect the agents whose page fell silent; send orphaned remote calls round again, or answer
-    them with an error after their second run."""
+    """Disconnect the agents whose page fell silent; release the agents that waited for partners too long;
+    end the assignments whose runner died; send orphaned remote calls round again, or answer them with an
+    error after their second run."""
     presence = Presence(rt.redis)
     silent = presence.take_silent(rt.settings.live_disconnect_s)
     now = _now()
     gone = (disconnect_agents(rt.sessions, rt.limiter, silent, now=now)
             + disconnect_onboarding_agents(rt.sessions, silent, now=now))
+    inbox = Inbox(rt.redis)
     for item in gone:
         status = AgentStatus.EXPIRED if item.expired else AgentStatus.DISCONNECT
+        if item.hosted:
+            # Its runner may be blocked in this agent's act(): the entry wakes it at once.
+            inbox.push_status(item.agent_id, status.value)
         send_to_agent(rt.redis, item.agent_id, protocol.status_packet(item.agent_id, status.value))
         with transaction(rt.sessions) as session:
             run = session.get(TaskRun, item.run_id)
             view = _run_view(rt, run) if run is not None else None
         if view is not None:
             runner_for(view.blueprint_type).on_agent_disconnected(view, item.agent_id, status.value)
+    for run_id in sorted({item.run_id for item in gone if item.freed_run_slot}):
+        rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)
+    released = release_overdue_waiting(rt.sessions, rt.limiter, now=now)
+    lost = end_lost_assignments(rt.sessions, rt.redis, rt.limiter, lease_s=RUNNER_LEASE_S, now=now)
+    for agent in lost:
+        log.warning("assignment %s lost its runner: agent %s expired, unit %s back in the pool",
+                    agent.assignment_id, agent.agent_id, agent.unit_id)
+    for agent_id in [w.agent_id for w in released] + [a.agent_id for a in lost]:
+        presence.forget(agent_id)
+        inbox.drop(agent_id)  # what the page said is for no runner now
+        send_to_agent(rt.redis, agent_id, protocol.status_packet(agent_id, AgentStatus.EXPIRED.value))
     ended = _tell_ended_agents(rt, presence)
     rerun, failed = _recover_orphans(rt)
-    return {"disconnected": len(gone), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
+    return {"disconnected": len(gone), "partner_wait_over": len(released), "runner_lost": len(lost),
+            "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
 
 
+_STILL_THERE = (AgentStatus.IN_TASK.value, AgentStatus.WAITING.value)
 _ENDINGS = frozenset({AgentStatus.TIMEOUT, AgentStatus.EXPIRED, AgentStatus.RETURNED, AgentStatus.DISCONNECT})
 
 
 def _tell_ended_agents(rt: Runtime, presence: Presence) -> int:
     """Live pages whose agent (or onboarding agent) ended elsewhere (timed out by beat, expired by a
     shutdown, submitted) stop being watched; the page of one that did not submit hears its status, and its
-    runner the event."""
+    runner the event. An agent waiting for partners is still there: its page stays watched."""
     watched = list(presence.watched())
     if not watched:
         return 0
     with read_transaction(rt.sessions) as session:
         rows = [*session.execute(select(Agent.id, Agent.status, Agent.task_run_id).where(
-                    Agent.id.in_(watched), Agent.status != AgentStatus.IN_TASK.value)),
+                    Agent.id.in_(watched), Agent.status.not_in(_STILL_THERE))),
                 *session.execute(select(OnboardingAgent.id, OnboardingAgent.status, OnboardingAgent.task_run_id)
                                  .where(OnboardingAgent.id.in_(watched),
                                         OnboardingAgent.status != AgentStatus.ONBOARDING.value))]

@@ -477,7 +477,8 @@ def _reconnect(session: Session, existing: Any, worker_id: int, reg: Registratio
         return AgentDetails(reg.request_id, worker_id, failure_reason=ALREADY_SUBMITTED)
     if status == AgentStatus.TIMEOUT:
         return AgentDetails(reg.request_id, worker_id, failure_reason=TIMED_OUT)
-    if status not in (AgentStatus.IN_TASK, AgentStatus.WAITING, AgentStatus.ACCEPTED, AgentStatus.NONE):
+    if status not in (AgentStatus.IN_TASK, AgentStatus.WAITING, AgentStatus.PARTNER_DISCONNECT, AgentStatus.ACCEPTED,
+                      AgentStatus.NONE):
         return AgentDetails(reg.request_id, worker_id, failure_reason=NO_LONGER_YOURS.format(status=status))
     data = _run(session, _ASSIGNMENT_DATA, {"assignment_id": assignment_id}).scalar()
     return AgentDetails(reg.request_id, worker_id, agent_id, unit_id, data)

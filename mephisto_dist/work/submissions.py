@@ -15,7 +15,7 @@ from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
 from mephisto_dist.domain.metadata import merge_metadata
-from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.domain.status import AGENT_SUBMITTING, UnitStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.limiter import PoolLimit
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens, token_holder
@@ -72,7 +72,8 @@ def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> 
         agent = claims.load_agent(session, run, agent_id)
         merged = merge_metadata(agent.task_metadata, metadata, lambda: str(uuid.uuid4()))
         # Compare-and-set on the status: a submit committing meanwhile wins, and this is refused.
-        still_working = update(Agent).where(Agent.id == agent.id, Agent.status == AgentStatus.IN_TASK.value)
+        still_working = update(Agent).where(Agent.id == agent.id,
+                                            Agent.status.in_([status.value for status in AGENT_SUBMITTING]))
         changed = session.connection().execute(still_working.values(task_metadata=merged)).rowcount
         if not changed:
             status = session.scalar(select(Agent.status).where(Agent.id == agent.id))

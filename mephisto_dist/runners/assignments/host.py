@@ -8,6 +8,9 @@ the way Mephisto's ``TaskRunner._launch_and_run_assignment`` does:
 - any other exception: logged, then ``cleanup_assignment``;
 - a normal return: the agents stay ``in task`` and submit from their pages.
 
+While ``run_assignment`` runs, the runner holds the assignment's lease (:mod:`.lease`); a runner that dies
+with it lets it lapse, and the live sweep ends the assignment (:mod:`.recovery`).
+
 The start is the idempotence: a second delivery of the same start finds the agents no longer waiting and
 does nothing. One whose agents are not all still waiting (one left a moment ago) starts nothing either;
 the others keep waiting for a new partner, whose claim sends a new start.
@@ -24,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.compat.data_model import Unit as UnitView
 from mephisto_dist.compat.data_model import Worker as WorkerView
@@ -38,6 +42,7 @@ from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.runners.assignments.channel import RunnerChannel
+from mephisto_dist.runners.assignments.lease import RunnerLease
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,13 @@ def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
     started = _start(rt, assignment_id, list(agent_ids))
     if started is None:
         return NOT_STARTED
+    # Taken after the start's commit (a repeated start never touches it); the sweep gives a start a lease's
+    # time before it looks for the key.
+    with RunnerLease(rt.redis, assignment_id):
+        return _host(rt, assignment_id, started, hooks_of)
+
+
+def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
     hooks = hooks_of(started.run)
     if hooks.task_runner is None:
         log.error("run %s hosts no TaskRunner: assignment %s cannot run", started.run.id, assignment_id)
@@ -190,6 +202,7 @@ def _end_for_absent(rt: Runtime, started: _Started, channel: RunnerChannel, abse
                 worker = seat.worker_id if old == UnitStatus.ASSIGNED else None
                 releases.append(UnitTokens(started.run.id, seat.unit_id, unit.launch_id, UnitStatus.EXPIRED,
                                            worker, started.task_name))
-    release_unit_tokens(rt.limiter, releases)
+    if release_unit_tokens(rt.limiter, releases):
+        rt.queue.enqueue(queue.LAUNCH_UNITS, started.run.id)  # the expired unit's slot, for the next unit
     for agent_id, status in told:
         channel.tell(agent_id, status)

@@ -1,13 +1,18 @@
 """Two workers chat through a TaskRunner, the Mephisto way: the script registers a blueprint whose
 TaskRunnerClass relays messages between the two agents of an assignment for ``num_turns`` turns.
-Test data for now: it has no page bundle of its own yet (the tests' pages are websocket clients), so it
-is not among the examples a user runs.
 
 The blueprint subclasses the remote procedure one and keeps its BLUEPRINT_TYPE, so the config's
 `/mephisto/blueprint: remote_procedure` selects it (Mephisto's registry, too, keeps the last class
-registered for a type); its pages are the remote procedure ones (mephisto-task's live hooks).
+registered for a type). Its page is ``chat.js``, hand-written JavaScript (no build step) that speaks
+mephisto-task's live protocol: the partner's messages, a box to write in, and a submit button once the
+runner says ``task_done``.
+
+    mephisto-dist run examples/chat_pair_task
+
+then open the printed URL twice, with two different ``worker_id``s.
 """
 
+import logging
 from typing import Any
 
 from mephisto.abstractions._subcomponents.task_runner import TaskRunner
@@ -43,7 +48,7 @@ class ChatPairRunner(TaskRunner):
             agent.observe({"task_data": {"task_done": True}})
 
     def cleanup_assignment(self, assignment: Any) -> None:
-        self.cleaned = getattr(self, "cleaned", 0) + 1
+        logging.getLogger(__name__).warning("cleanup_assignment(%s)", assignment.db_id)
 
 
 @register_mephisto_abstraction()
