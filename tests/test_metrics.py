@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.queue import RECONCILE_POOLS
 from mephisto_dist.runs.launches import run_pool
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
@@ -134,11 +135,11 @@ def test_metrics_count_every_process_and_match_status(tmp_path: Path, runtime: R
 
 
 def status_counts(output: str) -> dict[str, int]:
-    """The units-per-status table ``status`` prints: a row of names, then a row of numbers."""
-    rows = [[cell.strip() for cell in line.strip("│┃ ").split("│" if "│" in line else "┃")]
-            for line in output.splitlines() if "│" in line or "┃" in line]
-    header, values = rows[0], rows[1]
-    return {name: int(value) for name, value in zip(header, values, strict=True)}
+    """The units per status ``status`` prints on one line (``units: launched 2 · assigned 1 · ...``), with
+    every status it leaves out at 0."""
+    line = next(line for line in output.splitlines() if line.startswith("units: "))
+    shown = dict(part.rsplit(" ", 1) for part in line.removeprefix("units: ").split(" · "))
+    return {status.value: int(shown.get(status.value, 0)) for status in UnitStatus if status != UnitStatus.MIXED}
 
 
 def test_a_standing_by_web_process_takes_the_listener_over_when_its_holder_dies(tmp_path: Path,

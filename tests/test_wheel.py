@@ -4,11 +4,12 @@ task end to end on the embedded default, from a folder where this checkout canno
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
     installed = subprocess.run(
         [str(where / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(LOCK), str(wheel)],
-        capture_output=True, text=True, timeout=900, check=False)
+        capture_output=True, text=True, timeout=900, check=False, env=_wheel_env(os.environ))
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return where / "bin"
 
@@ -63,10 +64,16 @@ def test_the_wheel_holds_every_file_of_the_package(wheel: Path) -> None:
     assert not missing, f"files the package holds but the wheel lacks: {missing}"
 
 
+def _wheel_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without PYTHONPATH: a developer's PYTHONPATH pointing at a checkout would put it before the
+    wheel, and the test would run the checkout."""
+    return {k: v for k, v in env.items() if k != "PYTHONPATH"}
+
+
 def _installed_copy(venv: Path) -> Path:
     """Where the venv's interpreter imports mephisto_dist from (not this checkout)."""
     found = subprocess.run([str(venv / "python"), "-c", "import mephisto_dist, sys; print(mephisto_dist.__file__)"],
-                           cwd=venv, check=True, capture_output=True, text=True).stdout.strip()
+                           cwd=venv, check=True, capture_output=True, text=True, env=_wheel_env(os.environ)).stdout.strip()
     return Path(found)
 
 
@@ -80,7 +87,7 @@ def started(venv: Path, tmp_path: Path) -> Iterator[list[RunProcess]]:
 
 def _start(venv: Path, tmp_path: Path, task_dir: Path, task_name: str, runs: list[RunProcess]) -> tuple[RunProcess, int]:
     port = free_port()
-    env = user_env(tmp_path / "data")
+    env = _wheel_env(user_env(tmp_path / "data"))
     env["PATH"] = f"{venv}:{env['PATH']}"
     process = subprocess.Popen(
         [str(venv / "mephisto-dist"), "run", str(task_dir), f"mephisto.architect.port={port}",
@@ -97,7 +104,7 @@ def _start(venv: Path, tmp_path: Path, task_dir: Path, task_name: str, runs: lis
 def _export(venv: Path, tmp_path: Path, task_name: str) -> list[dict[str, Any]]:
     import json
 
-    env = user_env(tmp_path / "data")
+    env = _wheel_env(user_env(tmp_path / "data"))
     result = subprocess.run([str(venv / "mephisto-dist"), "export", "--task-name", task_name, "--format", "jsonl"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
