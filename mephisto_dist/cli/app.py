@@ -223,6 +223,7 @@ COMMANDS = (
     (RESULTS, "review", "Approve, reject or soft-reject completed units; bonuses."),
     (RESULTS, "costs", "What runs paid and still owe, with the provider's fees."),
     (RESULTS, "review-app", "Watch runs, review and pay in a browser (with a login)."),
+    (RESULTS, "import-mephisto", "Import a Mephisto data directory (its runs, workers, ...)."),
     (WORKERS, "workers", "List, block, unblock, notify workers; reset onboarding."),
     (WORKERS, "qualifications", "List, create, grant and revoke qualifications."),
     (PROVIDERS, "register", "Register a requester (name=NAME and its keys)."),
@@ -245,6 +246,7 @@ def _register_commands() -> None:
     from mephisto_dist.cli.costs import costs
     from mephisto_dist.cli.flower import flower
     from mephisto_dist.cli.hits import cleanup, hits_app
+    from mephisto_dist.cli.import_mephisto import import_mephisto
     from mephisto_dist.cli.limits import limits
     from mephisto_dist.cli.mturk_local import mturk_local
     from mephisto_dist.cli.prolific_local import prolific_local
@@ -262,6 +264,7 @@ def _register_commands() -> None:
         "limits": limits, "wut": wut, "export": export, "costs": costs, "review-app": review_web, "register": register,
         "cleanup": cleanup, "mturk-local": mturk_local, "prolific-local": prolific_local, "migrate": migrate,
         "web": web, "metrics": metrics, "reconciled": reconciled, "flower": flower,
+        "import-mephisto": import_mephisto,
     }
     groups = {"review": review_app, "workers": workers_app, "qualifications": qualifications_app, "hits": hits_app,
               "requesters": requesters_app}

@@ -108,6 +108,9 @@ class TaskRun(Base):
     shutdown_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # A run read from a Mephisto data directory (``mephisto_dist.imports``): the key of the run it came
+    # from, so importing the same directory again finds it and adds nothing.
+    imported_from: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class Assignment(Base):
