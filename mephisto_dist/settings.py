@@ -246,8 +246,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_max_attempts=max(1, int(_number(env, "PROVIDER_MAX_ATTEMPTS", 5, int))),
         redis_timeout_s=float(_number(env, "REDIS_TIMEOUT_S", 5.0, float)) or 5.0,
         provider_retry_base_s=float(_number(env, "PROVIDER_RETRY_BASE_S", 10.0, float)),
-        # Below 30 s a slow provider call could still be under way when it is taken for abandoned.
-        provider_call_stale_s=max(30.0, float(_number(env, "PROVIDER_CALL_STALE_S", 300.0, float))),
+        # At least 10 s: a call's time limit (``celery.limits``) is kept below it and must leave it room.
+        provider_call_stale_s=max(10.0, float(_number(env, "PROVIDER_CALL_STALE_S", 300.0, float))),
         provider_call_sweep_every_s=float(_number(env, "PROVIDER_CALL_SWEEP_EVERY_S", 60.0, float)) or 60.0,
         pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
         run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),

@@ -37,7 +37,11 @@ def prolific_local(db: Path, log: Path, *, processing_s: float = 0.2, port: int 
         yield url
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # a slow answer (--slow-pay-s) still under way holds uvicorn up
+            process.kill()
+            process.wait(5)
 
 
 def _answers(url: str) -> bool:

@@ -51,7 +51,7 @@ def time_limits(settings: Settings) -> dict[str, TimeLimit]:
         queue.RECONCILE_RUNS: TimeLimit(600.0, 660.0),
         # One provider call (boto3 retries included); the hard limit is below the time after which its claim
         # is taken for abandoned (MEPHISTO_DIST_PROVIDER_CALL_STALE_S), so a live call is never made twice.
-        queue.PROVIDER_CALL: TimeLimit(min(120.0, stale_s - 20.0), min(150.0, stale_s - 10.0)),
+        queue.PROVIDER_CALL: TimeLimit(min(120.0, 0.6 * stale_s), min(150.0, 0.8 * stale_s)),
         # One provider call per assigned unit of each marketplace run, paced.
         queue.HAND_BACK_RETURNED: TimeLimit(300.0, 330.0),
         # Architect calls: a few per server (describe, terminate) or per deploy (run an instance).
