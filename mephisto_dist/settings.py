@@ -34,6 +34,12 @@ Everything else receives a :class:`Settings`. Variables:
   effect) is sent, across every re-send, before it is marked failed (default 5).
 - ``MEPHISTO_DIST_PROVIDER_RETRY_BASE_S``: the first wait before re-sending a failed provider call; it
   doubles with each attempt, up to 10 minutes (default 10 s).
+- ``MEPHISTO_DIST_PROVIDER_CALL_STALE_S``: a review side effect (an approval, a bonus) claimed this long ago
+  by a process that never finished it is taken for abandoned (its process died) and made again; the
+  provider's idempotency (MTurk's token, a Prolific bonus found on the submission) keeps it from being paid
+  twice (default 300 s; a Celery worker's time limit on one call is kept below it).
+- ``MEPHISTO_DIST_PROVIDER_CALL_SWEEP_EVERY_S``: beat interval of the sweep that re-sends such calls, and
+  calls whose send was lost (default 60 s).
 - ``MEPHISTO_DIST_POOL_RENEW_EVERY_S`` / ``MEPHISTO_DIST_RUN_SWEEP_EVERY_S``: beat intervals for renewing
   and repairing the concurrency pools (default 10 s, a sixth of the lease) and for closing and
   unstalling runs (default 5 s).
@@ -86,6 +92,8 @@ class Settings:
     provider_max_attempts: int = 5
     redis_timeout_s: float = 5.0
     provider_retry_base_s: float = 10.0
+    provider_call_stale_s: float = 300.0
+    provider_call_sweep_every_s: float = 60.0
     pool_renew_every_s: float = 10.0
     run_sweep_every_s: float = 5.0
     deployment: str = "default"
@@ -165,6 +173,8 @@ class Settings:
             f"{ENV_PREFIX}PROVIDER_MAX_ATTEMPTS": str(self.provider_max_attempts),
             f"{ENV_PREFIX}REDIS_TIMEOUT_S": str(self.redis_timeout_s),
             f"{ENV_PREFIX}PROVIDER_RETRY_BASE_S": str(self.provider_retry_base_s),
+            f"{ENV_PREFIX}PROVIDER_CALL_STALE_S": str(self.provider_call_stale_s),
+            f"{ENV_PREFIX}PROVIDER_CALL_SWEEP_EVERY_S": str(self.provider_call_sweep_every_s),
             f"{ENV_PREFIX}POOL_RENEW_EVERY_S": str(self.pool_renew_every_s),
             f"{ENV_PREFIX}RUN_SWEEP_EVERY_S": str(self.run_sweep_every_s),
             f"{ENV_PREFIX}DEPLOYMENT": self.deployment,
@@ -236,6 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_max_attempts=max(1, int(_number(env, "PROVIDER_MAX_ATTEMPTS", 5, int))),
         redis_timeout_s=float(_number(env, "REDIS_TIMEOUT_S", 5.0, float)) or 5.0,
         provider_retry_base_s=float(_number(env, "PROVIDER_RETRY_BASE_S", 10.0, float)),
+        # At least 10 s: a call's time limit (``celery.limits``) is kept below it and must leave it room.
+        provider_call_stale_s=max(10.0, float(_number(env, "PROVIDER_CALL_STALE_S", 300.0, float))),
+        provider_call_sweep_every_s=float(_number(env, "PROVIDER_CALL_SWEEP_EVERY_S", 60.0, float)) or 60.0,
         pool_renew_every_s=float(_number(env, "POOL_RENEW_EVERY_S", 10.0, float)),
         run_sweep_every_s=float(_number(env, "RUN_SWEEP_EVERY_S", 5.0, float)),
         deployment=_deployment(env.get(ENV_PREFIX + "DEPLOYMENT") or "default"),

@@ -19,13 +19,15 @@ FAKE_TOKEN = "prolific-local-test-token-never-printed"
 
 
 @contextmanager
-def prolific_local(db: Path, log: Path, *, processing_s: float = 0.2) -> Iterator[str]:
-    """Start the service on a free port; yields its URL."""
-    port = free_port()
+def prolific_local(db: Path, log: Path, *, processing_s: float = 0.2, port: int | None = None,
+                   slow_pay_s: float = 0.0) -> Iterator[str]:
+    """Start the service (on ``port``, else a free one, so that it can come back where a requester expects
+    it); yields its URL."""
+    port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mephisto_dist.cli.app", "prolific-local", "--port", str(port), "--db", str(db),
-             "--processing-s", str(processing_s)],
+             "--processing-s", str(processing_s), "--slow-pay-s", str(slow_pay_s)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -35,7 +37,11 @@ def prolific_local(db: Path, log: Path, *, processing_s: float = 0.2) -> Iterato
         yield url
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # a slow answer (--slow-pay-s) still under way holds uvicorn up
+            process.kill()
+            process.wait(5)
 
 
 def _answers(url: str) -> bool:

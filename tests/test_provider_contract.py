@@ -45,7 +45,8 @@ EXPECTED = {  # the capabilities each provider declares
               "overrides_rejections": True},
     "mturk_sandbox": {"is_marketplace": True, "is_sandbox": True, "is_hit_based": True,
                       "syncs_qualifications": True, "overrides_rejections": True},
-    "prolific": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": False, "syncs_qualifications": False,
+    "prolific": {"is_marketplace": True, "is_sandbox": False, "is_hit_based": False, "is_study_based": True,
+                 "syncs_qualifications": False,
                  "overrides_rejections": False},
 }
 

@@ -33,6 +33,7 @@ REMOTE_CALL_GRACE_S = 10.0
 
 def time_limits(settings: Settings) -> dict[str, TimeLimit]:
     call_s = settings.remote_call_timeout_s
+    stale_s = settings.provider_call_stale_s
     return {
         # The task's own function; the page waits on it.
         queue.REMOTE_CALL: TimeLimit(call_s, call_s + REMOTE_CALL_GRACE_S),
@@ -48,8 +49,9 @@ def time_limits(settings: Settings) -> dict[str, TimeLimit]:
         # Launches are paced to the provider's shared call rate (5/s): hundreds of units take minutes.
         queue.LAUNCH_UNITS: TimeLimit(600.0, 660.0),
         queue.RECONCILE_RUNS: TimeLimit(600.0, 660.0),
-        # One provider call (boto3 retries included); the hard limit is below review.CLAIM_STALE_AFTER_S.
-        queue.PROVIDER_CALL: TimeLimit(120.0, 150.0),
+        # One provider call (boto3 retries included); the hard limit is below the time after which its claim
+        # is taken for abandoned (MEPHISTO_DIST_PROVIDER_CALL_STALE_S), so a live call is never made twice.
+        queue.PROVIDER_CALL: TimeLimit(min(120.0, 0.6 * stale_s), min(150.0, 0.8 * stale_s)),
         # One provider call per assigned unit of each marketplace run, paced.
         queue.HAND_BACK_RETURNED: TimeLimit(300.0, 330.0),
         # Architect calls: a few per server (describe, terminate) or per deploy (run an instance).
@@ -57,6 +59,8 @@ def time_limits(settings: Settings) -> dict[str, TimeLimit]:
         queue.DEPLOY_SERVER: TimeLimit(300.0, 330.0),
         # Every page of every registered requester's HIT list, paced.
         queue.RECONCILE_HITS: TimeLimit(600.0, 660.0),
+        # Every study of every registered study-based requester, with one call for each one's submissions.
+        queue.RECONCILE_STUDIES: TimeLimit(600.0, 660.0),
     }
 
 

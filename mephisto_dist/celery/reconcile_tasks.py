@@ -1,4 +1,4 @@
-"""Celery tasks for the reconcilers of the outside world (servers; the crowd provider's HITs), and the
+"""Celery tasks for the reconcilers of the outside world (servers; the crowd provider's HITs and studies), and the
 deployment of a run's remote server."""
 
 from __future__ import annotations
@@ -60,3 +60,26 @@ def reconcile_hits_task() -> int:
         log.info("HIT %s: %s (%s)", decision.hit_id, decision.action.value, decision.found)
         metrics.record_reconciler_action(f"hit_{decision.action.value}")
     return len(decisions)
+
+
+@app.task(name=queue.RECONCILE_STUDIES)  # type: ignore[untyped-decorator]
+def reconcile_studies_task() -> int:
+    """Every registered study-based requester's studies (Prolific): those of finished runs stopped, places
+    kept in line with the units waiting, submissions that never reached us recorded, and the units of
+    participants who returned or timed out handed back."""
+    from mephisto_dist.reconcile.studies import reconcile_all
+    from mephisto_dist.runs.returns import hand_back_units_of_agents
+
+    rt = runtime()
+    found = reconcile_all(rt.sessions, rt.redis, rt.settings.deployment, now=datetime.now(UTC))
+    for decision in found.decisions:
+        log.info("study %s: %s (%s)", decision.study_id, decision.action.value, decision.found)
+        metrics.record_reconciler_action("study_" + decision.action.value.replace(" ", "_"))
+    if found.recorded:
+        metrics.record_reconciler_action("submission_unreceived", found.recorded)
+    for run_id, agent_ids in found.gave_up.items():
+        handed = hand_back_units_of_agents(rt.sessions, rt.limiter, run_id, agent_ids, now=datetime.now(UTC))
+        if handed:
+            log.info("run %s: %s unit(s) whose participant returned or timed out are available again", run_id, handed)
+            metrics.record_reconciler_action("units_handed_back", handed)
+    return len(found.decisions)

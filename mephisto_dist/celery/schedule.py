@@ -15,7 +15,6 @@ from typing import Any
 from mephisto_dist import queue
 from mephisto_dist.settings import Settings
 
-PROVIDER_CALL_SWEEP_EVERY_S = 60.0
 # One provider call per assigned unit of a marketplace run: rare enough to stay far below the call rate.
 RETURNED_HIT_SWEEP_EVERY_S = 60.0
 MIN_EXPIRES_S = 5.0
@@ -27,10 +26,11 @@ def make_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "finish-and-unstall-runs": (queue.RECONCILE_RUNS, settings.run_sweep_every_s),
         "disconnect-silent-pages-and-recover-calls": (queue.LIVE_SWEEP, settings.live_sweep_every_s),
         "resend-outbox-messages": (queue.RESEND_OUTBOX, settings.outbox_sweep_every_s),
-        "resend-unfinished-provider-calls": (queue.RESEND_PROVIDER_CALLS, PROVIDER_CALL_SWEEP_EVERY_S),
+        "resend-unfinished-provider-calls": (queue.RESEND_PROVIDER_CALLS, settings.provider_call_sweep_every_s),
         "hand-back-returned-hits": (queue.HAND_BACK_RETURNED, RETURNED_HIT_SWEEP_EVERY_S),
         "stop-orphaned-servers": (queue.RECONCILE_SERVERS, settings.reconcile_every_s),
         "expire-orphaned-hits": (queue.RECONCILE_HITS, settings.reconcile_every_s),
+        "stop-orphaned-studies-and-keep-their-places": (queue.RECONCILE_STUDIES, settings.reconcile_every_s),
     }
     return {entry: {"task": task, "schedule": period_s, "options": {"expires": expires_s(period_s)}}
             for entry, (task, period_s) in every_s.items()}

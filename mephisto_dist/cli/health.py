@@ -8,7 +8,7 @@ from datetime import datetime
 from mephisto_dist.cli.console import console
 from mephisto_dist.domain.diagnosis import ProcessFacts, ago
 from mephisto_dist.reconcile.records import recent_findings
-from mephisto_dist.reconcile.unreceived import waiting_review
+from mephisto_dist.reconcile.unreceived import waiting_review_by_provider
 from mephisto_dist.runs.status import processes, servers
 from mephisto_dist.runtime import Runtime
 
@@ -73,7 +73,13 @@ def print_reconciled(runtime: Runtime, task_run_id: int | None, *, limit: int) -
 
 def print_unreceived(runtime: Runtime, task_run_id: int | None) -> None:
     """Submissions the provider holds that never reached us, waiting for a researcher's review."""
-    waiting = waiting_review(runtime.sessions, task_run_id)
-    if waiting:
-        console.print(f"[bold]→[/] {waiting} assignment(s) submitted on MTurk never reached us; they are "
-                      f"recorded with MTurk's answer and need review (mephisto-dist hits unreceived)", soft_wrap=True)
+    from mephisto_dist.providers import provider_class
+
+    for provider_type, waiting in sorted(waiting_review_by_provider(runtime.sessions, task_run_id).items()):
+        if provider_class(provider_type).is_hit_based:
+            console.print(f"[bold]→[/] {waiting} assignment(s) submitted on MTurk never reached us; they are "
+                          f"recorded with MTurk's answer and need review (mephisto-dist hits unreceived)",
+                          soft_wrap=True)
+        else:
+            console.print(f"[bold]→[/] {waiting} submission(s) completed on {provider_type} never reached us; "
+                          f"they are recorded and need review (mephisto-dist hits unreceived)", soft_wrap=True)

@@ -23,6 +23,9 @@ def prolific_local(
     api_key: Annotated[str | None, typer.Option(
         "--api-key", metavar="TOKEN", envvar="PROLIFIC_LOCAL_API_KEY", show_envvar=False,
         help="The one API token accepted (default: any non-empty token).")] = None,
+    slow_pay_s: Annotated[float, typer.Option(
+        "--slow-pay-s", metavar="SECONDS", help="Answer a bulk bonus pay call this long after paying it (to "
+        "rehearse a caller that dies between Prolific paying and its own record).")] = 0.0,
 ) -> None:
     """A local Prolific for tests and rehearsals: Prolific's researcher API at http://HOST:PORT/api/v1/
     (register a requester with endpoint_url=http://HOST:PORT) and participant pages at the same address.
@@ -33,8 +36,8 @@ def prolific_local(
     from mephisto_dist.prolific_local.store import Store
     from mephisto_dist.settings import load_settings
 
-    if processing_s < 0:
-        fail(f"--processing-s {processing_s} must not be negative")
+    if processing_s < 0 or slow_pay_s < 0:
+        fail(f"--processing-s {processing_s} and --slow-pay-s {slow_pay_s} must not be negative")
     path = db or load_settings().data_dir / "prolific-local.sqlite3"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,5 +47,6 @@ def prolific_local(
     _check_port_free(host, port)
     err_console.print(f"prolific-local on http://{host}:{port} (researcher API: endpoint_url; participant pages: "
                       f"http://{host}:{port}/), state in {path}", highlight=False)
-    uvicorn.run(create_app(Service(store, api_key=api_key, processing_s=processing_s)), host=host, port=port,
+    uvicorn.run(create_app(Service(store, api_key=api_key, processing_s=processing_s,
+                                              slow_pay_s=slow_pay_s)), host=host, port=port,
                 log_level="warning", access_log=False)

@@ -144,7 +144,7 @@ def remove(
 
     Refused while one of its task runs is open. Its ended runs keep their data (export and review still
     work). Its keys stay in the AWS shared credentials file unless --forget-keys.
-    Beat no longer looks after its HITs: run hits outstanding --requester NAME first."""
+    Beat no longer looks after its HITs or studies: run hits outstanding --requester NAME first."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.runs.requesters import remove_requester
 
@@ -162,6 +162,10 @@ def remove(
                           + (" (another requester uses that profile)" if forget_keys else
                              " (--forget-keys deletes them)"), highlight=False)
     if done.marketplace:
-        err_console.print(f"warning: beat no longer expires or deletes HITs left on the account of requester "
+        from mephisto_dist.providers import provider_class
+
+        left = ("stops studies left active" if provider_class(kind).is_study_based else
+                "expires or deletes HITs left")
+        err_console.print(f"warning: beat no longer {left} on the account of requester "
                           f"{name!r}; register it again to list and clean them (mephisto-dist hits outstanding "
                           f"--requester {name})", highlight=False)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import sqlite3
@@ -26,10 +27,12 @@ Handler = Callable[[sqlite3.Connection, Request, dict[str, Any], float], Any]
 
 
 class Service:
-    def __init__(self, store: Store, *, api_key: str | None = None, processing_s: float = 0.5) -> None:
+    def __init__(self, store: Store, *, api_key: str | None = None, processing_s: float = 0.5,
+                 slow_pay_s: float = 0.0) -> None:
         self.store = store
         self.api_key = api_key
         self.processing_s = processing_s
+        self.slow_pay_s = slow_pay_s
         self.lock = threading.Lock()  # one request at a time on the file: SQLite serialises writers anyway
 
     def count(self, db: sqlite3.Connection, endpoint: str) -> None:
@@ -50,9 +53,9 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def api(method: str, path: str, handler: Handler, status: int = 200) -> Route:
+def api(method: str, path: str, handler: Handler, status: int = 200, *, slow: bool = False) -> Route:
     """A researcher API endpoint: the token checked, the handler run in one transaction, errors answered
-    as Prolific's."""
+    as Prolific's. ``slow``: answered ``--slow-pay-s`` after the transaction committed."""
     endpoint = f"{method} {path}"
 
     async def serve(request: Request) -> Response:
@@ -68,6 +71,8 @@ def api(method: str, path: str, handler: Handler, status: int = 200) -> Route:
                 result = handler(db, request, data, time.time())
         except ProlificFault as fault:
             return JSONResponse(fault.body(), status_code=fault.status)
+        if slow and service.slow_pay_s:
+            await asyncio.sleep(service.slow_pay_s)
         if result is None:
             return Response(status_code=204)
         return JSONResponse(result, status_code=status)
@@ -129,7 +134,7 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
             lambda db, r, d, now: studies.transition_submission(db, _p(r, "id"), d, now, processing_s(r))),
         api("POST", "/submissions/bonus-payments/", lambda db, r, d, now: accounts.set_up_bonuses(db, d), 201),
         api("POST", "/bulk-bonus-payments/{id}/pay/",
-            lambda db, r, d, now: accounts.pay_bonuses(db, _p(r, "id"), now), 202),
+            lambda db, r, d, now: accounts.pay_bonuses(db, _p(r, "id"), now), 202, slow=True),
         api("GET", "/participant-groups/",
             lambda db, r, d, now: accounts.list_groups(db, r.query_params.get("project_id"))),
         api("POST", "/participant-groups/", lambda db, r, d, now: accounts.create_group(db, d, now), 201),
@@ -225,8 +230,20 @@ def _stats(db: sqlite3.Connection) -> dict[str, Any]:
     calls = {r["endpoint"]: r["calls"] for r in db.execute("SELECT * FROM call_count")}
     rows = {table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message")}
-    paid = db.execute("SELECT COUNT(*) FROM bulk_bonus WHERE paid IS NOT NULL").fetchone()[0]
-    return {"Calls": calls, "Rows": rows, "BonusesPaid": int(paid)}
+    payments = [{"id": r["id"], "study_id": r["study_id"], "rows": json.loads(r["rows"]),
+                 "amount_cents": r["amount_cents"], "paid_at": studies.iso(r["paid"])}
+                for r in db.execute("SELECT * FROM bulk_bonus WHERE paid IS NOT NULL ORDER BY seq")]
+    return {"Calls": calls, "Rows": rows, "BonusesPaid": len(payments), "BonusPayments": payments}
+
+
+def _study_state(db: sqlite3.Connection, study_id: str, now: float) -> dict[str, Any]:
+    """One study as the service holds it, read in one transaction (for a sampler): its status, places and
+    every submission's participant and status."""
+    view = studies.study_view(db, studies.study_row(db, study_id), now)
+    rows = db.execute("SELECT participant_id, status FROM submission WHERE study_id = ? ORDER BY seq", (study_id,))
+    return {"status": view["status"], "total_available_places": view["total_available_places"],
+            "places_taken": view["places_taken"],
+            "submissions": [{"participant_id": r["participant_id"], "status": r["status"]} for r in rows]}
 
 
 def create_app(service: Service) -> Starlette:
@@ -239,6 +256,9 @@ def create_app(service: Service) -> Starlette:
             db, _p(r, "id"), str(d.get("participant_id") or ""), now)), methods=["POST"]),
         Route("/local/submissions/{id}/return", _local(
             lambda db, r, d, now: studies.return_submission(db, _p(r, "id"), now)), methods=["POST"]),
+        Route("/local/submissions/{id}/time-out", _local(
+            lambda db, r, d, now: studies.time_out_submission(db, _p(r, "id"), now)), methods=["POST"]),
+        Route("/local/studies/{id}/state", _local(lambda db, r, d, now: _study_state(db, _p(r, "id"), now))),
         Route("/local/stats", _local(lambda db, r, d, now: _stats(db))),
     ])
     app.state.service = service

@@ -255,10 +255,16 @@ def complete(db: sqlite3.Connection, participant_id: str, code: str, now: float)
     raise ProlificFault(400, "This completion code does not match a study you are taking part in.")
 
 
-def return_submission(db: sqlite3.Connection, submission_id: str, now: float) -> dict[str, Any]:
+def return_submission(db: sqlite3.Connection, submission_id: str, now: float, status: str = RETURNED) -> dict[str, Any]:
+    """The participant gives the place back (``RETURNED``), or Prolific takes it back when the maximum
+    allowed time passed (``TIMED-OUT``): the place is free again."""
     row = submission_row(db, submission_id)
     if row["status"] != ACTIVE:
-        raise ProlificFault(400, f"A submission that is {row['status']} cannot be returned.")
-    db.execute("UPDATE submission SET status = ? WHERE id = ?", (RETURNED, submission_id))
+        raise ProlificFault(400, f"A submission that is {row['status']} cannot be {status.lower()}.")
+    db.execute("UPDATE submission SET status = ? WHERE id = ?", (status, submission_id))
     settle(db, row["study_id"])
     return submission_view(submission_row(db, submission_id), now)
+
+
+def time_out_submission(db: sqlite3.Connection, submission_id: str, now: float) -> dict[str, Any]:
+    return return_submission(db, submission_id, now, TIMED_OUT)

@@ -14,8 +14,9 @@ so a provider must answer a repeated token with the unit it already published (M
 ``UniqueRequestToken``), never with a second one.
 
 What differs between providers is declared by each implementation as a capability of the contract
-(``is_marketplace``, ``is_sandbox``, ``is_hit_based``, ``syncs_qualifications``, ``publishes_instantly``,
-``overrides_rejections``),
+(``is_marketplace``, ``is_sandbox``, ``is_hit_based``, ``is_study_based``, ``syncs_qualifications``,
+``publishes_instantly``, ``overrides_rejections``); a study-based provider also implements
+:class:`RunsStudies`, what beat's study reconciler and ``hits outstanding`` ask of it,
 and implementations are found by name in one registry (:func:`provider_class`): nothing outside this
 package compares a provider's name.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +72,10 @@ class CrowdProvider(Protocol):
     is_hit_based: bool
     """Each unit is published as its own HIT, which the worker's page names (``hit_id``): a worker is given
     that HIT's unit, and beat hands back the units of HITs nobody holds any more."""
+    is_study_based: bool
+    """A run is one study on the provider whose places grow as units are launched (Prolific): beat stops the
+    studies of finished runs, keeps their places in line with the units waiting, records submissions that
+    never reached us and hands back the units of participants who gave up (:class:`RunsStudies`)."""
     syncs_qualifications: bool
     """The provider keeps its own copy of workers' qualifications, which every grant and revoke is sent to."""
     publishes_instantly: bool
@@ -137,6 +143,56 @@ class ChecksAccount(Protocol):
     def account_check(self) -> str:
         """What the account says about itself (MTurk: its balance); raises the provider's error if it
         cannot be reached or refuses the keys."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListedStudy:
+    """A study as a study-based provider lists it. ``deployment`` and ``run_id`` come from our mark (None:
+    another tool made it)."""
+
+    study_id: str
+    name: str
+    status: str
+    total_places: int
+    places_taken: int
+    deployment: str | None
+    run_id: int | None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StudySubmission:
+    """One participant's submission to a study, as the provider holds it."""
+
+    submission_id: str
+    participant_id: str
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+@runtime_checkable
+class RunsStudies(Protocol):
+    """What beat's study reconciler, ``hits outstanding`` and ``cleanup`` ask of a study-based provider (one
+    registered requester's account). Every call may raise the provider's error."""
+
+    @property
+    def deployment(self) -> str: ...
+
+    def list_studies(self) -> list[ListedStudy]:
+        """Every study of the account (ours and others')."""
+        ...
+
+    def study_submissions(self, study_id: str) -> list[StudySubmission]:
+        ...
+
+    def add_places(self, study_id: str, count: int) -> None:
+        """Add ``count`` places (re-activating a study that went to review when its last place was taken)."""
+        ...
+
+    def stop_study(self, study_id: str) -> None:
+        """Stop the study taking participants; those at work may still finish. Idempotent."""
         ...
 
 

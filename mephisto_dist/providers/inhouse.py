@@ -28,6 +28,7 @@ class InhouseProvider:
     fee_rate = 0.0
     overrides_rejections = True
     is_hit_based = False
+    is_study_based = False
     syncs_qualifications = False
     publishes_instantly = True
 

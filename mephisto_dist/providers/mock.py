@@ -32,6 +32,7 @@ class MockProvider:
     fee_rate = 0.0
     overrides_rejections = True
     is_hit_based = False
+    is_study_based = False
     syncs_qualifications = False
     publishes_instantly = True
     publish_latency_s = 0.0

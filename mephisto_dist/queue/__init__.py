@@ -124,6 +124,7 @@ RESEND_PROVIDER_CALLS = "mephisto_dist.resend_provider_calls"
 RECONCILE_SERVERS = "mephisto_dist.reconcile_servers"
 DEPLOY_SERVER = "mephisto_dist.deploy_server"
 RECONCILE_HITS = "mephisto_dist.reconcile_hits"
+RECONCILE_STUDIES = "mephisto_dist.reconcile_studies"
 
 # Sweeps sent outside beat's schedule (whose entries expire: ``beat.schedule``): a nudge to reconcile
 # runs when a submission freed a deployment-wide slot, which beat's next round does anyway; a server

@@ -1,5 +1,6 @@
-"""Submissions MTurk holds that never reached us: recorded by the HIT reconciler (``reconcile.hits``) with
-MTurk's answer, waiting for a researcher's review."""
+"""Submissions the provider holds that never reached us: recorded by the HIT reconciler (``reconcile.hits``)
+with MTurk's answer, or by the study reconciler (``reconcile.studies``: Prolific holds no answer), waiting
+for a researcher's review."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Unreceived:
     provider_status: str
     submitted_at: datetime | None
     answer: str | None
+    provider_type: str = ""
 
 
 def waiting_review(factory: sessionmaker[Session], task_run_id: int | None = None) -> int:
@@ -44,4 +46,14 @@ def unreceived(factory: sessionmaker[Session], task_run_id: int | None = None) -
         if task_run_id is not None:
             query = query.where(ProviderSubmission.task_run_id == task_run_id)
         return [Unreceived(r.assignment_id, r.worker_name, r.hit_id, r.task_run_id, r.unit_id, r.provider_status,
-                           r.submitted_at, r.answer) for r in session.scalars(query)]
+                           r.submitted_at, r.answer, r.provider_type) for r in session.scalars(query)]
+
+
+def waiting_review_by_provider(factory: sessionmaker[Session], task_run_id: int | None = None) -> dict[str, int]:
+    """:func:`waiting_review`, per provider type."""
+    with read_transaction(factory) as session:
+        query = select(ProviderSubmission.provider_type, func.count()).where(
+            ProviderSubmission.status == NEEDS_REVIEW).group_by(ProviderSubmission.provider_type)
+        if task_run_id is not None:
+            query = query.where(ProviderSubmission.task_run_id == task_run_id)
+        return {str(provider_type): int(count) for provider_type, count in session.execute(query)}

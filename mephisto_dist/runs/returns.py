@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,10 +55,29 @@ def hand_back_returned_units(factory: sessionmaker[Session], provider: CrowdProv
     if not rows:
         return 0
     gone = set(provider.hits_not_held([str(row.provider_unit_id) for row in rows]))
+    return _move_back(factory, limiter, run_id, [row for row in rows if row.provider_unit_id in gone], now=now)
+
+
+def hand_back_units_of_agents(factory: sessionmaker[Session], limiter: Limiter, run_id: int, agent_ids: Sequence[str],
+                              *, now: datetime) -> int:
+    """Move the run's assigned units these agents hold back to ``launched`` (their agent ``returned``): the
+    provider says their worker gave up (a Prolific submission returned or timed out). The number moved."""
+    if not agent_ids:
+        return 0
+    with transaction(factory) as session:
+        rows = session.execute(select(Unit.id, Unit.agent_id, Unit.worker_id, Unit.launch_id, Task.task_name)
+                               .join(TaskRun, TaskRun.id == Unit.task_run_id).join(Task, Task.id == TaskRun.task_id)
+                               .where(Unit.task_run_id == run_id, Unit.status == UnitStatus.ASSIGNED.value,
+                                      Unit.agent_id.in_(list(agent_ids)))).all()
+    return _move_back(factory, limiter, run_id, rows, now=now)
+
+
+def _move_back(factory: sessionmaker[Session], limiter: Limiter, run_id: int, rows: Sequence[Any], *,
+               now: datetime) -> int:
     moved: list[UnitTokens] = []
     with transaction(factory) as session:
         for row in rows:
-            if row.provider_unit_id not in gone or row.agent_id is None:
+            if row.agent_id is None:
                 continue
             # Compare-and-set from what we read: a submit that arrived meanwhile wins.
             if move_agent(session, row.agent_id, AgentStatus.IN_TASK, AgentStatus.RETURNED, now=now) and \

@@ -63,6 +63,7 @@ class MTurkProvider:
     fee_rate = 0.20
     overrides_rejections = True
     is_hit_based = True
+    is_study_based = False
     syncs_qualifications = True
     publishes_instantly = False
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mephisto_dist.errors import MephistoDistError
-from mephisto_dist.providers import SubmittedWork, UnitLaunch
+from mephisto_dist.providers import ListedStudy, StudySubmission, SubmittedWork, UnitLaunch
 from mephisto_dist.providers.prolific import study
 from mephisto_dist.providers.prolific.client import (
+    API_PATH,
     ClientFactory,
     ProlificAccess,
     ProlificApi,
@@ -56,6 +57,7 @@ class ProlificProvider:
     is_sandbox = False
     fee_rate = 1 / 3  # Prolific's service fee on rewards and bonuses (VAT aside)
     is_hit_based = False
+    is_study_based = True  # a run is one study; beat reconciles it (RunsStudies)
     syncs_qualifications = False
     publishes_instantly = False
     overrides_rejections = False  # Prolific cannot turn a rejected submission into an approved one
@@ -151,17 +153,13 @@ class ProlificProvider:
         return StudyRef(str(made["id"]), code), True
 
     def _add_place(self, study_id: str) -> None:
-        current = self.api.call("GET", f"studies/{study_id}/")
-        self.api.call("PATCH", f"studies/{study_id}/",
-                      {"total_available_places": int(current["total_available_places"]) + 1})
+        self.add_places(study_id, 1)
 
     def unpublish_units(self, provider_unit_ids: Sequence[str]) -> None:
         """Prolific cannot take a place back: taking units off stops their study (it is only asked when a
         run stops launching). A participant already in it may still finish."""
         for study_id in sorted({unit.split(":", 1)[0] for unit in provider_unit_ids if unit}):
-            status = self._settled(self._reader(f"studies/{study_id}/"))["status"]
-            if status in (ACTIVE, "PAUSED"):
-                self.api.call("POST", f"studies/{study_id}/transition/", {"action": "STOP"})
+            self.stop_study(study_id)
 
     def unpublish_launches(self, launches: Sequence[UnitLaunch]) -> None:
         """A launch whose sender died may have added a place; places cannot be taken back, and the study
@@ -170,6 +168,44 @@ class ProlificProvider:
 
     def worker_url(self, server_url: str, worker_name: str, assignment_ref: str) -> str | None:
         return None
+
+    # -- what beat's study reconciler asks (RunsStudies) ----------------------------------------------------
+
+    def _pages(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every item of a listing, following Prolific's ``_links.next`` when it pages."""
+        next_path: str | None = path
+        while next_path:
+            page = self.api.call("GET", next_path) or {}
+            yield from page.get("results") or []
+            href = ((page.get("_links") or {}).get("next") or {}).get("href")
+            next_path = href.split(API_PATH, 1)[-1] if href else None
+
+    def list_studies(self) -> list[ListedStudy]:
+        listed = []
+        for found in self._pages("studies/"):
+            mark = study.parse_mark(found.get("internal_name"))
+            listed.append(ListedStudy(
+                str(found["id"]), str(found.get("name") or ""), str(found.get("status") or ""),
+                int(found.get("total_available_places") or 0), int(found.get("places_taken") or 0),
+                mark[0] if mark else None, mark[1] if mark else None, study.parse_time(found.get("date_created"))))
+        return listed
+
+    def study_submissions(self, study_id: str) -> list[StudySubmission]:
+        return [StudySubmission(str(s["id"]), str(s.get("participant_id") or s.get("participant") or ""),
+                                str(s.get("status") or ""), study.parse_time(s.get("started_at")),
+                                study.parse_time(s.get("completed_at")))
+                for s in self._pages(f"submissions/?study={study_id}")]
+
+    def add_places(self, study_id: str, count: int) -> None:
+        if count > 0:
+            current = self.api.call("GET", f"studies/{study_id}/")
+            self.api.call("PATCH", f"studies/{study_id}/",
+                          {"total_available_places": int(current["total_available_places"]) + count})
+
+    def stop_study(self, study_id: str) -> None:
+        status = self._settled(self._reader(f"studies/{study_id}/"))["status"]
+        if status in (ACTIVE, "PAUSED"):
+            self.api.call("POST", f"studies/{study_id}/transition/", {"action": "STOP"})
 
     # -- review and pay -----------------------------------------------------------------------------------
 

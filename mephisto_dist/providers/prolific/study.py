@@ -4,8 +4,10 @@ code, and Mephisto's eligibility requirement classes in Prolific's shape."""
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +35,26 @@ def mark(deployment: str, run_id: int) -> str:
     """The study's ``internal_name`` (editable after publishing, unlike everything else): which run of
     which deployment it is, so a study is found again by the run, and beat can tell ours apart."""
     return f"mephisto-dist deployment={deployment} run={run_id}"
+
+
+_MARK = re.compile(r"^mephisto-dist deployment=(?P<deployment>[A-Za-z0-9_-]+) run=(?P<run>\d+)$")
+
+
+def parse_mark(internal_name: object) -> tuple[str, int] | None:
+    """The deployment and run a study's ``internal_name`` names (:func:`mark`), or None: not ours."""
+    found = _MARK.match(str(internal_name or ""))
+    return None if found is None else (found["deployment"], int(found["run"]))
+
+
+def parse_time(value: object) -> datetime | None:
+    """Prolific's ISO 8601 time stamps (``...Z``), or None."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))  # 3.11+ reads a trailing Z
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def new_completion_code() -> str:
