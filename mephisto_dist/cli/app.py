@@ -27,7 +27,7 @@ PROG_NAME = "mephisto-dist"
 RUN_A_TASK = "Run a task"
 RESULTS = "Results and payment"
 WORKERS = "Workers"
-PROVIDERS = "Requesters and HITs"
+PROVIDERS = "Requesters, HITs and studies"
 DEPLOYMENT = "Deployment processes"
 
 
@@ -227,16 +227,16 @@ COMMANDS = (
     (WORKERS, "workers", "List, block, unblock, notify workers; reset onboarding."),
     (WORKERS, "qualifications", "List, create, grant and revoke qualifications."),
     (PROVIDERS, "register", "Register a requester (name=NAME and its keys)."),
-    (PROVIDERS, "requesters", "Registered requesters, whether each reaches its API; remove one."),
-    (PROVIDERS, "hits", "The MTurk requester's HITs and submissions that never arrived."),
-    (PROVIDERS, "cleanup", "Expire and delete HITs no open unit needs."),
+    (PROVIDERS, "requesters", "Registered requesters and their API; remove one."),
+    (PROVIDERS, "hits", "HITs and studies; submissions that never arrived."),
+    (PROVIDERS, "cleanup", "Expire HITs and stop studies no open unit needs."),
     (PROVIDERS, "mturk-local", "A local Mechanical Turk for tests and rehearsals."),
     (PROVIDERS, "prolific-local", "A local Prolific API for tests and rehearsals."),
     (DEPLOYMENT, "migrate", "Create or upgrade the database schema (release step)."),
     (DEPLOYMENT, "web", "Serve the worker-facing pages (the Procfile's web process)."),
     (DEPLOYMENT, "metrics", "Serve this machine's Prometheus metrics."),
     (DEPLOYMENT, "reconciled", "What beat's reconcilers found and what they did."),
-    (DEPLOYMENT, "flower", "Watch the Celery workers and tasks in Flower (with a login)."),
+    (DEPLOYMENT, "flower", "Watch Celery workers and tasks in Flower (login)."),
 )
 """Every command's section, name and line in ``mephisto-dist --help``, in the order listed: a run's
 life first. The full help is the command's docstring."""
