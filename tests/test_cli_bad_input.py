@@ -98,7 +98,7 @@ def test_unknown_override_key_suggests_the_closest(tmp_path: Path, free_port: in
 
 
 @pytest.mark.parametrize(("override", "needle"), [
-    ("mephisto/blueprint=parlai_chat", "unknown blueprint 'parlai_chat'"),
+    ("mephisto/blueprint=mock_blueprint", "unknown blueprint 'mock_blueprint'"),
     ("mephisto/architect=heroku", "unknown architect 'heroku'"),
     ("mephisto/provider=upwork", "unknown provider 'upwork'"),
 ])

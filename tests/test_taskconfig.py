@@ -235,8 +235,9 @@ def test_yaml_duplicate_key_names_the_line(tmp_path: Path) -> None:
 
 
 def test_unknown_blueprint_in_defaults(tmp_path: Path) -> None:
-    path = write_conf(tmp_path, edited("blueprint: static_task", "blueprint: parlai_chat"))
-    assert load_error(tmp_path) == f"unknown blueprint 'parlai_chat'; known: static_task, static_react_task, remote_procedure (in {path})"
+    path = write_conf(tmp_path, edited("blueprint: static_task", "blueprint: mock_blueprint"))
+    assert load_error(tmp_path) == ("unknown blueprint 'mock_blueprint'; known: static_task, static_react_task, "
+                                    f"remote_procedure, parlai_chat (in {path})")
 
 
 def test_unknown_architect_and_provider_in_override(folder: Path) -> None:
@@ -370,7 +371,7 @@ def test_registry_lookups() -> None:
     assert [section.name for section in sections("provider")] == ["mock", "mturk", "mturk_sandbox", "prolific",
                                                              "inhouse"]
     assert get_section("architect", "local").argument("port") is not None
-    with pytest.raises(ConfigError, match=r"^unknown blueprint 'foo'; known: static_task, static_react_task, remote_procedure$"):
+    with pytest.raises(ConfigError, match=r"^unknown blueprint 'foo'; known: static_task, static_react_task, remote_procedure, parlai_chat$"):
         get_section("blueprint", "foo")
     with pytest.raises(ConfigError, match="unknown argument kind"):
         sections("database")

@@ -91,7 +91,7 @@ def test_wut_alone_lists_every_kind_and_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "needles"), [
-    (["blueprint=parlai_chat"], ["unknown blueprint 'parlai_chat'", "known: static_task"]),
+    (["blueprint=mock_blueprint"], ["unknown blueprint 'mock_blueprint'", "known: static_task"]),
     (["provider=upwork"], ["unknown provider 'upwork'", "mturk_sandbox"]),
     (["architekt=local"], ["unknown kind 'architekt'", "known: blueprint, architect, provider, task"]),
     (["blueprint=static_task", "data_cvs"], ["no argument 'data_cvs'", "did you mean 'data_csv'"]),

@@ -3,6 +3,7 @@
 ``static_task`` (:mod:`.static_task`): templated HTML pages filled from CSV/JSON data rows.
 ``static_react_task`` (:mod:`.static_react_task`): a prebuilt React bundle on ``mephisto-task``.
 ``remote_procedure`` (:mod:`.remote_procedure`): a React page calling the task's Python functions live.
+``parlai_chat`` (:mod:`.parlai_chat`): a ParlAI world played with the workers on bootstrap-chat's page.
 Each blueprint's TaskRunner is in :mod:`.runner`.
 
 Each is a module; :func:`blueprint_module` picks any by name (its ``frontend_args``), and
@@ -33,7 +34,10 @@ class Blueprint(Protocol):
     def validate_and_load(self, blueprint_args: Mapping[str, Any],
                           rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
 
-    def build(self, blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock") -> None: ...
+    def build(self, blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock", *,
+              cache_dir: Path | None = None) -> None:
+        """Lay out the served files; ``cache_dir`` keeps what a blueprint builds once per machine."""
+        ...
 
     def init_task_data(self, row: Mapping[str, Any], blueprint_args: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -46,10 +50,10 @@ class Blueprint(Protocol):
 
 def blueprint_for(name: str) -> Blueprint:
     """The launchable blueprint called ``name``; a ConfigError naming the supported ones otherwise."""
-    from mephisto_dist.blueprints import remote_procedure, static_react_task, static_task
+    from mephisto_dist.blueprints import parlai_chat, remote_procedure, static_react_task, static_task
 
     known: dict[str, Blueprint] = {static_task.NAME: static_task, static_react_task.NAME: static_react_task,
-                                   remote_procedure.NAME: remote_procedure}
+                                   remote_procedure.NAME: remote_procedure, parlai_chat.NAME: parlai_chat}
     try:
         return known[name]
     except KeyError:
@@ -58,14 +62,28 @@ def blueprint_for(name: str) -> Blueprint:
 
 def blueprint_module(name: str) -> ModuleType:
     """The module of any blueprint (one a run may have been created with outside the launcher too)."""
-    from mephisto_dist.blueprints import remote_procedure, static_react_task, static_task
+    from mephisto_dist.blueprints import parlai_chat, remote_procedure, static_react_task, static_task
 
     known = {static_task.NAME: static_task, static_react_task.NAME: static_react_task,
-             remote_procedure.NAME: remote_procedure}
+             remote_procedure.NAME: remote_procedure, parlai_chat.NAME: parlai_chat}
     try:
         return known[name]
     except KeyError:
         raise ConfigError(f"blueprint {name!r} is not supported yet; supported: {', '.join(known)}") from None
+
+
+def units_per_assignment(blueprint_type: str, blueprint_args: Mapping[str, Any], configured: int) -> int:
+    """Units per assignment of a new run: the blueprint's own count (parlai_chat: its world's agents), else
+    the configured ``units_per_assignment``."""
+    counted = getattr(blueprint_module(blueprint_type), "units_per_assignment", None)
+    return int(counted(blueprint_args)) if callable(counted) else configured
+
+
+def stored_frontend(blueprint_type: str, blueprint_args: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's page shows from the task folder's files, read at launch and stored with the run
+    (``task_config.json`` keys); nothing for blueprints that serve those files from the bundle."""
+    read = getattr(blueprint_module(blueprint_type), "stored_frontend", None)
+    return dict(read(blueprint_args)) if callable(read) else {}
 
 
 def run_requirements(blueprint_args: Mapping[str, Any]) -> tuple[Requirement, ...]:

@@ -129,7 +129,13 @@ class TaskHooks:
     @property
     def hosts_assignments(self) -> bool:
         """Whether the run's assignments wait for all their agents and then run on a runner worker."""
-        return self.task_runner is not None and bool(getattr(self.task_runner, "is_concurrent", False))
+        return self.task_runner is not None and bool(self.task_runner.hosts_units())
+
+    @property
+    def plays_onboarding(self) -> bool:
+        """Whether the run's onboarding is played by its hosted runner (``run_onboarding``: a parlai_chat
+        onboarding world) rather than answered on a page alone."""
+        return self.hosts_assignments and bool(self.task_runner.plays_onboarding())
 
 
 NO_HOOKS: Final = TaskHooks()

@@ -180,6 +180,9 @@ _RUNNERS: dict[str, TaskRunner] = {
     "static_task": StaticTaskRunner(),
     "static_react_task": StaticTaskRunner(),
     remote_procedure.NAME: RemoteProcedureRunner(),
+    # Its TaskRunner proper (Mephisto's ParlAIChatTaskRunner) is hosted on the runner workers; here only the
+    # task's on_unit_submitted hook is left.
+    "parlai_chat": StaticTaskRunner(),
 }
 
 

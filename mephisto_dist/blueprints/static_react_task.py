@@ -37,7 +37,8 @@ def validate_and_load(blueprint_args: Mapping[str, Any],
     return static_task.load_rows(blueprint_args, rows)
 
 
-def build(blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock") -> None:
+def build(blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock", *,
+          cache_dir: Path | None = None) -> None:
     """Lay out ``extra_source_dir``, ``bundle.js``, the provider's ``wrap_crowd_source.js`` and an
     ``index.html`` in ``build_dir``; a failure leaves no half build."""
     bundle = _bundle(blueprint_args)

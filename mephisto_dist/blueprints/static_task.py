@@ -64,7 +64,8 @@ def load_rows(blueprint_args: Mapping[str, Any], rows: list[dict[str, Any]] | No
     return _load_jsonl(path)
 
 
-def build(blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock") -> None:
+def build(blueprint_args: Mapping[str, Any], build_dir: Path, provider_type: str = "mock", *,
+          cache_dir: Path | None = None) -> None:
     """Lay out the served files in ``build_dir``: the task HTML under its own name, ``preview.html``,
     ``onboarding.html`` and the contents of ``extra_source_dir`` (relative paths kept).
 

@@ -1,4 +1,5 @@
-"""The runner worker's task: run one assignment's hosted TaskRunner (``mephisto_dist.runners.assignments``).
+"""The runner worker's tasks: run one assignment's hosted TaskRunner, or one onboarding agent's onboarding
+world (``mephisto_dist.runners.assignments``).
 
 Acknowledged when it starts (not ``acks_late``): the agents' statuses are the record of a started runner,
 so a re-delivery (the broker's visibility timeout on a conversation longer than it) finds them no longer
@@ -13,7 +14,7 @@ from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.celery.runner_worker import app
 from mephisto_dist.db.models import TaskRun
-from mephisto_dist.runners.assignments import host
+from mephisto_dist.runners.assignments import host, onboarding
 from mephisto_dist.runs.bundles import run_files
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
@@ -33,3 +34,9 @@ def _hooks(run: TaskRun) -> TaskHooks:
 def run_assignment(assignment_id: int, agent_ids: list[str]) -> str:
     """Start the assignment with these agents (all still waiting) and run it to its end."""
     return host.run_assignment(runtime(), assignment_id, agent_ids, _hooks)
+
+
+@app.task(name=queue.RUN_ONBOARDING, acks_late=False)  # type: ignore[untyped-decorator]
+def run_onboarding(agent_id: str) -> str:
+    """Play the onboarding agent's onboarding world until it is submitted and judged."""
+    return onboarding.run_onboarding(runtime(), agent_id, _hooks)

@@ -6,7 +6,12 @@ agent that is gone raises one of Mephisto's errors (:mod:`.exceptions`), with Me
 - the page disconnected (or its agent was released) -> ``AgentDisconnectedError``;
 - the worker returned the task -> ``AgentReturnedError``;
 - the run was stopped, or the host shut the agent down -> ``AgentShutdownError``;
-- ``timeout`` None or 0 with nothing waiting -> ``None`` at once.
+- ``timeout`` None or 0 with nothing waiting -> ``None`` at once;
+- ``await_submit()`` says whether the page submitted (an onboarding page does, once its runner set the
+  agent ``waiting``); an agent gone meanwhile raises as ``act`` does, so a runner polling it ends.
+
+The agent's ``state`` (:class:`LiveAgentState`) keeps every message in and out, as Mephisto's
+ParlAIChatAgentState does, and the conversation's data it started from.
 
 Every I/O goes through an :class:`AgentChannel`, which the runner host implements (Redis for the page's
 messages, the database for statuses and the transcript), so this module holds Mephisto's semantics only.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -28,7 +33,7 @@ from mephisto_dist.compat.exceptions import (
     AgentTimeoutError,
 )
 
-__all__ = ["Agent", "AgentChannel", "Assignment", "Inbound"]
+__all__ = ["Agent", "AgentChannel", "Assignment", "Inbound", "LiveAgentState"]
 
 STATUS_CHECK_S = 5.0
 """A wait on the page re-reads the agent's status this often, so an ending nobody signalled is seen."""
@@ -38,7 +43,7 @@ STATUS_CHECK_S = 5.0
 class Inbound:
     """What an agent's inbox holds: a message from its page, a status change, or a shutdown."""
 
-    kind: Literal["act", "status", "shutdown"]
+    kind: Literal["act", "status", "shutdown", "submit"]
     data: Mapping[str, Any] | None = None
     status: str | None = None
 
@@ -63,6 +68,14 @@ class AgentChannel(Protocol):
         """The agent did not act in time: ``in task`` -> ``timeout``, its page told."""
         ...
 
+    def record(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        """Record what the runner put in the agent's state itself (not sent to the page)."""
+        ...
+
+    def update_status(self, agent_id: str, status: str) -> None:
+        """Move the agent to ``status`` (from its current one) and tell its page."""
+        ...
+
 
 class NoChannel:
     """The channel of an agent outside its runner (``get_init_data_for_agent`` in the web process)."""
@@ -70,19 +83,62 @@ class NoChannel:
     def _refuse(self, *args: Any) -> Any:
         raise RuntimeError("this agent's page is reached only from run_assignment, on a runner worker")
 
-    receive = send = received = status = time_out = _refuse
+    receive = send = received = status = time_out = record = update_status = _refuse
 
 
 _DISCONNECTED = frozenset({"disconnect", "partner disconnect", "timeout"})
 
 
+class LiveAgentState(AgentState):
+    """Mephisto's ParlAIChatAgentState: ``messages`` (each with its ``timestamp``), ``init_data``,
+    ``final_submission``; ``get_init_state`` is what the page starts from."""
+
+    def __init__(self, init_data: Any, record: Callable[[Mapping[str, Any]], None]) -> None:
+        super().__init__(init_data, None)
+        self.init_data: Any = init_data
+        self.messages: list[dict[str, Any]] = []
+        self.final_submission: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+        self._record = record
+
+    def set_init_state(self, data: Any) -> bool:
+        self.init_data = data
+        return True
+
+    def get_init_state(self) -> dict[str, Any] | None:
+        if self.init_data is None:
+            return None
+        return {"task_data": self.init_data, "past_live_updates": self.messages}
+
+    def update_data(self, live_update: dict[str, Any]) -> None:
+        """A message the runner keeps in the state without sending it (``SUBMIT_WORLD_DATA``)."""
+        self.remember(live_update)
+        self._record(live_update)
+
+    def remember(self, message: dict[str, Any]) -> None:
+        message["timestamp"] = time.time()
+        self.messages.append(message)
+
+    def update_submit(self, submitted_data: dict[str, Any]) -> None:
+        self.final_submission = submitted_data
+
+    def get_data(self) -> dict[str, Any]:
+        return {"outputs": {"messages": self.messages, "final_submission": self.final_submission},
+                "inputs": self.init_data, "metadata": self.metadata}
+
+    get_parsed_data = get_data
+
+
 class Agent:
-    def __init__(self, db_id: str, worker: Worker, unit: Unit, channel: AgentChannel) -> None:
+    def __init__(self, db_id: str, worker: Worker, unit: Unit | None, channel: AgentChannel,
+                 init_data: Any = None) -> None:
         self.db_id = db_id
         self.worker = worker
         self.unit = unit
-        self.state = AgentState(unit.get_assignment_data().shared, None)
+        shared = unit.get_assignment_data().shared if unit is not None else init_data
+        self.state = LiveAgentState(shared, lambda data: channel.record(db_id, data))
         self.is_shutdown = False
+        self.did_submit = False
         self._channel = channel
 
     def __repr__(self) -> str:
@@ -95,6 +151,8 @@ class Agent:
         return self.worker
 
     def get_unit(self) -> Unit:
+        if self.unit is None:
+            raise RuntimeError(f"{self.db_id} is an onboarding agent: it has no unit")
         return self.unit
 
     def get_status(self) -> str:
@@ -103,7 +161,31 @@ class Agent:
     def observe(self, live_update: Mapping[str, Any]) -> None:
         data = dict(live_update)
         data.setdefault("update_id", str(uuid.uuid4()))
+        self.state.remember(dict(data))
         self._channel.send(self.db_id, data)
+
+    def update_status(self, new_status: str) -> None:
+        self._channel.update_status(self.db_id, new_status)
+
+    def await_submit(self, timeout: float | None = None) -> bool:
+        """Whether the page submitted; with a timeout, waits for it (``AgentTimeoutError`` past it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.did_submit:
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            entry = self._channel.receive(self.db_id, max(0.0, min(left, STATUS_CHECK_S)))
+            if entry is not None:
+                if entry.kind == "submit":
+                    self.did_submit = True
+                    self.state.update_submit(dict(entry.data or {}))
+                    break
+                self._take(entry)
+                continue
+            self._raise_if_gone(self._channel.status(self.db_id))
+            if deadline is None:
+                break
+            if time.monotonic() >= deadline:
+                raise AgentTimeoutError(timeout, self.db_id)
+        return self.did_submit
 
     def act(self, timeout: float | None = None) -> dict[str, Any] | None:
         return self.get_live_update(timeout)
@@ -138,8 +220,13 @@ class Agent:
         if entry.kind == "status":
             self._raise_if_gone(entry.status or "")
             return None
+        if entry.kind == "submit":
+            self.did_submit = True
+            self.state.update_submit(dict(entry.data or {}))
+            return None
         data = dict(entry.data or {})
         self._channel.received(self.db_id, data)
+        self.state.remember(dict(data))
         return data
 
     def _raise_if_gone(self, status: str) -> None:

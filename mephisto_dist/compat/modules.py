@@ -35,6 +35,9 @@ PROVIDED: dict[str, str] = {
         "mephisto_dist.compat.remote_procedure",
     "mephisto.abstractions.blueprints.remote_procedure.remote_procedure_agent_state":
         "mephisto_dist.compat.remote_procedure",
+    "mephisto.abstractions.blueprints.parlai_chat.parlai_chat_blueprint": "mephisto_dist.compat.parlai_chat",
+    "mephisto.abstractions.blueprints.parlai_chat.parlai_chat_task_runner": "mephisto_dist.compat.parlai_chat",
+    "mephisto.abstractions.blueprints.parlai_chat.parlai_chat_agent_state": "mephisto_dist.compat.parlai_chat",
     "mephisto.abstractions._subcomponents.task_runner": "mephisto_dist.compat.task_runner",
     "mephisto.operations.registry": "mephisto_dist.compat.registry",
     "mephisto.data_model.exceptions": "mephisto_dist.compat.exceptions",

@@ -24,10 +24,12 @@ from typing import Any
 from mephisto_dist.blueprints.hooks import GoldHooks, SubmittedUnit, TaskHooks
 from mephisto_dist.compat import modules
 from mephisto_dist.compat.data_model import Agent, AgentState, Unit, Worker
+from mephisto_dist.compat.parlai_chat import BLUEPRINT_TYPE_PARLAI_CHAT, ParlAIChatBlueprint
 from mephisto_dist.compat.session import CaptureComplete, ScriptRef, ScriptSession, active
 from mephisto_dist.compat.shared_state import accept_onboarding, any_worker_any_unit, ignore_unit
 from mephisto_dist.errors import ConfigError, MephistoDistError
 
+_ONE_SCRIPT = threading.RLock()
 _MISSING_NAME = re.compile(r"cannot import name '([^']+)'")
 _IMPORTED_MODULE = re.compile(r"^\s*(?:from|import)\s+(mephisto(?:\.\w+)*)")
 
@@ -38,7 +40,9 @@ def run_script(ref: ScriptRef, host: Any, cfg: dict[str, Any] | None = None) -> 
     if not path.is_file():
         raise ConfigError(f"task script not found: {path}")
     session = ScriptSession(ref, host, stored_cfg=cfg)
-    with modules.installed(), active(session), _script_folder_importable(path.parent):
+    # One script at a time per process: the provided modules live in the process-wide sys.modules (a
+    # runner worker's threads capture scripts concurrently).
+    with _ONE_SCRIPT, modules.installed(), active(session), _script_folder_importable(path.parent):
         try:
             runpy.run_path(str(path), run_name="__main__")
         except CaptureComplete:
@@ -125,8 +129,10 @@ def capture(ref: ScriptRef, cfg: dict[str, Any] | None = None) -> tuple[dict[str
 
 
 def captured_hooks(script: Mapping[str, Any], path: str | None = None) -> TaskHooks:
-    """The callbacks of a run's stored script (run from ``path``, the bundle's copy, when given)."""
-    return _captured_hooks(json.dumps(dict(script), sort_keys=True), path)
+    """The callbacks of a run's stored script (run from ``path``, the bundle's copy, when given); captured
+    once per process, however many threads ask at once."""
+    with _ONE_SCRIPT:
+        return _captured_hooks(json.dumps(dict(script), sort_keys=True), path)
 
 
 @lru_cache(maxsize=16)
@@ -139,16 +145,19 @@ def _captured_hooks(script_json: str, path: str | None) -> TaskHooks:
 
 
 def hosted_runner(session: ScriptSession, mephisto: Mapping[str, Any]) -> Any:
-    """The TaskRunner class of the blueprint the script registered for the run's blueprint type, if it
-    registered one that has its own (``mephisto_dist.compat.registry``)."""
+    """The TaskRunner class of the blueprint the script registered for the run's blueprint type, or of
+    the provided blueprint of that type that has one (``parlai_chat``), if any."""
     blueprint = mephisto.get("blueprint") or {}
-    registered = session.blueprints.get(str(blueprint.get("_blueprint_type") or ""))
+    blueprint_type = str(blueprint.get("_blueprint_type") or "")
+    registered = session.blueprints.get(blueprint_type)
+    if registered is None and blueprint_type == BLUEPRINT_TYPE_PARLAI_CHAT:
+        registered = ParlAIChatBlueprint
     runner = getattr(registered, "TaskRunnerClass", None)
     if runner is None:
         return None
-    if not getattr(runner, "is_concurrent", False):
-        raise ConfigError(f"{runner.__name__} is not concurrent (is_concurrent = False): mephisto-dist hosts "
-                          "only TaskRunners whose assignments run their agents together (run_assignment) so far")
+    if not runner.hosts_units():
+        raise ConfigError(f"{runner.__name__} has neither is_concurrent = True (run_assignment) nor its own "
+                          "run_unit: mephisto-dist hosts a TaskRunner that runs assignments or units")
     return runner
 
 

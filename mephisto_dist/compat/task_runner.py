@@ -30,7 +30,18 @@ class TaskRun:
 class TaskRunner:
     is_concurrent = False
     """Whether an assignment's agents work together (``run_assignment``) rather than one by one
-    (``run_unit``); mephisto-dist hosts concurrent runners (stage 1 of issue 20)."""
+    (``run_unit``)."""
+
+    @classmethod
+    def hosts_units(cls) -> bool:
+        """mephisto-dist's: whether runner workers host this runner (it runs assignments, or units);
+        a subclass may set ``is_concurrent`` per instance (``ParlAIChatTaskRunner``: from its world)."""
+        return cls.is_concurrent is True or cls.run_unit is not TaskRunner.run_unit
+
+    @classmethod
+    def plays_onboarding(cls) -> bool:
+        """mephisto-dist's: whether the runner runs onboarding itself (``run_onboarding``)."""
+        return cls.run_onboarding is not TaskRunner.run_onboarding
 
     def __init__(self, task_run: Any, args: Any, shared_state: Any) -> None:
         self.task_run = task_run

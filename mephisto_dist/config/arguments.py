@@ -207,6 +207,43 @@ REMOTE_PROCEDURE = Section(
     ),
 )
 
+PARLAI_CHAT = Section(
+    kind=BLUEPRINT,
+    name="parlai_chat",
+    description=(
+        "Mephisto's ParlAI chat: a ParlAI world (world_file) played by a runner worker with the workers "
+        "of a conversation (get_world_params()['agent_count'] units per assignment) on bootstrap-chat's "
+        "page over the live channel; onboarding plays the world's make_onboarding_world. Needs ParlAI "
+        "(mephisto-dist's parlai extra) where the runner workers run and where a run is launched."
+    ),
+    arguments=(
+        Argument("world_file", str, MISSING,
+                 "Python file of the ParlAI world: make_world(opt, agents), get_world_params(), and optionally "
+                 "make_onboarding_world(opt, agent) and validate_onboarding(data).", required=True),
+        Argument("preview_source", str, None,
+                 "HTML shown to workers previewing the task (task_config.json's preview_html)."),
+        Argument("task_description_file", str, None,
+                 "HTML of the task's description, shown next to the chat (task_config.json's "
+                 "task_description); needed unless a custom front end shows its own."),
+        Argument("custom_source_bundle", str, None,
+                 "A prebuilt front end bundle.js served instead of the default bootstrap-chat page."),
+        Argument("custom_source_dir", str, None,
+                 "A folder with a custom main.js (and style.css, components/) built on bootstrap-chat "
+                 "instead of the default page (accepted; mephisto-dist does not build it yet: use "
+                 "custom_source_bundle).", implemented=False),
+        Argument("extra_source_dir", str, None,
+                 "Folder of files the front end refers to (images, CSS, scripts), served next to it."),
+        Argument("context_csv", str, None,
+                 "CSV with a header row: one conversation per row, the row its shared data."),
+        Argument("context_jsonl", str, None,
+                 "JSON-lines file: one conversation per line, the object its shared data."),
+        Argument("num_conversations", int, None,
+                 "How many conversations (assignments) to run when no context file is given.", minimum=1),
+        *_ONBOARDING,
+        *_BLUEPRINT_BASE,
+    ),
+)
+
 # -- architects --------------------------------------------------------------------------------------
 
 _ARCHITECT_BASE = (
@@ -413,7 +450,7 @@ TASK_RUN = Section(
 )
 
 _REGISTRY: Final[dict[str, tuple[Section, ...]]] = {
-    BLUEPRINT: (STATIC_TASK, STATIC_REACT_TASK, REMOTE_PROCEDURE),
+    BLUEPRINT: (STATIC_TASK, STATIC_REACT_TASK, REMOTE_PROCEDURE, PARLAI_CHAT),
     ARCHITECT: (LOCAL_ARCHITECT, EC2_ARCHITECT, MOCK_ARCHITECT),
     PROVIDER: (MOCK_PROVIDER, MTURK_PROVIDER, MTURK_SANDBOX_PROVIDER, PROLIFIC_PROVIDER, INHOUSE_PROVIDER),
     TASK: (TASK_RUN,),

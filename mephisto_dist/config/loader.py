@@ -132,8 +132,7 @@ def load_script_config(
     conf_name = conf.removesuffix(".yaml")
     path = _conf_path(folder, conf_name, Path(config_path) / "conf")
     where = f"in {path}"
-    root = _read_yaml(path)
-    choices = _defaults_choices(root, path)
+    root, choices = _composed(path, path.parent)
     if base:
         merged = OmegaConf.merge(OmegaConf.create(dict(base)), root)
         assert isinstance(merged, DictConfig)
@@ -203,8 +202,33 @@ class _Choice:
     where: str
 
 
-def _defaults_choices(root: DictConfig, path: Path) -> dict[str, _Choice]:
-    """Read and remove the ``defaults`` list: which blueprint, architect and provider to use."""
+def _composed(path: Path, conf_dir: Path, seen: tuple[Path, ...] = ()) -> tuple[DictConfig, dict[str, _Choice]]:
+    """The config file with the configs its defaults list names from the same folder (``- base``, as
+    Mephisto's parlai_chat_task_demo has) merged under it, as Hydra composes them (the file itself last)."""
+    if path in seen:
+        raise ConfigError(f"{path}: its defaults list includes itself ({' -> '.join(p.name for p in seen)})")
+    root = _read_yaml(path)
+    bases: list[str] = []
+    own = _defaults_choices(root, path, bases)
+    merged: DictConfig = OmegaConf.create({})
+    choices: dict[str, _Choice] = {}
+    for name in bases:
+        base_path = conf_dir / f"{name.removesuffix('.yaml')}.yaml"
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: defaults entry '{name}' names no config in {conf_dir}")
+        base_root, base_choices = _composed(base_path, conf_dir, (*seen, path))
+        combined = OmegaConf.merge(merged, base_root)
+        assert isinstance(combined, DictConfig)
+        merged = combined
+        choices.update(base_choices)
+    combined = OmegaConf.merge(merged, root)
+    assert isinstance(combined, DictConfig)
+    return combined, {**choices, **own}
+
+
+def _defaults_choices(root: DictConfig, path: Path, bases: list[str] | None = None) -> dict[str, _Choice]:
+    """Read and remove the ``defaults`` list: which blueprint, architect and provider to use; the names of
+    other configs of the same folder it includes are appended to ``bases``."""
     if "defaults" not in root:
         return {}
     entries = OmegaConf.to_container(root["defaults"], resolve=False)
@@ -216,6 +240,9 @@ def _defaults_choices(root: DictConfig, path: Path) -> dict[str, _Choice]:
     choices: dict[str, _Choice] = {}
     for entry in entries:
         if entry == "_self_":
+            continue
+        if isinstance(entry, str) and bases is not None and "/" not in entry and ":" not in entry:
+            bases.append(entry)
             continue
         if not (isinstance(entry, dict) and len(entry) == 1):
             raise ConfigError(

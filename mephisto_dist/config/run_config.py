@@ -27,6 +27,9 @@ SCRIPT_KEY: Final = "script"
 HOSTS_ASSIGNMENTS: Final = "hosts_assignments"
 """Key of the stored script: True when the script registered a TaskRunner that runner workers host (the
 attached ``run`` starts one; ``mephisto_dist.runners.assignments``)."""
+FRONTEND_KEY: Final = "frontend"
+"""Where a run's stored config keeps what its page shows from the task folder's files, read at launch
+(``mephisto_dist.blueprints.stored_frontend``: parlai_chat's task description)."""
 TIPS_KEY: Final = "tips"
 """Where a run's stored config keeps its tips (``mephisto_dist.config.tips``)."""
 UNPAID: Final = 0.0

@@ -37,6 +37,8 @@ UNIT_SUBMITTED: Final = "unit_submitted"
 UNIT_ASSIGNED: Final = "unit_assigned"
 ASSIGNMENT_READY: Final = "assignment_ready"
 """Every unit of an assignment of a hosted concurrent runner is claimed: its runner is to start."""
+ONBOARDING_READY: Final = "onboarding_ready"
+"""A worker started onboarding on a run whose hosted runner plays onboarding worlds: it is to start."""
 
 CLAIM_STALE_AFTER_S: Final = 120.0
 """A claim not finished after this long is presumed held by a dead process and may be taken again."""

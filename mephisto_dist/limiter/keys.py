@@ -66,6 +66,11 @@ key                                type     TTL                                 
                                             renewed by a thread; ``ended`` (1 day) once     worker); the
                                             ``run_assignment`` returned. Missing while      live sweep
                                             its agents are in task: the runner died.        reads it
+``L:onboarding:<id>:runner``       STRING   the runner worker playing the onboarding        assignments.
+                                            agent's world (SET NX: one player), 1 day.      onboarding
+``L:onboarding:<id>:verdict``      LIST     ``1``/``0``: the runner's validate_onboarding   assignments.
+                                            on the submitted onboarding, for the web        onboarding;
+                                            request waiting on it (BLPOP); 10 minutes.      web BLPOP
 =================================  =======  ==============================================  ===========
 """
 
@@ -135,3 +140,11 @@ def agent_inbox(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
 
 def agent_seen_updates(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}:seen"
+
+
+def onboarding_runner(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:onboarding:{_part(agent_id)}:runner"
+
+
+def onboarding_verdict(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:onboarding:{_part(agent_id)}:verdict"

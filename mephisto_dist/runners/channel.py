@@ -10,10 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, OnboardingAgent
+from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.queue import REMOTE_CALL
+from mephisto_dist.runners.assignments.onboarding import wait_for_verdict
 from mephisto_dist.runners.live import calls
 from mephisto_dist.runners.live.inbox import Inbox
 from mephisto_dist.work.served import Served, now
@@ -43,6 +44,18 @@ def missed_answers(served: Served, agent_id: str) -> list[tuple[str, str]]:
         return calls.settled_answers(session, agent_id)
 
 
+def missed_messages(served: Served, agent_id: str) -> list[dict[str, Any]]:
+    """What a hosted runner sent the agent's page so far, in order: a page that connects after its runner
+    started (a world greets at once) or comes back gets them again (mephisto-task drops an ``update_id``
+    it has seen)."""
+    if not served.run().hooks.hosts_assignments:
+        return []
+    with read_transaction(served.runtime.sessions) as session:
+        return [dict(data) for data in session.scalars(
+            select(AgentMessage.data).where(AgentMessage.agent_id == agent_id, AgentMessage.direction == "out")
+            .order_by(AgentMessage.seq))]
+
+
 _CALLING = frozenset({AgentStatus.IN_TASK.value, AgentStatus.ONBOARDING.value})
 
 
@@ -67,7 +80,8 @@ def live_update(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
     return created
 
 
-_WAITING_OR_WORKING = frozenset({AgentStatus.WAITING.value, AgentStatus.IN_TASK.value})
+_WAITING_OR_WORKING = frozenset({AgentStatus.WAITING.value, AgentStatus.IN_TASK.value,
+                                 AgentStatus.ONBOARDING.value})
 
 
 def _message_for_runner(served: Served, agent_id: str, data: dict[str, Any]) -> bool:
@@ -82,3 +96,27 @@ def _message_for_runner(served: Served, agent_id: str, data: dict[str, Any]) -> 
     if status not in _WAITING_OR_WORKING:
         raise RequestError(f"agent {agent_id} is {status}: its messages are no longer read", 409)
     return Inbox(served.runtime.redis).push_message(agent_id, data)
+
+
+ONBOARDING_VERDICT_WAIT_S = 30.0
+"""How long ``/submit_onboarding`` waits for the runner's verdict on an onboarding world."""
+
+
+def onboarding_verdict(served: Served, agent_id: str, data: dict[str, Any]) -> bool | None:
+    """For a run whose hosted runner plays onboarding worlds: hand the page's onboarding submit to the
+    runner (its ``await_submit``) and wait for its ``validate_onboarding`` verdict. None when the onboarding
+    is already decided (a repeated submit: the first verdict stands)."""
+    run = served.run()
+    with read_transaction(served.runtime.sessions) as session:
+        status = _status_in_run(session, run.run_id, agent_id)
+    if status not in _ONBOARDING_OPEN:
+        return None
+    Inbox(served.runtime.redis).push_submit(agent_id, data)
+    verdict = wait_for_verdict(served.runtime.redis, agent_id, wait_s=ONBOARDING_VERDICT_WAIT_S,
+                               step_s=max(0.1, min(1.0, served.runtime.settings.redis_timeout_s / 2)))
+    if verdict is None:
+        raise RequestError("the onboarding's runner did not answer: try again in a moment", 503)
+    return verdict
+
+
+_ONBOARDING_OPEN = frozenset({AgentStatus.ONBOARDING.value, AgentStatus.WAITING.value})

@@ -200,10 +200,17 @@ def _assignment_ready_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
     rt.queue.enqueue(queue.RUN_ASSIGNMENT, int(payload["assignment_id"]), list(payload["agent_ids"]))
 
 
+def _onboarding_ready_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
+    """A worker's onboarding world is to be played on the runner worker (a repeat plays nothing: one
+    player holds the onboarding agent, ``runners.assignments.onboarding``)."""
+    rt.queue.enqueue(queue.RUN_ONBOARDING, str(payload["agent_id"]))
+
+
 _EVENTS: dict[str, Callable[[Runtime, Mapping[str, Any]], None]] = {
     outbox.UNIT_ASSIGNED: _unit_assigned_event,
     outbox.UNIT_SUBMITTED: _unit_submitted_event,
     outbox.ASSIGNMENT_READY: _assignment_ready_event,
+    outbox.ONBOARDING_READY: _onboarding_ready_event,
 }
 
 

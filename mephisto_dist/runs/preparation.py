@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from mephisto_dist.architects import ServerPlan, architect_class, check_port_free, plan_server
-from mephisto_dist.blueprints import blueprint_for, check_python_features
+from mephisto_dist.blueprints import (
+    blueprint_for,
+    check_python_features,
+    stored_frontend,
+    units_per_assignment,
+)
 from mephisto_dist.blueprints.hooks import SCRIPT_KEY
 from mephisto_dist.config import TaskConfig, load_task_config, tips
-from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.config.run_config import FRONTEND_KEY, RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.errors.drivers import translate
@@ -24,6 +29,9 @@ from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
 from mephisto_dist.runs.bundles import check_hooks_inside, check_script_inside, store_bundle
 from mephisto_dist.runs.task_runs import NewRun, create_task_run, port_taken_message, run_on_port
 from mephisto_dist.runtime import Runtime
+
+BUILD_CACHE_DIR = "build-cache"
+"""Under the data dir: what a blueprint builds once per machine (parlai_chat's default page)."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,13 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
     blueprint = blueprint_for(config.blueprint_type)
     with tempfile.TemporaryDirectory(prefix="mephisto-dist-build-") as scratch:
         build_dir = Path(scratch) / "build"
-        blueprint.build(config.blueprint, build_dir, config.provider_type)
+        blueprint.build(config.blueprint, build_dir, config.provider_type,
+                        cache_dir=runtime.settings.data_dir / BUILD_CACHE_DIR)
         bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir))
     if prepared.script is not None:
         stored[SCRIPT_KEY] = prepared.script
     stored[tips.STORED_KEY] = prepared.tips
+    stored[FRONTEND_KEY] = stored_frontend(config.blueprint_type, config.blueprint)
     run_config = RunConfig.parse(stored)
     new = NewRun(
         task_name=run_config.task.task_name,
@@ -89,7 +99,8 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         bundle_key=bundle_key,
         server_url=prepared.server.public_url,
         max_concurrent_units=run_config.task.max_num_concurrent_units,
-        units_per_assignment=run_config.blueprint.units_per_assignment,
+        units_per_assignment=units_per_assignment(config.blueprint_type, config.blueprint,
+                                                  run_config.blueprint.units_per_assignment),
         pay_amount=run_config.task.task_reward,
         assignment_data=[blueprint.init_task_data(row, config.blueprint) for row in prepared.rows],
     )

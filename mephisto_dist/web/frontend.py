@@ -12,7 +12,7 @@ from mephisto_dist.blueprints import blueprint_module
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.blueprints.runner import blueprint_type_of
 from mephisto_dist.config import TaskConfig
-from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.config.run_config import FRONTEND_KEY, RunConfig
 from mephisto_dist.work.claims import RunContext
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,9 @@ def frontend_config(config: dict[str, Any], hooks: TaskHooks) -> dict[str, Any]:
     parsed = RunConfig.parse(config)
     module = blueprint_module(parsed.blueprint.blueprint_type)
     args: dict[str, Any] = module.frontend_args(TaskConfig.from_dict(config), hooks)
-    return {**args, "tips": list(parsed.tips), "mephisto_task_version": MEPHISTO_TASK_VERSION}
+    stored = config.get(FRONTEND_KEY) or {}
+    return {**args, **stored, **hooks.task_config, "tips": list(parsed.tips),
+            "mephisto_task_version": MEPHISTO_TASK_VERSION}
 
 
 def index_page(config: dict[str, Any]) -> str | None:

@@ -106,7 +106,9 @@ def record_result(session: Session, run_id: int, agent_id: str, qualification: s
     if agent.status in (AgentStatus.APPROVED, AgentStatus.REJECTED):
         return agent
     verdict = AgentStatus.APPROVED if passed else AgentStatus.REJECTED
-    if not move_onboarding_agent(session, agent_id, AgentStatus.ONBOARDING, verdict, now=now, outputs=outputs):
+    # From ``waiting`` when its runner played an onboarding world and set it so (Mephisto's order).
+    if not move_onboarding_agent(session, agent_id, (AgentStatus.ONBOARDING, AgentStatus.WAITING), verdict, now=now,
+                                 outputs=outputs):
         again = load(session, run_id, agent_id)
         if again.status in (AgentStatus.APPROVED, AgentStatus.REJECTED):
             return again  # decided by another request meanwhile

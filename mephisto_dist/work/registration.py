@@ -103,16 +103,18 @@ def _claim_reserved(served: Served, run: RunContext,
     return claimed, messages
 
 
-def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any]) -> AgentDetails:
+def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any], *,
+                      verdict: bool | None = None) -> AgentDetails:
     """Judge an onboarding submission with the task's ``validate_onboarding`` (outside any transaction:
-    it is the task's own code, maybe slow), record the verdict and answer what the worker gets next."""
+    it is the task's own code, maybe slow), or take the ``verdict`` its hosted runner gave, record it and
+    answer what the worker gets next."""
     run = served.run()
     if not run.onboarding_qualification:
         raise RequestError("this task run has no onboarding", 400)
     with transaction(served.runtime.sessions) as session:
         agent = onboarding.load(session, run.run_id, agent_id)
-    if agent.status == AgentStatus.ONBOARDING:
-        passed = _validate_onboarding(run, data)
+    if agent.status in (AgentStatus.ONBOARDING, AgentStatus.WAITING):
+        passed = verdict if verdict is not None else _validate_onboarding(run, data)
     else:
         passed = agent.status == AgentStatus.APPROVED  # a repeat: the first verdict stands
     freed: list[UnitTokens] = []
@@ -162,6 +164,12 @@ def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -
     """The TaskRunner's on-assigned event for a new agent on a unit, when the run's runner wants it, and
     the start of its assignment's hosted runner when this claim completed it: outbox messages written in
     the claiming transaction (their ids, to send after the commit)."""
+    if run.hooks.plays_onboarding and details.unit_id is None and details.agent_id \
+            and onboarding.is_onboarding_id(details.agent_id):
+        # Its world is played on a runner worker (once per onboarding agent: the message's key).
+        ready = outbox.add(session, outbox.ONBOARDING_READY, details.agent_id, run_id=run.run_id,
+                           payload={"agent_id": details.agent_id}, now=now())
+        return [] if ready is None else [ready]
     if not (details.created and details.unit_id is not None and details.agent_id):
         return []
     messages = []

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.compat.live_agent import Inbound
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, AgentMessage
-from mephisto_dist.db.transitions import move_agent
+from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.runners.live import inbox as inbox_entries
 from mephisto_dist.runners.live import protocol
@@ -26,6 +26,8 @@ from mephisto_dist.runners.live.outbox import send_to_agent
 
 IN = "in"
 OUT = "out"
+STATE = "state"
+"""What the runner kept in the agent's state without sending it (a world's ``SUBMIT_WORLD_DATA``)."""
 
 
 def _now() -> datetime:
@@ -51,6 +53,8 @@ class RunnerChannel:
             return Inbound("act", data=dict(entry.get("data") or {}))
         if kind == inbox_entries.STATUS:
             return Inbound("status", status=str(entry.get("status") or ""))
+        if kind == inbox_entries.SUBMIT:
+            return Inbound("submit", data=dict(entry.get("data") or {}))
         return Inbound("shutdown")
 
     def send(self, agent_id: str, data: dict[str, Any]) -> None:
@@ -60,15 +64,31 @@ class RunnerChannel:
     def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
         self._record(agent_id, IN, data)
 
+    def record(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        self._record(agent_id, STATE, data)
+
     def status(self, agent_id: str) -> str:
         with read_transaction(self._sessions) as session:
-            return str(session.scalar(select(Agent.status).where(Agent.id == agent_id)) or "")
+            found = session.scalar(select(Agent.status).where(Agent.id == agent_id))
+            if found is None:
+                found = session.scalar(select(OnboardingAgent.status).where(OnboardingAgent.id == agent_id))
+            return str(found or "")
 
     def time_out(self, agent_id: str) -> None:
+        self._move(agent_id, AgentStatus.TIMEOUT)
+
+    def update_status(self, agent_id: str, status: str) -> None:
+        self._move(agent_id, AgentStatus(status))
+
+    def _move(self, agent_id: str, new: AgentStatus) -> None:
+        """The agent (or onboarding agent) from the status it is working in to ``new``, its page told."""
         with transaction(self._sessions) as session:
-            moved = move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.TIMEOUT, now=_now())
+            if session.get(Agent, agent_id) is not None:
+                moved = move_agent(session, agent_id, AgentStatus.IN_TASK, new, now=_now())
+            else:
+                moved = move_onboarding_agent(session, agent_id, AgentStatus.ONBOARDING, new, now=_now())
         if moved:
-            self.tell(agent_id, AgentStatus.TIMEOUT)
+            self.tell(agent_id, new)
 
     def tell(self, agent_id: str, status: AgentStatus) -> None:
         send_to_agent(self._client, agent_id, protocol.status_packet(agent_id, status.value))

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -99,7 +100,7 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
                             longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
     for seat in started.seats:
         channel.tell(seat.agent_id, AgentStatus.IN_TASK)
-    runner = _runner(hooks, started.run)
+    runner = runner_of(hooks, started.run)
     agents = []
     for seat in started.seats:
         unit = UnitView(seat.unit_id, seat.unit_index, dict(seat.unit_data or {}), UnitStatus.ASSIGNED.value)
@@ -117,37 +118,71 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
 _RUNNERS: dict[int, TaskRunner] = {}
 
 
-def _runner(hooks: TaskHooks, run: TaskRun) -> TaskRunner:
-    """One TaskRunner per run and process, as Mephisto has one per run."""
+def runner_of(hooks: TaskHooks, run: TaskRun) -> TaskRunner:
+    """One TaskRunner per run and process, as Mephisto has one per run; files of the task folder its
+    config names (``world_file``) are read from the run's bundle."""
     runner = _RUNNERS.get(run.id)
     if runner is None:
         blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
-        runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, run.config,
+        config = bundled_config(run.config, run.task_dir, hooks.path)
+        runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, config,
                                                  hooks.shared_state)
     return runner
 
 
+def bundled_config(config: dict[str, Any], task_dir: str, script_copy: str | None) -> dict[str, Any]:
+    """The run's config with blueprint paths into the task folder turned into the bundle's copies (the
+    script's copy, ``script_copy``, shows where the bundle's Python is), where the copy exists."""
+    script = RunConfig.parse(config).script
+    if script_copy is None or script is None:
+        return config
+    relative = Path(str(script["path"])).resolve().relative_to(Path(task_dir).resolve())
+    python_root = Path(script_copy).parents[len(relative.parts) - 1]
+    blueprint = dict(config.get("blueprint") or {})
+    for dest, value in blueprint.items():
+        if dest.endswith("_file") and isinstance(value, str) and value.endswith(".py"):
+            original = Path(value).expanduser().resolve()
+            if original.is_relative_to(Path(task_dir).resolve()):
+                copy = python_root / original.relative_to(Path(task_dir).resolve())
+                blueprint[dest] = str(copy) if copy.is_file() else value
+    return {**config, "blueprint": blueprint}
+
+
 def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agents: list[LiveAgent],
                channel: RunnerChannel, started: _Started) -> str:
+    """``run_assignment`` for a concurrent runner; ``run_unit`` for one whose units run alone (Mephisto's
+    ``execute_unit``: an assignment of one unit, a world with one worker and maybe a bot)."""
+    together = bool(runner.is_concurrent)
+    unit = agents[0].get_unit()
+    if not together:
+        runner.running_units[str(unit.db_id)] = unit
     try:
-        runner.run_assignment(assignment, agents)
+        if together:
+            runner.run_assignment(assignment, agents)
+        else:
+            runner.run_unit(unit, agents[0])
     except AbsentAgentError as absent:
         log.info("assignment %s ended early: %s", assignment.db_id, absent.message)
         _end_for_absent(rt, started, channel, absent.agent_id)
-        _cleanup(runner, assignment)
+        _cleanup(runner, assignment, None if together else unit)
         return ENDED_EARLY
     except Exception:
-        log.exception("run_assignment failed for assignment %s", assignment.db_id)
-        _cleanup(runner, assignment)
+        log.exception("the TaskRunner failed for assignment %s", assignment.db_id)
+        _cleanup(runner, assignment, None if together else unit)
         return FAILED
+    finally:
+        runner.running_units.pop(str(unit.db_id), None)
     return FINISHED
 
 
-def _cleanup(runner: TaskRunner, assignment: AssignmentView) -> None:
+def _cleanup(runner: TaskRunner, assignment: AssignmentView, unit: UnitView | None) -> None:
     try:
-        runner.cleanup_assignment(assignment)
+        if unit is None:
+            runner.cleanup_assignment(assignment)
+        else:
+            runner.cleanup_unit(unit)
     except Exception:
-        log.exception("cleanup_assignment failed for assignment %s", assignment.db_id)
+        log.exception("cleanup failed for assignment %s", assignment.db_id)
 
 
 def _start(rt: Runtime, assignment_id: int, agent_ids: list[str]) -> _Started | None:

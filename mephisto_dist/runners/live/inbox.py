@@ -19,6 +19,7 @@ INBOX_TTL_S = 24 * 60 * 60
 ACT = "act"
 STATUS = "status"
 SHUTDOWN = "shutdown"
+SUBMIT = "submit"
 
 
 @functools.cache
@@ -39,6 +40,10 @@ class Inbox:
 
     def push_status(self, agent_id: str, status: str) -> None:
         self._entry(agent_id, {"kind": STATUS, "status": status}, "")
+
+    def push_submit(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        """The page submitted (an onboarding page, whose runner waits for it: ``await_submit``)."""
+        self._entry(agent_id, {"kind": SUBMIT, "data": dict(data)}, "")
 
     def push_shutdown(self, agent_id: str) -> None:
         self._entry(agent_id, {"kind": SHUTDOWN}, "")

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mephisto_dist.metrics import record_agent_answer
+from mephisto_dist.runners import channel as live_channel
 from mephisto_dist.web.bodies import agent_id_of, json_body, json_object
 from mephisto_dist.web.context import context_of
 from mephisto_dist.work import registration as service
@@ -28,8 +29,14 @@ async def submit_onboarding(request: Request) -> Response:
     if isinstance(nested, dict) and "USED_AGENT_ID" in nested:
         # What mephisto-task sends: the agent id and the answers inside provider_data.
         body = nested
-    data = json_object(body, "onboarding_data", "submit_onboarding")
-    details = await context.call_in_thread(service.submit_onboarding, context.served, agent_id_of(body), data)
+    # bootstrap-chat submits an onboarding world with no data (handleSubmit()): the key is then absent.
+    data = json_object(body, "onboarding_data", "submit_onboarding") if "onboarding_data" in body else {}
+    agent_id = agent_id_of(body)
+    verdict = None
+    if (await context.run()).hooks.plays_onboarding:
+        verdict = await context.call_in_thread(live_channel.onboarding_verdict, context.served, agent_id, data)
+    details = await context.call_in_thread(service.submit_onboarding, context.served, agent_id, data,
+                                           verdict=verdict)
     return JSONResponse(details.packet())
 
 

@@ -68,8 +68,9 @@ async def live_socket(websocket: WebSocket) -> None:
 
 async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: str,
                  previous: str | None) -> str | None:
-    """Link the socket to its agent, tell the page its status, and resend the answers it may have missed
-    while it was away (after subscribing, so none falls in between; the page drops repeats)."""
+    """Link the socket to its agent, tell the page its status, and resend the answers and a hosted runner's
+    messages it may have missed while it was away or not yet connected (after subscribing, so none falls
+    in between; the page drops repeats)."""
     try:
         status = await context.call(service.agent_status, context.served, agent_id)
     except RequestError as error:
@@ -85,6 +86,8 @@ async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: 
     await page.send(protocol.status_packet(agent_id, status))
     for request_id, response in await context.call(service.missed_answers, context.served, agent_id):
         await page.send(protocol.answer_update(agent_id, request_id, response))
+    for message in await context.call(service.missed_messages, context.served, agent_id):
+        await page.send(protocol.live_update(agent_id, message))
     return agent_id
 
 
