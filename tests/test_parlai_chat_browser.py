@@ -3,12 +3,11 @@ channel): Mephisto v1.1.0's parlai_chat_task_demo, unchanged (tests/data/parlai_
 onboarding world; two workers chat to the end, fill the world's form and press Done; the export has the
 conversation. Then a world with one worker and a bot the world makes (tests/data/parlai_bot_task).
 
-ParlAI is the test-only stand-in (tests/parlai_standin) on the processes' PYTHONPATH, with joblib's stand-in
-when joblib is not installed: the real ``parlai`` extra is 6 GB (see README, "ParlAI chat")."""
+ParlAI is the test-only stand-in (tests/parlai_standin) on the processes' PYTHONPATH; joblib, which the demo's
+world imports, is the real one (the test extra): the real ``parlai`` extra is 6 GB (see README, "ParlAI chat")."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -30,8 +29,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.system]
 DEMO = ROOT / "tests" / "data" / "parlai_chat_task_demo"
 BOT_TASK = ROOT / "tests" / "data" / "parlai_bot_task"
 STANDINS = [ROOT / "tests" / "parlai_standin"]
-if importlib.util.find_spec("joblib") is None:
-    STANDINS.append(ROOT / "tests" / "joblib_standin")
 PAGE_MS = 30_000
 
 
