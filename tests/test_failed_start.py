@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from mephisto_dist.runs.preparation import check_port_unclaimed, create_run, pre
 from mephisto_dist.runs.stopping import undo_failed_start
 from mephisto_dist.runs.task_runs import run_on_port
 from mephisto_dist.runtime import Runtime
+from tests.conftest import wait_for
 from tests.system import free_port
 from tests.taskdirs import write_task_dir
 
@@ -108,11 +108,11 @@ def test_status_of_a_run_whose_command_is_gone_leads_to_resume(tmp_path: Path) -
     finally:
         os.killpg(attached.pid, signal.SIGHUP)  # the terminal closed: the command and its children go
         attached.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while _group_alive(attached.pid):
-        assert time.monotonic() < deadline, "the run's processes outlived its terminal"
-        time.sleep(0.2)
-    time.sleep(3.5)  # past three missed heartbeats of 1 s: the server record is known silent
+    wait_for(lambda: not _group_alive(attached.pid), timeout_s=30, interval_s=0.2,
+             message="the run's processes to go with their terminal")
+    # Past three missed heartbeats of 1 s, the server's record is known silent.
+    wait_for(lambda: "not answering (recorded running" in run_cli(data, "status", MEPHISTO_DIST_HEARTBEAT_EVERY_S="1")
+             .stdout, timeout_s=30, interval_s=0.5, message="status to see the server's heartbeats stopped")
 
     one = run_cli(data, "status", "1", MEPHISTO_DIST_HEARTBEAT_EVERY_S="1")
     said = " ".join(one.stdout.split())
