@@ -79,7 +79,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sample()
-            time.sleep(0.05)
+            self._stop.wait(0.05)  # the sampling period; a stop ends it at once
 
     def __enter__(self) -> Self:
         self.thread.start()

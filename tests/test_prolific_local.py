@@ -5,7 +5,6 @@ need 100 characters and are final, a bulk bonus paid once, participant groups an
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from starlette.testclient import TestClient
 
 from mephisto_dist.prolific_local.app import Service, create_app
 from mephisto_dist.prolific_local.store import Store
+from tests.conftest import wait_for
 
 AUTH = {"Authorization": "Token local-test-token"}
 PROCESSING_S = 0.3
@@ -40,12 +40,12 @@ def study(api: TestClient, places: int = 1, **extra: Any) -> dict[str, Any]:
 
 
 def settled(api: TestClient, path: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        found = dict(api.get(path).json())
-        if found["status"] != "PROCESSING" or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    """The object once Prolific's transient PROCESSING status has passed."""
+    def found() -> dict[str, Any] | None:
+        answer = dict(api.get(path).json())
+        return answer if answer["status"] != "PROCESSING" else None
+
+    return dict(wait_for(found, timeout_s=5, interval_s=0.05, message=f"{path} to leave PROCESSING"))
 
 
 def published(api: TestClient, places: int = 1) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
+
+from mephisto_dist.db.sqlite_file import immediate, open_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hit_type (
@@ -62,26 +63,15 @@ def new_id(length: int = 30) -> str:
 class Store:
     def __init__(self, path: Path | str, *, initial_balance: Decimal = DEFAULT_BALANCE) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_file(self.path, SCHEMA)
         hit_columns = {row[1] for row in self._db.execute("PRAGMA table_info(hit)")}
         if "reviewing" not in hit_columns:  # a file made before UpdateHITReviewStatus was served
             self._db.execute("ALTER TABLE hit ADD COLUMN reviewing INTEGER NOT NULL DEFAULT 0")
         self._db.execute("INSERT OR IGNORE INTO account (key, value) VALUES ('balance', ?)",
                          (str(initial_balance),))
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db)
 
     def close(self) -> None:
         self._db.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+from mephisto_dist.db.sqlite_file import immediate, open_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspace (
@@ -53,23 +54,12 @@ def new_id() -> str:
 class Store:
     def __init__(self, path: Path | str, *, initial_balance_cents: int = DEFAULT_BALANCE_CENTS) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_file(self.path, SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO account (key, value) VALUES ('balance_cents', ?)",
                          (str(initial_balance_cents),))
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db)
 
     def close(self) -> None:
         self._db.close()
