@@ -68,9 +68,9 @@ def test_the_command_list_in_sections_in_a_run_s_order(monkeypatch: pytest.Monke
 def _every_command() -> list[list[str]]:
     import typer
 
-    from mephisto_dist.cli.app import app
+    from mephisto_dist.cli.app import build_app
 
-    root = typer.main.get_command(app)
+    root = typer.main.get_command(build_app())
     found: list[list[str]] = [[]]
     for name, command in root.commands.items():  # type: ignore[attr-defined]
         found.append([name])

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from mephisto_dist.db.engine import make_engine
-from mephisto_dist.db.migrate import Upgrade, schema_state, upgrade
+from mephisto_dist.db.migrate import HEAD_REVISION, Upgrade, migrations_head, schema_state, upgrade
 from tests.system import ROOT
 
 
@@ -101,5 +101,18 @@ def test_upgrade_reports_the_revisions_it_moved_between(tmp_path: Path) -> None:
         assert upgrade(engine, "0002") == Upgrade(before=None, after="0002")
         assert upgrade(engine) == Upgrade(before="0002", after=head)
         assert upgrade(engine) == Upgrade(before=head, after=head)
+    finally:
+        engine.dispose()
+
+
+def test_the_code_needs_the_head_of_the_migrations(tmp_path: Path) -> None:
+    # The schema check reads HEAD_REVISION instead of loading Alembic: a new migration must move it.
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        assert migrations_head(engine) == HEAD_REVISION
+        assert schema_state(engine) == (None, HEAD_REVISION)
+        assert upgrade(engine) == Upgrade(before=None, after=HEAD_REVISION)
+        assert upgrade(engine) == Upgrade(before=HEAD_REVISION, after=HEAD_REVISION)
+        assert schema_state(engine) == (HEAD_REVISION, HEAD_REVISION)
     finally:
         engine.dispose()

@@ -14,6 +14,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
+from mephisto_dist.cli.embedded import WEB_PROCESS_NAME
 from tests.conftest import wait_for
 from tests.system import ROOT
 from tests.test_lifecycle_system import AttachedRun
@@ -22,13 +23,16 @@ pytestmark = pytest.mark.system
 
 
 def children(cli_pid: int) -> dict[str, int]:
-    """The attached run's children by role: worker, beat, web."""
-    listed = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(cli_pid)], capture_output=True, text=True,
-                            check=False).stdout
+    """The attached run's children by role: worker, beat, web (forked by the CLI and named, or spawned
+    again after a restart)."""
+    listed = subprocess.run(["ps", "-ww", "-o", "pid=,comm=,args=", "--ppid", str(cli_pid)], capture_output=True,
+                            text=True, check=False).stdout
     found: dict[str, int] = {}
     for line in listed.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if " worker" in args and "celery" in args:
+        pid, comm, args = line.split(maxsplit=2)
+        if comm == WEB_PROCESS_NAME:
+            found["web"] = int(pid)
+        elif " worker" in args and "celery" in args:
             found["worker"] = int(pid)
         elif " beat" in args and "celery" in args:
             found["beat"] = int(pid)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn, Protocol
 
 import redis
 
@@ -27,6 +30,9 @@ from mephisto_dist.settings import Settings
 START_TIMEOUT_S = 15.0
 KEEPER_POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+WEB_PROCESS_NAME = "mephisto-web"
+"""The forked web server's process name (``ps -o comm``, ``top``): its arguments are still the CLI's."""
 
 
 def _die_with_parent() -> None:
@@ -35,6 +41,15 @@ def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _name_process(name: str) -> None:
+    """The process's name as ``ps -o comm`` and ``top`` show it (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15])
     except (OSError, AttributeError):
         pass
 
@@ -56,8 +71,9 @@ class EmbeddedRedis:
     that directory and stopped by the last one to exit.
 
     Each user registers a file named by its pid in ``redis.users/``; under a file lock, a starting run
-    registers and, if no server answers, starts a *keeper* (``python -m mephisto_dist.cli.embedded``) in a
-    session of its own. The keeper runs the server and stops it once no registered process is alive,
+    registers and, if no server answers, starts a *keeper* in a session of its own (forked: a new
+    interpreter would take a tenth of a second to load before starting the server; ``python -m
+    mephisto_dist.cli.embedded SOCKET`` runs one by hand). The keeper runs the server and stops it once no registered process is alive,
     so the first run to exit does not take Redis from the others, and a run killed outright (SIGKILL)
     leaves no server behind for long.
     """
@@ -81,14 +97,20 @@ class EmbeddedRedis:
     def _start_server(self) -> None:
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
-        with open(self.socket.parent / "redis.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.embedded", str(self.socket)],
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = os.open(self.socket.parent / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the keeper; seen through the server it runs
+            _become_keeper(self, log)
+        os.close(log)
+        keeper = ForkedProcess(pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
-            if process.poll() is not None or time.monotonic() > deadline:
+            if keeper.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"the embedded Redis did not start; see {self.socket.parent / 'redis.log'}")
-            time.sleep(0.02)
+            time.sleep(0.005)
+        # Once it answers the keeper runs on its own, past this process (init reaps it then).
 
     def _answers(self) -> bool:
         if not self.socket.exists():
@@ -143,6 +165,29 @@ class EmbeddedRedis:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _become_keeper(redis_server: EmbeddedRedis, log: int) -> NoReturn:  # pragma: no cover - the forked keeper
+    code = 1
+    try:
+        os.setsid()  # outlives the run that started it, and a Ctrl-C at its terminal
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        # Nothing of the CLI's stays open here for as long as the server runs (the lock file, a pipe).
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        redis_server.keep()
+        code = 0
+    except BaseException:  # noqa: BLE001 - said in redis.log
+        traceback.print_exc()
+    finally:
+        with suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,10 +202,49 @@ MAX_RESTART_DELAY_S = 30.0
 STEADY_AFTER_S = 60.0
 
 
+class ProcessHandle(Protocol):
+    """What the supervisor uses of a child: ``subprocess.Popen``'s, and :class:`ForkedProcess`'s."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class ForkedProcess:
+    """A child made by ``os.fork`` (not an exec), watched the way ``subprocess.Popen`` watches its own."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: it is gone all the same
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+
 @dataclass
 class Child:
     name: str
-    process: subprocess.Popen[bytes]
+    process: ProcessHandle
     log_path: Path
     argv: list[str] = field(default_factory=list)
     started_at: float = 0.0
@@ -180,6 +264,8 @@ class ChildProcesses:
     settings: Settings
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    _standby: tuple[int, ForkedProcess, float] | None = field(default=None, init=False, repr=False)
+    """The standby web server until it is told to serve: its pipe's write end, its process, when forked."""
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -238,10 +324,50 @@ class ChildProcesses:
     def start_web(self, run_id: int | None, host: str, port: int) -> Child:
         """Without a run id the server serves the newest open run on its port, so it can be started
         before the run exists."""
+        return self.start("web", self._web_argv(run_id, host, port))
+
+    def fork_web(self) -> None:
+        """Fork a web server now, to load its modules while the run is being set up; it serves once
+        :meth:`release_web` tells it where, with which settings (``web.standby``), and ends unused at
+        :meth:`stop`. Call it before this process opens a connection or starts a thread: the child
+        inherits neither then."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / "web.log"
+        read_end, write_end = os.pipe()
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its work is seen through the server it runs
+            _become_standby_web(parent, read_end, write_end, log)
+        os.close(read_end)
+        os.close(log)
+        self._standby = (write_end, ForkedProcess(pid), time.monotonic())
+
+    @property
+    def has_standby_web(self) -> bool:
+        return self._standby is not None
+
+    def release_web(self, host: str, port: int) -> Child:
+        """Tell the standby web server to serve the newest open run on ``host:port`` with this run's
+        settings (the embedded Redis's URL); it is supervised from then on (a restart spawns it afresh)."""
+        if self._standby is None:
+            raise ServiceError("no standby web server to release")
+        orders, process, forked_at = self._standby
+        self._standby = None
+        # A server that died before reading is seen by the supervisor, which says so and restarts it.
+        with suppress(BrokenPipeError), os.fdopen(orders, "wb") as pipe:
+            pipe.write(json.dumps({"host": host, "port": port, "env": self.settings.to_env()}).encode() + b"\n")
+        child = Child("web", process, self.log_dir / "web.log", self._web_argv(None, host, port), forked_at)
+        self.children.append(child)
+        return child
+
+    def _web_argv(self, run_id: int | None, host: str, port: int) -> list[str]:
         argv = [sys.executable, "-m", "mephisto_dist.web", "--host", host, "--port", str(port)]
         if run_id is not None:
             argv += ["--run", str(run_id)]
-        return self.start("web", argv)
+        return argv
 
     def started(self, name: str) -> bool:
         return any(child.name == name for child in self.children)
@@ -250,6 +376,15 @@ class ChildProcesses:
         return [c for c in self.children if c.process.poll() is not None]
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        if self._standby is not None:  # never told to serve: the closed pipe ends it
+            orders, process, _ = self._standby
+            self._standby = None
+            os.close(orders)
+            try:
+                process.wait(min(timeout_s, 5.0))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
         for child in self.children:
             if child.process.poll() is None:
                 os.killpg(child.process.pid, signal.SIGTERM)
@@ -262,6 +397,38 @@ class ChildProcesses:
                 os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait(5)
         self.children.clear()
+
+
+def _become_standby_web(parent: int, read_end: int, write_end: int, log: int) -> NoReturn:  # pragma: no cover - runs in the forked child
+    code = 1
+    try:
+        os.close(write_end)
+        os.setsid()  # as a spawned child: a Ctrl-C at the terminal reaches only the CLI
+        _die_with_parent()
+        _name_process(WEB_PROCESS_NAME)
+        if os.getppid() != parent:  # the CLI died before the line above: so do we
+            os._exit(0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        from mephisto_dist.web.standby import serve_when_told
+
+        with os.fdopen(read_end, "rb") as orders:
+            code = serve_when_told(orders)
+    except SystemExit as stopped:
+        code = stopped.code if isinstance(stopped.code, int) else 1
+    except BaseException:  # noqa: BLE001 - said in the web log, as a spawned server's would be
+        traceback.print_exc()
+    finally:
+        with suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

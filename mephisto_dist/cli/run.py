@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Self
 
-import httpx
 import redis
 import typer
 from rich.live import Live
@@ -86,11 +86,27 @@ def run(
         run_task_script(settings, script_path, conf, overrides, detach=detach, log_dir=new_log_dir(settings),
                         quiet=quiet)
         return
+    if detach:
+        launch_prepared(settings, _prepare(task_dir, conf, overrides, detach=True), detach=True, quiet=quiet)
+        return
+    # The web server is the slowest process to come up, and the first unit is claimable once it
+    # answers: forked first, before any connection or thread exists here, it loads its modules while
+    # the config is read, Redis starts and the database is checked; it serves once released.
+    children = ChildProcesses(settings, new_log_dir(settings))
+    children.fork_web()
+    try:
+        launch_prepared(settings, _prepare(task_dir, conf, overrides, detach=False), detach=False,
+                        children=children)
+    finally:
+        children.stop()  # a start that failed before the watch began (the watch stops them itself)
+
+
+def _prepare(task_dir: Path, conf: str | None, overrides: list[str], *, detach: bool) -> PreparedRun:
     prepared = prepare_run(task_dir, conf or DEFAULT_CONF, overrides, check_port=False)
     if architect_class(prepared.config.architect_type).deploys_remotely and not detach:
         fail("the ec2 architect's server is deployed by the deployment's Celery workers: run with --detach "
              "(and MEPHISTO_DIST_REDIS_URL / MEPHISTO_DIST_DATABASE_URL of the deployment)")
-    launch_prepared(settings, prepared, detach=detach, quiet=quiet)
+    return prepared
 
 
 def new_log_dir(settings: Settings) -> Path:
@@ -99,9 +115,10 @@ def new_log_dir(settings: Settings) -> Path:
 
 
 def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, log_dir: Path | None = None,
-                    quiet: bool = False) -> None:
+                    quiet: bool = False, children: ChildProcesses | None = None) -> None:
     """Create the prepared run; detached, enqueue it and say what follows (``quiet``: print only its id);
-    attached, run its services and show progress until it ends."""
+    attached, run its services and show progress until it ends. ``children``: the caller's, with a
+    standby web server forked (``ChildProcesses.fork_web``) to serve this run; stopped by the caller."""
     for key in prepared.config.unimplemented_settings():
         err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
                           "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
@@ -128,25 +145,28 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
         finally:
             runtime.close()
         return
-    with Services(settings) as services:
-        children = ChildProcesses(services.settings, log_dir or new_log_dir(services.settings))
-        server = prepared.server
-        prepare_schema(services.runtime, attached=True)
-        check_services(services.runtime)
-        # Another open run serving the port is named first; then anything else listening there.
-        check_port_unclaimed(services.runtime, server)
-        check_port_free(server)
-        if server.should_run_server:
-            # Started before the run exists (it serves the newest open run on its port): it is the
-            # slowest process to come up, and the first unit is claimable once it answers.
-            children.start_web(None, server.bind_host, server.port)
-        try:
+    server = prepared.server
+    if children is None:
+        children = ChildProcesses(settings, log_dir or new_log_dir(settings))
+    try:
+        with Services(settings) as services:
+            children.settings = services.settings
+            prepare_schema(services.runtime, attached=True)
+            check_services(services.runtime)
+            # Another open run serving the port is named first; then anything else listening there.
+            check_port_unclaimed(services.runtime, server)
+            check_port_free(server)
+            if server.should_run_server:
+                # Serving before the run exists: the newest open run on its port, once it is there.
+                if children.has_standby_web:
+                    children.release_web(server.bind_host, server.port)
+                else:
+                    children.start_web(None, server.bind_host, server.port)
             run_id = create_run(services.runtime, prepared)
-        except BaseException:
-            children.stop()
-            raise
-        Attached(services, run_id, server, str(prepared.config.task["task_name"]), children,
-                 new_run=True).start_and_watch()
+            Attached(services, run_id, server, str(prepared.config.task["task_name"]), children,
+                     new_run=True).start_and_watch()
+    finally:
+        children.stop()  # a start that failed before the watch began (the watch stops them itself)
 
 
 def _undo_start(runtime: Runtime, run_id: int, error: BaseException) -> None:
@@ -476,9 +496,10 @@ def _wait_for_server(port: int, children: ChildProcesses, interrupts: Interrupts
     while time.monotonic() < deadline and interrupts.count == 0:
         _check_children(children)
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # refused, not listening yet, or an HTTP error status
             pass
         time.sleep(0.05)
     if interrupts.count == 0:

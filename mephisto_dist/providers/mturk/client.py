@@ -8,10 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.exceptions
-from botocore.config import Config
-
 from mephisto_dist.errors import ConfigError
 
 REGION = "us-east-1"
@@ -54,6 +50,10 @@ class RequesterAccess:
 
 def build_client(access: RequesterAccess) -> Any:
     """A boto3 MTurk client for the requester. Throttling is retried by botocore's standard mode."""
+    import boto3  # here, not at the top: a tenth of a second of imports only MTurk's calls need
+    import botocore.exceptions
+    from botocore.config import Config
+
     try:
         session = boto3.Session(profile_name=access.profile) if access.profile else boto3.Session()
     except botocore.exceptions.ProfileNotFound:
