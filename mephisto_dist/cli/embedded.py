@@ -32,7 +32,9 @@ KEEPER_POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 WEB_PROCESS_NAME = "mephisto-web"
-"""The forked web server's process name (``ps -o comm``, ``top``): its arguments are still the CLI's."""
+KEEPER_PROCESS_NAME = "mephisto-keeper"
+"""The forked web server's and Redis keeper's process names (``ps -o comm``, ``top``): their arguments
+are still the CLI's."""
 
 
 def _die_with_parent() -> None:
@@ -169,6 +171,7 @@ def _become_keeper(redis_server: EmbeddedRedis, log: int) -> NoReturn:  # pragma
     code = 1
     try:
         os.setsid()  # outlives the run that started it, and a Ctrl-C at its terminal
+        _name_process(KEEPER_PROCESS_NAME)
         os.dup2(log, 1)
         os.dup2(log, 2)
         devnull = os.open(os.devnull, os.O_RDONLY)
