@@ -14,7 +14,8 @@ eligibility requirements listed, counted and applied, a study completed once all
 tied to a study and listed by user or date, unread messages, a workspace renamed, a bulk bonus paid again
 when asked). Where Mephisto's client itself asks what Prolific refuses, the refusal is asserted and said:
 ``Submissions.reject`` sends ``rejection_category`` as a one-item list (a stray comma makes a tuple), and
-``Messages.list_unread`` asks ``messages/`` with neither ``user_id`` nor ``created_after``."""
+``Messages.list_unread`` asks ``messages/`` with neither ``user_id`` nor ``created_after``. Last, the study
+our own provider makes carries its eligibility requirements as Mephisto's client makes them."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ import httpx
 import pytest
 import requests
 
+from mephisto_dist.providers.prolific import study as our_study
+from mephisto_dist.providers.prolific.client import ProlificAccess, ProlificApi
 from tests.conftest import wait_for
 from tests.prolific_local_process import come_back, prolific_local, take_part
+from tests.test_prolific_eligibility import CONFIGURED, EXPECTED
 
 pytestmark = pytest.mark.system
 
@@ -513,3 +517,26 @@ def test_eligibility_requirements_listed_and_counted(api: MephistoApi) -> None:
         "eligibility_requirements": [{"_cls": "NoSuchRequirement"}]}))
     assert status == 400 and "eligibility_requirements" in detail
 
+
+def test_our_provider_sets_eligibility_requirements_as_mephisto_does(api: MephistoApi, prolific: str) -> None:
+    """``mephisto.provider.prolific_eligibility_requirements`` becomes the study's requirements exactly as
+    Mephisto's classes make them, and prolific-local applies the ones about participant ids."""
+    assert convert_eligibility_requirements(CONFIGURED) == EXPECTED == our_study.eligibility_requirements(CONFIGURED)
+    group = [{"name": "ParticipantGroupEligibilityRequirement", "id": "G1"}]
+    assert our_study.eligibility_requirements(group) == convert_eligibility_requirements(group)
+
+    # The study our provider makes (the body it sends, through its own client) holds them on prolific-local.
+    ours = ProlificApi(ProlificAccess("lab", prolific), lambda access: httpx.Client(
+        base_url=f"{prolific}/api/v1/", headers={"Authorization": f"Token {API_KEY}"}))
+    workspace_id = find_or_create_prolific_workspace(api, "Provider")["id"]
+    project_id = find_or_create_prolific_project(api, workspace_id, "Project")["id"]
+    body = our_study.study_body({"task_title": "Ours", "task_description": "Rate", "task_reward": 0.25}, {
+        "prolific_eligibility_requirements": CONFIGURED}, deployment="t", run_id=1, project_id=project_id,
+        url=EXTERNAL_URL, code="MDCODE")
+    made = ours.call("POST", "studies/", body)
+    ours.call("POST", f"studies/{made['id']}/transition/", {"action": "PUBLISH"})
+    assert settled(api, "study", made["id"])["eligibility_requirements"] == EXPECTED
+    for who in ("PNO", "PMAYBE"):  # on the block list; not on the allow list
+        refused = httpx.post(f"{prolific}/local/studies/{made['id']}/start", json={"participant_id": who})
+        assert refused.status_code == 400 and "not eligible" in refused.text
+    take_part(prolific, made["id"], "PYES")

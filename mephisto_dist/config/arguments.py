@@ -368,7 +368,9 @@ PROLIFIC_PROVIDER = Section(
         Argument("prolific_eligibility_requirements", list, [],
                  "Eligibility requirements as Mephisto lists them ({name: CLASS, ...attributes}; "
                  "AgeRange, ApprovalNumbers, ApprovalRate, CustomBlacklist, CustomWhitelist, JoinedBefore, "
-                 "ParticipantGroup ...EligibilityRequirement), set on the study when it is made."),
+                 "ParticipantGroup ...EligibilityRequirement), set on the study when it is made as Mephisto's "
+                 "classes set them (Prolific's {_cls, attributes}); an unknown class or a missing attribute is "
+                 "a config error (Mephisto skips the one, fails on the other)."),
         Argument("prolific_workspace_name", str, "My Workspace",
                  "Prolific workspace of the study (found by title, or made)."),
         Argument("prolific_project_name", str, "Project", "Prolific project of the study (found by title, or made)."),
