@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mephisto_dist.errors import ConfigError
-from mephisto_dist.providers.prolific.study import eligibility_requirements, study_body
+from mephisto_dist.providers.prolific.study import eligibility_requirements, keeping_out, study_body
 
 MODELS = "web.eligibility.models."
 AGE_QUESTION_ID = "54ac6ea9fdf99b2204feb893"  # Mephisto's ELIGIBILITY_REQUIREMENT_AGE_RANGE_QUESTION_ID
@@ -68,3 +68,21 @@ def test_the_study_body_carries_them() -> None:
     body = study_body({"task_title": "T", "task_reward": 0.3}, {"prolific_eligibility_requirements": CONFIGURED},
                       deployment="d", run_id=1, project_id="P", url="https://x.example/", code="MDC")
     assert body["eligibility_requirements"] == EXPECTED
+
+
+def test_blocked_participants_are_kept_out_as_mephisto_keeps_them() -> None:
+    """Mephisto's provider, making a study while it has blocked workers: the allow list loses them, the
+    block list (the configured one, moved last, or a new one) gains them."""
+    configured = [{"name": "CustomBlacklistEligibilityRequirement", "black_list": ["POLD"]},
+                  {"name": "CustomWhitelistEligibilityRequirement", "white_list": ["PYES", "PBAD"]},
+                  {"name": "AgeRangeEligibilityRequirement", "min_age": 18, "max_age": 65}]
+    assert keeping_out(configured, []) == configured
+    assert keeping_out(configured, ["PBAD"]) == [
+        {"name": "CustomWhitelistEligibilityRequirement", "white_list": ["PYES"]},
+        {"name": "AgeRangeEligibilityRequirement", "min_age": 18, "max_age": 65},
+        {"name": "CustomBlacklistEligibilityRequirement", "black_list": ["PBAD", "POLD"]}]
+    assert keeping_out(None, ["PBAD"]) == [{"name": "CustomBlacklistEligibilityRequirement", "black_list": ["PBAD"]}]
+    body = study_body({"task_title": "T"}, {}, deployment="d", run_id=1, project_id="P", url="u", code="c",
+                      blocked=["PBAD"])
+    assert body["eligibility_requirements"] == [
+        {"_cls": MODELS + "CustomBlacklistEligibilityRequirement", "attributes": [{"name": "black_list", "value": ["PBAD"]}]}]

@@ -29,6 +29,8 @@ import httpx
 import pytest
 import requests
 
+from mephisto_dist.providers import UnitLaunch
+from mephisto_dist.providers.prolific import ProlificProvider
 from mephisto_dist.providers.prolific import study as our_study
 from mephisto_dist.providers.prolific.client import ProlificAccess, ProlificApi
 from tests.conftest import wait_for
@@ -540,3 +542,26 @@ def test_our_provider_sets_eligibility_requirements_as_mephisto_does(api: Mephis
         refused = httpx.post(f"{prolific}/local/studies/{made['id']}/start", json={"participant_id": who})
         assert refused.status_code == 400 and "not eligible" in refused.text
     take_part(prolific, made["id"], "PYES")
+
+
+def test_our_provider_keeps_blocked_participants_out_of_a_new_study(api: MephistoApi, prolific: str) -> None:
+    """A participant blocked through our provider (the block-list group) is kept out of the next study it
+    makes with the study's custom block list, as Mephisto keeps the workers it blocked out."""
+    provider = ProlificProvider({
+        "requester_name": "lab", "endpoint_url": prolific, "deployment": "blocks",
+        "prolific_workspace_name": "Provider blocks", "prolific_project_name": "Project",
+        "prolific_eligibility_requirements": [{"name": "CustomWhitelistEligibilityRequirement",
+                                               "white_list": ["PGOOD", "PBAD"]}]},
+        client_factory=lambda access: httpx.Client(base_url=f"{prolific}/api/v1/",
+                                                   headers={"Authorization": f"Token {API_KEY}"}))
+    provider.block_worker("PBAD", "spam", idempotency_key="block-1")
+    unit = provider.publish_unit(UnitLaunch(run_id=7, unit_id=1, launch_id="launch-1"), "http://task.example",
+                                 {"task_title": "Blocked", "task_description": "Rate", "task_reward": 0.1})
+    study_id = unit.split(":")[0]
+    models = "web.eligibility.models."
+    assert settled(api, "study", study_id)["eligibility_requirements"] == [
+        {"_cls": models + "CustomWhitelistEligibilityRequirement", "attributes": [{"name": "white_list", "value": ["PGOOD"]}]},
+        {"_cls": models + "CustomBlacklistEligibilityRequirement", "attributes": [{"name": "black_list", "value": ["PBAD"]}]}]
+    refused = httpx.post(f"{prolific}/local/studies/{study_id}/start", json={"participant_id": "PBAD"})
+    assert refused.status_code == 400 and "not eligible" in refused.text
+    take_part(prolific, study_id, "PGOOD")

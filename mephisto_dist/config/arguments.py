@@ -381,7 +381,8 @@ PROLIFIC_PROVIDER = Section(
                  "every new one; here a participant without them is refused by our server when they open the task "
                  "(the same check as on any provider) and returns the place.", implemented=False),
         Argument("prolific_block_list_group_name", str, "Block list",
-                 "Participant group a blocked worker is added to at once (and removed from on unblock)."),
+                 "Participant group a blocked worker is added to at once (and removed from on unblock); a "
+                 "study made afterwards keeps its members out with the study's custom block list."),
         Argument("endpoint_url", str, None,
                  "Prolific API endpoint; filled in from the requester's registration (prolific-local's URL)."),
         Argument("deployment", str, None, "Deployment name marked on the study's internal_name; filled in from "

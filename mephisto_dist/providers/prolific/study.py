@@ -75,6 +75,30 @@ def external_url(server_url: str, app_url: str, code: str, given: str | None) ->
     return f"{server_url.rstrip('/')}/?{params}&complete_url={quote(complete, safe='')}"
 
 
+BLOCK_LIST, ALLOW_LIST = "CustomBlacklistEligibilityRequirement", "CustomWhitelistEligibilityRequirement"
+
+
+def keeping_out(configured: Any, blocked: Sequence[str]) -> list[Any]:
+    """The configured requirements with the blocked participants kept out, as Mephisto's provider does when
+    it makes a study: taken off an allow list, and added to the block list (the configured one, moved last,
+    or a new one). Mephisto also takes them out of a required participant group's members (and, doing so,
+    drops that requirement from the study); here the block list keeps them out of the study all the same."""
+    items, block_list = list(configured or []), None
+    if not blocked:
+        return items
+    kept = []
+    for item in items:
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if name == BLOCK_LIST:
+            block_list = item
+        elif name == ALLOW_LIST:
+            kept.append({**item, "white_list": [p for p in _plain(item.get("white_list") or []) if p not in blocked]})
+        else:
+            kept.append(item)
+    listed = _plain((block_list or {}).get("black_list") or [])
+    return [*kept, {**(block_list or {"name": BLOCK_LIST}), "black_list": sorted({*listed, *blocked})}]
+
+
 def eligibility_requirements(configured: Any) -> list[dict[str, Any]]:
     """Mephisto's ``prolific_eligibility_requirements`` (a list of ``{name, ...attributes}``) in Prolific's
     shape, as Mephisto's requirement classes make it: ``{"_cls": "web.eligibility.models.NAME",
@@ -113,8 +137,9 @@ def _plain(value: Any) -> Any:
 
 
 def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *, deployment: str, run_id: int,
-               project_id: str, url: str, code: str) -> dict[str, Any]:
-    """The study to create: one place to start with (places grow as units are launched)."""
+               project_id: str, url: str, code: str, blocked: Sequence[str] = ()) -> dict[str, Any]:
+    """The study to create: one place to start with (places grow as units are launched); ``blocked``
+    participants kept out (:func:`keeping_out`)."""
     reward = float(task_args.get("task_reward") or 0)
     duration_s = int(task_args.get("assignment_duration_in_seconds") or 30 * 60)
     estimated_min = int(provider_args.get("prolific_estimated_completion_time_in_minutes") or 5)
@@ -131,7 +156,8 @@ def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *
         "estimated_completion_time": estimated_min,
         "maximum_allowed_time": max(estimated_min, math.ceil(duration_s / 60)),
         "reward": max(1, round(reward * 100)),  # in the account's currency's cents
-        "eligibility_requirements": eligibility_requirements(provider_args.get("prolific_eligibility_requirements")),
+        "eligibility_requirements": eligibility_requirements(
+            keeping_out(provider_args.get("prolific_eligibility_requirements"), blocked)),
         "device_compatibility": ["desktop", "tablet", "mobile"],
     }
 
