@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,15 +21,16 @@ FAKE_TOKEN = "prolific-local-test-token-never-printed"
 
 @contextmanager
 def prolific_local(db: Path, log: Path, *, processing_s: float = 0.2, port: int | None = None,
-                   slow_pay_s: float = 0.0) -> Iterator[str]:
+                   slow_pay_s: float = 0.0, api_key: str | None = None) -> Iterator[str]:
     """Start the service (on ``port``, else a free one, so that it can come back where a requester expects
-    it); yields its URL."""
+    it; accepting only ``api_key`` when given, passed in its environment); yields its URL."""
     port = port or free_port()
+    env = {**os.environ, "PROLIFIC_LOCAL_API_KEY": api_key} if api_key else None
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mephisto_dist.cli.app", "prolific-local", "--port", str(port), "--db", str(db),
              "--processing-s", str(processing_s), "--slow-pay-s", str(slow_pay_s)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url) or process.poll() is not None, 20, message="prolific-local to start")

@@ -1,7 +1,7 @@
 """A capped Prolific run against real processes (prolific-local, a Celery worker, beat, the web server),
 sampled from prolific-local's side while simulated participants work two at a time: the study never shows
 more active places (free, or held by a participant at work) than the cap, and never sits in ``AWAITING
-REVIEW`` while a unit waits for a participant; a participant who times out on Prolific gets their unit
+REVIEW`` (or ``COMPLETED``) while a unit waits for a participant; a participant who times out on Prolific gets their unit
 handed back by beat. Then a bonus is paid exactly once although the Celery worker paying it is SIGKILLed
 after Prolific paid and before the ledger recorded it."""
 
@@ -69,7 +69,7 @@ class Sampler:
         if free + at_work > CAP:
             self.over_cap.append(state)
         now = time.monotonic()
-        if state["status"] == "AWAITING REVIEW" and waiting:
+        if state["status"] in ("AWAITING REVIEW", "COMPLETED") and waiting:
             self._awaiting_since = self._awaiting_since or now
             self.longest_awaiting_with_units_s = max(self.longest_awaiting_with_units_s, now - self._awaiting_since)
         else:

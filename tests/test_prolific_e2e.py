@@ -130,12 +130,13 @@ def test_a_run_as_a_prolific_study(tmp_path: Path, redis_url: str, sqlite_url: s
             assert submission(prolific, first["submission_id"])["bonus_payments"] == [150]
             assert httpx.get(f"{prolific}/local/stats").json()["BonusesPaid"] == 1
 
-            # Shutting down takes the last unit off: the study is stopped.
+            # Shutting down takes the last unit off: the study is stopped (and, both submissions reviewed,
+            # completed).
             provider = make_provider("prolific", _provider_args(runtime, run_id))
             assert expire_available_units(runtime.sessions, provider, runtime.limiter, run_id,
                                           now=datetime.now(UTC)) == 1
             assert httpx.get(f"{prolific}/api/v1/studies/{study['id']}/", headers=AUTH).json()["status"] \
-                == "AWAITING REVIEW"
+                == "COMPLETED"
             assert httpx.post(f"{prolific}/local/studies/{study['id']}/start",
                               json={"participant_id": "P3"}).status_code == 400
         runtime.close()

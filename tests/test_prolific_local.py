@@ -1,7 +1,8 @@
 """prolific-local answers as Prolific does, in process: the API at Prolific's paths with its error
 bodies, places that only grow, a study that goes to AWAITING REVIEW with no place left and is active
 again when one is added, the transient PROCESSING, the fields frozen after publishing, rejections that
-need 100 characters and are final, a bulk bonus paid once, participant groups and messages."""
+need 100 characters and are final, a study completed once all is reviewed, a bulk bonus paid as often as
+asked, participant groups and messages."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def test_a_full_study_awaits_review_by_itself_and_places_only_grow(api: TestClie
     assert api.delete(f"/api/v1/studies/{study_id}/").status_code == 400  # only an unpublished one
 
 
-def test_review_is_processed_then_final_and_a_bulk_bonus_is_paid_once(api: TestClient) -> None:
+def test_review_is_processed_then_final_and_a_study_all_reviewed_is_completed(api: TestClient) -> None:
     study_id = published(api, places=2)
     one, two = (take(api, study_id, who)["submission_id"] for who in ("P1", "P2"))
     finish(api, "P1")
@@ -125,13 +126,18 @@ def test_review_is_processed_then_final_and_a_bulk_bonus_is_paid_once(api: TestC
              json={"action": "REJECT", "message": "x" * 100, "rejection_category": "LOW_EFFORT"})
     assert settled(api, f"/api/v1/submissions/{two}/")["status"] == "REJECTED"
     assert api.post(f"/api/v1/submissions/{two}/transition/", json={"action": "APPROVE"}).status_code == 400
+    assert api.get(f"/api/v1/studies/{study_id}/").json()["status"] == "COMPLETED"  # full, all reviewed
+    more = api.patch(f"/api/v1/studies/{study_id}/", json={"total_available_places": 3})
+    assert more.json()["status"] == "ACTIVE"  # a completed study is not finished: a place re-opens it
 
     bulk = api.post("/api/v1/submissions/bonus-payments/", json={"study_id": study_id, "csv_bonuses": "P1,0.50"})
     assert bulk.status_code == 201 and bulk.json()["amount"] == 50
     assert api.post(f"/api/v1/bulk-bonus-payments/{bulk.json()['id']}/pay/").status_code == 202
-    twice = api.post(f"/api/v1/bulk-bonus-payments/{bulk.json()['id']}/pay/")
-    assert twice.status_code == 400 and "already been paid" in twice.json()["error"]["detail"]
     assert api.get(f"/api/v1/submissions/{one}/").json()["bonus_payments"] == [50]
+    # Prolific: "This endpoint is not idempotent": the same bulk bonus paid again pays again.
+    assert api.post(f"/api/v1/bulk-bonus-payments/{bulk.json()['id']}/pay/").status_code == 202
+    assert api.get(f"/api/v1/submissions/{one}/").json()["bonus_payments"] == [50, 50]
+    assert api.get("/local/stats").json()["BonusesPaid"] == 2
     stranger = api.post("/api/v1/submissions/bonus-payments/", json={"study_id": study_id, "csv_bonuses": "PX,1"})
     assert stranger.status_code == 400
 

@@ -368,7 +368,9 @@ PROLIFIC_PROVIDER = Section(
         Argument("prolific_eligibility_requirements", list, [],
                  "Eligibility requirements as Mephisto lists them ({name: CLASS, ...attributes}; "
                  "AgeRange, ApprovalNumbers, ApprovalRate, CustomBlacklist, CustomWhitelist, JoinedBefore, "
-                 "ParticipantGroup ...EligibilityRequirement), set on the study when it is made."),
+                 "ParticipantGroup ...EligibilityRequirement), set on the study when it is made as Mephisto's "
+                 "classes set them (Prolific's {_cls, attributes}); an unknown class or a missing attribute is "
+                 "a config error (Mephisto skips the one, fails on the other)."),
         Argument("prolific_workspace_name", str, "My Workspace",
                  "Prolific workspace of the study (found by title, or made)."),
         Argument("prolific_project_name", str, "Project", "Prolific project of the study (found by title, or made)."),
@@ -379,7 +381,8 @@ PROLIFIC_PROVIDER = Section(
                  "every new one; here a participant without them is refused by our server when they open the task "
                  "(the same check as on any provider) and returns the place.", implemented=False),
         Argument("prolific_block_list_group_name", str, "Block list",
-                 "Participant group a blocked worker is added to at once (and removed from on unblock)."),
+                 "Participant group a blocked worker is added to at once (and removed from on unblock); a "
+                 "study made afterwards keeps its members out with the study's custom block list."),
         Argument("endpoint_url", str, None,
                  "Prolific API endpoint; filled in from the requester's registration (prolific-local's URL)."),
         Argument("deployment", str, None, "Deployment name marked on the study's internal_name; filled in from "

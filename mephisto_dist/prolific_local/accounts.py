@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mephisto_dist.prolific_local.faults import ProlificFault, invalid, not_found
+from mephisto_dist.prolific_local.faults import invalid, not_found
 from mephisto_dist.prolific_local.store import new_id
 from mephisto_dist.prolific_local.studies import iso, study_row
 
@@ -44,6 +45,16 @@ def create_workspace(db: sqlite3.Connection, data: dict[str, Any], now: float) -
     workspace_id = new_id()
     db.execute("INSERT INTO workspace (id, title, description, created) VALUES (?, ?, ?, ?)",
                (workspace_id, title, str(data.get("description") or ""), now))
+    return workspace(db, workspace_id)
+
+
+def update_workspace(db: sqlite3.Connection, workspace_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    workspace(db, workspace_id)
+    if "title" in data and (not isinstance(data["title"], str) or not data["title"].strip()):
+        raise invalid("title", "This field may not be blank.")
+    for field in ("title", "description"):
+        if field in data:
+            db.execute(f"UPDATE workspace SET {field} = ? WHERE id = ?", (str(data[field] or ""), workspace_id))
     return workspace(db, workspace_id)
 
 
@@ -184,28 +195,33 @@ def set_up_bonuses(db: sqlite3.Connection, data: dict[str, Any]) -> dict[str, An
 
 
 def pay_bonuses(db: sqlite3.Connection, bonus_id: str, now: float) -> dict[str, Any]:
+    """Pay a bulk bonus. Prolific warns that this call is not idempotent: paying the same bulk bonus again
+    pays its participants again, and so it does here."""
     row = db.execute("SELECT * FROM bulk_bonus WHERE id = ?", (bonus_id,)).fetchone()
     if row is None:
         raise not_found("Bulk bonus payment", bonus_id)
-    if row["paid"] is not None:
-        raise ProlificFault(400, "These bonus payments have already been paid.")
     for who, cents in json.loads(row["rows"]):
         held = db.execute("SELECT id, bonus_payments FROM submission WHERE study_id = ? AND (participant_id = ? "
                           "OR id = ?) ORDER BY seq DESC", (row["study_id"], who, who)).fetchone()
         db.execute("UPDATE submission SET bonus_payments = ? WHERE id = ?",
                    (json.dumps([*json.loads(held["bonus_payments"]), cents]), held["id"]))
-    db.execute("UPDATE bulk_bonus SET paid = ? WHERE id = ?", (now, bonus_id))
+    db.execute("UPDATE bulk_bonus SET paid = COALESCE(paid, ?) WHERE id = ?", (now, bonus_id))
+    db.execute("INSERT INTO bonus_payment (bulk_id, paid) VALUES (?, ?)", (bonus_id, now))
     db.execute("UPDATE account SET value = CAST(value AS INTEGER) - ? WHERE key = 'balance_cents'",
                (row["amount_cents"],))
     return {"message": "The bonus payments are being processed."}
 
 
 def send_message(db: sqlite3.Connection, data: dict[str, Any], now: float) -> dict[str, Any]:
-    recipient, body = data.get("recipient_id"), data.get("body")
+    """A message to a participant, about a study (Prolific requires the study)."""
+    recipient, body, study_id = data.get("recipient_id"), data.get("body"), data.get("study_id")
     if not isinstance(recipient, str) or not recipient:
         raise invalid("recipient_id", "This field is required.")
     if not isinstance(body, str) or not body.strip():
         raise invalid("body", "This field is required.")
+    if not isinstance(study_id, str) or not study_id:
+        raise invalid("study_id", "This field is required.")
+    study_row(db, study_id)
     message_id = new_id()
     db.execute("INSERT INTO message (id, recipient_id, study_id, body, sent) VALUES (?, ?, ?, ?, ?)",
                (message_id, recipient, data.get("study_id"), body, now))
@@ -213,10 +229,28 @@ def send_message(db: sqlite3.Connection, data: dict[str, Any], now: float) -> di
             "body": body, "sent_at": iso(now)}
 
 
-def list_messages(db: sqlite3.Connection, recipient_id: str | None) -> dict[str, Any]:
-    query, params = "SELECT * FROM message", tuple[str, ...]()
-    if recipient_id:
-        query, params = query + " WHERE recipient_id = ?", (recipient_id,)
-    return {"results": [{"id": r["id"], "sender_id": USER_ID, "recipient_id": r["recipient_id"],
-                         "study_id": r["study_id"], "body": r["body"], "sent_at": iso(r["sent"])}
-                        for r in db.execute(query + " ORDER BY seq", params)]}
+def _message_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "sender_id": USER_ID, "recipient_id": row["recipient_id"], "study_id": row["study_id"],
+            "body": row["body"], "sent_at": iso(row["sent"]), "channel_id": None, "type": "message"}
+
+
+def list_messages(db: sqlite3.Connection, user_id: str | None, created_after: str | None) -> dict[str, Any]:
+    """The messages with one user (``user_id``), or with everyone since ``created_after`` (ISO 8601):
+    Prolific wants one of the two."""
+    if user_id:
+        rows = db.execute("SELECT * FROM message WHERE recipient_id = ? ORDER BY seq", (user_id,))
+    elif created_after:
+        try:
+            since = datetime.fromisoformat(created_after)
+        except ValueError:
+            raise invalid("created_after", "Enter a valid date/time.") from None
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        rows = db.execute("SELECT * FROM message WHERE sent > ? ORDER BY seq", (since.timestamp(),))
+    else:
+        raise invalid("user_id", "Either user_id or created_after is required.")
+    return {"results": [_message_view(r) for r in rows]}
+
+
+def unread_messages() -> dict[str, Any]:
+    """Messages sent to the researcher and not read: prolific-local's participants never write."""
+    return {"results": []}

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mephisto_dist.prolific_local import accounts, studies
+from mephisto_dist.prolific_local import accounts, eligibility, studies
 from mephisto_dist.prolific_local.faults import ProlificFault
 from mephisto_dist.prolific_local.store import Store
 
@@ -111,6 +111,7 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
         api("GET", "/workspaces/", lambda db, r, d, now: accounts.list_workspaces(db)),
         api("POST", "/workspaces/", lambda db, r, d, now: accounts.create_workspace(db, d, now), 201),
         api("GET", "/workspaces/{id}/", lambda db, r, d, now: accounts.workspace(db, _p(r, "id"))),
+        api("PATCH", "/workspaces/{id}/", lambda db, r, d, now: accounts.update_workspace(db, _p(r, "id"), d)),
         api("GET", "/workspaces/{id}/balance/", lambda db, r, d, now: accounts.balance(db, _p(r, "id"))),
         api("GET", "/workspaces/{id}/projects/", lambda db, r, d, now: accounts.list_projects(db, _p(r, "id"))),
         api("POST", "/workspaces/{id}/projects/",
@@ -122,6 +123,9 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
         api("POST", "/studies/",
             lambda db, r, d, now: studies.public_study(studies.create_study(db, d, now)), 201),
         api("GET", "/studies/{id}/", lambda db, r, d, now: _study(db, _p(r, "id"), now)),
+        api("POST", "/study-cost-calculator/", lambda db, r, d, now: studies.study_cost(d)),
+        api("GET", "/eligibility-requirements/", lambda db, r, d, now: eligibility.listing()),
+        api("POST", "/eligibility-count/", lambda db, r, d, now: eligibility.count(db, d)),
         api("PATCH", "/studies/{id}/",
             lambda db, r, d, now: studies.public_study(studies.update_study(db, _p(r, "id"), d, now))),
         api("DELETE", "/studies/{id}/", lambda db, r, d, now: studies.delete_study(db, _p(r, "id"))),
@@ -147,7 +151,9 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
         api("DELETE", "/participant-groups/{id}/participants/",
             lambda db, r, d, now: accounts.change_members(db, _p(r, "id"), d, now, add=False)),
         api("POST", "/messages/", lambda db, r, d, now: accounts.send_message(db, d, now), 201),
-        api("GET", "/messages/", lambda db, r, d, now: accounts.list_messages(db, r.query_params.get("user_id"))),
+        api("GET", "/messages/", lambda db, r, d, now: accounts.list_messages(
+            db, r.query_params.get("user_id"), r.query_params.get("created_after"))),
+        api("GET", "/messages/unread/", lambda db, r, d, now: accounts.unread_messages()),
     ]
 
 
@@ -231,8 +237,9 @@ def _stats(db: sqlite3.Connection) -> dict[str, Any]:
     rows = {table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message")}
     payments = [{"id": r["id"], "study_id": r["study_id"], "rows": json.loads(r["rows"]),
-                 "amount_cents": r["amount_cents"], "paid_at": studies.iso(r["paid"])}
-                for r in db.execute("SELECT * FROM bulk_bonus WHERE paid IS NOT NULL ORDER BY seq")]
+                 "amount_cents": r["amount_cents"], "paid_at": studies.iso(r["paid_at"])}
+                for r in db.execute("SELECT b.*, p.paid AS paid_at FROM bonus_payment p JOIN bulk_bonus b "
+                                    "ON b.id = p.bulk_id ORDER BY p.seq")]
     return {"Calls": calls, "Rows": rows, "BonusesPaid": len(payments), "BonusPayments": payments}
 
 

@@ -30,6 +30,8 @@ CREATE INDEX IF NOT EXISTS submission_study ON submission (study_id, status);
 CREATE TABLE IF NOT EXISTS bulk_bonus (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, study_id TEXT NOT NULL,
     rows TEXT NOT NULL, amount_cents INTEGER NOT NULL, paid REAL);
+CREATE TABLE IF NOT EXISTS bonus_payment (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, bulk_id TEXT NOT NULL, paid REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS participant_group (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, project_id TEXT, workspace_id TEXT,
     name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', deleted INTEGER NOT NULL DEFAULT 0,

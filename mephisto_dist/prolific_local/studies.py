@@ -1,6 +1,7 @@
 """Studies and their submissions, as Prolific keeps them: statuses (with the transient ``PROCESSING``),
-places that only grow, a study that goes to ``AWAITING REVIEW`` when no place is left and comes back when
-one is added or freed, the fields that stay editable after publishing, and submission review."""
+places that only grow, a study that goes to ``AWAITING REVIEW`` when no place is left (or it is stopped),
+to ``COMPLETED`` once every submission in it is reviewed, and comes back when a place is added or freed,
+the fields that stay editable after publishing, submission review, and the cost calculator."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from mephisto_dist.prolific_local import eligibility
 from mephisto_dist.prolific_local.faults import ProlificFault, invalid, not_found
 from mephisto_dist.prolific_local.store import new_id
 
@@ -17,6 +19,7 @@ UNPUBLISHED, ACTIVE, PAUSED, AWAITING_REVIEW, COMPLETED = (
 PROCESSING = "PROCESSING"  # undocumented, shown while Prolific changes a study or a submission
 RESERVED, RETURNED, TIMED_OUT, APPROVED, REJECTED = "RESERVED", "RETURNED", "TIMED-OUT", "APPROVED", "REJECTED"
 HOLDING_A_PLACE = (RESERVED, ACTIVE, AWAITING_REVIEW, APPROVED, REJECTED)
+UNREVIEWED = (RESERVED, ACTIVE, AWAITING_REVIEW)  # submissions a study waits on before it is COMPLETED
 REQUIRED = ("name", "description", "external_study_url", "prolific_id_option", "estimated_completion_time",
             "reward")
 EDITABLE_WHEN_PUBLISHED = frozenset({"internal_name", "total_available_places"})
@@ -58,16 +61,28 @@ def study_view(db: sqlite3.Connection, row: sqlite3.Row, now: float) -> dict[str
             "date_created": iso(row["created"]), "published_at": iso(row["published"])}
 
 
+def _unreviewed(db: sqlite3.Connection, study_id: str) -> int:
+    marks = ",".join("?" * len(UNREVIEWED))
+    return int(db.execute(f"SELECT COUNT(*) FROM submission WHERE study_id = ? AND status IN ({marks})",
+                          (study_id, *UNREVIEWED)).fetchone()[0])
+
+
 def settle(db: sqlite3.Connection, study_id: str) -> None:
     """Prolific's own moves after a change: no place left sends an active study to review by itself; a
-    place added or freed brings a study waiting for review back."""
+    study waiting for review whose submissions are all reviewed (approved or rejected) is completed; a
+    place added or freed brings a study waiting for review, or completed, back."""
     row = study_row(db, study_id)
     free = row["total_available_places"] - places_taken(db, study_id)
-    if row["status"] == ACTIVE and free <= 0:
-        db.execute("UPDATE study SET status = ? WHERE id = ?", (AWAITING_REVIEW, study_id))
-    elif row["status"] in (AWAITING_REVIEW, COMPLETED) and free > 0 and row["published"] is not None \
+    status = row["status"]
+    if status == ACTIVE and free <= 0:
+        status = AWAITING_REVIEW
+    elif status in (AWAITING_REVIEW, COMPLETED) and free > 0 and row["published"] is not None \
             and not json.loads(row["body"]).get("_stopped"):
-        db.execute("UPDATE study SET status = ? WHERE id = ?", (ACTIVE, study_id))
+        status = ACTIVE
+    if status == AWAITING_REVIEW and _unreviewed(db, study_id) == 0:
+        status = COMPLETED
+    if status != row["status"]:
+        db.execute("UPDATE study SET status = ? WHERE id = ?", (status, study_id))
 
 
 def _check_fields(data: dict[str, Any], *, partial: bool) -> None:
@@ -86,6 +101,8 @@ def _check_fields(data: dict[str, Any], *, partial: bool) -> None:
     if codes is not None and (not isinstance(codes, list)
                               or not all(isinstance(c, dict) and c.get("code") for c in codes)):
         raise invalid("completion_codes", "Each completion code needs a code.")
+    if "eligibility_requirements" in data:
+        eligibility.check(data["eligibility_requirements"])
 
 
 def create_study(db: sqlite3.Connection, data: dict[str, Any], now: float) -> dict[str, Any]:
@@ -149,9 +166,11 @@ def transition_study(db: sqlite3.Connection, study_id: str, action: str, now: fl
         db.execute("UPDATE study SET status = ? WHERE id = ?", (ACTIVE, study_id))
         settle(db, study_id)
     elif action == "STOP" and status in (ACTIVE, PAUSED, AWAITING_REVIEW):
-        # Prolific has no STOPPED: a stopped study waits for review, as one whose places are all taken.
+        # Prolific has no STOPPED: a stopped study waits for review, as one whose places are all taken (and
+        # is completed at once when nothing is left to review).
         body["_stopped"] = True
         db.execute("UPDATE study SET status = ?, body = ? WHERE id = ?", (AWAITING_REVIEW, json.dumps(body), study_id))
+        settle(db, study_id)
     else:
         raise ProlificFault(400, f"A study that is {status} cannot take the action {action}.")
     return study_view(db, study_row(db, study_id), now)
@@ -159,6 +178,18 @@ def transition_study(db: sqlite3.Connection, study_id: str, action: str, now: fl
 
 def public_study(view: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in view.items() if not key.startswith("_")}
+
+
+def study_cost(data: dict[str, Any]) -> dict[str, Any]:
+    """``study-cost-calculator/``: what a study of ``total_available_places`` at ``reward`` (cents) costs, in
+    cents. Prolific adds its fees and VAT; prolific-local charges none, so the cost is the rewards."""
+    for name in ("reward", "total_available_places"):
+        value = data.get(name)
+        if value is None:
+            raise invalid(name, "This field is required.")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise invalid(name, "A valid number is required.")
+    return {"total_cost": data["reward"] * data["total_available_places"]}
 
 
 # -- submissions ----------------------------------------------------------------------------------------
@@ -205,6 +236,7 @@ def transition_submission(db: sqlite3.Connection, submission_id: str, data: dict
         db.execute("UPDATE submission SET status = ?, processing_until = ? WHERE id = ?",
                    (APPROVED, now + processing_s, submission_id))
         db.execute("UPDATE account SET value = CAST(value AS INTEGER) - ? WHERE key = 'balance_cents'", (reward,))
+    settle(db, row["study_id"])
     return submission_view(submission_row(db, submission_id), now)
 
 
@@ -228,6 +260,8 @@ def start_submission(db: sqlite3.Connection, study_id: str, participant_id: str,
         raise ProlificFault(400, "This study is not available.")
     if places_taken(db, study_id) >= row["total_available_places"]:
         raise ProlificFault(400, "This study is full.")
+    if not eligibility.eligible(db, json.loads(row["body"]).get("eligibility_requirements") or [], participant_id):
+        raise ProlificFault(400, "You are not eligible for this study.")
     submission_id = new_id()
     db.execute("INSERT INTO submission (id, study_id, participant_id, status, started) VALUES (?, ?, ?, ?, ?)",
                (submission_id, study_id, participant_id, ACTIVE, now))

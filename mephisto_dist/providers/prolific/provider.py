@@ -144,7 +144,8 @@ class ProlificProvider:
         url = study.external_url(server_url, self.access.app_url, code,
                                  str(self._args.get("prolific_external_study_url") or "") or None)
         made = self.api.call("POST", "studies/", study.study_body(
-            task_args, self._args, deployment=self.deployment, run_id=run_id, project_id=project, url=url, code=code))
+            task_args, self._args, deployment=self.deployment, run_id=run_id, project_id=project, url=url, code=code,
+            blocked=self._blocked(project)))
         first = self._ours(project, run_id)[0]
         if str(first["id"]) != str(made["id"]):
             self.api.call("DELETE", f"studies/{made['id']}/")
@@ -278,6 +279,16 @@ class ProlificProvider:
             if found.get("name") == name:
                 return str(found["id"])
         return str(self.api.call("POST", "participant-groups/", {"project_id": project, "name": name})["id"])
+
+    def _blocked(self, project: str) -> list[str]:
+        """The participants in the block-list group (looked up, never made here): a new study keeps them out
+        with its custom block list, as Mephisto's does with the workers it has blocked."""
+        name = self._arg("prolific_block_list_group_name", DEFAULT_BLOCK_LIST)
+        for found in self.api.call("GET", f"participant-groups/?project_id={project}")["results"]:
+            if found.get("name") == name:
+                members = self.api.call("GET", f"participant-groups/{found['id']}/participants/")["results"]
+                return sorted(str(m["participant_id"]) for m in members)
+        return []
 
     def block_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
         group = self._block_list()

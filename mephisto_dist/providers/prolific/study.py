@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -17,15 +17,18 @@ from mephisto_dist.errors import ConfigError
 URL_PARAMS = {"participant_id": "{{%PROLIFIC_PID%}}", "study_id": "{{%STUDY_ID%}}",
               "submission_id": "{{%SESSION_ID%}}"}
 COMPLETED = "COMPLETED"
-REQUIREMENT_CLASSES = {  # Mephisto's eligibility requirement classes and the attributes each takes
-    "AgeRangeEligibilityRequirement": ("min_age", "max_age"),
-    "ApprovalNumbersEligibilityRequirement": ("minimum_approvals", "maximum_approvals"),
-    "ApprovalRateEligibilityRequirement": ("minimum_approval_rate", "maximum_approval_rate"),
-    "CustomBlacklistEligibilityRequirement": ("black_list",),
-    "CustomWhitelistEligibilityRequirement": ("white_list",),
-    "JoinedBeforeEligibilityRequirement": ("joined_before",),
-    "ParticipantGroupEligibilityRequirement": ("id",),
+# Mephisto's eligibility requirement classes: the attributes each takes, the required ones first (Mephisto's
+# class needs them), as many of them as are required.
+REQUIREMENT_CLASSES: dict[str, tuple[tuple[str, ...], int]] = {
+    "AgeRangeEligibilityRequirement": (("min_age", "max_age"), 2),
+    "ApprovalNumbersEligibilityRequirement": (("minimum_approvals", "maximum_approvals"), 0),
+    "ApprovalRateEligibilityRequirement": (("minimum_approval_rate", "maximum_approval_rate"), 2),
+    "CustomBlacklistEligibilityRequirement": (("black_list",), 1),
+    "CustomWhitelistEligibilityRequirement": (("white_list",), 1),
+    "JoinedBeforeEligibilityRequirement": (("joined_before",), 1),
+    "ParticipantGroupEligibilityRequirement": (("id",), 1),
 }
+AGE_RANGE_QUESTION_ID = "54ac6ea9fdf99b2204feb893"  # Prolific's age question, which Mephisto hard-codes too
 REJECTION_NOTE = ("Your submission was reviewed by the researcher and was not accepted, for the reason "
                   "given above. Thank you for your time.")
 MIN_REJECTION_MESSAGE = 100
@@ -72,29 +75,71 @@ def external_url(server_url: str, app_url: str, code: str, given: str | None) ->
     return f"{server_url.rstrip('/')}/?{params}&complete_url={quote(complete, safe='')}"
 
 
+BLOCK_LIST, ALLOW_LIST = "CustomBlacklistEligibilityRequirement", "CustomWhitelistEligibilityRequirement"
+
+
+def keeping_out(configured: Any, blocked: Sequence[str]) -> list[Any]:
+    """The configured requirements with the blocked participants kept out, as Mephisto's provider does when
+    it makes a study: taken off an allow list, and added to the block list (the configured one, moved last,
+    or a new one). Mephisto also takes them out of a required participant group's members (and, doing so,
+    drops that requirement from the study); here the block list keeps them out of the study all the same."""
+    items, block_list = list(configured or []), None
+    if not blocked:
+        return items
+    kept = []
+    for item in items:
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if name == BLOCK_LIST:
+            block_list = item
+        elif name == ALLOW_LIST:
+            kept.append({**item, "white_list": [p for p in _plain(item.get("white_list") or []) if p not in blocked]})
+        else:
+            kept.append(item)
+    listed = _plain((block_list or {}).get("black_list") or [])
+    return [*kept, {**(block_list or {"name": BLOCK_LIST}), "black_list": sorted({*listed, *blocked})}]
+
+
 def eligibility_requirements(configured: Any) -> list[dict[str, Any]]:
     """Mephisto's ``prolific_eligibility_requirements`` (a list of ``{name, ...attributes}``) in Prolific's
-    shape; an unknown class is a config error naming the known ones."""
+    shape, as Mephisto's requirement classes make it: ``{"_cls": "web.eligibility.models.NAME",
+    "attributes": [{"name", "value"}, ...]}`` with the attributes the class takes, in its order, an empty
+    one (0, an empty list) left out; the age range asks Prolific's age question (``query``); a participant
+    group is ``{"id": GROUP, "value": true}`` (its members only). Where Mephisto skips an unknown class
+    without a word (the study would be open to everyone), or fails on a missing attribute, this is a config
+    error naming what is wrong."""
     found = []
     for item in list(configured or []):
         if not isinstance(item, Mapping) or item.get("name") not in REQUIREMENT_CLASSES:
             raise ConfigError(f"mephisto.provider.prolific_eligibility_requirements: {item!r} is not one of "
                               f"{', '.join(REQUIREMENT_CLASSES)} (as {{name: CLASS, ...}})")
         name = str(item["name"])
-        attributes = [{"name": key, "value": _plain(item[key])} for key in REQUIREMENT_CLASSES[name] if key in item]
-        found.append({"_cls": f"web.eligibility.models.{name}", "attributes": attributes})
+        takes, required = REQUIREMENT_CLASSES[name]
+        missing = [key for key in takes[:required] if key not in item]
+        if missing:
+            raise ConfigError(f"mephisto.provider.prolific_eligibility_requirements: {name} needs "
+                              f"{', '.join(missing)}")
+        requirement: dict[str, Any] = {"_cls": f"web.eligibility.models.{name}"}
+        if name == "ParticipantGroupEligibilityRequirement":
+            requirement["attributes"] = [{"id": str(item["id"]), "value": True}]
+        else:
+            requirement["attributes"] = [{"name": key, "value": _plain(item[key])} for key in takes if item.get(key)]
+        if name == "AgeRangeEligibilityRequirement":
+            requirement["query"] = {"id": AGE_RANGE_QUESTION_ID}
+        found.append(requirement)
     return found
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, list | tuple):
+    """A list of the config (an omegaconf ``ListConfig`` too) as a JSON list."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [_plain(v) for v in value]
     return value
 
 
 def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *, deployment: str, run_id: int,
-               project_id: str, url: str, code: str) -> dict[str, Any]:
-    """The study to create: one place to start with (places grow as units are launched)."""
+               project_id: str, url: str, code: str, blocked: Sequence[str] = ()) -> dict[str, Any]:
+    """The study to create: one place to start with (places grow as units are launched); ``blocked``
+    participants kept out (:func:`keeping_out`)."""
     reward = float(task_args.get("task_reward") or 0)
     duration_s = int(task_args.get("assignment_duration_in_seconds") or 30 * 60)
     estimated_min = int(provider_args.get("prolific_estimated_completion_time_in_minutes") or 5)
@@ -111,7 +156,8 @@ def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *
         "estimated_completion_time": estimated_min,
         "maximum_allowed_time": max(estimated_min, math.ceil(duration_s / 60)),
         "reward": max(1, round(reward * 100)),  # in the account's currency's cents
-        "eligibility_requirements": eligibility_requirements(provider_args.get("prolific_eligibility_requirements")),
+        "eligibility_requirements": eligibility_requirements(
+            keeping_out(provider_args.get("prolific_eligibility_requirements"), blocked)),
         "device_compatibility": ["desktop", "tablet", "mobile"],
     }
 
