@@ -5,6 +5,9 @@ worker-facing latency, time to the first claimable unit, and the concurrency cap
                                     [--timeout S] [--database-url URL] [--redis-url URL]
                                     [--client raw|httpx] [--think-ms MS] [--py-spy out.txt] [--keep]
 
+``--py-spy`` samples the web process's threads holding the GIL (``py-spy --gil``): where its CPU goes, not
+where it waits on Redis or the database.
+
 A task folder (static_task blueprint, local architect on a free port, mock provider, a CSV of N rows,
 ``max_num_concurrent_units`` = K) is written to a temporary directory and ``mephisto-dist run`` is
 started on it as a subprocess with its own ``MEPHISTO_DIST_DATA_DIR`` (embedded Redis and SQLite unless
@@ -682,7 +685,7 @@ def start_py_spy(output: str, run: RunProcess) -> subprocess.Popen[bytes] | None
         print("py-spy or the web process not found: not profiling", file=sys.stderr)
         return None
     return subprocess.Popen(["py-spy", "record", "--pid", str(web.pid), "--rate", "200", "--format", "raw",
-                             "--output", output, "--nonblocking"],
+                             "--output", output, "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -156,12 +156,6 @@ def failed_messages(session: Session, run_ids: Collection[int]) -> list[FailedMe
         .order_by(OutboxMessage.id))
     return [FailedMessage(int(i), run_id, str(kind), str(key), int(attempts), error or "")
             for i, run_id, kind, key, attempts, error in rows]
-
-
-def has_unfinished(session: Session, run_id: int) -> bool:
-    """Whether the run still has messages to carry out (its run is not done until they are)."""
-    return bool(session.scalar(select(exists().where(OutboxMessage.task_run_id == run_id,
-                                                     OutboxMessage.status.in_(UNFINISHED)))))
 
 
 def due_now(sessions: sessionmaker[Session], *, now: datetime, retry_base_s: float) -> list[int]:
