@@ -84,14 +84,17 @@ class Started:
 def start_batch(factory: Factory, decision: Decision, unit_ids: Sequence[int], *, run_id: int | None,
                 note: str | None, bonus: float | None, by: str | None, now: datetime) -> Started:
     """Record the batch and the message that starts it. Refused, with nothing written, when the decision
-    is wrong whatever the unit, no unit is named, or a unit is missing or not in a status the decision
-    applies to (a unit decided by someone else after this is skipped when its turn comes)."""
+    is wrong whatever the unit, no unit is named, or a unit is missing or not completed (a unit decided by
+    someone else after this is skipped when its turn comes, never overridden)."""
     check_decision(decision, note, bonus)
     ids = list(dict.fromkeys(int(unit_id) for unit_id in unit_ids))
     if not ids:
         raise ReviewError("no unit to decide")
     with transaction(factory) as session:
-        check_reviewable(session, ids, decision)
+        seen = check_reviewable(session, ids, decision)
+        for unit_id in ids:
+            if seen[unit_id] != UnitStatus.COMPLETED:  # overriding a rejection is a decision of its own
+                raise NotReviewable(f"unit {unit_id} is {seen[unit_id].value}; a batch decides completed units only")
         batch = ReviewBatch(task_run_id=run_id, decision=decision.value, note=note, bonus=bonus, decided_by=by,
                             unit_ids=ids, total=len(ids), position=0, decided=0, skipped=0, created_at=now)
         session.add(batch)
@@ -160,8 +163,9 @@ def _work_chunk(session: Session, batch_id: int, *, now: datetime, chunk_units: 
     for unit_id in batch.unit_ids[start:start + chunk_units]:
         try:
             with session.begin_nested():
+                # Only what still waits: a rejection made since the batch was asked for is not overridden.
                 reviewed = decide(session, int(unit_id), decision, now=now, note=batch.note, bonus=batch.bonus,
-                                  by=batch.decided_by)
+                                  by=batch.decided_by, only_from=(UnitStatus.COMPLETED,))
             call_ids.extend(reviewed.call_ids)
             decided += 1
         except (AlreadyDecided, NotReviewable, NotFoundError) as error:
