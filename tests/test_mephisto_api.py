@@ -27,6 +27,8 @@ from mephisto_dist.db.models import (
     UnitReview,
     Worker,
 )
+from mephisto_dist.review import batches
+from mephisto_dist.review.decisions import Decision
 from mephisto_dist.review_app.app import make_app
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import load_settings
@@ -319,3 +321,15 @@ def test_a_taskreview_client_build_is_served_beside_our_pages(engine: Engine, tm
         assert client.get("/static/%2e%2e/%2e%2e/secret.txt").status_code == 404
         assert client.get("/nothing-here").status_code == 404
         assert client.get("/").status_code == 200  # our runs page stays at the root
+
+
+def test_a_batch_a_stopped_app_left_unfinished_is_finished_when_it_starts_again(engine: Engine,
+                                                                                 tmp_path: Path) -> None:
+    factory = make_sessionmaker(engine)
+    run_id, units = submitted_run(factory)
+    started = batches.start_batch(factory, Decision.APPROVE, [units["ann"], units["bob"]], run_id=run_id,
+                                  note=None, bonus=None, by="app:ada", now=now())  # the app stopped here
+    with api_client(engine, tmp_path / "data"):  # no Redis configured: the app works it itself
+        wait_for(lambda: batches.batch_progress(factory, started.batch.batch_id).finished, 30,
+                 message="the batch to be finished")
+    assert [(status, by) for _, status, _, _, by in reviews(engine)] == [("accepted", "app:ada")] * 2

@@ -259,3 +259,20 @@ def completed_waiting(factory: Factory, run_id: int, *, worker_id: int | None = 
             query = query.where(Unit.worker_id == worker_id)
         rows = session.execute(query.order_by(Unit.id)).all()
     return Waiting(tuple(int(unit_id) for unit_id, _ in rows), float(sum(pay for _, pay in rows)))
+
+
+def unfinished_batch_ids(factory: Factory) -> list[int]:
+    with read_transaction(factory) as session:
+        return list(session.scalars(select(ReviewBatch.id).where(ReviewBatch.finished_at.is_(None))
+                                    .order_by(ReviewBatch.id)))
+
+
+def finish_here(runtime: Runtime) -> None:
+    """With no Redis configured: work every unfinished batch to the end in this process (a review app
+    that stopped mid-batch finishes it when it starts again). Their outbox messages stay for a run's
+    sweep, which finds the batches finished and decides nothing."""
+    for batch_id in unfinished_batch_ids(runtime.sessions):
+        try:
+            work_batch(runtime, batch_id, slice_s=None)
+        except Exception:  # one batch's failure must not stop the others; the next start tries again
+            log.exception("review batch %s could not be finished", batch_id)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -407,4 +408,12 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
     ]
     if client is not None:
         routes.append(Route("/{path:path}", client.root_file))
-    return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)])
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if runtime.settings.embedded_redis:  # no Celery worker to finish what a stopped app left
+            threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
+                             name="review-batches").start()
+        yield
+
+    return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)], lifespan=lifespan)
