@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,31 @@ def test_a_batch_a_stopped_app_left_unfinished_is_finished_when_it_starts_again(
         wait_for(lambda: batches.batch_progress(factory, started.batch.batch_id).finished, 30,
                  message="the batch to be finished")
     assert [(status, by) for _, status, _, _, by in reviews(engine)] == [("accepted", "app:ada")] * 2
+
+
+def test_a_units_uploaded_files_by_name_or_field(engine: Engine, tmp_path: Path) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1, task_name="uploads")
+    reg = Registration.from_request({"provider_data": {"worker_name": "ann", "assignment_id": "a1"}})
+    key = f"uploads/{run.run_id}/abc/photo.png"
+    with transaction(factory) as session:
+        details = claims.register_agent(session, run, reg, now=now())
+        assert details.agent_id
+        claims.submit_task(session, run, details.agent_id, {"photo": {"storage_key": key, "filename": "photo.png",
+                                                                      "content_type": "image/png"}}, now=now())
+        unit_id = int(session.scalar(select(Unit.id).where(Unit.agent_id == details.agent_id)) or 0)
+    with api_client(engine, tmp_path / "data") as client:  # its runtime's storage: the data directory's
+        runtime = Runtime(load_settings({"MEPHISTO_DIST_DATA_DIR": str(tmp_path / "data"),
+                                         "MEPHISTO_DIST_DATABASE_URL": engine.url.render_as_string(
+                                             hide_password=False)}))
+        runtime.storage.put(key, io.BytesIO(b"\x89PNG..."))
+        client.post("/login", data={"reviewer": "ada", "password": "correct-horse"})
+        assert client.get(f"/api/units/{unit_id}/static/photo.png").content == b"\x89PNG..."
+        assert client.get(f"/api/units/{unit_id}/static/fieldname/photo").content == b"\x89PNG..."
+        missing = client.get(f"/api/units/{unit_id}/static/other.png")
+        assert missing.status_code == 404 and missing.json() == {
+            "error": f"unit {unit_id} has no uploaded file 'other.png'"}
+        assert client.get(f"/api/units/{unit_id}/static/fieldname/answer").status_code == 404
+        assert client.get("/api/units/999999/static/photo.png").json() == {"error": "unit 999999 does not exist"}
+        details_json = client.get("/api/units/details", params={"unit_ids": unit_id}).json()["units"][0]
+        assert details_json["unit_data_folder"].startswith("data/data")

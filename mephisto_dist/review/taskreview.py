@@ -45,6 +45,12 @@ MAX_DESCRIPTION_CHARS = 500
 FEEDBACK_SUBJECT = "Feedback on your work"
 
 
+def data_folder(unit_id: int) -> str:
+    """What Mephisto's client shows (and slices from ``data/data``) as a unit's data folder: a label here,
+    as the files are in storage and served by ``/api/units/<id>/static/...``."""
+    return f"data/data/units/{unit_id}"
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -135,7 +141,8 @@ def worker_opinions(factory: Factory, task_id: int) -> dict[str, Any]:
         for unit_id, worker_id, metadata in rows:
             opinion = (metadata or {}).get("worker_opinion")
             if isinstance(opinion, dict):
-                opinions.append({"worker_id": _id(worker_id), "unit_data_folder": None, "unit_id": str(unit_id),
+                opinions.append({"worker_id": _id(worker_id), "unit_data_folder": data_folder(unit_id),
+                                 "unit_id": str(unit_id),
                                  "data": {"attachments": opinion.get("attachments") or [],
                                           "questions": opinion.get("questions") or []}})
         return {"task_name": name, "worker_opinions": opinions}
@@ -189,7 +196,7 @@ def unit_details(factory: Factory, unit_ids: Sequence[int]) -> list[dict[str, An
                 outputs = outputs["final_submission"]
             found.append({"has_task_source_review": False, "id": str(unit_id), "inputs": inputs,
                           "metadata": {**(metadata or {}), "unit_reviews": reviews.get(unit_id, [])},
-                          "outputs": outputs, "prepared_inputs": inputs, "unit_data_folder": None})
+                          "outputs": outputs, "prepared_inputs": inputs, "unit_data_folder": data_folder(unit_id)})
         return found
 
 
