@@ -100,7 +100,8 @@ def test_tasks_units_and_details_in_mephistos_shapes(signed_in: TestClient, engi
     first = next(u for u in listed if u["id"] == str(units["bob"]))
     assert first["status"] == "completed" and first["task_id"] == str(task_id) and first["pay_amount"] == 0.5
     assert set(first["results"]) == {"start", "end", "inputs_preview", "outputs_preview"}
-    assert first["review"] == {"bonus": None, "review_note": None}
+    assert first["review"] == {"bonus": None, "review_note": None} and first["is_reviewed"] is False
+    assert first["created_at"] == first["creation_date"] and first["worker_id"] is not None
     named = signed_in.get("/api/units", params={"unit_ids": f"{units['ann']},{units['bob']}"}).json()["units"]
     assert sorted(u["id"] for u in named) == sorted([str(units["ann"]), str(units["bob"])])
 

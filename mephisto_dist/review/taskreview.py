@@ -164,7 +164,9 @@ def units(factory: Factory, *, task_id: int | None, unit_ids: Sequence[int] | No
             query = query.where(Unit.id.in_(list(unit_ids)))
         return [{
             "id": str(unit.id), "worker_id": _id(unit.worker_id), "task_id": str(owner), "pay_amount": unit.pay_amount,
-            "status": unit.status, "creation_date": _iso(unit.created_at),
+            # Mephisto's server said ``creation_date``; its client's newer types read ``created_at``.
+            "status": unit.status, "creation_date": _iso(unit.created_at), "created_at": _iso(unit.created_at),
+            "is_reviewed": False,
             "results": {"start": _iso(unit.assigned_at), "end": _iso(submitted_at), "inputs_preview": None,
                         "outputs_preview": None},
             # Waiting for review, so never reviewed yet: Mephisto's client shows these empty.
