@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from starlette.testclient import TestClient
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import (
+    Agent,
     GrantedQualification,
     ProviderCall,
     Qualification,
@@ -105,16 +106,26 @@ def test_tasks_units_and_details_in_mephistos_shapes(signed_in: TestClient, engi
     named = signed_in.get("/api/units", params={"unit_ids": f"{units['ann']},{units['bob']}"}).json()["units"]
     assert sorted(u["id"] for u in named) == sorted([str(units["ann"]), str(units["bob"])])
 
-    details = signed_in.get("/api/units/details", params={"unit_ids": str(units["bob"])}).json()["units"]
+    details = signed_in.get("/api/units/details", params={"unit_ids": str(units["ann"])}).json()["units"]
     assert len(details) == 1
-    assert details[0]["outputs"] == {"answer": "bob says <b>hi</b>"}
+    assert details[0]["outputs"] == {"answer": "ann says <b>hi</b>"}
     assert details[0]["inputs"]["text"].startswith("item ")
     assert details[0]["metadata"] == {"unit_reviews": []} and details[0]["has_task_source_review"] is False
 
+    # Tips, feedback and an opinion the worker left (``/submit_metadata``) come with the unit.
+    opinion = {"questions": [{"question": "Was it clear?", "answer": "mostly"}], "attachments": []}
+    metadata = {"tips": [{"text": "read twice"}], "feedback": [{"text": "fun"}], "worker_opinion": opinion}
+    with transaction(make_sessionmaker(engine)) as session:
+        agent_id = session.scalar(select(Unit.agent_id).where(Unit.id == units["bob"]))
+        session.execute(update(Agent).where(Agent.id == agent_id).values(task_metadata=metadata))
+    details = signed_in.get("/api/units/details", params={"unit_ids": str(units["bob"])}).json()["units"]
+    assert details[0]["metadata"] == {**metadata, "unit_reviews": []}
+    opinions = signed_in.get(f"/api/tasks/{task_id}/worker-opinions").json()
+    assert opinions["task_name"] == "review-app-task"
+    assert [(o["unit_id"], o["data"]) for o in opinions["worker_opinions"]] == [(str(units["bob"]), opinion)]
+
     assert signed_in.get(f"/api/tasks/{task_id}/timeline").json() == {
         "dashboard_url": None, "server_is_available": False, "task_name": "review-app-task"}
-    assert signed_in.get(f"/api/tasks/{task_id}/worker-opinions").json() == {
-        "task_name": "review-app-task", "worker_opinions": []}
     stats = signed_in.get(f"/api/tasks/{task_id}/stats-results")
     assert stats.status_code == 400 and "not supported" in stats.json()["error"]
 
