@@ -115,6 +115,9 @@ class Settings:
     outbox_sweep_every_s: float = 5.0
     outbox_retry_base_s: float = 5.0
     outbox_max_attempts: int = 5
+    # How long a claimed message stays its claimer's: past it, the claimer is presumed dead and the sweep
+    # sends the message again. Every outbox handler's time limit (``celery.limits``) is kept below it.
+    outbox_claim_stale_s: float = 120.0
 
     @property
     def embedded_redis(self) -> bool:
@@ -188,6 +191,7 @@ class Settings:
             f"{ENV_PREFIX}OUTBOX_SWEEP_EVERY_S": str(self.outbox_sweep_every_s),
             f"{ENV_PREFIX}OUTBOX_RETRY_BASE_S": str(self.outbox_retry_base_s),
             f"{ENV_PREFIX}OUTBOX_MAX_ATTEMPTS": str(self.outbox_max_attempts),
+            f"{ENV_PREFIX}OUTBOX_CLAIM_STALE_S": str(self.outbox_claim_stale_s),
         }
         if self.redis_url is not None:
             env[f"{ENV_PREFIX}REDIS_URL"] = self.redis_url
@@ -268,4 +272,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outbox_sweep_every_s=float(_number(env, "OUTBOX_SWEEP_EVERY_S", 5.0, float)),
         outbox_retry_base_s=float(_number(env, "OUTBOX_RETRY_BASE_S", 5.0, float)),
         outbox_max_attempts=max(1, int(_number(env, "OUTBOX_MAX_ATTEMPTS", 5, int))),
+        # At least 20 s: the handlers' time limits are kept below it and must leave them room.
+        outbox_claim_stale_s=max(20.0, float(_number(env, "OUTBOX_CLAIM_STALE_S", 120.0, float))),
     )

@@ -70,6 +70,11 @@ def review_app(tmp_path: Path, engine: Engine) -> Iterator[tuple[str, Engine]]:
         log.close()
 
 
+def _calls(factory: Any) -> list[tuple[str, str]]:
+    with transaction(factory) as session:
+        return sorted((str(a), str(s)) for a, s in session.execute(select(ProviderCall.action, ProviderCall.status)))
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/login", timeout=1).status_code == 200
@@ -126,7 +131,7 @@ def test_a_reviewer_signs_in_watches_a_run_and_approves_and_rejects_in_the_brows
     assert f"reject: unit(s) {units['bob']}" in page.inner_text(".said")
 
     page.click("text=Approve all of ann's completed units…")
-    assert "Approve the 2 completed unit(s) of ann" in page.inner_text("main")
+    assert "Approve ann's 2 completed unit(s)" in page.inner_text("main")
     assert "$1.00" in page.inner_text("main")  # two units at $0.50, before the fee
     page.on("dialog", lambda dialog: dialog.accept())  # "Approve 2 unit(s)?"
     page.fill("input[name=bonus]", "0.25")
@@ -138,19 +143,24 @@ def test_a_reviewer_signs_in_watches_a_run_and_approves_and_rejects_in_the_brows
     page.fill("input[name=reason]", "careful work")
     with page.expect_navigation():
         page.click("button[data-confirm]")
-    assert "approved 2 unit(s) of ann" in page.inner_text(".said"), (page.url, page.inner_text("main"))
+    # A bulk approval is a review batch: the page answers at once and shows its progress, refreshing itself.
+    assert "/batches/" in page.url, (page.url, page.inner_text("main"))
+    page.wait_for_selector("[data-finished=true]", timeout=30_000)
+    assert "2 of 2 unit(s) worked, 2 approved; by app:ada" in page.inner_text("#live")
+    page.screenshot(path=str(SCREENSHOTS / "batch.png"), full_page=True)
+    page.click("text=Back to the review")
     assert "No completed unit waits for a decision" in page.inner_text("main")
     page.screenshot(path=str(SCREENSHOTS / "after.png"), full_page=True)
 
     with transaction(factory) as session:
         reviews = session.execute(select(UnitReview.unit_id, UnitReview.status, UnitReview.decided_by)
                                   .order_by(UnitReview.id)).all()
-        calls = sorted(session.execute(select(ProviderCall.action, ProviderCall.status)).all())
     assert [(status, by) for _, status, by in reviews] == [
         ("rejected", "app:ada"), ("accepted", "app:ada"), ("accepted", "app:ada")]
     # The embedded default has no Celery worker between runs: the app made the (mock) calls itself, once.
-    assert calls == [("approve", "done"), ("approve", "done"), ("bonus", "done"), ("bonus", "done"),
-                     ("reject", "done")]
+    wait_for(lambda: all(status == "done" for _, status in _calls(factory)), 30, "the batch's calls to be made")
+    assert _calls(factory) == [("approve", "done"), ("approve", "done"), ("bonus", "done"), ("bonus", "done"),
+                               ("reject", "done")]
 
     page.goto(f"{url}/workers")
     table = page.inner_text("table")

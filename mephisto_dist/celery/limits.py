@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mephisto_dist import queue
-from mephisto_dist.db.outbox import CLAIM_STALE_AFTER_S as OUTBOX_CLAIM_STALE_AFTER_S
 from mephisto_dist.settings import Settings
 
 
@@ -34,6 +33,7 @@ REMOTE_CALL_GRACE_S = 10.0
 def time_limits(settings: Settings) -> dict[str, TimeLimit]:
     call_s = settings.remote_call_timeout_s
     stale_s = settings.provider_call_stale_s
+    outbox_stale_s = settings.outbox_claim_stale_s
     return {
         # The task's own function; the page waits on it.
         queue.REMOTE_CALL: TimeLimit(call_s, call_s + REMOTE_CALL_GRACE_S),
@@ -43,8 +43,9 @@ def time_limits(settings: Settings) -> dict[str, TimeLimit]:
         queue.RESEND_PROVIDER_CALLS: TimeLimit(60.0, 90.0),
         # One TaskRunner event: the run's bundle (fetched on first use), the task's on_unit_submitted and
         # on_assignment_finished hooks (its own code), then a launch. Killed before db.outbox counts its
-        # claim stale, so the sweep never runs an event a second time while the first still runs.
-        queue.OUTBOX_MESSAGE: TimeLimit(OUTBOX_CLAIM_STALE_AFTER_S - 30.0, OUTBOX_CLAIM_STALE_AFTER_S - 10.0),
+        # claim stale, so the sweep never runs an event a second time while the first still runs. A review
+        # batch (``review.batches``) works for a slice of this and hands the rest to a message of its own.
+        queue.OUTBOX_MESSAGE: TimeLimit(0.75 * outbox_stale_s, 0.9 * outbox_stale_s),
         queue.RESEND_OUTBOX: TimeLimit(60.0, 90.0),
         # Launches are paced to the provider's shared call rate (5/s): hundreds of units take minutes.
         queue.LAUNCH_UNITS: TimeLimit(600.0, 660.0),

@@ -20,6 +20,7 @@ from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.metrics import record_reconciler_action
 from mephisto_dist.providers import CrowdProvider, make_provider, provider_types
 from mephisto_dist.reconcile.runs import reconcile_pools, reconcile_runs
+from mephisto_dist.review import batches
 from mephisto_dist.runners import events
 from mephisto_dist.runs.launches import LaunchContext, launch_units, resend_due_launches
 from mephisto_dist.runs.returns import hand_back_returned_units
@@ -67,9 +68,9 @@ def outbox_message(message_id: int) -> None:
     on-assignment-finished when it was the assignment's last unit; see ``mephisto_dist.runners.events``).
     After a unit's event: close the run when this was its last unit (after the hook, so that it is not
     lost), free the unit's slot (again: giving back is idempotent) and launch what the slot allows when
-    the web server could not."""
+    the web server could not. A bulk review decision (``review.batches``) arrives this way too."""
     rt = runtime()
-    done = events.deliver(rt, message_id)
+    done = events.deliver(rt, message_id, batches.EVENTS)
     if done is None or done.kind != outbox.UNIT_SUBMITTED:
         return
     closed = close_submitted_unit(rt.sessions, rt.limiter, int(done.payload["unit_id"]), now=_now())
@@ -86,7 +87,8 @@ def resend_outbox() -> int:
     """Beat's sweep: send again the outbox messages whose send was lost, whose handler died, or whose
     failed attempt's backoff passed. One already carried out, or under way, is not run again."""
     rt = runtime()
-    message_ids = outbox.due_now(rt.sessions, now=_now(), retry_base_s=rt.settings.outbox_retry_base_s)
+    message_ids = outbox.due_now(rt.sessions, now=_now(), retry_base_s=rt.settings.outbox_retry_base_s,
+                                 stale_after_s=rt.settings.outbox_claim_stale_s)
     queue.send_outbox(rt.queue, message_ids)
     if message_ids:
         record_reconciler_action("outbox_resent", len(message_ids))

@@ -231,6 +231,8 @@ class Qualification(Base):
     __tablename__ = "qualification"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    # What it certifies, as a reviewer wrote it (Mephisto's TaskReview app asks for it).
+    description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -259,6 +261,31 @@ class UnitReview(Base):
     # Who decided: ``cli:<login>`` for a command, ``app:<reviewer>`` for the review app.
     decided_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewBatch(Base):
+    """One bulk decision on many units (``review.batches``), worked by Celery in chunks after the commit.
+
+    ``unit_ids`` are the units named when it was made, ``position`` how many of them were worked (moved
+    with a compare-and-set in the transaction that decides that chunk, so a chunk is decided once however
+    often it is re-run); ``decided`` and ``skipped`` (decided meanwhile by someone else) are its progress.
+    """
+
+    __tablename__ = "review_batch"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    bonus: Mapped[float | None] = mapped_column(Float)
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    unit_ids: Mapped[list[int]] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    decided: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    last_skip: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 class ProviderCall(Base):

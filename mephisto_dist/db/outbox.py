@@ -39,9 +39,12 @@ ASSIGNMENT_READY: Final = "assignment_ready"
 """Every unit of an assignment of a hosted concurrent runner is claimed: its runner is to start."""
 ONBOARDING_READY: Final = "onboarding_ready"
 """A worker started onboarding on a run whose hosted runner plays onboarding worlds: it is to start."""
+REVIEW_BATCH: Final = "review_batch"
+"""A bulk review decision (``review.batches``) is to be worked, from a position in its list of units."""
 
 CLAIM_STALE_AFTER_S: Final = 120.0
-"""A claim not finished after this long is presumed held by a dead process and may be taken again."""
+"""A claim not finished after this long is presumed held by a dead process and may be taken again (the
+default of ``MEPHISTO_DIST_OUTBOX_CLAIM_STALE_S``, which the deliveries and the sweep are given)."""
 SEND_GRACE_S: Final = 2.0
 """A message never attempted is left this long to its first send before the sweep sends it too."""
 MAX_ERROR_CHARS: Final = 2000
@@ -158,7 +161,8 @@ def failed_messages(session: Session, run_ids: Collection[int]) -> list[FailedMe
             for i, run_id, kind, key, attempts, error in rows]
 
 
-def due_now(sessions: sessionmaker[Session], *, now: datetime, retry_base_s: float) -> list[int]:
+def due_now(sessions: sessionmaker[Session], *, now: datetime, retry_base_s: float,
+            stale_after_s: float = CLAIM_STALE_AFTER_S) -> list[int]:
     """:func:`due`, in a read transaction of its own (beat's sweep)."""
     with read_transaction(sessions) as session:
-        return due(session, now=now, retry_base_s=retry_base_s)
+        return due(session, now=now, retry_base_s=retry_base_s, stale_after_s=stale_after_s)

@@ -166,11 +166,15 @@ def check_reviewable(session: Session, unit_ids: Sequence[int], decision: Decisi
 def decide(
     session: Session, unit_id: int, decision: Decision, *, now: datetime,
     note: str | None = None, bonus: float | None = None, by: str | None = None,
+    only_from: Collection[UnitStatus] | None = None,
 ) -> Reviewed:
     """Apply one decision inside the caller's transaction (nothing is sent anywhere: after the commit,
-    hand the returned ``call_ids`` to :func:`perform_call`)."""
+    hand the returned ``call_ids`` to :func:`perform_call`). With ``only_from``, a unit in another status
+    (decided by someone else since the caller chose it) is :class:`AlreadyDecided`, never overridden."""
     check_decision(decision, note, bonus)
     seen = check_reviewable(session, [unit_id], decision)[unit_id]
+    if only_from is not None and seen not in only_from:
+        raise AlreadyDecided(f"unit {unit_id} was decided by someone else meanwhile (it is {seen.value})")
     rule = _RULES[decision]
     row = session.execute(
         select(Unit.worker_id, Unit.agent_id, Unit.task_run_id, Unit.provider_unit_id, Worker.worker_name,

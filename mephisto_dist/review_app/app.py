@@ -1,13 +1,17 @@
 """The review app's routes: sign-in, the runs, one run (live), reviewing its completed units by worker,
-bulk approval with a preview, blocking, workers' histories and the submitted files. Every page needs a
+bulk approval with a preview (a review batch, worked by Celery, whose page shows its progress), blocking,
+workers' histories and the submitted files; Mephisto's TaskReview JSON API under ``/api/``
+(:mod:`.mephisto_api`) and, when given, a build of its client (:mod:`.mephisto_client`). Every page needs a
 signed session; every form sends the session's CSRF token back. Decisions go through the same services
 and ledger as ``mephisto-dist review`` and record their reviewer (``app:<name>``)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,17 +23,23 @@ from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
 
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit, Worker
 from mephisto_dist.domain.diagnosis import ago
-from mephisto_dist.errors import MephistoDistError, NotFoundError, ServiceError
+from mephisto_dist.errors import MephistoDistError, NotAllowed, NotFoundError, ServiceError
 from mephisto_dist.queue import send_outbox
 from mephisto_dist.reconcile.records import recent_findings
-from mephisto_dist.review import reviewing, workers
+from mephisto_dist.review import batches, reviewing, workers
 from mephisto_dist.review.decisions import (
     AlreadyDecided,
     Decision,
@@ -40,7 +50,8 @@ from mephisto_dist.review.decisions import (
 )
 from mephisto_dist.review.export import unit_records
 from mephisto_dist.review.sending import send_calls
-from mephisto_dist.review_app import pages
+from mephisto_dist.review_app import mephisto_api, pages
+from mephisto_dist.review_app.mephisto_client import MephistoClient, file_under
 from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
 from mephisto_dist.runs.failed_launches import resend_failed_launches
 from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
@@ -131,7 +142,7 @@ class ReviewApp:
                     for r in recent_findings(self.runtime.sessions, task_run_id=run_id, limit=5)]
         return pages.run_live(status, run_diagnosis(status, seen.facts, now=now, embedded=embedded),
                               calls_failed=calls_failed, call_error=call_error, processes=lines, findings=findings,
-                              now=now)
+                              now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id))
 
     async def resend(self, request: Request) -> Response:
         await _checked_form(request)
@@ -179,30 +190,53 @@ class ReviewApp:
         return _back(_local(str(form.get("next") or "/")), said)
 
     async def approve_worker(self, request: Request) -> Response:
-        session = _session(request)
+        """Every completed unit of one worker in the run, after a preview: a batch (``approve_all``)."""
         run_id = _int(request.path_params["run_id"])
         worker_id = _int(request.path_params["worker_id"])
         with read_transaction(self.runtime.sessions) as db:
             worker_name = db.scalar(select(Worker.worker_name).where(Worker.id == worker_id))
-            pay = list(db.scalars(select(Unit.pay_amount).where(
-                Unit.task_run_id == run_id, Unit.worker_id == worker_id, Unit.status == "completed")))
         if worker_name is None:
             raise NotFoundError(f"worker {worker_id} does not exist")
+        return await self._approve_all(request, run_id, worker_id, f"{worker_name}'s")
+
+    async def approve_run(self, request: Request) -> Response:
+        return await self._approve_all(request, _int(request.path_params["run_id"]), None, "the run's")
+
+    async def _approve_all(self, request: Request, run_id: int, worker_id: int | None, whose: str) -> Response:
+        """GET: how many units and how much in rewards; POST: a review batch, worked by Celery (or, with no
+        Redis configured, by this process), so that a thousand units return at once; its page shows
+        the progress."""
+        session = _session(request)
+        waiting = batches.completed_waiting(self.runtime.sessions, run_id, worker_id=worker_id)
         if request.method == "GET":
-            return HTMLResponse(pages.approve_preview(run_id, worker_id, worker_name, len(pay), sum(pay),
+            return HTMLResponse(pages.approve_preview(run_id, whose, len(waiting.unit_ids), waiting.reward,
                                                       reviewer=session.reviewer, csrf=session.csrf))
         form = await _checked_form(request)
         note = str(form.get("reason") or "").strip() or None
         bonus = parse_bonus(str(form["bonus"])) if str(form.get("bonus") or "").strip() else None
-        check_decision(Decision.APPROVE, note, bonus)
-        decided = reviewing.decide_completed(self.runtime.sessions, Decision.APPROVE, task_name=None, run_id=run_id,
-                                             now=_now(), note=note, bonus=bonus, by=f"app:{session.reviewer}",
-                                             worker_id=worker_id)
-        problems = send_calls(self.runtime, [c for r in decided.reviewed for c in r.call_ids])
-        said = (f"approved {len(decided.reviewed)} unit(s) of {worker_name}"
-                + (f"; skipped {len(decided.skipped)} decided meanwhile" if decided.skipped else "")
-                + (f"; {' '.join(problems)}" if problems else ""))
-        return _back(f"/runs/{run_id}/review", said)
+        if not waiting.unit_ids:
+            return _back(f"/runs/{run_id}/review", f"no completed unit of {whose[:-2]} waits for a decision")
+        started = batches.start_batch(self.runtime.sessions, Decision.APPROVE, waiting.unit_ids, run_id=run_id,
+                                      note=note, bonus=bonus, by=f"app:{session.reviewer}", now=_now())
+        self.start_batch_work(started)
+        return RedirectResponse(f"/batches/{started.batch.batch_id}", status_code=303)
+
+    def start_batch_work(self, started: batches.Started) -> None:
+        """Send the batch to the workers; with no Redis configured, work it on a thread of this process."""
+        if self.runtime.settings.embedded_redis:
+            threading.Thread(target=batches.start_work, args=(self.runtime, started), daemon=True,
+                             name=f"review-batch-{started.batch.batch_id}").start()
+        else:
+            batches.start_work(self.runtime, started)
+
+    def batch(self, request: Request) -> Response:
+        session = _session(request)
+        progress = batches.batch_progress(self.runtime.sessions, _int(request.path_params["batch_id"]))
+        return HTMLResponse(pages.batch_page(progress, reviewer=session.reviewer, csrf=session.csrf))
+
+    def batch_live(self, request: Request) -> Response:
+        progress = batches.batch_progress(self.runtime.sessions, _int(request.path_params["batch_id"]))
+        return HTMLResponse(pages.batch_live(progress))
 
     async def block(self, request: Request) -> Response:
         form = await _checked_form(request)
@@ -291,46 +325,68 @@ async def _checked_form(request: Request) -> FormData:
 
 
 class _Gate(BaseHTTPMiddleware):
-    """Every page but sign-in needs a session; errors become a page with one line; headers that keep the
-    pages from being framed, sniffed or loaded with other sites' scripts."""
+    """Every page but sign-in needs a session; errors become a page with one line (a JSON ``{"error"}``
+    under ``/api/``); headers that keep the pages from being framed, sniffed or loaded with other sites'
+    scripts."""
 
     def __init__(self, app: Any, review: ReviewApp) -> None:
         super().__init__(app)
         self.review = review
 
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        public = request.url.path in ("/login",) or request.url.path.startswith("/static/")
+        path = request.url.path
+        api = path.startswith(mephisto_api.PREFIX + "/")
+        public = path in ("/login",) or path.startswith("/static/")
         session = self.review.session_of(request)
         if session is None and not public:
+            if api:
+                return _error(401, "sign in first (/login): this API needs the review app's session", api=True)
             if request.method != "GET":
                 return _error(401, "sign in first")
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+            return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
         request.state.session = session
         try:
             response = await call_next(request)
+        except mephisto_api.ApiError as error:
+            response = _error(error.status, str(error), api=api)
         except _BadRequest as error:
-            response = _error(400, str(error))
+            response = _error(400, str(error), api=api)
         except _Forbidden as error:
-            response = _error(403, str(error))
+            response = _error(403, str(error), api=api)
         except NotFoundError as error:
-            response = _error(404, str(error))
+            response = _error(404, str(error), api=api)
         except ServiceError as error:
-            response = _error(503, str(error))
-        except (NotReviewable, AlreadyDecided) as error:  # the unit moved on: decided, or not submitted
-            response = _error(409, str(error))
+            response = _error(503, str(error), api=api)
+        except (NotReviewable, AlreadyDecided, NotAllowed) as error:  # the unit moved on, or the state refuses
+            response = _error(409, str(error), api=api)
         except MephistoDistError as error:  # a decision that cannot be made as asked: no reason, a bad bonus
-            response = _error(400, str(error))
+            response = _error(400, str(error), api=api)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
 
 
-def _error(status: int, message: str) -> Response:
+def _error(status: int, message: str, *, api: bool = False) -> Response:
+    if api:
+        return JSONResponse({"error": message.splitlines()[0] if message else "error"}, status_code=status)
     return HTMLResponse(pages.error_page(status, message), status_code=status)
 
 
-def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure_cookie: bool = False) -> Starlette:
+def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure_cookie: bool = False,
+             mephisto_client: Path | None = None) -> Starlette:
+    """The app; with ``mephisto_client`` (a TaskReview client build), that client's pages beside ours,
+    both over Mephisto's JSON API (``/api/...``)."""
     review = ReviewApp(runtime, reviewers, secret, secure_cookie=secure_cookie)
+    client = MephistoClient(mephisto_client) if mephisto_client is not None else None
+    api = mephisto_api.MephistoApi(runtime, review.start_batch_work, lambda request: _session(request).reviewer)
+
+    def static(request: Request) -> Response:
+        relative = request.path_params["path"]
+        found = file_under(STATIC_DIR, relative) or (client.static(relative) if client is not None else None)
+        if found is None:
+            raise NotFoundError(f"/static/{relative} does not exist")
+        return FileResponse(found)
+
     routes = [
         Route("/login", review.login, methods=["GET", "POST"]),
         Route("/logout", review.logout, methods=["POST"]),
@@ -339,11 +395,25 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/runs/{run_id}/live", review.live),
         Route("/runs/{run_id}/resend", review.resend, methods=["POST"]),
         Route("/runs/{run_id}/review", review.review),
+        Route("/runs/{run_id}/approve", review.approve_run, methods=["GET", "POST"]),
         Route("/runs/{run_id}/workers/{worker_id}/approve", review.approve_worker, methods=["GET", "POST"]),
+        Route("/batches/{batch_id}", review.batch),
+        Route("/batches/{batch_id}/live", review.batch_live),
         Route("/units/decide", review.decide, methods=["POST"]),
         Route("/units/{unit_id}/files/{key:path}", review.unit_file),
         Route("/workers", review.workers_list),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/static/{path:path}", static),
+        *api.routes(),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)])
+    if client is not None:
+        routes.append(Route("/{path:path}", client.root_file))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if runtime.settings.embedded_redis:  # no Celery worker to finish what a stopped app left
+            threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
+                             name="review-batches").start()
+        yield
+
+    return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)], lifespan=lifespan)

@@ -11,10 +11,12 @@ from typing import Any
 from urllib.parse import quote
 
 from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.review.batches import BatchProgress
 from mephisto_dist.review.decisions import WorkerHistory
 from mephisto_dist.runs.status import RunRow, RunStatus
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
+DONE_VERBS = {"approve": "approved", "soft_reject": "soft-rejected", "reject": "rejected"}
 
 
 def e(value: object) -> str:
@@ -85,7 +87,8 @@ def run_page(run_id: int, live: str, *, reviewer: str, csrf: str, said: str = ""
 
 
 def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, call_error: str | None,
-             processes: Sequence[str], findings: Iterable[str], now: datetime) -> str:
+             processes: Sequence[str], findings: Iterable[str], now: datetime,
+             review_batches: Sequence[BatchProgress] = ()) -> str:
     """The part of a run's page that refreshes itself."""
     state = ("finished" if status.is_completed else
              f"stopping ({status.stopping_reason})" if status.stopping_reason is not None else "running")
@@ -109,7 +112,12 @@ def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, 
             f'<h2>Why it is where it is</h2><ul>{said}</ul>{failed}'
             + (f"<h2>In flight</h2><ul>{flight}</ul>" if flight else "")
             + "<h2>Processes</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in processes) + "</ul>"
-            + (f"<h2>What the reconcilers did</h2><ul>{found}</ul>" if found else ""))
+            + (f"<h2>What the reconcilers did</h2><ul>{found}</ul>" if found else "")
+            + ("<h2>Bulk decisions</h2><ul>" + "".join(
+                f'<li><a href="/batches/{b.batch_id}">batch {b.batch_id}</a>: {b.worked} of {b.total} worked, '
+                f'{b.decided} {DONE_VERBS[b.decision.value]}, {b.skipped} skipped'
+                f'{"" if b.finished else " (working)"}</li>' for b in review_batches) + "</ul>"
+               if review_batches else ""))
 
 
 def _bars(counts: Mapping[UnitStatus, int]) -> str:
@@ -137,7 +145,8 @@ def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str,
         return layout(f"Review run {run_id}", f'<p>No completed unit waits for a decision. '
                       f'<a href="/runs/{run_id}">Back to the run</a></p>', reviewer=reviewer, csrf=csrf, said=said)
     parts = [(f'<p>{shown} of {total} completed unit(s), by worker. Decisions pay through the same ledger as '
-             f'<code>mephisto-dist review</code>: nothing is paid twice.</p>')]
+             f'<code>mephisto-dist review</code>: nothing is paid twice.</p>'
+             f'<p><a href="/runs/{run_id}/approve">Approve all {total} completed unit(s) of the run…</a></p>')]
     for worker_name, worker_id, records in groups:
         units = "".join(_unit(record, run_id, csrf) for record in records)
         parts.append(
@@ -186,16 +195,39 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def approve_preview(run_id: int, worker_id: int, worker_name: str, count: int, reward: float, *, reviewer: str,
-                    csrf: str) -> str:
-    body = (f'<p>Approve the {count} completed unit(s) of {e(worker_name)} in run {run_id}: '
-            f'<strong>${reward:.2f}</strong> in rewards (before the provider\'s fee), plus any bonus below.</p>'
+def approve_preview(run_id: int, whose: str, count: int, reward: float, *, reviewer: str, csrf: str) -> str:
+    """``whose``: "ann's", "the run's"."""
+    body = (f'<p>Approve {e(whose)} {count} completed unit(s) in run {run_id}: '
+            f'<strong>${reward:.2f}</strong> in rewards (before the provider\'s fee), plus any bonus below. '
+            'The Celery workers decide them in the background; the next page shows how far they got.</p>'
             f'<form method="post">{csrf_field(csrf)}'
             '<label>Bonus per unit $ <input name="bonus" inputmode="decimal" size="7"></label> '
             '<label>Reason <input name="reason"></label> '
             f'<button data-confirm="Approve {count} unit(s)?">Approve {count} unit(s)</button> '
             f'<a href="/runs/{run_id}/review">Cancel</a></form>')
-    return layout(f"Approve {worker_name}'s units", body, reviewer=reviewer, csrf=csrf)
+    return layout(f"Approve {whose} units", body, reviewer=reviewer, csrf=csrf)
+
+
+def batch_page(progress: BatchProgress, *, reviewer: str, csrf: str) -> str:
+    """A bulk decision's progress; its live part refreshes itself until the batch is finished."""
+    back = f'<p><a href="/runs/{progress.run_id}/review">Back to the review</a></p>' if progress.run_id else ""
+    live = batch_live(progress)
+    source = "" if progress.finished else f' data-src="/batches/{progress.batch_id}/live" data-every="1000"'
+    return layout(f"Review batch {progress.batch_id}", f'<div id="live"{source}>{live}</div>{back}',
+                  reviewer=reviewer, csrf=csrf)
+
+
+def batch_live(progress: BatchProgress) -> str:
+    verb = DONE_VERBS[progress.decision.value]
+    state = ("finished" if progress.finished else
+             "waiting for a Celery worker" if not progress.worked else "working")
+    skipped = (f", {progress.skipped} skipped (decided meanwhile or no longer reviewable: "
+               f"{e(progress.last_skip or '')})" if progress.skipped else "")
+    return (f'<p class="batch" data-finished="{str(progress.finished).lower()}"><strong>{e(state)}</strong>: '
+            f'{progress.worked} of {progress.total} unit(s) worked, {progress.decided} {verb}{skipped}; '
+            f'by {e(progress.decided_by or "?")}, started {progress.created_at:%Y-%m-%d %H:%M:%S} UTC.</p>'
+            f'<progress max="{progress.total}" value="{progress.worked}">{progress.worked}/{progress.total}'
+            '</progress>')
 
 
 def workers_page(histories: Sequence[WorkerHistory], *, reviewer: str, csrf: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 
 import uvicorn
 
@@ -18,7 +19,7 @@ NO_REVIEWERS = ("review-app needs reviewers: set MEPHISTO_DIST_REVIEW_USERS=revi
                 "(several: comma-separated)")
 
 
-def serve(runtime: Runtime, *, host: str, port: int, secure_cookie: bool) -> None:
+def serve(runtime: Runtime, *, host: str, port: int, secure_cookie: bool, mephisto_client: Path | None = None) -> None:
     settings = runtime.settings
     if not settings.review_users:
         raise ConfigError(NO_REVIEWERS)
@@ -27,5 +28,6 @@ def serve(runtime: Runtime, *, host: str, port: int, secure_cookie: bool) -> Non
         secret = secrets.token_urlsafe(32)
         log.warning("MEPHISTO_DIST_REVIEW_SECRET is not set: sessions end when this process stops, and "
                     "another review-app process cannot read them")
-    app = make_app(runtime, parse_reviewers(settings.review_users), secret, secure_cookie=secure_cookie)
+    app = make_app(runtime, parse_reviewers(settings.review_users), secret, secure_cookie=secure_cookie,
+                   mephisto_client=mephisto_client)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -156,16 +156,23 @@ def _cached_run_view(rt: Runtime, session: Session, run_id: int) -> RunView | No
     return view
 
 
-def deliver(rt: Runtime, message_id: int) -> outbox.Claimed | None:
+OutboxHandler = Callable[[Runtime, Mapping[str, Any]], None]
+"""Carries out one kind of outbox message, given its payload."""
+
+
+def deliver(rt: Runtime, message_id: int, handlers: Mapping[str, OutboxHandler] | None = None,
+            ) -> outbox.Claimed | None:
     """Carry out one outbox message: claim it, run its event, mark it done. The claim when this delivery
     carried it out (the caller does what follows it); ``None`` when another delivery holds it or did it,
-    or when the event failed (the message goes back to the sweep, or is failed after its last attempt)."""
+    or when the event failed (the message goes back to the sweep, or is failed after its last attempt).
+    ``handlers``: the kinds of message beyond the TaskRunner's events (a face adds other use cases')."""
     with transaction(rt.sessions) as session:
-        claimed = outbox.claim(session, message_id, now=_now())
+        claimed = outbox.claim(session, message_id, now=_now(), stale_after_s=rt.settings.outbox_claim_stale_s)
     if claimed is None:
         return None
     try:
-        _EVENTS[claimed.kind](rt, claimed.payload)
+        handler = EVENTS.get(claimed.kind) or (handlers or {})[claimed.kind]
+        handler(rt, claimed.payload)
     except Exception as error:
         log.exception("outbox message %s (%s) failed on attempt %s", message_id, claimed.kind, claimed.attempt)
         with transaction(rt.sessions) as session:
@@ -206,7 +213,7 @@ def _onboarding_ready_event(rt: Runtime, payload: Mapping[str, Any]) -> None:
     rt.queue.enqueue(queue.RUN_ONBOARDING, str(payload["agent_id"]))
 
 
-_EVENTS: dict[str, Callable[[Runtime, Mapping[str, Any]], None]] = {
+EVENTS: dict[str, OutboxHandler] = {
     outbox.UNIT_ASSIGNED: _unit_assigned_event,
     outbox.UNIT_SUBMITTED: _unit_submitted_event,
     outbox.ASSIGNMENT_READY: _assignment_ready_event,
