@@ -201,6 +201,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+BACKGROUND = frozenset({"worker", "beat"})
+BACKGROUND_NICENESS = 10
+"""The Celery worker and beat of an attached run yield the CPU to the worker-facing server (and the
+runner worker, which relays chat messages): on one machine they start while the first workers are
+served, and a second of Celery's start-up on two cores would otherwise be taken from them. Their work
+is background work (events, sweeps, refills through the provider); it waits only while the server is
+busy."""
+
+
+def _start_in_background() -> None:
+    _die_with_parent()
+    os.nice(BACKGROUND_NICENESS)
+
+
 MAX_RESTART_DELAY_S = 30.0
 STEADY_AFTER_S = 60.0
 
@@ -282,10 +296,11 @@ class ChildProcesses:
         return child
 
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        prepare = _start_in_background if name in BACKGROUND else _die_with_parent
         with open(self.log_dir / f"{name}.log", "ab") as log:
             # A session of their own: a Ctrl-C at the terminal reaches only the CLI, which decides.
             return subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                    start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                    start_new_session=True, preexec_fn=prepare)  # noqa: PLW1509
 
     def supervise(self, now: float) -> list[str]:
         """Restart children that died, each after a delay doubling with every restart in a row (a child

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.domain.status import AgentStatus
@@ -30,7 +30,7 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
     one through an outbox message written with the claim and sent after the commit."""
     run = served.run()
-    runner = runner_for(blueprint_type_of(run.config))
+    runner = runner_for(run.run_config.blueprint.blueprint_type)
     details = AgentDetails(reg.request_id, failure_reason=claims.NO_UNIT_AVAILABLE)
     messages: list[int] = []
     for attempt in range(claims.CLAIM_ATTEMPTS):
@@ -173,7 +173,7 @@ def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -
     if not (details.created and details.unit_id is not None and details.agent_id):
         return []
     messages = []
-    if runner_for(blueprint_type_of(run.config)).wants_unit_assigned:
+    if runner_for(run.run_config.blueprint.blueprint_type).wants_unit_assigned:
         message = outbox.add(session, outbox.UNIT_ASSIGNED, details.agent_id, run_id=run.run_id,
                              payload={"agent_id": details.agent_id}, now=now())
         messages += [] if message is None else [message]

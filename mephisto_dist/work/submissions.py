@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import select, update
 
-from mephisto_dist.blueprints.runner import blueprint_type_of, runner_for
+from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent
@@ -101,7 +101,7 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
     with transaction(served.runtime.sessions) as session:
         submission = claims.submit_task(session, run, agent_id, outputs, now=now())
         pools = pools_for(ctx, run.run_id, submission.run_cap)
-        if submission.first and runner_for(blueprint_type_of(run.config)).wants_unit_submitted(run.hooks):
+        if submission.first and runner_for(run.run_config.blueprint.blueprint_type).wants_unit_submitted(run.hooks):
             # The TaskRunner's event (the task's hook: screening verdicts, gold scores), written with the
             # answer and sent after the commit; beat re-sends it until it is carried out.
             message = outbox.add(session, outbox.UNIT_SUBMITTED, str(submission.unit_id), run_id=run.run_id,
