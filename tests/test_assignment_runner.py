@@ -289,6 +289,12 @@ def test_a_page_gone_silent_mid_conversation_ends_it_at_once_and_its_partner_sub
         records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
     said = [(m["direction"], m["data"].get("text")) for m in records[alice.agent_id]["data"]["messages"]]
     assert said == [("out", "You are speaker 0."), ("in", "hi bob")]
+    # Bob's part is kept in his expired unit's record, marked partial, with why it ended.
+    gone = records[bob.agent_id]
+    assert (gone["status"], gone["partial"], gone["agent_status"]) == ("expired", True, "disconnect")
+    assert [(m["direction"], m["data"].get("text")) for m in gone["data"]["messages"]] == [
+        ("out", "You are speaker 1."), ("out", "hi bob")]
+    assert (records[alice.agent_id]["partial"], records[alice.agent_id]["agent_status"]) == (False, "completed")
 
 
 def test_a_turn_not_taken_in_time_times_the_agent_out_and_frees_everything(tmp_path: Path, live: Runtime) -> None:
