@@ -26,7 +26,7 @@ from mephisto_dist.db.models import Agent, AgentMessage, TaskRun, Unit
 from mephisto_dist.domain.status import UNIT_WORKER_COUNTED, UnitStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.limiter.units import token_holder, unit_holder
-from mephisto_dist.review.export import unit_records
+from mephisto_dist.review.export import ended_attempt_records, unit_records
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.settings import Settings
 from tests.conftest import wait_for
@@ -56,7 +56,8 @@ def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]
     rt.close()
 
 
-def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1) -> Path:
+def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1,
+                  submission_timeout_s: int = 600) -> Path:
     task_dir = root / "chat_pair_task"
     (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
     shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
@@ -78,6 +79,7 @@ mephisto:
     task_reward: 0.1
     task_tags: "test"
     partner_wait_in_seconds: {partner_wait_s}
+    submission_timeout: {submission_timeout_s}
     max_num_concurrent_units: 4
     allowed_concurrent: 1
     maximum_units_per_worker: 2
@@ -287,6 +289,12 @@ def test_a_page_gone_silent_mid_conversation_ends_it_at_once_and_its_partner_sub
         records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
     said = [(m["direction"], m["data"].get("text")) for m in records[alice.agent_id]["data"]["messages"]]
     assert said == [("out", "You are speaker 0."), ("in", "hi bob")]
+    # Bob's part is kept in his expired unit's record, marked partial, with why it ended.
+    gone = records[bob.agent_id]
+    assert (gone["status"], gone["partial"], gone["agent_status"]) == ("expired", True, "disconnect")
+    assert [(m["direction"], m["data"].get("text")) for m in gone["data"]["messages"]] == [
+        ("out", "You are speaker 1."), ("out", "hi bob")]
+    assert (records[alice.agent_id]["partial"], records[alice.agent_id]["agent_status"]) == (False, "completed")
 
 
 def test_a_turn_not_taken_in_time_times_the_agent_out_and_frees_everything(tmp_path: Path, live: Runtime) -> None:
@@ -361,8 +369,46 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
                                     carol["agent_id"]: "completed", dave["agent_id"]: "completed"}
     with transaction(rt.sessions) as session:
         done = dict(session.execute(select(Unit.id, Unit.agent_id).where(Unit.task_run_id == run_id)).all())
+        attempts = {r["agent_id"]: r for r in ended_attempt_records(session, [run_id])}
     assert sorted(done.values()) == sorted([carol["agent_id"], dave["agent_id"]]), "each unit completed once"
     assert_tokens_match(rt, run_id)
+    # The lost conversation is exported as the partial work of the two who had it, paid for by no one.
+    assert set(attempts) == {alice.agent_id, bob.agent_id}
+    assert {(r["partial"], r["agent_status"], r["status"], r["payment"]) for r in attempts.values()} == {
+        (True, "expired", "completed", None)}
+    said = [(m["direction"], m["data"].get("text")) for m in attempts[bob.agent_id]["data"]["messages"]]
+    assert said == [("out", "You are speaker 1."), ("out", "hi bob")]
+
+
+def test_a_worker_who_never_submits_after_the_conversation_is_timed_out_after_the_submission_timeout(
+        tmp_path: Path, live: Runtime) -> None:
+    """``mephisto.task.submission_timeout``: once the runner's ``run_assignment`` returned, the agents have
+    that long to submit (Mephisto's ``await_submit(timeout=submission_timeout)``). Alice submits; Bob never
+    does: the sweep times him out (his page hears ``timeout``), his unit expires with him (a pair's
+    conversation cannot be taken up alone), nothing stays held, the run finishes and the export marks his
+    conversation as partial work."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, submission_timeout_s=2))
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        bob.say("hi alice")
+        wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in bob.messages),
+                 message="the runner to end the conversation")
+        submit(web, alice.agent_id, {"rating": 5})
+        wait_for(lambda: "timeout" in bob.statuses, timeout_s=20, message="bob to be timed out")
+        late = httpx.post(web + "/submit_task", json={"USED_AGENT_ID": bob.agent_id, "final_data": {}})
+        assert late.status_code == 409, late.text
+        wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+    assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "timeout"}
+    assert sorted(unit_statuses(rt, run_id)) == ["completed", "expired"]
+    assert_tokens_match(rt, run_id)
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    assert (records[bob.agent_id]["partial"], records[bob.agent_id]["agent_status"]) == (True, "timeout")
+    assert (records[alice.agent_id]["partial"], records[alice.agent_id]["agent_status"]) == (False, "completed")
+    assert [m["data"].get("text") for m in records[bob.agent_id]["data"]["messages"]][:2] == [
+        "You are speaker 1.", "hi bob"]
 
 
 def run_finished(rt: Runtime, run_id: int) -> bool:

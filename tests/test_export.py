@@ -1,5 +1,6 @@
 """Export: every unit that ended (submitted or expired, expired optional), its status and metadata, in
-all three formats, on SQLite and PostgreSQL; and the command's flags."""
+all three formats, on SQLite and PostgreSQL; the partial work of agents that ended without submitting,
+marked; and the command's flags."""
 
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
-from mephisto_dist.db.models import Agent, Unit
-from mephisto_dist.db.transitions import move_units
-from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.review.export import download_files, unit_records, write_records
+from mephisto_dist.db.models import Agent, AgentMessage, Unit
+from mephisto_dist.db.transitions import move_agent, move_unit, move_units
+from mephisto_dist.domain.status import AgentStatus, UnitStatus
+from mephisto_dist.review.decisions import Decision, NotReviewable
+from mephisto_dist.review.export import (
+    download_files,
+    ended_attempt_records,
+    export_results,
+    unit_records,
+    write_records,
+)
+from mephisto_dist.review.reviewing import decide_units
 from mephisto_dist.storage import StorageError, open_storage
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration, RunContext
@@ -159,3 +168,83 @@ def test_an_answer_holding_a_lone_surrogate_is_exported_in_every_format(engine: 
         else:
             (record,) = [json.loads(line) for line in text.splitlines()] if fmt == "jsonl" else json.loads(text)
             assert record["data"]["outputs"] == answer
+
+
+def test_agents_that_ended_without_submitting_are_exported_with_their_transcript_and_marked_partial(
+        engine: Engine) -> None:
+    """Three ways an agent ends without submitting: its runner was lost (``expired``, its unit back in the
+    pool, then done by another worker), it disconnected (its unit expired with it), it timed out on a task
+    it left nothing of. The first is an ended attempt of its own, with its messages and no review or
+    payment (its unit is paid once, to who submitted it); the second is its unit's record, marked; the
+    third left nothing, so nothing of it is exported beyond its unit's state."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=3)
+    agents: dict[str, str] = {}
+    for worker in ("lost", "gone", "idle"):
+        reg = Registration.from_request({"provider_data": {"worker_name": worker, "assignment_id": worker}})
+        with transaction(factory) as session:
+            details = claims.register_agent(session, run, reg, now=now())
+            assert details.agent_id
+            agents[worker] = details.agent_id
+    with transaction(factory) as session:
+        units = {w: int(session.scalar(select(Agent.unit_id).where(Agent.id == a)) or 0) for w, a in agents.items()}
+        for worker, said in (("lost", ["hello", "half a sentence"]), ("gone", ["bye"])):
+            for seq, text in enumerate(said, 1):
+                session.add(AgentMessage(task_run_id=run.run_id, agent_id=agents[worker], seq=seq,
+                                         direction="in" if seq % 2 else "out", data={"text": text}))
+        assert move_agent(session, agents["lost"], AgentStatus.IN_TASK, AgentStatus.EXPIRED, now=now())
+        assert move_unit(session, units["lost"], UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now(),
+                         agent_id=None, worker_id=None)
+        assert move_agent(session, agents["gone"], AgentStatus.IN_TASK, AgentStatus.DISCONNECT, now=now())
+        assert move_unit(session, units["gone"], UnitStatus.ASSIGNED, UnitStatus.EXPIRED, now=now())
+        assert move_agent(session, agents["idle"], AgentStatus.IN_TASK, AgentStatus.TIMEOUT, now=now())
+        assert move_unit(session, units["idle"], UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now(),
+                         agent_id=None, worker_id=None)
+    # A new worker takes the lost runner's unit (the first launched one) and submits it.
+    reg = Registration.from_request({"provider_data": {"worker_name": "redo", "assignment_id": "redo"}})
+    with transaction(factory) as session:
+        redo = claims.register_agent(session, run, reg, now=now())
+        assert redo.agent_id
+        claims.submit_task(session, run, redo.agent_id, {"answer": "whole"}, now=now())
+        assert session.scalar(select(Agent.unit_id).where(Agent.id == redo.agent_id)) == units["lost"]
+
+    with transaction(factory) as session:
+        attempts = list(ended_attempt_records(session, [run.run_id]))
+        by_unit = {r["unit_id"]: r for r in unit_records(session, [run.run_id])}
+    assert [a["agent_id"] for a in attempts] == [agents["lost"]], "the idle agent left nothing"
+    lost = attempts[0]
+    assert (lost["partial"], lost["agent_status"], lost["status"], lost["worker_name"]) == (
+        True, "expired", "completed", "lost")
+    assert [(m["direction"], m["data"]["text"]) for m in lost["data"]["messages"]] == [
+        ("in", "hello"), ("out", "half a sentence")]
+    assert lost["data"]["outputs"] is None and lost["review"] is None and lost["payment"] is None
+    assert lost["end_time"] is not None
+    done = by_unit[str(units["lost"])]
+    assert (done["agent_id"], done["partial"], done["agent_status"]) == (redo.agent_id, False, "completed")
+    assert done["payment"]["reward_pending"] == done["pay_amount"] > 0  # owed once, to who submitted it
+    gone = by_unit[str(units["gone"])]
+    assert (gone["agent_id"], gone["status"], gone["partial"], gone["agent_status"]) == (
+        agents["gone"], "expired", True, "disconnect")
+    assert [m["data"]["text"] for m in gone["data"]["messages"]] == ["bye"]
+    assert gone["payment"]["reward_pending"] == 0.0
+
+    written: list[str] = []
+
+    def write(records: Any) -> int:
+        out = io.StringIO()
+        count = write_records(records, out, "csv")
+        written.append(out.getvalue())
+        return count
+
+    exported = export_results(factory, write, task_name=None, run_id=run.run_id)
+    assert (exported.count, exported.ended_count) == (2, 1)  # the completed and the expired unit, one attempt
+    rows = list(csv.DictReader(io.StringIO(written[-1])))
+    assert [(r["agent_status"], r["partial"]) for r in rows] == [
+        ("completed", "false"), ("disconnect", "true"), ("expired", "true")]
+    assert [m["data"]["text"] for m in json.loads(rows[2]["messages"])] == ["hello", "half a sentence"]
+    exported = export_results(factory, write, task_name=None, run_id=run.run_id, include_expired=False)
+    assert (exported.count, exported.ended_count) == (1, 0)
+
+    # As in Mephisto, only a submission is reviewed for pay: the disconnected agent's unit is not.
+    with pytest.raises(NotReviewable):
+        decide_units(factory, Decision.APPROVE, [units["gone"]], now=now(), note=None, bonus=None)

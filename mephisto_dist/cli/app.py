@@ -95,12 +95,14 @@ def export(
     include_unsubmitted: Annotated[bool, typer.Option(
         "--all", help="Also units still open (created, launched, assigned).")] = False,
     include_expired: Annotated[bool, typer.Option(
-        "--expired/--no-expired", help="Include units that expired unsubmitted (the default).")] = True,
+        "--expired/--no-expired", help="Include units that expired unsubmitted and ended attempts' partial work "
+                                       "(the default).")] = True,
     download: Annotated[Path | None, typer.Option(
         "--download", metavar="DIR", help="Also fetch every uploaded file from storage into DIR.")] = None,
 ) -> None:
     """Export results: one record per submitted or expired unit, with its status, inputs, outputs and
-    metadata (tips, feedback)."""
+    metadata (tips, feedback); with expired work, also each ended attempt a worker left unsubmitted (its
+    transcript and calls, ``partial``: true, ``agent_status`` saying why it ended)."""
     from mephisto_dist.cli.runtime import opened_runtime
     from mephisto_dist.review.export import FORMATS, download_files, export_results, write_records
 
@@ -121,7 +123,8 @@ def export(
     with opened_runtime() as runtime:
         exported = export_results(runtime.sessions, write, task_name=task_name, run_id=run,
                                   include_unsubmitted=include_unsubmitted, include_expired=include_expired)
-        err_console.print(f"exported {exported.count} unit(s) from {exported.run_count} run(s)"
+        ended = f" and {exported.ended_count} ended attempt(s) (partial work)" if exported.ended_count else ""
+        err_console.print(f"exported {exported.count} unit(s){ended} from {exported.run_count} run(s)"
                           + (f" to {output}" if output else ""))
         if download is not None:
             keys = exported.file_keys

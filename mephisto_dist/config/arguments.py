@@ -436,8 +436,10 @@ TASK_RUN = Section(
                  "Times one HIT can be accepted and completed (Mephisto launches one unit per HIT).",
                  minimum=1, implemented=False),
         Argument("submission_timeout", int, 600,
-                 "Seconds to wait for the final submit after a unit is marked done.", minimum=0,
-                 implemented=False),
+                 "Seconds a task script's TaskRunner's agents have to submit once run_assignment (or run_unit) "
+                 "returned; then one that did not is timed out and its unit expires (a unit alone in its "
+                 "assignment goes back to the pool) (0 = at once). A static task's worker has "
+                 "assignment_duration_in_seconds.", minimum=0),
         Argument("partner_wait_in_seconds", int, 600,
                  "mephisto-dist's own: how long a worker of an assignment whose agents work together (a task "
                  "script's concurrent TaskRunner) waits for the others; then they are told, released and "

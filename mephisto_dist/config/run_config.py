@@ -95,6 +95,7 @@ class TaskSection:
     task_lifetime_s: int
     no_submission_patience_s: int
     partner_wait_s: int = 600
+    submission_timeout_s: int = 600
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> TaskSection:
@@ -105,7 +106,8 @@ class TaskSection:
                    number("allowed_concurrent"), number("maximum_units_per_worker"),
                    number("max_num_concurrent_units"), number("assignment_duration_in_seconds"),
                    number("task_lifetime_in_seconds"), number("no_submission_patience"),
-                   int(args.get("partner_wait_in_seconds", declared_default(TASK_RUN, "partner_wait_in_seconds"))))
+                   int(args.get("partner_wait_in_seconds", declared_default(TASK_RUN, "partner_wait_in_seconds"))),
+                   int(args.get("submission_timeout", declared_default(TASK_RUN, "submission_timeout"))))
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,10 @@ key                                type     TTL                                 
                                             (a resent packet is dropped); 1 day.
 ``L:assignment:<id>:runner``       STRING   ``running``: the runner worker hosting the      assignments.
                                             assignment's TaskRunner, PX a few seconds,      lease (runner
-                                            renewed by a thread; ``ended`` (1 day) once     worker); the
-                                            ``run_assignment`` returned. Missing while      live sweep
-                                            its agents are in task: the runner died.        reads it
+                                            renewed by a thread; ``ended:<unix time>``      worker); the
+                                            (1 day) once ``run_assignment`` returned (the   live sweep
+                                            submission timeout counts from it). Missing     reads it
+                                            while its agents are in task: the runner died.
 ``L:onboarding:<id>:runner``       STRING   the runner worker playing the onboarding        assignments.
                                             agent's world (SET NX: one player), 1 day.      onboarding
 ``L:onboarding:<id>:verdict``      LIST     ``1``/``0``: the runner's validate_onboarding   assignments.

@@ -1,4 +1,13 @@
-"""Exporting results: one record per unit, streamed from the database in id order."""
+"""Exporting results: one record per unit, streamed from the database in id order, then one per ended
+attempt (:func:`ended_attempt_records`).
+
+Every record says whether its agent's work is partial (``partial``: the agent ended without a submission,
+``agent_status`` saying why: Mephisto's ``disconnect``, ``timeout``, ``partner disconnect``, ``expired`` or
+``returned``). A unit's record holds the agent the unit ended with; an agent that ended without
+submitting and whose unit went back to the pool (a lost runner, a time-out, a return) is no longer its
+unit's agent, so its attempt is a record of its own, with what it left (a hosted runner's messages, its
+remote calls) and no review or payment: nothing is owed for it, and its unit is paid once, to whoever
+submitted it."""
 
 from __future__ import annotations
 
@@ -10,12 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Agent, AgentMessage, Assignment, Task, TaskRun, Unit, Worker
-from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.domain.status import AGENT_DISCONNECTED, UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.review.accounts import unit_accounts
 from mephisto_dist.runners.live.calls import calls_by_agent
@@ -97,9 +106,11 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 "worker_name": worker_name,
                 "agent_id": unit.agent_id,
                 "status": unit.status,
+                "agent_status": agent.status if agent is not None else None,
+                "partial": agent is not None and is_partial(agent.status),
                 "pay_amount": unit.pay_amount,
                 "start_time": _iso(unit.assigned_at),
-                "end_time": _iso(agent.submitted_at if agent is not None else None),
+                "end_time": _iso(_end_time(agent) if agent is not None else None),
                 "data": data,
                 "metadata": (agent.task_metadata or {}) if agent is not None else {},
                 # Where the provider knows the unit (MTurk: the HIT and the worker's assignment of it).
@@ -108,6 +119,77 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 **accounts[unit.id].record(unit.pay_amount, unit.status),
             }
         last_id = rows[-1][0].id
+
+
+def is_partial(agent_status: str) -> bool:
+    """Whether an agent in this status ended without submitting (its work, if any, is partial)."""
+    return agent_status in AGENT_DISCONNECTED
+
+
+def _end_time(agent: Agent) -> datetime | None:
+    """When the agent submitted, or when it ended without submitting; None while it works."""
+    if agent.submitted_at is not None:
+        return agent.submitted_at
+    return agent.status_changed_at if is_partial(agent.status) else None
+
+
+def ended_attempt_records(session: Session, run_ids: list[int]) -> Iterator[dict[str, Any]]:
+    """One record per agent that ended without submitting and no longer holds its unit (the unit went back
+    to the pool: its runner was lost, it timed out or was returned), in unit then agent order, when it left
+    something: a hosted runner's messages, remote calls or outputs. ``partial`` is true, ``agent_status``
+    says why it ended, ``status`` is its unit's status now, and ``review`` and ``payment`` are null."""
+    ended = [s.value for s in AGENT_DISCONNECTED]
+    after: tuple[int, str] = (0, "")
+    while True:
+        rows = session.execute(
+            select(Agent, Unit.status, Unit.pay_amount, Unit.provider_unit_id, Assignment.data, Task.task_name,
+                   Worker.worker_name, TaskRun.provider_type)
+            .join(Unit, Unit.id == Agent.unit_id)
+            .join(Assignment, Assignment.id == Agent.assignment_id)
+            .join(TaskRun, TaskRun.id == Agent.task_run_id)
+            .join(Task, Task.id == TaskRun.task_id)
+            .join(Worker, Worker.id == Agent.worker_id)
+            .where(Agent.task_run_id.in_(run_ids), Agent.status.in_(ended),
+                   or_(Unit.agent_id.is_(None), Unit.agent_id != Agent.id),
+                   or_(Agent.unit_id > after[0], and_(Agent.unit_id == after[0], Agent.id > after[1])))
+            .order_by(Agent.unit_id, Agent.id)
+            .limit(PAGE)).all()
+        if not rows:
+            return
+        agent_ids = [row[0].id for row in rows]
+        requests = calls_by_agent(session, agent_ids)
+        messages = _messages_by_agent(session, agent_ids)
+        for agent, unit_status, pay_amount, provider_unit_id, inputs, task_name, worker_name, provider_type in rows:
+            if agent.id not in messages and agent.id not in requests and agent.outputs is None:
+                continue  # nothing of its work to keep (a static task returned unanswered)
+            data: dict[str, Any] = {"inputs": inputs, "outputs": agent.outputs}
+            if agent.id in requests:
+                data["requests"] = [_decoded(call) for call in requests[agent.id]]
+            if agent.id in messages:
+                data["messages"] = messages[agent.id]
+            yield {
+                "unit_id": str(agent.unit_id),
+                "assignment_id": str(agent.assignment_id),
+                "task_run_id": str(agent.task_run_id),
+                "task_name": task_name,
+                "worker_id": str(agent.worker_id),
+                "worker_name": worker_name,
+                "agent_id": agent.id,
+                "status": unit_status,
+                "agent_status": agent.status,
+                "partial": True,
+                "pay_amount": pay_amount,
+                "start_time": _iso(agent.created_at),
+                "end_time": _iso(_end_time(agent)),
+                "data": data,
+                "metadata": agent.task_metadata or {},
+                "provider": {"type": provider_type, "unit_id": provider_unit_id,
+                             "assignment_id": (agent.provider_data or {}).get("assignment_id")},
+                "review": None,
+                "payment": None,
+            }
+        last = rows[-1][0]
+        after = (last.unit_id, last.id)
 
 
 def _messages_by_agent(session: Session, agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -184,8 +266,9 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One CSV row: the record's fields, its sections as ``section.key`` columns. An uploaded file is
     spread into ``outputs.<field>.<name|storage_key|...>`` columns (``outputs.<field>.<i>.<...>`` for
     several), and a live task's calls into ``requests.<i>.<...>`` with their arguments and answers
-    decoded; any other nested answer stays one JSON cell."""
-    flat = {k: v for k, v in record.items() if k not in ("data", "metadata", "provider", "review", "payment")}
+    decoded; any other nested answer stays one JSON cell, as does a hosted runner's transcript (``messages``)."""
+    flat = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in record.items()
+            if k not in ("data", "metadata", "provider", "review", "payment")}
     parts = {"inputs": record["data"]["inputs"], "outputs": record["data"]["outputs"],
              "metadata": record.get("metadata")}
     for part, values in parts.items():
@@ -200,6 +283,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         calls = [{k: v for k, v in call.items() if k not in ("args_json", "response_json")}
                  for call in record["data"]["requests"]]
         _spread("requests", calls, flat)
+    if "messages" in record["data"]:
+        flat["messages"] = json.dumps(record["data"]["messages"], ensure_ascii=False)  # the transcript, one cell
     return flat
 
 
@@ -262,22 +347,34 @@ def download_files(storage: Storage, keys: Iterable[str], dest: Path,
 
 @dataclass(frozen=True)
 class Exported:
-    """What an export wrote: how many units of how many runs, and the storage keys of their uploads."""
+    """What an export wrote: how many records (of which ``ended_count`` ended attempts) of how many runs,
+    and the storage keys of their uploads."""
 
     count: int
     run_count: int
     file_keys: tuple[str, ...]
+    ended_count: int = 0
 
 
 def export_results(factory: sessionmaker[Session], write: Callable[[Iterator[dict[str, Any]]], int], *,
                    task_name: str | None, run_id: int | None, include_unsubmitted: bool = False,
                    include_expired: bool = True) -> Exported:
-    """Stream the unit records of a run (or of every run of ``task_name``) to ``write`` (which returns how
-    many it wrote), in one read transaction; :class:`NotFoundError` for an unknown run or task, before
+    """Stream the unit records of a run (or of every run of ``task_name``), then its ended attempts' unless
+    expired work is left out, to ``write`` (which returns how many it wrote), in one read transaction; :class:`NotFoundError` for an unknown run or task, before
     ``write`` is called."""
     with read_transaction(factory) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run_id)
         keys: list[str] = []
-        count = write(collect_files(unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
-                                                 include_expired=include_expired), keys))
-    return Exported(count, len(run_ids), tuple(keys))
+        ended = 0
+
+        def records() -> Iterator[dict[str, Any]]:
+            nonlocal ended
+            yield from unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
+                                    include_expired=include_expired)
+            if include_expired:  # an ended attempt is expired work: left out with it
+                for record in ended_attempt_records(session, run_ids):
+                    ended += 1
+                    yield record
+
+        count = write(collect_files(records(), keys))
+    return Exported(count - ended, len(run_ids), tuple(keys), ended)

@@ -30,7 +30,7 @@ from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCa
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
 from mephisto_dist.review.qualifications import StoredWorkerQualifications
 from mephisto_dist.runners.assignments.lease import RUNNER_LEASE_S
-from mephisto_dist.runners.assignments.recovery import end_lost_assignments
+from mephisto_dist.runners.assignments.recovery import end_assignments
 from mephisto_dist.runners.assignments.waiting import release_overdue_waiting
 from mephisto_dist.runners.live import calls, protocol
 from mephisto_dist.runners.live.disconnects import disconnect_agents, disconnect_onboarding_agents
@@ -249,8 +249,9 @@ def unit_submitted(rt: Runtime, unit_id: int, run_id: int, unit_data: Any, outpu
 
 def live_sweep(rt: Runtime) -> dict[str, int]:
     """Disconnect the agents whose page fell silent; release the agents that waited for partners too long;
-    end the assignments whose runner died; send orphaned remote calls round again, or answer them with an
-    error after their second run."""
+    end the assignments whose runner died, and time out the agents that did not submit in time after their
+    runner returned; send orphaned remote calls round again, or answer them with an error after their
+    second run."""
     presence = Presence(rt.redis)
     silent = presence.take_silent(rt.settings.live_disconnect_s)
     now = _now()
@@ -271,18 +272,25 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     for run_id in sorted({item.run_id for item in gone if item.freed_run_slot}):
         rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)
     released = release_overdue_waiting(rt.sessions, rt.limiter, now=now)
-    lost = end_lost_assignments(rt.sessions, rt.redis, rt.limiter, lease_s=RUNNER_LEASE_S, now=now)
-    for agent in lost:
+    endings = end_assignments(rt.sessions, rt.redis, rt.limiter, lease_s=RUNNER_LEASE_S, now=now)
+    for agent in endings.lost:
         log.warning("assignment %s lost its runner: agent %s expired, unit %s back in the pool",
                     agent.assignment_id, agent.agent_id, agent.unit_id)
-    for agent_id in [w.agent_id for w in released] + [a.agent_id for a in lost]:
+    for agent in endings.unsubmitted:
+        log.info("assignment %s: agent %s did not submit within the submission timeout (%s), unit %s freed",
+                 agent.assignment_id, agent.agent_id, agent.status.value, agent.unit_id)
+    told = [(w.agent_id, AgentStatus.EXPIRED) for w in released] + [(a.agent_id, a.status) for a in endings.lost]
+    told += [(a.agent_id, a.status) for a in endings.unsubmitted if a.status == AgentStatus.TIMEOUT]
+    for agent_id, status in told:
         presence.forget(agent_id)
         inbox.drop(agent_id)  # what the page said is for no runner now
-        send_to_agent(rt.redis, agent_id, protocol.status_packet(agent_id, AgentStatus.EXPIRED.value))
+        send_to_agent(rt.redis, agent_id, protocol.status_packet(agent_id, status.value))
+    for run_id in sorted(endings.expired_runs):
+        rt.queue.enqueue(queue.LAUNCH_UNITS, run_id)  # an expired unit's slot, for the next unit
     ended = _tell_ended_agents(rt, presence)
     rerun, failed = _recover_orphans(rt)
-    return {"disconnected": len(gone), "partner_wait_over": len(released), "runner_lost": len(lost),
-            "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
+    return {"disconnected": len(gone), "partner_wait_over": len(released), "runner_lost": len(endings.lost),
+            "unsubmitted": len(endings.unsubmitted), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
 
 
 _STILL_THERE = (AgentStatus.IN_TASK.value, AgentStatus.WAITING.value)

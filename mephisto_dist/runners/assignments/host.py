@@ -8,6 +8,9 @@ the way Mephisto's ``TaskRunner._launch_and_run_assignment`` does:
 - any other exception: logged, then ``cleanup_assignment``;
 - a normal return: the agents stay ``in task`` and submit from their pages.
 
+Either way the agents not yet done then have the run's ``submission_timeout`` to submit; the live sweep
+times out the rest (:mod:`.recovery`), counting from the time the lease records at its end.
+
 While ``run_assignment`` runs, the runner holds the assignment's lease (:mod:`.lease`); a runner that dies
 with it lets it lapse, and the live sweep ends the assignment (:mod:`.recovery`).
 

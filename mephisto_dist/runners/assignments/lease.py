@@ -1,12 +1,14 @@
 """The lease of a running assignment (``L:assignment:<id>:runner``, see ``limiter.keys``): set by the runner
 worker before the assignment starts, renewed by a thread while ``run_assignment`` runs, and left as
-``ended`` once it returned (its agents may still be ``in task``, submitting from their pages). A key missing
-while agents of the assignment are ``in task`` means the process hosting it died (SIGKILL, a lost machine):
-the live sweep ends the assignment (``runners.assignments.recovery``)."""
+``ended:<unix time>`` once it returned (its agents may still be ``in task``, submitting from their pages,
+until the run's ``submission_timeout`` from that time). A key missing while agents of the assignment are
+``in task`` means the process hosting it died (SIGKILL, a lost machine): the live sweep ends the assignment
+(``runners.assignments.recovery``), as it times out the agents that did not submit in time."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -45,4 +47,20 @@ class RunnerLease:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
-        self._client.set(self._key, ENDED, ex=ENDED_TTL_S)
+        self._client.set(self._key, ended_value(datetime.now(UTC)), ex=ENDED_TTL_S)
+
+
+def ended_value(at: datetime) -> str:
+    return f"{ENDED}:{at.timestamp():.3f}"
+
+
+def ended_at(value: bytes | str | None) -> datetime | None:
+    """When the runner whose lease holds ``value`` returned; None while it runs, when the key is missing, or
+    for an ``ended`` written without its time."""
+    text = value.decode() if isinstance(value, bytes) else value
+    if text is None or not text.startswith(f"{ENDED}:"):
+        return None
+    try:
+        return datetime.fromtimestamp(float(text.split(":", 1)[1]), UTC)
+    except ValueError:
+        return None

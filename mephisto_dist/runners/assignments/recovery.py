@@ -1,34 +1,45 @@
-"""Assignments whose runner died (the runner worker SIGKILLed, its machine lost): agents ``in task`` of a
-hosted run, started more than a grace ago, whose assignment's lease (:mod:`.lease`) is gone. The live sweep
-ends each such assignment in one transaction: its agents ``in task -> expired`` (their pages are told the
-task is no longer available), its units ``assigned -> launched`` (back to the pool for new workers: the
-units keep their run slots, the workers' tokens are given back). What the agents said stays in
-``agent_message``; nothing is paid for it (payments follow completed units, and each relaunched unit is
-completed, and paid, once). ``cleanup_assignment`` is not called: the runner died with its process.
+"""Hosted assignments the live sweep ends, found by their runner's lease (:mod:`.lease`):
 
+- the runner died (the runner worker SIGKILLed, its machine lost): agents ``in task``, started more than a
+  grace ago, whose assignment's lease is gone. Each such assignment ends in one transaction: its agents
+  ``in task -> expired`` (their pages are told the task is no longer available), its units ``assigned ->
+  launched`` (back to the pool for new workers: the units keep their run slots, the workers' tokens are
+  given back). ``cleanup_assignment`` is not called: the runner died with its process.
+- the runner returned more than the run's ``submission_timeout`` ago (Mephisto's wait for
+  ``final_submission`` after ``run_assignment``/``run_unit``) and some agents have not submitted: an agent
+  still ``in task`` times out (``timeout``, its page told), one in ``partner disconnect`` keeps that status
+  (it says why); the unit of either expires, or goes back to the pool when it is its assignment's only
+  unit and the run is not stopping (:func:`~mephisto_dist.domain.assignments.unit_after_time_out`).
+
+Either way what the agents said stays in ``agent_message`` and ``export`` shows it as partial work; nothing
+is paid for it (payments follow submitted units, and each relaunched unit is submitted, and paid, once).
 The runner is not restarted from the stored messages (stage 2 of the design's replay is not done).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Unit
 from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.domain.assignments import submissions_overdue, unit_after_time_out
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
-from mephisto_dist.runners.assignments.waiting import hosted_runs
+from mephisto_dist.runners.assignments.lease import ended_at
+from mephisto_dist.runners.assignments.waiting import HostedRun, hosted_runs
 
 START_GRACE_LEASES = 2
 """A start is given this many lease times to take its lease before the sweep looks for it."""
+
+_OPEN = (AgentStatus.IN_TASK.value, AgentStatus.PARTNER_DISCONNECT.value)
 
 
 @dataclass(frozen=True)
@@ -37,43 +48,113 @@ class Ended:
     unit_id: int
     run_id: int
     assignment_id: int
+    status: AgentStatus = AgentStatus.EXPIRED
+    """The agent's status now: ``expired`` (runner lost), ``timeout`` or ``partner disconnect`` (no submit)."""
 
 
-def end_lost_assignments(factory: sessionmaker[Session], client: redis.Redis, limiter: Limiter, *,
-                         lease_s: float, now: datetime) -> list[Ended]:
-    """End the assignments whose runner's lease lapsed; return their agents that ended."""
+@dataclass(frozen=True)
+class Endings:
+    lost: list[Ended] = field(default_factory=list)
+    """Agents of assignments whose runner died."""
+    unsubmitted: list[Ended] = field(default_factory=list)
+    """Agents that did not submit within the submission timeout."""
+    expired_runs: frozenset[int] = frozenset()
+    """Runs a unit of which expired (its slot is free for the next unit)."""
+
+
+@dataclass(frozen=True)
+class _Seat:
+    run_id: int
+    agent_id: str
+    status: AgentStatus
+    started_long_ago: bool  # in its status since before the start's grace
+    unit_id: int
+    worker_id: int
+    launch_id: str | None
+
+
+def end_assignments(factory: sessionmaker[Session], client: redis.Redis, limiter: Limiter, *,
+                    lease_s: float, now: datetime) -> Endings:
+    """End the assignments whose runner's lease lapsed, and time out the agents that did not submit in
+    time after their runner returned. Reads first: the write transaction is taken only when one is due."""
     cutoff = now - timedelta(seconds=lease_s * START_GRACE_LEASES)
     with read_transaction(factory) as session:
         runs = hosted_runs(session)
-        rows = [(run_id, row) for run_id in runs for row in session.execute(
-            select(Agent.assignment_id, Agent.id, Agent.unit_id, Agent.worker_id, Unit.launch_id)
-            .join(Unit, Unit.id == Agent.unit_id)
-            .where(Agent.task_run_id == run_id, Agent.status == AgentStatus.IN_TASK.value,
-                   Agent.status_changed_at < cutoff))]
-    if not rows:
-        return []
-    by_assignment: dict[int, list[tuple[int, tuple[str, int, int, str | None]]]] = defaultdict(list)
-    for run_id, (assignment_id, agent_id, unit_id, worker_id, launch_id) in rows:
-        by_assignment[int(assignment_id)].append((run_id, (str(agent_id), int(unit_id), int(worker_id), launch_id)))
-    assignments = sorted(by_assignment)
+        seats: dict[int, list[_Seat]] = defaultdict(list)
+        for run_id in runs:
+            for row in session.execute(
+                    select(Agent.assignment_id, Agent.id, Agent.status, (Agent.status_changed_at < cutoff).label("old"),
+                           Agent.unit_id, Agent.worker_id, Unit.launch_id)
+                    .join(Unit, Unit.id == Agent.unit_id)
+                    .where(Agent.task_run_id == run_id, Agent.status.in_(_OPEN))):
+                seats[int(row.assignment_id)].append(_Seat(run_id, str(row.id), AgentStatus(row.status),
+                                                           bool(row.old), int(row.unit_id), int(row.worker_id),
+                                                           row.launch_id))
+    if not seats:
+        return Endings()
+    assignments = sorted(seats)
     probe = client.pipeline(transaction=False)
     for assignment_id in assignments:
-        probe.exists(keys.assignment_runner_lease(assignment_id))
-    lost = [a for a, held in zip(assignments, probe.execute(), strict=True) if not held]
-    if not lost:
-        return []
-    ended: list[Ended] = []
+        probe.get(keys.assignment_runner_lease(assignment_id))
+    lost: list[int] = []
+    overdue: list[int] = []
+    for assignment_id, lease in zip(assignments, probe.execute(), strict=True):
+        held = seats[assignment_id]
+        if lease is None:
+            if any(s.status == AgentStatus.IN_TASK and s.started_long_ago for s in held):
+                lost.append(assignment_id)
+            continue
+        returned = ended_at(lease)
+        if returned is not None and submissions_overdue(returned, runs[held[0].run_id].submission_timeout_s, now):
+            overdue.append(assignment_id)
+    if not lost and not overdue:
+        return Endings()
     releases: list[UnitTokens] = []
     with transaction(factory) as session:
-        for assignment_id in lost:
-            for run_id, (agent_id, unit_id, worker_id, launch_id) in by_assignment[assignment_id]:
-                if not move_agent(session, agent_id, AgentStatus.IN_TASK, AgentStatus.EXPIRED, now=now):
-                    continue  # submitted at this moment
-                if move_unit(session, unit_id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now,
-                             agent_id=None, worker_id=None):
-                    releases.append(UnitTokens(run_id, unit_id, launch_id, UnitStatus.LAUNCHED, worker_id,
-                                               runs[run_id].task_name))
-                ended.append(Ended(agent_id, unit_id, run_id, assignment_id))
+        ended = [e for a in lost for e in _end_lost(session, a, seats[a], runs, releases, now)]
+        unsubmitted = [e for a in overdue for e in _time_out(session, a, seats[a], runs, releases, now)]
     release_unit_tokens(limiter, releases)
+    return Endings(ended, unsubmitted, frozenset(t.run_id for t in releases if t.status == UnitStatus.EXPIRED))
+
+
+def _end_lost(session: Session, assignment_id: int, seats: list[_Seat], runs: dict[int, HostedRun],
+              releases: list[UnitTokens], now: datetime) -> list[Ended]:
+    ended: list[Ended] = []
+    for seat in seats:
+        if seat.status != AgentStatus.IN_TASK:
+            continue
+        if not move_agent(session, seat.agent_id, AgentStatus.IN_TASK, AgentStatus.EXPIRED, now=now):
+            continue  # submitted at this moment
+        if move_unit(session, seat.unit_id, UnitStatus.ASSIGNED, UnitStatus.LAUNCHED, now=now,
+                     agent_id=None, worker_id=None):
+            releases.append(UnitTokens(seat.run_id, seat.unit_id, seat.launch_id, UnitStatus.LAUNCHED,
+                                       seat.worker_id, runs[seat.run_id].task_name))
+        ended.append(Ended(seat.agent_id, seat.unit_id, seat.run_id, assignment_id))
+    return ended
+
+
+def _time_out(session: Session, assignment_id: int, seats: list[_Seat], runs: dict[int, HostedRun],
+              releases: list[UnitTokens], now: datetime) -> list[Ended]:
+    units = int(session.scalar(select(func.count()).select_from(Unit)
+                               .where(Unit.assignment_id == assignment_id)) or 0)
+    ended: list[Ended] = []
+    for seat in seats:
+        run = runs[seat.run_id]
+        status = seat.status
+        if status == AgentStatus.IN_TASK:
+            if not move_agent(session, seat.agent_id, AgentStatus.IN_TASK, AgentStatus.TIMEOUT, now=now):
+                continue  # submitted at this moment
+            status = AgentStatus.TIMEOUT
+        back = unit_after_time_out(units, run.stopping)
+        target = UnitStatus.LAUNCHED if back else UnitStatus.EXPIRED
+        cleared = {"agent_id": None, "worker_id": None} if back else {}
+        # Still this agent's: a partner-disconnect agent's submit at this moment completed it.
+        if session.scalar(select(Unit.agent_id).where(Unit.id == seat.unit_id)) != seat.agent_id:
+            continue
+        if not move_unit(session, seat.unit_id, UnitStatus.ASSIGNED, target, now=now, **cleared):
+            continue
+        releases.append(UnitTokens(seat.run_id, seat.unit_id, seat.launch_id, target, seat.worker_id,
+                                   run.task_name))
+        ended.append(Ended(seat.agent_id, seat.unit_id, seat.run_id, assignment_id, status))
     return ended
 

@@ -40,10 +40,12 @@ class HostedRun:
     task_name: str
     partner_wait_s: int  # 0: as long as the page stays
     stopping: bool
+    submission_timeout_s: int = 600
 
 
-_HOSTED: dict[int, tuple[bool, int]] = {}
-"""Per run: whether its script hosts its assignments, and its partner wait (a run's config never changes)."""
+_HOSTED: dict[int, tuple[bool, int, int]] = {}
+"""Per run: whether its script hosts its assignments, its partner wait and its submission timeout (a run's
+config never changes)."""
 
 
 def hosted_runs(session: Session) -> dict[int, HostedRun]:
@@ -55,9 +57,10 @@ def hosted_runs(session: Session) -> dict[int, HostedRun]:
         known = _HOSTED.get(run_id)
         if known is None:
             parsed = RunConfig.parse(config)
-            known = _HOSTED[run_id] = (parsed.hosts_assignments, parsed.task.partner_wait_s)
+            known = _HOSTED[run_id] = (parsed.hosts_assignments, parsed.task.partner_wait_s,
+                                       parsed.task.submission_timeout_s)
         if known[0]:
-            found[int(run_id)] = HostedRun(str(task_name), known[1], stopping_at is not None)
+            found[int(run_id)] = HostedRun(str(task_name), known[1], stopping_at is not None, known[2])
     return found
 
 
