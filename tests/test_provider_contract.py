@@ -159,6 +159,8 @@ def _worker() -> str:
 
 def test_every_implemented_provider_is_in_the_suite() -> None:
     assert set(provider_types()) == set(EXPECTED)
+    # The registry names where each lives; each class answers to the name it is registered under.
+    assert {name: provider_class(name).provider_type for name in provider_types()} == {name: name for name in EXPECTED}
 
 
 def test_the_registry_finds_the_provider_and_its_capabilities_by_name(crowd: Crowd) -> None:

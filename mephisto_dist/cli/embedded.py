@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -99,14 +100,20 @@ class EmbeddedRedis:
     def _start_server(self) -> None:
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
-        log = os.open(self.socket.parent / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the keeper; seen through the server it runs
-            _become_keeper(self, log)
-        os.close(log)
-        keeper = ForkedProcess(pid)
+        keeper: ProcessHandle
+        if threading.active_count() == 1:
+            log = os.open(self.socket.parent / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the keeper; seen through the server it runs
+                _become_keeper(self, log)
+            os.close(log)
+            keeper = ForkedProcess(pid)
+        else:  # a thread (a task script's) could hold a lock the child would wait on forever: a new interpreter
+            with open(self.socket.parent / "redis.log", "ab") as log_file:
+                keeper = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.embedded", str(self.socket)],
+                                          stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if keeper.poll() is not None or time.monotonic() > deadline:
@@ -348,7 +355,10 @@ class ChildProcesses:
         """Fork a web server now, to load its modules while the run is being set up; it serves once
         :meth:`release_web` tells it where, with which settings (``web.standby``), and ends unused at
         :meth:`stop`. Call it before this process opens a connection or starts a thread: the child
-        inherits neither then."""
+        inherits neither then. With a thread already running, nothing is forked (:attr:`has_standby_web`
+        is false) and the server is spawned when it is needed."""
+        if threading.active_count() > 1:
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / "web.log"
         read_end, write_end = os.pipe()
@@ -405,7 +415,9 @@ class ChildProcesses:
                 process.wait(5)
         for child in self.children:
             if child.process.poll() is None:
-                os.killpg(child.process.pid, signal.SIGTERM)
+                # The process, not its group: a Celery worker's warm shutdown lets its pool finish the
+                # tasks in hand, where a SIGTERM to each pool process would kill them half-way.
+                os.kill(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for child in self.children:
             remaining = max(0.1, deadline - time.monotonic())
@@ -414,6 +426,8 @@ class ChildProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait(5)
+            with suppress(ProcessLookupError, PermissionError):  # whatever of its group outlived it
+                os.killpg(child.process.pid, signal.SIGKILL)
         self.children.clear()
 
 

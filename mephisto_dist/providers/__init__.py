@@ -23,6 +23,7 @@ package compares a provider's name.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -209,31 +210,36 @@ def wrap_crowd_source(provider_type: str) -> Path:
     return path
 
 
-@cache
-def _registry() -> dict[str, type[CrowdProvider]]:
-    """Every implemented provider by name: the one place a provider is added."""
-    from mephisto_dist.providers.inhouse import InhouseProvider
-    from mephisto_dist.providers.mock import MockProvider
-    from mephisto_dist.providers.mturk import MTurkProvider, MTurkSandboxProvider
-    from mephisto_dist.providers.prolific import ProlificProvider
+_IMPLEMENTED: dict[str, str] = {
+    "mock": "mephisto_dist.providers.mock:MockProvider",
+    "mturk": "mephisto_dist.providers.mturk.provider:MTurkProvider",
+    "mturk_sandbox": "mephisto_dist.providers.mturk.provider:MTurkSandboxProvider",
+    "prolific": "mephisto_dist.providers.prolific.provider:ProlificProvider",
+    "inhouse": "mephisto_dist.providers.inhouse:InhouseProvider",
+}
+"""Every implemented provider by name, and where it lives: the one place a provider is added. Each is
+imported when first asked for, so a run on one provider does not load the others' clients (httpx,
+boto3)."""
 
-    implemented: tuple[type[CrowdProvider], ...] = (MockProvider, MTurkProvider, MTurkSandboxProvider,
-                                                    ProlificProvider, InhouseProvider)
-    return {cls.provider_type: cls for cls in implemented}
+
+@cache
+def _load(provider_type: str) -> type[CrowdProvider]:
+    module, name = _IMPLEMENTED[provider_type].split(":")
+    cls: type[CrowdProvider] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def provider_types(where: Callable[[type[CrowdProvider]], bool] | None = None) -> tuple[str, ...]:
     """The names of the implemented providers (those with a capability, given ``where``)."""
-    return tuple(name for name, cls in _registry().items() if where is None or where(cls))
+    return tuple(name for name in _IMPLEMENTED if where is None or where(_load(name)))
 
 
 def provider_class(provider_type: str) -> type[CrowdProvider]:
     """The implementation of ``provider_type``: its capabilities, without building one."""
-    cls = _registry().get(provider_type)
-    if cls is None:
+    if provider_type not in _IMPLEMENTED:
         raise ConfigError(f"provider {provider_type!r} is not implemented yet (its arguments are accepted so the "
                           f"task config loads); implemented: {', '.join(provider_types())}")
-    return cls
+    return _load(provider_type)
 
 
 def make_provider(provider_type: str, provider_args: Mapping[str, Any] | None = None) -> CrowdProvider:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -25,11 +25,20 @@ from mephisto_dist.providers import provider_class, provider_types
 from mephisto_dist.providers.mturk import credentials as aws_credentials
 from mephisto_dist.providers.mturk.client import RequesterAccess
 from mephisto_dist.providers.prolific import credentials as prolific_credentials
-from mephisto_dist.providers.prolific.client import ProlificAccess
+
+if TYPE_CHECKING:
+    from mephisto_dist.providers.prolific.client import ProlificAccess
 
 PROLIFIC = "prolific"
 AWS_KEYS = ("access_key_id", "secret_access_key")
 PROLIFIC_KEYS = ("api_key",)
+
+
+def _prolific_access(requester_name: str, endpoint_url: str | None) -> ProlificAccess:
+    # Imported here: Prolific's client module loads httpx, which a run on another provider never needs.
+    from mephisto_dist.providers.prolific.client import ProlificAccess
+
+    return ProlificAccess(requester_name, endpoint_url)
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,14 @@ class RegisteredRequester:
     def access_args(self) -> dict[str, str]:
         """What a run's stored provider arguments carry to reach the account (never a key)."""
         if self.provider_type == PROLIFIC:
-            return ProlificAccess(self.requester_name, self.endpoint_url).as_args()
+            return _prolific_access(self.requester_name, self.endpoint_url).as_args()
         return self.access().as_args()
 
     @property
     def endpoint(self) -> str:
         """The API endpoint it is reached at (the provider's own unless registered with one)."""
         if self.provider_type == PROLIFIC:
-            return ProlificAccess(self.requester_name, self.endpoint_url).endpoint
+            return _prolific_access(self.requester_name, self.endpoint_url).endpoint
         return self.access().endpoint
 
     def credentials(self) -> str:

@@ -271,7 +271,12 @@ def finish_here(runtime: Runtime) -> None:
     """With no Redis configured: work every unfinished batch to the end in this process (a review app
     that stopped mid-batch finishes it when it starts again). Their outbox messages stay for a run's
     sweep, which finds the batches finished and decides nothing."""
-    for batch_id in unfinished_batch_ids(runtime.sessions):
+    try:
+        unfinished = unfinished_batch_ids(runtime.sessions)
+    except Exception:  # the database is away: the next start tries again
+        log.exception("unfinished review batches could not be listed")
+        return
+    for batch_id in unfinished:
         try:
             work_batch(runtime, batch_id, slice_s=None)
         except Exception:  # one batch's failure must not stop the others; the next start tries again

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio.to_thread
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 UNITS_PER_PAGE = 200
+BATCH_FINISH_WAIT_S = 10.0
+"""How long a stopping app waits for the batch chunk its own thread is working (no Redis configured)."""
 DECISIONS = {"approve": Decision.APPROVE, "soft_reject": Decision.SOFT_REJECT, "reject": Decision.REJECT}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -411,9 +414,13 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        finishing = None
         if runtime.settings.embedded_redis:  # no Celery worker to finish what a stopped app left
-            threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
-                             name="review-batches").start()
+            finishing = threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
+                                         name="review-batches")
+            finishing.start()
         yield
+        if finishing is not None:  # a chunk under way commits (or not) as a whole; not cut half-way
+            await anyio.to_thread.run_sync(finishing.join, BATCH_FINISH_WAIT_S)
 
     return Starlette(routes=routes, middleware=[Middleware(_Gate, review=review)], lifespan=lifespan)

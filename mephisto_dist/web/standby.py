@@ -36,7 +36,11 @@ def serve_when_told(orders: IO[bytes]) -> int:
     What was inherited lives as long as this process: frozen first, the collection the server makes
     before serving walks only what it loaded itself (over the CLI's heap too it took ~0.1 s)."""
     gc.freeze()
-    preload()
+    gc.disable()  # loading modules sets off full collections that find next to nothing (see cli.app)
+    try:
+        preload()
+    finally:
+        gc.enable()
     line = orders.readline().strip()
     orders.close()
     if not line:

@@ -7,6 +7,15 @@ arguments into Prolific's study (pure); ``provider`` makes the calls. The local 
 (``mephisto_dist.prolific_local``) is never imported here: it is reached over HTTP like Prolific itself.
 """
 
-from mephisto_dist.providers.prolific.provider import ProlificProvider
+from typing import Any
 
 __all__ = ["ProlificProvider"]
+
+
+def __getattr__(name: str) -> Any:
+    # The provider (and httpx with it) loads when asked for, not with ``credentials``.
+    if name == "ProlificProvider":
+        from mephisto_dist.providers.prolific.provider import ProlificProvider
+
+        return ProlificProvider
+    raise AttributeError(name)
