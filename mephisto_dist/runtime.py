@@ -22,6 +22,10 @@ from mephisto_dist.settings import Settings
 from mephisto_dist.storage import Storage, open_storage
 from mephisto_dist.storage.bundle_cache import BundleCache
 
+REDIS_MAX_CONNECTIONS = 10_000
+"""Connections one process may hold to Redis at once (made only when needed). redis-py 8 caps a pool at
+100 and then refuses a command outright; a runner worker holds one per runner waiting on ``act`` (a
+``BLPOP``), so 500 conversations on one worker need 500. Redis itself accepts 10,000 clients."""
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
@@ -43,7 +47,8 @@ class Runtime:
         return redis.Redis.from_url(
             self.settings.effective_redis_url, health_check_interval=30, socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            max_connections=REDIS_MAX_CONNECTIONS)
 
     @cached_property
     def limiter(self) -> Limiter:
