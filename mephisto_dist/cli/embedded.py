@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,28 +174,42 @@ class EmbeddedRedis:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _become_keeper(redis_server: EmbeddedRedis, log: int) -> NoReturn:  # pragma: no cover - the forked keeper
+def _in_forked_child(log: int, work: Callable[[], int]) -> NoReturn:  # pragma: no cover - forked children
+    """The life of a child forked from the CLI (not an exec): its output to ``log``, no input, ``work``
+    run (its own set-up first: nothing may raise back into the CLI's code), whatever it raised said in the log, and the process gone with ``work``'s exit code without
+    running anything the CLI registered to run at its own exit."""
     code = 1
     try:
-        os.setsid()  # outlives the run that started it, and a Ctrl-C at its terminal
-        _name_process(KEEPER_PROCESS_NAME)
         os.dup2(log, 1)
         os.dup2(log, 2)
+        os.close(log)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        # Nothing of the CLI's stays open here for as long as the server runs (the lock file, a pipe).
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        redis_server.keep()
-        code = 0
-    except BaseException:  # noqa: BLE001 - said in redis.log
+        os.close(devnull)
+        code = work()
+    except SystemExit as stopped:
+        code = stopped.code if isinstance(stopped.code, int) else 1
+    except BaseException:  # noqa: BLE001 - said in the child's log, as a spawned process's would be
         traceback.print_exc()
     finally:
         with suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _become_keeper(redis_server: EmbeddedRedis, log: int) -> NoReturn:  # pragma: no cover - the forked keeper
+    def keep() -> int:
+        os.setsid()  # outlives the run that started it, and a Ctrl-C at its terminal
+        _name_process(KEEPER_PROCESS_NAME)
+        # Nothing of the CLI's stays open here for as long as the server runs (the lock file, a pipe).
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        redis_server.keep()
+        return 0
+
+    _in_forked_child(log, keep)
 
 
 def _alive(pid: int) -> bool:
@@ -432,35 +446,21 @@ class ChildProcesses:
 
 
 def _become_standby_web(parent: int, read_end: int, write_end: int, log: int) -> NoReturn:  # pragma: no cover - runs in the forked child
-    code = 1
-    try:
+    def serve() -> int:
         os.close(write_end)
         os.setsid()  # as a spawned child: a Ctrl-C at the terminal reaches only the CLI
         _die_with_parent()
         _name_process(WEB_PROCESS_NAME)
         if os.getppid() != parent:  # the CLI died before the line above: so do we
-            os._exit(0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
+            return 0
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         from mephisto_dist.web.standby import serve_when_told
 
         with os.fdopen(read_end, "rb") as orders:
-            code = serve_when_told(orders)
-    except SystemExit as stopped:
-        code = stopped.code if isinstance(stopped.code, int) else 1
-    except BaseException:  # noqa: BLE001 - said in the web log, as a spawned server's would be
-        traceback.print_exc()
-    finally:
-        with suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+            return serve_when_told(orders)
+
+    _in_forked_child(log, serve)
 
 
 if __name__ == "__main__":
