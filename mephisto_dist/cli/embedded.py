@@ -176,8 +176,9 @@ class EmbeddedRedis:
 
 def _in_forked_child(log: int, work: Callable[[], int]) -> NoReturn:  # pragma: no cover - forked children
     """The life of a child forked from the CLI (not an exec): its output to ``log``, no input, ``work``
-    run (its own set-up first: nothing may raise back into the CLI's code), whatever it raised said in the log, and the process gone with ``work``'s exit code without
-    running anything the CLI registered to run at its own exit."""
+    run (its own set-up first: nothing may raise back into the CLI's code), whatever it raised said in
+    the log, and the process gone with ``work``'s exit code without running anything the CLI registered
+    to run at its own exit."""
     code = 1
     try:
         os.dup2(log, 1)
