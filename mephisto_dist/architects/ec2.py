@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
 from mephisto_dist.architects import ServerPlan, ServerRef
@@ -57,12 +55,23 @@ def user_data(run_id: int, server_id: int, port: int) -> str:
 
 
 def _client(args: Mapping[str, Any]) -> Any:
+    import boto3  # here, not at the top: every process lists the architects, few call EC2 (0.2 s of imports)
+
     session = boto3.Session(profile_name=args.get("profile_name") or None,
                             region_name=str(args.get("region_name") or declared_default(EC2_ARCHITECT, "region_name")))
     return session.client("ec2")
 
 
+def _aws_errors() -> tuple[type[Exception], ...]:
+    """What a boto3 call raises, loaded with boto3 (an ``except`` evaluates it only when one was raised)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError
+
+
 def _aws_error(action: str, error: Exception) -> ServiceError:
+    from botocore.exceptions import ClientError
+
     if isinstance(error, ClientError):
         detail = error.response.get("Error", {})
         return ServiceError(f"EC2 {action} failed: {detail.get('Code')}: {detail.get('Message')}")
@@ -124,7 +133,7 @@ class Ec2Architect:
             instance = client.run_instances(**request)["Instances"][0]
             instance_id = str(instance["InstanceId"])
             described = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-        except (BotoCoreError, ClientError) as error:
+        except _aws_errors() as error:
             raise _aws_error("RunInstances", error) from None
         public_name = described.get("PublicDnsName") or described.get("PublicIpAddress") or ""
         address = (f"https://{subdomain}.{args['domain']}" if args.get("domain")
@@ -155,7 +164,7 @@ class Ec2Architect:
                     for instance in reservation["Instances"]:
                         tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
                         found.setdefault(int(tags[SERVER_TAG]), []).append(str(instance["InstanceId"]))
-        except (BotoCoreError, ClientError) as error:
+        except _aws_errors() as error:
             raise _aws_error("DescribeInstances", error) from None
         return found
 
@@ -167,7 +176,7 @@ class Ec2Architect:
             return
         try:
             client.terminate_instances(InstanceIds=instance_ids)
-        except (BotoCoreError, ClientError) as error:
+        except _aws_errors() as error:
             raise _aws_error("TerminateInstances", error) from None
 
     def gone(self, servers: Sequence[ServerRef]) -> set[int] | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,9 +369,12 @@ class Attached:
         if provider.publishes_instantly:
             launch_units(self.runtime.sessions, LaunchContext.of(self.runtime, provider), self.run_id,
                          now=_now())
-        enqueue_launch(self.runtime, self.run_id)
         if self.server.should_run_server:
             _wait_for_server(self.server.port, children, interrupts)
+        # Enqueued once the server answers: sending loads Celery here (a quarter of a second of CPU on
+        # two cores, taken from the server's first requests), and a marketplace's HITs then go up only
+        # once their page is served.
+        enqueue_launch(self.runtime, self.run_id)
         # Celery comes up once workers can already work: on two cores its start-up would
         # otherwise slow the server's.
         children.start_worker()
@@ -491,6 +493,8 @@ class Attached:
 
 
 def _wait_for_server(port: int, children: ChildProcesses, interrupts: Interrupts) -> None:
+    import urllib.request  # here: the CLI's other commands never need it
+
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     url = f"http://127.0.0.1:{port}/task_config.json"
     while time.monotonic() < deadline and interrupts.count == 0:

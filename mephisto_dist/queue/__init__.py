@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 from mephisto_dist.errors import ServiceError
@@ -87,12 +88,21 @@ def celery_config(broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> dict[s
 
 
 class CeleryQueue:
-    def __init__(self, broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
-        from celery import Celery  # imported on first use: it is slow to import, and most commands never send
+    """Sends Celery tasks. Celery is loaded at the first send, not before: it takes half a second of CPU
+    to import, most commands never send, and a web server's first request would otherwise wait for it
+    (a claim with nothing to send reads ``Runtime.queue`` too)."""
 
-        self._app = Celery("mephisto_dist_sender", set_as_current=False)
-        self._app.conf.update(celery_config(broker_url, timeout_s))
+    def __init__(self, broker_url: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
         self._url = broker_url
+        self._timeout_s = timeout_s
+
+    @cached_property
+    def _app(self) -> Any:
+        from celery import Celery
+
+        app = Celery("mephisto_dist_sender", set_as_current=False)
+        app.conf.update(celery_config(self._url, self._timeout_s))
+        return app
 
     def enqueue(self, name: str, *args: Any) -> None:
         from kombu.exceptions import OperationalError
@@ -115,7 +125,8 @@ class CeleryQueue:
             return int(declared.message_count)
 
     def close(self) -> None:
-        self._app.close()
+        if "_app" in self.__dict__:
+            self._app.close()
 
 
 # Review side effects on the crowd provider (``mephisto_dist.celery.review_tasks``): one ledger row per call.

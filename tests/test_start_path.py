@@ -1,0 +1,46 @@
+"""What the path to the first unit must not load (issue 23): each import below once sat on it, a fresh
+interpreter's own, and cost the first worker a fraction of a second. A module loaded by the code under
+test makes its assertion fail; each case runs in a new interpreter, since this one has loaded them all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.system
+
+
+def _loaded_after(code: str, *modules: str) -> list[str]:
+    probe = (f"import sys\n{code}\n"
+             f"print(','.join(m for m in {list(modules)!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return [name for name in done.stdout.strip().split(",") if name]
+
+
+def test_listing_the_architects_loads_no_aws_client() -> None:
+    # The web server resolves its run by listing the architects that a deployment serves; boto3 (0.2 s)
+    # loads only when the ec2 architect calls EC2.
+    code = ("from mephisto_dist.architects import architect_types\n"
+            "assert 'ec2' in architect_types()\n"
+            "assert 'local' in architect_types(lambda cls: cls.served_by_deployment)")
+    assert _loaded_after(code, "boto3", "botocore") == []
+
+
+def test_a_queue_loads_celery_only_to_send() -> None:
+    # A claim with nothing to send still reads Runtime.queue; Celery (half a second) loads at the first send.
+    code = ("from mephisto_dist.queue import CeleryQueue\n"
+            "queue = CeleryQueue('redis://127.0.0.1:1/0', 0.1)\n"
+            "queue.close()")
+    assert _loaded_after(code, "celery", "kombu") == []
+    sent = ("from mephisto_dist.errors import ServiceError\n"
+            "from mephisto_dist.queue import CeleryQueue\n"
+            "queue = CeleryQueue('redis://127.0.0.1:1/0', 0.1)\n"
+            "try:\n    queue.enqueue('mephisto_dist.nothing', 1)\nexcept ServiceError:\n    pass\n"
+            "queue.close()")
+    assert _loaded_after(sent, "celery") == ["celery"]
+
+
+def test_the_run_command_loads_no_http_client_before_serving() -> None:
+    assert _loaded_after("import mephisto_dist.cli.run", "urllib.request", "boto3", "celery", "alembic") == []
