@@ -362,18 +362,42 @@ _RECORD_LAUNCHED = (update(_UNITS)
                     .returning(_UNITS.c.id))
 
 
+_RECORD_LAUNCHED_EACH = (update(_UNITS)
+                         .where(_UNITS.c.id == bindparam("v_unit_id"), _UNITS.c.status == UnitStatus.CREATED.value,
+                                _UNITS.c.launch_id == bindparam("v_launch_id"))
+                         .values(status=UnitStatus.LAUNCHED.value, status_changed_at=bindparam("v_now"),
+                                 launched_at=bindparam("v_now"), provider_unit_id=bindparam("v_provider_unit_id"),
+                                 launch_retry_at=None, launch_error=None))
+""":data:`_RECORD_LAUNCHED` without its answer, for a batch (executemany returns no rows)."""
+
+
 def record_launched(
     session: Session | Connection, launches: Sequence[tuple[int, str, str]], *, now: datetime
 ) -> list[int]:
     """``created -> launched`` for each ``(unit id, launch id, provider unit id)`` whose unit is still
     created and still owned by that launch (a launch cleared or expired meanwhile moves nothing);
-    return the ids moved. Each unit is one statement: one launch can be recorded outside a transaction
-    (``engine.single_statement``)."""
+    return the ids moved. One launch is one statement, so it can be recorded outside a transaction
+    (``engine.single_statement``); a batch needs the caller's transaction.
+
+    A batch is one locking read and one statement executed for every unit (an instant provider's
+    thousand launches: each unit its own statement held SQLite's write lock, and the claims queued behind
+    it, for a sixth of a second). The units read, still created and owned by their launch, are locked
+    (PostgreSQL's ``FOR UPDATE``; SQLite's write lock is already held), so the update moves exactly them."""
     check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
     connection = session if isinstance(session, Connection) else session.connection()
-    moved: list[int] = []
-    for unit_id, launch_id, provider_unit_id in launches:
-        moved += connection.execute(_RECORD_LAUNCHED, {
+    if len(launches) == 1:
+        unit_id, launch_id, provider_unit_id = launches[0]
+        return list(connection.execute(_RECORD_LAUNCHED, {
             "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id,
-            "v_now": now}).scalars()
-    return moved
+            "v_now": now}).scalars())
+    owners = {unit_id: launch_id for unit_id, launch_id, _ in launches}
+    owned = connection.execute(
+        select(_UNITS.c.id, _UNITS.c.launch_id).where(_UNITS.c.id.in_(list(owners)),
+                                                      _UNITS.c.status == UnitStatus.CREATED.value)
+        .with_for_update()).all()
+    movable = {unit_id for unit_id, launch_id in owned if launch_id is not None and owners[unit_id] == launch_id}
+    params = [{"v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id, "v_now": now}
+              for unit_id, launch_id, provider_unit_id in launches if unit_id in movable]
+    if params:
+        connection.execute(_RECORD_LAUNCHED_EACH, params)
+    return [unit_id for unit_id, _, _ in launches if unit_id in movable]

@@ -304,23 +304,36 @@ _CANDIDATES = (select(Unit.id).where(Unit.task_run_id == bindparam("run_id"),
                .order_by(Unit.id).limit(bindparam("limit")))
 
 
+# A created unit no launch owns, bound to a launch (executed for a batch); then which launches took.
+_BIND_INTENT = (update(_UNITS)
+                .where(_UNITS.c.id == bindparam("unit_id"), _UNITS.c.status == UnitStatus.CREATED.value,
+                       _UNITS.c.launch_id.is_(None))
+                .values(launch_id=bindparam("launch_id"), launch_attempts=1, launch_error=None,
+                        launch_retry_at=bindparam("retry_at")))
+_BOUND_TO = select(_UNITS.c.launch_id).where(_UNITS.c.launch_id.in_(bindparam("launch_ids", expanding=True)))
+
+
 def _record_intents(factory: sessionmaker[Session], ctx: LaunchContext, plan: _Plan, launch_ids: list[str],
                     *, now: datetime) -> list[UnitLaunch]:
     """Bind created units to the launch ids (one transaction); give back the tokens left unused."""
     launches: list[UnitLaunch] = []
     if launch_ids:
         with transaction(factory) as session:
+            connection = session.connection()
             # SKIP LOCKED (PostgreSQL): concurrent launchers pick disjoint units instead of queueing.
-            candidates = list(session.scalars(_CANDIDATES.with_for_update(skip_locked=True),
-                                              {"run_id": plan.run_id, "limit": len(launch_ids)}))
-            for unit_id, launch_id in zip(candidates, launch_ids, strict=False):
-                bound = session.execute(
-                    update(Unit).where(Unit.id == unit_id, Unit.status == UnitStatus.CREATED.value,
-                                       Unit.launch_id.is_(None))
-                    .values(launch_id=launch_id, launch_attempts=1, launch_error=None,
-                            launch_retry_at=now + ctx.stale_after))
-                if bound.rowcount:  # type: ignore[attr-defined]
-                    launches.append(UnitLaunch(plan.run_id, unit_id, launch_id))
+            candidates = list(connection.execute(_CANDIDATES.with_for_update(skip_locked=True),
+                                                 {"run_id": plan.run_id, "limit": len(launch_ids)}).scalars())
+            pairs = list(zip(candidates, launch_ids, strict=False))
+            if pairs:
+                # One statement for the batch (executemany): a thousand single updates held SQLite's
+                # write lock for a third of a second, and every claim queued behind it.
+                connection.execute(_BIND_INTENT, [
+                    {"unit_id": unit_id, "launch_id": launch_id, "retry_at": now + ctx.stale_after}
+                    for unit_id, launch_id in pairs])
+                bound = set(connection.execute(_BOUND_TO, {"launch_ids": [launch_id for _, launch_id in pairs]})
+                            .scalars())
+                launches = [UnitLaunch(plan.run_id, unit_id, launch_id) for unit_id, launch_id in pairs
+                            if launch_id in bound]
     used = {launch.launch_id for launch in launches}
     for launch_id in launch_ids:
         if launch_id not in used and plan.pools:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.architects import architect_types
 from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
 from mephisto_dist.providers import CrowdProvider, make_provider
@@ -54,7 +54,9 @@ class RunResolver:
         cached = self.cached()
         if cached is not None:
             return cached
-        with transaction(self._runtime.sessions) as session:
+        # Read-only: it must not queue behind a launch's write (on SQLite a first request waited seconds
+        # for a 3,000-unit launch).
+        with read_transaction(self._runtime.sessions) as session:
             run = session.get(TaskRun, self._run_id) if self._run_id is not None else self._by_port(session)
             if run is None:
                 raise RequestError("no task run is being served here", 404)
