@@ -107,6 +107,20 @@ def test_unknown_abstractions(tmp_path: Path, free_port: int, override: str, nee
     assert_refused(run_cli(tmp_path / "data", "run", str(task_dir), override), needle)
 
 
+@pytest.mark.parametrize("case", ["missing folder", "unknown key", "missing conf"])
+def test_run_without_options_answers_as_typer_does(tmp_path: Path, free_port: int, case: str) -> None:
+    # `run DIR [KEY=VALUE ...]` is called past Typer's parsing (cli.app._plain_run); `run -- DIR ...` names
+    # the same arguments through Typer: the two must answer alike.
+    task_dir = write_task_dir(tmp_path, port=free_port)
+    args = {"missing folder": [str(tmp_path / "nope")],
+            "unknown key": [str(task_dir), "mephisto.task.max_num_concurent_units=5"],
+            "missing conf": [str(task_dir), "conf=pilot"]}[case]
+    plain = run_cli(tmp_path / "data", "run", *args)
+    parsed = run_cli(tmp_path / "data", "run", "--", *args)
+    assert_refused(plain)
+    assert (plain.returncode, plain.stdout, plain.stderr) == (parsed.returncode, parsed.stdout, parsed.stderr)
+
+
 def test_port_already_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

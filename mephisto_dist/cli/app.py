@@ -298,6 +298,34 @@ def _invoked(argv: list[str]) -> str | None:
     return first if first in known and argv and argv[0] == first else None
 
 
+def _plain_run(argv: list[str]) -> Callable[[], Any] | None:
+    """``run TASK_DIR [KEY=VALUE ...]`` without an option, the command a researcher waits on: called with
+    the arguments as Typer would pass them, without Typer's parsing, which loads pydantic and builds an
+    adapter per parameter (about a tenth of a second before the first unit, on two cores). None for
+    anything else, an option or ``--`` included: Typer parses it."""
+    if len(argv) < 2 or argv[0] != "run" or any(arg.startswith("-") for arg in argv[1:]):
+        return None
+    from mephisto_dist.cli.run import run
+
+    task_dir, args = Path(argv[1]), argv[2:]
+    return lambda: run(task_dir, args or None)
+
+
+def _call_plainly(call: Callable[[], Any]) -> int:
+    """A command called past Typer, ending as Typer ends one when not standalone: ``typer.Exit``'s code, 130
+    for Ctrl-C, end of input as an abort."""
+    try:
+        call()
+    except typer.Exit as exited:
+        return int(exited.exit_code)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except EOFError as ended:
+        print(file=sys.stderr)
+        raise typer.Abort() from ended
+    return 0
+
+
 def main() -> None:
     """The command boundary: a usage error (an unknown option or command, a missing argument, a value of
     the wrong type) or an error of ours (or a driver's, translated) is one ``error:`` line and the exit
@@ -310,11 +338,15 @@ def main() -> None:
         # the imports made lives as long as the process anyway: kept out of later collections too.
         gc.disable()
         try:
-            app = build_app(only=_invoked(sys.argv[1:]))
+            plain = _plain_run(sys.argv[1:])
+            parsed = None if plain is not None else build_app(only=_invoked(sys.argv[1:]))
         finally:
             gc.freeze()
             gc.enable()
-        code = app(prog_name=PROG_NAME, standalone_mode=False)
+        if parsed is not None:
+            code = parsed(prog_name=PROG_NAME, standalone_mode=False)
+        elif plain is not None:
+            code = _call_plainly(plain)
     except IllegalTransition:
         raise  # a bug, not the user's doing: the traceback says where
     except MephistoDistError as error:
