@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
@@ -20,6 +21,7 @@ from mephisto_dist.domain.studies import SUBMIT_SETTLE_S
 from mephisto_dist.prolific_local.app import Service, create_app
 from mephisto_dist.prolific_local.store import Store
 from mephisto_dist.providers import UnitLaunch
+from mephisto_dist.providers.prolific.places import PlacesLock
 from mephisto_dist.providers.prolific.provider import ProlificProvider
 from mephisto_dist.reconcile.studies import StudyAccount, reconcile_studies
 from mephisto_dist.review.qualifications import create_qualification, grant
@@ -38,11 +40,17 @@ def local(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-def provider(local: TestClient, **args: Any) -> ProlificProvider:
+@pytest.fixture()
+def lock(redis_client: redis.Redis) -> PlacesLock:
+    return PlacesLock(redis_client)
+
+
+def provider(local: TestClient, lock: PlacesLock, **args: Any) -> ProlificProvider:
     # Its own endpoint name: the provider keeps each run's study per process, by endpoint.
     return ProlificProvider({"requester_name": "lab", "deployment": "lists",
                              "endpoint_url": f"http://local-{secrets.token_hex(4)}.invalid", **args},
-                            client_factory=lambda access: _api_client(local))
+                            client_factory=lambda access: _api_client(local),
+                            places_lock=lock)
 
 
 def _api_client(local: TestClient) -> TestClient:
@@ -57,8 +65,8 @@ def start(local: TestClient, study_id: str, who: str) -> Any:
     return local.post(f"/local/studies/{study_id}/start", json={"participant_id": who})
 
 
-def test_a_run_with_qualifications_takes_only_its_allow_list(local: TestClient) -> None:
-    p = provider(local, prolific_allow_list_group_name="Lab allow list")
+def test_a_run_with_qualifications_takes_only_its_allow_list(local: TestClient, lock: PlacesLock) -> None:
+    p = provider(local, lock, prolific_allow_list_group_name="Lab allow list")
     p.block_worker("PBAD", "spam", idempotency_key="b1")
     study_id = launch(p, 1, 1, {**TASK, "qualifications": QUALIFIED,
                                 "allowed_workers": ["PONE", "PTWO", "PBAD", "PFOUR"]}).split(":")[0]
@@ -80,8 +88,8 @@ def test_a_run_with_qualifications_takes_only_its_allow_list(local: TestClient) 
     assert start(local, study_id, "PLATE").status_code == 200
 
 
-def test_no_allow_list_without_qualifications_or_anyone_known_to_meet_them(local: TestClient) -> None:
-    p = provider(local)
+def test_no_allow_list_without_qualifications_or_anyone_known_to_meet_them(local: TestClient, lock: PlacesLock) -> None:
+    p = provider(local, lock)
     open_study = launch(p, 2, 1, {**TASK, "allowed_workers": ["PONE"]}).split(":")[0]  # no requirement
     nobody = launch(p, 3, 1, {**TASK, "qualifications": QUALIFIED, "allowed_workers": []}).split(":")[0]
     for study_id in (open_study, nobody):
@@ -91,7 +99,7 @@ def test_no_allow_list_without_qualifications_or_anyone_known_to_meet_them(local
     assert "Allow list" not in names
 
 
-def test_the_launcher_allows_the_known_workers_who_meet_the_requirements(runtime: Any, local: TestClient) -> None:
+def test_the_launcher_allows_the_known_workers_who_meet_the_requirements(runtime: Any, local: TestClient, lock: PlacesLock) -> None:
     factory = runtime.sessions
     with transaction(factory) as session:
         workers = {}
@@ -107,7 +115,7 @@ def test_the_launcher_allows_the_known_workers_who_meet_the_requirements(runtime
         for name, value in [("PHIGH", 3), ("PLOW", 1), ("PBLOCKED", 5), ("PBANNED", 4), ("AHIGH", 9)]:
             grant(session, skilled, workers[name], value, now=now())
         grant(session, banned, workers["PBANNED"], 1, now=now())
-    ctx = LaunchContext(runtime.limiter, provider(local), 30.0, 0)
+    ctx = LaunchContext(runtime.limiter, provider(local, lock), 30.0, 0)
     allowed = _allowed_workers(factory, ctx, 41, {"qualifications": QUALIFIED, "block_qualification": "banned-here"})
     assert allowed == ["PHIGH"]
 
@@ -127,8 +135,8 @@ def _with_submissions(local: TestClient, p: ProlificProvider, run_id: int, count
     return study_id
 
 
-def test_listings_are_paged_as_prolifics(local: TestClient) -> None:
-    study_id = _with_submissions(local, provider(local), 5, 7)
+def test_listings_are_paged_as_prolifics(local: TestClient, lock: PlacesLock) -> None:
+    study_id = _with_submissions(local, provider(local, lock), 5, 7)
     first = local.get(f"/api/v1/submissions/?study={study_id}").json()  # the service's page size: 3
     assert len(first["results"]) == 3 and first["meta"]["count"] == 7 and first["_links"]["previous"] is None
     seen = [s["participant_id"] for s in first["results"]]
@@ -151,8 +159,8 @@ def test_listings_are_paged_as_prolifics(local: TestClient) -> None:
     assert groups["meta"]["count"] == 4 and len(groups["results"]) == 3 and groups["_links"]["next"] is not None
 
 
-def test_our_provider_follows_every_page(local: TestClient) -> None:
-    p = provider(local, prolific_project_name="Paged")
+def test_our_provider_follows_every_page(local: TestClient, lock: PlacesLock) -> None:
+    p = provider(local, lock, prolific_project_name="Paged")
     study_id = _with_submissions(local, p, 6, 8)
     assert sorted(s.participant_id for s in p.study_submissions(study_id)) == [f"P{n:03d}" for n in range(8)]
     for run_id in range(10, 15):  # more studies than a page, in the same project
@@ -165,10 +173,10 @@ def test_our_provider_follows_every_page(local: TestClient) -> None:
     assert blocked["eligibility_requirements"][0]["attributes"][0]["value"] == [f"PB{n}" for n in range(7)]
 
 
-def test_a_study_with_more_submissions_than_a_page_is_fully_reconciled(runtime: Any, local: TestClient) -> None:
+def test_a_study_with_more_submissions_than_a_page_is_fully_reconciled(runtime: Any, local: TestClient, lock: PlacesLock) -> None:
     factory = runtime.sessions
     run = make_run(factory, assignments=1)
-    p = provider(local, prolific_project_name="Reconciled")
+    p = provider(local, lock, prolific_project_name="Reconciled")
     study_id = _with_submissions(local, p, run.run_id, 8)
     later = now() + timedelta(seconds=SUBMIT_SETTLE_S + 1)  # past the time a submission takes to reach us
     done = reconcile_studies(factory, runtime.redis, StudyAccount("prolific", "lab", p), now=later)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.providers import ListedStudy, StudySubmission, SubmittedWork, UnitLaunch
-from mephisto_dist.providers.prolific import study
+from mephisto_dist.providers.prolific import places, study
 from mephisto_dist.providers.prolific.client import (
     API_PATH,
     ClientFactory,
@@ -24,6 +24,7 @@ from mephisto_dist.providers.prolific.client import (
     ProlificCallFailed,
 )
 from mephisto_dist.providers.prolific.client import build_client as default_client
+from mephisto_dist.providers.prolific.places import PlacesLock
 
 ACTIVE, AWAITING_REVIEW, APPROVED, REJECTED, PROCESSING = "ACTIVE", "AWAITING REVIEW", "APPROVED", "REJECTED", \
     "PROCESSING"
@@ -65,11 +66,13 @@ class ProlificProvider:
     overrides_rejections = False  # Prolific cannot turn a rejected submission into an approved one
 
     def __init__(self, provider_args: Mapping[str, Any] | None = None, *,
-                 client_factory: ClientFactory = default_client, sleep: Callable[[float], None] = time.sleep) -> None:
+                 client_factory: ClientFactory = default_client, sleep: Callable[[float], None] = time.sleep,
+                 places_lock: PlacesLock | None = None) -> None:
         self._args = dict(provider_args or {})
         self.access = ProlificAccess.from_args(self._args)
         self.api = ProlificApi(self.access, client_factory)
         self._sleep = sleep
+        self._places_lock = places_lock  # None: the deployment's Redis (places.default_lock), on first use
 
     @classmethod
     def from_args(cls, provider_args: Mapping[str, Any]) -> ProlificProvider:
@@ -200,7 +203,12 @@ class ProlificProvider:
                 for s in self._pages(f"submissions/?study={study_id}")]
 
     def add_places(self, study_id: str, count: int) -> None:
-        if count > 0:
+        """Raise the study's places by ``count``: read and written under the study's places lock, so that
+        increases from several processes at once are all kept (what it guarantees: ``places``)."""
+        if count <= 0:
+            return
+        lock = self._places_lock or places.default_lock()
+        with lock.held(self.access.endpoint, study_id):
             current = self.api.call("GET", f"studies/{study_id}/")
             self.api.call("PATCH", f"studies/{study_id}/",
                           {"total_available_places": int(current["total_available_places"]) + count})
