@@ -210,6 +210,7 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
         api("POST", "/submissions/bonus-payments/", lambda db, r, d, now: accounts.set_up_bonuses(db, d), 201),
         api("POST", "/bulk-bonus-payments/{id}/pay/",
             lambda db, r, d, now: accounts.pay_bonuses(db, _p(r, "id"), now), 202, slow=True),
+        api("POST", "/invitations/", lambda db, r, d, now: accounts.invite(db, d, now), 201),
         api("GET", "/participant-groups/",
             lambda db, r, d, now: accounts.list_groups(db, r.query_params.get("project_id"))),
         api("POST", "/participant-groups/", lambda db, r, d, now: accounts.create_group(db, d, now), 201),
@@ -306,7 +307,8 @@ def _local(run: Callable[[sqlite3.Connection, Request, dict[str, Any], float], A
 def _stats(db: sqlite3.Connection) -> dict[str, Any]:
     calls = {r["endpoint"]: r["calls"] for r in db.execute("SELECT * FROM call_count")}
     rows = {table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-            for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message")}
+            for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message",
+                          "invitation")}
     payments = [{"id": r["id"], "study_id": r["study_id"], "rows": json.loads(r["rows"]),
                  "amount_cents": r["amount_cents"], "paid_at": studies.iso(r["paid_at"])}
                 for r in db.execute("SELECT b.*, p.paid AS paid_at FROM bonus_payment p JOIN bulk_bonus b "
