@@ -283,7 +283,7 @@ class ProlificProvider:
         return f"{receipt}:{bulk['id']}"
 
     def _group(self, project: str, name: str, *, create: bool) -> str | None:
-        """The id of the project's participant group of this name: found (the oldest of that name), else
+        """The id of the project's participant group of this name: found (the first listed), else
         made when ``create``, else None."""
         for found in self._pages(f"participant-groups/?project_id={project}"):
             if found.get("name") == name:
