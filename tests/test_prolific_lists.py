@@ -16,7 +16,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.db.models import ProviderSubmission, Worker
+from mephisto_dist.db.models import ProviderSubmission, TaskRun, Worker
 from mephisto_dist.domain.studies import SUBMIT_SETTLE_S
 from mephisto_dist.prolific_local.app import Service, create_app
 from mephisto_dist.prolific_local.store import Store
@@ -25,7 +25,7 @@ from mephisto_dist.providers.prolific.places import PlacesLock
 from mephisto_dist.providers.prolific.provider import ProlificProvider
 from mephisto_dist.reconcile.studies import StudyAccount, reconcile_studies
 from mephisto_dist.review.qualifications import create_qualification, grant
-from mephisto_dist.runs.launches import LaunchContext, _allowed_workers
+from mephisto_dist.runs.launches import LaunchContext, _allowed_workers, launch_units
 from tests.factories import make_run, now
 
 AUTH = {"Authorization": "Token local-test-token"}
@@ -185,3 +185,29 @@ def test_a_study_with_more_submissions_than_a_page_is_fully_reconciled(runtime: 
         recorded = session.scalars(select(ProviderSubmission.worker_name).where(
             ProviderSubmission.hit_id == study_id)).all()
     assert sorted(recorded) == [f"P{n:03d}" for n in range(8)]
+
+
+def test_a_launched_run_with_qualifications_gets_its_allow_list(runtime: Any, local: TestClient,
+                                                                 lock: PlacesLock) -> None:
+    """The launcher, launching a run whose blueprint has qualifications, hands the provider the known
+    qualified workers; the study it makes requires the allow-list group holding them."""
+    factory = runtime.sessions
+    run = make_run(factory, assignments=3, launch=False)
+    with transaction(factory) as session:
+        task_run = session.get(TaskRun, run.run_id)
+        assert task_run is not None
+        task_run.config = {**task_run.config, "blueprint": {"qualifications": QUALIFIED},
+                           "task": {**task_run.config["task"], **TASK}}
+        for name, value in [("PGOOD", 2), ("PWEAK", 1)]:
+            worker = Worker(provider_type="prolific", worker_name=name)
+            session.add(worker)
+            session.flush()
+            grant(session, create_qualification(session, "skilled", now=now())[0], worker.id, value, now=now())
+    assert launch_units(factory, LaunchContext(runtime.limiter, provider(local, lock), 30.0, 0), run.run_id,
+                        now=now()) == 3
+    study = local.get("/api/v1/studies/").json()["results"][0]
+    assert study["total_available_places"] == 3
+    group = study["eligibility_requirements"][-1]["attributes"][0]["id"]
+    members = local.get(f"/api/v1/participant-groups/{group}/participants/").json()["results"]
+    assert [m["participant_id"] for m in members] == ["PGOOD"]
+    assert start(local, study["id"], "PWEAK").status_code == 400 and start(local, study["id"], "PGOOD").status_code == 200

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -398,9 +399,10 @@ def send_launches(factory: sessionmaker[Session], ctx: LaunchContext, server_url
     return sum(_send_and_record(factory, ctx, server_url, task_args, [launch], now=now) for launch in launches)
 
 
-# Per process: the workers known to meet a run's qualifications, worked out once (a study-based provider
-# reads them only when it makes the run's study, on its first launch).
-_ALLOWED: dict[tuple[int, str], list[str]] = {}
+# Per process and database: the workers known to meet a run's qualifications, worked out once (a
+# study-based provider reads them only when it makes the run's study, on its first launch).
+_ALLOWED: weakref.WeakKeyDictionary[sessionmaker[Session], dict[tuple[int, str], list[str]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _allowed_workers(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int,
@@ -409,8 +411,9 @@ def _allowed_workers(factory: sessionmaker[Session], ctx: LaunchContext, run_id:
     not blocked (from every task, or by the run's block qualification): what a study-based provider puts in
     its allow list (Mephisto's participant group of qualified workers)."""
     key = (run_id, ctx.provider.provider_type)
-    if key in _ALLOWED:
-        return _ALLOWED[key]
+    known = _ALLOWED.setdefault(factory, {})
+    if key in known:
+        return known[key]
     block = task_args.get("block_qualification")
     requirements = list(task_args.get("qualifications") or [])
     granted: dict[int, dict[str, int]] = {}
@@ -427,7 +430,7 @@ def _allowed_workers(factory: sessionmaker[Session], ctx: LaunchContext, run_id:
                      if not (block and block in granted.get(worker_id, {}))
                      and meets_requirements(granted.get(worker_id, {}), requirements,
                                             provider_type=ctx.provider.provider_type))
-    _ALLOWED[key] = allowed
+    known[key] = allowed
     return allowed
 
 
