@@ -83,7 +83,7 @@ def test_a_run_with_qualifications_takes_only_its_allow_list(local: TestClient, 
     assert refused.status_code == 400 and "not eligible" in refused.text
     assert start(local, study_id, "PBAD").status_code == 400
     assert start(local, study_id, "PTWO").status_code == 200
-    # A member added later is let in: Prolific checks the group's members when a participant comes.
+    # A member added later is let in: the group's members are checked when a participant comes.
     local.post(f"/api/v1/participant-groups/{allow}/participants/", json={"participant_ids": ["PLATE"]})
     assert start(local, study_id, "PLATE").status_code == 200
 

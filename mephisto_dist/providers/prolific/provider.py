@@ -309,8 +309,8 @@ class ProlificProvider:
         the participants known to meet the run's qualification requirements (``allowed_workers``, worked
         out by the launcher from our grants), less the blocked, are added to the project's participant
         group ``prolific_allow_list_group_name`` (found, or made), and the study takes only its members
-        (a ``ParticipantGroupEligibilityRequirement``, which Prolific checks against the group's members
-        when a participant comes, so the published study needs no edit for it). No requirement
+        (a ``ParticipantGroupEligibilityRequirement``; prolific-local checks the group's members when a
+        participant comes, as Mephisto's "dynamically updated" group takes Prolific to). No requirement
         when the run has none, or nobody known meets them (Mephisto's choice: the study stays open, and our
         server refuses an unqualified participant when the task opens, as on any provider). The group is
         shared by the project's runs: it narrows who sees a study; our server's check stays the gate."""
