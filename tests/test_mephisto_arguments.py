@@ -81,7 +81,7 @@ def test_prolific_configs_load_with_their_arguments(tmp_path: Path) -> None:
         "mephisto.provider.prolific_allow_list_group_name=Lab allow list"])
     assert config.provider_type == "prolific" and config.provider["prolific_workspace_name"] == "My Workspace"
     unimplemented = config.unimplemented_settings()
-    assert "mephisto.provider.prolific_allow_list_group_name" in unimplemented
+    assert "mephisto.provider.prolific_allow_list_group_name" not in unimplemented
     assert "mephisto.provider.prolific_estimated_completion_time_in_minutes" not in unimplemented
 
 

@@ -14,7 +14,8 @@ eligibility requirements listed, counted and applied, a study completed once all
 tied to a study and listed by user or date, unread messages, a workspace renamed, a bulk bonus paid again
 when asked). Where Mephisto's client itself asks what Prolific refuses, the refusal is asserted and said:
 ``Submissions.reject`` sends ``rejection_category`` as a one-item list (a stray comma makes a tuple), and
-``Messages.list_unread`` asks ``messages/`` with neither ``user_id`` nor ``created_after``. Last, the study
+``Messages.list_unread`` asks ``messages/`` with neither ``user_id`` nor ``created_after``. The
+``Invitations`` resource is used by Mephisto's ``scripts/initialize_project.py`` only. Last, the study
 our own provider makes carries its eligibility requirements as Mephisto's client makes them."""
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ class MephistoApi:
 
     def workspaces_get_balance(self, workspace_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"workspaces/{workspace_id}/balance/"))
+
+    def invitations_create(self, workspace_id: str, collaborators: list[str],
+                           role: str = "WORKSPACE_ADMIN") -> dict[str, Any]:
+        """``Invitations.create`` (``WorkspaceRole.WORKSPACE_ADMIN`` by default)."""
+        return dict(self.request("POST", "invitations/", {"association": workspace_id, "emails": collaborators,
+                                                          "role": role}))
 
     def projects_list_for_workspace(self, workspace_id: str) -> list[dict[str, Any]]:
         return list(self.request("GET", f"workspaces/{workspace_id}/projects/")["results"])
@@ -391,6 +398,23 @@ def test_credentials_workspace_and_project_found_or_made(api: MephistoApi, proli
     assert (check_balance(api, "Lab") or 0) > 0 and check_balance(api, "No such workspace") is None
     renamed = api.workspaces_update(workspace["id"], title="Lab (renamed)", description="")
     assert renamed["title"] == "Lab (renamed)" and renamed["id"] == workspace["id"]
+
+
+def test_collaborators_invited_to_a_workspace(api: MephistoApi) -> None:
+    """``scripts/initialize_project.py``: the research group's workspace found or made, then its
+    collaborators invited to it by email (``Invitations.create``); the script prints the answer."""
+    workspace = find_or_create_prolific_workspace(api, "Research group")
+    answer = api.invitations_create(workspace_id=workspace["id"], collaborators=["ann@lab.example", "bo@lab.example"])
+    assert [(i["invitee"]["email"], i["role"], i["association"], i["status"]) for i in answer["invitations"]] == [
+        ("ann@lab.example", "WORKSPACE_ADMIN", workspace["id"], "INVITED"),
+        ("bo@lab.example", "WORKSPACE_ADMIN", workspace["id"], "INVITED")]
+    collaborator = api.invitations_create(workspace["id"], ["cy@lab.example"], role="WORKSPACE_COLLABORATOR")
+    assert collaborator["invitations"][0]["role"] == "WORKSPACE_COLLABORATOR"
+    assert refusal(lambda: api.invitations_create("no-such-workspace", ["ann@lab.example"]))[0] == 400
+    status, detail = refusal(lambda: api.invitations_create(workspace["id"], ["not an email"]))
+    assert status == 400 and "emails" in detail
+    status, detail = refusal(lambda: api.invitations_create(workspace["id"], ["ann@lab.example"], role="OWNER"))
+    assert status == 400 and "role" in detail
 
 
 def test_a_study_made_published_grown_reviewed_and_expired(api: MephistoApi, prolific: str) -> None:

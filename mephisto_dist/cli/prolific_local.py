@@ -26,6 +26,9 @@ def prolific_local(
     slow_pay_s: Annotated[float, typer.Option(
         "--slow-pay-s", metavar="SECONDS", help="Answer a bulk bonus pay call this long after paying it (to "
         "rehearse a caller that dies between Prolific paying and its own record).")] = 0.0,
+    page_size: Annotated[int, typer.Option(
+        "--page-size", metavar="N", help="Items per page of a listing when the caller asks for none "
+        "(page_size=...); the next page is at _links.next, as Prolific's.")] = 100,
 ) -> None:
     """A local Prolific for tests and rehearsals: Prolific's researcher API at http://HOST:PORT/api/v1/
     (register a requester with endpoint_url=http://HOST:PORT) and participant pages at the same address.
@@ -38,6 +41,8 @@ def prolific_local(
 
     if processing_s < 0 or slow_pay_s < 0:
         fail(f"--processing-s {processing_s} and --slow-pay-s {slow_pay_s} must not be negative")
+    if page_size < 1:
+        fail(f"--page-size {page_size} must be 1 or more")
     path = db or load_settings().data_dir / "prolific-local.sqlite3"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,5 +53,5 @@ def prolific_local(
     err_console.print(f"prolific-local on http://{host}:{port} (researcher API: endpoint_url; participant pages: "
                       f"http://{host}:{port}/), state in {path}", highlight=False)
     uvicorn.run(create_app(Service(store, api_key=api_key, processing_s=processing_s,
-                                              slow_pay_s=slow_pay_s)), host=host, port=port,
+                                              slow_pay_s=slow_pay_s, page_size=page_size)), host=host, port=port,
                 log_level="warning", access_log=False)

@@ -375,11 +375,11 @@ PROLIFIC_PROVIDER = Section(
                  "Prolific workspace of the study (found by title, or made)."),
         Argument("prolific_project_name", str, "Project", "Prolific project of the study (found by title, or made)."),
         Argument("prolific_allow_list_group_name", str, "Allow list",
-                 "Participant group of allowed workers. Not carried out: Prolific freezes a study's eligibility "
-                 "once it is published, so an allow group would have to be filled, before the first place, with "
-                 "every participant already known to hold the run's qualifications (Mephisto's way), shutting out "
-                 "every new one; here a participant without them is refused by our server when they open the task "
-                 "(the same check as on any provider) and returns the place.", implemented=False),
+                 "Participant group of allowed workers (found by name in the project, or made): when the run has "
+                 "qualification requirements, the participants known to meet them (and not blocked) are added "
+                 "to it and the study takes its members only (a ParticipantGroupEligibilityRequirement), as "
+                 "Mephisto does; with no requirement, or nobody known to meet them, the study is open and our "
+                 "server refuses a participant without them when the task opens."),
         Argument("prolific_block_list_group_name", str, "Block list",
                  "Participant group a blocked worker is added to at once (and removed from on unblock); a "
                  "study made afterwards keeps its members out with the study's custom block list."),

@@ -4,9 +4,10 @@ It answers at Prolific's paths (``/api/v1/...``, ``Authorization: Token KEY``) w
 Prolific client and the ``prolific`` provider use: the account (``users/me``), workspaces and their
 balance, projects, studies (create, edit, delete, the ``transition`` actions PUBLISH, PAUSE, START and
 STOP, the cost calculator), eligibility requirements (listed, counted), submissions (list, retrieve,
-APPROVE and REJECT), bonus payments (set up, then pay), participant groups and their participants, and
-messages (sent about a study; listed by user or date; unread). Errors come as Prolific's
-``{"error": {...}}`` bodies.
+APPROVE and REJECT), bonus payments (set up, then pay), participant groups and their participants,
+messages (sent about a study; listed by user or date; unread) and invitations to a workspace. Every listing
+is paged as Prolific pages it (``page``, ``page_size``, ``_links.next``, ``meta.count``). Errors come as
+Prolific's ``{"error": {...}}`` bodies.
 
 Prolific's own rules are kept, the odd ones included: places only grow; only ``internal_name`` and
 ``total_available_places`` can be edited once published; a study whose places are all taken goes to

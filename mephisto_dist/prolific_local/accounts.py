@@ -4,6 +4,7 @@ bonus payments (set up, then paid once) and messages."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -94,6 +95,42 @@ def create_project(db: sqlite3.Connection, workspace_id: str, data: dict[str, An
     db.execute("INSERT INTO project (id, workspace_id, title, description, created) VALUES (?, ?, ?, ?, ?)",
                (project_id, workspace_id, title, str(data.get("description") or ""), now))
     return project(db, workspace_id, project_id)
+
+
+# -- invitations ------------------------------------------------------------------------------------------
+
+INVITATION_ROLES = ("WORKSPACE_ADMIN", "WORKSPACE_COLLABORATOR")
+_EMAIL = re.compile(r"^\S+@\S+\.\S+$")
+
+
+def invite(db: sqlite3.Connection, data: dict[str, Any], now: float) -> dict[str, Any]:
+    """``POST invitations/``: invite people by email to a workspace (``association``) with a ``role``, as
+    Mephisto's ``initialize_project`` script does for a research group's collaborators. Nobody is emailed
+    here; each invitation is kept and answered as Prolific lists it (invitee, role, who invited, status
+    ``INVITED``, a link)."""
+    association = data.get("association")
+    if not isinstance(association, str) or not association:
+        raise invalid("association", "This field is required.")
+    if db.execute("SELECT 1 FROM workspace WHERE id = ?", (association,)).fetchone() is None:
+        raise invalid("association", f"Workspace {association} was not found.")
+    emails = data.get("emails")
+    if not isinstance(emails, list) or not emails:
+        raise invalid("emails", "A list of one or more email addresses is required.")
+    wrong = [e for e in emails if not isinstance(e, str) or not _EMAIL.match(e)]
+    if wrong:
+        raise invalid("emails", f"Enter valid email addresses: {', '.join(map(str, wrong))}.")
+    role = data.get("role") or "WORKSPACE_COLLABORATOR"
+    if role not in INVITATION_ROLES:
+        raise invalid("role", f'"{role}" is not a valid choice.')
+    made = []
+    for email in emails:
+        invitation_id = new_id()
+        db.execute("INSERT INTO invitation (id, workspace_id, email, role, created) VALUES (?, ?, ?, ?, ?)",
+                   (invitation_id, association, email, role, now))
+        made.append({"association": association, "invitee": {"id": None, "email": email}, "invited_by": USER_ID,
+                     "role": role, "status": "INVITED",
+                     "invite_link": f"https://app.prolific.com/researcher/invitations/{invitation_id}"})
+    return {"invitations": made}
 
 
 # -- participant groups -----------------------------------------------------------------------------------

@@ -23,13 +23,16 @@ from mephisto_dist.prolific_local.store import Store
 
 API = "/api/v1"
 PARTICIPANT_COOKIE = "prolific_local_pid"
+DEFAULT_PAGE_SIZE = 100  # items per page of a listing when the caller asks for none (``page_size``)
+MAX_PAGE_SIZE = 500
 Handler = Callable[[sqlite3.Connection, Request, dict[str, Any], float], Any]
 
 
 class Service:
     def __init__(self, store: Store, *, api_key: str | None = None, processing_s: float = 0.5,
-                 slow_pay_s: float = 0.0) -> None:
+                 slow_pay_s: float = 0.0, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.store = store
+        self.page_size = page_size
         self.api_key = api_key
         self.processing_s = processing_s
         self.slow_pay_s = slow_pay_s
@@ -69,6 +72,8 @@ def api(method: str, path: str, handler: Handler, status: int = 200, *, slow: bo
             with service.lock, service.store.transaction() as db:
                 service.count(db, endpoint)
                 result = handler(db, request, data, time.time())
+                if method == "GET" and isinstance(result, dict) and "results" in result and "_links" not in result:
+                    result = _paged_listing(request, result)
         except ProlificFault as fault:
             return JSONResponse(fault.body(), status_code=fault.status)
         if slow and service.slow_pay_s:
@@ -84,21 +89,87 @@ def _p(request: Request, name: str) -> str:
     return str(request.path_params[name])
 
 
-def _list_studies(db: sqlite3.Connection, project_id: str | None, now: float) -> dict[str, Any]:
+# -- paging -----------------------------------------------------------------------------------------------
+
+
+def _whole(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ProlificFault(400, {name: ["A valid integer is required."]}) from None
+    if not low <= value <= high:
+        raise ProlificFault(404, "Invalid page.", "Not found") if name == "page" else \
+            ProlificFault(400, {name: [f"Ensure this value is between {low} and {high}."]})
+    return value
+
+
+def page_of(request: Request) -> tuple[int, int]:
+    """The page asked for (``page``, from 1) and its size (``page_size``, else the service's)."""
+    service: Service = request.app.state.service
+    return (_whole(request, "page", 1, 1, 1 << 31),
+            _whole(request, "page_size", service.page_size, 1, max(MAX_PAGE_SIZE, service.page_size)))
+
+
+def paged(request: Request, results: list[Any], count: int) -> dict[str, Any]:
+    """One page of a listing as Prolific answers it: ``results``, ``_links`` (``self``, ``next``,
+    ``previous`` and ``last``, each ``{"href", "title"}``; ``next`` and ``previous`` null at the ends) and
+    ``meta.count`` (the items over every page). A page past the last is Prolific's 404 but the first, which
+    is always there (empty)."""
+    page, size = page_of(request)
+    last = max(1, -(-count // size))
+    if page > last:
+        raise ProlificFault(404, "Invalid page.", "Not found")
+
+    def link(number: int, title: str) -> dict[str, str]:
+        return {"href": str(request.url.include_query_params(page=number, page_size=size)), "title": title}
+
+    return {"results": results, "_links": {
+        "self": link(page, "Current"), "next": link(page + 1, "Next") if page < last else None,
+        "previous": link(page - 1, "Previous") if page > 1 else None, "last": link(last, "Last")},
+        "meta": {"count": count}}
+
+
+def _paged_listing(request: Request, listing: dict[str, Any]) -> dict[str, Any]:
+    """A small listing read whole, paged afterwards."""
+    items = list(listing["results"])
+    page, size = page_of(request)
+    return {**listing, **paged(request, items[(page - 1) * size:page * size], len(items))}
+
+
+def _all_studies(db: sqlite3.Connection, project_id: str | None, now: float) -> list[dict[str, Any]]:
     query, params = "SELECT * FROM study", tuple[str, ...]()
     if project_id:
         query, params = query + " WHERE project_id = ?", (project_id,)
     rows = db.execute(query + " ORDER BY seq", params).fetchall()
-    return {"results": [studies.public_study(studies.study_view(db, r, now)) for r in rows]}
+    return [studies.public_study(studies.study_view(db, r, now)) for r in rows]
+
+
+def _sql_page(db: sqlite3.Connection, request: Request, table: str, where: str,
+              params: tuple[str, ...]) -> tuple[list[sqlite3.Row], int]:
+    """One page of a table's rows (in the order they were made), and how many there are in all."""
+    page, size = page_of(request)
+    count = int(db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0])
+    rows = db.execute(f"SELECT * FROM {table}{where} ORDER BY seq LIMIT ? OFFSET ?",
+                      (*params, size, (page - 1) * size)).fetchall()
+    return rows, count
+
+
+def _list_studies(db: sqlite3.Connection, request: Request, project_id: str | None, now: float) -> dict[str, Any]:
+    rows, count = _sql_page(db, request, "study", " WHERE project_id = ?" if project_id else "",
+                            (project_id,) if project_id else ())
+    return paged(request, [studies.public_study(studies.study_view(db, r, now)) for r in rows], count)
 
 
 def _list_submissions(db: sqlite3.Connection, request: Request, now: float) -> dict[str, Any]:
     study_id = request.query_params.get("study")
-    query, params = "SELECT * FROM submission", tuple[str, ...]()
     if study_id:
         studies.study_row(db, study_id)
-        query, params = query + " WHERE study_id = ?", (study_id,)
-    return {"results": [studies.submission_view(r, now) for r in db.execute(query + " ORDER BY seq", params)]}
+    rows, count = _sql_page(db, request, "submission", " WHERE study_id = ?" if study_id else "",
+                            (study_id,) if study_id else ())
+    return paged(request, [studies.submission_view(r, now) for r in rows], count)
 
 
 def _study(db: sqlite3.Connection, study_id: str, now: float) -> dict[str, Any]:
@@ -118,8 +189,8 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
             lambda db, r, d, now: accounts.create_project(db, _p(r, "id"), d, now), 201),
         api("GET", "/workspaces/{id}/projects/{project}/",
             lambda db, r, d, now: accounts.project(db, _p(r, "id"), _p(r, "project"))),
-        api("GET", "/projects/{id}/studies/", lambda db, r, d, now: _list_studies(db, _p(r, "id"), now)),
-        api("GET", "/studies/", lambda db, r, d, now: _list_studies(db, None, now)),
+        api("GET", "/projects/{id}/studies/", lambda db, r, d, now: _list_studies(db, r, _p(r, "id"), now)),
+        api("GET", "/studies/", lambda db, r, d, now: _list_studies(db, r, None, now)),
         api("POST", "/studies/",
             lambda db, r, d, now: studies.public_study(studies.create_study(db, d, now)), 201),
         api("GET", "/studies/{id}/", lambda db, r, d, now: _study(db, _p(r, "id"), now)),
@@ -139,6 +210,7 @@ def _routes(processing_s: Callable[[Request], float]) -> list[Route]:
         api("POST", "/submissions/bonus-payments/", lambda db, r, d, now: accounts.set_up_bonuses(db, d), 201),
         api("POST", "/bulk-bonus-payments/{id}/pay/",
             lambda db, r, d, now: accounts.pay_bonuses(db, _p(r, "id"), now), 202, slow=True),
+        api("POST", "/invitations/", lambda db, r, d, now: accounts.invite(db, d, now), 201),
         api("GET", "/participant-groups/",
             lambda db, r, d, now: accounts.list_groups(db, r.query_params.get("project_id"))),
         api("POST", "/participant-groups/", lambda db, r, d, now: accounts.create_group(db, d, now), 201),
@@ -175,7 +247,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 async def home(request: Request) -> Response:
     def listed(db: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
-        return [v for v in _list_studies(db, None, now)["results"] if v["status"] == studies.ACTIVE]
+        return [v for v in _all_studies(db, None, now) if v["status"] == studies.ACTIVE]
 
     found = await _participant(listed)(request)
     items = "".join(
@@ -235,7 +307,8 @@ def _local(run: Callable[[sqlite3.Connection, Request, dict[str, Any], float], A
 def _stats(db: sqlite3.Connection) -> dict[str, Any]:
     calls = {r["endpoint"]: r["calls"] for r in db.execute("SELECT * FROM call_count")}
     rows = {table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-            for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message")}
+            for table in ("workspace", "project", "study", "submission", "bulk_bonus", "participant_group", "message",
+                          "invitation")}
     payments = [{"id": r["id"], "study_id": r["study_id"], "rows": json.loads(r["rows"]),
                  "amount_cents": r["amount_cents"], "paid_at": studies.iso(r["paid_at"])}
                 for r in db.execute("SELECT b.*, p.paid AS paid_at FROM bonus_payment p JOIN bulk_bonus b "

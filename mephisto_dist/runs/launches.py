@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,9 +38,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, single_statement, transaction
-from mephisto_dist.db.models import TaskRun, Unit
+from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
 from mephisto_dist.db.transitions import record_launched
 from mephisto_dist.domain.launch import out_of_attempts, retry_at
+from mephisto_dist.domain.qualifications import meets_requirements
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError, ServiceError
 from mephisto_dist.limiter import Limiter, PoolLimit, RateBucket, keys
@@ -403,9 +405,46 @@ def send_launches(factory: sessionmaker[Session], ctx: LaunchContext, server_url
     A remote marketplace lists a HIT as soon as it is made, and a worker may take it at once: each
     launch is recorded right after its call, so the HIT is known here within one transaction instead
     of after the whole paced batch. Instant publishing records the batch in one transaction."""
+    if launches and ctx.provider.is_study_based and task_args.get("qualifications"):
+        task_args = {**task_args, "allowed_workers": _allowed_workers(factory, ctx, launches[0].run_id, task_args)}
     if ctx.provider.publishes_instantly:
         return _send_and_record(factory, ctx, server_url, task_args, launches, now=now)
     return sum(_send_and_record(factory, ctx, server_url, task_args, [launch], now=now) for launch in launches)
+
+
+# Per process and database: the workers known to meet a run's qualifications, worked out once (a
+# study-based provider reads them only when it makes the run's study, on its first launch).
+_ALLOWED: weakref.WeakKeyDictionary[sessionmaker[Session], dict[tuple[int, str], list[str]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _allowed_workers(factory: sessionmaker[Session], ctx: LaunchContext, run_id: int,
+                     task_args: dict[str, Any]) -> list[str]:
+    """The names of the provider's known workers who meet the run's qualification requirements and are
+    not blocked (from every task, or by the run's block qualification): what a study-based provider puts in
+    its allow list (Mephisto's participant group of qualified workers)."""
+    key = (run_id, ctx.provider.provider_type)
+    known = _ALLOWED.setdefault(factory, {})
+    if key in known:
+        return known[key]
+    block = task_args.get("block_qualification")
+    requirements = list(task_args.get("qualifications") or [])
+    granted: dict[int, dict[str, int]] = {}
+    with read_transaction(factory) as session:
+        workers = {worker_id: name for worker_id, name in session.execute(select(Worker.id, Worker.worker_name).where(
+            Worker.provider_type == ctx.provider.provider_type, Worker.is_blocked.is_(False)))}
+        for worker_id, name, value in session.execute(
+                select(GrantedQualification.worker_id, Qualification.name, GrantedQualification.value)
+                .join(Qualification, Qualification.id == GrantedQualification.qualification_id)
+                .join(Worker, Worker.id == GrantedQualification.worker_id)
+                .where(Worker.provider_type == ctx.provider.provider_type)):
+            granted.setdefault(worker_id, {})[name] = value
+    allowed = sorted(name for worker_id, name in workers.items()
+                     if not (block and block in granted.get(worker_id, {}))
+                     and meets_requirements(granted.get(worker_id, {}), requirements,
+                                            provider_type=ctx.provider.provider_type))
+    known[key] = allowed
+    return allowed
 
 
 def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_url: str,

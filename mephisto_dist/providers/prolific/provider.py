@@ -15,7 +15,7 @@ from typing import Any
 
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.providers import ListedStudy, StudySubmission, SubmittedWork, UnitLaunch
-from mephisto_dist.providers.prolific import study
+from mephisto_dist.providers.prolific import places, study
 from mephisto_dist.providers.prolific.client import (
     API_PATH,
     ClientFactory,
@@ -24,11 +24,14 @@ from mephisto_dist.providers.prolific.client import (
     ProlificCallFailed,
 )
 from mephisto_dist.providers.prolific.client import build_client as default_client
+from mephisto_dist.providers.prolific.places import PlacesLock
 
 ACTIVE, AWAITING_REVIEW, APPROVED, REJECTED, PROCESSING = "ACTIVE", "AWAITING REVIEW", "APPROVED", "REJECTED", \
     "PROCESSING"
 PROCESSING_WAIT_S = 10.0  # how long a call waits out Prolific's transient PROCESSING before failing (retried)
-DEFAULT_WORKSPACE, DEFAULT_PROJECT, DEFAULT_BLOCK_LIST = "My Workspace", "Project", "Block list"
+DEFAULT_WORKSPACE, DEFAULT_PROJECT = "My Workspace", "Project"
+DEFAULT_ALLOW_LIST, DEFAULT_BLOCK_LIST = "Allow list", "Block list"
+GROUP_ADD_BATCH = 500  # participants added to a group per call
 
 
 class WorkNotSubmitted(MephistoDistError):
@@ -63,11 +66,13 @@ class ProlificProvider:
     overrides_rejections = False  # Prolific cannot turn a rejected submission into an approved one
 
     def __init__(self, provider_args: Mapping[str, Any] | None = None, *,
-                 client_factory: ClientFactory = default_client, sleep: Callable[[float], None] = time.sleep) -> None:
+                 client_factory: ClientFactory = default_client, sleep: Callable[[float], None] = time.sleep,
+                 places_lock: PlacesLock | None = None) -> None:
         self._args = dict(provider_args or {})
         self.access = ProlificAccess.from_args(self._args)
         self.api = ProlificApi(self.access, client_factory)
         self._sleep = sleep
+        self._places_lock = places_lock  # None: the deployment's Redis (places.default_lock), on first use
 
     @classmethod
     def from_args(cls, provider_args: Mapping[str, Any]) -> ProlificProvider:
@@ -91,7 +96,7 @@ class ProlificProvider:
 
     def workspace_id(self) -> str:
         title = self._arg("prolific_workspace_name", DEFAULT_WORKSPACE)
-        for found in self.api.call("GET", "workspaces/")["results"]:
+        for found in self._pages("workspaces/"):
             if found.get("title") == title:
                 return str(found["id"])
         return str(self.api.call("POST", "workspaces/", {"title": title})["id"])
@@ -99,7 +104,7 @@ class ProlificProvider:
     def project_id(self) -> str:
         workspace = self.workspace_id()
         title = self._arg("prolific_project_name", DEFAULT_PROJECT)
-        for found in self.api.call("GET", f"workspaces/{workspace}/projects/")["results"]:
+        for found in self._pages(f"workspaces/{workspace}/projects/"):
             if found.get("title") == title:
                 return str(found["id"])
         return str(self.api.call("POST", f"workspaces/{workspace}/projects/", {"title": title})["id"])
@@ -128,8 +133,7 @@ class ProlificProvider:
 
     def _ours(self, project_id: str, run_id: int) -> list[dict[str, Any]]:
         wanted = study.mark(self.deployment, run_id)
-        found = [s for s in self.api.call("GET", f"projects/{project_id}/studies/")["results"]
-                 if s.get("internal_name") == wanted]
+        found = [s for s in self._pages(f"projects/{project_id}/studies/") if s.get("internal_name") == wanted]
         return sorted(found, key=lambda s: (str(s.get("date_created")), str(s["id"])))
 
     def _find_or_make_study(self, run_id: int, server_url: str,
@@ -143,9 +147,10 @@ class ProlificProvider:
         code = study.new_completion_code()
         url = study.external_url(server_url, self.access.app_url, code,
                                  str(self._args.get("prolific_external_study_url") or "") or None)
+        blocked = self._blocked(project)
         made = self.api.call("POST", "studies/", study.study_body(
             task_args, self._args, deployment=self.deployment, run_id=run_id, project_id=project, url=url, code=code,
-            blocked=self._blocked(project)))
+            blocked=blocked, allow_group=self._allow_list(project, task_args, blocked)))
         first = self._ours(project, run_id)[0]
         if str(first["id"]) != str(made["id"]):
             self.api.call("DELETE", f"studies/{made['id']}/")
@@ -198,7 +203,12 @@ class ProlificProvider:
                 for s in self._pages(f"submissions/?study={study_id}")]
 
     def add_places(self, study_id: str, count: int) -> None:
-        if count > 0:
+        """Raise the study's places by ``count``: read and written under the study's places lock, so that
+        increases from several processes at once are all kept (what it guarantees: ``places``)."""
+        if count <= 0:
+            return
+        lock = self._places_lock or places.default_lock()
+        with lock.held(self.access.endpoint, study_id):
             current = self.api.call("GET", f"studies/{study_id}/")
             self.api.call("PATCH", f"studies/{study_id}/",
                           {"total_available_places": int(current["total_available_places"]) + count})
@@ -272,23 +282,46 @@ class ProlificProvider:
         self.api.call("POST", f"bulk-bonus-payments/{bulk['id']}/pay/")
         return f"{receipt}:{bulk['id']}"
 
-    def _block_list(self) -> str:
-        name = self._arg("prolific_block_list_group_name", DEFAULT_BLOCK_LIST)
-        project = self.project_id()
-        for found in self.api.call("GET", f"participant-groups/?project_id={project}")["results"]:
+    def _group(self, project: str, name: str, *, create: bool) -> str | None:
+        """The id of the project's participant group of this name: found (the first listed), else
+        made when ``create``, else None."""
+        for found in self._pages(f"participant-groups/?project_id={project}"):
             if found.get("name") == name:
                 return str(found["id"])
+        if not create:
+            return None
         return str(self.api.call("POST", "participant-groups/", {"project_id": project, "name": name})["id"])
+
+    def _block_list(self) -> str:
+        name = self._arg("prolific_block_list_group_name", DEFAULT_BLOCK_LIST)
+        return str(self._group(self.project_id(), name, create=True))
 
     def _blocked(self, project: str) -> list[str]:
         """The participants in the block-list group (looked up, never made here): a new study keeps them out
         with its custom block list, as Mephisto's does with the workers it has blocked."""
-        name = self._arg("prolific_block_list_group_name", DEFAULT_BLOCK_LIST)
-        for found in self.api.call("GET", f"participant-groups/?project_id={project}")["results"]:
-            if found.get("name") == name:
-                members = self.api.call("GET", f"participant-groups/{found['id']}/participants/")["results"]
-                return sorted(str(m["participant_id"]) for m in members)
-        return []
+        group = self._group(project, self._arg("prolific_block_list_group_name", DEFAULT_BLOCK_LIST), create=False)
+        if group is None:
+            return []
+        return sorted(str(m["participant_id"]) for m in self._pages(f"participant-groups/{group}/participants/"))
+
+    def _allow_list(self, project: str, task_args: Mapping[str, Any], blocked: Sequence[str]) -> str | None:
+        """The allow-list group a new study requires, as Mephisto makes one for a run with qualifications:
+        the participants known to meet the run's qualification requirements (``allowed_workers``, worked
+        out by the launcher from our grants), less the blocked, are added to the project's participant
+        group ``prolific_allow_list_group_name`` (found, or made), and the study takes only its members
+        (a ``ParticipantGroupEligibilityRequirement``; prolific-local checks the group's members when a
+        participant comes, as Mephisto's "dynamically updated" group takes Prolific to). No requirement
+        when the run has none, or nobody known meets them (Mephisto's choice: the study stays open, and our
+        server refuses an unqualified participant when the task opens, as on any provider). The group is
+        shared by the project's runs: it narrows who sees a study; our server's check stays the gate."""
+        allowed = sorted({str(p) for p in task_args.get("allowed_workers") or []} - set(blocked))
+        if not task_args.get("qualifications") or not allowed:
+            return None
+        group = str(self._group(project, self._arg("prolific_allow_list_group_name", DEFAULT_ALLOW_LIST), create=True))
+        for start in range(0, len(allowed), GROUP_ADD_BATCH):
+            self.api.call("POST", f"participant-groups/{group}/participants/",
+                          {"participant_ids": allowed[start:start + GROUP_ADD_BATCH]})
+        return group
 
     def block_worker(self, worker_name: str, reason: str, *, idempotency_key: str) -> str:
         group = self._block_list()

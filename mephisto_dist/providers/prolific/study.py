@@ -76,6 +76,7 @@ def external_url(server_url: str, app_url: str, code: str, given: str | None) ->
 
 
 BLOCK_LIST, ALLOW_LIST = "CustomBlacklistEligibilityRequirement", "CustomWhitelistEligibilityRequirement"
+GROUP = "ParticipantGroupEligibilityRequirement"
 
 
 def keeping_out(configured: Any, blocked: Sequence[str]) -> list[Any]:
@@ -137,9 +138,10 @@ def _plain(value: Any) -> Any:
 
 
 def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *, deployment: str, run_id: int,
-               project_id: str, url: str, code: str, blocked: Sequence[str] = ()) -> dict[str, Any]:
+               project_id: str, url: str, code: str, blocked: Sequence[str] = (),
+               allow_group: str | None = None) -> dict[str, Any]:
     """The study to create: one place to start with (places grow as units are launched); ``blocked``
-    participants kept out (:func:`keeping_out`)."""
+    participants kept out (:func:`keeping_out`); only the members of ``allow_group`` let in, when given."""
     reward = float(task_args.get("task_reward") or 0)
     duration_s = int(task_args.get("assignment_duration_in_seconds") or 30 * 60)
     estimated_min = int(provider_args.get("prolific_estimated_completion_time_in_minutes") or 5)
@@ -156,8 +158,9 @@ def study_body(task_args: Mapping[str, Any], provider_args: Mapping[str, Any], *
         "estimated_completion_time": estimated_min,
         "maximum_allowed_time": max(estimated_min, math.ceil(duration_s / 60)),
         "reward": max(1, round(reward * 100)),  # in the account's currency's cents
-        "eligibility_requirements": eligibility_requirements(
-            keeping_out(provider_args.get("prolific_eligibility_requirements"), blocked)),
+        "eligibility_requirements": eligibility_requirements([
+            *keeping_out(provider_args.get("prolific_eligibility_requirements"), blocked),
+            *([{"name": GROUP, "id": allow_group}] if allow_group else [])]),
         "device_compatibility": ["desktop", "tablet", "mobile"],
     }
 
