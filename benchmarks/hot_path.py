@@ -161,8 +161,8 @@ def run(args: argparse.Namespace, folder: Path) -> list[str]:
     n = args.units - warm
     runtime.close()
     lines = [f"{n} units, cap {args.cap or 'none'}, {runtime.engine.dialect.name}",
-             f"  CPU per unit      {1000 * cpu / n:.3f} ms (request_agent {1000 * request_cpu / n:.3f}, "
-             f"submit_task {1000 * submit_cpu / n:.3f})",
+             (f"  CPU per unit      {1000 * cpu / n:.3f} ms (request_agent {1000 * request_cpu / n:.3f}, "
+             f"submit_task {1000 * submit_cpu / n:.3f})"),
              f"  wall per unit     {1000 * wall / n:.3f} ms"]
     if args.statements:
         total = sum(counts.values())
