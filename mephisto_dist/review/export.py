@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,9 +62,11 @@ def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> li
 
 
 def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
-                 include_expired: bool = True) -> Iterator[dict[str, Any]]:
+                 include_expired: bool = True, unit_ids: Sequence[int] | None = None,
+                 worker_id: int | None = None) -> Iterator[dict[str, Any]]:
     """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
-    tips and feedback arrive through ``submit_metadata``)."""
+    tips and feedback arrive through ``submit_metadata``); only the named units, or one worker's, when
+    asked."""
     statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
     last_id = 0
     while True:
@@ -81,6 +83,10 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
         )
         if statuses is not None:
             query = query.where(Unit.status.in_(statuses))
+        if unit_ids is not None:
+            query = query.where(Unit.id.in_(list(unit_ids)))
+        if worker_id is not None:
+            query = query.where(Unit.worker_id == worker_id)
         rows = session.execute(query).all()
         if not rows:
             return

@@ -54,6 +54,7 @@ from mephisto_dist.review.sending import send_calls
 from mephisto_dist.review_app import mephisto_api, pages
 from mephisto_dist.review_app.mephisto_client import MephistoClient, file_under
 from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
+from mephisto_dist.runs.bundles import run_review_bundle
 from mephisto_dist.runs.failed_launches import resend_failed_launches
 from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
 from mephisto_dist.runtime import Runtime
@@ -73,6 +74,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+REVIEW_FRAME_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-eval'; frame-ancestors 'self'; "
+                    "form-action 'none'")
+"""A review bundle's frame: framed by this app's pages (and the TaskReview client's); its bundle may be a
+webpack development build (``eval``) that injects its styles, as Mephisto's ``build:review`` makes it."""
 
 
 def _now() -> datetime:
@@ -171,7 +177,8 @@ class ReviewApp:
             groups.setdefault(name, (name, int(record["worker_id"]), []))[2].append(record)
         return HTMLResponse(pages.review_page(run_id, sorted(groups.values()), reviewer=session.reviewer,
                                               csrf=session.csrf, said=request.query_params.get("said", ""),
-                                              shown=min(len(records), UNITS_PER_PAGE), total=len(records)))
+                                              shown=min(len(records), UNITS_PER_PAGE), total=len(records),
+                                              review_bundle=self._has_review_bundle(run_id)))
 
     async def decide(self, request: Request) -> Response:
         form = await _checked_form(request)
@@ -262,13 +269,50 @@ class ReviewApp:
         histories = workers.worker_records(self.runtime.sessions).histories
         return HTMLResponse(pages.workers_page(histories, reviewer=session.reviewer, csrf=session.csrf))
 
+    def unit(self, request: Request) -> Response:
+        """One unit: its submission (rendered by the run's review bundle when it has one) and decisions."""
+        session = _session(request)
+        record = self._record(_int(request.path_params["unit_id"]))
+        return HTMLResponse(pages.unit_page(record, reviewer=session.reviewer, csrf=session.csrf,
+                                            said=request.query_params.get("said", ""),
+                                            review_bundle=self._has_review_bundle(int(record["task_run_id"]))))
+
+    def _record(self, unit_id: int) -> dict[str, Any]:
+        with read_transaction(self.runtime.sessions) as db:
+            records = list(unit_records(db, _run_of(db, unit_id), include_unsubmitted=True, unit_ids=[unit_id]))
+        if not records:
+            raise NotFoundError(f"unit {unit_id} does not exist")
+        return records[0]
+
+    def _has_review_bundle(self, run_id: int) -> bool:
+        with read_transaction(self.runtime.sessions) as db:
+            return run_review_bundle(self.runtime.bundles, db, run_id) is not None
+
+    def review_html(self, request: Request) -> Response:
+        """Mephisto's ``/api/units/<id>/review.html``: the frame a review bundle renders a submission in;
+        the page holding it sends the unit's data in a message (see ``pages._unit``)."""
+        unit_id = _int(request.path_params["unit_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            _run_of(db, unit_id)
+        return HTMLResponse(pages.review_frame(f"/units/{unit_id}/bundle.js"),
+                            headers={"Content-Security-Policy": REVIEW_FRAME_CSP, "Cache-Control": "no-cache"})
+
+    def review_bundle(self, request: Request) -> Response:
+        """Mephisto's ``/units/<id>/bundle.js``: the review bundle of the unit's run (from its run bundle)."""
+        unit_id = _int(request.path_params["unit_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            path = run_review_bundle(self.runtime.bundles, db, _run_of(db, unit_id)[0])
+        if path is None:
+            raise NotFoundError(f"the run of unit {unit_id} has no review bundle (mephisto.blueprint."
+                                "task_source_review not set, or not built when the run was created)")
+        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
     def unit_file(self, request: Request) -> Response:
         """A file a worker uploaded, only through the unit whose outputs name it (a forged key is a 404)."""
         unit_id = _int(request.path_params["unit_id"])
         key = request.path_params["key"]
         with read_transaction(self.runtime.sessions) as db:
-            records = [r for r in unit_records(db, _run_of(db, unit_id), include_unsubmitted=True)
-                       if r["unit_id"] == str(unit_id)]
+            records = list(unit_records(db, _run_of(db, unit_id), include_unsubmitted=True, unit_ids=[unit_id]))
         outputs = (records[0].get("data") or {}).get("outputs") if records else None
         if key not in stored_keys(outputs):
             raise NotFoundError(f"unit {unit_id} has no file {key!r}")
@@ -403,6 +447,9 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/batches/{batch_id}", review.batch),
         Route("/batches/{batch_id}/live", review.batch_live),
         Route("/units/decide", review.decide, methods=["POST"]),
+        Route("/units/{unit_id:int}", review.unit),
+        Route("/units/{unit_id:int}/bundle.js", review.review_bundle),
+        Route(f"{mephisto_api.PREFIX}/units/{{unit_id:int}}/review.html", review.review_html),
         Route("/units/{unit_id}/files/{key:path}", review.unit_file),
         Route("/workers", review.workers_list),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),

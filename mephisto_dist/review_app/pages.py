@@ -139,8 +139,9 @@ def _bars(counts: Mapping[UnitStatus, int]) -> str:
 
 
 def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], *, reviewer: str,
-                csrf: str, said: str = "", shown: int, total: int) -> str:
-    """Completed units by worker: (worker name, worker id, its records), each record its export record."""
+                csrf: str, said: str = "", shown: int, total: int, review_bundle: bool = False) -> str:
+    """Completed units by worker: (worker name, worker id, its records), each record its export record;
+    with ``review_bundle``, each submission as the task's review bundle renders it."""
     if not groups:
         return layout(f"Review run {run_id}", f'<p>No completed unit waits for a decision. '
                       f'<a href="/runs/{run_id}">Back to the run</a></p>', reviewer=reviewer, csrf=csrf, said=said)
@@ -148,7 +149,7 @@ def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str,
              f'<code>mephisto-dist review</code>: nothing is paid twice.</p>'
              f'<p><a href="/runs/{run_id}/approve">Approve all {total} completed unit(s) of the run…</a></p>')]
     for worker_name, worker_id, records in groups:
-        units = "".join(_unit(record, run_id, csrf) for record in records)
+        units = "".join(_unit(record, f"/runs/{run_id}/review", csrf, review_bundle) for record in records)
         parts.append(
             f'<section class="worker"><h2>{e(worker_name)}</h2>'
             f'<p><a href="/runs/{run_id}/workers/{worker_id}/approve">Approve all of {e(worker_name)}\'s completed '
@@ -160,7 +161,25 @@ def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str,
     return layout(f"Review run {run_id}", "".join(parts), reviewer=reviewer, csrf=csrf, said=said)
 
 
-def _unit(record: dict[str, Any], run_id: int, csrf: str) -> str:
+def unit_page(record: dict[str, Any], *, reviewer: str, csrf: str, said: str = "", review_bundle: bool = False,
+              ) -> str:
+    """One unit, whatever its status: its submission (as the task's review bundle renders it, when the run
+    has one), its data, and the decision forms while it waits for one."""
+    run_id = record["task_run_id"]
+    back = (f'<p><a href="/runs/{e(run_id)}">run {e(run_id)}</a> · <a href="/runs/{e(run_id)}/review">its '
+            f'completed units</a> · worker {e(record.get("worker_name") or "none")}</p>')
+    return layout(f"Unit {record['unit_id']}", back + _unit(record, f"/units/{record['unit_id']}", csrf,
+                                                            review_bundle),
+                  reviewer=reviewer, csrf=csrf, said=said)
+
+
+def review_outputs(data: dict[str, Any]) -> Any:
+    """What a review bundle receives as ``outputs`` (Mephisto unwraps an old task's ``final_submission``)."""
+    outputs = data.get("outputs") or {}
+    return outputs["final_submission"] if isinstance(outputs, dict) and "final_submission" in outputs else outputs
+
+
+def _unit(record: dict[str, Any], back: str, csrf: str, review_bundle: bool = False) -> str:
     unit_id = record["unit_id"]
     data = record.get("data") or {}
     outputs = data.get("outputs") or {}
@@ -168,19 +187,40 @@ def _unit(record: dict[str, Any], run_id: int, csrf: str) -> str:
                     for item in (value if isinstance(value, list) else [value])
                     if isinstance(item, dict) and isinstance(item.get("storage_key"), str))
     metadata = record.get("metadata") or {}
-    return (f'<article class="unit" id="u{e(unit_id)}"><h3>unit {e(unit_id)} · {e(record["status"])} · '
-            f'${record["pay_amount"]:.2f}</h3>'
-            f'<div class="data"><div><h4>inputs</h4><pre>{e(_json(data.get("inputs")))}</pre></div>'
-            f'<div><h4>outputs</h4><pre>{e(_json(outputs))}</pre>{files}</div></div>'
+    raw = (f'<div class="data"><div><h4>inputs</h4><pre>{e(_json(data.get("inputs")))}</pre></div>'
+           f'<div><h4>outputs</h4><pre>{e(_json(outputs))}</pre>{files}</div></div>')
+    if review_bundle and data.get("outputs") is not None:
+        # Mephisto's contract: the frame loads the bundle, then gets {"REVIEW_DATA": {inputs, outputs}} as a
+        # JSON message and answers with its height ({"IFRAME_DATA": {"height"}}); app.js carries both.
+        review_data = json.dumps({"REVIEW_DATA": {"inputs": data.get("inputs") or {},
+                                                  "outputs": review_outputs(data)}}, default=str)
+        raw = (f'<iframe class="review-bundle" src="/api/units/{e(unit_id)}/review.html" height="100" '
+               f'title="unit {e(unit_id)} as the task\'s review bundle shows it" data-review="{e(review_data)}">'
+               f'</iframe><details><summary>inputs and outputs</summary>{raw}</details>')
+    elif data.get("outputs") is None:
+        raw = '<p class="meta">nothing submitted yet</p>'
+    decide = "" if record["status"] != UnitStatus.COMPLETED.value else (
+        f'<form method="post" action="/units/decide" class="decide">{csrf_field(csrf)}'
+        f'<input type="hidden" name="unit_id" value="{e(unit_id)}">'
+        f'<input type="hidden" name="next" value="{e(back)}">'
+        '<input name="reason" placeholder="feedback (required to reject)" aria-label="feedback">'
+        '<input name="bonus" placeholder="bonus $" inputmode="decimal" size="7" aria-label="bonus in dollars">'
+        '<button name="decision" value="approve">Approve</button>'
+        '<button name="decision" value="soft_reject">Soft-reject</button>'
+        '<button name="decision" value="reject" class="danger">Reject</button></form>')
+    return (f'<article class="unit" id="u{e(unit_id)}"><h3><a href="/units/{e(unit_id)}">unit {e(unit_id)}</a> · '
+            f'{e(record["status"])} · ${record["pay_amount"]:.2f}</h3>{raw}'
             + (f'<p class="meta">tips and feedback: {e(_json(metadata))}</p>' if metadata else "")
-            + f'<form method="post" action="/units/decide" class="decide">{csrf_field(csrf)}'
-            f'<input type="hidden" name="unit_id" value="{e(unit_id)}">'
-            f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
-            '<input name="reason" placeholder="feedback (required to reject)" aria-label="feedback">'
-            '<input name="bonus" placeholder="bonus $" inputmode="decimal" size="7" aria-label="bonus in dollars">'
-            '<button name="decision" value="approve">Approve</button>'
-            '<button name="decision" value="soft_reject">Soft-reject</button>'
-            '<button name="decision" value="reject" class="danger">Reject</button></form></article>')
+            + decide + '</article>')
+
+
+def review_frame(bundle_url: str) -> str:
+    """The page a review bundle is loaded in (Mephisto's ``review.html``): an ``#app`` element and the
+    bundle, nothing else of ours."""
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><title>Review</title></head>'
+            f'<body><noscript>The review bundle needs JavaScript.</noscript><div id="app"></div>'
+            f'<script src="{e(bundle_url)}"></script></body></html>')
 
 
 def _file(unit_id: str, name: str, item: dict[str, Any]) -> str:
