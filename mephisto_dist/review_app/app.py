@@ -56,7 +56,7 @@ from mephisto_dist.review_app.mephisto_client import MephistoClient, file_under
 from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
 from mephisto_dist.runs.bundles import run_review_bundle
 from mephisto_dist.runs.failed_launches import resend_failed_launches
-from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
+from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status, unit_history
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.storage import MissingKey
 from mephisto_dist.work.uploads import stored_keys
@@ -151,7 +151,8 @@ class ReviewApp:
                     for r in recent_findings(self.runtime.sessions, task_run_id=run_id, limit=5)]
         return pages.run_live(status, run_diagnosis(status, seen.facts, now=now, embedded=embedded),
                               calls_failed=calls_failed, call_error=call_error, processes=lines, findings=findings,
-                              now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id))
+                              now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id),
+                              history=unit_history(self.runtime, run_id, now=now))
 
     async def resend(self, request: Request) -> Response:
         await _checked_form(request)

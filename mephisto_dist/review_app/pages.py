@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.domain.unit_history import StatusHistory
 from mephisto_dist.review.batches import BatchProgress
 from mephisto_dist.review.decisions import WorkerHistory
 from mephisto_dist.runs.status import RunRow, RunStatus
@@ -88,7 +89,7 @@ def run_page(run_id: int, live: str, *, reviewer: str, csrf: str, said: str = ""
 
 def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, call_error: str | None,
              processes: Sequence[str], findings: Iterable[str], now: datetime,
-             review_batches: Sequence[BatchProgress] = ()) -> str:
+             review_batches: Sequence[BatchProgress] = (), history: StatusHistory | None = None) -> str:
     """The part of a run's page that refreshes itself."""
     state = ("finished" if status.is_completed else
              f"stopping ({status.stopping_reason})" if status.stopping_reason is not None else "running")
@@ -109,6 +110,7 @@ def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, 
             f'concurrency pool {e(pool)} · server {e(status.server_url or "none")} · '
             f'{status.recent_submissions / 10:.1f} submissions/min</p>'
             f'<div class="units">{bars}<table class="counts">{rows}</table></div>'
+            + (history_plot(history) if history is not None else "") +
             f'<h2>Why it is where it is</h2><ul>{said}</ul>{failed}'
             + (f"<h2>In flight</h2><ul>{flight}</ul>" if flight else "")
             + "<h2>Processes</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in processes) + "</ul>"
@@ -136,6 +138,48 @@ def _bars(counts: Mapping[UnitStatus, int]) -> str:
                      f'<title>{e(status.value)}: {count}</title></rect>')
         x += width
     return f'<svg class="bar" viewBox="0 0 600 24" role="img" aria-label="units per status">{"".join(parts)}</svg>'
+
+
+PLOT_W, PLOT_H, PLOT_LEFT, PLOT_TOP = 600, 160, 44, 8
+
+
+def history_plot(history: StatusHistory) -> str:
+    """Units per status over time as stacked areas (an inline SVG: no script, no library); the first
+    status of :data:`ORDER` at the bottom."""
+    if len(history.times) < 2 or not history.peak:
+        return ""
+    start, end = history.times[0], history.times[-1]
+    span_s = max((end - start).total_seconds(), 1e-9)
+    xs = [PLOT_LEFT + PLOT_W * (t - start).total_seconds() / span_s for t in history.times]
+    peak = history.peak
+    below = [0] * len(xs)
+    areas: list[str] = []
+    legend: list[str] = []
+    for status in ORDER:
+        counts = history.counts.get(status)
+        if counts is None:
+            continue
+        above = [b + c for b, c in zip(below, counts, strict=True)]
+        top = " ".join(f"{x:.1f},{PLOT_TOP + PLOT_H * (1 - v / peak):.1f}" for x, v in zip(xs, above, strict=True))
+        bottom = " ".join(f"{x:.1f},{PLOT_TOP + PLOT_H * (1 - v / peak):.1f}"
+                          for x, v in reversed(list(zip(xs, below, strict=True))))
+        areas.append(f'<polygon points="{top} {bottom}" class="s-{status.name.lower()}">'
+                     f'<title>{e(status.value)}: now {counts[-1]}, at most {max(counts)}</title></polygon>')
+        legend.append(f'<span><svg viewBox="0 0 10 10" class="key"><rect width="10" height="10" '
+                      f'class="s-{status.name.lower()}"/></svg>{e(status.value)}</span>')
+        below = above
+    fmt = "%H:%M:%S" if span_s < 86_400 else "%Y-%m-%d %H:%M"
+    base = PLOT_TOP + PLOT_H
+    axes = (f'<line x1="{PLOT_LEFT}" y1="{base}" x2="{PLOT_LEFT + PLOT_W}" y2="{base}" class="axis"/>'
+            f'<line x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" y2="{base}" class="axis"/>'
+            f'<text x="{PLOT_LEFT - 4}" y="{PLOT_TOP + 10}" class="tick end">{peak}</text>'
+            f'<text x="{PLOT_LEFT - 4}" y="{base}" class="tick end">0</text>'
+            f'<text x="{PLOT_LEFT}" y="{base + 16}" class="tick">{start:{fmt}}</text>'
+            f'<text x="{PLOT_LEFT + PLOT_W}" y="{base + 16}" class="tick end">{end:{fmt}} UTC</text>')
+    return (f'<figure class="history"><svg viewBox="0 0 {PLOT_LEFT + PLOT_W + 8} {base + 22}" role="img" '
+            f'aria-label="units per status over time">{"".join(areas)}{axes}</svg>'
+            f'<figcaption>Units per status over time (from each unit\'s timestamps). '
+            f'{"".join(legend)}</figcaption></figure>')
 
 
 def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], *, reviewer: str,

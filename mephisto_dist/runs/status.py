@@ -26,6 +26,7 @@ from mephisto_dist.domain.diagnosis import (
 )
 from mephisto_dist.domain.servers import ServerStatus
 from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.domain.unit_history import StatusHistory, UnitTimes, status_history
 from mephisto_dist.errors import NotFoundError, ServiceError
 from mephisto_dist.providers import provider_class
 from mephisto_dist.runs.launches import LaunchTrouble, launch_trouble, run_pool
@@ -161,6 +162,17 @@ def run_status(runtime: Runtime, run_id: int, *, now: datetime) -> RunStatus:
         failed_events=FailedEvents(len(events), events[-1].key, events[-1].error) if events else None,
         held=held, cap=run.max_concurrent_units if cap is None else cap,
         server_answers=server_answers(run.server_url) if probe else None)
+
+
+def unit_history(runtime: Runtime, run_id: int, *, now: datetime, points: int = 60) -> StatusHistory:
+    """The run's units per status over time, from the units' timestamps (``domain.unit_history``)."""
+    with read_transaction(runtime.sessions) as session:
+        rows = session.execute(
+            select(Unit.status, Unit.created_at, Unit.launched_at, Unit.assigned_at, Unit.completed_at,
+                   Unit.status_changed_at).where(Unit.task_run_id == run_id)).all()
+    return status_history((UnitTimes(UnitStatus(status), created, launched, assigned, completed, changed)
+                           for status, created, launched, assigned, completed, changed in rows),
+                          now=now, points=points)
 
 
 def server_answers(url: str | None) -> bool:
