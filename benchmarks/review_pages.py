@@ -176,6 +176,17 @@ def start_app(env: dict[str, str], data_dir: Path, port: int) -> subprocess.Pope
     raise SystemExit(f"the review app did not answer; see {data_dir / 'review-app.log'}")
 
 
+def stop(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended in 30 s (a Celery worker's warm shutdown may be finishing
+    the provider calls of the batches)."""
+    child.terminate()
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=30)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
@@ -275,8 +286,7 @@ def measure(url: str, data_dir: Path, made: dict[str, Any], args: argparse.Names
             worked_s = time.perf_counter() - started
     finally:
         for child in (process, worker, redis_process):
-            child.terminate()
-            child.wait(timeout=30)
+            stop(child)
     print(f"{'page':40} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     summary = {}
     for name, values in timings.items():

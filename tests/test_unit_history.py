@@ -16,6 +16,7 @@ from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.domain.unit_history import UnitTimes, status_history, unit_path
 from mephisto_dist.review.decisions import Decision
 from mephisto_dist.review.reviewing import decide_units
+from mephisto_dist.review_app.history import HistoryCache
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
 from tests.browser import wait_for
@@ -68,6 +69,21 @@ def test_counts_at_each_moment_add_up_to_the_units() -> None:
     }
     assert history.peak == 3
     assert status_history([], now=T0).times == ()
+
+
+def test_the_app_keeps_a_runs_history_and_derives_it_again_when_its_units_change(runtime: Any) -> None:
+    run = make_run(runtime.sessions, assignments=3, task_name="kept-task")
+    cache = HistoryCache(runtime)
+    first = cache.history(run.run_id, now=datetime.now(UTC))
+    assert first.counts[UnitStatus.LAUNCHED][-1] == 3
+    reg = Registration.from_request({"provider_data": {"worker_name": "ann", "assignment_id": "a"}})
+    with transaction(runtime.sessions) as session:
+        assert claims.register_agent(session, run, reg, now=datetime.now(UTC)).agent_id
+    # The page does not wait for the derivation: it shows the last one, and the next shows the change.
+    cache.history(run.run_id, now=datetime.now(UTC))
+    wait_for(lambda: cache.history(run.run_id, now=datetime.now(UTC)).counts.get(UnitStatus.ASSIGNED, (0,))[-1] == 1,
+             10, "the history to be derived again")
+    assert cache.history(run.run_id, now=datetime.now(UTC)).counts[UnitStatus.LAUNCHED][-1] == 2
 
 
 @pytest.mark.system

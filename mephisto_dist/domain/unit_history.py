@@ -10,6 +10,7 @@ rows and "now" are passed in.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,34 +53,57 @@ def unit_path(unit: UnitTimes) -> list[tuple[datetime, UnitStatus]]:
     return path
 
 
-def status_history(units: Iterable[UnitTimes], *, now: datetime, points: int = 60) -> StatusHistory:
-    """Units per status at ``points`` moments from the first creation to ``now``: every unit's path
-    becomes +1 / -1 changes, swept once in time order."""
-    changes: list[tuple[datetime, UnitStatus, int]] = []
-    for unit in units:
-        previous: UnitStatus | None = None
-        for at, status in unit_path(unit):
-            if previous is not None:
-                changes.append((at, previous, -1))
-            changes.append((at, status, 1))
-            previous = status
-    if not changes:
-        return StatusHistory((), {})
-    changes.sort(key=lambda change: change[0])
-    start = changes[0][0]
-    end = max(now, changes[-1][0])
-    points = max(points, 2)
-    step = (end - start) / (points - 1)
-    times = (*(start + step * i for i in range(points - 1)), end)
-    running = dict.fromkeys(UnitStatus, 0)
-    counts: dict[UnitStatus, list[int]] = {status: [] for status in UnitStatus}
-    index = 0
-    for moment in times:
-        while index < len(changes) and changes[index][0] <= moment:
-            _, status, delta = changes[index]
-            running[status] += delta
-            index += 1
-        for status in UnitStatus:
-            counts[status].append(running[status])
-    return StatusHistory(times, {status: tuple(values) for status, values in counts.items() if any(values)})
+@dataclass(frozen=True)
+class StatusSteps:
+    """How many units held each status, from each moment a count changed until the next: what
+    :func:`status_steps` derives once, and :meth:`sample` reads at any "now" cheaply."""
 
+    at: tuple[datetime, ...]
+    counts: tuple[tuple[int, ...], ...]
+    """For each moment of ``at``, the count of each status of :data:`STATUSES`, in that order."""
+
+    def sample(self, *, now: datetime, points: int = 60) -> StatusHistory:
+        """The counts at ``points`` moments, evenly spaced from the first change to ``now`` (or to the
+        last change, if that is later)."""
+        if not self.at:
+            return StatusHistory((), {})
+        start, end = self.at[0], max(now, self.at[-1])
+        points = max(points, 2)
+        step = (end - start) / (points - 1)
+        times = (*(start + step * i for i in range(points - 1)), end)
+        rows = [self.counts[bisect_right(self.at, moment) - 1] for moment in times]
+        return StatusHistory(times, {status: column for status, column in zip(
+            STATUSES, (tuple(row[i] for row in rows) for i in range(len(STATUSES))), strict=True) if any(column)})
+
+
+STATUSES = tuple(UnitStatus)
+
+
+def status_steps(units: Iterable[UnitTimes]) -> StatusSteps:
+    """Every unit's path as +1 / -1 changes, swept once in time order."""
+    index = {status: i for i, status in enumerate(STATUSES)}
+    changes: list[tuple[datetime, int, int]] = []
+    for unit in units:
+        previous: int | None = None
+        for entered, status in unit_path(unit):
+            if previous is not None:
+                changes.append((entered, previous, -1))
+            previous = index[status]
+            changes.append((entered, previous, 1))
+    changes.sort(key=lambda change: change[0])
+    running = [0] * len(STATUSES)
+    at: list[datetime] = []
+    counts: list[tuple[int, ...]] = []
+    for moment, column, delta in changes:
+        running[column] += delta
+        if at and at[-1] == moment:
+            counts[-1] = tuple(running)
+        else:
+            at.append(moment)
+            counts.append(tuple(running))
+    return StatusSteps(tuple(at), tuple(counts))
+
+
+def status_history(units: Iterable[UnitTimes], *, now: datetime, points: int = 60) -> StatusHistory:
+    """Units per status at ``points`` moments from the first creation to ``now``."""
+    return status_steps(units).sample(now=now, points=points)

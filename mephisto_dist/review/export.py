@@ -63,13 +63,17 @@ def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> li
 
 def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
                  include_expired: bool = True, unit_ids: Sequence[int] | None = None,
-                 worker_id: int | None = None) -> Iterator[dict[str, Any]]:
+                 worker_id: int | None = None, status: str | None = None,
+                 limit: int | None = None) -> Iterator[dict[str, Any]]:
     """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
-    tips and feedback arrive through ``submit_metadata``); only the named units, or one worker's, when
-    asked."""
+    tips and feedback arrive through ``submit_metadata``); only the named units, one worker's, those in
+    one status, or the first ``limit``, when asked."""
     statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
+    if status is not None:
+        statuses = [status]
     last_id = 0
-    while True:
+    left = limit
+    while left is None or left > 0:
         query = (
             select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name, TaskRun.provider_type)
             .join(Assignment, Assignment.id == Unit.assignment_id)
@@ -79,7 +83,7 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
             .outerjoin(Worker, Worker.id == Unit.worker_id)
             .where(Unit.task_run_id.in_(run_ids), Unit.id > last_id)
             .order_by(Unit.id)
-            .limit(PAGE)
+            .limit(PAGE if left is None else min(PAGE, left))
         )
         if statuses is not None:
             query = query.where(Unit.status.in_(statuses))
@@ -125,6 +129,8 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 **accounts[unit.id].record(unit.pay_amount, unit.status),
             }
         last_id = rows[-1][0].id
+        if left is not None:
+            left -= len(rows)
 
 
 def is_partial(agent_status: str) -> bool:

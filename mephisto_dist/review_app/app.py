@@ -37,6 +37,7 @@ from starlette.routing import Route
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit, Worker
 from mephisto_dist.domain.diagnosis import ago
+from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import MephistoDistError, NotAllowed, NotFoundError, ServiceError
 from mephisto_dist.queue import send_outbox
 from mephisto_dist.reconcile.records import recent_findings
@@ -52,11 +53,13 @@ from mephisto_dist.review.decisions import (
 from mephisto_dist.review.export import unit_records
 from mephisto_dist.review.sending import send_calls
 from mephisto_dist.review_app import mephisto_api, pages
+from mephisto_dist.review_app.history import HistoryCache
 from mephisto_dist.review_app.mephisto_client import MephistoClient, file_under
 from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
 from mephisto_dist.runs.bundles import run_review_bundle
 from mephisto_dist.runs.failed_launches import resend_failed_launches
-from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status, unit_history
+from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
+from mephisto_dist.runs.task_runs import unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.storage import MissingKey
 from mephisto_dist.work.uploads import stored_keys
@@ -93,6 +96,7 @@ class ReviewApp:
         self.reviewers = reviewers
         self.codec = SessionCodec(secret)
         self.secure_cookie = secure_cookie
+        self.histories = HistoryCache(runtime)
 
     # -- signing in --------------------------------------------------------------------------------
 
@@ -152,7 +156,7 @@ class ReviewApp:
         return pages.run_live(status, run_diagnosis(status, seen.facts, now=now, embedded=embedded),
                               calls_failed=calls_failed, call_error=call_error, processes=lines, findings=findings,
                               now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id),
-                              history=unit_history(self.runtime, run_id, now=now))
+                              history=self.histories.history(run_id, now=now))
 
     async def resend(self, request: Request) -> Response:
         await _checked_form(request)
@@ -171,14 +175,16 @@ class ReviewApp:
         session = _session(request)
         run_id = _int(request.path_params["run_id"])
         with read_transaction(self.runtime.sessions) as db:
-            records = [r for r in unit_records(db, [run_id]) if r["status"] == "completed"]
+            total = unit_counts(db, run_id).get(UnitStatus.COMPLETED, 0)
+            # The first page only: a run of 10,000 completed units is not read whole to show 200.
+            records = list(unit_records(db, [run_id], status=UnitStatus.COMPLETED.value, limit=UNITS_PER_PAGE))
         groups: dict[str, tuple[str, int, list[dict[str, Any]]]] = {}
-        for record in records[:UNITS_PER_PAGE]:
+        for record in records:
             name = str(record["worker_name"])
             groups.setdefault(name, (name, int(record["worker_id"]), []))[2].append(record)
         return HTMLResponse(pages.review_page(run_id, sorted(groups.values()), reviewer=session.reviewer,
                                               csrf=session.csrf, said=request.query_params.get("said", ""),
-                                              shown=min(len(records), UNITS_PER_PAGE), total=len(records),
+                                              shown=len(records), total=total,
                                               review_bundle=self._has_review_bundle(run_id)))
 
     async def decide(self, request: Request) -> Response:
@@ -414,6 +420,13 @@ class _Gate(BaseHTTPMiddleware):
         return response
 
 
+def _warm_queue(runtime: Runtime) -> None:
+    try:
+        runtime.queue.waiting()  # imports Celery and the broker's transport, and connects: sends nothing
+    except Exception:  # Redis away: the first batch says so when it is sent
+        log.info("review app: the task queue did not answer at start", exc_info=True)
+
+
 def _error(status: int, message: str, *, api: bool = False) -> Response:
     if api:
         return JSONResponse({"error": message.splitlines()[0] if message else "error"}, status_code=status)
@@ -467,6 +480,8 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
             finishing = threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
                                          name="review-batches")
             finishing.start()
+        else:  # the first bulk approval would otherwise wait for Celery's and the broker's set-up (~0.2-1.5 s)
+            threading.Thread(target=_warm_queue, args=(runtime,), daemon=True, name="queue-warm-up").start()
         yield
         if finishing is not None:  # a chunk under way commits (or not) as a whole; not cut half-way
             await anyio.to_thread.run_sync(finishing.join, BATCH_FINISH_WAIT_S)
