@@ -218,7 +218,7 @@ def main() -> None:
         finally:
             drop()
     results.update(database=args.database, units=args.units, workers=args.workers, requests=args.requests,
-                   load_before=os.getloadavg())
+                   load_average_at_end=os.getloadavg())
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
