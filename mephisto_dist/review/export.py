@@ -64,14 +64,14 @@ def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> li
 def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
                  include_expired: bool = True, unit_ids: Sequence[int] | None = None,
                  worker_id: int | None = None, status: str | None = None,
-                 limit: int | None = None) -> Iterator[dict[str, Any]]:
+                 limit: int | None = None, after_id: int = 0) -> Iterator[dict[str, Any]]:
     """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
     tips and feedback arrive through ``submit_metadata``); only the named units, one worker's, those in
-    one status, or the first ``limit``, when asked."""
+    one status, or the first ``limit`` after unit ``after_id``, when asked."""
     statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
     if status is not None:
         statuses = [status]
-    last_id = 0
+    last_id = after_id
     left = limit
     while left is None or left > 0:
         query = (

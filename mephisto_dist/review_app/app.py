@@ -174,10 +174,14 @@ class ReviewApp:
     def review(self, request: Request) -> Response:
         session = _session(request)
         run_id = _int(request.path_params["run_id"])
+        after = _int(request.query_params.get("after") or 0)
         with read_transaction(self.runtime.sessions) as db:
             total = unit_counts(db, run_id).get(UnitStatus.COMPLETED, 0)
-            # The first page only: a run of 10,000 completed units is not read whole to show 200.
-            records = list(unit_records(db, [run_id], status=UnitStatus.COMPLETED.value, limit=UNITS_PER_PAGE))
+            # One page of units: a run of 10,000 completed units is not read whole to show 200.
+            records = list(unit_records(db, [run_id], status=UnitStatus.COMPLETED.value, limit=UNITS_PER_PAGE + 1,
+                                        after_id=after))
+        more = len(records) > UNITS_PER_PAGE
+        records = records[:UNITS_PER_PAGE]
         groups: dict[str, tuple[str, int, list[dict[str, Any]]]] = {}
         for record in records:
             name = str(record["worker_name"])
@@ -185,7 +189,8 @@ class ReviewApp:
         return HTMLResponse(pages.review_page(run_id, sorted(groups.values()), reviewer=session.reviewer,
                                               csrf=session.csrf, said=request.query_params.get("said", ""),
                                               shown=len(records), total=total,
-                                              review_bundle=self._has_review_bundle(run_id)))
+                                              review_bundle=self._has_review_bundle(run_id),
+                                              next_after=int(records[-1]["unit_id"]) if more else None))
 
     async def decide(self, request: Request) -> Response:
         form = await _checked_form(request)

@@ -183,15 +183,19 @@ def history_plot(history: StatusHistory) -> str:
 
 
 def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], *, reviewer: str,
-                csrf: str, said: str = "", shown: int, total: int, review_bundle: bool = False) -> str:
-    """Completed units by worker: (worker name, worker id, its records), each record its export record;
-    with ``review_bundle``, each submission as the task's review bundle renders it."""
+                csrf: str, said: str = "", shown: int, total: int, review_bundle: bool = False,
+                next_after: int | None = None) -> str:
+    """One page of completed units, by worker: (worker name, worker id, its records), each record its
+    export record; with ``review_bundle``, each submission as the task's review bundle renders it;
+    ``next_after``: the last unit shown, when more follow."""
     if not groups:
         return layout(f"Review run {run_id}", f'<p>No completed unit waits for a decision. '
                       f'<a href="/runs/{run_id}">Back to the run</a></p>', reviewer=reviewer, csrf=csrf, said=said)
     parts = [(f'<p>{shown} of {total} completed unit(s), by worker. Decisions pay through the same ledger as '
              f'<code>mephisto-dist review</code>: nothing is paid twice.</p>'
              f'<p><a href="/runs/{run_id}/approve">Approve all {total} completed unit(s) of the run…</a></p>')]
+    more = (f'<p class="more"><a href="/runs/{run_id}/review?after={next_after}">The next completed units…</a></p>'
+            if next_after is not None else "")
     for worker_name, worker_id, records in groups:
         units = "".join(_unit(record, f"/runs/{run_id}/review", csrf, review_bundle) for record in records)
         parts.append(
@@ -202,7 +206,7 @@ def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str,
             f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
             f'<input name="reason" placeholder="why block" required aria-label="reason to block">'
             f'<button class="danger">Block {e(worker_name)}</button></form>{units}</section>')
-    return layout(f"Review run {run_id}", "".join(parts), reviewer=reviewer, csrf=csrf, said=said)
+    return layout(f"Review run {run_id}", "".join(parts) + more, reviewer=reviewer, csrf=csrf, said=said)
 
 
 def unit_page(record: dict[str, Any], *, reviewer: str, csrf: str, said: str = "", review_bundle: bool = False,
