@@ -147,7 +147,7 @@ def run_status(runtime: Runtime, run_id: int, *, now: datetime) -> RunStatus:
     finished = run.is_completed
     held: int | None = None
     cap: int | None = None
-    if not finished:
+    if not finished and redis_may_answer(runtime):
         try:
             held = runtime.limiter.held(run_pool(run_id))
             cap = runtime.limiter.get_cap(run_pool(run_id))
@@ -182,6 +182,13 @@ def unit_history_mark(runtime: Runtime, run_id: int) -> tuple[int, datetime | No
         count, last = session.execute(select(func.count(), func.max(Unit.status_changed_at))
                                       .where(Unit.task_run_id == run_id)).one()
     return int(count), last
+
+
+def redis_may_answer(runtime: Runtime) -> bool:
+    """False when the embedded Redis is not running (no attached run made its socket): asking it would
+    only cost the client's connect retries (about 0.6 s) to learn that it does not answer."""
+    settings = runtime.settings
+    return not settings.embedded_redis or settings.embedded_redis_socket.exists()
 
 
 def server_answers(url: str | None) -> bool:
@@ -226,6 +233,8 @@ class Processes:
 def processes(runtime: Runtime) -> Processes:
     """The deployment's workers and beat; ``facts.worker_ages_s`` is ``None`` when Redis does not answer."""
     stale_s = runtime.settings.heartbeat_stale_s
+    if not redis_may_answer(runtime):
+        return Processes(ProcessFacts(None, None, stale_s), (), ())
     try:
         workers = heartbeats.last_seen(runtime.redis, "worker")
         beats = heartbeats.last_seen(runtime.redis, "beat")
