@@ -7,6 +7,7 @@ and ledger as ``mephisto-dist review`` and record their reviewer (``app:<name>``
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -67,7 +68,7 @@ from mephisto_dist.work.uploads import stored_keys
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-UNITS_PER_PAGE = 200
+UNITS_PER_PAGE = 100
 BATCH_FINISH_WAIT_S = 10.0
 """How long a stopping app waits for the batch chunk its own thread is working (no Redis configured)."""
 DECISIONS = {"approve": Decision.APPROVE, "soft_reject": Decision.SOFT_REJECT, "reject": Decision.REJECT}
@@ -177,7 +178,7 @@ class ReviewApp:
         after = _int(request.query_params.get("after") or 0)
         with read_transaction(self.runtime.sessions) as db:
             total = unit_counts(db, run_id).get(UnitStatus.COMPLETED, 0)
-            # One page of units: a run of 10,000 completed units is not read whole to show 200.
+            # One page of units: a run of 10,000 completed units is not read whole to show 100.
             records = list(unit_records(db, [run_id], status=UnitStatus.COMPLETED.value, limit=UNITS_PER_PAGE + 1,
                                         after_id=after))
         more = len(records) > UNITS_PER_PAGE
@@ -487,6 +488,10 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
             finishing.start()
         else:  # the first bulk approval would otherwise wait for Celery's and the broker's set-up (~0.2-1.5 s)
             threading.Thread(target=_warm_queue, args=(runtime,), daemon=True, name="queue-warm-up").start()
+        # What startup made (modules, the app, SQLAlchemy's caches) lives as long as the process: kept out
+        # of the collector, a full collection during a page walks only what serving made since.
+        gc.collect()
+        gc.freeze()
         yield
         if finishing is not None:  # a chunk under way commits (or not) as a whole; not cut half-way
             await anyio.to_thread.run_sync(finishing.join, BATCH_FINISH_WAIT_S)
