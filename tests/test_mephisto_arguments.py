@@ -68,9 +68,9 @@ def test_a_task_folder_of_mephistos_current_release_loads(tmp_path: Path) -> Non
     config = load_task_config(mephisto_head_task(tmp_path), "example",
                               ["mephisto.architect.server_type=flask", "mephisto.task.max_assignments_per_hit=1"])
     assert config.blueprint["task_source_review"].endswith("webapp/build/bundle.review.js")
-    # Set to something else than their defaults, and not carried out: listed once each; a default is not.
-    assert config.unimplemented_settings() == ["mephisto.blueprint.task_source_review",
-                                               "mephisto.architect.server_type"]
+    # Set to something else than their defaults, and not carried out: listed once each; a default is not
+    # (task_source_review is carried out: the review app renders submissions with it).
+    assert config.unimplemented_settings() == ["mephisto.architect.server_type"]
 
 
 def test_prolific_configs_load_with_their_arguments(tmp_path: Path) -> None:
@@ -90,15 +90,17 @@ def test_wut_marks_what_is_accepted_but_not_implemented() -> None:
     static = get_section("blueprint", "static_task")
     review = static.argument("task_source_review")
     source = static.argument("task_source")
-    assert review is not None and source is not None
-    assert argument_row(review)[-1] == NOT_YET and argument_row(source)[-1] == "yes"
+    server_type = get_section("architect", "local").argument("server_type")
+    assert review is not None and source is not None and server_type is not None
+    assert argument_row(server_type)[-1] == NOT_YET and argument_row(source)[-1] == "yes"
+    assert argument_row(review)[-1] == "yes"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")} | {"COLUMNS": "300"}
     kinds = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=60, check=True).stdout
     assert "provider: mock, mturk, mturk_sandbox, prolific, inhouse" in kinds
-    table = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut", "blueprint=static_task"],
+    table = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "wut", "architect=local"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
-    row = next(line for line in table.splitlines() if "│ task_source_review " in line)
+    row = next(line for line in table.splitlines() if "│ server_type " in line)
     assert row.rstrip("│ ").endswith(NOT_YET)
 
 
@@ -113,8 +115,7 @@ def test_run_warns_once_per_unimplemented_argument_and_needs_a_prolific_requeste
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     tail = "is accepted but not implemented yet: its value is ignored (mephisto-dist wut lists what is)"
-    assert warnings == [f"warning: mephisto.blueprint.task_source_review {tail}",
-                        f"warning: mephisto.architect.server_type {tail}"]
+    assert warnings == [f"warning: mephisto.architect.server_type {tail}"]
     assert result.stdout.strip().isdigit()
 
     prolific = subprocess.run([sys.executable, "-m", "mephisto_dist.cli.app", "run",

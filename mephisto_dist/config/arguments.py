@@ -100,8 +100,8 @@ _BLUEPRINT_BASE = (
     Argument("tips_location", str, None,
              "CSV of accepted tips (header,text) from earlier runs, served in task_config.json's 'tips'."),
     Argument("task_source_review", str, None,
-             "JS bundle of the task's review version for Mephisto's TaskReview app (accepted so Mephisto "
-             "configs load; mephisto-dist reviews from the command line).", implemented=False),
+             "JS bundle of the task's review version (e.g. ${task_dir}/webapp/build/bundle.review.js): stored "
+             "with the run, it renders each submission in the review app and Mephisto's TaskReview client."),
 )
 
 _ONBOARDING = (

@@ -56,13 +56,16 @@ class BlueprintSection:
     block_qualification: str | None
     qualifications: tuple[Mapping[str, Any], ...]
     units_per_assignment: int
+    task_source_review: str | None = None
+    """The task's review bundle (a path on the machine that created the run; the run's bundle carries it)."""
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> BlueprintSection:
         return cls(str(args.get("_blueprint_type") or STATIC_TASK.name), args,
                    str(args["block_qualification"]) if args.get("block_qualification") else None,
                    tuple(args.get("qualifications") or ()),
-                   int(args.get("units_per_assignment") or declared_default(STATIC_TASK, "units_per_assignment")))
+                   int(args.get("units_per_assignment") or declared_default(STATIC_TASK, "units_per_assignment")),
+                   str(args["task_source_review"]) if args.get("task_source_review") else None)
 
 
 @dataclass(frozen=True)

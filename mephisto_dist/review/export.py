@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,12 +62,18 @@ def exported_statuses(*, include_unsubmitted: bool, include_expired: bool) -> li
 
 
 def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: bool = False,
-                 include_expired: bool = True) -> Iterator[dict[str, Any]]:
+                 include_expired: bool = True, unit_ids: Sequence[int] | None = None,
+                 worker_id: int | None = None, status: str | None = None,
+                 limit: int | None = None, after_id: int = 0) -> Iterator[dict[str, Any]]:
     """One record per unit in id order, with its status, the agent's answers and metadata (Mephisto's
-    tips and feedback arrive through ``submit_metadata``)."""
+    tips and feedback arrive through ``submit_metadata``); only the named units, one worker's, those in
+    one status, or the first ``limit`` after unit ``after_id``, when asked."""
     statuses = exported_statuses(include_unsubmitted=include_unsubmitted, include_expired=include_expired)
-    last_id = 0
-    while True:
+    if status is not None:
+        statuses = [status]
+    last_id = after_id
+    left = limit
+    while left is None or left > 0:
         query = (
             select(Unit, Assignment.data, TaskRun.id, Task.task_name, Agent, Worker.worker_name, TaskRun.provider_type)
             .join(Assignment, Assignment.id == Unit.assignment_id)
@@ -77,10 +83,14 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
             .outerjoin(Worker, Worker.id == Unit.worker_id)
             .where(Unit.task_run_id.in_(run_ids), Unit.id > last_id)
             .order_by(Unit.id)
-            .limit(PAGE)
+            .limit(PAGE if left is None else min(PAGE, left))
         )
         if statuses is not None:
             query = query.where(Unit.status.in_(statuses))
+        if unit_ids is not None:
+            query = query.where(Unit.id.in_(list(unit_ids)))
+        if worker_id is not None:
+            query = query.where(Unit.worker_id == worker_id)
         rows = session.execute(query).all()
         if not rows:
             return
@@ -119,6 +129,8 @@ def unit_records(session: Session, run_ids: list[int], *, include_unsubmitted: b
                 **accounts[unit.id].record(unit.pay_amount, unit.status),
             }
         last_id = rows[-1][0].id
+        if left is not None:
+            left -= len(rows)
 
 
 def is_partial(agent_status: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import (
     Agent,
@@ -180,9 +181,14 @@ def unit_details(factory: Factory, unit_ids: Sequence[int]) -> list[dict[str, An
     with read_transaction(factory) as session:
         check_units(session, unit_ids)
         rows = session.execute(
-            select(Unit.id, Assignment.data, Agent.outputs, Agent.task_metadata)
+            select(Unit.id, Assignment.data, Agent.outputs, Agent.task_metadata, Unit.task_run_id)
             .join(Assignment, Assignment.id == Unit.assignment_id).outerjoin(Agent, Agent.id == Unit.agent_id)
             .where(Unit.id.in_(list(unit_ids))).order_by(Unit.id)).all()
+        # As Mephisto says it: whether the run's config names a review bundle (``/api/units/<id>/review.html``
+        # renders the submission with it).
+        with_review = {run_id for run_id, config in session.execute(
+            select(TaskRun.id, TaskRun.config).where(TaskRun.id.in_({row[4] for row in rows})))
+            if RunConfig.parse(config).blueprint.task_source_review}
         reviews: dict[int, list[dict[str, Any]]] = {}
         for review in session.scalars(select(UnitReview).where(UnitReview.unit_id.in_(list(unit_ids)))
                                       .order_by(UnitReview.created_at.desc(), UnitReview.id.desc())):
@@ -191,12 +197,12 @@ def unit_details(factory: Factory, unit_ids: Sequence[int]) -> list[dict[str, An
                 "qualification_id": None, "qualification_name": None, "review_note": review.note,
                 "status": review.status, "value": None, "decided_by": review.decided_by})
         found = []
-        for unit_id, inputs, outputs, metadata in rows:
+        for unit_id, inputs, outputs, metadata, run_id in rows:
             inputs, outputs = inputs or {}, outputs or {}
             # Outdated task code may put everything under ``final_submission``: show what is inside.
             if isinstance(outputs, dict) and "final_submission" in outputs:
                 outputs = outputs["final_submission"]
-            found.append({"has_task_source_review": False, "id": str(unit_id), "inputs": inputs,
+            found.append({"has_task_source_review": run_id in with_review, "id": str(unit_id), "inputs": inputs,
                           "metadata": {**(metadata or {}), "unit_reviews": reviews.get(unit_id, [])},
                           "outputs": outputs, "prepared_inputs": inputs, "unit_data_folder": data_folder(unit_id)})
         return found

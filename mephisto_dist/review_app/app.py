@@ -7,6 +7,7 @@ and ledger as ``mephisto-dist review`` and record their reviewer (``app:<name>``
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ from starlette.routing import Route
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Unit, Worker
 from mephisto_dist.domain.diagnosis import ago
+from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import MephistoDistError, NotAllowed, NotFoundError, ServiceError
 from mephisto_dist.queue import send_outbox
 from mephisto_dist.reconcile.records import recent_findings
@@ -52,10 +54,13 @@ from mephisto_dist.review.decisions import (
 from mephisto_dist.review.export import unit_records
 from mephisto_dist.review.sending import send_calls
 from mephisto_dist.review_app import mephisto_api, pages
+from mephisto_dist.review_app.history import HistoryCache
 from mephisto_dist.review_app.mephisto_client import MephistoClient, file_under
 from mephisto_dist.review_app.sessions import COOKIE, SESSION_MAX_AGE_S, Session, SessionCodec, check_login
+from mephisto_dist.runs.bundles import run_review_bundle
 from mephisto_dist.runs.failed_launches import resend_failed_launches
 from mephisto_dist.runs.status import list_runs, processes, run_diagnosis, run_status
+from mephisto_dist.runs.task_runs import unit_counts
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.storage import MissingKey
 from mephisto_dist.work.uploads import stored_keys
@@ -63,7 +68,7 @@ from mephisto_dist.work.uploads import stored_keys
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-UNITS_PER_PAGE = 200
+UNITS_PER_PAGE = 100
 BATCH_FINISH_WAIT_S = 10.0
 """How long a stopping app waits for the batch chunk its own thread is working (no Redis configured)."""
 DECISIONS = {"approve": Decision.APPROVE, "soft_reject": Decision.SOFT_REJECT, "reject": Decision.REJECT}
@@ -73,6 +78,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+REVIEW_FRAME_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-eval'; frame-ancestors 'self'; "
+                    "form-action 'none'")
+"""A review bundle's frame: framed by this app's pages (and the TaskReview client's); its bundle may be a
+webpack development build (``eval``) that injects its styles, as Mephisto's ``build:review`` makes it."""
 
 
 def _now() -> datetime:
@@ -87,6 +97,7 @@ class ReviewApp:
         self.reviewers = reviewers
         self.codec = SessionCodec(secret)
         self.secure_cookie = secure_cookie
+        self.histories = HistoryCache(runtime)
 
     # -- signing in --------------------------------------------------------------------------------
 
@@ -145,7 +156,8 @@ class ReviewApp:
                     for r in recent_findings(self.runtime.sessions, task_run_id=run_id, limit=5)]
         return pages.run_live(status, run_diagnosis(status, seen.facts, now=now, embedded=embedded),
                               calls_failed=calls_failed, call_error=call_error, processes=lines, findings=findings,
-                              now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id))
+                              now=now, review_batches=batches.recent_batches(self.runtime.sessions, run_id),
+                              history=self.histories.history(run_id, now=now))
 
     async def resend(self, request: Request) -> Response:
         await _checked_form(request)
@@ -163,15 +175,23 @@ class ReviewApp:
     def review(self, request: Request) -> Response:
         session = _session(request)
         run_id = _int(request.path_params["run_id"])
+        after = _int(request.query_params.get("after") or 0)
         with read_transaction(self.runtime.sessions) as db:
-            records = [r for r in unit_records(db, [run_id]) if r["status"] == "completed"]
+            total = unit_counts(db, run_id).get(UnitStatus.COMPLETED, 0)
+            # One page of units: a run of 10,000 completed units is not read whole to show 100.
+            records = list(unit_records(db, [run_id], status=UnitStatus.COMPLETED.value, limit=UNITS_PER_PAGE + 1,
+                                        after_id=after))
+        more = len(records) > UNITS_PER_PAGE
+        records = records[:UNITS_PER_PAGE]
         groups: dict[str, tuple[str, int, list[dict[str, Any]]]] = {}
-        for record in records[:UNITS_PER_PAGE]:
+        for record in records:
             name = str(record["worker_name"])
             groups.setdefault(name, (name, int(record["worker_id"]), []))[2].append(record)
         return HTMLResponse(pages.review_page(run_id, sorted(groups.values()), reviewer=session.reviewer,
                                               csrf=session.csrf, said=request.query_params.get("said", ""),
-                                              shown=min(len(records), UNITS_PER_PAGE), total=len(records)))
+                                              shown=len(records), total=total,
+                                              review_bundle=self._has_review_bundle(run_id),
+                                              next_after=int(records[-1]["unit_id"]) if more else None))
 
     async def decide(self, request: Request) -> Response:
         form = await _checked_form(request)
@@ -262,13 +282,50 @@ class ReviewApp:
         histories = workers.worker_records(self.runtime.sessions).histories
         return HTMLResponse(pages.workers_page(histories, reviewer=session.reviewer, csrf=session.csrf))
 
+    def unit(self, request: Request) -> Response:
+        """One unit: its submission (rendered by the run's review bundle when it has one) and decisions."""
+        session = _session(request)
+        record = self._record(_int(request.path_params["unit_id"]))
+        return HTMLResponse(pages.unit_page(record, reviewer=session.reviewer, csrf=session.csrf,
+                                            said=request.query_params.get("said", ""),
+                                            review_bundle=self._has_review_bundle(int(record["task_run_id"]))))
+
+    def _record(self, unit_id: int) -> dict[str, Any]:
+        with read_transaction(self.runtime.sessions) as db:
+            records = list(unit_records(db, _run_of(db, unit_id), include_unsubmitted=True, unit_ids=[unit_id]))
+        if not records:
+            raise NotFoundError(f"unit {unit_id} does not exist")
+        return records[0]
+
+    def _has_review_bundle(self, run_id: int) -> bool:
+        with read_transaction(self.runtime.sessions) as db:
+            return run_review_bundle(self.runtime.bundles, db, run_id) is not None
+
+    def review_html(self, request: Request) -> Response:
+        """Mephisto's ``/api/units/<id>/review.html``: the frame a review bundle renders a submission in;
+        the page holding it sends the unit's data in a message (see ``pages._unit``)."""
+        unit_id = _int(request.path_params["unit_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            _run_of(db, unit_id)
+        return HTMLResponse(pages.review_frame(f"/units/{unit_id}/bundle.js"),
+                            headers={"Content-Security-Policy": REVIEW_FRAME_CSP, "Cache-Control": "no-cache"})
+
+    def review_bundle(self, request: Request) -> Response:
+        """Mephisto's ``/units/<id>/bundle.js``: the review bundle of the unit's run (from its run bundle)."""
+        unit_id = _int(request.path_params["unit_id"])
+        with read_transaction(self.runtime.sessions) as db:
+            path = run_review_bundle(self.runtime.bundles, db, _run_of(db, unit_id)[0])
+        if path is None:
+            raise NotFoundError(f"the run of unit {unit_id} has no review bundle (mephisto.blueprint."
+                                "task_source_review not set, or not built when the run was created)")
+        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
     def unit_file(self, request: Request) -> Response:
         """A file a worker uploaded, only through the unit whose outputs name it (a forged key is a 404)."""
         unit_id = _int(request.path_params["unit_id"])
         key = request.path_params["key"]
         with read_transaction(self.runtime.sessions) as db:
-            records = [r for r in unit_records(db, _run_of(db, unit_id), include_unsubmitted=True)
-                       if r["unit_id"] == str(unit_id)]
+            records = list(unit_records(db, _run_of(db, unit_id), include_unsubmitted=True, unit_ids=[unit_id]))
         outputs = (records[0].get("data") or {}).get("outputs") if records else None
         if key not in stored_keys(outputs):
             raise NotFoundError(f"unit {unit_id} has no file {key!r}")
@@ -369,6 +426,13 @@ class _Gate(BaseHTTPMiddleware):
         return response
 
 
+def _warm_queue(runtime: Runtime) -> None:
+    try:
+        runtime.queue.waiting()  # imports Celery and the broker's transport, and connects: sends nothing
+    except Exception:  # Redis away: the first batch says so when it is sent
+        log.info("review app: the task queue did not answer at start", exc_info=True)
+
+
 def _error(status: int, message: str, *, api: bool = False) -> Response:
     if api:
         return JSONResponse({"error": message.splitlines()[0] if message else "error"}, status_code=status)
@@ -403,6 +467,9 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/batches/{batch_id}", review.batch),
         Route("/batches/{batch_id}/live", review.batch_live),
         Route("/units/decide", review.decide, methods=["POST"]),
+        Route("/units/{unit_id:int}", review.unit),
+        Route("/units/{unit_id:int}/bundle.js", review.review_bundle),
+        Route(f"{mephisto_api.PREFIX}/units/{{unit_id:int}}/review.html", review.review_html),
         Route("/units/{unit_id}/files/{key:path}", review.unit_file),
         Route("/workers", review.workers_list),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
@@ -419,6 +486,12 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
             finishing = threading.Thread(target=batches.finish_here, args=(runtime,), daemon=True,
                                          name="review-batches")
             finishing.start()
+        else:  # the first bulk approval would otherwise wait for Celery's and the broker's set-up (~0.2-1.5 s)
+            threading.Thread(target=_warm_queue, args=(runtime,), daemon=True, name="queue-warm-up").start()
+        # What startup made (modules, the app, SQLAlchemy's caches) lives as long as the process: kept out
+        # of the collector, a full collection during a page walks only what serving made since.
+        gc.collect()
+        gc.freeze()
         yield
         if finishing is not None:  # a chunk under way commits (or not) as a whole; not cut half-way
             await anyio.to_thread.run_sync(finishing.join, BATCH_FINISH_WAIT_S)

@@ -199,8 +199,7 @@ class MephistoApi:
                             "for form_composer tasks only)")
 
     async def not_here(self, request: Request) -> Response:
-        raise ApiError(404, f"{request.url.path} is not served here: export results with `mephisto-dist export`; "
-                            "a task's own review bundle is not served")
+        raise ApiError(404, f"{request.url.path} is not served here: export results with `mephisto-dist export`")
 
     # -- units ---------------------------------------------------------------------------------------
 
@@ -384,7 +383,6 @@ class MephistoApi:
             at("/units/approve", self.approve, "POST"),
             at("/units/soft-reject", self.soft_reject, "POST"),
             at("/units/reject", self.reject, "POST"),
-            at("/units/{unit_id:int}/review.html", self.not_here),
             at("/units/{unit_id:int}/static/fieldname/{fieldname:path}", self.unit_file),
             at("/units/{unit_id:int}/static/{filename:path}", self.unit_file),
             at("/workers/{worker_id:int}/block", self.block, "POST"),

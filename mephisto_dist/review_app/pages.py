@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mephisto_dist.domain.status import UnitStatus
+from mephisto_dist.domain.unit_history import StatusHistory
 from mephisto_dist.review.batches import BatchProgress
 from mephisto_dist.review.decisions import WorkerHistory
 from mephisto_dist.runs.status import RunRow, RunStatus
@@ -88,7 +89,7 @@ def run_page(run_id: int, live: str, *, reviewer: str, csrf: str, said: str = ""
 
 def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, call_error: str | None,
              processes: Sequence[str], findings: Iterable[str], now: datetime,
-             review_batches: Sequence[BatchProgress] = ()) -> str:
+             review_batches: Sequence[BatchProgress] = (), history: StatusHistory | None = None) -> str:
     """The part of a run's page that refreshes itself."""
     state = ("finished" if status.is_completed else
              f"stopping ({status.stopping_reason})" if status.stopping_reason is not None else "running")
@@ -109,6 +110,7 @@ def run_live(status: RunStatus, diagnosis: Sequence[str], *, calls_failed: int, 
             f'concurrency pool {e(pool)} · server {e(status.server_url or "none")} · '
             f'{status.recent_submissions / 10:.1f} submissions/min</p>'
             f'<div class="units">{bars}<table class="counts">{rows}</table></div>'
+            + (history_plot(history) if history is not None else "") +
             f'<h2>Why it is where it is</h2><ul>{said}</ul>{failed}'
             + (f"<h2>In flight</h2><ul>{flight}</ul>" if flight else "")
             + "<h2>Processes</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in processes) + "</ul>"
@@ -138,17 +140,64 @@ def _bars(counts: Mapping[UnitStatus, int]) -> str:
     return f'<svg class="bar" viewBox="0 0 600 24" role="img" aria-label="units per status">{"".join(parts)}</svg>'
 
 
+PLOT_W, PLOT_H, PLOT_LEFT, PLOT_TOP = 600, 160, 44, 8
+
+
+def history_plot(history: StatusHistory) -> str:
+    """Units per status over time as stacked areas (an inline SVG: no script, no library); the first
+    status of :data:`ORDER` at the bottom."""
+    if len(history.times) < 2 or not history.peak:
+        return ""
+    start, end = history.times[0], history.times[-1]
+    span_s = max((end - start).total_seconds(), 1e-9)
+    xs = [PLOT_LEFT + PLOT_W * (t - start).total_seconds() / span_s for t in history.times]
+    peak = history.peak
+    below = [0] * len(xs)
+    areas: list[str] = []
+    legend: list[str] = []
+    for status in ORDER:
+        counts = history.counts.get(status)
+        if counts is None:
+            continue
+        above = [b + c for b, c in zip(below, counts, strict=True)]
+        top = " ".join(f"{x:.1f},{PLOT_TOP + PLOT_H * (1 - v / peak):.1f}" for x, v in zip(xs, above, strict=True))
+        bottom = " ".join(f"{x:.1f},{PLOT_TOP + PLOT_H * (1 - v / peak):.1f}"
+                          for x, v in reversed(list(zip(xs, below, strict=True))))
+        areas.append(f'<polygon points="{top} {bottom}" class="s-{status.name.lower()}">'
+                     f'<title>{e(status.value)}: now {counts[-1]}, at most {max(counts)}</title></polygon>')
+        legend.append(f'<span><svg viewBox="0 0 10 10" class="key"><rect width="10" height="10" '
+                      f'class="s-{status.name.lower()}"/></svg>{e(status.value)}</span>')
+        below = above
+    fmt = "%H:%M:%S" if span_s < 86_400 else "%Y-%m-%d %H:%M"
+    base = PLOT_TOP + PLOT_H
+    axes = (f'<line x1="{PLOT_LEFT}" y1="{base}" x2="{PLOT_LEFT + PLOT_W}" y2="{base}" class="axis"/>'
+            f'<line x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" y2="{base}" class="axis"/>'
+            f'<text x="{PLOT_LEFT - 4}" y="{PLOT_TOP + 10}" class="tick end">{peak}</text>'
+            f'<text x="{PLOT_LEFT - 4}" y="{base}" class="tick end">0</text>'
+            f'<text x="{PLOT_LEFT}" y="{base + 16}" class="tick">{start:{fmt}}</text>'
+            f'<text x="{PLOT_LEFT + PLOT_W}" y="{base + 16}" class="tick end">{end:{fmt}} UTC</text>')
+    return (f'<figure class="history"><svg viewBox="0 0 {PLOT_LEFT + PLOT_W + 8} {base + 22}" role="img" '
+            f'aria-label="units per status over time">{"".join(areas)}{axes}</svg>'
+            f'<figcaption>Units per status over time (from each unit\'s timestamps). '
+            f'{"".join(legend)}</figcaption></figure>')
+
+
 def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], *, reviewer: str,
-                csrf: str, said: str = "", shown: int, total: int) -> str:
-    """Completed units by worker: (worker name, worker id, its records), each record its export record."""
+                csrf: str, said: str = "", shown: int, total: int, review_bundle: bool = False,
+                next_after: int | None = None) -> str:
+    """One page of completed units, by worker: (worker name, worker id, its records), each record its
+    export record; with ``review_bundle``, each submission as the task's review bundle renders it;
+    ``next_after``: the last unit shown, when more follow."""
     if not groups:
         return layout(f"Review run {run_id}", f'<p>No completed unit waits for a decision. '
                       f'<a href="/runs/{run_id}">Back to the run</a></p>', reviewer=reviewer, csrf=csrf, said=said)
     parts = [(f'<p>{shown} of {total} completed unit(s), by worker. Decisions pay through the same ledger as '
              f'<code>mephisto-dist review</code>: nothing is paid twice.</p>'
              f'<p><a href="/runs/{run_id}/approve">Approve all {total} completed unit(s) of the run…</a></p>')]
+    more = (f'<p class="more"><a href="/runs/{run_id}/review?after={next_after}">The next completed units…</a></p>'
+            if next_after is not None else "")
     for worker_name, worker_id, records in groups:
-        units = "".join(_unit(record, run_id, csrf) for record in records)
+        units = "".join(_unit(record, f"/runs/{run_id}/review", csrf, review_bundle) for record in records)
         parts.append(
             f'<section class="worker"><h2>{e(worker_name)}</h2>'
             f'<p><a href="/runs/{run_id}/workers/{worker_id}/approve">Approve all of {e(worker_name)}\'s completed '
@@ -157,10 +206,28 @@ def review_page(run_id: int, groups: Sequence[tuple[str, int, Sequence[dict[str,
             f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
             f'<input name="reason" placeholder="why block" required aria-label="reason to block">'
             f'<button class="danger">Block {e(worker_name)}</button></form>{units}</section>')
-    return layout(f"Review run {run_id}", "".join(parts), reviewer=reviewer, csrf=csrf, said=said)
+    return layout(f"Review run {run_id}", "".join(parts) + more, reviewer=reviewer, csrf=csrf, said=said)
 
 
-def _unit(record: dict[str, Any], run_id: int, csrf: str) -> str:
+def unit_page(record: dict[str, Any], *, reviewer: str, csrf: str, said: str = "", review_bundle: bool = False,
+              ) -> str:
+    """One unit, whatever its status: its submission (as the task's review bundle renders it, when the run
+    has one), its data, and the decision forms while it waits for one."""
+    run_id = record["task_run_id"]
+    back = (f'<p><a href="/runs/{e(run_id)}">run {e(run_id)}</a> · <a href="/runs/{e(run_id)}/review">its '
+            f'completed units</a> · worker {e(record.get("worker_name") or "none")}</p>')
+    return layout(f"Unit {record['unit_id']}", back + _unit(record, f"/units/{record['unit_id']}", csrf,
+                                                            review_bundle),
+                  reviewer=reviewer, csrf=csrf, said=said)
+
+
+def review_outputs(data: dict[str, Any]) -> Any:
+    """What a review bundle receives as ``outputs`` (Mephisto unwraps an old task's ``final_submission``)."""
+    outputs = data.get("outputs") or {}
+    return outputs["final_submission"] if isinstance(outputs, dict) and "final_submission" in outputs else outputs
+
+
+def _unit(record: dict[str, Any], back: str, csrf: str, review_bundle: bool = False) -> str:
     unit_id = record["unit_id"]
     data = record.get("data") or {}
     outputs = data.get("outputs") or {}
@@ -168,19 +235,40 @@ def _unit(record: dict[str, Any], run_id: int, csrf: str) -> str:
                     for item in (value if isinstance(value, list) else [value])
                     if isinstance(item, dict) and isinstance(item.get("storage_key"), str))
     metadata = record.get("metadata") or {}
-    return (f'<article class="unit" id="u{e(unit_id)}"><h3>unit {e(unit_id)} · {e(record["status"])} · '
-            f'${record["pay_amount"]:.2f}</h3>'
-            f'<div class="data"><div><h4>inputs</h4><pre>{e(_json(data.get("inputs")))}</pre></div>'
-            f'<div><h4>outputs</h4><pre>{e(_json(outputs))}</pre>{files}</div></div>'
+    raw = (f'<div class="data"><div><h4>inputs</h4><pre>{e(_json(data.get("inputs")))}</pre></div>'
+           f'<div><h4>outputs</h4><pre>{e(_json(outputs))}</pre>{files}</div></div>')
+    if review_bundle and data.get("outputs") is not None:
+        # Mephisto's contract: the frame loads the bundle, then gets {"REVIEW_DATA": {inputs, outputs}} as a
+        # JSON message and answers with its height ({"IFRAME_DATA": {"height"}}); app.js carries both.
+        review_data = json.dumps({"REVIEW_DATA": {"inputs": data.get("inputs") or {},
+                                                  "outputs": review_outputs(data)}}, default=str)
+        raw = (f'<iframe class="review-bundle" src="/api/units/{e(unit_id)}/review.html" height="100" '
+               f'title="unit {e(unit_id)} as the task\'s review bundle shows it" data-review="{e(review_data)}">'
+               f'</iframe><details><summary>inputs and outputs</summary>{raw}</details>')
+    elif data.get("outputs") is None:
+        raw = '<p class="meta">nothing submitted yet</p>'
+    decide = "" if record["status"] != UnitStatus.COMPLETED.value else (
+        f'<form method="post" action="/units/decide" class="decide">{csrf_field(csrf)}'
+        f'<input type="hidden" name="unit_id" value="{e(unit_id)}">'
+        f'<input type="hidden" name="next" value="{e(back)}">'
+        '<input name="reason" placeholder="feedback (required to reject)" aria-label="feedback">'
+        '<input name="bonus" placeholder="bonus $" inputmode="decimal" size="7" aria-label="bonus in dollars">'
+        '<button name="decision" value="approve">Approve</button>'
+        '<button name="decision" value="soft_reject">Soft-reject</button>'
+        '<button name="decision" value="reject" class="danger">Reject</button></form>')
+    return (f'<article class="unit" id="u{e(unit_id)}"><h3><a href="/units/{e(unit_id)}">unit {e(unit_id)}</a> · '
+            f'{e(record["status"])} · ${record["pay_amount"]:.2f}</h3>{raw}'
             + (f'<p class="meta">tips and feedback: {e(_json(metadata))}</p>' if metadata else "")
-            + f'<form method="post" action="/units/decide" class="decide">{csrf_field(csrf)}'
-            f'<input type="hidden" name="unit_id" value="{e(unit_id)}">'
-            f'<input type="hidden" name="next" value="/runs/{run_id}/review">'
-            '<input name="reason" placeholder="feedback (required to reject)" aria-label="feedback">'
-            '<input name="bonus" placeholder="bonus $" inputmode="decimal" size="7" aria-label="bonus in dollars">'
-            '<button name="decision" value="approve">Approve</button>'
-            '<button name="decision" value="soft_reject">Soft-reject</button>'
-            '<button name="decision" value="reject" class="danger">Reject</button></form></article>')
+            + decide + '</article>')
+
+
+def review_frame(bundle_url: str) -> str:
+    """The page a review bundle is loaded in (Mephisto's ``review.html``): an ``#app`` element and the
+    bundle, nothing else of ours."""
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><title>Review</title></head>'
+            f'<body><noscript>The review bundle needs JavaScript.</noscript><div id="app"></div>'
+            f'<script src="{e(bundle_url)}"></script></body></html>')
 
 
 def _file(unit_id: str, name: str, item: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 A bundle is one tar file holding ``build/`` (the blueprint's built files, served to workers) and
 ``python/`` (every ``.py`` file of the task folder, relative paths kept: the hooks module and whatever it
-imports from the folder). It is stored under ``bundles/<sha256>.tar``, the hash of its bytes, when the
+imports from the folder), and ``review/bundle.review.js`` when the run's config names a review bundle
+(``mephisto.blueprint.task_source_review``, the task's review version that Mephisto's TaskReview renders a
+submission with) and it was built. It is stored under ``bundles/<sha256>.tar``, the hash of its bytes, when the
 run is created, and the key is recorded on the run. Entries are written in a fixed order with fixed
 metadata, so the same files give the same key and are stored once.
 
@@ -30,11 +32,19 @@ from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, NotFoundError
 from mephisto_dist.storage import Storage
-from mephisto_dist.storage.bundle_cache import BUILD_DIR, KEY_PREFIX, PYTHON_DIR, BundleCache, sha256_of
+from mephisto_dist.storage.bundle_cache import (
+    BUILD_DIR,
+    KEY_PREFIX,
+    PYTHON_DIR,
+    REVIEW_DIR,
+    BundleCache,
+    sha256_of,
+)
 
 # Folders that hold someone else's Python (environments, caches), never the task's own modules.
 _SKIPPED_DIRS: Final = {"__pycache__", "node_modules", "site-packages", "venv", "env"}
 MAX_PYTHON_FILES: Final = 500
+REVIEW_BUNDLE: Final = "bundle.review.js"
 
 
 def _left_out(folder: str) -> bool:
@@ -83,11 +93,23 @@ def _check_bundled(what: str, path: Path, task_dir: Path) -> None:
                           f"caches and hidden folders): move it elsewhere in the task folder")
 
 
-def pack(build_dir: Path, task_dir: Path, out: Path) -> str:
-    """Write the bundle of these folders to ``out``; return its key."""
+def review_bundle_source(value: str | None) -> Path | None:
+    """The review bundle a config names (``task_source_review``), when it was built: Mephisto's configs
+    name it whether or not ``npm run build:review`` was run, and without it a submission is shown as its
+    inputs and outputs."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_file() else None
+
+
+def pack(build_dir: Path, task_dir: Path, out: Path, review_bundle: Path | None = None) -> str:
+    """Write the bundle of these folders (and the review bundle) to ``out``; return its key."""
     entries = [(f"{BUILD_DIR}/{p.relative_to(build_dir).as_posix()}", p)
                for p in sorted(build_dir.rglob("*")) if p.is_file()]
     entries += [(f"{PYTHON_DIR}/{rel.as_posix()}", task_dir / rel) for rel in python_files(task_dir)]
+    if review_bundle is not None:
+        entries.append((f"{REVIEW_DIR}/{REVIEW_BUNDLE}", review_bundle))
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, path in entries:
             info = tarfile.TarInfo(name)
@@ -98,11 +120,11 @@ def pack(build_dir: Path, task_dir: Path, out: Path) -> str:
     return f"{KEY_PREFIX}{sha256_of(out)}.tar"
 
 
-def store_bundle(storage: Storage, build_dir: Path, task_dir: Path) -> str:
+def store_bundle(storage: Storage, build_dir: Path, task_dir: Path, review_bundle: Path | None = None) -> str:
     """Pack and store a run's bundle (once: an identical bundle is already there); return its key."""
     with tempfile.TemporaryDirectory(prefix="mephisto-dist-bundle-") as scratch:
         tar_path = Path(scratch) / "bundle.tar"
-        key = pack(build_dir, task_dir, tar_path)
+        key = pack(build_dir, task_dir, tar_path, review_bundle)
         if not storage.exists(key):
             with tar_path.open("rb") as data:
                 storage.put(key, data)
@@ -154,3 +176,20 @@ def run_bundle_path(cache: BundleCache, session: Session, run_id: int) -> Path:
     return cache.local(key)
 
 
+
+
+def run_review_bundle(cache: BundleCache, session: Session, run_id: int) -> Path | None:
+    """The run's review bundle on this machine: its bundle's copy; for a run whose bundle has none (made
+    before review bundles travelled with it), the file its config names, if this machine has it; else
+    None (the run has no review bundle, or it was not built)."""
+    run = session.get(TaskRun, run_id)
+    if run is None:
+        raise NotFoundError(f"task run {run_id} does not exist")
+    named = RunConfig.parse(run.config).blueprint.task_source_review
+    if not named:
+        return None
+    if run.bundle_key is not None:
+        bundled = cache.local(run.bundle_key) / REVIEW_DIR / REVIEW_BUNDLE
+        if bundled.is_file():
+            return bundled
+    return review_bundle_source(named)

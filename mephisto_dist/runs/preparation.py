@@ -26,7 +26,12 @@ from mephisto_dist.errors.drivers import translate
 from mephisto_dist.providers import make_provider, provider_class
 from mephisto_dist.providers.requesters import provider_access_args
 from mephisto_dist.queue import DEPLOY_SERVER, LAUNCH_UNITS
-from mephisto_dist.runs.bundles import check_hooks_inside, check_script_inside, store_bundle
+from mephisto_dist.runs.bundles import (
+    check_hooks_inside,
+    check_script_inside,
+    review_bundle_source,
+    store_bundle,
+)
 from mephisto_dist.runs.task_runs import NewRun, create_task_run, port_taken_message, run_on_port
 from mephisto_dist.runtime import Runtime
 
@@ -80,7 +85,8 @@ def create_run(runtime: Runtime, prepared: PreparedRun) -> int:
         build_dir = Path(scratch) / "build"
         blueprint.build(config.blueprint, build_dir, config.provider_type,
                         cache_dir=runtime.settings.data_dir / BUILD_CACHE_DIR)
-        bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir))
+        bundle_key = store_bundle(runtime.storage, build_dir, Path(config.task_dir),
+                                  review_bundle_source(config.blueprint.get("task_source_review")))
     if prepared.script is not None:
         stored[SCRIPT_KEY] = prepared.script
     stored[tips.STORED_KEY] = prepared.tips

@@ -17,6 +17,7 @@ from mephisto_dist.storage import CHUNK_BYTES, MissingKey, Storage
 KEY_PREFIX: Final = "bundles/"
 BUILD_DIR: Final = "build"
 PYTHON_DIR: Final = "python"
+REVIEW_DIR: Final = "review"
 
 
 class BundleMissing(ServiceError):
