@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
-from mephisto_dist.db.models import ProviderCall, Unit, UnitReview
+from mephisto_dist.db.models import Agent, ProviderCall, TaskRun, Unit, UnitReview
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
 from tests.browser import free_port, wait_for
@@ -190,3 +190,54 @@ def test_forms_without_the_session_token_forged_ids_and_open_redirects_are_refus
         assert client.get("/").status_code == 303  # a forged cookie is no session
     with transaction(make_sessionmaker(engine)) as session:
         assert session.scalars(select(UnitReview.id)).all() == []
+
+
+def test_a_reviewer_accepts_a_tip_into_the_tips_file_and_marks_feedback_reviewed(
+        review_app: tuple[str, Engine], browser: Any, tmp_path: Path) -> None:
+    url, engine = review_app
+    factory = make_sessionmaker(engine)
+    run_id, units = submitted_run(factory)
+    location = tmp_path / "accepted-tips.csv"
+    with transaction(factory) as session:
+        run = session.get(TaskRun, run_id)
+        assert run is not None
+        run.config = {**run.config, "blueprint": {"tips_location": str(location)}}
+        agent = session.scalar(select(Agent).join(Unit, Unit.agent_id == Agent.id).where(Unit.id == units["ann"]))
+        assert agent is not None
+        agent.task_metadata = {"tips": [{"id": "t1", "header": "Hint", "text": "Check <both> sides", "accepted": False},
+                                        {"id": "t2", "header": "", "text": "buy my course", "accepted": False}],
+                               "feedback": [{"id": "f1", "question": "Clear?", "text": "Yes", "reviewed": False}]}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page()
+    page.goto(f"{url}/tips")
+    page.fill("input[name=reviewer]", "ada")
+    page.fill("input[name=password]", "correct-horse")
+    page.click("form.login button")
+    page.wait_for_url(f"{url}/tips")
+    assert "Check <both> sides" in page.inner_text("#tip-t1") and str(location) in page.inner_text("#tip-t1")
+    page.screenshot(path=str(SCREENSHOTS / "tips.png"), full_page=True)
+    page.locator("#tip-t1 button[value=accept]").click()
+    page.wait_for_url(f"{url}/tips?said=*")
+    assert "added to the tips file" in page.inner_text("main")
+    page.locator("#tip-t2 button[value=reject]").click()
+    page.wait_for_url(f"{url}/tips?said=*reject*")
+    page.locator("#feedback-f1 button[value=reviewed]").click()
+    page.wait_for_url(f"{url}/tips?said=*reviewed*")
+    assert "No tip or feedback answer is waiting" in page.inner_text("main")
+
+    with httpx.Client(base_url=url, follow_redirects=False) as client:
+        client.post("/login", data={"reviewer": "ben", "password": "battery-staple"})
+        csrf = client.get("/tips").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = {"csrf": csrf, "unit_id": str(units["ann"]), "next": "/tips"}
+        assert client.post("/tips/decide", data={**form, "note_id": "t1", "action": "accept", "csrf": "stale"}
+                           ).status_code == 403
+        again = client.post("/tips/decide", data={**form, "note_id": "t1", "action": "accept"})
+        assert "already%20decided" in again.headers["location"]
+        assert client.post("/tips/decide", data={**form, "note_id": "nope", "action": "reject"}).status_code == 404
+    assert location.read_text().splitlines() == ["header,text", "Hint,Check <both> sides"]
+    with transaction(factory) as session:
+        metadata = session.scalar(select(Agent.task_metadata).join(Unit, Unit.agent_id == Agent.id)
+                                  .where(Unit.id == units["ann"])) or {}
+    assert [(t["accepted"], t.get("removed"), t["decided_by"]) for t in metadata["tips"]] == [
+        (True, False, "app:ada"), (False, True, "app:ada")]
+    assert metadata["feedback"][0]["reviewed"] is True

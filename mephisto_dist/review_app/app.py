@@ -42,7 +42,7 @@ from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import MephistoDistError, NotAllowed, NotFoundError, ServiceError
 from mephisto_dist.queue import send_outbox
 from mephisto_dist.reconcile.records import recent_findings
-from mephisto_dist.review import batches, reviewing, workers
+from mephisto_dist.review import batches, reviewing, tips, workers
 from mephisto_dist.review.decisions import (
     AlreadyDecided,
     Decision,
@@ -277,6 +277,33 @@ class ReviewApp:
             f"; {' '.join(problems)}" if problems else "")
         return _back(_local(str(form.get("next") or "/workers")), said)
 
+    def tips_list(self, request: Request) -> Response:
+        """Tips and feedback answers no reviewer has decided yet (``review.tips``), a run's with ``?run=N``."""
+        session = _session(request)
+        run = request.query_params.get("run")
+        notes = tips.pending(self.runtime.sessions, run_id=_int(run) if run else None)
+        return HTMLResponse(pages.tips_page(notes, reviewer=session.reviewer, csrf=session.csrf,
+                                            said=request.query_params.get("said", "")))
+
+    async def tips_decide(self, request: Request) -> Response:
+        form = await _checked_form(request)
+        session = _session(request)
+        unit_id, note_id = _int(str(form.get("unit_id") or "")), str(form.get("note_id") or "")
+        action = str(form.get("action") or "")
+        by = f"app:{session.reviewer}"
+        if action in ("accept", "reject"):
+            changed = tips.decide_tip(self.runtime.sessions, unit_id, note_id, accept=action == "accept",
+                                      reviewer=by, now=_now())
+            said = (f"tip of unit {unit_id} {action}ed" + (" and added to the tips file" if action == "accept" else "")
+                    if changed else f"that tip of unit {unit_id} was already decided")
+        elif action == "reviewed":
+            changed = tips.mark_feedback_reviewed(self.runtime.sessions, unit_id, note_id, reviewer=by, now=_now())
+            said = (f"feedback of unit {unit_id} marked reviewed" if changed
+                    else f"that feedback of unit {unit_id} was already reviewed")
+        else:
+            raise _BadRequest("choose accept, reject or reviewed")
+        return _back(_local(str(form.get("next") or "/tips")), said)
+
     def workers_list(self, request: Request) -> Response:
         session = _session(request)
         histories = workers.worker_records(self.runtime.sessions).histories
@@ -471,6 +498,8 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/units/{unit_id:int}/bundle.js", review.review_bundle),
         Route(f"{mephisto_api.PREFIX}/units/{{unit_id:int}}/review.html", review.review_html),
         Route("/units/{unit_id}/files/{key:path}", review.unit_file),
+        Route("/tips", review.tips_list),
+        Route("/tips/decide", review.tips_decide, methods=["POST"]),
         Route("/workers", review.workers_list),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
         Route("/static/{path:path}", static),

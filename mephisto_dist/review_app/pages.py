@@ -14,6 +14,7 @@ from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.domain.unit_history import StatusHistory
 from mephisto_dist.review.batches import BatchProgress
 from mephisto_dist.review.decisions import WorkerHistory
+from mephisto_dist.review.tips import FEEDBACK, PendingNote
 from mephisto_dist.runs.status import RunRow, RunStatus
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
@@ -27,7 +28,7 @@ def e(value: object) -> str:
 def layout(title: str, body: str, *, reviewer: str | None = None, csrf: str = "", said: str = "") -> str:
     nav = ""
     if reviewer is not None:
-        nav = (f'<nav><a href="/">Runs</a> <a href="/workers">Workers</a>'
+        nav = (f'<nav><a href="/">Runs</a> <a href="/workers">Workers</a> <a href="/tips">Tips and feedback</a>'
                f'<form method="post" action="/logout" class="inline">{csrf_field(csrf)}'
                f'<button class="link">Sign out {e(reviewer)}</button></form></nav>')
     note = f'<p class="said" role="status">{e(said)}</p>' if said else ""
@@ -329,6 +330,37 @@ def workers_page(histories: Sequence[WorkerHistory], *, reviewer: str, csrf: str
     return layout("Workers", '<table><thead><tr><th>worker</th><th>provider</th><th>submitted</th><th>accepted</th>'
                   '<th>soft-rejected</th><th>rejected</th><th>approval rate</th><th></th></tr></thead>'
                   f'<tbody>{rows}</tbody></table>', reviewer=reviewer, csrf=csrf)
+
+
+def tips_page(notes: Sequence[PendingNote], *, reviewer: str, csrf: str, said: str = "") -> str:
+    """Tips and feedback answers to decide: a tip accepted goes into its run's tips file (the page's Tips
+    widget of later launches), a rejected one is kept out; a feedback answer is marked reviewed."""
+    if not notes:
+        return layout("Tips and feedback", "<p>No tip or feedback answer is waiting for a decision.</p>",
+                      reviewer=reviewer, csrf=csrf, said=said)
+
+    def actions(note: PendingNote) -> str:
+        hidden = (f'{csrf_field(csrf)}<input type="hidden" name="unit_id" value="{note.unit_id}">'
+                  f'<input type="hidden" name="note_id" value="{e(note.note_id)}">'
+                  '<input type="hidden" name="next" value="/tips">')
+        if note.kind == FEEDBACK:
+            return (f'<form method="post" action="/tips/decide" class="inline">{hidden}'
+                    '<button name="action" value="reviewed">Mark reviewed</button></form>')
+        where = (f'<span class="meta">into {e(note.tips_location)}</span>' if note.tips_location
+                 else '<span class="meta">no tips_location: it can only be rejected</span>')
+        accept = ('<button name="action" value="accept">Accept</button>' if note.tips_location else "")
+        return (f'<form method="post" action="/tips/decide" class="inline">{hidden}{accept}'
+                f'<button name="action" value="reject">Reject</button></form> {where}')
+
+    rows = "".join(
+        f'<tr id="{e(note.kind)}-{e(note.note_id)}"><td>{e(note.kind)}</td>'
+        f'<td><a href="/units/{note.unit_id}">{note.unit_id}</a></td>'
+        f'<td><a href="/runs/{note.run_id}">{note.run_id}</a> {e(note.task_name)}</td><td>{e(note.worker_name)}</td>'
+        f'<td>{e(note.header)}</td><td>{e(note.text)}</td><td>{actions(note)}</td></tr>'
+        for note in notes)
+    return layout("Tips and feedback", '<table><thead><tr><th>kind</th><th>unit</th><th>run</th><th>worker</th>'
+                  '<th>header / question</th><th>text</th><th></th></tr></thead>'
+                  f'<tbody>{rows}</tbody></table>', reviewer=reviewer, csrf=csrf, said=said)
 
 
 def _rate(history: WorkerHistory) -> str:
