@@ -224,6 +224,12 @@ def test_a_reviewer_accepts_a_tip_into_the_tips_file_and_marks_feedback_reviewed
     page.locator("#feedback-f1 button[value=reviewed]").click()
     page.wait_for_url(f"{url}/tips?said=*reviewed*")
     assert "No tip or feedback answer is waiting" in page.inner_text("main")
+    page.goto(f"{url}/workers")
+    page.click("text=ann")  # the worker's own page
+    page.wait_for_url(f"{url}/workers/*")
+    record = page.inner_text("main")
+    assert "2 submitted" in record and "median time per unit" in record and "review-app-task" in record, record
+    page.screenshot(path=str(SCREENSHOTS / "worker.png"), full_page=True)
 
     with httpx.Client(base_url=url, follow_redirects=False) as client:
         client.post("/login", data={"reviewer": "ben", "password": "battery-staple"})

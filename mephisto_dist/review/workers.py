@@ -5,17 +5,20 @@ after the commit (``review.dispatch``)."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import GrantedQualification, Qualification, Task, TaskRun
+from mephisto_dist.db.models import Agent, GrantedQualification, Qualification, Task, TaskRun, Unit
 from mephisto_dist.domain.qualifications import FAILED_SUFFIX
+from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotAllowed, NotFoundError
 from mephisto_dist.review.decisions import WorkerHistory, worker_histories
 from mephisto_dist.review.export import resolve_runs
@@ -176,3 +179,67 @@ def revoke_from(factory: Factory, name: str, worker: str, provider_type: str | N
         if not revoke(session, qualification.id, found.id):
             raise NotAllowed(f"worker {worker} does not hold {name!r}")
         return tuple(pending_worker_calls(session, found.id))
+
+
+@dataclass(frozen=True)
+class RunTally:
+    """A worker's submitted units in one run, by how they were judged."""
+
+    run_id: int
+    task_name: str
+    submitted: int
+    accepted: int
+    rejected: int
+    soft_rejected: int
+
+
+@dataclass(frozen=True)
+class WorkedUnit:
+    unit_id: int
+    run_id: int
+    status: str
+    seconds: float | None
+    """From the agent's start to its submission."""
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerDetail:
+    history: WorkerHistory
+    median_seconds: float | None
+    """The median time from start to submission over every unit the worker submitted."""
+    runs: tuple[RunTally, ...]
+    units: tuple[WorkedUnit, ...]
+    """The newest submitted units, at most the limit asked for."""
+
+
+def worker_detail(factory: Factory, worker_id: int, *, limit: int = 200) -> WorkerDetail:
+    """One worker's record: how their submissions were judged overall and per run, the median time they
+    took per unit, and their newest units."""
+    submitted = [status.value for status in UNIT_SUBMITTED]
+    with read_transaction(factory) as session:
+        histories = worker_histories(session, worker_ids=[worker_id])
+        if not histories:
+            raise NotFoundError(f"worker {worker_id} does not exist")
+        rows = session.execute(
+            select(Unit.id, Unit.task_run_id, Unit.status, Agent.created_at, Agent.submitted_at, Task.task_name)
+            .join(Agent, Agent.id == Unit.agent_id).join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .join(Task, Task.id == TaskRun.task_id)
+            .where(Unit.worker_id == worker_id, Unit.status.in_(submitted)).order_by(Unit.id.desc())).all()
+    durations = sorted((done - started).total_seconds() for _, _, _, started, done, _ in rows
+                       if started is not None and done is not None)
+    tallies: dict[int, dict[str, Any]] = {}
+    for _, run_id, status, _, _, task_name in rows:
+        tally = tallies.setdefault(run_id, {"task_name": task_name, "n": 0, UnitStatus.ACCEPTED.value: 0,
+                                            UnitStatus.REJECTED.value: 0, UnitStatus.SOFT_REJECTED.value: 0})
+        tally["n"] += 1
+        if status in tally:
+            tally[status] += 1
+    runs = tuple(RunTally(run_id, str(t["task_name"]), t["n"], t[UnitStatus.ACCEPTED.value],
+                          t[UnitStatus.REJECTED.value], t[UnitStatus.SOFT_REJECTED.value])
+                 for run_id, t in sorted(tallies.items(), reverse=True))
+    units = tuple(WorkedUnit(unit_id, run_id, status,
+                             (done - started).total_seconds() if started is not None and done is not None else None,
+                             done)
+                  for unit_id, run_id, status, started, done, _ in rows[:limit])
+    return WorkerDetail(histories[0], statistics.median(durations) if durations else None, runs, units)

@@ -304,6 +304,13 @@ class ReviewApp:
             raise _BadRequest("choose accept, reject or reviewed")
         return _back(_local(str(form.get("next") or "/tips")), said)
 
+    def worker(self, request: Request) -> Response:
+        """One worker: approval rate, median time per unit, units per run, their newest units."""
+        session = _session(request)
+        detail = workers.worker_detail(self.runtime.sessions, _int(request.path_params["worker_id"]))
+        return HTMLResponse(pages.worker_page(detail, reviewer=session.reviewer, csrf=session.csrf,
+                                              said=request.query_params.get("said", "")))
+
     def workers_list(self, request: Request) -> Response:
         session = _session(request)
         histories = workers.worker_records(self.runtime.sessions).histories
@@ -501,6 +508,7 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/tips", review.tips_list),
         Route("/tips/decide", review.tips_decide, methods=["POST"]),
         Route("/workers", review.workers_list),
+        Route("/workers/{worker_id:int}", review.worker),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
         Route("/static/{path:path}", static),
         *api.routes(),

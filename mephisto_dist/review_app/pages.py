@@ -15,6 +15,7 @@ from mephisto_dist.domain.unit_history import StatusHistory
 from mephisto_dist.review.batches import BatchProgress
 from mephisto_dist.review.decisions import WorkerHistory
 from mephisto_dist.review.tips import FEEDBACK, PendingNote
+from mephisto_dist.review.workers import WorkerDetail
 from mephisto_dist.runs.status import RunRow, RunStatus
 
 ORDER = [s for s in UnitStatus if s != UnitStatus.MIXED]
@@ -323,7 +324,7 @@ def workers_page(histories: Sequence[WorkerHistory], *, reviewer: str, csrf: str
     if not histories:
         return layout("Workers", "<p>No worker has submitted a unit yet.</p>", reviewer=reviewer, csrf=csrf)
     rows = "".join(
-        f'<tr id="w{h.worker_id}"><td>{e(h.worker_name)}</td><td>{e(h.provider_type)}</td><td>{h.submitted}</td>'
+        f'<tr id="w{h.worker_id}"><td><a href="/workers/{h.worker_id}">{e(h.worker_name)}</a></td><td>{e(h.provider_type)}</td><td>{h.submitted}</td>'
         f'<td>{h.accepted}</td><td>{h.soft_rejected}</td><td>{h.rejected}</td>'
         f'<td>{_rate(h)}</td><td>{"blocked: " + e(h.block_reason or "") if h.is_blocked else ""}</td></tr>'
         for h in histories)
@@ -361,6 +362,30 @@ def tips_page(notes: Sequence[PendingNote], *, reviewer: str, csrf: str, said: s
     return layout("Tips and feedback", '<table><thead><tr><th>kind</th><th>unit</th><th>run</th><th>worker</th>'
                   '<th>header / question</th><th>text</th><th></th></tr></thead>'
                   f'<tbody>{rows}</tbody></table>', reviewer=reviewer, csrf=csrf, said=said)
+
+
+def worker_page(detail: WorkerDetail, *, reviewer: str, csrf: str, said: str = "") -> str:
+    h = detail.history
+    median = f"{detail.median_seconds:.0f} s" if detail.median_seconds is not None else "-"
+    blocked = f'<p class="error">blocked: {e(h.block_reason or "")}</p>' if h.is_blocked else ""
+    summary = (f'<p>{e(h.provider_type)} · {h.submitted} submitted · {h.accepted} accepted · {h.soft_rejected} '
+               f'soft-rejected · {h.rejected} rejected · approval rate {_rate(h)} · median time per unit {median}'
+               f'</p>{blocked}')
+    runs = "".join(
+        f'<tr><td><a href="/runs/{t.run_id}">{t.run_id}</a></td><td>{e(t.task_name)}</td><td>{t.submitted}</td>'
+        f'<td>{t.accepted}</td><td>{t.soft_rejected}</td><td>{t.rejected}</td></tr>' for t in detail.runs)
+    units = "".join(
+        f'<tr><td><a href="/units/{u.unit_id}">{u.unit_id}</a></td><td><a href="/runs/{u.run_id}">{u.run_id}</a></td>'
+        f'<td>{e(u.status)}</td><td>{f"{u.seconds:.0f} s" if u.seconds is not None else "-"}</td>'
+        f'<td>{e(u.submitted_at.strftime("%Y-%m-%d %H:%M") if u.submitted_at else "")}</td></tr>'
+        for u in detail.units)
+    shown = (f'<p class="meta">the newest {len(detail.units)} of {h.submitted}</p>'
+             if len(detail.units) < h.submitted else "")
+    body = (f'{summary}<h2>Units per run</h2><table><thead><tr><th>run</th><th>task</th><th>submitted</th>'
+            '<th>accepted</th><th>soft-rejected</th><th>rejected</th></tr></thead>'
+            f'<tbody>{runs}</tbody></table><h2>Units</h2>{shown}<table><thead><tr><th>unit</th><th>run</th>'
+            f'<th>status</th><th>time</th><th>submitted</th></tr></thead><tbody>{units}</tbody></table>')
+    return layout(f"Worker {h.worker_name}", body, reviewer=reviewer, csrf=csrf, said=said)
 
 
 def _rate(history: WorkerHistory) -> str:
