@@ -4,7 +4,8 @@ onboarding world; two workers chat to the end, fill the world's form and press D
 conversation. Then a world with one worker and a bot the world makes (tests/data/parlai_bot_task).
 
 ParlAI is the test-only stand-in (tests/parlai_standin) on the processes' PYTHONPATH; joblib, which the demo's
-world imports, is the real one (the test extra): the real ``parlai`` extra is 6 GB (see README, "ParlAI chat")."""
+world imports, is the real one (the test extra): the real ``parlai`` extra is 6 GB (see README, "ParlAI chat");
+``MEPHISTO_DIST_TEST_REAL_PARLAI=1`` runs them with it instead, in an environment where it is installed."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 DEMO = ROOT / "tests" / "data" / "parlai_chat_task_demo"
 BOT_TASK = ROOT / "tests" / "data" / "parlai_bot_task"
-STANDINS = [ROOT / "tests" / "parlai_standin"]
+STANDINS = [] if os.environ.get("MEPHISTO_DIST_TEST_REAL_PARLAI") else [ROOT / "tests" / "parlai_standin"]
+"""MEPHISTO_DIST_TEST_REAL_PARLAI=1 runs these with the ``parlai`` installed beside (README, "ParlAI chat")."""
 PAGE_MS = 30_000
 
 
