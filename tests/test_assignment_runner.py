@@ -57,10 +57,15 @@ def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]
 
 
 def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1,
-                  submission_timeout_s: int = 600) -> Path:
+                  submission_timeout_s: int = 600, script: str | None = None, runner_restarts: int = 0) -> Path:
+    """The example chat task, or ``script`` as its task script (with ``record`` in its config: a file in
+    ``root`` the script may write what happened to)."""
     task_dir = root / "chat_pair_task"
     (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
-    shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
+    if script is None:
+        shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
+    else:
+        (task_dir / "run_task.py").write_text(script)
     (task_dir / "bundle.js").write_text("/* the pages are websocket clients in these tests */\n")
     (task_dir / "hydra_configs" / "conf" / "example.yaml").write_text(f"""#@package _global_
 defaults:
@@ -80,12 +85,14 @@ mephisto:
     task_tags: "test"
     partner_wait_in_seconds: {partner_wait_s}
     submission_timeout: {submission_timeout_s}
+    runner_restarts: {runner_restarts}
     max_num_concurrent_units: 4
     allowed_concurrent: 1
     maximum_units_per_worker: 2
 num_turns: {num_turns}
 turn_timeout: {turn_timeout_s}
 topics: ["the weather"]
+record: {root / "record.txt"}
 """)
     return task_dir
 
@@ -380,6 +387,53 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
     assert said == [("out", "You are speaker 1."), ("out", "hi bob")]
 
 
+def test_a_runner_worker_killed_mid_chat_is_restarted_from_the_stored_messages_when_the_run_allows(
+        tmp_path: Path, live: Runtime) -> None:
+    """``mephisto.task.runner_restarts: 2``: SIGKILL the runner worker mid-conversation; the live sweep
+    claims the lapsed lease and a second runner worker runs the assignment again, replaying what was said
+    (the greeting and Alice's turn are not sent again), then takes Bob's turn, said while no runner ran,
+    from his inbox. The pages hear no ending; both submit; each unit is completed, and paid, once; the
+    export has the whole conversation once and no ended attempt."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        with runner_worker(rt.settings, tmp_path / "runner1.log") as first, started_pair(web) as (alice, bob):
+            alice.say("hi bob")
+            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+            with runner_worker(rt.settings, tmp_path / "runner2.log"):
+                os.killpg(first.pid, signal.SIGKILL)
+                bob.say("hi alice")  # into his inbox: no runner takes it until the restart
+                wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
+                         message="the restarted runner to relay bob's turn")
+                wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
+                                     for page in (alice, bob)), message="the runner to end the conversation")
+                submit(web, alice.agent_id, {"rating": 5})
+                submit(web, bob.agent_id, {"rating": 4})
+                wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+            assert b"restarting its lost runner" in (tmp_path / "runner2.log").read_bytes()
+            for page in (alice, bob):
+                # No ending heard, no second start.
+                assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
+            assert alice.texts().count("You are speaker 0.") == 1 and bob.texts().count("hi bob") == 1
+    assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "completed"}
+    assert unit_statuses(rt, run_id) == ["completed", "completed"]
+    assert_tokens_match(rt, run_id)
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+        attempts = list(ended_attempt_records(session, [run_id]))
+    assert attempts == []
+    said = {agent: [(m["direction"], m["data"].get("text")) for m in record["data"]["messages"]]
+            for agent, record in records.items()}
+    assert said[alice.agent_id] == [("out", "You are speaker 0."), ("in", "hi bob"), ("out", "hi alice"),
+                                    ("out", None)]
+    assert said[bob.agent_id] == [("out", "You are speaker 1."), ("out", "hi bob"), ("in", "hi alice"),
+                                  ("out", None)]
+    assert {r["payment"]["reward_pending"] for r in records.values()} == {0.1}, "each unit owed once"
+
+
 def test_a_worker_who_never_submits_after_the_conversation_is_timed_out_after_the_submission_timeout(
         tmp_path: Path, live: Runtime) -> None:
     """``mephisto.task.submission_timeout``: once the runner's ``run_assignment`` returned, the agents have
@@ -415,3 +469,114 @@ def run_finished(rt: Runtime, run_id: int) -> bool:
     with transaction(rt.sessions) as session:
         run = session.get(TaskRun, run_id)
         return bool(run and run.is_completed)
+
+
+RECORDING_SCRIPT = '''
+"""The example's chat runner, writing to ``record`` what Mephisto's contract calls on it."""
+from typing import Any
+
+from mephisto.abstractions._subcomponents.task_runner import TaskRunner
+from mephisto.abstractions.blueprints.remote_procedure.remote_procedure_blueprint import (
+    RemoteProcedureBlueprint,
+    SharedRemoteProcedureTaskState,
+)
+from mephisto.data_model.exceptions import AgentShutdownError
+from mephisto.operations.operator import Operator
+from mephisto.operations.registry import register_mephisto_abstraction
+from mephisto.tools.scripts import task_script
+from omegaconf import DictConfig
+
+
+class RecordingRunner(TaskRunner):
+    is_concurrent = True
+
+    def _record(self, line: str) -> None:
+        with open(self.shared_state.task_config["record"], "a") as out:
+            out.write(line + "\\n")
+
+    def get_init_data_for_agent(self, agent: Any) -> dict[str, Any]:
+        return {"task_data": {}}
+
+    def run_assignment(self, assignment: Any, agents: list[Any]) -> None:
+        for index, agent in enumerate(agents):
+            agent.observe({"text": f"You are speaker {index}."})
+        try:
+            while True:
+                for index, agent in enumerate(agents):
+                    act = agent.act(timeout=60)
+                    for other in agents:
+                        if other is not agent:
+                            other.observe({"text": act.get("text", ""), "speaker": index})
+        except AgentShutdownError as stopped:
+            self._record(f"act raised AgentShutdownError for {stopped.agent_id}")
+            raise
+
+    def shutdown(self) -> None:
+        self._record("shutdown")
+        super().shutdown()
+
+    def cleanup_assignment(self, assignment: Any) -> None:
+        self._record(f"cleanup_assignment {assignment.db_id}")
+
+
+@register_mephisto_abstraction()
+class RecordingBlueprint(RemoteProcedureBlueprint):
+    TaskRunnerClass = RecordingRunner
+
+
+@task_script(default_config_file="example.yaml")
+def main(operator: Operator, cfg: DictConfig) -> None:
+    shared_state = SharedRemoteProcedureTaskState(static_task_data=[{"topic": t} for t in cfg.topics],
+                                                  task_config={"record": cfg.record})
+    operator.launch_task_run(cfg.mephisto, shared_state)
+    operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=30)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_a_forced_shutdown_shuts_the_runner_down_and_ends_the_run_with_nothing_held_or_paid(
+        tmp_path: Path, live: Runtime) -> None:
+    """``mephisto-dist shutdown RUN --force`` mid-conversation, the runner waiting in Bob's ``act``: the act
+    raises AgentShutdownError (not a disconnect), the run's TaskRunner ``shutdown()`` is called once, then
+    ``cleanup_assignment``; both agents end ``disconnect`` (their pages told), both units expire, no token
+    stays taken, nothing is paid, the run finishes and the conversation so far is exported as partial."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, script=RECORDING_SCRIPT))
+    record = tmp_path / "record.txt"
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        stopped = subprocess.run(
+            [sys.executable, "-m", "mephisto_dist.cli.app", "shutdown", str(run_id), "--force"],
+            cwd=ROOT, env=child_env(rt.settings), capture_output=True, text=True, timeout=90, check=False)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: record.exists() and "cleanup_assignment" in record.read_text(), timeout_s=20,
+                 message="the runner to be shut down and cleaned up")
+        for page in (alice, bob):
+            wait_for(lambda page=page: "disconnect" in page.statuses, timeout_s=20,
+                     message="the pages to hear they were disconnected")
+        assignment = assignment_of(rt, bob.agent_id)
+    assert record.read_text().splitlines() == [f"act raised AgentShutdownError for {bob.agent_id}", "shutdown",
+                                               f"cleanup_assignment {assignment}"]
+    assert statuses(rt, run_id) == {alice.agent_id: "disconnect", bob.agent_id: "disconnect"}
+    assert unit_statuses(rt, run_id) == ["expired", "expired"]
+    assert run_finished(rt, run_id)
+    assert_tokens_match(rt, run_id)
+    held, _ = tokens_and_database(rt, run_id)
+    assert all(not holders for holders in held.values()), held
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    assert {(r["status"], r["partial"]) for r in records.values()} == {("expired", True)}
+    owed = [(r["payment"]["reward_paid"], r["payment"]["reward_pending"], r["payment"]["bonus_paid"],
+             r["payment"]["bonus_pending"]) for r in records.values()]
+    assert owed == [(0.0, 0.0, 0.0, 0.0)] * 2, "an expired unit is owed and paid nothing"
+    assert [m["data"].get("text") for m in records[alice.agent_id]["data"]["messages"]] == [
+        "You are speaker 0.", "hi bob"]
+
+
+def assignment_of(rt: Runtime, agent_id: str) -> int:
+    with transaction(rt.sessions) as session:
+        return int(session.scalar(select(Agent.assignment_id).where(Agent.id == agent_id)) or 0)

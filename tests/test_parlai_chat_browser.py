@@ -4,7 +4,8 @@ onboarding world; two workers chat to the end, fill the world's form and press D
 conversation. Then a world with one worker and a bot the world makes (tests/data/parlai_bot_task).
 
 ParlAI is the test-only stand-in (tests/parlai_standin) on the processes' PYTHONPATH; joblib, which the demo's
-world imports, is the real one (the test extra): the real ``parlai`` extra is 6 GB (see README, "ParlAI chat")."""
+world imports, is the real one (the test extra): the real ``parlai`` extra is 6 GB (see README, "ParlAI chat");
+``MEPHISTO_DIST_TEST_REAL_PARLAI=1`` runs them with it instead, in an environment where it is installed."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.review.export import unit_records
+from mephisto_dist.review.export import onboarding_records, unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, runner_worker, web_server
@@ -28,7 +29,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 DEMO = ROOT / "tests" / "data" / "parlai_chat_task_demo"
 BOT_TASK = ROOT / "tests" / "data" / "parlai_bot_task"
-STANDINS = [ROOT / "tests" / "parlai_standin"]
+STANDINS = [] if os.environ.get("MEPHISTO_DIST_TEST_REAL_PARLAI") else [ROOT / "tests" / "parlai_standin"]
+"""MEPHISTO_DIST_TEST_REAL_PARLAI=1 runs these with the ``parlai`` installed beside (README, "ParlAI chat")."""
 PAGE_MS = 30_000
 
 
@@ -126,6 +128,13 @@ def test_parlai_chat_demo_two_workers_with_onboarding(tmp_path: Path, runtime: R
     world_data = [m["data"] for m in submitted["bob"]["data"]["messages"] if m["direction"] == "state"]
     assert world_data == [{"id": "SUBMIT_WORLD_DATA", "WORLD_DATA": {"example_key": "example_value"}, "text": "",
                            "timestamp": world_data[0]["timestamp"]}]
+    # Each worker's onboarding world is in the export too: what they said in it, and that they passed.
+    with transaction(runtime.sessions) as session:
+        onboarded = {r["worker_name"]: r for r in onboarding_records(session, [run_id])}
+    assert {name: r["onboarding"] for name, r in onboarded.items()} == {"alice": "passed", "bob": "passed"}
+    for name, record in onboarded.items():
+        said_there = [m["data"].get("text") for m in record["data"]["messages"] if m["direction"] == "in"]
+        assert f"Hello, I am {name}" in said_there
 
 
 def test_parlai_chat_world_with_a_bot_partner(tmp_path: Path, runtime: Runtime, browser: Any) -> None:

@@ -5,6 +5,9 @@ the way Mephisto's ``TaskRunner._launch_and_run_assignment`` does:
 - an agent gone (``AbsentAgentError``: timed out, disconnected, returned, shut down): every other agent
   -> ``partner disconnect`` (told), the absent one -> ``disconnect`` unless it already ended, and its unit
   expires (the conversation cannot be taken up by someone else); then ``cleanup_assignment``;
+- a forced stop of the run (``AgentShutdownError``, :mod:`.shutdown`): the run's TaskRunner ``shutdown()``
+  once in this process (:func:`shut_down_runner`), then ``cleanup_assignment``; the stop itself moves the
+  agents and units;
 - any other exception: logged, then ``cleanup_assignment``;
 - a normal return: the agents stay ``in task`` and submit from their pages.
 
@@ -14,6 +17,10 @@ times out the rest (:mod:`.recovery`), counting from the time the lease records 
 While ``run_assignment`` runs, the runner holds the assignment's lease (:mod:`.lease`); a runner that dies
 with it lets it lapse, and the live sweep ends the assignment (:mod:`.recovery`).
 
+A runner that died with its worker is started again, when its run allows (``runner_restarts``), by
+:func:`restart_assignment`: the same agents, still ``in task``, with their stored transcripts replayed
+(:mod:`.replay`); its idempotence is the sweep's claim on the lease, which one restart takes over.
+
 The start is the idempotence: a second delivery of the same start finds the agents no longer waiting and
 does nothing. One whose agents are not all still waiting (one left a moment ago) starts nothing either;
 the others keep waiting for a new partner, whose claim sends a new start.
@@ -22,6 +29,7 @@ the others keep waiting for a new partner, whose claim sends a new start.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,18 +43,19 @@ from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.compat.data_model import Unit as UnitView
 from mephisto_dist.compat.data_model import Worker as WorkerView
-from mephisto_dist.compat.exceptions import AbsentAgentError
+from mephisto_dist.compat.exceptions import AbsentAgentError, AgentShutdownError
 from mephisto_dist.compat.live_agent import Agent as LiveAgent
 from mephisto_dist.compat.live_agent import Assignment as AssignmentView
-from mephisto_dist.compat.task_runner import TaskRunner, build_runner
+from mephisto_dist.compat.task_runner import RunningAssignment, RunningUnit, TaskRunner, build_runner
 from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
-from mephisto_dist.runners.assignments.channel import RunnerChannel
-from mephisto_dist.runners.assignments.lease import RunnerLease
+from mephisto_dist.runners.assignments.channel import RunnerChannel, give_back_taken, stored_replay
+from mephisto_dist.runners.assignments.lease import RunnerLease, take_restart
+from mephisto_dist.runners.assignments.replay import Replay
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,7 @@ log = logging.getLogger(__name__)
 NOT_STARTED = "not started"
 FINISHED = "finished"
 ENDED_EARLY = "ended early"
+SHUT_DOWN = "shut down"
 FAILED = "failed"
 
 
@@ -94,15 +104,36 @@ def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
         return _host(rt, assignment_id, started, hooks_of)
 
 
-def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
+def restart_assignment(rt: Runtime, assignment_id: int, claim: str,
+                       hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
+    """Run again the assignment whose runner died, from its stored messages, once the lease the live
+    sweep's ``claim`` holds is taken over (a repeated delivery, or one whose claim lapsed, runs nothing)."""
+    if not take_restart(rt.redis, assignment_id, claim):
+        return NOT_STARTED
+    with RunnerLease(rt.redis, assignment_id):
+        with read_transaction(rt.sessions) as session:
+            agent_ids = [str(a) for a in session.scalars(select(Agent.id).join(Unit, Unit.agent_id == Agent.id).where(
+                Unit.assignment_id == assignment_id, Agent.status == AgentStatus.IN_TASK.value))]
+            started = _read_started(session, assignment_id, agent_ids) if agent_ids else None
+        if started is None:
+            return NOT_STARTED
+        log.warning("assignment %s: restarting its lost runner (%s) from its stored messages", assignment_id, claim)
+        replay = stored_replay(rt.sessions, agent_ids)
+        give_back_taken(rt.redis, agent_ids, replay)
+        return _host(rt, assignment_id, started, hooks_of, replay=replay)
+
+
+def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks], *,
+          replay: Replay | None = None) -> str:
     hooks = hooks_of(started.run)
     if hooks.task_runner is None:
         log.error("run %s hosts no TaskRunner: assignment %s cannot run", started.run.id, assignment_id)
         return FAILED
     channel = RunnerChannel(rt.sessions, rt.redis, started.run.id,
-                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
-    for seat in started.seats:
-        channel.tell(seat.agent_id, AgentStatus.IN_TASK)
+                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2), replay=replay)
+    if replay is None:  # a restart's pages are told nothing: for them the conversation goes on
+        for seat in started.seats:
+            channel.tell(seat.agent_id, AgentStatus.IN_TASK)
     runner = runner_of(hooks, started.run)
     agents = []
     for seat in started.seats:
@@ -110,7 +141,7 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
         agents.append(LiveAgent(seat.agent_id, WorkerView(seat.worker_name, seat.worker_id), unit, channel))
     assignment = AssignmentView(str(assignment_id), [agent.get_unit() for agent in agents],
                                 dict(started.assignment_data or {}), agents)
-    runner.running_assignments[assignment.db_id] = assignment
+    runner.running_assignments[assignment.db_id] = RunningAssignment(assignment, list(agents))
     try:
         return _supervise(rt, runner, assignment, agents, channel, started)
     finally:
@@ -119,18 +150,35 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
 
 
 _RUNNERS: dict[int, TaskRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
 
 
 def runner_of(hooks: TaskHooks, run: TaskRun) -> TaskRunner:
     """One TaskRunner per run and process, as Mephisto has one per run; files of the task folder its
     config names (``world_file``) are read from the run's bundle."""
-    runner = _RUNNERS.get(run.id)
-    if runner is None:
-        blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
-        config = bundled_config(run.config, run.task_dir, hooks.path)
-        runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, config,
-                                                 hooks.shared_state)
-    return runner
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(run.id)
+        if runner is None:
+            blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
+            config = bundled_config(run.config, run.task_dir, hooks.path)
+            runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, config,
+                                                     hooks.shared_state)
+        return runner
+
+
+def shut_down_runner(run_id: int, runner: TaskRunner) -> None:
+    """The run's TaskRunner ``shutdown()``, once per instance: the first of its threads to be shut down
+    calls it (its other agents' next ``act`` raise at once), the next find it gone. A later start of the
+    run in this process builds a new instance."""
+    with _RUNNERS_LOCK:
+        if _RUNNERS.get(run_id) is not runner:
+            return
+        del _RUNNERS[run_id]
+    log.info("task run %s shut down: TaskRunner.shutdown()", run_id)
+    try:
+        runner.shutdown()
+    except Exception:
+        log.exception("TaskRunner.shutdown failed for task run %s", run_id)
 
 
 def bundled_config(config: dict[str, Any], task_dir: str, script_copy: str | None) -> dict[str, Any]:
@@ -158,12 +206,17 @@ def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agen
     together = bool(runner.is_concurrent)
     unit = agents[0].get_unit()
     if not together:
-        runner.running_units[str(unit.db_id)] = unit
+        runner.running_units[str(unit.db_id)] = RunningUnit(unit, agents[0])
     try:
         if together:
             runner.run_assignment(assignment, agents)
         else:
             runner.run_unit(unit, agents[0])
+    except AgentShutdownError as stopped:
+        log.info("assignment %s shut down: %s", assignment.db_id, stopped.message)
+        shut_down_runner(started.run.id, runner)
+        _cleanup(runner, assignment, None if together else unit)
+        return SHUT_DOWN
     except AbsentAgentError as absent:
         log.info("assignment %s ended early: %s", assignment.db_id, absent.message)
         _end_for_absent(rt, started, channel, absent.agent_id)

@@ -21,6 +21,7 @@ class EchoBot(Agent):
 class BotChatWorld(CrowdTaskWorld):
     def __init__(self, opt, agents):
         super().__init__(opt, agents[0])
+        self.opt = opt  # ParlAI's CrowdTaskWorld does not keep it
         self.human = agents[0]
         self.human.agent_id = "You"
         self.bot = EchoBot(opt)

@@ -16,7 +16,7 @@ class CrowdOnboardWorld(CrowdDataWorld):
     """Generic world for onboarding a Turker and collecting information from them."""
 
     def __init__(self, opt: dict[str, Any], agent: Any) -> None:
-        self.opt = opt
+        # As ParlAI's: ``opt`` is not kept (a world that needs it keeps it, as Mephisto's demo worlds do).
         self.agent = agent
         self.episodeDone = False
 
@@ -34,7 +34,7 @@ class CrowdTaskWorld(CrowdDataWorld):
     """Generic world for crowd tasks."""
 
     def __init__(self, opt: dict[str, Any], agent: Any) -> None:
-        self.opt = opt
+        # As ParlAI's: ``opt`` is not kept (a world that needs it keeps it, as Mephisto's demo worlds do).
         self.agent = agent
         self.episodeDone = False
 
