@@ -57,10 +57,15 @@ def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]
 
 
 def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1,
-                  submission_timeout_s: int = 600) -> Path:
+                  submission_timeout_s: int = 600, script: str | None = None) -> Path:
+    """The example chat task, or ``script`` as its task script (with ``record`` in its config: a file in
+    ``root`` the script may write what happened to)."""
     task_dir = root / "chat_pair_task"
     (task_dir / "hydra_configs" / "conf").mkdir(parents=True)
-    shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
+    if script is None:
+        shutil.copy(EXAMPLE / "run_task.py", task_dir / "run_task.py")
+    else:
+        (task_dir / "run_task.py").write_text(script)
     (task_dir / "bundle.js").write_text("/* the pages are websocket clients in these tests */\n")
     (task_dir / "hydra_configs" / "conf" / "example.yaml").write_text(f"""#@package _global_
 defaults:
@@ -86,6 +91,7 @@ mephisto:
 num_turns: {num_turns}
 turn_timeout: {turn_timeout_s}
 topics: ["the weather"]
+record: {root / "record.txt"}
 """)
     return task_dir
 
@@ -415,3 +421,114 @@ def run_finished(rt: Runtime, run_id: int) -> bool:
     with transaction(rt.sessions) as session:
         run = session.get(TaskRun, run_id)
         return bool(run and run.is_completed)
+
+
+RECORDING_SCRIPT = '''
+"""The example's chat runner, writing to ``record`` what Mephisto's contract calls on it."""
+from typing import Any
+
+from mephisto.abstractions._subcomponents.task_runner import TaskRunner
+from mephisto.abstractions.blueprints.remote_procedure.remote_procedure_blueprint import (
+    RemoteProcedureBlueprint,
+    SharedRemoteProcedureTaskState,
+)
+from mephisto.data_model.exceptions import AgentShutdownError
+from mephisto.operations.operator import Operator
+from mephisto.operations.registry import register_mephisto_abstraction
+from mephisto.tools.scripts import task_script
+from omegaconf import DictConfig
+
+
+class RecordingRunner(TaskRunner):
+    is_concurrent = True
+
+    def _record(self, line: str) -> None:
+        with open(self.shared_state.task_config["record"], "a") as out:
+            out.write(line + "\\n")
+
+    def get_init_data_for_agent(self, agent: Any) -> dict[str, Any]:
+        return {"task_data": {}}
+
+    def run_assignment(self, assignment: Any, agents: list[Any]) -> None:
+        for index, agent in enumerate(agents):
+            agent.observe({"text": f"You are speaker {index}."})
+        try:
+            while True:
+                for index, agent in enumerate(agents):
+                    act = agent.act(timeout=60)
+                    for other in agents:
+                        if other is not agent:
+                            other.observe({"text": act.get("text", ""), "speaker": index})
+        except AgentShutdownError as stopped:
+            self._record(f"act raised AgentShutdownError for {stopped.agent_id}")
+            raise
+
+    def shutdown(self) -> None:
+        self._record("shutdown")
+        super().shutdown()
+
+    def cleanup_assignment(self, assignment: Any) -> None:
+        self._record(f"cleanup_assignment {assignment.db_id}")
+
+
+@register_mephisto_abstraction()
+class RecordingBlueprint(RemoteProcedureBlueprint):
+    TaskRunnerClass = RecordingRunner
+
+
+@task_script(default_config_file="example.yaml")
+def main(operator: Operator, cfg: DictConfig) -> None:
+    shared_state = SharedRemoteProcedureTaskState(static_task_data=[{"topic": t} for t in cfg.topics],
+                                                  task_config={"record": cfg.record})
+    operator.launch_task_run(cfg.mephisto, shared_state)
+    operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=30)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_a_forced_shutdown_shuts_the_runner_down_and_ends_the_run_with_nothing_held_or_paid(
+        tmp_path: Path, live: Runtime) -> None:
+    """``mephisto-dist shutdown RUN --force`` mid-conversation, the runner waiting in Bob's ``act``: the act
+    raises AgentShutdownError (not a disconnect), the run's TaskRunner ``shutdown()`` is called once, then
+    ``cleanup_assignment``; both agents end ``disconnect`` (their pages told), both units expire, no token
+    stays taken, nothing is paid, the run finishes and the conversation so far is exported as partial."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, script=RECORDING_SCRIPT))
+    record = tmp_path / "record.txt"
+    with chat_deployment(rt, run_id, tmp_path) as web, started_pair(web) as (alice, bob):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        stopped = subprocess.run(
+            [sys.executable, "-m", "mephisto_dist.cli.app", "shutdown", str(run_id), "--force"],
+            cwd=ROOT, env=child_env(rt.settings), capture_output=True, text=True, timeout=90, check=False)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: record.exists() and "cleanup_assignment" in record.read_text(), timeout_s=20,
+                 message="the runner to be shut down and cleaned up")
+        for page in (alice, bob):
+            wait_for(lambda page=page: "disconnect" in page.statuses, timeout_s=20,
+                     message="the pages to hear they were disconnected")
+        assignment = assignment_of(rt, bob.agent_id)
+    assert record.read_text().splitlines() == [f"act raised AgentShutdownError for {bob.agent_id}", "shutdown",
+                                               f"cleanup_assignment {assignment}"]
+    assert statuses(rt, run_id) == {alice.agent_id: "disconnect", bob.agent_id: "disconnect"}
+    assert unit_statuses(rt, run_id) == ["expired", "expired"]
+    assert run_finished(rt, run_id)
+    assert_tokens_match(rt, run_id)
+    held, _ = tokens_and_database(rt, run_id)
+    assert all(not holders for holders in held.values()), held
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+    assert {(r["status"], r["partial"]) for r in records.values()} == {("expired", True)}
+    owed = [(r["payment"]["reward_paid"], r["payment"]["reward_pending"], r["payment"]["bonus_paid"],
+             r["payment"]["bonus_pending"]) for r in records.values()]
+    assert owed == [(0.0, 0.0, 0.0, 0.0)] * 2, "an expired unit is owed and paid nothing"
+    assert [m["data"].get("text") for m in records[alice.agent_id]["data"]["messages"]] == [
+        "You are speaker 0.", "hi bob"]
+
+
+def assignment_of(rt: Runtime, agent_id: str) -> int:
+    with transaction(rt.sessions) as session:
+        return int(session.scalar(select(Agent.assignment_id).where(Agent.id == agent_id)) or 0)

@@ -29,6 +29,7 @@ from mephisto_dist.domain.run_summary import unit_progress
 from mephisto_dist.domain.status import UnitStatus, run_is_done
 from mephisto_dist.errors import ServiceError
 from mephisto_dist.providers import CrowdProvider
+from mephisto_dist.runners.assignments.shutdown import shut_down_runners
 from mephisto_dist.runs import lifecycle, watching
 from mephisto_dist.runs.launches import LaunchContext, launch_units
 from mephisto_dist.runs.preparation import (
@@ -482,6 +483,8 @@ class Attached:
 
     def _force(self) -> None:
         self._say("force quit: disconnecting active workers and expiring every unit not submitted")
+        # Before the stop disconnects the agents, so their runners see a shutdown, not a disconnect.
+        shut_down_runners(self.runtime.sessions, self.runtime.redis, self.run_id)
         force_stop(self.runtime, self.run_id, now=_now())
 
     def _summary(self) -> None:

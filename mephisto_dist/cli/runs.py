@@ -16,6 +16,7 @@ from mephisto_dist.domain.diagnosis import diagnose_processes
 from mephisto_dist.domain.run_summary import run_state, unit_progress
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.review.decisions import failed_call_summary
+from mephisto_dist.runners.assignments.shutdown import shut_down_runners
 from mephisto_dist.runs.launches import LaunchTrouble
 from mephisto_dist.runs.status import list_runs, run_diagnosis, run_status
 from mephisto_dist.runs.stopping import stop_run
@@ -160,6 +161,9 @@ def shutdown(
     runtime = open_runtime()
     now = _now()
     try:
+        if force:
+            # Before the stop disconnects the agents, so their runners see a shutdown, not a disconnect.
+            shut_down_runners(runtime.sessions, runtime.redis, run_id)
         stopped = stop_run(runtime, run_id, force=force, now=now)
         if stopped.forced:
             console.print(f"task run {run_id} force-stopped: {stopped.expired} unit(s) expired, active workers "

@@ -5,7 +5,8 @@ agent that is gone raises one of Mephisto's errors (:mod:`.exceptions`), with Me
 - no message within ``timeout`` -> the agent times out (status ``timeout``), ``AgentTimeoutError``;
 - the page disconnected (or its agent was released) -> ``AgentDisconnectedError``;
 - the worker returned the task -> ``AgentReturnedError``;
-- the run was stopped, or the host shut the agent down -> ``AgentShutdownError``;
+- the run was force-stopped (a shutdown entry in the agent's inbox, or the runner's ``shutdown()``), or
+  the agent expired -> ``AgentShutdownError``;
 - ``timeout`` None or 0 with nothing waiting -> ``None`` at once;
 - ``await_submit()`` says whether the page submitted (an onboarding page does, once its runner set the
   agent ``waiting``); an agent gone meanwhile raises as ``act`` does, so a runner polling it ends.
@@ -87,6 +88,7 @@ class NoChannel:
 
 
 _DISCONNECTED = frozenset({"disconnect", "partner disconnect", "timeout"})
+_GONE = _DISCONNECTED | {"returned", "expired"}
 
 
 class LiveAgentState(AgentState):
@@ -230,6 +232,8 @@ class Agent:
         return data
 
     def _raise_if_gone(self, status: str) -> None:
+        if status in _GONE:
+            self._raise_if_shut_down()
         if status in _DISCONNECTED:
             raise AgentDisconnectedError(self.db_id)
         if status == "returned":
@@ -237,6 +241,15 @@ class Agent:
         if status == "expired":
             self.is_shutdown = True
             raise AgentShutdownError(self.db_id)
+
+    def _raise_if_shut_down(self) -> None:
+        """An agent found gone may have been shut down: a forced stop pushes the shutdown before it moves
+        the agent's status, so a shutdown waiting in the inbox is why it is gone (``AgentShutdownError``,
+        not the status's error). What else waits there is for no one now."""
+        while (entry := self._channel.receive(self.db_id, 0)) is not None:
+            if entry.kind == "shutdown":
+                self.is_shutdown = True
+                raise AgentShutdownError(self.db_id)
 
 
 class Assignment:

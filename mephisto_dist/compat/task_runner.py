@@ -3,17 +3,40 @@ class, which a task script subclasses (``TaskRunnerClass`` of the blueprint it r
 
 mephisto-dist hosts the runner (``mephisto_dist.runners.assignments``): one instance per run and process,
 ``run_assignment(assignment, agents)`` called in a thread of a runner worker once every unit of the
-assignment is claimed, then ``cleanup_assignment(assignment)``. The ``execute_*`` methods and the thread
-bookkeeping of Mephisto's class are the host's, so they are not here.
+assignment is claimed, then ``cleanup_assignment(assignment)``. The ``execute_*`` methods and the threads
+of Mephisto's class are the host's, so they are not here; ``running_assignments``, ``running_units`` and
+``running_onboardings`` hold what this instance runs now, as Mephisto's do (without the threads), and
+``shutdown()`` (a forced stop of the run) shuts down their agents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["TaskRunner"]
+__all__ = ["RunningAssignment", "RunningOnboarding", "RunningUnit", "TaskRunner"]
+
+
+class _Stoppable(Protocol):
+    def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunningUnit:
+    unit: Any
+    agent: _Stoppable
+
+
+@dataclass(frozen=True)
+class RunningAssignment:
+    assignment: Any
+    agents: list[_Stoppable]
+
+
+@dataclass(frozen=True)
+class RunningOnboarding:
+    onboarding_agent: _Stoppable
 
 
 @dataclass(frozen=True)
@@ -47,9 +70,9 @@ class TaskRunner:
         self.task_run = task_run
         self.args = args
         self.shared_state = shared_state
-        self.running_assignments: dict[str, Any] = {}
-        self.running_units: dict[str, Any] = {}
-        self.running_onboardings: dict[str, Any] = {}
+        self.running_assignments: dict[str, RunningAssignment] = {}
+        self.running_units: dict[str, RunningUnit] = {}
+        self.running_onboardings: dict[str, RunningOnboarding] = {}
 
     def get_init_data_for_agent(self, agent: Any) -> Any:
         """What the agent's page starts from (its ``init_task_data``)."""
@@ -60,6 +83,19 @@ class TaskRunner:
 
     def get_data_for_assignment(self, assignment: Any) -> Any:
         return assignment.get_assignment_data()
+
+    def shutdown(self) -> None:
+        """Mephisto's, on a forced stop of the run: every agent this instance runs is shut down, so its
+        next ``act`` raises ``AgentShutdownError`` and ``run_*`` ends through its ``cleanup_*``. The host
+        calls it once per run and process; unlike Mephisto's it joins no thread (the caller is one of them).
+        A subclass overriding it to free its own resources calls this one too."""
+        for running_unit in list(self.running_units.values()):
+            running_unit.agent.shutdown()
+        for running_assignment in list(self.running_assignments.values()):
+            for agent in running_assignment.agents:
+                agent.shutdown()
+        for running_onboarding in list(self.running_onboardings.values()):
+            running_onboarding.onboarding_agent.shutdown()
 
     def run_onboarding(self, agent: Any) -> None:
         raise NotImplementedError()

@@ -5,6 +5,9 @@ the way Mephisto's ``TaskRunner._launch_and_run_assignment`` does:
 - an agent gone (``AbsentAgentError``: timed out, disconnected, returned, shut down): every other agent
   -> ``partner disconnect`` (told), the absent one -> ``disconnect`` unless it already ended, and its unit
   expires (the conversation cannot be taken up by someone else); then ``cleanup_assignment``;
+- a forced stop of the run (``AgentShutdownError``, :mod:`.shutdown`): the run's TaskRunner ``shutdown()``
+  once in this process (:func:`shut_down_runner`), then ``cleanup_assignment``; the stop itself moves the
+  agents and units;
 - any other exception: logged, then ``cleanup_assignment``;
 - a normal return: the agents stay ``in task`` and submit from their pages.
 
@@ -22,6 +25,7 @@ the others keep waiting for a new partner, whose claim sends a new start.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +39,10 @@ from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.compat.data_model import Unit as UnitView
 from mephisto_dist.compat.data_model import Worker as WorkerView
-from mephisto_dist.compat.exceptions import AbsentAgentError
+from mephisto_dist.compat.exceptions import AbsentAgentError, AgentShutdownError
 from mephisto_dist.compat.live_agent import Agent as LiveAgent
 from mephisto_dist.compat.live_agent import Assignment as AssignmentView
-from mephisto_dist.compat.task_runner import TaskRunner, build_runner
+from mephisto_dist.compat.task_runner import RunningAssignment, RunningUnit, TaskRunner, build_runner
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 NOT_STARTED = "not started"
 FINISHED = "finished"
 ENDED_EARLY = "ended early"
+SHUT_DOWN = "shut down"
 FAILED = "failed"
 
 
@@ -110,7 +115,7 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
         agents.append(LiveAgent(seat.agent_id, WorkerView(seat.worker_name, seat.worker_id), unit, channel))
     assignment = AssignmentView(str(assignment_id), [agent.get_unit() for agent in agents],
                                 dict(started.assignment_data or {}), agents)
-    runner.running_assignments[assignment.db_id] = assignment
+    runner.running_assignments[assignment.db_id] = RunningAssignment(assignment, list(agents))
     try:
         return _supervise(rt, runner, assignment, agents, channel, started)
     finally:
@@ -119,18 +124,35 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
 
 
 _RUNNERS: dict[int, TaskRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
 
 
 def runner_of(hooks: TaskHooks, run: TaskRun) -> TaskRunner:
     """One TaskRunner per run and process, as Mephisto has one per run; files of the task folder its
     config names (``world_file``) are read from the run's bundle."""
-    runner = _RUNNERS.get(run.id)
-    if runner is None:
-        blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
-        config = bundled_config(run.config, run.task_dir, hooks.path)
-        runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, config,
-                                                 hooks.shared_state)
-    return runner
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(run.id)
+        if runner is None:
+            blueprint_type = RunConfig.parse(run.config).blueprint.blueprint_type
+            config = bundled_config(run.config, run.task_dir, hooks.path)
+            runner = _RUNNERS[run.id] = build_runner(hooks.task_runner, run.id, blueprint_type, config,
+                                                     hooks.shared_state)
+        return runner
+
+
+def shut_down_runner(run_id: int, runner: TaskRunner) -> None:
+    """The run's TaskRunner ``shutdown()``, once per instance: the first of its threads to be shut down
+    calls it (its other agents' next ``act`` raise at once), the next find it gone. A later start of the
+    run in this process builds a new instance."""
+    with _RUNNERS_LOCK:
+        if _RUNNERS.get(run_id) is not runner:
+            return
+        del _RUNNERS[run_id]
+    log.info("task run %s shut down: TaskRunner.shutdown()", run_id)
+    try:
+        runner.shutdown()
+    except Exception:
+        log.exception("TaskRunner.shutdown failed for task run %s", run_id)
 
 
 def bundled_config(config: dict[str, Any], task_dir: str, script_copy: str | None) -> dict[str, Any]:
@@ -158,12 +180,17 @@ def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agen
     together = bool(runner.is_concurrent)
     unit = agents[0].get_unit()
     if not together:
-        runner.running_units[str(unit.db_id)] = unit
+        runner.running_units[str(unit.db_id)] = RunningUnit(unit, agents[0])
     try:
         if together:
             runner.run_assignment(assignment, agents)
         else:
             runner.run_unit(unit, agents[0])
+    except AgentShutdownError as stopped:
+        log.info("assignment %s shut down: %s", assignment.db_id, stopped.message)
+        shut_down_runner(started.run.id, runner)
+        _cleanup(runner, assignment, None if together else unit)
+        return SHUT_DOWN
     except AbsentAgentError as absent:
         log.info("assignment %s ended early: %s", assignment.db_id, absent.message)
         _end_for_absent(rt, started, channel, absent.agent_id)

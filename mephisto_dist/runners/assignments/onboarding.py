@@ -11,7 +11,9 @@ then ``WorkerPool``'s validation):
    messages and the world's data) and pushes the verdict; the web records it and gives the worker a unit.
 
 An absent page (disconnected, timed out) ends the onboarding as Mephisto does: the onboarding agent
-``disconnect`` unless it already ended, ``cleanup_onboarding``; the worker starts again from scratch.
+``disconnect`` unless it already ended, ``cleanup_onboarding``; the worker starts again from scratch. A
+forced stop of the run (``AgentShutdownError``) first calls the run's TaskRunner ``shutdown()`` once in this
+process (:func:`~.host.shut_down_runner`).
 One player per onboarding agent (``L:onboarding:<id>:runner``, SET NX): a repeated start plays nothing.
 """
 
@@ -27,16 +29,16 @@ from sqlalchemy import select
 
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.compat.data_model import Worker as WorkerView
-from mephisto_dist.compat.exceptions import AbsentAgentError
+from mephisto_dist.compat.exceptions import AbsentAgentError, AgentShutdownError
 from mephisto_dist.compat.live_agent import Agent as LiveAgent
-from mephisto_dist.compat.task_runner import TaskRunner
+from mephisto_dist.compat.task_runner import RunningOnboarding, TaskRunner
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import OnboardingAgent, TaskRun, Worker
 from mephisto_dist.db.transitions import move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.runners.assignments.channel import RunnerChannel
-from mephisto_dist.runners.assignments.host import runner_of
+from mephisto_dist.runners.assignments.host import runner_of, shut_down_runner
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -65,11 +67,13 @@ def run_onboarding(rt: Runtime, agent_id: str, hooks_of: Callable[[TaskRun], Tas
     channel = RunnerChannel(rt.sessions, rt.redis, run.id, longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
     worker = WorkerView(str(row.worker_name), int(row.id))
     agent = LiveAgent(agent_id, worker, None, channel, init_data=dict(hooks.onboarding_data))
-    runner.running_onboardings[agent_id] = agent
+    runner.running_onboardings[agent_id] = RunningOnboarding(agent)
     try:
         runner.run_onboarding(agent)
     except AbsentAgentError as absent:
         log.info("onboarding %s ended early: %s", agent_id, absent.message)
+        if isinstance(absent, AgentShutdownError):
+            shut_down_runner(run.id, runner)
         _disconnect(rt, channel, agent_id)
         _cleanup(runner, agent)
         return ENDED_EARLY
