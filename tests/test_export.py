@@ -18,19 +18,20 @@ from sqlalchemy import Engine, select, update
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
 from mephisto_dist.db.models import Agent, AgentMessage, Unit
-from mephisto_dist.db.transitions import move_agent, move_unit, move_units
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_unit, move_units
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.review.decisions import Decision, NotReviewable
 from mephisto_dist.review.export import (
     download_files,
     ended_attempt_records,
     export_results,
+    onboarding_records,
     unit_records,
     write_records,
 )
 from mephisto_dist.review.reviewing import decide_units
 from mephisto_dist.storage import StorageError, open_storage
-from mephisto_dist.work import claims
+from mephisto_dist.work import claims, onboarding
 from mephisto_dist.work.claims import Registration, RunContext
 from tests.factories import make_run, now
 from tests.system import make_runtime
@@ -248,3 +249,61 @@ def test_agents_that_ended_without_submitting_are_exported_with_their_transcript
     # As in Mephisto, only a submission is reviewed for pay: the disconnected agent's unit is not.
     with pytest.raises(NotReviewable):
         decide_units(factory, Decision.APPROVE, [units["gone"]], now=now(), note=None, bonus=None)
+
+
+def test_each_onboarding_attempt_is_exported_with_its_messages_and_outcome(engine: Engine) -> None:
+    """A hosted onboarding world's transcript (passed), an onboarding page's answers (failed), an onboarding
+    the worker left half-way (no outcome, partial), and one that left nothing (not exported): records of
+    their own after the units, in JSON and CSV, counted apart by the export."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1)
+    attempts: dict[str, str] = {}
+    with transaction(factory) as session:
+        for worker in ("talker", "answerer", "leaver", "silent"):
+            worker_id = claims.create_worker(session, "mock", worker, now=now())
+            attempts[worker] = onboarding.start(session, run.run_id, worker_id, f"a-{worker}",
+                                                {"assignment_id": f"a-{worker}"}, now=now())
+        for worker, said in (("talker", ["Welcome: what is 2 + 2?", "4"]), ("leaver", ["Welcome"])):
+            for seq, text in enumerate(said, 1):
+                session.add(AgentMessage(task_run_id=run.run_id, agent_id=attempts[worker], seq=seq,
+                                         direction="out" if seq % 2 else "in", data={"text": text}))
+    with transaction(factory) as session:
+        onboarding.record_result(session, run.run_id, attempts["talker"], "chat-ok", passed=True, outputs={},
+                                 now=now())
+        onboarding.record_result(session, run.run_id, attempts["answerer"], "chat-ok", passed=False,
+                                 outputs={"answer": "5"}, now=now())
+        assert move_onboarding_agent(session, attempts["leaver"], AgentStatus.ONBOARDING, AgentStatus.DISCONNECT,
+                                     now=now())
+    with transaction(factory) as session:
+        records = list(onboarding_records(session, [run.run_id]))
+    by_worker = {r["worker_name"]: r for r in records}
+    assert [r["worker_name"] for r in records] == ["talker", "answerer", "leaver"], "the silent one left nothing"
+    assert {w: (r["onboarding"], r["agent_status"], r["partial"]) for w, r in by_worker.items()} == {
+        "talker": ("passed", "approved", False), "answerer": ("failed", "rejected", False),
+        "leaver": (None, "disconnect", True)}
+    assert [(m["direction"], m["data"]["text"]) for m in by_worker["talker"]["data"]["messages"]] == [
+        ("out", "Welcome: what is 2 + 2?"), ("in", "4")]
+    assert by_worker["answerer"]["data"]["outputs"] == {"answer": "5"}
+    assert "messages" not in by_worker["answerer"]["data"]
+    assert {(r["unit_id"], r["review"], r["payment"], r["agent_id"].startswith("onboarding_")) for r in records} == {
+        (None, None, None, True)}
+
+    written: dict[str, str] = {}
+
+    def writer(fmt: str) -> Any:
+        def write(found: Any) -> int:
+            out = io.StringIO()
+            count = write_records(found, out, fmt)
+            written[fmt] = out.getvalue()
+            return count
+        return write
+
+    for fmt in ("json", "csv"):
+        exported = export_results(factory, writer(fmt), task_name=None, run_id=run.run_id)
+        assert (exported.count, exported.ended_count, exported.onboarding_count) == (0, 0, 3)
+    assert [r["onboarding"] for r in json.loads(written["json"])] == ["passed", "failed", None]
+    rows = list(csv.DictReader(io.StringIO(written["csv"])))
+    assert [(r["worker_name"], r["onboarding"]) for r in rows] == [
+        ("talker", "passed"), ("answerer", "failed"), ("leaver", "")]
+    assert json.loads(rows[0]["messages"])[1]["data"] == {"text": "4"}
+    assert rows[1]["outputs.answer"] == "5"

@@ -104,4 +104,9 @@ def test_onboarding_fails_one_worker_and_lets_another_continue_to_the_task(
     assert done["data"]["inputs"]["sentence"] == sentence
     assert done["data"]["outputs"]["rating"] == "4"
     assert done["data"]["outputs"]["comment"] == "after onboarding"
-    assert "onboarding-fails" not in {r["worker_name"] for r in records}
+    assert "onboarding-fails" not in {r["worker_name"] for r in records if r["unit_id"] is not None}
+    # Each worker's onboarding is a record of its own: the answers given and the outcome.
+    tried = {r["worker_name"]: r for r in records if "onboarding" in r}
+    assert {w: r["onboarding"] for w, r in tried.items()} == {"onboarding-fails": "failed",
+                                                             "onboarding-passes": "passed"}
+    assert tried["onboarding-fails"]["data"]["outputs"], "the failing answers are kept"

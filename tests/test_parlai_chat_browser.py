@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from mephisto_dist.db.engine import transaction
-from mephisto_dist.review.export import unit_records
+from mephisto_dist.review.export import onboarding_records, unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, runner_worker, web_server
@@ -126,6 +126,13 @@ def test_parlai_chat_demo_two_workers_with_onboarding(tmp_path: Path, runtime: R
     world_data = [m["data"] for m in submitted["bob"]["data"]["messages"] if m["direction"] == "state"]
     assert world_data == [{"id": "SUBMIT_WORLD_DATA", "WORLD_DATA": {"example_key": "example_value"}, "text": "",
                            "timestamp": world_data[0]["timestamp"]}]
+    # Each worker's onboarding world is in the export too: what they said in it, and that they passed.
+    with transaction(runtime.sessions) as session:
+        onboarded = {r["worker_name"]: r for r in onboarding_records(session, [run_id])}
+    assert {name: r["onboarding"] for name, r in onboarded.items()} == {"alice": "passed", "bob": "passed"}
+    for name, record in onboarded.items():
+        said_there = [m["data"].get("text") for m in record["data"]["messages"] if m["direction"] == "in"]
+        assert f"Hello, I am {name}" in said_there
 
 
 def test_parlai_chat_world_with_a_bot_partner(tmp_path: Path, runtime: Runtime, browser: Any) -> None:

@@ -124,7 +124,8 @@ def export(
     with opened_runtime() as runtime:
         exported = export_results(runtime.sessions, write, task_name=task_name, run_id=run,
                                   include_unsubmitted=include_unsubmitted, include_expired=include_expired)
-        ended = f" and {exported.ended_count} ended attempt(s) (partial work)" if exported.ended_count else ""
+        ended = f", {exported.ended_count} ended attempt(s) (partial work)" if exported.ended_count else ""
+        ended += f", {exported.onboarding_count} onboarding attempt(s)" if exported.onboarding_count else ""
         err_console.print(f"exported {exported.count} unit(s){ended} from {exported.run_count} run(s)"
                           + (f" to {output}" if output else ""))
         if download is not None:

@@ -1,5 +1,5 @@
 """Exporting results: one record per unit, streamed from the database in id order, then one per ended
-attempt (:func:`ended_attempt_records`).
+attempt (:func:`ended_attempt_records`), then one per onboarding attempt (:func:`onboarding_records`).
 
 Every record says whether its agent's work is partial (``partial``: the agent ended without a submission,
 ``agent_status`` saying why: Mephisto's ``disconnect``, ``timeout``, ``partner disconnect``, ``expired`` or
@@ -23,8 +23,17 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction
-from mephisto_dist.db.models import Agent, AgentMessage, Assignment, Task, TaskRun, Unit, Worker
-from mephisto_dist.domain.status import AGENT_DISCONNECTED, UNIT_SUBMITTED, UnitStatus
+from mephisto_dist.db.models import (
+    Agent,
+    AgentMessage,
+    Assignment,
+    OnboardingAgent,
+    Task,
+    TaskRun,
+    Unit,
+    Worker,
+)
+from mephisto_dist.domain.status import AGENT_DISCONNECTED, UNIT_SUBMITTED, AgentStatus, UnitStatus
 from mephisto_dist.errors import NotFoundError
 from mephisto_dist.review.accounts import unit_accounts
 from mephisto_dist.runners.live.calls import calls_by_agent
@@ -192,6 +201,65 @@ def ended_attempt_records(session: Session, run_ids: list[int]) -> Iterator[dict
         after = (last.unit_id, last.id)
 
 
+PASSED = "passed"
+FAILED = "failed"
+_OUTCOMES = {AgentStatus.APPROVED.value: PASSED, AgentStatus.REJECTED.value: FAILED}
+
+
+def onboarding_records(session: Session, run_ids: list[int]) -> Iterator[dict[str, Any]]:
+    """One record per onboarding attempt that left something (a hosted onboarding world's messages, an
+    onboarding page's answers), in the order they began. ``onboarding`` is its outcome: ``passed``,
+    ``failed``, or null when it ended unjudged (the page left, timed out; ``partial`` is then true, and
+    ``agent_status`` says why). It has no unit, assignment, review or payment (onboarding is not paid)."""
+    after: tuple[datetime | None, str] = (None, "")
+    while True:
+        query = (select(OnboardingAgent, Task.task_name, Worker.worker_name, TaskRun.provider_type)
+                 .join(TaskRun, TaskRun.id == OnboardingAgent.task_run_id)
+                 .join(Task, Task.id == TaskRun.task_id)
+                 .join(Worker, Worker.id == OnboardingAgent.worker_id)
+                 .where(OnboardingAgent.task_run_id.in_(run_ids))
+                 .order_by(OnboardingAgent.created_at, OnboardingAgent.id).limit(PAGE))
+        if after[0] is not None:
+            query = query.where(or_(OnboardingAgent.created_at > after[0],
+                                    and_(OnboardingAgent.created_at == after[0], OnboardingAgent.id > after[1])))
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        messages = _messages_by_agent(session, [row[0].id for row in rows])
+        for agent, task_name, worker_name, provider_type in rows:
+            if agent.id not in messages and agent.outputs is None:
+                continue  # nothing of it to keep (a page that never answered)
+            data: dict[str, Any] = {"inputs": None, "outputs": agent.outputs}
+            if agent.id in messages:
+                data["messages"] = messages[agent.id]
+            outcome = _OUTCOMES.get(agent.status)
+            yield {
+                "unit_id": None,
+                "assignment_id": None,
+                "task_run_id": str(agent.task_run_id),
+                "task_name": task_name,
+                "worker_id": str(agent.worker_id),
+                "worker_name": worker_name,
+                "agent_id": agent.id,
+                "status": None,
+                "agent_status": agent.status,
+                "onboarding": outcome,
+                "partial": outcome is None,
+                "pay_amount": None,
+                "start_time": _iso(agent.created_at),
+                "end_time": _iso(agent.status_changed_at) if outcome is not None or is_partial(agent.status)
+                else None,
+                "data": data,
+                "metadata": {},
+                "provider": {"type": provider_type, "unit_id": None,
+                             "assignment_id": (agent.provider_data or {}).get("assignment_id")},
+                "review": None,
+                "payment": None,
+            }
+        last = rows[-1][0]
+        after = (last.created_at, last.id)
+
+
 def _messages_by_agent(session: Session, agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     if not agent_ids:
@@ -347,34 +415,39 @@ def download_files(storage: Storage, keys: Iterable[str], dest: Path,
 
 @dataclass(frozen=True)
 class Exported:
-    """What an export wrote: how many records (of which ``ended_count`` ended attempts) of how many runs,
-    and the storage keys of their uploads."""
+    """What an export wrote: how many unit records, ended attempts (``ended_count``) and onboarding
+    attempts (``onboarding_count``) of how many runs, and the storage keys of their uploads."""
 
     count: int
     run_count: int
     file_keys: tuple[str, ...]
     ended_count: int = 0
+    onboarding_count: int = 0
 
 
 def export_results(factory: sessionmaker[Session], write: Callable[[Iterator[dict[str, Any]]], int], *,
                    task_name: str | None, run_id: int | None, include_unsubmitted: bool = False,
                    include_expired: bool = True) -> Exported:
     """Stream the unit records of a run (or of every run of ``task_name``), then its ended attempts' unless
-    expired work is left out, to ``write`` (which returns how many it wrote), in one read transaction; :class:`NotFoundError` for an unknown run or task, before
-    ``write`` is called."""
+    expired work is left out, then its onboarding attempts', to ``write`` (which returns how many it
+    wrote), in one read transaction; :class:`NotFoundError` for an unknown run or task, before ``write`` is
+    called."""
     with read_transaction(factory) as session:
         run_ids = resolve_runs(session, task_name=task_name, run_id=run_id)
         keys: list[str] = []
-        ended = 0
+        ended = onboarding = 0
 
         def records() -> Iterator[dict[str, Any]]:
-            nonlocal ended
+            nonlocal ended, onboarding
             yield from unit_records(session, run_ids, include_unsubmitted=include_unsubmitted,
                                     include_expired=include_expired)
             if include_expired:  # an ended attempt is expired work: left out with it
                 for record in ended_attempt_records(session, run_ids):
                     ended += 1
                     yield record
+            for record in onboarding_records(session, run_ids):
+                onboarding += 1
+                yield record
 
         count = write(collect_files(records(), keys))
-    return Exported(count - ended, len(run_ids), tuple(keys), ended)
+    return Exported(count - ended - onboarding, len(run_ids), tuple(keys), ended, onboarding)
