@@ -23,8 +23,8 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.limiter.redis_pool import RedisLimiter
 from mephisto_dist.runners.assignments import waiting
-from mephisto_dist.runners.assignments.lease import RUNNING, ended_at, ended_value
-from mephisto_dist.runners.assignments.recovery import end_assignments
+from mephisto_dist.runners.assignments.lease import RUNNING, ended_at, ended_value, take_restart
+from mephisto_dist.runners.assignments.recovery import Restart, end_assignments
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
 from tests.factories import make_run, now
@@ -45,7 +45,8 @@ def fresh_hosted_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(waiting, "_HOSTED", {})
 
 
-def hosted_run(factory: sessionmaker[Session], workers: list[str], *, units: int, task_name: str) -> tuple[int, dict[str, str]]:
+def hosted_run(factory: sessionmaker[Session], workers: list[str], *, units: int, task_name: str,
+               runner_restarts: int = 0) -> tuple[int, dict[str, str]]:
     """A run whose script hosts its assignments, one assignment of ``units`` units, its agents ``in task``."""
     run = make_run(factory, assignments=1, units_per_assignment=units, task_name=task_name)
     agents = {}
@@ -56,7 +57,8 @@ def hosted_run(factory: sessionmaker[Session], workers: list[str], *, units: int
             assert details.agent_id
             agents[worker] = details.agent_id
     config: dict[str, Any] = {**run.config, "script": {"hosts_assignments": True},
-                              "task": {**run.config["task"], "submission_timeout": SUBMISSION_TIMEOUT_S}}
+                              "task": {**run.config["task"], "submission_timeout": SUBMISSION_TIMEOUT_S,
+                                       "runner_restarts": runner_restarts}}
     with transaction(factory) as session:
         session.execute(update(TaskRun).where(TaskRun.id == run.run_id).values(config=config))
     return run.run_id, agents
@@ -159,3 +161,37 @@ def test_a_stopping_runs_unit_expires_and_a_lost_runner_hands_its_units_back(
     assert state(factory, stopping_run) == ({stopping["erin"]: "timeout"}, [("expired", stopping["erin"])])
     assert state(factory, lost_run) == ({lost["frank"]: "expired", lost["grace"]: "expired"},
                                         [("launched", None), ("launched", None)])
+
+
+def test_a_lost_runner_is_restarted_once_per_sweep_claim_and_at_most_runner_restarts_times(
+        engine: Engine, redis_client: redis.Redis, limiter: RedisLimiter) -> None:
+    """``runner_restarts: 2``: a lapsed lease is claimed for a restart (nothing moves, the pages hear
+    nothing); a second sweep meanwhile claims nothing; the restarted runner takes the claim over once (a
+    repeated delivery does not). A second death is the second restart; a claim no runner takes lapses
+    and counts; the third loss ends the assignment as without restarts."""
+    factory = make_sessionmaker(engine)
+    run_id, agents = hosted_run(factory, ["hana", "ivan"], units=2, task_name="restarts", runner_restarts=2)
+    assignment = assignment_of(factory, agents["hana"])
+    lease_key = keys.assignment_runner_lease(assignment)
+    later = now() + timedelta(seconds=LEASE_S * 3)
+    first = end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later)
+    assert first.lost == []
+    assert [Restart(r.assignment_id, r.claim, tuple(sorted(r.agent_ids))) for r in first.restarts] == [
+        Restart(assignment, "restarting:1", tuple(sorted(agents.values())))]
+    assert end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later).restarts == []
+    assert state(factory, run_id) == ({a: "in task" for a in agents.values()},
+                                      [("assigned", agents["hana"]), ("assigned", agents["ivan"])])
+    assert take_restart(redis_client, assignment, "restarting:1")
+    assert not take_restart(redis_client, assignment, "restarting:1"), "a repeated delivery runs nothing"
+    assert redis_client.get(lease_key) == RUNNING.encode()
+
+    redis_client.delete(lease_key)  # the restarted runner died too
+    second = end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later)
+    assert [r.claim for r in second.restarts] == ["restarting:2"]
+    redis_client.delete(lease_key)  # no runner worker took the claim: it lapsed
+    third = end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later)
+    assert third.restarts == []
+    assert sorted(e.agent_id for e in third.lost) == sorted(agents.values())
+    assert state(factory, run_id) == ({a: "expired" for a in agents.values()},
+                                      [("launched", None), ("launched", None)])
+    assert redis_client.get(lease_key) is None

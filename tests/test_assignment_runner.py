@@ -57,7 +57,7 @@ def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Runtime]
 
 
 def chat_task_dir(root: Path, *, partner_wait_s: int = 300, turn_timeout_s: int = 60, num_turns: int = 1,
-                  submission_timeout_s: int = 600, script: str | None = None) -> Path:
+                  submission_timeout_s: int = 600, script: str | None = None, runner_restarts: int = 0) -> Path:
     """The example chat task, or ``script`` as its task script (with ``record`` in its config: a file in
     ``root`` the script may write what happened to)."""
     task_dir = root / "chat_pair_task"
@@ -85,6 +85,7 @@ mephisto:
     task_tags: "test"
     partner_wait_in_seconds: {partner_wait_s}
     submission_timeout: {submission_timeout_s}
+    runner_restarts: {runner_restarts}
     max_num_concurrent_units: 4
     allowed_concurrent: 1
     maximum_units_per_worker: 2
@@ -384,6 +385,53 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
         (True, "expired", "completed", None)}
     said = [(m["direction"], m["data"].get("text")) for m in attempts[bob.agent_id]["data"]["messages"]]
     assert said == [("out", "You are speaker 1."), ("out", "hi bob")]
+
+
+def test_a_runner_worker_killed_mid_chat_is_restarted_from_the_stored_messages_when_the_run_allows(
+        tmp_path: Path, live: Runtime) -> None:
+    """``mephisto.task.runner_restarts: 2``: SIGKILL the runner worker mid-conversation; the live sweep
+    claims the lapsed lease and a second runner worker runs the assignment again, replaying what was said
+    (the greeting and Alice's turn are not sent again), then takes Bob's turn, said while no runner ran,
+    from his inbox. The pages hear no ending; both submit; each unit is completed, and paid, once; the
+    export has the whole conversation once and no ended attempt."""
+    rt = live
+    run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2))
+    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
+            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
+        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
+                 message="the two units of the assignment to be launched")
+        with runner_worker(rt.settings, tmp_path / "runner1.log") as first, started_pair(web) as (alice, bob):
+            alice.say("hi bob")
+            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+            with runner_worker(rt.settings, tmp_path / "runner2.log"):
+                os.killpg(first.pid, signal.SIGKILL)
+                bob.say("hi alice")  # into his inbox: no runner takes it until the restart
+                wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
+                         message="the restarted runner to relay bob's turn")
+                wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
+                                     for page in (alice, bob)), message="the runner to end the conversation")
+                submit(web, alice.agent_id, {"rating": 5})
+                submit(web, bob.agent_id, {"rating": 4})
+                wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+            assert b"restarting its lost runner" in (tmp_path / "runner2.log").read_bytes()
+            for page in (alice, bob):
+                # No ending heard, no second start.
+                assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
+            assert alice.texts().count("You are speaker 0.") == 1 and bob.texts().count("hi bob") == 1
+    assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "completed"}
+    assert unit_statuses(rt, run_id) == ["completed", "completed"]
+    assert_tokens_match(rt, run_id)
+    with transaction(rt.sessions) as session:
+        records = {r["agent_id"]: r for r in unit_records(session, [run_id])}
+        attempts = list(ended_attempt_records(session, [run_id]))
+    assert attempts == []
+    said = {agent: [(m["direction"], m["data"].get("text")) for m in record["data"]["messages"]]
+            for agent, record in records.items()}
+    assert said[alice.agent_id] == [("out", "You are speaker 0."), ("in", "hi bob"), ("out", "hi alice"),
+                                    ("out", None)]
+    assert said[bob.agent_id] == [("out", "You are speaker 1."), ("out", "hi bob"), ("in", "hi alice"),
+                                  ("out", None)]
+    assert {r["payment"]["reward_pending"] for r in records.values()} == {0.1}, "each unit owed once"
 
 
 def test_a_worker_who_never_submits_after_the_conversation_is_timed_out_after_the_submission_timeout(

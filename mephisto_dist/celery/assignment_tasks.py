@@ -3,7 +3,8 @@ world (``mephisto_dist.runners.assignments``).
 
 Acknowledged when it starts (not ``acks_late``): the agents' statuses are the record of a started runner,
 so a re-delivery (the broker's visibility timeout on a conversation longer than it) finds them no longer
-waiting and does nothing. A runner whose process dies is not restarted yet (issue 20, stage 2).
+waiting and does nothing. A runner whose process died is restarted, when its run allows, by a restart
+the live sweep sends once per claim on the assignment's lease (a repeated delivery finds the claim taken).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _hooks(run: TaskRun) -> TaskHooks:
 def run_assignment(assignment_id: int, agent_ids: list[str]) -> str:
     """Start the assignment with these agents (all still waiting) and run it to its end."""
     return host.run_assignment(runtime(), assignment_id, agent_ids, _hooks)
+
+
+@app.task(name=queue.RESTART_ASSIGNMENT, acks_late=False)  # type: ignore[untyped-decorator]
+def restart_assignment(assignment_id: int, claim: str) -> str:
+    """Run again, from its stored messages, the assignment whose runner died (the sweep's ``claim``)."""
+    return host.restart_assignment(runtime(), assignment_id, claim, _hooks)
 
 
 @app.task(name=queue.RUN_ONBOARDING, acks_late=False)  # type: ignore[untyped-decorator]

@@ -444,6 +444,13 @@ TASK_RUN = Section(
                  "mephisto-dist's own: how long a worker of an assignment whose agents work together (a task "
                  "script's concurrent TaskRunner) waits for the others; then they are told, released and "
                  "their unit offered again (0 = as long as the page stays, as Mephisto waits).", minimum=0),
+        Argument("runner_restarts", int, 0,
+                 "mephisto-dist's own: how many times an assignment whose task script's TaskRunner died with "
+                 "its runner worker (SIGKILL, a lost machine) is started again on another runner worker from "
+                 "its stored messages (the runner's act() gets what the pages said, in order, without "
+                 "waiting; what it observes again is not sent again), its pages told nothing; for a runner "
+                 "that, given the same messages, says the same. 0 = never: the assignment ends, its units go "
+                 "back to the pool.", minimum=0),
         Argument("resume_incomplete_run", bool, False,
                  "Instead of a new run, resume the newest unfinished run of this task_name."),
         Argument("post_install_script", str, "",

@@ -96,6 +96,7 @@ class TaskSection:
     no_submission_patience_s: int
     partner_wait_s: int = 600
     submission_timeout_s: int = 600
+    runner_restarts: int = 0
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> TaskSection:
@@ -107,7 +108,8 @@ class TaskSection:
                    number("max_num_concurrent_units"), number("assignment_duration_in_seconds"),
                    number("task_lifetime_in_seconds"), number("no_submission_patience"),
                    int(args.get("partner_wait_in_seconds", declared_default(TASK_RUN, "partner_wait_in_seconds"))),
-                   int(args.get("submission_timeout", declared_default(TASK_RUN, "submission_timeout"))))
+                   int(args.get("submission_timeout", declared_default(TASK_RUN, "submission_timeout"))),
+                   int(args.get("runner_restarts", declared_default(TASK_RUN, "runner_restarts"))))
 
 
 @dataclass(frozen=True)

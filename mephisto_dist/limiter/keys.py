@@ -59,6 +59,9 @@ key                                type     TTL                                 
                                             page's messages (``act``), status changes,      (web, sweep),
                                             ``shutdown``; 1 day, refreshed on each push;    runner BLPOP
                                             deleted when the runner ends.                   (assignments)
+``L:agent:<agent id>:taking``      LIST     the inbox entry the runner took (LMOVE) and     live.inbox
+                                            has not yet stored; given back to a restarted   (runner)
+                                            runner; 1 day; deleted once stored.
 ``L:agent:<agent id>:seen``        SET      ``update_id`` of the page's messages pushed     inbox.lua
                                             (a resent packet is dropped); 1 day.
 ``L:assignment:<id>:runner``       STRING   ``running``: the runner worker hosting the      assignments.
@@ -66,7 +69,11 @@ key                                type     TTL                                 
                                             renewed by a thread; ``ended:<unix time>``      worker); the
                                             (1 day) once ``run_assignment`` returned (the   live sweep
                                             submission timeout counts from it). Missing     reads it
-                                            while its agents are in task: the runner died.
+                                            while its agents are in task: the runner died.  and claims it
+                                            ``restarting:<n>`` (SET NX, PX a few leases):   for a restart
+                                            the sweep's claim to start the n-th restart.
+``L:assignment:<id>:restarts``     STRING   restarts of the assignment's runner so far      assignments.
+                                            (INCR by the sweep holding the claim); 1 day.   recovery
 ``L:onboarding:<id>:runner``       STRING   the runner worker playing the onboarding        assignments.
                                             agent's world (SET NX: one player), 1 day.      onboarding
 ``L:onboarding:<id>:verdict``      LIST     ``1``/``0``: the runner's validate_onboarding   assignments.
@@ -131,12 +138,20 @@ def assignment_runner_lease(assignment_id: int, prefix: str = LIVE_PREFIX) -> st
     return f"{prefix}:assignment:{assignment_id}:runner"
 
 
+def assignment_runner_restarts(assignment_id: int, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:assignment:{assignment_id}:restarts"
+
+
 def agent_channel(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}"
 
 
 def agent_inbox(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:agent:{_part(agent_id)}:inbox"
+
+
+def agent_inbox_taking(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    return f"{prefix}:agent:{_part(agent_id)}:taking"
 
 
 def agent_seen_updates(agent_id: str, prefix: str = LIVE_PREFIX) -> str:

@@ -32,13 +32,16 @@ does not stand in front of a call; ``celery -A mephisto_dist.celery.worker worke
 QUEUES = (DEFAULT_QUEUE, LIVE_QUEUE)
 RUN_ASSIGNMENT = "mephisto_dist.run_assignment"
 """Runs one assignment's hosted TaskRunner (``runners.assignments``) until it ends: minutes, mostly waiting."""
+RESTART_ASSIGNMENT = "mephisto_dist.restart_assignment"
+"""Runs again, from its stored messages, an assignment whose runner died (``mephisto.task.runner_restarts``)."""
 RUN_ONBOARDING = "mephisto_dist.run_onboarding"
 """Plays one onboarding agent's onboarding world (a hosted runner's ``run_onboarding``) until it is submitted."""
 ASSIGNMENTS_QUEUE = "assignments"
 """Hosted runners have a queue of their own, not in :data:`QUEUES`: a prefork worker never takes one (it
 would hold a process for a whole conversation); the runner worker (``mephisto_dist.celery.runner_worker``,
 threads pool) consumes only it."""
-ROUTES = {REMOTE_CALL: LIVE_QUEUE, RUN_ASSIGNMENT: ASSIGNMENTS_QUEUE, RUN_ONBOARDING: ASSIGNMENTS_QUEUE}
+ROUTES = {REMOTE_CALL: LIVE_QUEUE, RUN_ASSIGNMENT: ASSIGNMENTS_QUEUE, RESTART_ASSIGNMENT: ASSIGNMENTS_QUEUE,
+          RUN_ONBOARDING: ASSIGNMENTS_QUEUE}
 
 
 class TaskQueue(Protocol):

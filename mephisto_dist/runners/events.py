@@ -276,6 +276,10 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     for agent in endings.lost:
         log.warning("assignment %s lost its runner: agent %s expired, unit %s back in the pool",
                     agent.assignment_id, agent.agent_id, agent.unit_id)
+    for restart in endings.restarts:
+        log.warning("assignment %s lost its runner: restarting it (%s) from its stored messages",
+                    restart.assignment_id, restart.claim)
+        rt.queue.enqueue(queue.RESTART_ASSIGNMENT, restart.assignment_id, restart.claim)
     for agent in endings.unsubmitted:
         log.info("assignment %s: agent %s did not submit within the submission timeout (%s), unit %s freed",
                  agent.assignment_id, agent.agent_id, agent.status.value, agent.unit_id)
@@ -290,6 +294,7 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     ended = _tell_ended_agents(rt, presence)
     rerun, failed = _recover_orphans(rt)
     return {"disconnected": len(gone), "partner_wait_over": len(released), "runner_lost": len(endings.lost),
+            "runner_restarted": len(endings.restarts),
             "unsubmitted": len(endings.unsubmitted), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
 
 

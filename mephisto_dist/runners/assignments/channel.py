@@ -2,7 +2,12 @@
 from the page come out of the agent's Redis inbox (``runners.live.inbox``), messages to it are published
 on its live channel (``runners.live.outbox``) for whichever web process holds its websocket; both are
 written to the agent's transcript (``agent_message``) first. Statuses are read from, and written to, the
-database through ``db.transitions``."""
+database through ``db.transitions``.
+
+A page's message stays in the agent's inbox (its ``taking`` list) from the moment the runner takes it until
+it is in the transcript, so one taken by a runner that died before it stored it is given back to the
+restarted runner (:func:`give_back_taken`). A restarted runner's channel replays the stored transcript
+first (:mod:`.replay`)."""
 
 from __future__ import annotations
 
@@ -19,15 +24,11 @@ from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.runners.assignments.replay import IN, OUT, STATE, Replay
 from mephisto_dist.runners.live import inbox as inbox_entries
 from mephisto_dist.runners.live import protocol
 from mephisto_dist.runners.live.inbox import Inbox
 from mephisto_dist.runners.live.outbox import send_to_agent
-
-IN = "in"
-OUT = "out"
-STATE = "state"
-"""What the runner kept in the agent's state without sending it (a world's ``SUBMIT_WORLD_DATA``)."""
 
 
 def _now() -> datetime:
@@ -36,8 +37,9 @@ def _now() -> datetime:
 
 class RunnerChannel:
     def __init__(self, sessions: sessionmaker[Session], client: redis.Redis, run_id: int, *,
-                 longest_wait_s: float) -> None:
+                 longest_wait_s: float, replay: Replay | None = None) -> None:
         self._sessions = sessions
+        self._replay = replay
         self._client = client
         self._inbox = Inbox(client)
         self._run_id = run_id
@@ -45,12 +47,16 @@ class RunnerChannel:
         self._seq: dict[str, int] = {}
 
     def receive(self, agent_id: str, timeout_s: float) -> Inbound | None:
+        said = None if self._replay is None else self._replay.next_said(agent_id)
+        if said is not None:
+            return Inbound("act", data=said)
         entry = self._inbox.take(agent_id, min(timeout_s, self._longest_wait_s))
         if entry is None:
             return None
         kind = entry.get("kind")
         if kind == inbox_entries.ACT:
-            return Inbound("act", data=dict(entry.get("data") or {}))
+            return Inbound("act", data=dict(entry.get("data") or {}))  # taken for good once stored (received)
+        self._inbox.taken(agent_id)
         if kind == inbox_entries.STATUS:
             return Inbound("status", status=str(entry.get("status") or ""))
         if kind == inbox_entries.SUBMIT:
@@ -58,13 +64,20 @@ class RunnerChannel:
         return Inbound("shutdown")
 
     def send(self, agent_id: str, data: dict[str, Any]) -> None:
+        if self._replay is not None and self._replay.already_sent(agent_id):
+            return
         self._record(agent_id, OUT, data)
         send_to_agent(self._client, agent_id, protocol.live_update(agent_id, data))
 
     def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        if self._replay is not None and self._replay.taken(agent_id):
+            return
         self._record(agent_id, IN, data)
+        self._inbox.taken(agent_id)
 
     def record(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        if self._replay is not None and self._replay.already_kept(agent_id):
+            return
         self._record(agent_id, STATE, data)
 
     def status(self, agent_id: str) -> str:
@@ -107,3 +120,20 @@ class RunnerChannel:
             session.add(AgentMessage(task_run_id=self._run_id, agent_id=agent_id, seq=seq, direction=direction,
                                      data=dict(data), created_at=_now()))
         self._seq[agent_id] = seq
+
+
+def stored_replay(sessions: sessionmaker[Session], agent_ids: list[str]) -> Replay:
+    """The agents' stored transcripts, to replay in a restarted runner."""
+    with read_transaction(sessions) as session:
+        rows = session.execute(select(AgentMessage.agent_id, AgentMessage.direction, AgentMessage.data)
+                               .where(AgentMessage.agent_id.in_(agent_ids))
+                               .order_by(AgentMessage.agent_id, AgentMessage.seq)).all()
+    return Replay((str(agent_id), str(direction), dict(data or {})) for agent_id, direction, data in rows)
+
+
+def give_back_taken(client: redis.Redis, agent_ids: list[str], replay: Replay) -> None:
+    """Messages a dead runner took from the agents' inboxes but had not stored go back to the front of
+    their inboxes, for the restarted runner; one it had stored is in the replay already."""
+    inbox = Inbox(client)
+    for agent_id in agent_ids:
+        inbox.give_back(agent_id, replay.said_update_ids(agent_id))

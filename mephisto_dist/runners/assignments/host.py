@@ -17,6 +17,10 @@ times out the rest (:mod:`.recovery`), counting from the time the lease records 
 While ``run_assignment`` runs, the runner holds the assignment's lease (:mod:`.lease`); a runner that dies
 with it lets it lapse, and the live sweep ends the assignment (:mod:`.recovery`).
 
+A runner that died with its worker is started again, when its run allows (``runner_restarts``), by
+:func:`restart_assignment`: the same agents, still ``in task``, with their stored transcripts replayed
+(:mod:`.replay`); its idempotence is the sweep's claim on the lease, which one restart takes over.
+
 The start is the idempotence: a second delivery of the same start finds the agents no longer waiting and
 does nothing. One whose agents are not all still waiting (one left a moment ago) starts nothing either;
 the others keep waiting for a new partner, whose claim sends a new start.
@@ -44,13 +48,14 @@ from mephisto_dist.compat.live_agent import Agent as LiveAgent
 from mephisto_dist.compat.live_agent import Assignment as AssignmentView
 from mephisto_dist.compat.task_runner import RunningAssignment, RunningUnit, TaskRunner, build_runner
 from mephisto_dist.config.run_config import RunConfig
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
-from mephisto_dist.runners.assignments.channel import RunnerChannel
-from mephisto_dist.runners.assignments.lease import RunnerLease
+from mephisto_dist.runners.assignments.channel import RunnerChannel, give_back_taken, stored_replay
+from mephisto_dist.runners.assignments.lease import RunnerLease, take_restart
+from mephisto_dist.runners.assignments.replay import Replay
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -99,15 +104,36 @@ def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
         return _host(rt, assignment_id, started, hooks_of)
 
 
-def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
+def restart_assignment(rt: Runtime, assignment_id: int, claim: str,
+                       hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
+    """Run again the assignment whose runner died, from its stored messages, once the lease the live
+    sweep's ``claim`` holds is taken over (a repeated delivery, or one whose claim lapsed, runs nothing)."""
+    if not take_restart(rt.redis, assignment_id, claim):
+        return NOT_STARTED
+    with RunnerLease(rt.redis, assignment_id):
+        with read_transaction(rt.sessions) as session:
+            agent_ids = [str(a) for a in session.scalars(select(Agent.id).join(Unit, Unit.agent_id == Agent.id).where(
+                Unit.assignment_id == assignment_id, Agent.status == AgentStatus.IN_TASK.value))]
+            started = _read_started(session, assignment_id, agent_ids) if agent_ids else None
+        if started is None:
+            return NOT_STARTED
+        log.warning("assignment %s: restarting its lost runner (%s) from its stored messages", assignment_id, claim)
+        replay = stored_replay(rt.sessions, agent_ids)
+        give_back_taken(rt.redis, agent_ids, replay)
+        return _host(rt, assignment_id, started, hooks_of, replay=replay)
+
+
+def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks], *,
+          replay: Replay | None = None) -> str:
     hooks = hooks_of(started.run)
     if hooks.task_runner is None:
         log.error("run %s hosts no TaskRunner: assignment %s cannot run", started.run.id, assignment_id)
         return FAILED
     channel = RunnerChannel(rt.sessions, rt.redis, started.run.id,
-                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
-    for seat in started.seats:
-        channel.tell(seat.agent_id, AgentStatus.IN_TASK)
+                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2), replay=replay)
+    if replay is None:  # a restart's pages are told nothing: for them the conversation goes on
+        for seat in started.seats:
+            channel.tell(seat.agent_id, AgentStatus.IN_TASK)
     runner = runner_of(hooks, started.run)
     agents = []
     for seat in started.seats:

@@ -3,12 +3,16 @@ worker before the assignment starts, renewed by a thread while ``run_assignment`
 ``ended:<unix time>`` once it returned (its agents may still be ``in task``, submitting from their pages,
 until the run's ``submission_timeout`` from that time). A key missing while agents of the assignment are
 ``in task`` means the process hosting it died (SIGKILL, a lost machine): the live sweep ends the assignment
-(``runners.assignments.recovery``), as it times out the agents that did not submit in time."""
+(``runners.assignments.recovery``), as it times out the agents that did not submit in time, or, when the
+run allows restarts, claims the key (``restarting:<n>``, :func:`claim_restart`) for the runner worker that
+restarts it, which swaps the claim for its own lease (:func:`take_restart`): one restart per claim."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -20,7 +24,12 @@ RUNNER_LEASE_S = 3.0
 """How long a runner's lease outlives its last renewal (renewed every third of it)."""
 RUNNING = "running"
 ENDED = "ended"
+RESTARTING = "restarting"
 ENDED_TTL_S = 24 * 60 * 60
+RESTART_CLAIM_LEASES = 4
+"""A restart's claim holds the lease key this many lease times for the new runner to take it; a claim no
+runner worker took lapses, and the next sweep claims the next restart (bounded by ``runner_restarts``)."""
+RESTARTS_TTL_S = 24 * 60 * 60
 
 
 class RunnerLease:
@@ -64,3 +73,44 @@ def ended_at(value: bytes | str | None) -> datetime | None:
         return datetime.fromtimestamp(float(text.split(":", 1)[1]), UTC)
     except ValueError:
         return None
+
+
+def claim_restart(client: redis.Redis, assignment_id: int, *, lease_s: float = RUNNER_LEASE_S) -> str | None:
+    """The live sweep's claim to restart a lost runner: the lease key, still missing, set to
+    ``restarting:<n>`` (n: this is the assignment's n-th restart); the claim, or None when another sweep
+    (or a runner) holds the key. The caller gives up a claim past its run's limit."""
+    claim = f"{RESTARTING}:pending"
+    if not client.set(keys.assignment_runner_lease(assignment_id), claim, nx=True,
+                      px=max(1, int(lease_s * RESTART_CLAIM_LEASES * 1000))):
+        return None
+    count = int(client.incr(keys.assignment_runner_restarts(assignment_id)))
+    client.expire(keys.assignment_runner_restarts(assignment_id), RESTARTS_TTL_S)
+    value = f"{RESTARTING}:{count}"
+    client.set(keys.assignment_runner_lease(assignment_id), value, xx=True,
+               px=max(1, int(lease_s * RESTART_CLAIM_LEASES * 1000)))
+    return value
+
+
+def restart_number(claim: str) -> int:
+    return int(claim.split(":", 1)[1])
+
+
+def give_up_restart(client: redis.Redis, assignment_id: int, claim: str) -> None:
+    """A claim past the limit: the key goes back to missing, as the assignment ends."""
+    _swap(client, assignment_id, claim, None)
+
+
+def take_restart(client: redis.Redis, assignment_id: int, claim: str, *, lease_s: float = RUNNER_LEASE_S) -> bool:
+    """The new runner takes the lease the sweep's ``claim`` holds; False when it is no longer that claim (a
+    repeated delivery, a claim that lapsed)."""
+    return _swap(client, assignment_id, claim, RUNNING, px=max(1, int(lease_s * 1000)))
+
+
+@functools.cache
+def _swap_lua() -> str:
+    return Path(__file__).with_name("swap.lua").read_text(encoding="utf-8")
+
+
+def _swap(client: redis.Redis, assignment_id: int, old: str, new: str | None, *, px: int = 1) -> bool:
+    swap = client.register_script(_swap_lua())
+    return bool(swap(keys=[keys.assignment_runner_lease(assignment_id)], args=[old, new or "", px]))

@@ -13,7 +13,12 @@
 
 Either way what the agents said stays in ``agent_message`` and ``export`` shows it as partial work; nothing
 is paid for it (payments follow submitted units, and each relaunched unit is submitted, and paid, once).
-The runner is not restarted from the stored messages (stage 2 of the design's replay is not done).
+
+A run with ``mephisto.task.runner_restarts`` N > 0 restarts a lost runner instead, up to N times per
+assignment: the sweep claims the lease key (:func:`~.lease.claim_restart`: one sweep wins, so two sweeps
+restart it once) and the caller sends the restart to the runner workers (:func:`~.host.restart_assignment`,
+which replays the stored messages, :mod:`.replay`); nothing moves in the database and the pages are told
+nothing. A claim no runner worker takes lapses and counts; past N the assignment ends as above.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from mephisto_dist.domain.assignments import submissions_overdue, unit_after_tim
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
-from mephisto_dist.runners.assignments.lease import ended_at
+from mephisto_dist.runners.assignments.lease import claim_restart, ended_at, give_up_restart, restart_number
 from mephisto_dist.runners.assignments.waiting import HostedRun, hosted_runs
 
 START_GRACE_LEASES = 2
@@ -60,6 +65,15 @@ class Endings:
     """Agents that did not submit within the submission timeout."""
     expired_runs: frozenset[int] = frozenset()
     """Runs a unit of which expired (its slot is free for the next unit)."""
+    restarts: list[Restart] = field(default_factory=list)
+    """Assignments whose lost runner is to be started again (the caller sends each to a runner worker)."""
+
+
+@dataclass(frozen=True)
+class Restart:
+    assignment_id: int
+    claim: str
+    agent_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,14 +121,30 @@ def end_assignments(factory: sessionmaker[Session], client: redis.Redis, limiter
         returned = ended_at(lease)
         if returned is not None and submissions_overdue(returned, runs[held[0].run_id].submission_timeout_s, now):
             overdue.append(assignment_id)
+    restarts: list[Restart] = []
+    for assignment_id in list(lost):
+        limit = runs[seats[assignment_id][0].run_id].runner_restarts
+        if limit <= 0:
+            continue
+        lost.remove(assignment_id)
+        claim = claim_restart(client, assignment_id, lease_s=lease_s)
+        if claim is None:
+            continue  # another sweep restarts it
+        if restart_number(claim) > limit:
+            give_up_restart(client, assignment_id, claim)
+            lost.append(assignment_id)
+            continue
+        restarts.append(Restart(assignment_id, claim, tuple(s.agent_id for s in seats[assignment_id]
+                                                            if s.status == AgentStatus.IN_TASK)))
     if not lost and not overdue:
-        return Endings()
+        return Endings(restarts=restarts)
     releases: list[UnitTokens] = []
     with transaction(factory) as session:
         ended = [e for a in lost for e in _end_lost(session, a, seats[a], runs, releases, now)]
         unsubmitted = [e for a in overdue for e in _time_out(session, a, seats[a], runs, releases, now)]
     release_unit_tokens(limiter, releases)
-    return Endings(ended, unsubmitted, frozenset(t.run_id for t in releases if t.status == UnitStatus.EXPIRED))
+    return Endings(ended, unsubmitted, frozenset(t.run_id for t in releases if t.status == UnitStatus.EXPIRED),
+                   restarts)
 
 
 def _end_lost(session: Session, assignment_id: int, seats: list[_Seat], runs: dict[int, HostedRun],

@@ -41,11 +41,12 @@ class HostedRun:
     partner_wait_s: int  # 0: as long as the page stays
     stopping: bool
     submission_timeout_s: int = 600
+    runner_restarts: int = 0
 
 
-_HOSTED: dict[int, tuple[bool, int, int]] = {}
-"""Per run: whether its script hosts its assignments, its partner wait and its submission timeout (a run's
-config never changes)."""
+_HOSTED: dict[int, tuple[bool, int, int, int]] = {}
+"""Per run: whether its script hosts its assignments, its partner wait, its submission timeout and its
+runner restarts (a run's config never changes)."""
 
 
 def hosted_runs(session: Session) -> dict[int, HostedRun]:
@@ -58,9 +59,9 @@ def hosted_runs(session: Session) -> dict[int, HostedRun]:
         if known is None:
             parsed = RunConfig.parse(config)
             known = _HOSTED[run_id] = (parsed.hosts_assignments, parsed.task.partner_wait_s,
-                                       parsed.task.submission_timeout_s)
+                                       parsed.task.submission_timeout_s, parsed.task.runner_restarts)
         if known[0]:
-            found[int(run_id)] = HostedRun(str(task_name), known[1], stopping_at is not None, known[2])
+            found[int(run_id)] = HostedRun(str(task_name), known[1], stopping_at is not None, known[2], known[3])
     return found
 
 

@@ -1,7 +1,8 @@
 """A hosted runner's agent's inbox (``L:agent:<id>:inbox``, see ``limiter.keys``): any web process pushes
 its page's messages, and the sweep the status changes that end it; the runner worker waits on it
-(``BLPOP``) in ``act(timeout)``. A message the page sends again (same ``update_id``, as mephisto-task
-resends after a reconnect) is pushed once."""
+(``BLMOVE`` to the agent's ``taking`` list, kept there until the runner stored it) in ``act(timeout)``.
+A message the page sends again (same ``update_id``, as mephisto-task resends after a reconnect) is pushed
+once."""
 
 from __future__ import annotations
 
@@ -49,21 +50,44 @@ class Inbox:
         self._entry(agent_id, {"kind": SHUTDOWN}, "")
 
     def take(self, agent_id: str, wait_s: float) -> dict[str, Any] | None:
-        """The agent's next entry, waiting up to ``wait_s`` (0: not at all); None when there is none."""
-        key = keys.agent_inbox(agent_id)
+        """The agent's next entry, waiting up to ``wait_s`` (0: not at all); None when there is none. The
+        entry moves to the agent's ``taking`` list, where it stays until :meth:`taken` (the runner stored
+        it), so a runner that dies in between does not lose it (:meth:`give_back`)."""
+        inbox, taking = keys.agent_inbox(agent_id), keys.agent_inbox_taking(agent_id)
         raw: Any
         if wait_s <= 0:
-            raw = self._client.lpop(key)
+            raw = self._client.lmove(inbox, taking, "LEFT", "RIGHT")
         else:
-            found: Any = self._client.blpop([key], timeout=wait_s)
-            raw = None if found is None else found[1]
+            raw = self._client.blmove(inbox, taking, wait_s, "LEFT", "RIGHT")  # type: ignore[arg-type]  # seconds, decimal since Redis 6
         if raw is None:
             return None
+        self._client.expire(taking, INBOX_TTL_S)
         entry: dict[str, Any] = json.loads(raw)
         return entry
 
+    def taken(self, agent_id: str) -> None:
+        """The entries taken are dealt with (a page's message is in the transcript)."""
+        self._client.delete(keys.agent_inbox_taking(agent_id))
+
+    def give_back(self, agent_id: str, stored_update_ids: frozenset[str]) -> int:
+        """Entries taken by a runner that died before it stored them, back to the front of the inbox in
+        their order (a page's message it stored, known by its ``update_id``, is dropped); how many."""
+        inbox, taking = keys.agent_inbox(agent_id), keys.agent_inbox_taking(agent_id)
+        back = 0
+        while (found := self._client.rpop(taking)) is not None:
+            raw: Any = found
+            entry = json.loads(raw)
+            if entry.get("kind") == ACT and (entry.get("data") or {}).get("update_id") in stored_update_ids:
+                continue
+            self._client.lpush(inbox, raw)
+            back += 1
+        if back:
+            self._client.expire(inbox, INBOX_TTL_S)
+        return back
+
     def drop(self, agent_id: str) -> None:
-        self._client.delete(keys.agent_inbox(agent_id), keys.agent_seen_updates(agent_id))
+        self._client.delete(keys.agent_inbox(agent_id), keys.agent_seen_updates(agent_id),
+                            keys.agent_inbox_taking(agent_id))
 
     def _entry(self, agent_id: str, entry: dict[str, Any], update_id: str) -> bool:
         return bool(self._push(keys=[keys.agent_seen_updates(agent_id), keys.agent_inbox(agent_id)],
