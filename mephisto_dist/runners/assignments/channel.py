@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.compat.live_agent import Inbound
-from mephisto_dist.db.engine import read_transaction, transaction
+from mephisto_dist.db.engine import read_transaction, single_statement, transaction
 from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
@@ -111,15 +111,22 @@ class RunnerChannel:
             self._inbox.drop(agent_id)
 
     def _record(self, agent_id: str, direction: str, data: Mapping[str, Any]) -> None:
-        with transaction(self._sessions) as session:
-            seq = self._seq.get(agent_id)
-            if seq is None:
+        """One line of the agent's transcript: one insert, atomic by itself (autocommit on PostgreSQL),
+        past the ORM's unit of work, which was a fifth of a runner worker's CPU at a hundred chats. Only
+        this runner writes the agent's lines, so its next ``seq`` is known here after the first."""
+        seq = self._seq.get(agent_id)
+        if seq is None:
+            with read_transaction(self._sessions) as session:
                 seq = int(session.scalar(select(func.coalesce(func.max(AgentMessage.seq), 0))
                                          .where(AgentMessage.agent_id == agent_id)) or 0)
-            seq += 1
-            session.add(AgentMessage(task_run_id=self._run_id, agent_id=agent_id, seq=seq, direction=direction,
-                                     data=dict(data), created_at=_now()))
+        seq += 1
+        with single_statement(self._sessions) as connection:
+            connection.execute(_INSERT_LINE, {"task_run_id": self._run_id, "agent_id": agent_id, "seq": seq,
+                                              "direction": direction, "data": dict(data), "created_at": _now()})
         self._seq[agent_id] = seq
+
+
+_INSERT_LINE = insert(AgentMessage)
 
 
 def stored_replay(sessions: sessionmaker[Session], agent_ids: list[str]) -> Replay:
