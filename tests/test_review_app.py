@@ -229,7 +229,15 @@ def test_a_reviewer_accepts_a_tip_into_the_tips_file_and_marks_feedback_reviewed
     page.wait_for_url(f"{url}/workers/*")
     record = page.inner_text("main")
     assert "2 submitted" in record and "median time per unit" in record and "review-app-task" in record, record
+    page.fill("input[name=name]", "trusted-rater")
+    page.fill("input[name=value]", "2")
+    page.click("button[value=grant]")
+    page.wait_for_url(f"{url}/workers/*said=granted*")
+    assert "trusted-rater = 2" in page.inner_text("#qualifications")
     page.screenshot(path=str(SCREENSHOTS / "worker.png"), full_page=True)
+    page.click("#qualifications button[value=revoke]")
+    page.wait_for_url(f"{url}/workers/*said=revoked*")
+    assert "none" in page.inner_text("#qualifications")
 
     with httpx.Client(base_url=url, follow_redirects=False) as client:
         client.post("/login", data={"reviewer": "ben", "password": "battery-staple"})

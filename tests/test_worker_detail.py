@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mephisto_dist.db.engine import make_sessionmaker, transaction
-from mephisto_dist.db.models import Unit, Worker
+from mephisto_dist.db.models import Qualification, Unit, Worker
 from mephisto_dist.domain.status import UnitStatus
-from mephisto_dist.errors import NotFoundError
+from mephisto_dist.errors import ConfigError, NotAllowed, NotFoundError
 from mephisto_dist.review import reviewing
 from mephisto_dist.review.decisions import Decision
-from mephisto_dist.review.workers import worker_detail
+from mephisto_dist.review.workers import grant_by_id, revoke_by_id, worker_detail
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
 from tests.factories import make_run, now
@@ -47,3 +47,27 @@ def test_a_workers_record_says_how_they_were_judged_and_how_long_they_took(engin
     assert detail.units[0].status == UnitStatus.COMPLETED.value and detail.units[0].seconds == pytest.approx(240.0)
     with pytest.raises(NotFoundError):
         worker_detail(factory, ann + 1000)
+
+
+def test_qualifications_are_granted_and_revoked_by_worker_id(engine: Engine) -> None:
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=1, task_name="quals")
+    reg = Registration.from_request({"provider_data": {"worker_name": "cy", "assignment_id": "q"}})
+    with transaction(factory) as session:
+        assert claims.register_agent(session, run, reg, now=now()).agent_id
+        cy = session.scalar(select(Worker.id).where(Worker.worker_name == "cy"))
+    assert cy is not None
+    assert grant_by_id(factory, cy, " trusted ", 3, now=now()) == ()  # the mock provider copies nothing
+    grant_by_id(factory, cy, "trusted", 5, now=now())  # a new value, not a second grant
+    grant_by_id(factory, cy, "fluent", 1, now=now())
+    assert worker_detail(factory, cy).qualifications == (("fluent", 1), ("trusted", 5))
+    revoke_by_id(factory, cy, "trusted")
+    assert worker_detail(factory, cy).qualifications == (("fluent", 1),)
+    with pytest.raises(NotAllowed, match="does not hold 'trusted'"):
+        revoke_by_id(factory, cy, "trusted")
+    with pytest.raises(NotFoundError):
+        grant_by_id(factory, cy + 1000, "brand-new", 1, now=now())
+    with pytest.raises(ConfigError):
+        grant_by_id(factory, cy, "   ", 1, now=now())
+    with transaction(factory) as session:  # the failed grant created nothing
+        assert session.scalar(select(Qualification.id).where(Qualification.name == "brand-new")) is None

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, GrantedQualification, Qualification, Task, TaskRun, Unit
+from mephisto_dist.db.models import Agent, GrantedQualification, Qualification, Task, TaskRun, Unit, Worker
 from mephisto_dist.domain.qualifications import FAILED_SUFFIX
 from mephisto_dist.domain.status import UNIT_SUBMITTED, UnitStatus
 from mephisto_dist.errors import NotAllowed, NotFoundError
@@ -211,6 +211,8 @@ class WorkerDetail:
     runs: tuple[RunTally, ...]
     units: tuple[WorkedUnit, ...]
     """The newest submitted units, at most the limit asked for."""
+    qualifications: tuple[tuple[str, int], ...] = ()
+    """The qualifications the worker holds, with their values, by name."""
 
 
 def worker_detail(factory: Factory, worker_id: int, *, limit: int = 200) -> WorkerDetail:
@@ -226,6 +228,10 @@ def worker_detail(factory: Factory, worker_id: int, *, limit: int = 200) -> Work
             .join(Agent, Agent.id == Unit.agent_id).join(TaskRun, TaskRun.id == Unit.task_run_id)
             .join(Task, Task.id == TaskRun.task_id)
             .where(Unit.worker_id == worker_id, Unit.status.in_(submitted)).order_by(Unit.id.desc())).all()
+        held = tuple((str(name), int(value)) for name, value in session.execute(
+            select(Qualification.name, GrantedQualification.value)
+            .join(GrantedQualification, GrantedQualification.qualification_id == Qualification.id)
+            .where(GrantedQualification.worker_id == worker_id).order_by(Qualification.name)))
     durations = sorted((done - started).total_seconds() for _, _, _, started, done, _ in rows
                        if started is not None and done is not None)
     tallies: dict[int, dict[str, Any]] = {}
@@ -242,4 +248,28 @@ def worker_detail(factory: Factory, worker_id: int, *, limit: int = 200) -> Work
                              (done - started).total_seconds() if started is not None and done is not None else None,
                              done)
                   for unit_id, run_id, status, started, done, _ in rows[:limit])
-    return WorkerDetail(histories[0], statistics.median(durations) if durations else None, runs, units)
+    return WorkerDetail(histories[0], statistics.median(durations) if durations else None, runs, units, held)
+
+
+def grant_by_id(factory: Factory, worker_id: int, name: str, value: int, *, now: datetime) -> tuple[int, ...]:
+    """Give (or change) the worker's value of ``name``, creating the qualification when it is new (as the
+    TaskReview client's grant does); the provider calls to send."""
+    name = check_name(name)
+    with transaction(factory) as session:
+        qualification_id, _ = create_qualification(session, name, now=now)
+        if session.get(Worker, worker_id) is None:
+            raise NotFoundError(f"worker {worker_id} does not exist")
+        grant(session, qualification_id, worker_id, value, now=now)
+        return tuple(pending_worker_calls(session, worker_id))
+
+
+def revoke_by_id(factory: Factory, worker_id: int, name: str) -> tuple[int, ...]:
+    """Take ``name`` from the worker (:class:`NotAllowed` when not held); the provider calls to send."""
+    with transaction(factory) as session:
+        qualification = find_qualification(session, check_name(name))
+        worker = session.get(Worker, worker_id)
+        if worker is None:
+            raise NotFoundError(f"worker {worker_id} does not exist")
+        if not revoke(session, qualification.id, worker_id):
+            raise NotAllowed(f"worker {worker.worker_name} does not hold {name!r}")
+        return tuple(pending_worker_calls(session, worker_id))

@@ -311,6 +311,28 @@ class ReviewApp:
         return HTMLResponse(pages.worker_page(detail, reviewer=session.reviewer, csrf=session.csrf,
                                               said=request.query_params.get("said", "")))
 
+    async def worker_qualification(self, request: Request) -> Response:
+        """Grant (creating it when new) or revoke a qualification of one worker, from the worker's page."""
+        form = await _checked_form(request)
+        worker_id = _int(request.path_params["worker_id"])
+        name = str(form.get("name") or "").strip()
+        action = str(form.get("action") or "")
+        if action == "grant":
+            raw = str(form.get("value") or "1").strip()
+            try:
+                value = int(raw)
+            except ValueError:
+                raise _BadRequest(f"a qualification's value is a whole number, got {raw!r}") from None
+            call_ids = workers.grant_by_id(self.runtime.sessions, worker_id, name, value, now=_now())
+            said = f"granted {name} = {value}"
+        elif action == "revoke":
+            call_ids = workers.revoke_by_id(self.runtime.sessions, worker_id, name)
+            said = f"revoked {name}"
+        else:
+            raise _BadRequest("choose grant or revoke")
+        problems = send_calls(self.runtime, list(call_ids))
+        return _back(f"/workers/{worker_id}", said + (f"; {' '.join(problems)}" if problems else ""))
+
     def workers_list(self, request: Request) -> Response:
         session = _session(request)
         histories = workers.worker_records(self.runtime.sessions).histories
@@ -509,6 +531,7 @@ def make_app(runtime: Runtime, reviewers: dict[str, str], secret: str, *, secure
         Route("/tips/decide", review.tips_decide, methods=["POST"]),
         Route("/workers", review.workers_list),
         Route("/workers/{worker_id:int}", review.worker),
+        Route("/workers/{worker_id:int}/qualifications", review.worker_qualification, methods=["POST"]),
         Route("/workers/{worker_id}/block", review.block, methods=["POST"]),
         Route("/static/{path:path}", static),
         *api.routes(),

@@ -381,7 +381,17 @@ def worker_page(detail: WorkerDetail, *, reviewer: str, csrf: str, said: str = "
         for u in detail.units)
     shown = (f'<p class="meta">the newest {len(detail.units)} of {h.submitted}</p>'
              if len(detail.units) < h.submitted else "")
-    body = (f'{summary}<h2>Units per run</h2><table><thead><tr><th>run</th><th>task</th><th>submitted</th>'
+    held = "".join(
+        f'<li>{e(name)} = {value} <form method="post" action="/workers/{h.worker_id}/qualifications" class="inline">'
+        f'{csrf_field(csrf)}<input type="hidden" name="name" value="{e(name)}">'
+        '<button name="action" value="revoke">Revoke</button></form></li>' for name, value in detail.qualifications)
+    qualifications = (
+        f'<h2>Qualifications</h2><ul id="qualifications">{held or "<li>none</li>"}</ul>'
+        f'<form method="post" action="/workers/{h.worker_id}/qualifications" class="inline">{csrf_field(csrf)}'
+        '<input name="name" placeholder="qualification" aria-label="qualification" required>'
+        '<input name="value" value="1" size="4" aria-label="value">'
+        '<button name="action" value="grant">Grant</button></form>')
+    body = (f'{summary}{qualifications}<h2>Units per run</h2><table><thead><tr><th>run</th><th>task</th><th>submitted</th>'
             '<th>accepted</th><th>soft-rejected</th><th>rejected</th></tr></thead>'
             f'<tbody>{runs}</tbody></table><h2>Units</h2>{shown}<table><thead><tr><th>unit</th><th>run</th>'
             f'<th>status</th><th>time</th><th>submitted</th></tr></thead><tbody>{units}</tbody></table>')
