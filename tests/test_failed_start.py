@@ -96,8 +96,10 @@ def test_status_of_a_run_whose_command_is_gone_leads_to_resume(tmp_path: Path) -
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEPHISTO_DIST_")}
     env.update(MEPHISTO_DIST_DATA_DIR=str(data), COLUMNS="200", MEPHISTO_DIST_HEARTBEAT_EVERY_S="1")
+    # SIGHUP as a terminal's: taken by default even when the suite runs under nohup (which ignores it).
     attached = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.app", "run", str(task_dir)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=_hangup_by_default)  # noqa: PLW1509
     try:
         assert attached.stdout is not None
         for line in attached.stdout:
@@ -141,3 +143,7 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _hangup_by_default() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

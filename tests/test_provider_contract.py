@@ -104,12 +104,14 @@ def _mturk_crowd(name: str, turk: str) -> Crowd:
 
 
 @pytest.fixture(scope="module")
-def prolific(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prolific(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("provider-contract-prolific")
     keys = directory / "prolific-credentials"
     keys.write_text(json.dumps({"lab": FAKE_TOKEN}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PROLIFIC_CREDENTIALS_FILE", str(keys))
+        # The deployment's Redis, where the provider takes a study's places lock (providers.prolific.places).
+        patch.setenv("MEPHISTO_DIST_REDIS_URL", redis_server)
         with prolific_local(directory / "prolific.sqlite3", directory / "prolific.log") as url:
             yield url
 

@@ -59,16 +59,18 @@ class PlacesLock:
                 lock.release()
 
 
-_DEFAULT: PlacesLock | None = None
+_DEFAULTS: dict[str, PlacesLock] = {}
 _DEFAULT_GUARD = threading.Lock()
 
 
 def default_lock() -> PlacesLock:
-    """The process's lock on the deployment's Redis (from its settings), made on first use."""
-    global _DEFAULT
-    with _DEFAULT_GUARD:
-        if _DEFAULT is None:
-            from mephisto_dist.settings import load_settings
+    """The lock on the deployment's Redis, as this process's settings name it now (one per URL, made on
+    first use: a process whose settings change, as a test's do, does not keep asking a Redis gone since)."""
+    from mephisto_dist.settings import load_settings
 
-            _DEFAULT = PlacesLock(redis.Redis.from_url(load_settings().effective_redis_url, socket_timeout=10))
-        return _DEFAULT
+    url = load_settings().effective_redis_url
+    with _DEFAULT_GUARD:
+        found = _DEFAULTS.get(url)
+        if found is None:
+            found = _DEFAULTS[url] = PlacesLock(redis.Redis.from_url(url, socket_timeout=10))
+        return found
