@@ -203,6 +203,19 @@ def test_reconcile_keeps_a_token_taken_after_the_caller_looked(harness: Harness)
     assert limiter.reconcile("run", [], 60.0, seen=limiter.holders("run")) == 0
 
 
+def test_reconcile_does_not_give_back_a_token_released_after_the_caller_looked(harness: Harness) -> None:
+    """The recount's snapshot still counts a unit whose transition committed, and whose token was given
+    back, after that snapshot: the token stays given back (a holder the caller saw is renewed, never
+    added). A holder missing when the caller looked (a pool lost to a flush) is added."""
+    limiter = harness.limiter
+    for holder in ["unit:1", "unit:2"]:
+        limiter.acquire(holder, [limit("worker", 2)])
+    seen = limiter.holders("worker")
+    assert limiter.release_each([("unit:1", "worker")]) == [True]  # its unit moved on after the snapshot
+    assert limiter.reconcile("worker", ["unit:1", "unit:2", "unit:7"], 60.0, seen=seen) == 2
+    assert limiter.holders("worker") == {"unit:2", "unit:7"}
+
+
 def test_reconcile_gives_fresh_leases(harness: Harness) -> None:
     limiter = harness.limiter
     assert limiter.reconcile("run", {"unit:1", "unit:2"}, LEASE_S) == 2

@@ -116,7 +116,9 @@ class Limiter(Protocol):
 
         ``seen``: the holders the caller read before the recount. Only those of them missing from
         ``holders`` are dropped, so a token acquired after the caller looked survives (a launch racing
-        the recount). Without it the pool becomes exactly ``holders``.
+        the recount); and those of them in ``holders`` are renewed, never added back, so a token given
+        back after the recount's snapshot stays given back. Without it the pool becomes exactly
+        ``holders``.
         """
         ...
 

@@ -101,9 +101,13 @@ class MemoryLimiter:
         with self._lock:
             now = self._clock()
             expiry = _expiry(now, lease_s)
+            looked = set(seen or ())
+            present = set(self._pools.get(pool, {}))
             kept = {} if seen is None else {
-                holder: until for holder, until in self._pruned(pool, now).items() if holder not in set(seen)}
-            self._pools[pool] = {**kept, **dict.fromkeys(holders, expiry)}
+                holder: until for holder, until in self._pruned(pool, now).items() if holder not in looked}
+            # A holder the caller saw is renewed, never added back: missing now, it gave its token back since.
+            self._pools[pool] = {**kept, **dict.fromkeys(
+                (h for h in holders if h not in looked or h in present), expiry)}
             return len(self._pools[pool])
 
     def rebuild(self, pool: str, holders: Collection[str], lease_s: float | None) -> int | None:

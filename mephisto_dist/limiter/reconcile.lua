@@ -10,6 +10,10 @@
 -- pool lost to a Redis restart or FLUSHALL is rebuilt. With 'all' the pool becomes exactly the recount.
 -- With the holders seen, only those of them the recount dropped are removed: a holder that acquired
 -- after the caller looked (a launch racing the recount) keeps its token, or the cap would be exceeded.
+-- And a holder the caller saw is only renewed, never added back: one missing now gave its token back
+-- after the caller looked (its unit moved on after the recount's snapshot), and adding it would hold a
+-- slot nobody counts. Only a holder missing when the caller looked (a pool lost to a flush, a lease run
+-- out) is added.
 -- Holders are added one call each: unpacking thousands of them into one ZADD would overflow the Lua stack.
 
 local t = redis.call('TIME')
@@ -21,6 +25,7 @@ if ARGV[1] ~= 'never' then
 end
 
 local first = 3
+local looked = {}
 if ARGV[2] == 'all' then
   redis.call('DEL', pool)
 else
@@ -31,13 +36,18 @@ else
     wanted[ARGV[i]] = true
   end
   for i = 3, first - 1 do
+    looked[ARGV[i]] = true
     if not wanted[ARGV[i]] then
       redis.call('ZREM', pool, ARGV[i])
     end
   end
 end
 for i = first, #ARGV do
-  redis.call('ZADD', pool, expiry, ARGV[i])
+  if looked[ARGV[i]] then
+    redis.call('ZADD', pool, 'XX', expiry, ARGV[i])
+  else
+    redis.call('ZADD', pool, expiry, ARGV[i])
+  end
 end
 if #ARGV >= first and ARGV[1] ~= 'never' then
   local ttl = redis.call('PTTL', pool)
