@@ -23,10 +23,20 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.limiter.redis_pool import RedisLimiter
 from mephisto_dist.runners.assignments import waiting
-from mephisto_dist.runners.assignments.lease import RUNNING, ended_at, ended_value, take_restart
+from mephisto_dist.runners.assignments.lease import (
+    RUNNING,
+    LeaseLost,
+    RunnerLease,
+    claim_end,
+    ended_at,
+    ended_value,
+    is_lost,
+    is_running,
+)
 from mephisto_dist.runners.assignments.recovery import Restart, end_assignments
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import Registration
+from tests.conftest import wait_for
 from tests.factories import make_run, now
 
 LEASE_S = 3.0
@@ -181,9 +191,10 @@ def test_a_lost_runner_is_restarted_once_per_sweep_claim_and_at_most_runner_rest
     assert end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later).restarts == []
     assert state(factory, run_id) == ({a: "in task" for a in agents.values()},
                                       [("assigned", agents["hana"]), ("assigned", agents["ivan"])])
-    assert take_restart(redis_client, assignment, "restarting:1")
-    assert not take_restart(redis_client, assignment, "restarting:1"), "a repeated delivery runs nothing"
-    assert redis_client.get(lease_key) == RUNNING.encode()
+    restarted = RunnerLease(redis_client, assignment)
+    assert restarted.take("restarting:1")
+    assert not RunnerLease(redis_client, assignment).take("restarting:1"), "a repeated delivery runs nothing"
+    assert redis_client.get(lease_key) == restarted.value.encode() and is_running(restarted.value)
 
     redis_client.delete(lease_key)  # the restarted runner died too
     second = end_assignments(factory, redis_client, limiter, lease_s=LEASE_S, now=later)
@@ -194,4 +205,40 @@ def test_a_lost_runner_is_restarted_once_per_sweep_claim_and_at_most_runner_rest
     assert sorted(e.agent_id for e in third.lost) == sorted(agents.values())
     assert state(factory, run_id) == ({a: "expired" for a in agents.values()},
                                       [("launched", None), ("launched", None)])
-    assert redis_client.get(lease_key) is None
+    assert is_lost(redis_client.get(lease_key)), "the sweep's claim to end it: a runner coming back finds it"
+
+
+def test_a_runner_paused_past_its_lease_finds_it_no_longer_its_own(redis_client: redis.Redis) -> None:
+    """Fencing: the sweep claimed the lapsed key (``lost:``); the runner's renewals stop at once, never
+    write it back, its next check raises ``LeaseLost``, and its end leaves the sweep's claim alone."""
+    with RunnerLease(redis_client, 41, lease_s=0.3) as lease:
+        key = keys.assignment_runner_lease(41)
+        assert redis_client.get(key) == lease.value.encode()
+        lease.check()
+        assert claim_end(redis_client, 41, None) is False, "a held lease is not the sweep's to end"
+        redis_client.set(key, "lost:1")  # the sweep's claim, as after a pause past the lease
+        wait_for(lambda: lease.lost, message="the renewer to find the lease gone")
+        with pytest.raises(LeaseLost):
+            lease.check()
+    assert redis_client.get(key) == b"lost:1"
+
+
+def test_a_lease_redis_lost_is_set_again_by_its_runner_and_is_then_not_the_sweeps(redis_client: redis.Redis) -> None:
+    """A key Redis lost (flushed, restarted) while its runner runs: nobody claimed it, so the runner sets
+    it again at its next renewal or check and runs on; the sweep's claim then fails."""
+    key = keys.assignment_runner_lease(42)
+    with RunnerLease(redis_client, 42, lease_s=0.3) as lease:
+        redis_client.delete(key)
+        wait_for(lambda: redis_client.get(key) == lease.value.encode(), message="the renewer to set it again")
+        assert claim_end(redis_client, 42, None) is False
+        lease.check()
+        assert not lease.lost
+    assert ended_at(redis_client.get(key)) is not None, "its end is written: the key was its own"
+    # A runner that checks past its lease time asks Redis, and the sweep's claim, once taken, stands.
+    with RunnerLease(redis_client, 43, lease_s=60) as held:
+        redis_client.set(keys.assignment_runner_lease(43), "lost:2")
+        held.check()  # within its lease time since the last renewal: no need to ask
+        held._valid_until = 0.0  # as after a pause: the lease time since the last renewal has passed
+        with pytest.raises(LeaseLost):
+            held.check()
+    assert redis_client.get(keys.assignment_runner_lease(43)) == b"lost:2"

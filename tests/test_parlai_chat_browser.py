@@ -114,7 +114,13 @@ def test_parlai_chat_demo_two_workers_with_onboarding(tmp_path: Path, runtime: R
                 records = list(unit_records(session, [run_id]))
             return {r["worker_name"]: r for r in records if r["status"] == "completed"}
 
-        submitted = wait_for(lambda: len(completed()) == 2 and completed(), timeout_s=30, message="both units done")
+        def with_world_data(done: dict[str, dict[str, Any]]) -> bool:
+            """The world's data is stored by the runner as the world ends, which may come a moment after
+            the pages' submissions completed the units."""
+            return len(done) == 2 and any(m["direction"] == "state" for m in done["bob"]["data"]["messages"])
+
+        submitted = wait_for(lambda: with_world_data(done := completed()) and done, timeout_s=30,
+                             message="both units done, with the world's data")
     second = "bob" if speaker == "alice" else "alice"
     said = {name: [m["data"].get("text") for m in record["data"]["messages"] if m["direction"] == "in"]
             for name, record in submitted.items()}

@@ -7,7 +7,11 @@ database through ``db.transitions``.
 A page's message stays in the agent's inbox (its ``taking`` list) from the moment the runner takes it until
 it is in the transcript, so one taken by a runner that died before it stored it is given back to the
 restarted runner (:func:`give_back_taken`). A restarted runner's channel replays the stored transcript
-first (:mod:`.replay`)."""
+first (:mod:`.replay`).
+
+An assignment runner's channel is fenced by its lease (:mod:`.lease`): before it takes a page's message,
+stores or sends a line, or moves a status, it checks the lease is still its own, and raises
+:class:`~.lease.LeaseLost` otherwise."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from mephisto_dist.db.engine import read_transaction, single_statement, transact
 from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
+from mephisto_dist.runners.assignments.lease import RunnerLease
 from mephisto_dist.runners.assignments.replay import IN, OUT, STATE, Replay
 from mephisto_dist.runners.live import inbox as inbox_entries
 from mephisto_dist.runners.live import protocol
@@ -37,8 +42,9 @@ def _now() -> datetime:
 
 class RunnerChannel:
     def __init__(self, sessions: sessionmaker[Session], client: redis.Redis, run_id: int, *,
-                 longest_wait_s: float, replay: Replay | None = None) -> None:
+                 longest_wait_s: float, replay: Replay | None = None, fence: RunnerLease | None = None) -> None:
         self._sessions = sessions
+        self._fence = fence
         self._replay = replay
         self._client = client
         self._inbox = Inbox(client)
@@ -46,10 +52,16 @@ class RunnerChannel:
         self._longest_wait_s = longest_wait_s  # under the Redis client's socket timeout
         self._seq: dict[str, int] = {}
 
+    def check_lease(self) -> None:
+        """Raise :class:`~.lease.LeaseLost` if this channel's runner no longer holds its lease."""
+        if self._fence is not None:
+            self._fence.check()
+
     def receive(self, agent_id: str, timeout_s: float) -> Inbound | None:
         said = None if self._replay is None else self._replay.next_said(agent_id)
         if said is not None:
             return Inbound("act", data=said)
+        self.check_lease()
         entry = self._inbox.take(agent_id, min(timeout_s, self._longest_wait_s))
         if entry is None:
             return None
@@ -66,18 +78,21 @@ class RunnerChannel:
     def send(self, agent_id: str, data: dict[str, Any]) -> None:
         if self._replay is not None and self._replay.already_sent(agent_id):
             return
+        self.check_lease()
         self._record(agent_id, OUT, data)
         send_to_agent(self._client, agent_id, protocol.live_update(agent_id, data))
 
     def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
         if self._replay is not None and self._replay.taken(agent_id):
             return
+        self.check_lease()
         self._record(agent_id, IN, data)
         self._inbox.taken(agent_id)
 
     def record(self, agent_id: str, data: Mapping[str, Any]) -> None:
         if self._replay is not None and self._replay.already_kept(agent_id):
             return
+        self.check_lease()
         self._record(agent_id, STATE, data)
 
     def status(self, agent_id: str) -> str:
@@ -95,6 +110,7 @@ class RunnerChannel:
 
     def _move(self, agent_id: str, new: AgentStatus) -> None:
         """The agent (or onboarding agent) from the status it is working in to ``new``, its page told."""
+        self.check_lease()
         with transaction(self._sessions) as session:
             if session.get(Agent, agent_id) is not None:
                 moved = move_agent(session, agent_id, AgentStatus.IN_TASK, new, now=_now())
@@ -104,6 +120,7 @@ class RunnerChannel:
             self.tell(agent_id, new)
 
     def tell(self, agent_id: str, status: AgentStatus) -> None:
+        self.check_lease()
         send_to_agent(self._client, agent_id, protocol.status_packet(agent_id, status.value))
 
     def close(self, agent_ids: list[str]) -> None:

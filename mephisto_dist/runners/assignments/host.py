@@ -54,7 +54,7 @@ from mephisto_dist.db.transitions import move_agent, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.runners.assignments.channel import RunnerChannel, give_back_taken, stored_replay
-from mephisto_dist.runners.assignments.lease import RunnerLease, take_restart
+from mephisto_dist.runners.assignments.lease import LeaseLost, RunnerLease
 from mephisto_dist.runners.assignments.replay import Replay
 from mephisto_dist.runtime import Runtime
 
@@ -65,6 +65,7 @@ FINISHED = "finished"
 ENDED_EARLY = "ended early"
 SHUT_DOWN = "shut down"
 FAILED = "failed"
+LOST = "lease lost"
 
 
 def _now() -> datetime:
@@ -100,17 +101,18 @@ def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
         return NOT_STARTED
     # Taken after the start's commit (a repeated start never touches it); the sweep gives a start a lease's
     # time before it looks for the key.
-    with RunnerLease(rt.redis, assignment_id):
-        return _host(rt, assignment_id, started, hooks_of)
+    with RunnerLease(rt.redis, assignment_id) as lease:
+        return _host(rt, assignment_id, started, hooks_of, lease)
 
 
 def restart_assignment(rt: Runtime, assignment_id: int, claim: str,
                        hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
     """Run again the assignment whose runner died, from its stored messages, once the lease the live
     sweep's ``claim`` holds is taken over (a repeated delivery, or one whose claim lapsed, runs nothing)."""
-    if not take_restart(rt.redis, assignment_id, claim):
+    lease = RunnerLease(rt.redis, assignment_id)
+    if not lease.take(claim):
         return NOT_STARTED
-    with RunnerLease(rt.redis, assignment_id):
+    with lease:
         with read_transaction(rt.sessions) as session:
             agent_ids = [str(a) for a in session.scalars(select(Agent.id).join(Unit, Unit.agent_id == Agent.id).where(
                 Unit.assignment_id == assignment_id, Agent.status == AgentStatus.IN_TASK.value))]
@@ -120,20 +122,17 @@ def restart_assignment(rt: Runtime, assignment_id: int, claim: str,
         log.warning("assignment %s: restarting its lost runner (%s) from its stored messages", assignment_id, claim)
         replay = stored_replay(rt.sessions, agent_ids)
         give_back_taken(rt.redis, agent_ids, replay)
-        return _host(rt, assignment_id, started, hooks_of, replay=replay)
+        return _host(rt, assignment_id, started, hooks_of, lease, replay=replay)
 
 
-def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks], *,
-          replay: Replay | None = None) -> str:
+def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable[[TaskRun], TaskHooks],
+          lease: RunnerLease, *, replay: Replay | None = None) -> str:
     hooks = hooks_of(started.run)
     if hooks.task_runner is None:
         log.error("run %s hosts no TaskRunner: assignment %s cannot run", started.run.id, assignment_id)
         return FAILED
     channel = RunnerChannel(rt.sessions, rt.redis, started.run.id,
-                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2), replay=replay)
-    if replay is None:  # a restart's pages are told nothing: for them the conversation goes on
-        for seat in started.seats:
-            channel.tell(seat.agent_id, AgentStatus.IN_TASK)
+                            longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2), replay=replay, fence=lease)
     runner = runner_of(hooks, started.run)
     agents = []
     for seat in started.seats:
@@ -143,10 +142,18 @@ def _host(rt: Runtime, assignment_id: int, started: _Started, hooks_of: Callable
                                 dict(started.assignment_data or {}), agents)
     runner.running_assignments[assignment.db_id] = RunningAssignment(assignment, list(agents))
     try:
+        if replay is None:  # a restart's pages are told nothing: for them the conversation goes on
+            for seat in started.seats:
+                channel.tell(seat.agent_id, AgentStatus.IN_TASK)
         return _supervise(rt, runner, assignment, agents, channel, started)
+    except LeaseLost:
+        log.warning("assignment %s: this runner's lease lapsed (its process paused past it?) and the live sweep "
+                    "ended or restarted the assignment: stopped here, touching nothing", assignment_id)
+        return LOST
     finally:
         runner.running_assignments.pop(assignment.db_id, None)
-        channel.close([seat.agent_id for seat in started.seats])
+        if not lease.lost:  # the inboxes are the new owner's otherwise
+            channel.close([seat.agent_id for seat in started.seats])
 
 
 _RUNNERS: dict[int, TaskRunner] = {}
@@ -212,6 +219,9 @@ def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agen
             runner.run_assignment(assignment, agents)
         else:
             runner.run_unit(unit, agents[0])
+    except LeaseLost:
+        _cleanup(runner, assignment, None if together else unit)  # its own objects only: nothing shared
+        raise
     except AgentShutdownError as stopped:
         log.info("assignment %s shut down: %s", assignment.db_id, stopped.message)
         shut_down_runner(started.run.id, runner)
@@ -219,6 +229,11 @@ def _supervise(rt: Runtime, runner: TaskRunner, assignment: AssignmentView, agen
         return SHUT_DOWN
     except AbsentAgentError as absent:
         log.info("assignment %s ended early: %s", assignment.db_id, absent.message)
+        try:
+            channel.check_lease()  # a runner whose lease lapsed moves no unit: the sweep did
+        except LeaseLost:
+            _cleanup(runner, assignment, None if together else unit)
+            raise
         _end_for_absent(rt, started, channel, absent.agent_id)
         _cleanup(runner, assignment, None if together else unit)
         return ENDED_EARLY

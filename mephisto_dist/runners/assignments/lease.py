@@ -5,27 +5,45 @@ until the run's ``submission_timeout`` from that time). A key missing while agen
 ``in task`` means the process hosting it died (SIGKILL, a lost machine): the live sweep ends the assignment
 (``runners.assignments.recovery``), as it times out the agents that did not submit in time, or, when the
 run allows restarts, claims the key (``restarting:<n>``, :func:`claim_restart`) for the runner worker that
-restarts it, which swaps the claim for its own lease (:func:`take_restart`): one restart per claim."""
+restarts it, which swaps the claim for its own lease (:meth:`RunnerLease.take`): one restart per claim.
+
+**Fencing.** A lease is ``running:<token>``, the token its holder's own, and the key is the one arbiter of
+who owns the assignment: the sweep claims it (``SET NX``) before it ends a lost assignment (``lost:<time>``,
+:func:`claim_end`) or restarts one (``restarting:<n>``), and a runner renews it, and ends it, only while it
+still holds its value (compare-and-set), or sets it again while it is missing (Redis lost it; nobody
+claimed it, so nobody took over). The runner checks the lease before each thing it does (a page's message
+taken, a line sent or stored, a status moved): within a lease time of its last renewal it is its own (the
+key cannot have lapsed yet); past that it asks Redis. A runner paused past its lease (SIGSTOP, a frozen VM,
+a partitioned machine) whose assignment the sweep ended or restarted elsewhere therefore finds, once it
+runs again, that the key is no longer its own: :class:`LeaseLost` is raised before it takes a message,
+writes a line, moves a unit or ends the lease, and it stops without touching what the sweep or the new
+runner own."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import redis
+from redis.commands.core import Script
 
 from mephisto_dist.limiter import keys
+
+log = logging.getLogger(__name__)
 
 RUNNER_LEASE_S = 3.0
 """How long a runner's lease outlives its last renewal (renewed every third of it)."""
 RUNNING = "running"
 ENDED = "ended"
 RESTARTING = "restarting"
+LOST = "lost"
 ENDED_TTL_S = 24 * 60 * 60
 RESTART_CLAIM_LEASES = 4
 """A restart's claim holds the lease key this many lease times for the new runner to take it; a claim no
@@ -33,65 +51,132 @@ runner worker took lapses, and the next sweep claims the next restart (bounded b
 RESTARTS_TTL_S = 24 * 60 * 60
 
 
+class LeaseLost(Exception):
+    """This runner's lease is no longer its own: it lapsed (the process was paused past it) and the live sweep
+    ended or restarted the assignment. Raised before the runner touches anything the assignment's new owner
+    holds."""
+
+    def __init__(self, assignment_id: int) -> None:
+        super().__init__(f"assignment {assignment_id}: this runner's lease lapsed and is no longer its own")
+        self.assignment_id = assignment_id
+
+
 class RunnerLease:
+    """An assignment's lease held by one runner (``running:<token>``); see the module's "Fencing"."""
+
     def __init__(self, client: redis.Redis, assignment_id: int, lease_s: float = RUNNER_LEASE_S) -> None:
         self._client = client
-        self._key = keys.assignment_runner_lease(assignment_id)
-        self._lease_ms = max(1, int(lease_s * 1000))
+        self.assignment_id = assignment_id
+        self.key = keys.assignment_runner_lease(assignment_id)
+        self.value = f"{RUNNING}:{uuid.uuid4().hex}"
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self._taken = False
+        self._lost = False
+        self._valid_until = 0.0  # monotonic: the key is surely still ours before this
+
+    def take(self, claim: str) -> bool:
+        """A restart: the lease the sweep's ``claim`` holds becomes this runner's; False when the key holds
+        something else (a repeated delivery, a claim that lapsed)."""
+        started = time.monotonic()
+        self._taken = _swap(self._client, self.key, claim, self.value, px=self.lease_ms)
+        if self._taken:
+            self.renewed(started)
+        return self._taken
 
     def __enter__(self) -> Self:
-        self._client.set(self._key, RUNNING, px=self._lease_ms)
-        _renewer(self._client).hold(self._key, self._lease_ms)
+        if not self._taken:
+            started = time.monotonic()
+            self._client.set(self.key, self.value, px=self.lease_ms)
+            self.renewed(started)
+        _renewer(self._client).hold(self)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
-        _renewer(self._client).drop(self._key)  # no renewal of it is under way once this returns
-        self._client.set(self._key, ended_value(datetime.now(UTC)), ex=ENDED_TTL_S)
+        _renewer(self._client).drop(self)  # no renewal of it is under way once this returns
+        if not self._lost:
+            _swap(self._client, self.key, self.value, ended_value(datetime.now(UTC)), px=ENDED_TTL_S * 1000)
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def renewed(self, sent_at: float) -> None:
+        """A renewal sent at ``sent_at`` (monotonic) succeeded: the key is ours for a lease time from then."""
+        self._valid_until = max(self._valid_until, sent_at + self.lease_ms / 1000)
+
+    def mark_lost(self) -> None:
+        self._lost = True
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless the lease is still this runner's: free within a lease time of the
+        last renewal, a read of the key past it (the renewals stopped: the process was paused)."""
+        if self._lost:
+            raise LeaseLost(self.assignment_id)
+        if time.monotonic() < self._valid_until:
+            return
+        started = time.monotonic()
+        if _renew_script(self._client)(keys=[self.key], args=[self.value, self.lease_ms]) in (1, 2):
+            self.renewed(started)
+            return
+        self._lost = True
+        log.warning("assignment %s: the runner's lease lapsed and is no longer its own", self.assignment_id)
+        raise LeaseLost(self.assignment_id)
 
 
 class _Renewer:
     """Renews every lease a process holds on one Redis client, from one thread, in one pipelined round
     trip a third of a lease apart. A runner worker holds hundreds of waiting runners: a thread and a round
-    trip per lease per second was a tenth of its CPU at a hundred chats."""
+    trip per lease per second was a tenth of its CPU at a hundred chats. Each renewal is a compare-and-set:
+    a lease whose key holds another value now is marked lost, never written."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._held: dict[str, int] = {}
+        self._held: dict[str, RunnerLease] = {}
         self._lock = threading.Lock()  # held while a renewal is under way: drop() waits it out
         self._changed = threading.Condition(threading.Lock())
         self._thread = threading.Thread(target=self._run, name="runner-leases", daemon=True)
         self._thread.start()
 
-    def hold(self, key: str, lease_ms: int) -> None:
+    def hold(self, lease: RunnerLease) -> None:
         with self._lock:
-            self._held[key] = lease_ms
+            self._held[lease.value] = lease
         with self._changed:
             self._changed.notify()
 
-    def drop(self, key: str) -> None:
+    def drop(self, lease: RunnerLease) -> None:
         with self._lock:
-            self._held.pop(key, None)
+            self._held.pop(lease.value, None)
 
     def _run(self) -> None:
+        renew = _renew_script(self._client)
         while True:
             with self._lock:
-                held = dict(self._held)
+                held = list(self._held.values())
             if not held:
                 with self._changed:
                     self._changed.wait(1.0)
                 continue
-            time.sleep(min(held.values()) / 3000)
+            time.sleep(min(lease.lease_ms for lease in held) / 3000)
             with self._lock:
-                if not self._held:
+                leases = [lease for lease in self._held.values() if not lease.lost]
+                if not leases:
                     continue
                 pipe = self._client.pipeline(transaction=False)
-                for key, lease_ms in self._held.items():
-                    pipe.set(key, RUNNING, px=lease_ms)
+                for lease in leases:
+                    renew(keys=[lease.key], args=[lease.value, lease.lease_ms], client=pipe)
+                sent_at = time.monotonic()
                 try:
-                    pipe.execute()
+                    answers = pipe.execute()
                 except redis.RedisError:
                     continue  # retried; a lease that lapses meanwhile ends the assignment, as a dead process would
+                for lease, answer in zip(leases, answers, strict=True):
+                    if answer in (1, 2):
+                        lease.renewed(sent_at)
+                    else:
+                        lease.mark_lost()
+                        log.warning("assignment %s: the runner's lease lapsed and is no longer its own",
+                                    lease.assignment_id)
 
 
 _RENEWERS: dict[int, _Renewer] = {}
@@ -142,22 +227,49 @@ def restart_number(claim: str) -> int:
     return int(claim.split(":", 1)[1])
 
 
-def give_up_restart(client: redis.Redis, assignment_id: int, claim: str) -> None:
-    """A claim past the limit: the key goes back to missing, as the assignment ends."""
-    _swap(client, assignment_id, claim, None)
+def give_up_restart(client: redis.Redis, assignment_id: int, claim: str) -> str | None:
+    """A claim past the limit: the sweep's claim becomes its claim to end the assignment (``lost``, returned;
+    None when the key no longer held the claim)."""
+    value = _lost_value()
+    swapped = _swap(client, keys.assignment_runner_lease(assignment_id), claim, value, px=ENDED_TTL_S * 1000)
+    return value if swapped else None
 
 
-def take_restart(client: redis.Redis, assignment_id: int, claim: str, *, lease_s: float = RUNNER_LEASE_S) -> bool:
-    """The new runner takes the lease the sweep's ``claim`` holds; False when it is no longer that claim (a
-    repeated delivery, a claim that lapsed)."""
-    return _swap(client, assignment_id, claim, RUNNING, px=max(1, int(lease_s * 1000)))
+def claim_end(client: redis.Redis, assignment_id: int, held: bytes | str | None) -> bool:
+    """The sweep's claim to end a lost assignment, taken before it ends it: the missing key set to
+    ``lost:<time>`` (a runner that comes back finds its lease gone for good). ``held``: the value the
+    sweep read. True when the sweep may end it: it claimed the key, or an earlier sweep had (its ending
+    did not finish); False when the key is someone's now (a runner set it again)."""
+    if is_lost(held):
+        return True
+    return bool(client.set(keys.assignment_runner_lease(assignment_id), _lost_value(), nx=True, ex=ENDED_TTL_S))
+
+
+def is_lost(value: bytes | str | None) -> bool:
+    """Whether a lease key's value is the sweep's claim to end its assignment."""
+    text = value.decode() if isinstance(value, bytes) else value
+    return text is not None and text.startswith(f"{LOST}:")
+
+
+def _lost_value() -> str:
+    return f"{LOST}:{time.time():.3f}"
+
+
+def is_running(value: bytes | str | None) -> bool:
+    """Whether a lease key's value says a runner holds it now."""
+    text = value.decode() if isinstance(value, bytes) else value
+    return text is not None and (text == RUNNING or text.startswith(f"{RUNNING}:"))
 
 
 @functools.cache
-def _swap_lua() -> str:
-    return Path(__file__).with_name("swap.lua").read_text(encoding="utf-8")
+def _lua(name: str) -> str:
+    return Path(__file__).with_name(name).read_text(encoding="utf-8")
 
 
-def _swap(client: redis.Redis, assignment_id: int, old: str, new: str | None, *, px: int = 1) -> bool:
-    swap = client.register_script(_swap_lua())
-    return bool(swap(keys=[keys.assignment_runner_lease(assignment_id)], args=[old, new or "", px]))
+def _renew_script(client: redis.Redis) -> Script:
+    return client.register_script(_lua("renew_lease.lua"))
+
+
+def _swap(client: redis.Redis, key: str, old: str, new: str | None, *, px: int = 1) -> bool:
+    swap = client.register_script(_lua("swap.lua"))
+    return bool(swap(keys=[key], args=[old, new or "", px]))

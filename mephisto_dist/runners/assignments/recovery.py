@@ -1,7 +1,10 @@
 """Hosted assignments the live sweep ends, found by their runner's lease (:mod:`.lease`):
 
-- the runner died (the runner worker SIGKILLed, its machine lost): agents ``in task``, started more than a
-  grace ago, whose assignment's lease is gone. Each such assignment ends in one transaction: its agents
+- the runner died (the runner worker SIGKILLed, its machine lost, its process paused past its lease):
+  agents ``in task``, started more than a grace ago, whose assignment's lease is gone. The sweep first
+  claims the lease key (``lost:<time>``, :func:`~.lease.claim_end`), so a runner that comes back finds it
+  no longer its own and touches nothing (:mod:`.lease`, "Fencing"); then each such assignment ends in one
+  transaction: its agents
   ``in task -> expired`` (their pages are told the task is no longer available), its units ``assigned ->
   launched`` (back to the pool for new workers: the units keep their run slots, the workers' tokens are
   given back). ``cleanup_assignment`` is not called: the runner died with its process.
@@ -38,7 +41,14 @@ from mephisto_dist.domain.assignments import submissions_overdue, unit_after_tim
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
-from mephisto_dist.runners.assignments.lease import claim_restart, ended_at, give_up_restart, restart_number
+from mephisto_dist.runners.assignments.lease import (
+    claim_end,
+    claim_restart,
+    ended_at,
+    give_up_restart,
+    is_lost,
+    restart_number,
+)
 from mephisto_dist.runners.assignments.waiting import HostedRun, hosted_runs
 
 START_GRACE_LEASES = 2
@@ -112,9 +122,11 @@ def end_assignments(factory: sessionmaker[Session], client: redis.Redis, limiter
         probe.get(keys.assignment_runner_lease(assignment_id))
     lost: list[int] = []
     overdue: list[int] = []
+    values: dict[int, bytes | None] = {}
     for assignment_id, lease in zip(assignments, probe.execute(), strict=True):
         held = seats[assignment_id]
-        if lease is None:
+        values[assignment_id] = lease
+        if lease is None or is_lost(lease):
             if any(s.status == AgentStatus.IN_TASK and s.started_long_ago for s in held):
                 lost.append(assignment_id)
             continue
@@ -124,18 +136,23 @@ def end_assignments(factory: sessionmaker[Session], client: redis.Redis, limiter
     restarts: list[Restart] = []
     for assignment_id in list(lost):
         limit = runs[seats[assignment_id][0].run_id].runner_restarts
-        if limit <= 0:
+        if limit <= 0 or values[assignment_id] is not None:
             continue
         lost.remove(assignment_id)
         claim = claim_restart(client, assignment_id, lease_s=lease_s)
         if claim is None:
             continue  # another sweep restarts it
         if restart_number(claim) > limit:
-            give_up_restart(client, assignment_id, claim)
-            lost.append(assignment_id)
+            given_up = give_up_restart(client, assignment_id, claim)
+            if given_up is not None:
+                values[assignment_id] = given_up.encode()
+                lost.append(assignment_id)
             continue
         restarts.append(Restart(assignment_id, claim, tuple(s.agent_id for s in seats[assignment_id]
                                                             if s.status == AgentStatus.IN_TASK)))
+    # The key decides between the sweep and a runner that comes back (a paused process): one ended only
+    # once claimed, so no runner touches it afterwards; one whose runner set its lease again runs on.
+    lost = [a for a in lost if claim_end(client, a, values[a])]
     if not lost and not overdue:
         return Endings(restarts=restarts)
     releases: list[UnitTokens] = []

@@ -23,7 +23,7 @@ from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Agent, OnboardingAgent
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.limiter import keys
-from mephisto_dist.runners.assignments.lease import RUNNING
+from mephisto_dist.runners.assignments.lease import is_running
 from mephisto_dist.runners.live.inbox import Inbox
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def shut_down_runners(sessions: sessionmaker[Session], client: redis.Redis, run_
     found = probe.execute()
     leases, players = found[:len(seated)], found[len(seated):]
     hosted = [str(agent_id) for (agent_id, _), lease in zip(seated, leases, strict=True)
-              if lease in (RUNNING, RUNNING.encode())]
+              if is_running(lease)]
     hosted += [str(agent_id) for agent_id, playing in zip(onboarding, players, strict=True) if playing]
     inbox = Inbox(client)
     for agent_id in hosted:
