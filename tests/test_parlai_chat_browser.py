@@ -10,6 +10,7 @@ world imports, is the real one (the test extra): the real ``parlai`` extra is 6 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -18,12 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.models import OnboardingAgent
 from mephisto_dist.review.export import onboarding_records, unit_records
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import ROOT, celery_worker, child_env, free_port, make_runtime, runner_worker, web_server
+from tests.system import (
+    ROOT,
+    celery_beat,
+    celery_worker,
+    child_env,
+    free_port,
+    make_runtime,
+    runner_worker,
+    web_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.system]
 
@@ -166,3 +178,38 @@ def test_parlai_chat_world_with_a_bot_partner(tmp_path: Path, runtime: Runtime, 
     heard = [m["data"].get("text") for m in done["data"]["messages"] if m["direction"] == "out"]
     assert "ECHO: HELLO BOT" in heard and "ECHO: STILL THERE?" in heard
     assert any((m["data"].get("WORLD_DATA") or {}).get("turns") == 2 for m in done["data"]["messages"])
+
+
+def test_an_onboarding_world_whose_runner_worker_dies_expires_and_the_worker_starts_again(
+        tmp_path: Path, runtime: Runtime, browser: Any) -> None:
+    """SIGKILL the runner worker playing Alice's onboarding world: its lease lapses, the live sweep expires
+    her onboarding agent (nothing else holds it; a runner coming back would find the lease claimed); she
+    reloads the page and another runner worker plays the world from scratch, which she passes. The export
+    keeps both attempts."""
+    run_id = launch(runtime, DEMO, "--script", str(DEMO / "parlai_test_script.py"), "conf=onboarding_example")
+    with celery_worker(runtime.settings, tmp_path / "worker.log"), \
+            celery_beat(runtime.settings, tmp_path / "beat.log"), \
+            web_server(runtime.settings, run_id, tmp_path / "web.log") as web:
+        with runner_worker(runtime.settings, tmp_path / "runner1.log") as first:
+            alice = open_page(browser, web, "alice")
+            alice.wait_for_selector("text=Welcome onboard!")
+            os.killpg(first.pid, signal.SIGKILL)
+
+        def attempts() -> dict[str, str]:
+            with transaction(runtime.sessions) as session:
+                return {str(a): str(s) for a, s in session.execute(
+                    select(OnboardingAgent.id, OnboardingAgent.status).where(OnboardingAgent.task_run_id == run_id))}
+
+        wait_for(lambda: list(attempts().values()) == ["expired"], timeout_s=30,
+                 message="the sweep to expire the onboarding whose runner died")
+        with runner_worker(runtime.settings, tmp_path / "runner2.log"):
+            alice.reload()
+            alice.wait_for_selector("text=Welcome onboard!")
+            say(alice, "Hello, I am alice")
+            alice.wait_for_selector("text=Thank you for your input!")
+            wait_for(lambda: sorted(attempts().values()) == ["approved", "expired"], timeout_s=30,
+                     message="the second attempt to pass")
+    assert b"lost its runner" in (tmp_path / "worker.log").read_bytes()
+    with transaction(runtime.sessions) as session:
+        exported = sorted(str(r["onboarding"]) for r in onboarding_records(session, [run_id]))
+    assert exported[-1] == "passed" and len(exported) == 2, exported

@@ -162,5 +162,10 @@ def onboarding_runner(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:onboarding:{_part(agent_id)}:runner"
 
 
+def onboarding_runner_lease(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
+    """The lease of the runner playing an onboarding world (``runners.assignments.lease``)."""
+    return f"{prefix}:onboarding:{_part(agent_id)}:lease"
+
+
 def onboarding_verdict(agent_id: str, prefix: str = LIVE_PREFIX) -> str:
     return f"{prefix}:onboarding:{_part(agent_id)}:verdict"

@@ -30,7 +30,7 @@ from mephisto_dist.db.models import Agent, Assignment, OnboardingAgent, RemoteCa
 from mephisto_dist.domain.status import UNIT_SUBMITTED, AgentStatus, RemoteCallStatus
 from mephisto_dist.review.qualifications import StoredWorkerQualifications
 from mephisto_dist.runners.assignments.lease import RUNNER_LEASE_S
-from mephisto_dist.runners.assignments.recovery import end_assignments
+from mephisto_dist.runners.assignments.recovery import end_assignments, end_lost_onboardings
 from mephisto_dist.runners.assignments.waiting import release_overdue_waiting
 from mephisto_dist.runners.live import calls, protocol
 from mephisto_dist.runners.live.disconnects import disconnect_agents, disconnect_onboarding_agents
@@ -283,7 +283,11 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     for agent in endings.unsubmitted:
         log.info("assignment %s: agent %s did not submit within the submission timeout (%s), unit %s freed",
                  agent.assignment_id, agent.agent_id, agent.status.value, agent.unit_id)
+    onboardings = end_lost_onboardings(rt.sessions, rt.redis, now=now)
+    for agent_id in onboardings:
+        log.warning("onboarding agent %s lost its runner: expired (the worker starts again)", agent_id)
     told = [(w.agent_id, AgentStatus.EXPIRED) for w in released] + [(a.agent_id, a.status) for a in endings.lost]
+    told += [(agent_id, AgentStatus.EXPIRED) for agent_id in onboardings]
     told += [(a.agent_id, a.status) for a in endings.unsubmitted if a.status == AgentStatus.TIMEOUT]
     for agent_id, status in told:
         presence.forget(agent_id)
@@ -294,7 +298,7 @@ def live_sweep(rt: Runtime) -> dict[str, int]:
     ended = _tell_ended_agents(rt, presence)
     rerun, failed = _recover_orphans(rt)
     return {"disconnected": len(gone), "partner_wait_over": len(released), "runner_lost": len(endings.lost),
-            "runner_restarted": len(endings.restarts),
+            "runner_restarted": len(endings.restarts), "onboarding_runner_lost": len(onboardings),
             "unsubmitted": len(endings.unsubmitted), "ended": ended, "calls_rerun": rerun, "calls_failed": failed}
 
 

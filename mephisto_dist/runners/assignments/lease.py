@@ -56,23 +56,38 @@ class LeaseLost(Exception):
     ended or restarted the assignment. Raised before the runner touches anything the assignment's new owner
     holds."""
 
-    def __init__(self, assignment_id: int) -> None:
-        super().__init__(f"assignment {assignment_id}: this runner's lease lapsed and is no longer its own")
-        self.assignment_id = assignment_id
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: this runner's lease lapsed and is no longer its own")
+        self.what = what
 
 
 class RunnerLease:
     """An assignment's lease held by one runner (``running:<token>``); see the module's "Fencing"."""
 
-    def __init__(self, client: redis.Redis, assignment_id: int, lease_s: float = RUNNER_LEASE_S) -> None:
+    def __init__(self, client: redis.Redis, assignment_id: int, lease_s: float = RUNNER_LEASE_S, *,
+                 key: str | None = None, what: str | None = None) -> None:
         self._client = client
-        self.assignment_id = assignment_id
-        self.key = keys.assignment_runner_lease(assignment_id)
+        self.key = key or keys.assignment_runner_lease(assignment_id)
+        self.what = what or f"assignment {assignment_id}"
         self.value = f"{RUNNING}:{uuid.uuid4().hex}"
         self.lease_ms = max(1, int(lease_s * 1000))
         self._taken = False
         self._lost = False
         self._valid_until = 0.0  # monotonic: the key is surely still ours before this
+
+    @classmethod
+    def of_onboarding(cls, client: redis.Redis, agent_id: str, lease_s: float = RUNNER_LEASE_S) -> RunnerLease:
+        """The lease of the runner playing an onboarding agent's world."""
+        return cls(client, 0, lease_s, key=keys.onboarding_runner_lease(agent_id), what=f"onboarding {agent_id}")
+
+    def claim(self) -> bool:
+        """Take the lease only if its key is missing (``SET NX``): False when another runner holds it, or
+        the sweep claimed it (``lost``)."""
+        started = time.monotonic()
+        self._taken = bool(self._client.set(self.key, self.value, nx=True, px=self.lease_ms))
+        if self._taken:
+            self.renewed(started)
+        return self._taken
 
     def take(self, claim: str) -> bool:
         """A restart: the lease the sweep's ``claim`` holds becomes this runner's; False when the key holds
@@ -112,7 +127,7 @@ class RunnerLease:
         """Raise :class:`LeaseLost` unless the lease is still this runner's: free within a lease time of the
         last renewal, a read of the key past it (the renewals stopped: the process was paused)."""
         if self._lost:
-            raise LeaseLost(self.assignment_id)
+            raise LeaseLost(self.what)
         if time.monotonic() < self._valid_until:
             return
         started = time.monotonic()
@@ -120,8 +135,8 @@ class RunnerLease:
             self.renewed(started)
             return
         self._lost = True
-        log.warning("assignment %s: the runner's lease lapsed and is no longer its own", self.assignment_id)
-        raise LeaseLost(self.assignment_id)
+        log.warning("%s: the runner's lease lapsed and is no longer its own", self.what)
+        raise LeaseLost(self.what)
 
 
 class _Renewer:
@@ -175,8 +190,7 @@ class _Renewer:
                         lease.renewed(sent_at)
                     else:
                         lease.mark_lost()
-                        log.warning("assignment %s: the runner's lease lapsed and is no longer its own",
-                                    lease.assignment_id)
+                        log.warning("%s: the runner's lease lapsed and is no longer its own", lease.what)
 
 
 _RENEWERS: dict[int, _Renewer] = {}
@@ -235,14 +249,14 @@ def give_up_restart(client: redis.Redis, assignment_id: int, claim: str) -> str 
     return value if swapped else None
 
 
-def claim_end(client: redis.Redis, assignment_id: int, held: bytes | str | None) -> bool:
+def claim_end(client: redis.Redis, assignment_id: int, held: bytes | str | None, *, key: str | None = None) -> bool:
     """The sweep's claim to end a lost assignment, taken before it ends it: the missing key set to
     ``lost:<time>`` (a runner that comes back finds its lease gone for good). ``held``: the value the
     sweep read. True when the sweep may end it: it claimed the key, or an earlier sweep had (its ending
     did not finish); False when the key is someone's now (a runner set it again)."""
     if is_lost(held):
         return True
-    return bool(client.set(keys.assignment_runner_lease(assignment_id), _lost_value(), nx=True, ex=ENDED_TTL_S))
+    return bool(client.set(key or keys.assignment_runner_lease(assignment_id), _lost_value(), nx=True, ex=ENDED_TTL_S))
 
 
 def is_lost(value: bytes | str | None) -> bool:

@@ -14,7 +14,12 @@ An absent page (disconnected, timed out) ends the onboarding as Mephisto does: t
 ``disconnect`` unless it already ended, ``cleanup_onboarding``; the worker starts again from scratch. A
 forced stop of the run (``AgentShutdownError``) first calls the run's TaskRunner ``shutdown()`` once in this
 process (:func:`~.host.shut_down_runner`).
-One player per onboarding agent (``L:onboarding:<id>:runner``, SET NX): a repeated start plays nothing.
+One player per onboarding agent: the runner takes the onboarding's lease (``L:onboarding:<id>:lease``,
+``SET NX``, renewed and fenced as an assignment's, :mod:`.lease`), then marks it played
+(``L:onboarding:<id>:runner``, a day): a repeated start plays nothing. A runner that dies mid-world lets the
+lease lapse; the live sweep finds the onboarding played, its lease gone, claims the key and expires the
+onboarding agent (:func:`~.recovery.end_lost_onboardings`, its page told): the worker starts again from
+scratch, as after a disconnect. One queued for a runner worker (not played yet) is left waiting.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.limiter import keys
 from mephisto_dist.runners.assignments.channel import RunnerChannel
 from mephisto_dist.runners.assignments.host import runner_of, shut_down_runner
+from mephisto_dist.runners.assignments.lease import LeaseLost, RunnerLease
 from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ NOT_STARTED = "not started"
 JUDGED = "judged"
 ENDED_EARLY = "ended early"
 FAILED = "failed"
+LOST = "lease lost"
 
 
 def run_onboarding(rt: Runtime, agent_id: str, hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
@@ -60,18 +67,32 @@ def run_onboarding(rt: Runtime, agent_id: str, hooks_of: Callable[[TaskRun], Tas
         run = None if row is None else session.get(TaskRun, row.task_run_id)
     if row is None or run is None or row.status != AgentStatus.ONBOARDING.value:
         return NOT_STARTED
-    if not rt.redis.set(keys.onboarding_runner(agent_id), "playing", nx=True, ex=PLAYER_TTL_S):
+    lease = RunnerLease.of_onboarding(rt.redis, agent_id)
+    if rt.redis.exists(keys.onboarding_runner(agent_id)) or not lease.claim():
         return NOT_STARTED
-    hooks = hooks_of(run)
+    rt.redis.set(keys.onboarding_runner(agent_id), "played", ex=PLAYER_TTL_S)
+    with lease:
+        return _play(rt, run, agent_id, WorkerView(str(row.worker_name), int(row.id)), hooks_of(run), lease)
+
+
+def _play(rt: Runtime, run: TaskRun, agent_id: str, worker: WorkerView, hooks: TaskHooks, lease: RunnerLease) -> str:
     runner = runner_of(hooks, run)
-    channel = RunnerChannel(rt.sessions, rt.redis, run.id, longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2))
-    worker = WorkerView(str(row.worker_name), int(row.id))
+    channel = RunnerChannel(rt.sessions, rt.redis, run.id, longest_wait_s=max(0.1, rt.settings.redis_timeout_s / 2),
+                            fence=lease)
     agent = LiveAgent(agent_id, worker, None, channel, init_data=dict(hooks.onboarding_data))
     runner.running_onboardings[agent_id] = RunningOnboarding(agent)
     try:
         runner.run_onboarding(agent)
+    except LeaseLost:
+        log.warning("onboarding %s: this runner's lease lapsed (its process paused past it?) and the live sweep "
+                    "ended it: stopped here, touching nothing", agent_id)
+        _cleanup(runner, agent)
+        return LOST
     except AbsentAgentError as absent:
         log.info("onboarding %s ended early: %s", agent_id, absent.message)
+        if lease.lost:
+            _cleanup(runner, agent)
+            return LOST
         if isinstance(absent, AgentShutdownError):
             shut_down_runner(run.id, runner)
         _disconnect(rt, channel, agent_id)
@@ -83,8 +104,13 @@ def run_onboarding(rt: Runtime, agent_id: str, hooks_of: Callable[[TaskRun], Tas
         return FAILED
     finally:
         runner.running_onboardings.pop(agent_id, None)
-        channel.close([agent_id])
+        if not lease.lost:  # the inbox is for the worker's next attempt otherwise
+            channel.close([agent_id])
     passed = _verdict(runner, hooks, worker, agent)
+    try:
+        lease.check()
+    except LeaseLost:
+        return LOST
     rt.redis.rpush(keys.onboarding_verdict(agent_id), "1" if passed else "0")
     rt.redis.expire(keys.onboarding_verdict(agent_id), VERDICT_TTL_S)
     return JUDGED

@@ -35,8 +35,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import read_transaction, transaction
-from mephisto_dist.db.models import Agent, Unit
-from mephisto_dist.db.transitions import move_agent, move_unit
+from mephisto_dist.db.models import Agent, OnboardingAgent, Unit
+from mephisto_dist.db.transitions import move_agent, move_onboarding_agent, move_unit
 from mephisto_dist.domain.assignments import submissions_overdue, unit_after_time_out
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
 from mephisto_dist.limiter import Limiter, keys
@@ -205,3 +205,32 @@ def _time_out(session: Session, assignment_id: int, seats: list[_Seat], runs: di
         ended.append(Ended(seat.agent_id, seat.unit_id, seat.run_id, assignment_id, status))
     return ended
 
+
+
+def end_lost_onboardings(factory: sessionmaker[Session], client: redis.Redis, *, now: datetime) -> list[str]:
+    """Expire the onboarding agents of hosted runs whose onboarding world a runner played (``L:onboarding:
+    <id>:runner``) and whose runner's lease is gone (the runner died, or was paused past it): the sweep
+    claims each lease key first (``lost``), so a runner that comes back touches nothing. Their pages are
+    told ``expired`` by the caller; the worker starts again from scratch. Returns the agents expired."""
+    with read_transaction(factory) as session:
+        runs = list(hosted_runs(session))
+        open_ids = [str(a) for a in session.scalars(select(OnboardingAgent.id).where(
+            OnboardingAgent.task_run_id.in_(runs), OnboardingAgent.status.in_(_ONBOARDING_OPEN)))] if runs else []
+    if not open_ids:
+        return []
+    probe = client.pipeline(transaction=False)
+    for agent_id in open_ids:
+        probe.exists(keys.onboarding_runner(agent_id))
+        probe.get(keys.onboarding_runner_lease(agent_id))
+    found = probe.execute()
+    lost = [agent_id for agent_id, played, lease in zip(open_ids, found[::2], found[1::2], strict=True)
+            if played and (lease is None or is_lost(lease))
+            and claim_end(client, 0, lease, key=keys.onboarding_runner_lease(agent_id))]
+    if not lost:
+        return []
+    with transaction(factory) as session:
+        return [agent_id for agent_id in lost if move_onboarding_agent(
+            session, agent_id, (AgentStatus.ONBOARDING, AgentStatus.WAITING), AgentStatus.EXPIRED, now=now)]
+
+
+_ONBOARDING_OPEN = (AgentStatus.ONBOARDING.value, AgentStatus.WAITING.value)
