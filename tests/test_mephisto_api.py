@@ -95,6 +95,9 @@ def test_tasks_units_and_details_in_mephistos_shapes(signed_in: TestClient, engi
 
     pairs = signed_in.get(f"/api/tasks/{task_id}/worker-units-ids").json()["worker_units_ids"]
     assert len(pairs) == 3 and {p["unit_id"] for p in pairs} >= {str(units["ann"]), str(units["bob"])}
+    assert [sorted(p) for p in pairs] == [["unit_id", "worker_id"]] * 3
+    assert all(isinstance(p["worker_id"], str) and p["worker_id"].isdigit() for p in pairs)
+    assert [int(p["unit_id"]) for p in pairs] == sorted(int(p["unit_id"]) for p in pairs), "in unit id order"
 
     listed = signed_in.get("/api/units", params={"task_id": task_id}).json()["units"]
     assert len(listed) == 3

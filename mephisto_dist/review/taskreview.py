@@ -118,11 +118,30 @@ def task(factory: Factory, task_id: int) -> dict[str, Any]:
 
 def worker_unit_ids(factory: Factory, task_id: int) -> list[dict[str, Any]]:
     """The task's units waiting for review, with their workers, in id order."""
+    return [{"worker_id": _id(worker_id), "unit_id": str(unit_id)} for worker_id, unit_id in _worker_units(factory, task_id)]
+
+
+def worker_unit_ids_json(factory: Factory, task_id: int) -> str:
+    """:func:`worker_unit_ids` as the JSON body Mephisto's client reads (``{"worker_units_ids": [...]}``),
+    written from the integer ids directly: a task of 10,000 units waiting was 10,000 rows through the ORM's
+    result processing and as many dicts through the JSON encoder, most of the route's time."""
+    pairs = ",".join(_PAIR % (_quoted(worker_id), unit_id) for worker_id, unit_id in _worker_units(factory, task_id))
+    return f'{{"worker_units_ids":[{pairs}]}}'
+
+
+_PAIR = '{"worker_id":%s,"unit_id":"%d"}'
+
+
+def _quoted(worker_id: int | None) -> str:
+    return "null" if worker_id is None else f'"{int(worker_id)}"'
+
+
+def _worker_units(factory: Factory, task_id: int) -> list[tuple[int | None, int]]:
     with read_transaction(factory) as session:
         _task(session, task_id)
-        rows = session.execute(select(Unit.worker_id, Unit.id).join(TaskRun, TaskRun.id == Unit.task_run_id)
-                               .where(TaskRun.task_id == task_id, Unit.status == COMPLETED).order_by(Unit.id))
-        return [{"worker_id": _id(worker_id), "unit_id": str(unit_id)} for worker_id, unit_id in rows]
+        return [(worker_id, unit_id) for worker_id, unit_id in session.connection().execute(
+            select(Unit.worker_id, Unit.id).join(TaskRun, TaskRun.id == Unit.task_run_id)
+            .where(TaskRun.task_id == task_id, Unit.status == COMPLETED).order_by(Unit.id))]
 
 
 def timeline(factory: Factory, task_id: int) -> dict[str, Any]:

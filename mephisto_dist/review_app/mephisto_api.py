@@ -184,8 +184,8 @@ class MephistoApi:
         return JSONResponse(taskreview.task(self.sessions, request.path_params["task_id"]))
 
     async def worker_units_ids(self, request: Request) -> Response:
-        return JSONResponse({"worker_units_ids": taskreview.worker_unit_ids(self.sessions,
-                                                                             request.path_params["task_id"])})
+        return Response(taskreview.worker_unit_ids_json(self.sessions, request.path_params["task_id"]),
+                        media_type="application/json")
 
     async def timeline(self, request: Request) -> Response:
         return JSONResponse(taskreview.timeline(self.sessions, request.path_params["task_id"]))
