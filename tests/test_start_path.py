@@ -55,3 +55,13 @@ def test_a_first_run_creates_its_sqlite_schema_without_alembic(tmp_path: Path) -
             "from mephisto_dist.db.migrate import HEAD_REVISION, Upgrade, upgrade\n"
             f"assert upgrade(make_engine({url!r})) == Upgrade(None, HEAD_REVISION)")
     assert _loaded_after(code, "alembic") == []
+
+
+def test_the_web_server_forked_by_run_loads_no_yaml_reader() -> None:
+    # `run` forks its web server once its own modules are loaded; OmegaConf and YAML (a twentieth of a
+    # second) read the task folder after the fork, in the CLI alone: the server never reads one.
+    code = ("import mephisto_dist.cli.run\n"
+            "from mephisto_dist.web.standby import before_fork, preload\n"
+            "before_fork()\n"
+            "preload()")
+    assert _loaded_after(code, "omegaconf", "yaml") == []
