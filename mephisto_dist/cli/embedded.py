@@ -78,7 +78,9 @@ class EmbeddedRedis:
     interpreter would take a tenth of a second to load before starting the server; ``python -m
     mephisto_dist.cli.embedded SOCKET`` runs one by hand). The keeper runs the server and stops it once no registered process is alive,
     so the first run to exit does not take Redis from the others, and a run killed outright (SIGKILL)
-    leaves no server behind for long.
+    leaves no server behind for long. A forked keeper is handed the lock and holds it until its server
+    answers: the run that forked it works meanwhile (:meth:`begin`, then :meth:`ready`), and a run
+    starting at the same moment waits for that server instead of starting a second one.
     """
 
     def __init__(self, socket: Path) -> None:
@@ -419,8 +421,9 @@ class ChildProcesses:
         """Fork a web server now, to load its modules while the run is being set up; it serves once
         :meth:`release_web` tells it where, with which settings (``web.standby``), and ends unused at
         :meth:`stop`. Call it before this process opens a connection or starts a thread: the child
-        inherits neither then. With a thread already running, nothing is forked (:attr:`has_standby_web`
-        is false) and the server is spawned when it is needed."""
+        inherits neither then. What both processes need on first use is done first, once for both
+        (``web.standby.before_fork``). With a thread already running, nothing is forked
+        (:attr:`has_standby_web` is false) and the server is spawned when it is needed."""
         if threading.active_count() > 1:
             return
         from mephisto_dist.web.standby import before_fork
