@@ -65,6 +65,17 @@ def _comm(pid: int) -> str | None:
         return None
 
 
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def _gone(pid: int) -> bool:
     """Exited (a zombie counts: it runs nothing)."""
     try:
@@ -148,6 +159,23 @@ def test_the_redis_keeper_outlives_each_run_but_not_the_last(tmp_path: Path) -> 
 
         wait_for(stopped, timeout_s=15, message="the keeper to stop Redis once no run used it")
         wait_for(lambda: all(_gone(pid) for pid in found), timeout_s=15, message="the keeper to exit")
+    finally:
+        for user in users:
+            user.kill()
+            user.wait(10)
+
+
+def test_runs_starting_at_once_share_one_redis_server(tmp_path: Path) -> None:
+    """The first run to find no server hands its lock to the keeper it forks, which holds it until its
+    server answers: the others wait for that server rather than each starting one on the same socket."""
+    socket = tmp_path / "data" / "redis.sock"
+    users = [subprocess.Popen([sys.executable, "-c", USER, str(socket)], cwd=ROOT, env=_env(tmp_path / "data"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        urls = [user.stdout.readline().strip() for user in users if user.stdout is not None]
+        assert urls == [f"unix://{socket}"] * 3
+        servers = [pid for pid in _pids() if _comm(pid) == "redis-server" and _cwd(pid) == socket.parent]
+        assert len(servers) == 1, servers  # each runs in the data directory (--dir)
     finally:
         for user in users:
             user.kill()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mephisto_dist.cli.wut import NOT_YET, argument_row
-from mephisto_dist.config import get_section, load_task_config
+from mephisto_dist.config import get_section
+from mephisto_dist.config.loader import load_task_config
 from tests.taskdirs import write_task_dir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from mephisto_dist.db.engine import make_engine
-from mephisto_dist.db.migrate import HEAD_REVISION, Upgrade, migrations_head, schema_state, upgrade
+from mephisto_dist.db.migrate import (
+    HEAD_REVISION,
+    SQLITE_SCHEMA,
+    Upgrade,
+    migrations_head,
+    schema_state,
+    upgrade,
+)
+from mephisto_dist.errors import ServiceError
 from tests.system import ROOT
 
 
@@ -114,5 +122,49 @@ def test_the_code_needs_the_head_of_the_migrations(tmp_path: Path) -> None:
         assert upgrade(engine) == Upgrade(before=None, after=HEAD_REVISION)
         assert upgrade(engine) == Upgrade(before=HEAD_REVISION, after=HEAD_REVISION)
         assert schema_state(engine) == (HEAD_REVISION, HEAD_REVISION)
+    finally:
+        engine.dispose()
+
+
+def _master(engine: Engine) -> list[tuple[str, str, str, list[str]]]:
+    """What ``sqlite_master`` holds: each table's and index's statement as its sorted lines, since
+    Alembic's table rebuilds list a table's constraints in no fixed order."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+        return [(row[0], row[1], row[2], sorted(line.strip().rstrip(",") for line in (row[3] or "").splitlines()))
+                for row in rows]
+
+
+def test_an_empty_sqlite_database_gets_the_schema_the_migrations_make(tmp_path: Path) -> None:
+    """The embedded default's first run loads ``sqlite_schema.sql`` instead of running every migration:
+    it must leave the schema Alembic leaves, so that later migrations meet what they expect."""
+    migrated = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    loaded = make_engine(f"sqlite:///{tmp_path / 'loaded.db'}")
+    try:
+        regenerate = ("sqlite_schema.sql is not what the migrations make: python -c 'from mephisto_dist.db.migrate "
+                      "import write_sqlite_schema; write_sqlite_schema()'")
+        # Of another revision, it would be left unused (Alembic migrates): a new migration must rewrite it.
+        assert SQLITE_SCHEMA.read_text(encoding="utf-8").startswith(f"-- the head schema (revision {HEAD_REVISION})"), \
+            regenerate
+        assert upgrade(migrated, HEAD_REVISION) == Upgrade(before=None, after=HEAD_REVISION)  # by Alembic
+        assert upgrade(loaded) == Upgrade(before=None, after=HEAD_REVISION)
+        assert _master(loaded) == _master(migrated), regenerate
+        assert schema_state(loaded) == (HEAD_REVISION, HEAD_REVISION)
+        assert upgrade(loaded) == Upgrade(before=HEAD_REVISION, after=HEAD_REVISION)
+    finally:
+        migrated.dispose()
+        loaded.dispose()
+
+
+def test_a_sqlite_database_with_tables_of_its_own_is_left_to_alembic(tmp_path: Path) -> None:
+    """Only an empty database gets the snapshot: one holding tables but no revision is migrated by
+    Alembic, which fails on the table it would create, as it always did, and writes nothing."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE project (id INTEGER PRIMARY KEY)")
+        with pytest.raises(ServiceError, match="table project already exists"):
+            upgrade(engine)
+        assert [row[1] for row in _master(engine)] == ["project"]
     finally:
         engine.dispose()

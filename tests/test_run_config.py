@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mephisto_dist.config import load_task_config
 from mephisto_dist.config.arguments import LOCAL_ARCHITECT, STATIC_TASK, TASK_RUN
+from mephisto_dist.config.loader import load_task_config
 from mephisto_dist.config.run_config import UNPAID, RunConfig, declared_default
 from tests.taskdirs import write_task_dir
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,23 @@ def test_a_queue_loads_celery_only_to_send() -> None:
 
 def test_the_run_command_loads_no_http_client_before_serving() -> None:
     assert _loaded_after("import mephisto_dist.cli.run", "urllib.request", "boto3", "celery", "alembic") == []
+
+
+def test_a_first_run_creates_its_sqlite_schema_without_alembic(tmp_path: Path) -> None:
+    # An embedded run's first use of its data directory: Alembic's imports and its 17 migrations' table
+    # rebuilds took a fifth of a second; the schema they make is loaded from db/sqlite_schema.sql.
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    code = ("from mephisto_dist.db.engine import make_engine\n"
+            "from mephisto_dist.db.migrate import HEAD_REVISION, Upgrade, upgrade\n"
+            f"assert upgrade(make_engine({url!r})) == Upgrade(None, HEAD_REVISION)")
+    assert _loaded_after(code, "alembic") == []
+
+
+def test_the_web_server_forked_by_run_loads_no_yaml_reader() -> None:
+    # `run` forks its web server once its own modules are loaded; OmegaConf and YAML (a twentieth of a
+    # second) read the task folder after the fork, in the CLI alone: the server never reads one.
+    code = ("import mephisto_dist.cli.run\n"
+            "from mephisto_dist.web.standby import before_fork, preload\n"
+            "before_fork()\n"
+            "preload()")
+    assert _loaded_after(code, "omegaconf", "yaml") == []

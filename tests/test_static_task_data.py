@@ -11,7 +11,7 @@ import pytest
 from mephisto_dist.blueprints import check_python_features
 from mephisto_dist.blueprints.hooks import NO_HOOKS
 from mephisto_dist.blueprints.static_task import build, frontend_args, init_task_data, validate_and_load
-from mephisto_dist.config import load_task_config
+from mephisto_dist.config.loader import load_task_config
 from mephisto_dist.errors import ConfigError
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mephisto_dist.config import MISSING, TaskConfig, get_section, load_task_config, sections
+from mephisto_dist.config import MISSING, TaskConfig, get_section, sections
 from mephisto_dist.config.arguments import KINDS
-from mephisto_dist.config.loader import coerce
+from mephisto_dist.config.loader import load_task_config
+from mephisto_dist.config.task_config import coerce
 from mephisto_dist.errors import ConfigError
 
 EXAMPLE = """\

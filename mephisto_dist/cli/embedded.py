@@ -78,7 +78,9 @@ class EmbeddedRedis:
     interpreter would take a tenth of a second to load before starting the server; ``python -m
     mephisto_dist.cli.embedded SOCKET`` runs one by hand). The keeper runs the server and stops it once no registered process is alive,
     so the first run to exit does not take Redis from the others, and a run killed outright (SIGKILL)
-    leaves no server behind for long.
+    leaves no server behind for long. A forked keeper is handed the lock and holds it until its server
+    answers: the run that forked it works meanwhile (:meth:`begin`, then :meth:`ready`), and a run
+    starting at the same moment waits for that server instead of starting a second one.
     """
 
     def __init__(self, socket: Path) -> None:
@@ -87,39 +89,75 @@ class EmbeddedRedis:
         self._users = self.socket.parent / "redis.users"
         self._lock_path = self.socket.parent / "redis.lock"
         self._me = self._users / str(os.getpid())
+        self._starting = False
+        """Begun here: a forked keeper is starting the server, and holds the lock until it answers."""
 
     def start(self) -> str:
+        """Register and, when no server answers, start one; its URL, once it answers."""
+        self.begin()
+        return self.ready()
+
+    def begin(self) -> None:
+        """Register and, when no server answers, start one without waiting for it: the caller works
+        meanwhile (a run reads its task folder) and calls :meth:`ready` before using it. A forked keeper is
+        handed the lock with the process and holds it until its server answers (or it gives up), so that
+        a run starting meanwhile waits for this server rather than starting its own."""
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            self._users.mkdir(exist_ok=True)
-            self._me.touch()
-            if not self._answers():
-                self._start_server()
+        with open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            handed_over = False
+            try:
+                self._users.mkdir(exist_ok=True)
+                self._me.touch()
+                if not self._answers():
+                    handed_over = self._start_server(lock.fileno())
+            finally:
+                if not handed_over:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        # Handed over, the lock outlives this descriptor: the keeper's copy of it holds it.
+
+    def ready(self) -> str:
+        """The server's URL once it answers (after :meth:`begin`)."""
+        if self._starting:
+            self._starting = False
+            with self._locked():  # the keeper's until its server answers or it gave up
+                if not self._answers():
+                    raise ServiceError(f"the embedded Redis did not start; see {self.socket.parent / 'redis.log'}")
         return self.url
 
-    def _start_server(self) -> None:
+    def _start_server(self, lock: int) -> bool:
+        """Start a keeper; True when it was forked and holds ``lock`` (the caller's, locked) from here on,
+        False when it was spawned and its server answers already."""
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
-        keeper: ProcessHandle
         if threading.active_count() == 1:
             log = os.open(self.socket.parent / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the keeper; seen through the server it runs
-                _become_keeper(self, log)
+                _become_keeper(self, log, lock)
             os.close(log)
-            keeper = ForkedProcess(pid)
-        else:  # a thread (a task script's) could hold a lock the child would wait on forever: a new interpreter
-            with open(self.socket.parent / "redis.log", "ab") as log_file:
-                keeper = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.embedded", str(self.socket)],
-                                          stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            # Once its server answers the keeper runs on its own, past this process (init reaps it then).
+            self._starting = True
+            return True
+        # A thread (a task script's) could hold a lock the child would wait on forever: a new interpreter.
+        with open(self.socket.parent / "redis.log", "ab") as log_file:
+            keeper = subprocess.Popen([sys.executable, "-m", "mephisto_dist.cli.embedded", str(self.socket)],
+                                      stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        if not self._wait_until_answering(keeper):
+            raise ServiceError(f"the embedded Redis did not start; see {self.socket.parent / 'redis.log'}")
+        return False
+
+    def _wait_until_answering(self, process: ProcessHandle) -> bool:
+        """Whether the server answers before ``process`` (its keeper, or the server itself) exits or
+        :data:`START_TIMEOUT_S` passes."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
-            if keeper.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(f"the embedded Redis did not start; see {self.socket.parent / 'redis.log'}")
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False
             time.sleep(0.005)
-        # Once it answers the keeper runs on its own, past this process (init reaps it then).
+        return True
 
     def _answers(self) -> bool:
         if not self.socket.exists():
@@ -148,13 +186,24 @@ class EmbeddedRedis:
         with self._locked():
             self._me.unlink(missing_ok=True)
 
-    def keep(self) -> None:
-        """The keeper's loop: run the server until no user is alive, then shut it down."""
+    def keep(self, held_lock: int | None = None) -> None:
+        """The keeper's loop: run the server until no user is alive, then shut it down. ``held_lock``: the
+        starting run's lock (a descriptor of the lock file, locked), released once the server answers,
+        or once it failed to (then the server is stopped and the keeper ends)."""
         with open(self.socket.parent / "redis.log", "ab") as log:
             server = subprocess.Popen(
                 [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
                  "--save", "", "--appendonly", "no", "--dir", str(self.socket.parent)],
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        if held_lock is not None:
+            answering = self._wait_until_answering(server)
+            fcntl.flock(held_lock, fcntl.LOCK_UN)
+            os.close(held_lock)
+            if not answering:
+                if server.poll() is None:
+                    server.terminate()
+                    server.wait(10)
+                return
         while server.poll() is None:
             time.sleep(KEEPER_POLL_S)
             with self._locked():
@@ -199,15 +248,17 @@ def _in_forked_child(log: int, work: Callable[[], int]) -> NoReturn:  # pragma: 
         os._exit(code)
 
 
-def _become_keeper(redis_server: EmbeddedRedis, log: int) -> NoReturn:  # pragma: no cover - the forked keeper
+def _become_keeper(redis_server: EmbeddedRedis, log: int, lock: int) -> NoReturn:  # pragma: no cover - the forked keeper
     def keep() -> int:
         os.setsid()  # outlives the run that started it, and a Ctrl-C at its terminal
         _name_process(KEEPER_PROCESS_NAME)
-        # Nothing of the CLI's stays open here for as long as the server runs (the lock file, a pipe).
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+        # Nothing of the CLI's stays open here for as long as the server runs (a pipe, a socket), but the
+        # lock it handed over, until the server answers.
+        os.closerange(3, lock)
+        os.closerange(lock + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        redis_server.keep()
+        redis_server.keep(lock)
         return 0
 
     _in_forked_child(log, keep)
@@ -370,10 +421,14 @@ class ChildProcesses:
         """Fork a web server now, to load its modules while the run is being set up; it serves once
         :meth:`release_web` tells it where, with which settings (``web.standby``), and ends unused at
         :meth:`stop`. Call it before this process opens a connection or starts a thread: the child
-        inherits neither then. With a thread already running, nothing is forked (:attr:`has_standby_web`
-        is false) and the server is spawned when it is needed."""
+        inherits neither then. What both processes need on first use is done first, once for both
+        (``web.standby.before_fork``). With a thread already running, nothing is forked
+        (:attr:`has_standby_web` is false) and the server is spawned when it is needed."""
         if threading.active_count() > 1:
             return
+        from mephisto_dist.web.standby import before_fork
+
+        before_fork()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / "web.log"
         read_end, write_end = os.pipe()

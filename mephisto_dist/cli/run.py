@@ -91,14 +91,18 @@ def run(
         return
     # The web server is the slowest process to come up, and the first unit is claimable once it
     # answers: forked first, before any connection or thread exists here, it loads its modules while
-    # the config is read, Redis starts and the database is checked; it serves once released.
+    # the config is read, Redis starts and the database is checked; it serves once released. The
+    # embedded Redis server starts next, and comes up while the task folder is read.
     children = ChildProcesses(settings, new_log_dir(settings))
     children.fork_web()
+    services = Services(settings)
+    services.begin()
     try:
         launch_prepared(settings, _prepare(task_dir, conf, overrides, detach=False), detach=False,
-                        children=children)
+                        children=children, services=services)
     finally:
         children.stop()  # a start that failed before the watch began (the watch stops them itself)
+        services.close()
 
 
 def _prepare(task_dir: Path, conf: str | None, overrides: list[str], *, detach: bool) -> PreparedRun:
@@ -115,10 +119,12 @@ def new_log_dir(settings: Settings) -> Path:
 
 
 def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, log_dir: Path | None = None,
-                    quiet: bool = False, children: ChildProcesses | None = None) -> None:
+                    quiet: bool = False, children: ChildProcesses | None = None,
+                    services: Services | None = None) -> None:
     """Create the prepared run; detached, enqueue it and say what follows (``quiet``: print only its id);
     attached, run its services and show progress until it ends. ``children``: the caller's, with a
-    standby web server forked (``ChildProcesses.fork_web``) to serve this run; stopped by the caller."""
+    standby web server forked (``ChildProcesses.fork_web``) to serve this run; stopped by the caller.
+    ``services``: the caller's, begun (``Services.begin``); closed here, and by the caller."""
     for key in prepared.config.unimplemented_settings():
         err_console.print(f"warning: {key} is accepted but not implemented yet: its value is ignored "
                           "(mephisto-dist wut lists what is)", soft_wrap=True, highlight=False)
@@ -149,12 +155,12 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
     if children is None:
         children = ChildProcesses(settings, log_dir or new_log_dir(settings))
     try:
-        with Services(settings) as services:
-            children.settings = services.settings
-            prepare_schema(services.runtime, attached=True)
-            check_services(services.runtime)
+        with services or Services(settings) as running:
+            children.settings = running.settings
+            prepare_schema(running.runtime, attached=True)
+            check_services(running.runtime)
             # Another open run serving the port is named first; then anything else listening there.
-            check_port_unclaimed(services.runtime, server)
+            check_port_unclaimed(running.runtime, server)
             check_port_free(server)
             if server.should_run_server:
                 # Serving before the run exists: the newest open run on its port, once it is there.
@@ -162,8 +168,8 @@ def launch_prepared(settings: Settings, prepared: PreparedRun, *, detach: bool, 
                     children.release_web(server.bind_host, server.port)
                 else:
                     children.start_web(None, server.bind_host, server.port)
-            run_id = create_run(services.runtime, prepared)
-            Attached(services, run_id, server, str(prepared.config.task["task_name"]), children,
+            run_id = create_run(running.runtime, prepared)
+            Attached(running, run_id, server, str(prepared.config.task["task_name"]), children,
                      new_run=True).start_and_watch()
     finally:
         children.stop()  # a start that failed before the watch began (the watch stops them itself)
@@ -280,18 +286,38 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self._redis = EmbeddedRedis(settings.embedded_redis_socket) if settings.embedded_redis else None
+        self._begun = False
+        self._runtime: Runtime | None = None
         self.settings = settings
-        self.runtime: Runtime
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self._runtime is not None, "entered first"
+        return self._runtime
+
+    def begin(self) -> None:
+        """Start the embedded Redis without waiting for it to answer (entering waits)."""
+        if self._redis is not None and not self._begun:
+            self._redis.begin()
+            self._begun = True
 
     def __enter__(self) -> Self:
         if self._redis is not None:
-            self.settings = replace(self.settings, redis_url=self._redis.start())
-        self.runtime = Runtime(self.settings)
+            self.begin()
+            self.settings = replace(self.settings, redis_url=self._redis.ready())
+        self._runtime = Runtime(self.settings)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.runtime.close()
-        if self._redis is not None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Runtime and stop using the embedded Redis; again, nothing."""
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.close()
+        if self._redis is not None and self._begun:
+            self._begun = False
             self._redis.stop()
 
 

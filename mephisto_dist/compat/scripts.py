@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from mephisto_dist.compat import bundle
 from mephisto_dist.compat.operator import Operator
 from mephisto_dist.compat.session import ScriptSession, current
-from mephisto_dist.config import load_script_config
+from mephisto_dist.config.loader import load_script_config
 from mephisto_dist.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])

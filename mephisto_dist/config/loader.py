@@ -11,8 +11,6 @@ otherwise ignored. Every problem is a one-line :class:`ConfigError`.
 from __future__ import annotations
 
 import difflib
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,90 +21,27 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mephisto_dist.config.arguments import (
-    ARCHITECT,
-    BLUEPRINT,
     CHOICE_KINDS,
     KINDS,
-    MISSING,
-    PROVIDER,
     TASK,
     TASK_RUN,
-    Argument,
     Section,
-    get_section,
     sections,
+)
+from mephisto_dist.config.task_config import (
+    FLOAT_RE,
+    IGNORED_MEPHISTO_KEYS,
+    INT_RE,
+    Choice,
+    TaskConfig,
+    build_task_config,
+    kind_of,
+    section_for,
+    unknown_key,
 )
 from mephisto_dist.errors import ConfigError
 
 CONF_SUBDIR: Final = Path("hydra_configs") / "conf"
-_IGNORED_MEPHISTO_KEYS: Final = ("database", "log_level")
-"""Fields of Mephisto's ``MephistoConfig`` that mean nothing here (one database, our own logging)."""
-_MISSING_TEXT: Final = "???"
-_TRUE: Final = frozenset({"true", "yes", "on", "1"})
-_FALSE: Final = frozenset({"false", "no", "off", "0"})
-_INT_RE: Final = re.compile(r"[+-]?\d+")
-_FLOAT_RE: Final = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """A loaded task config: every argument of each chosen section, defaults filled, values typed."""
-
-    task_dir: Path
-    conf_name: str
-    blueprint_type: str
-    architect_type: str
-    provider_type: str
-    blueprint: dict[str, Any]
-    architect: dict[str, Any]
-    provider: dict[str, Any]
-    task: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, in Mephisto's shape (``_blueprint_type`` etc.), plus the folder and config name."""
-        return {
-            "task_dir": str(self.task_dir),
-            "conf_name": self.conf_name,
-            "blueprint": {"_blueprint_type": self.blueprint_type, **self.blueprint},
-            "architect": {"_architect_type": self.architect_type, **self.architect},
-            "provider": {"_provider_type": self.provider_type, **self.provider},
-            "task": dict(self.task),
-        }
-
-    def unimplemented_settings(self) -> list[str]:
-        """``mephisto.KIND.NAME`` of each argument that is accepted but not carried out yet and is set
-        here to something other than its default (``run`` warns about each)."""
-        found = []
-        for kind, name in ((BLUEPRINT, self.blueprint_type), (ARCHITECT, self.architect_type),
-                           (PROVIDER, self.provider_type), (TASK, TASK)):
-            values = getattr(self, kind)
-            for argument in get_section(kind, name).arguments:
-                if not argument.implemented and values.get(argument.dest, argument.default) != argument.default:
-                    found.append(f"mephisto.{kind}.{argument.dest}")
-        return found
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskConfig:
-        """The reverse of :meth:`as_dict`; validated again, so a stored config gains new defaults."""
-        where = "in the stored task config"
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a stored task config must be a mapping, found {_kind_of(data)}")
-        for field in ("task_dir", "conf_name"):
-            if not isinstance(data.get(field), str):
-                raise ConfigError(f"the stored task config has no '{field}'")
-        chosen: dict[str, Section] = {TASK: TASK_RUN}
-        values: dict[str, Any] = {}
-        for kind in KINDS:
-            given = data.get(kind)
-            if not isinstance(given, Mapping):
-                raise ConfigError(f"the stored task config has no '{kind}' section")
-            if kind != TASK:
-                name = given.get(f"_{kind}_type")
-                if not isinstance(name, str):
-                    raise ConfigError(f"the stored task config's '{kind}' section has no '_{kind}_type'")
-                chosen[kind] = _section_for(kind, _Choice(name, where))
-            values[kind] = dict(given)
-        return _build(Path(data["task_dir"]), data["conf_name"], chosen, values, where)
 
 
 def load_task_config(
@@ -140,14 +75,14 @@ def load_script_config(
     parsed = [_parse_override(text) for text in overrides]
     for override in parsed:
         if override.is_group and override.kind is not None:
-            choices[override.kind] = _Choice(str(override.value), f"from override '{override.text}'")
+            choices[override.kind] = Choice(str(override.value), f"from override '{override.text}'")
     chosen = _choose_sections(choices, path)
     root["task_dir"] = str(folder)
     for override in parsed:
         if not override.is_group:
             _apply_override(root, override, chosen)
     values = _resolve_mephisto(root, path)
-    config = _build(folder, conf_name, chosen, values, where)
+    config = build_task_config(folder, conf_name, chosen, values, where)
     return config, _script_root(root, config, path)
 
 
@@ -196,13 +131,7 @@ def _read_yaml(path: Path) -> DictConfig:
     return loaded
 
 
-@dataclass(frozen=True)
-class _Choice:
-    name: str
-    where: str
-
-
-def _composed(path: Path, conf_dir: Path, seen: tuple[Path, ...] = ()) -> tuple[DictConfig, dict[str, _Choice]]:
+def _composed(path: Path, conf_dir: Path, seen: tuple[Path, ...] = ()) -> tuple[DictConfig, dict[str, Choice]]:
     """The config file with the configs its defaults list names from the same folder (``- base``, as
     Mephisto's parlai_chat_task_demo has) merged under it, as Hydra composes them (the file itself last)."""
     if path in seen:
@@ -211,7 +140,7 @@ def _composed(path: Path, conf_dir: Path, seen: tuple[Path, ...] = ()) -> tuple[
     bases: list[str] = []
     own = _defaults_choices(root, path, bases)
     merged: DictConfig = OmegaConf.create({})
-    choices: dict[str, _Choice] = {}
+    choices: dict[str, Choice] = {}
     for name in bases:
         base_path = conf_dir / f"{name.removesuffix('.yaml')}.yaml"
         if not base_path.is_file():
@@ -226,7 +155,7 @@ def _composed(path: Path, conf_dir: Path, seen: tuple[Path, ...] = ()) -> tuple[
     return combined, {**choices, **own}
 
 
-def _defaults_choices(root: DictConfig, path: Path, bases: list[str] | None = None) -> dict[str, _Choice]:
+def _defaults_choices(root: DictConfig, path: Path, bases: list[str] | None = None) -> dict[str, Choice]:
     """Read and remove the ``defaults`` list: which blueprint, architect and provider to use; the names of
     other configs of the same folder it includes are appended to ``bases``."""
     if "defaults" not in root:
@@ -237,7 +166,7 @@ def _defaults_choices(root: DictConfig, path: Path, bases: list[str] | None = No
         return {}
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'defaults' must be a list")
-    choices: dict[str, _Choice] = {}
+    choices: dict[str, Choice] = {}
     for entry in entries:
         if entry == "_self_":
             continue
@@ -252,7 +181,7 @@ def _defaults_choices(root: DictConfig, path: Path, bases: list[str] | None = No
         ((group, name),) = entry.items()
         kind = _group_kind(str(group), f"in {path}")
         if kind is not None and name is not None:
-            choices[kind] = _Choice(str(name), f"in {path}")
+            choices[kind] = Choice(str(name), f"in {path}")
     return choices
 
 
@@ -268,7 +197,7 @@ def _group_kind(group: str, where: str) -> str | None:
     raise ConfigError(f"unknown config group '{group}'; known: {known} ({where})")
 
 
-def _choose_sections(choices: Mapping[str, _Choice], path: Path) -> dict[str, Section]:
+def _choose_sections(choices: Mapping[str, Choice], path: Path) -> dict[str, Section]:
     chosen = {TASK: TASK_RUN}
     for kind in CHOICE_KINDS:
         choice = choices.get(kind)
@@ -278,15 +207,8 @@ def _choose_sections(choices: Mapping[str, _Choice], path: Path) -> dict[str, Se
                 f"no {kind} chosen: add '/mephisto/{kind}: {example}' to the defaults list of {path} "
                 f"or override 'mephisto/{kind}={example}'"
             )
-        chosen[kind] = _section_for(kind, choice)
+        chosen[kind] = section_for(kind, choice)
     return chosen
-
-
-def _section_for(kind: str, choice: _Choice) -> Section:
-    try:
-        return get_section(kind, choice.name)
-    except ConfigError as error:
-        raise ConfigError(f"{error} ({choice.where})") from None
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -328,9 +250,9 @@ def _parse_value(text: str) -> Any:
         return lowered == "true"
     if lowered == "null":
         return None
-    if _INT_RE.fullmatch(text):
+    if INT_RE.fullmatch(text):
         return int(text)
-    if _FLOAT_RE.fullmatch(text):
+    if FLOAT_RE.fullmatch(text):
         return float(text)
     if text[:1] in "[{":
         try:
@@ -353,10 +275,10 @@ def _apply_override(root: DictConfig, override: _Override, chosen: Mapping[str, 
             raise ConfigError(
                 f"override '{override.text}' must set one argument: mephisto.{parts[1]}.NAME=VALUE"
             )
-        if len(parts) < 2 or parts[1] not in _IGNORED_MEPHISTO_KEYS:
+        if len(parts) < 2 or parts[1] not in IGNORED_MEPHISTO_KEYS:
             known = len(parts) == 3 and parts[1] in chosen and parts[2] in chosen[parts[1]].dests
             if not known:
-                raise _unknown_key(key, chosen, where)
+                raise unknown_key(key, chosen, where)
     elif not override.add and not _has_key(root, key):
         # A key of the task's own config (Mephisto scripts add top-level ones) may be overridden, and
         # Hydra's +key=value adds one; any other is most likely a mephisto key without its prefix, which
@@ -394,146 +316,8 @@ def _resolve_mephisto(root: DictConfig, path: Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: 'mephisto' must be a mapping, found {_kind_of(values)}")
+        raise ConfigError(f"{path}: 'mephisto' must be a mapping, found {kind_of(values)}")
     return {str(key): value for key, value in values.items()}
-
-
-def _build(
-    folder: Path, conf_name: str, chosen: Mapping[str, Section], values: Mapping[str, Any], where: str
-) -> TaskConfig:
-    _check_keys(values, chosen, where)
-    built = {kind: _section_values(section, values.get(kind) or {}) for kind, section in chosen.items()}
-    return TaskConfig(
-        task_dir=folder,
-        conf_name=conf_name,
-        blueprint_type=chosen["blueprint"].name,
-        architect_type=chosen["architect"].name,
-        provider_type=chosen["provider"].name,
-        blueprint=built["blueprint"],
-        architect=built["architect"],
-        provider=built["provider"],
-        task=built[TASK],
-    )
-
-
-def _check_keys(values: Mapping[str, Any], chosen: Mapping[str, Section], where: str) -> None:
-    for kind, given in values.items():
-        if kind in _IGNORED_MEPHISTO_KEYS:
-            continue
-        if kind not in chosen:
-            raise _unknown_key(f"mephisto.{kind}", chosen, where)
-        if given is None:
-            continue
-        if not isinstance(given, Mapping):
-            raise ConfigError(f"'mephisto.{kind}' must be a mapping of arguments, found {_kind_of(given)} ({where})")
-        section = chosen[kind]
-        for dest in given:
-            if dest == f"_{kind}_type":
-                if given[dest] != section.name:
-                    raise ConfigError(
-                        f"'mephisto.{kind}.{dest}' is '{given[dest]}' but the defaults choose "
-                        f"'{section.name}' ({where})"
-                    )
-            elif dest not in section.dests:
-                raise _unknown_key(f"mephisto.{kind}.{dest}", chosen, where)
-
-
-def _unknown_key(key: str, chosen: Mapping[str, Section], where: str) -> ConfigError:
-    """An unknown-key error with the closest known key, or the section the key belongs to."""
-    parts = key.split(".")
-    hint = ""
-    if len(parts) == 2:
-        kinds = [*KINDS, *_IGNORED_MEPHISTO_KEYS]
-        close = difflib.get_close_matches(parts[1], kinds, n=1)
-        hint = f"; did you mean 'mephisto.{close[0]}'?" if close else f"; known: mephisto.{{{','.join(kinds)}}}"
-    elif len(parts) == 3:
-        kind, dest = parts[1], parts[2]
-        if kind not in chosen:
-            close_kind = difflib.get_close_matches(kind, list(chosen), n=1)
-            kind = close_kind[0] if close_kind else kind
-        suggestion = _suggest_key(kind, dest, chosen)
-        if suggestion is not None:
-            hint = f"; did you mean '{suggestion}'?"
-        elif kind in chosen:
-            hint = _other_section_hint(kind, dest, chosen[kind])
-    return ConfigError(f"unknown key '{key}'{hint} ({where})")
-
-
-def _suggest_key(kind: str, dest: str, chosen: Mapping[str, Section]) -> str | None:
-    """The same argument in another section (a misplaced key), else the closest one in this section."""
-    for other_kind, section in chosen.items():
-        if other_kind != kind and dest in section.dests:
-            return f"mephisto.{other_kind}.{dest}"
-    if kind in chosen:
-        close = difflib.get_close_matches(dest, chosen[kind].dests, n=1)
-        if close:
-            return f"mephisto.{kind}.{close[0]}"
-    return None
-
-
-def _other_section_hint(kind: str, dest: str, section: Section) -> str:
-    owners = [other.name for other in sections(kind) if other.name != section.name and dest in other.dests]
-    if owners:
-        return f"; '{dest}' is an argument of {kind} '{owners[0]}', not '{section.name}'"
-    return f"; {kind} '{section.name}' takes: {', '.join(section.dests)}"
-
-
-def _section_values(section: Section, given: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for argument in section.arguments:
-        key = f"mephisto.{section.kind}.{argument.dest}"
-        raw = given.get(argument.dest)
-        if raw is None or raw == _MISSING_TEXT:
-            if argument.default is MISSING:
-                raise ConfigError(f"missing required argument '{key}': {argument.help}")
-            values[argument.dest] = argument.default
-        else:
-            values[argument.dest] = coerce(argument, raw, key)
-    return values
-
-
-def coerce(argument: Argument, value: Any, key: str) -> Any:
-    """``value`` as ``argument.type``, checked against its choices and minimum; ConfigError if it isn't."""
-    converted = _convert(argument.type, value)
-    if converted is None:
-        raise ConfigError(f"invalid value for '{key}': {value!r} (expected {argument.type.__name__})")
-    if argument.choices is not None and converted not in argument.choices:
-        options = ", ".join(str(choice) for choice in argument.choices)
-        raise ConfigError(f"invalid value for '{key}': {value!r} (expected one of: {options})")
-    if argument.minimum is not None and converted < argument.minimum:
-        bound = int(argument.minimum) if float(argument.minimum).is_integer() else argument.minimum
-        raise ConfigError(
-            f"invalid value for '{key}': {value!r} (expected {argument.type.__name__} >= {bound})"
-        )
-    return converted
-
-
-def _convert(kind: type, value: Any) -> Any:
-    """The conversion OmegaConf's typed nodes allow, or ``None`` when there is none."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower() if isinstance(value, str | int) else None
-        return True if text in _TRUE else False if text in _FALSE else None
-    if kind is list:
-        return value if isinstance(value, list) else None
-    if isinstance(value, bool | dict | list):
-        return None
-    if kind is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-            return int(value)
-        return None
-    if kind is float:
-        try:
-            number = float(value) if isinstance(value, int | float | str) else None
-        except ValueError:
-            return None
-        return number if number is not None and math.isfinite(number) else None
-    if kind is str:
-        return value if isinstance(value, str) else str(value) if isinstance(value, int | float) else None
-    raise TypeError(f"unsupported argument type {kind!r}")
 
 
 def _has_key(root: DictConfig, dotted: str) -> bool:
@@ -543,14 +327,6 @@ def _has_key(root: DictConfig, dotted: str) -> bool:
             return False
         node = node._get_node(part)
     return True
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _first_line(error: BaseException) -> str:

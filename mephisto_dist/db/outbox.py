@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy import Insert, and_, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,9 +55,13 @@ def add(session: Session, kind: str, subject: str, *, run_id: int | None, payloa
     already has one (the key is ``kind:subject``)."""
     values = {"kind": kind, "key": f"{kind}:{subject}", "task_run_id": run_id, "payload": dict(payload),
               "status": PENDING, "attempts": 0, "created_at": now}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(OutboxMessage).values(values).on_conflict_do_nothing(index_elements=["key"])
+    statement: Insert
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # loaded by its engine anyway
+
+        statement = postgresql_insert(OutboxMessage).values(values).on_conflict_do_nothing(index_elements=["key"])
+    else:
+        statement = sqlite_insert(OutboxMessage).values(values).on_conflict_do_nothing(index_elements=["key"])
     found = session.execute(statement.returning(OutboxMessage.id)).scalar()
     return None if found is None else int(found)
 

@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, Update, bindparam, exists, select, true, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, TaskRun, Unit
@@ -170,6 +169,9 @@ _NEW_AGENT_COLUMNS = ("id", "unit_id", "assignment_id", "task_run_id", "worker_i
 
 @lru_cache(maxsize=1)
 def _assign_with_new_agent() -> Update:
+    # PostgreSQL's alone (its engine loads the dialect anyway): SQLite processes never import it.
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
     agents = _table(Agent)
     new_agent = (postgresql_insert(agents)
                  .values({name: bindparam(f"a_{name}", type_=agents.c[name].type) for name in _NEW_AGENT_COLUMNS})

@@ -27,7 +27,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.blueprints.hooks import HOOKS_ARG, NO_HOOKS, TaskHooks, hooks_for, load_hooks
-from mephisto_dist.compat.runner import captured_hooks
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.models import TaskRun
 from mephisto_dist.errors import ConfigError, NotFoundError
@@ -144,15 +143,26 @@ def run_files(cache: BundleCache, run: TaskRun) -> RunFiles:
     build folder and hooks path as they were recorded."""
     parsed = RunConfig.parse(run.config)
     blueprint_args, script = parsed.blueprint.args, parsed.script
-    if run.bundle_key is None:
-        hooks = captured_hooks(script) if script is not None else hooks_for(blueprint_args)
-        return RunFiles(Path(run.build_dir), hooks)
-    root = cache.local(run.bundle_key)
     if script is not None:
-        # The bundle's copy of the script, so every machine runs what was launched.
-        relative = Path(str(script["path"])).resolve().relative_to(Path(run.task_dir).resolve())
-        return RunFiles(root / BUILD_DIR, captured_hooks(script, str(root / PYTHON_DIR / relative)))
+        return _script_run_files(cache, run, script)
+    if run.bundle_key is None:
+        return RunFiles(Path(run.build_dir), hooks_for(blueprint_args))
+    root = cache.local(run.bundle_key)
     return RunFiles(root / BUILD_DIR, bundled_hooks(root, run.task_dir, blueprint_args))
+
+
+def _script_run_files(cache: BundleCache, run: TaskRun, script: Mapping[str, Any]) -> RunFiles:
+    """A task script's run: its hooks are the script's callbacks, captured by the stand-in for the
+    ``mephisto`` modules, loaded here only (a run from a config alone, and a web server's start, never
+    need it)."""
+    from mephisto_dist.compat.runner import captured_hooks
+
+    if run.bundle_key is None:
+        return RunFiles(Path(run.build_dir), captured_hooks(script))
+    root = cache.local(run.bundle_key)
+    # The bundle's copy of the script, so every machine runs what was launched.
+    relative = Path(str(script["path"])).resolve().relative_to(Path(run.task_dir).resolve())
+    return RunFiles(root / BUILD_DIR, captured_hooks(script, str(root / PYTHON_DIR / relative)))
 
 
 def bundled_hooks(root: Path, task_dir: str, blueprint_args: Mapping[str, Any]) -> TaskHooks:

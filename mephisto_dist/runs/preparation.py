@@ -18,7 +18,7 @@ from mephisto_dist.blueprints import (
     units_per_assignment,
 )
 from mephisto_dist.blueprints.hooks import SCRIPT_KEY
-from mephisto_dist.config import TaskConfig, load_task_config, tips
+from mephisto_dist.config import TaskConfig, tips
 from mephisto_dist.config.run_config import FRONTEND_KEY, RunConfig
 from mephisto_dist.db.engine import transaction
 from mephisto_dist.errors import ConfigError
@@ -52,6 +52,10 @@ class PreparedRun:
 
 def prepare_run(task_dir: str | Path, conf: str, overrides: Sequence[str], *, check_port: bool) -> PreparedRun:
     """Every check that can fail, before anything is created."""
+    # Here, not with this module: ``run`` forks its web server first, which never reads a task folder,
+    # and OmegaConf would delay it by a twentieth of a second.
+    from mephisto_dist.config.loader import load_task_config
+
     return prepare_config(load_task_config(task_dir, conf, overrides), check_port=check_port)
 
 
