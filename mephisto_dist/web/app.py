@@ -20,6 +20,7 @@ from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.web.context import SQLITE_THREADS, WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
+from mephisto_dist.web.hot_routes import HotRoutes
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.routes import agents, live, pages, router, submissions
 from mephisto_dist.work.served import Served
@@ -55,7 +56,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     app = Starlette(routes=route_table(),
                     exception_handlers={MephistoDistError: error_response,
                                         **dict.fromkeys(DRIVER_ERRORS, driver_error_response)},
-                    middleware=[Middleware(RequestLog)], lifespan=lifespan)
+                    middleware=[Middleware(RequestLog), Middleware(HotRoutes)], lifespan=lifespan)
     app.state.live = hub
     sqlite = runtime.engine.dialect.name == "sqlite"
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),

@@ -10,10 +10,10 @@ from urllib.parse import unquote_plus
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
-from starlette.types import Message
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive
 
-from mephisto_dist.domain.worker_input import check_depth, check_name
+from mephisto_dist.domain.worker_input import MAX_JSON_DEPTH, check_depth, check_name
 from mephisto_dist.errors import RequestError
 
 MAX_AGENT_ID_CHARS = 64  # the agent id column
@@ -25,12 +25,7 @@ URLENCODED = "application/x-www-form-urlencoded"
 def limited(request: Request, max_bytes: int) -> Request:
     """The same request, refusing its body (413) once more than ``max_bytes`` have arrived: a declared
     Content-Length is judged before reading, a chunked body as soon as it passes the limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError("Content-Length is not a number")
-        if int(declared) > max_bytes:
-            raise RequestError(f"the request is {int(declared)} bytes, over the limit of {max_bytes} bytes", 413)
+    check_declared_length(request.headers.get("content-length"), max_bytes)
     received = 0
 
     async def receive() -> Message:
@@ -45,8 +40,42 @@ def limited(request: Request, max_bytes: int) -> Request:
     return Request(request.scope, receive)
 
 
+def check_declared_length(declared: str | None, max_bytes: int) -> None:
+    """Refuse a Content-Length that is not a number (400) or over ``max_bytes`` (413)."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError("Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise RequestError(f"the request is {int(declared)} bytes, over the limit of {max_bytes} bytes", 413)
+
+
+async def read_body(receive: Receive, declared_length: str | None, max_bytes: int) -> bytes:
+    """The whole body, as :func:`limited` and Starlette's ``Request.body`` read it (the same refusals, and
+    ``ClientDisconnect`` when the client went away), without a ``Request`` made for it."""
+    check_declared_length(declared_length, max_bytes)
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > max_bytes:
+                raise RequestError(f"the request is over the limit of {max_bytes} bytes", 413)
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+
+
 async def json_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    raw = await limited(request, max_bytes).body()
+    return json_object_body(await read_body(request.receive, request.headers.get("content-length"), max_bytes))
+
+
+def json_object_body(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (an empty body is ``{}``)."""
     body = parse_json(raw or b"{}", "the request body")
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -117,7 +146,8 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         raise RequestError(f"{what} is not valid JSON") from None
     except RecursionError:
         raise RequestError(f"{what} is JSON nested too deeply") from None
-    check_depth(value)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # else it cannot nest deeper: no walk
+        check_depth(value)
     return value
 
 

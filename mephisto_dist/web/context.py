@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import anyio
-import anyio.to_thread
-from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from mephisto_dist.errors.drivers import is_outage, translate
 from mephisto_dist.web.frontend import RenderedFrontend
+from mephisto_dist.web.hot_threads import HotThreads
 from mephisto_dist.web.served_files import ServedFiles
 from mephisto_dist.work.claims import RunContext
 from mephisto_dist.work.served import Served
@@ -60,12 +59,12 @@ class WebContext:
     # (settings.web_threads), more only contend for the GIL and the database. SQLite takes one writer at a
     # time (the engine's writer lock): SQLITE_THREADS let a read go on while a write waits for it.
     hot_threads: int = 4
-    _hot: CapacityLimiter = field(init=False, repr=False, compare=False)
+    _hot: HotThreads = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
     files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hot", CapacityLimiter(self.hot_threads))
+        object.__setattr__(self, "_hot", HotThreads(self.hot_threads))
 
     @property
     def max_body_bytes(self) -> int:
@@ -80,7 +79,7 @@ class WebContext:
         """Run a hot-path service function on one of the hot path's threads; made again across a short
         outage (the module's docstring)."""
         bound = functools.partial(work, *args, **kwargs)
-        return await self._outlasting(work, lambda: anyio.to_thread.run_sync(bound, limiter=self._hot))
+        return await self._outlasting(work, lambda: self._hot.run(bound))
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work that may be slow whatever the database (the task's own code, file copies); made again

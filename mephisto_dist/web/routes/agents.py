@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -9,17 +11,22 @@ from starlette.routing import Route
 from mephisto_dist.metrics import record_agent_answer
 from mephisto_dist.runners import channel as live_channel
 from mephisto_dist.web.bodies import agent_id_of, json_body, json_object
-from mephisto_dist.web.context import context_of
+from mephisto_dist.web.context import WebContext, context_of
 from mephisto_dist.work import registration as service
 from mephisto_dist.work.claims import Registration
 
 
 async def request_agent(request: Request) -> Response:
     context = context_of(request)
-    reg = Registration.from_request(await json_body(request, context.max_body_bytes))
+    return JSONResponse(await agent_details(context, await json_body(request, context.max_body_bytes)))
+
+
+async def agent_details(context: WebContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a ``/request_agent`` body (``web.hot_routes`` serves it without a ``Request``)."""
+    reg = Registration.from_request(body)
     details = await context.call(service.request_agent, context.served, reg)
     record_agent_answer(details.failure_reason, details.agent_id)
-    return JSONResponse(details.packet())
+    return details.packet()
 
 
 async def submit_onboarding(request: Request) -> Response:

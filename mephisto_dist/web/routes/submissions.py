@@ -14,7 +14,7 @@ from starlette.routing import Route
 from mephisto_dist.errors import RequestError
 from mephisto_dist.metrics import record_submission
 from mephisto_dist.web.bodies import agent_id_of, form_body, form_kind, json_body, json_object, parse_json
-from mephisto_dist.web.context import context_of
+from mephisto_dist.web.context import WebContext, context_of
 from mephisto_dist.work import submissions as service
 from mephisto_dist.work.claims import Submission
 from mephisto_dist.work.served import Served
@@ -27,10 +27,14 @@ async def submit_task(request: Request) -> Response:
     context = context_of(request)
     if form_kind(request) is not None:
         return await _submit_form(request)
-    body = await json_body(request, context.max_body_bytes)
+    return JSONResponse(await submitted(context, await json_body(request, context.max_body_bytes)))
+
+
+async def submitted(context: WebContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a ``/submit_task`` JSON body (``web.hot_routes`` serves it without a ``Request``)."""
     final_data = json_object(body, "final_data", "submit_task")
     submission = await context.call(service.submit_task, context.served, agent_id_of(body), final_data)
-    return _submitted(submission)
+    return _answer(submission)
 
 
 async def _submit_form(request: Request) -> Response:
@@ -75,9 +79,12 @@ def _final_string_data(form: FormData) -> dict[str, Any]:
 
 
 def _submitted(submission: Submission) -> Response:
+    return JSONResponse(_answer(submission))
+
+
+def _answer(submission: Submission) -> dict[str, Any]:
     record_submission(submission.first)
-    return JSONResponse({"status": "Submitted!" if submission.first else "Already submitted",
-                         "unit_id": str(submission.unit_id)})
+    return {"status": "Submitted!" if submission.first else "Already submitted", "unit_id": str(submission.unit_id)}
 
 
 async def submit_metadata(request: Request) -> Response:
