@@ -126,3 +126,26 @@ def test_what_the_hot_layer_does_not_serve_reaches_the_routes(runtime: Runtime, 
             response = await client.get("/request_agent")
             return response.status_code, response.content
     assert asyncio.run(get(served)) == asyncio.run(get(reference))
+
+
+def test_the_run_is_completed_by_its_last_submission_only(runtime: Runtime, run: RunContext) -> None:
+    """The submission's own statement says whether another unit is still open (``run_has_more``): the
+    run is closed by the last submission, not before."""
+    from sqlalchemy import select
+
+    from mephisto_dist.db.engine import transaction
+    from mephisto_dist.db.models import TaskRun
+
+    def completed() -> bool:
+        with transaction(runtime.sessions) as session:
+            return bool(session.scalar(select(TaskRun.is_completed).where(TaskRun.id == run.run_id)))
+
+    served, _ = apps(runtime, run)
+    agents = [httpx.Response(200, content=ask(served, "/request_agent", json=registration(f"w{i}", f"a{i}"))[2])
+              .json()["data"]["agent_id"] for i in range(3)]
+    assert all(agents)
+    for i, agent_id in enumerate(agents):
+        assert not completed(), i
+        answer = ask(served, "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": {"i": i}})
+        assert answer[0] == 200, answer
+    assert completed()

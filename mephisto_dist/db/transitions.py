@@ -12,13 +12,25 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, Update, bindparam, exists, select, true, update
+from sqlalchemy import Connection, Table, Update, bindparam, exists, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from mephisto_dist.db.models import Agent, Base, OnboardingAgent, RemoteCall, Server, TaskRun, Unit
+from mephisto_dist.db import outbox
+from mephisto_dist.db.models import (
+    Agent,
+    Base,
+    OnboardingAgent,
+    OutboxMessage,
+    RemoteCall,
+    Server,
+    TaskRun,
+    Unit,
+)
+from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.domain.servers import ServerStatus, check_server_transition
 from mephisto_dist.domain.status import (
     AGENT_SUBMITTING,
+    UNIT_DONE,
     AgentStatus,
     RemoteCallStatus,
     UnitStatus,
@@ -61,8 +73,9 @@ def _one_unit_update(olds: tuple[str, ...], new: str, names: tuple[str, ...]) ->
 
 
 def _status_in(table: Table, olds: tuple[str, ...]) -> Any:
-    # IN renders as a list expanded at every execution; one status is a plain comparison.
-    return table.c.status == olds[0] if len(olds) == 1 else table.c.status.in_(olds)
+    # Comparisons joined by OR, not IN: IN renders as a list expanded at every execution, which the hot
+    # path's statements do without (``db.prepared``).
+    return or_(*(table.c.status == old for old in olds))
 
 
 @lru_cache(maxsize=256)
@@ -160,7 +173,7 @@ def move_unit(
     names = tuple(sorted(values))
     statement = _one_unit_update(olds, new.value, names)
     params = {"v_id": unit_id, **{f"v_{name}": values[name] for name in names}}
-    return bool(session.connection().execute(statement, params).rowcount)
+    return bool(run_prepared(session.connection(), statement, params).rowcount)
 
 
 _NEW_AGENT_COLUMNS = ("id", "unit_id", "assignment_id", "task_run_id", "worker_id", "registration_id", "status",
@@ -193,7 +206,7 @@ def assign_unit_to_new_agent(session: Session, agent: dict[str, Any]) -> bool:
     for a unit that was no longer launched is the caller's to delete."""
     check_unit_transition(UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)
     params = {f"a_{name}": agent[name] for name in _NEW_AGENT_COLUMNS}
-    return session.connection().execute(_assign_with_new_agent(), params).first() is not None
+    return run_prepared(session.connection(), _assign_with_new_agent(), params).first() is not None
 
 
 def move_agent(
@@ -249,7 +262,8 @@ def _move_agent_row(
 # is added by each use.
 _COMPLETE_AGENT = (update(_AGENTS)
                    .where(_AGENTS.c.id == bindparam("v_id"), _AGENTS.c.task_run_id == bindparam("v_run_id"),
-                          _AGENTS.c.status.in_(sorted(s.value for s in AGENT_SUBMITTING)))
+                          # OR, not IN: an IN list is expanded per execution (db.prepared runs neither)
+                          or_(*(_AGENTS.c.status == s for s in sorted(s.value for s in AGENT_SUBMITTING))))
                    .values(status=AgentStatus.COMPLETED.value, outputs=bindparam("v_outputs"),
                            status_changed_at=bindparam("v_now"), submitted_at=bindparam("v_now"))
                    .returning(_AGENTS.c.unit_id, _AGENTS.c.worker_id))
@@ -259,6 +273,8 @@ _COMPLETE_ASSIGNED_UNIT = (update(_UNITS)
                                    completed_at=bindparam("v_now")))
 # What the refill needs to know of the unit's run (``complete_submission``).
 _REFILL_COLUMNS = ("max_concurrent_units", "is_completed", "shutdown_requested_at", "server_url")
+_OTHER_UNITS = _table(Unit).alias("other_unit")
+_OUTBOX = _table(OutboxMessage)
 
 
 def _of_the_units_run(column: Any) -> Any:
@@ -266,23 +282,41 @@ def _of_the_units_run(column: Any) -> Any:
     return select(column).where(TaskRun.id == _UNITS.c.task_run_id).scalar_subquery()
 
 
+def _run_has_more(unit_id: Any) -> Any:
+    """Whether the unit's run has another unit not done, or an outbox message (a unit's TaskRunner
+    event) not carried out: ``runs.task_runs.mark_completed_if_done``'s question, asked by the
+    submission's own statement (the unit itself left out: the statement moves it to completed), so that
+    an open run's submission needs no statement of its own to ask it. The run is the statement's
+    parameter, and on SQLite the unit too: its RETURNING names the updated table's columns unqualified,
+    so a subquery on the same table would read its own columns instead."""
+    others = exists().where(_OTHER_UNITS.c.task_run_id == bindparam("v_run_id"),
+                            _OTHER_UNITS.c.id != unit_id,
+                            or_(*(_OTHER_UNITS.c.status == s.value for s in UnitStatus if s not in UNIT_DONE)))
+    events = exists().where(_OUTBOX.c.task_run_id == bindparam("v_run_id"),
+                            or_(*(_OUTBOX.c.status == status for status in outbox.UNFINISHED)))
+    return or_(others, events).label("run_has_more")
+
+
 # SQLite: the unit's write, after the agent's, in a second statement.
 _COMPLETE_UNIT = (_COMPLETE_ASSIGNED_UNIT.where(_UNITS.c.id == bindparam("v_unit_id"))
                   .returning(_UNITS.c.launch_id,
-                             *(_of_the_units_run(TaskRun.__table__.c[name]).label(name) for name in _REFILL_COLUMNS)))
+                             *(_of_the_units_run(TaskRun.__table__.c[name]).label(name) for name in _REFILL_COLUMNS),
+                             _run_has_more(bindparam("v_unit_id"))))
 
 
 @lru_cache(maxsize=1)
 def _complete_both() -> Any:
     """PostgreSQL: both writes in one statement (data-modifying CTEs); a row of the agent's unit and
-    worker, ``completed_unit_id`` (None when the unit was no longer assigned) and the refill's columns."""
+    worker, ``completed_unit_id`` (None when the unit was no longer assigned), the refill's columns and
+    ``run_has_more`` (the other units and the events as they were before the statement)."""
     runs = _table(TaskRun)
     done_agent = _COMPLETE_AGENT.cte("done_agent")
     done_unit = (_COMPLETE_ASSIGNED_UNIT.where(_UNITS.c.id == select(done_agent.c.unit_id).scalar_subquery())
                  .returning(_UNITS.c.id, _UNITS.c.launch_id, _UNITS.c.task_run_id)
                  .cte("done_unit"))
     return (select(done_agent.c.unit_id, done_agent.c.worker_id, done_unit.c.id.label("completed_unit_id"),
-                   done_unit.c.launch_id, *(runs.c[name] for name in _REFILL_COLUMNS))
+                   done_unit.c.launch_id, *(runs.c[name] for name in _REFILL_COLUMNS),
+                   _run_has_more(done_unit.c.id))
             .select_from(done_agent.outerjoin(done_unit, true())
                          .outerjoin(runs, runs.c.id == done_unit.c.task_run_id)))
 
@@ -290,7 +324,7 @@ def _complete_both() -> Any:
 class CompletedSubmission(NamedTuple):
     unit_id: int
     worker_id: int
-    unit: Any  # the unit's launch_id and its run's refill columns; None when it was no longer assigned
+    unit: Any  # the unit's launch_id, its run's refill columns and run_has_more; None when it was no longer assigned
 
 
 def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs: dict[str, Any],
@@ -306,15 +340,16 @@ def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs
     params = {"v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        row = connection.execute(_complete_both(), params).first()
+        row = run_prepared(connection, _complete_both(), params).first()
         if row is None:
             return None
         return CompletedSubmission(int(row.unit_id), int(row.worker_id),
                                    row if row.completed_unit_id is not None else None)
-    agent = connection.execute(_COMPLETE_AGENT, params).first()
+    agent = run_prepared(connection, _COMPLETE_AGENT, params).first()
     if agent is None:
         return None
-    unit = connection.execute(_COMPLETE_UNIT, {"v_unit_id": agent.unit_id, "v_now": now}).first()
+    unit = run_prepared(connection, _COMPLETE_UNIT, {"v_unit_id": agent.unit_id, "v_run_id": run_id,
+                                                     "v_now": now}).first()
     return CompletedSubmission(int(agent.unit_id), int(agent.worker_id), unit)
 
 

@@ -16,6 +16,7 @@ from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Assignment, Requester, Task, TaskRun, Unit
+from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.db.unique_rows import get_or_create
 from mephisto_dist.domain.status import UNIT_DONE, UnitStatus
 from mephisto_dist.limiter import Limiter
@@ -138,7 +139,7 @@ _UNDONE = text(
 def mark_completed_if_done(session: Session, run_id: int, *, now: datetime) -> bool:
     """Mark the run completed when every unit is done and every outbox message of the run (a unit's
     TaskRunner event) carried out or failed; True only for the call that marked it."""
-    if session.connection().execute(_UNDONE, {"run_id": run_id}).scalar():
+    if run_prepared(session.connection(), _UNDONE, {"run_id": run_id}).scalar():
         return False
     result = session.execute(
         update(TaskRun).where(TaskRun.id == run_id, TaskRun.is_completed.is_(False))

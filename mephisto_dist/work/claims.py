@@ -34,6 +34,8 @@ from mephisto_dist.db.models import (
     Unit,
     Worker,
 )
+from mephisto_dist.db.prepared import Ran
+from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.db.transitions import (
     assign_unit_to_new_agent,
     complete_submission,
@@ -220,9 +222,10 @@ class Registration:
                    request_id if isinstance(request_id, str) else None)
 
 
-def _run(session: Session, statement: Any, params: dict[str, Any] | None = None) -> Any:
-    """Execute a prebuilt Core statement on the session's connection, past the ORM layer."""
-    return session.connection().execute(statement, params or {})
+def _run(session: Session, statement: Any, params: dict[str, Any] | None = None) -> Ran:
+    """Run a statement built once (a module constant) on the session's connection, past the ORM layer and
+    ``Connection.execute`` (``db.prepared``)."""
+    return run_prepared(session.connection(), statement, params)
 
 
 _FIND_WORKER = select(Worker.id).where(Worker.provider_type == bindparam("provider_type"),
@@ -244,8 +247,9 @@ def get_or_create_worker(session: Session, provider_type: str, worker_name: str,
 def create_worker(session: Session, provider_type: str, worker_name: str, *, now: datetime) -> int:
     """The id of a worker this transaction found missing: inserted now, or another process's row if it
     was inserted meanwhile."""
+    # Every column with a default given: the insert runs past SQLAlchemy's execution (``db.prepared``).
     inserted = insert_returning_id(session, "worker", {"provider_type": provider_type, "worker_name": worker_name,
-                                                       "created_at": now})
+                                                       "created_at": now, "is_blocked": False})
     if inserted is not None:
         return inserted
     created = find_worker(session, provider_type, worker_name)  # another process's
@@ -636,6 +640,9 @@ class Submission:
     run_cap: int = 0  # the run's max_num_concurrent_units as the submitting transaction read it
     run_open: bool = False  # neither completed nor shutting down, as that transaction read it
     server_url: str = ""
+    # Another unit of the run not done, or a TaskRunner event not carried out, as the submitting statement
+    # saw them (True: the run cannot be done yet; False: ask ``runs.task_runs.mark_completed_if_done``).
+    run_has_more: bool = False
 
 
 def submit_task(
@@ -661,7 +668,7 @@ def submit_task(
     return Submission(unit_id, agent_id, worker_id, first=True, launch_id=unit.launch_id,
                       run_cap=int(unit.max_concurrent_units or 0),
                       run_open=not unit.is_completed and unit.shutdown_requested_at is None,
-                      server_url=unit.server_url or "")
+                      server_url=unit.server_url or "", run_has_more=bool(unit.run_has_more))
 
 
 def _not_recorded(status: AgentStatus) -> str:

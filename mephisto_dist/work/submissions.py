@@ -110,9 +110,10 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             # The slot this unit frees goes to the next unit, bound here and handed over after the
             # commit, with no launcher in between (see launches.hand_over).
             handover = bind_next_launch(session, ctx, run.run_id, now=now())
-        if submission.first and handover is None:
+        if submission.first and handover is None and message is None and not submission.run_has_more:
             # A run with a unit just bound to a launch is not done: no need to look. Nor is one whose
-            # event was just written: its handler closes it once it ran.
+            # event was just written (its handler closes it once it ran), nor one with another unit or
+            # event still open when the submission's statement looked (it said so: no statement to ask).
             mark_completed_if_done(session, run.run_id, now=now())
     if message is not None:
         send_outbox(served.runtime.queue, [message])
