@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mephisto_dist.db.prepared import Prepared
 from mephisto_dist.errors import ConfigError
 from mephisto_dist.errors.drivers import database_error, is_database_driver_error
 
@@ -24,6 +25,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "mephisto_dist_read_only"
 PING_AFTER_IDLE_S = 5.0
 """A pooled connection idle this long is pinged before use; one used more recently is trusted."""
+# How a SQLite transaction begins: read-only, or taking the write lock at once.
+_BEGIN_READ = Prepared(text("BEGIN"))
+_BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
 
 
 _CONFIGURED_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
@@ -110,9 +114,10 @@ def _sqlite_engine(database_url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Readers take no lock in WAL mode: a read-only transaction must not queue behind writers.
+        # Readers take no lock in WAL mode: a read-only transaction must not queue behind writers. Run on
+        # the driver's cursor (db.prepared): every hot-path transaction begins here.
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        (_BEGIN_READ if read_only else _BEGIN_WRITE).execute(connection, begin=False)
 
     return engine
 

@@ -29,7 +29,6 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter
 
 
 class Ran:
@@ -74,11 +73,19 @@ class _Plan:
         order: Sequence[str] = (compiled.positiontup or []) if compiled.positional else list(by_name)
         self.positional = bool(compiled.positional)
         escaped: Mapping[str, str] = compiled.escaped_bind_names or {}
-        # (name the driver gets, the bind parameter, its processor), in the order the driver takes them.
-        self.binds: list[tuple[str, BindParameter[Any], Callable[[Any], Any] | None]] = []
+        # Per parameter, in the order the driver takes them: the name the driver gets, the key of the
+        # caller's value, whether one is required, the value otherwise (a literal's, processed once), and
+        # the processor of a caller's value.
+        self.binds: list[tuple[str, str, bool, Any, Callable[[Any], Any] | None]] = []
         for name in order:
+            bindparam = by_name[name]
+            if bindparam.callable is not None:
+                raise ValueError(f"a prepared statement cannot hold a parameter computed per execution: {name}")
             processor = processors.get(name)
-            self.binds.append((escaped.get(name, name), by_name[name], processor if callable(processor) else None))
+            processor = processor if callable(processor) else None
+            fixed = None if bindparam.required else \
+                (bindparam.value if processor is None else processor(bindparam.value))
+            self.binds.append((escaped.get(name, name), bindparam.key, bindparam.required, fixed, processor))
         self.result_types = [entry[3] for entry in compiled._result_columns]
         self.result_keys = [entry[0] for entry in compiled._result_columns]
         self.row: Callable[..., Any] | None = None
@@ -88,18 +95,17 @@ class _Plan:
         """The driver's parameters, as ``Connection.execute`` builds them (a literal's own value, a missing
         value refused, each value through its type's processor)."""
         values = []
-        for _name, bindparam, processor in self.binds:
-            key = bindparam.key
+        for _name, key, required, fixed, processor in self.binds:
             if key in params:
                 value = params[key]
-            elif bindparam.required:
+                values.append(value if processor is None else processor(value))
+            elif required:
                 raise KeyError(f"a value is required for the parameter {key!r}")
             else:
-                value = bindparam.effective_value
-            values.append(value if processor is None else processor(value))
+                values.append(fixed)
         if self.positional:
             return tuple(values)
-        return {name: value for (name, _, _), value in zip(self.binds, values, strict=True)}
+        return {bind[0]: value for bind, value in zip(self.binds, values, strict=True)}
 
     def describe(self, description: Sequence[Any], dialect: Dialect) -> None:
         """Row type and value readers, from the driver's description of the first result. Two threads
@@ -129,17 +135,19 @@ class Prepared:
             plan = self._plans[dialect] = _Plan(self.statement, dialect)
         return plan
 
-    def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Ran:
-        """Run the statement in ``connection``'s transaction (begun if it was not) with ``params`` keyed
-        by the statement's parameter names."""
+    def execute(self, connection: Connection, params: Mapping[str, Any] | None = None, *,
+                begin: bool = True) -> Ran:
+        """Run the statement in ``connection``'s transaction (begun if it was not, unless ``begin`` is
+        false: the statement that begins it) with ``params`` keyed by the statement's parameter names."""
         dialect = connection.dialect
         plan = self.plan(dialect)
         arguments = plan.arguments(params or {})
-        if not connection.in_transaction():
+        if begin and not connection.in_transaction():
             connection.begin()
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            if connection.dispatch.before_cursor_execute:
+            # SQLAlchemy's own test for listeners (its flags: the dispatch lookup costs more than a statement).
+            if connection._has_events or connection.engine._has_events:
                 connection.dispatch.before_cursor_execute(connection, cursor, plan.sql, arguments, None, False)
             cursor.execute(plan.sql, arguments)
             description = cursor.description
