@@ -14,8 +14,14 @@ statement runs in the caller's transaction, on the connection the session holds.
 through SQLAlchemy's own handling (the same exception classes, a dropped connection invalidated as
 ``Connection.execute`` would), and ``before_cursor_execute`` listeners still hear each statement.
 
-What a statement may hold: bound parameters (named with ``bindparam``, or literals), no ``IN`` list
-expanded per execution (write ``a == x OR a == y`` instead): that is checked when it is compiled.
+What a statement may hold: bound parameters (named with ``bindparam``, or literals); no ``IN`` list
+expanded per execution (write ``a == x OR a == y`` instead), no column left to a Python-side default, no
+parameter computed per execution: each is refused when the statement is first compiled.
+
+It reads a few of SQLAlchemy's internals where it does what ``Connection.execute`` does: the compiled
+statement's bind processors and result columns, a type's cached result processor, the connection's
+``_handle_dbapi_exception`` and its listener flags. The lock pins SQLAlchemy's version, and
+``tests/test_prepared.py`` fails if one of them changes meaning.
 """
 
 from __future__ import annotations
