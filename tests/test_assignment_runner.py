@@ -181,6 +181,28 @@ def assert_tokens_match(rt: Runtime, run_id: int, timeout_s: float = 5.0) -> Non
         assert held == expected
 
 
+def new_pair_chats_to_the_end(rt: Runtime, web: str, run_id: int) -> tuple[str, str]:
+    """Carol and Dave take the run's units back in the pool, chat a turn each through a runner worker, submit,
+    and the run finishes; returns their agent ids."""
+    carol, dave = register(web, "carol"), register(web, "dave")
+    pages = [LivePage(web, carol["agent_id"]).open(), LivePage(web, dave["agent_id"]).open()]
+    try:
+        for page in pages:
+            wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30, message="the new pair to start")
+        pages[0].say("hello dave")
+        wait_for(lambda: "hello dave" in pages[1].texts(), message="carol's turn relayed")
+        pages[1].say("hello carol")
+        wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in pages[0].messages),
+                 message="the runner to end the conversation")
+        submit(web, carol["agent_id"], {"rating": 5})
+        submit(web, dave["agent_id"], {"rating": 5})
+    finally:
+        for page in pages:
+            page.close()
+    wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+    return str(carol["agent_id"]), str(dave["agent_id"])
+
+
 def submit(url: str, agent_id: str, data: dict[str, Any]) -> None:
     answer = httpx.post(url + "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": data}, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -355,29 +377,13 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
         assert kept == [("out", "You are speaker 0."), ("in", "hi bob")]
 
         with runner_worker(rt.settings, tmp_path / "runner2.log"):
-            carol, dave = register(web, "carol"), register(web, "dave")
-            pages = [LivePage(web, carol["agent_id"]).open(), LivePage(web, dave["agent_id"]).open()]
-            try:
-                for page in pages:
-                    wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30,
-                             message="the new pair to start")
-                pages[0].say("hello dave")
-                wait_for(lambda: "hello dave" in pages[1].texts(), message="carol's turn relayed")
-                pages[1].say("hello carol")
-                wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in pages[0].messages),
-                         message="the runner to end the conversation")
-                submit(web, carol["agent_id"], {"rating": 5})
-                submit(web, dave["agent_id"], {"rating": 5})
-            finally:
-                for page in pages:
-                    page.close()
-            wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+            carol, dave = new_pair_chats_to_the_end(rt, web, run_id)
     assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired",
-                                    carol["agent_id"]: "completed", dave["agent_id"]: "completed"}
+                                    carol: "completed", dave: "completed"}
     with transaction(rt.sessions) as session:
         done = dict(session.execute(select(Unit.id, Unit.agent_id).where(Unit.task_run_id == run_id)).all())
         attempts = {r["agent_id"]: r for r in ended_attempt_records(session, [run_id])}
-    assert sorted(done.values()) == sorted([carol["agent_id"], dave["agent_id"]]), "each unit completed once"
+    assert sorted(done.values()) == sorted([carol, dave]), "each unit completed once"
     assert_tokens_match(rt, run_id)
     # The lost conversation is exported as the partial work of the two who had it, paid for by no one.
     assert set(attempts) == {alice.agent_id, bob.agent_id}

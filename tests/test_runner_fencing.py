@@ -20,13 +20,13 @@ from mephisto_dist.db.models import AgentMessage
 from mephisto_dist.limiter import keys
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.live_page import LivePage
-from tests.system import celery_beat, celery_worker, register, runner_worker, web_server
+from tests.system import celery_beat, celery_worker, runner_worker, web_server
 from tests.test_assignment_runner import (
     assert_tokens_match,
     chat_task_dir,
     launch,
     live,
+    new_pair_chats_to_the_end,
     run_finished,
     started_pair,
     statuses,
@@ -80,25 +80,9 @@ def test_a_runner_paused_past_its_lease_and_resumed_moves_nothing_after_the_swee
             assert_tokens_match(rt, run_id)
 
             with runner_worker(rt.settings, tmp_path / "runner2.log"):
-                carol, dave = register(web, "carol"), register(web, "dave")
-                pages = [LivePage(web, carol["agent_id"]).open(), LivePage(web, dave["agent_id"]).open()]
-                try:
-                    for page in pages:
-                        wait_for(lambda page=page: "in task" in page.statuses, timeout_s=30,
-                                 message="the new pair to start")
-                    pages[0].say("hello dave")
-                    wait_for(lambda: "hello dave" in pages[1].texts(), message="carol's turn relayed")
-                    pages[1].say("hello carol")
-                    wait_for(lambda: any(m.get("task_data", {}).get("task_done") for m in pages[0].messages),
-                             message="the runner to end the conversation")
-                    submit(web, carol["agent_id"], {"rating": 5})
-                    submit(web, dave["agent_id"], {"rating": 5})
-                finally:
-                    for page in pages:
-                        page.close()
-                wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+                carol, dave = new_pair_chats_to_the_end(rt, web, run_id)
     assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired",
-                                    carol["agent_id"]: "completed", dave["agent_id"]: "completed"}
+                                    carol: "completed", dave: "completed"}
     assert unit_statuses(rt, run_id) == ["completed", "completed"]
     assert_tokens_match(rt, run_id)
 
