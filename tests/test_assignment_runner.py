@@ -106,13 +106,20 @@ def launch(settings: Settings, task_dir: Path) -> int:
 
 
 @contextmanager
-def chat_deployment(rt: Runtime, run_id: int, logs: Path) -> Iterator[str]:
-    """Every process a hosted run needs: a Celery worker, the runner worker, beat (the live sweep) and a
-    web process; yields the web URL once the assignment's two units are launched."""
-    with celery_worker(rt.settings, logs / "worker.log"), runner_worker(rt.settings, logs / "runner.log"), \
-            celery_beat(rt.settings, logs / "beat.log"), web_server(rt.settings, run_id, logs / "web.log") as web:
+def sweeping_deployment(rt: Runtime, run_id: int, logs: Path) -> Iterator[str]:
+    """A Celery worker, beat (the live sweep) and a web process, no runner worker (the test starts and
+    kills its own); yields the web URL once the assignment's two units are launched."""
+    with celery_worker(rt.settings, logs / "worker.log"), celery_beat(rt.settings, logs / "beat.log"), \
+            web_server(rt.settings, run_id, logs / "web.log") as web:
         wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
                  message="the two units of the assignment to be launched")
+        yield web
+
+
+@contextmanager
+def chat_deployment(rt: Runtime, run_id: int, logs: Path) -> Iterator[str]:
+    """Every process a hosted run needs: :func:`sweeping_deployment` and the runner worker."""
+    with runner_worker(rt.settings, logs / "runner.log"), sweeping_deployment(rt, run_id, logs) as web:
         yield web
 
 
@@ -258,10 +265,7 @@ def test_a_partner_who_never_comes_and_a_waiting_page_gone_silent_release_the_un
     disconnected the same way. Neither assignment started, so the runner ran nothing."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path, partner_wait_s=5))
-    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
-            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
-        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
-                 message="the two units of the assignment to be launched")
+    with sweeping_deployment(rt, run_id, tmp_path) as web:
         alice = register(web, "alice")
         alone = LivePage(web, alice["agent_id"]).open()
         try:
@@ -356,17 +360,17 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
     finishes."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path))
-    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
-            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
-        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
-                 message="the two units of the assignment to be launched")
-        with runner_worker(rt.settings, tmp_path / "runner1.log") as runner, started_pair(web) as (alice, bob):
-            alice.say("hi bob")
-            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
-            os.killpg(runner.pid, signal.SIGKILL)
-            for page in (alice, bob):
-                wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
-                         message="the pages to hear the assignment ended")
+    with (
+        sweeping_deployment(rt, run_id, tmp_path) as web,
+        runner_worker(rt.settings, tmp_path / "runner1.log") as runner,
+        started_pair(web) as (alice, bob),
+    ):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        os.killpg(runner.pid, signal.SIGKILL)
+        for page in (alice, bob):
+            wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
+                     message="the pages to hear the assignment ended")
         assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired"}
         assert unit_statuses(rt, run_id) == ["launched", "launched"]
         assert_tokens_match(rt, run_id)
@@ -402,28 +406,28 @@ def test_a_runner_worker_killed_mid_chat_is_restarted_from_the_stored_messages_w
     export has the whole conversation once and no ended attempt."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2))
-    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
-            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
-        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
-                 message="the two units of the assignment to be launched")
-        with runner_worker(rt.settings, tmp_path / "runner1.log") as first, started_pair(web) as (alice, bob):
-            alice.say("hi bob")
-            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
-            with runner_worker(rt.settings, tmp_path / "runner2.log"):
-                os.killpg(first.pid, signal.SIGKILL)
-                bob.say("hi alice")  # into his inbox: no runner takes it until the restart
-                wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
-                         message="the restarted runner to relay bob's turn")
-                wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
-                                     for page in (alice, bob)), message="the runner to end the conversation")
-                submit(web, alice.agent_id, {"rating": 5})
-                submit(web, bob.agent_id, {"rating": 4})
-                wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
-            assert b"restarting its lost runner" in (tmp_path / "runner2.log").read_bytes()
-            for page in (alice, bob):
-                # No ending heard, no second start.
-                assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
-            assert alice.texts().count("You are speaker 0.") == 1 and bob.texts().count("hi bob") == 1
+    with (
+        sweeping_deployment(rt, run_id, tmp_path) as web,
+        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
+        started_pair(web) as (alice, bob),
+    ):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        with runner_worker(rt.settings, tmp_path / "runner2.log"):
+            os.killpg(first.pid, signal.SIGKILL)
+            bob.say("hi alice")  # into his inbox: no runner takes it until the restart
+            wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
+                     message="the restarted runner to relay bob's turn")
+            wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
+                                 for page in (alice, bob)), message="the runner to end the conversation")
+            submit(web, alice.agent_id, {"rating": 5})
+            submit(web, bob.agent_id, {"rating": 4})
+            wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+        assert b"restarting its lost runner" in (tmp_path / "runner2.log").read_bytes()
+        for page in (alice, bob):
+            # No ending heard, no second start.
+            assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
+        assert alice.texts().count("You are speaker 0.") == 1 and bob.texts().count("hi bob") == 1
     assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "completed"}
     assert unit_statuses(rt, run_id) == ["completed", "completed"]
     assert_tokens_match(rt, run_id)

@@ -20,7 +20,7 @@ from mephisto_dist.db.models import AgentMessage
 from mephisto_dist.limiter import keys
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_beat, celery_worker, runner_worker, web_server
+from tests.system import runner_worker
 from tests.test_assignment_runner import (
     assert_tokens_match,
     chat_task_dir,
@@ -31,6 +31,7 @@ from tests.test_assignment_runner import (
     started_pair,
     statuses,
     submit,
+    sweeping_deployment,
     unit_statuses,
 )
 
@@ -59,28 +60,28 @@ def test_a_runner_paused_past_its_lease_and_resumed_moves_nothing_after_the_swee
     on another runner worker and the run finishes with each unit completed once."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path))
-    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
-            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
-        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
-                 message="the two units of the assignment to be launched")
-        with runner_worker(rt.settings, tmp_path / "runner1.log") as first, started_pair(web) as (alice, bob):
-            alice.say("hi bob")
-            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
-            with paused(first.pid):
-                for page in (alice, bob):
-                    wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
-                             message="the pages to hear the assignment ended")
-                assert unit_statuses(rt, run_id) == ["launched", "launched"]
-            wait_for(lambda: LOST_LINE in (tmp_path / "runner1.log").read_bytes(), timeout_s=20,
-                     message="the resumed runner to find its lease gone")
-            assert unit_statuses(rt, run_id) == ["launched", "launched"], "the resumed runner moved a unit"
-            # Nor did it take its agents' end for a forced stop of the run, shutting down the run's TaskRunner
-            # in its process (and with it every other assignment of the run the process hosts).
-            assert b"TaskRunner.shutdown()" not in (tmp_path / "runner1.log").read_bytes()
-            assert_tokens_match(rt, run_id)
+    with (
+        sweeping_deployment(rt, run_id, tmp_path) as web,
+        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
+        started_pair(web) as (alice, bob),
+    ):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        with paused(first.pid):
+            for page in (alice, bob):
+                wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
+                         message="the pages to hear the assignment ended")
+            assert unit_statuses(rt, run_id) == ["launched", "launched"]
+        wait_for(lambda: LOST_LINE in (tmp_path / "runner1.log").read_bytes(), timeout_s=20,
+                 message="the resumed runner to find its lease gone")
+        assert unit_statuses(rt, run_id) == ["launched", "launched"], "the resumed runner moved a unit"
+        # Nor did it take its agents' end for a forced stop of the run, shutting down the run's TaskRunner
+        # in its process (and with it every other assignment of the run the process hosts).
+        assert b"TaskRunner.shutdown()" not in (tmp_path / "runner1.log").read_bytes()
+        assert_tokens_match(rt, run_id)
 
-            with runner_worker(rt.settings, tmp_path / "runner2.log"):
-                carol, dave = new_pair_chats_to_the_end(rt, web, run_id)
+        with runner_worker(rt.settings, tmp_path / "runner2.log"):
+            carol, dave = new_pair_chats_to_the_end(rt, web, run_id)
     assert statuses(rt, run_id) == {alice.agent_id: "expired", bob.agent_id: "expired",
                                     carol: "completed", dave: "completed"}
     assert unit_statuses(rt, run_id) == ["completed", "completed"]
@@ -97,36 +98,36 @@ def test_a_runner_paused_past_its_lease_and_resumed_leaves_the_restarted_runner_
     second start, each line is stored once and the run finishes."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2, num_turns=2))
-    with celery_worker(rt.settings, tmp_path / "worker.log"), celery_beat(rt.settings, tmp_path / "beat.log"), \
-            web_server(rt.settings, run_id, tmp_path / "web.log") as web:
-        wait_for(lambda: unit_statuses(rt, run_id) == ["launched", "launched"], timeout_s=30,
-                 message="the two units of the assignment to be launched")
-        with runner_worker(rt.settings, tmp_path / "runner1.log") as first, started_pair(web) as (alice, bob):
-            alice.say("hi bob")
-            wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
-            with runner_worker(rt.settings, tmp_path / "runner2.log"):
-                with paused(first.pid):
-                    bob.say("hi alice")
-                    wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
-                             message="the restarted runner to relay bob's turn")
-                    bob.say("fine")  # his next turn, early: it waits in his inbox
-                    wait_for(lambda: rt.redis.llen(keys.agent_inbox(bob.agent_id)) == 1,
-                             message="bob's early turn to wait in his inbox")
-                wait_for(lambda: LOST_LINE in (tmp_path / "runner1.log").read_bytes(), timeout_s=20,
-                         message="the resumed runner to find its lease gone")
-                assert rt.redis.llen(keys.agent_inbox(bob.agent_id)) == 1, "the resumed runner took bob's turn"
-                assert "fine" not in alice.texts()
-                alice.say("how are you")
-                wait_for(lambda: "how are you" in bob.texts(), message="alice's second turn relayed")
-                wait_for(lambda: "fine" in alice.texts(), message="bob's second turn relayed")
-                wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
-                                     for page in (alice, bob)), message="the runner to end the conversation")
-                submit(web, alice.agent_id, {"rating": 5})
-                submit(web, bob.agent_id, {"rating": 4})
-                wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
-            for page in (alice, bob):
-                assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
-            assert alice.texts().count("fine") == 1 and bob.texts().count("how are you") == 1
+    with (
+        sweeping_deployment(rt, run_id, tmp_path) as web,
+        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
+        started_pair(web) as (alice, bob),
+    ):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        with runner_worker(rt.settings, tmp_path / "runner2.log"):
+            with paused(first.pid):
+                bob.say("hi alice")
+                wait_for(lambda: "hi alice" in alice.texts(), timeout_s=30,
+                         message="the restarted runner to relay bob's turn")
+                bob.say("fine")  # his next turn, early: it waits in his inbox
+                wait_for(lambda: rt.redis.llen(keys.agent_inbox(bob.agent_id)) == 1,
+                         message="bob's early turn to wait in his inbox")
+            wait_for(lambda: LOST_LINE in (tmp_path / "runner1.log").read_bytes(), timeout_s=20,
+                     message="the resumed runner to find its lease gone")
+            assert rt.redis.llen(keys.agent_inbox(bob.agent_id)) == 1, "the resumed runner took bob's turn"
+            assert "fine" not in alice.texts()
+            alice.say("how are you")
+            wait_for(lambda: "how are you" in bob.texts(), message="alice's second turn relayed")
+            wait_for(lambda: "fine" in alice.texts(), message="bob's second turn relayed")
+            wait_for(lambda: all(any(m.get("task_data", {}).get("task_done") for m in page.messages)
+                                 for page in (alice, bob)), message="the runner to end the conversation")
+            submit(web, alice.agent_id, {"rating": 5})
+            submit(web, bob.agent_id, {"rating": 4})
+            wait_for(lambda: run_finished(rt, run_id), timeout_s=30, message="the run to finish")
+        for page in (alice, bob):
+            assert [st for st in page.statuses if st != "waiting"] == ["in task"], page.statuses
+        assert alice.texts().count("fine") == 1 and bob.texts().count("how are you") == 1
     assert statuses(rt, run_id) == {alice.agent_id: "completed", bob.agent_id: "completed"}
     assert unit_statuses(rt, run_id) == ["completed", "completed"]
     assert_tokens_match(rt, run_id)
