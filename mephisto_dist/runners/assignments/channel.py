@@ -9,27 +9,36 @@ it is in the transcript, so one taken by a runner that died before it stored it 
 restarted runner (:func:`give_back_taken`). A restarted runner's channel replays the stored transcript
 first (:mod:`.replay`).
 
+A page's message taken is stored with what the runner does next (its next message sent, state kept, take
+or status move), in one batch of the process's transcript writer (:mod:`.transcript`), which also frees
+it from the ``taking`` list and publishes the message sent, in one round trip: a chat's turn costs the
+runner a share of one commit and of one pipeline, not two commits and four round trips. Until then it is
+in the ``taking`` list, so a runner that dies in between loses nothing.
+
 An assignment runner's channel is fenced by its lease (:mod:`.lease`): before it takes a page's message,
 stores or sends a line, or moves a status, it checks the lease is still its own, and raises
 :class:`~.lease.LeaseLost` otherwise."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.compat.live_agent import Inbound
-from mephisto_dist.db.engine import read_transaction, single_statement, transaction
+from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, AgentMessage, OnboardingAgent
 from mephisto_dist.db.transitions import move_agent, move_onboarding_agent
 from mephisto_dist.domain.status import AgentStatus
-from mephisto_dist.runners.assignments.lease import RunnerLease
+from mephisto_dist.limiter import keys
+from mephisto_dist.runners.assignments.lease import LeaseLost, RunnerLease
 from mephisto_dist.runners.assignments.replay import IN, OUT, STATE, Replay
+from mephisto_dist.runners.assignments.transcript import NotSent, writer_of
 from mephisto_dist.runners.live import inbox as inbox_entries
 from mephisto_dist.runners.live import protocol
 from mephisto_dist.runners.live.inbox import Inbox
@@ -51,6 +60,8 @@ class RunnerChannel:
         self._run_id = run_id
         self._longest_wait_s = longest_wait_s  # under the Redis client's socket timeout
         self._seq: dict[str, int] = {}
+        self._writer = writer_of(sessions, client)
+        self._received: list[tuple[str, dict[str, Any]]] = []  # taken, stored with the next write
 
     def check_lease(self) -> None:
         """Raise :class:`~.lease.LeaseLost` if this channel's runner no longer holds its lease."""
@@ -62,6 +73,7 @@ class RunnerChannel:
         if said is not None:
             return Inbound("act", data=said)
         self.check_lease()
+        self._store_received()  # before a wait that may be long, and before its list is moved to again
         entry = self._inbox.take(agent_id, min(timeout_s, self._longest_wait_s))
         if entry is None:
             return None
@@ -79,21 +91,22 @@ class RunnerChannel:
         if self._replay is not None and self._replay.already_sent(agent_id):
             return
         self.check_lease()
-        self._record(agent_id, OUT, data)
-        send_to_agent(self._client, agent_id, protocol.live_update(agent_id, data))
+        self._write(self._line(agent_id, OUT, data),
+                    published=(keys.agent_channel(agent_id), json.dumps(protocol.live_update(agent_id, data))))
 
     def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
+        """The page's message taken by ``act``: stored with the runner's next write (it stays in the
+        agent's ``taking`` list until then)."""
         if self._replay is not None and self._replay.taken(agent_id):
             return
         self.check_lease()
-        self._record(agent_id, IN, data)
-        self._inbox.taken(agent_id)
+        self._received.append((agent_id, dict(data)))
 
     def record(self, agent_id: str, data: Mapping[str, Any]) -> None:
         if self._replay is not None and self._replay.already_kept(agent_id):
             return
         self.check_lease()
-        self._record(agent_id, STATE, data)
+        self._write(self._line(agent_id, STATE, data))
 
     def status(self, agent_id: str) -> str:
         with read_transaction(self._sessions) as session:
@@ -111,6 +124,7 @@ class RunnerChannel:
     def _move(self, agent_id: str, new: AgentStatus) -> None:
         """The agent (or onboarding agent) from the status it is working in to ``new``, its page told."""
         self.check_lease()
+        self._store_received()
         with transaction(self._sessions) as session:
             if session.get(Agent, agent_id) is not None:
                 moved = move_agent(session, agent_id, AgentStatus.IN_TASK, new, now=_now())
@@ -124,26 +138,47 @@ class RunnerChannel:
         send_to_agent(self._client, agent_id, protocol.status_packet(agent_id, status.value))
 
     def close(self, agent_ids: list[str]) -> None:
+        """The runner ended holding its lease: what it took and has not stored yet is stored, then the
+        agents' inboxes go."""
+        try:
+            self.check_lease()
+            self._store_received()
+        except LeaseLost:
+            return
         for agent_id in agent_ids:
             self._inbox.drop(agent_id)
 
-    def _record(self, agent_id: str, direction: str, data: Mapping[str, Any]) -> None:
-        """One line of the agent's transcript: one insert, atomic by itself (autocommit on PostgreSQL),
-        past the ORM's unit of work, which was a fifth of a runner worker's CPU at a hundred chats. Only
-        this runner writes the agent's lines, so its next ``seq`` is known here after the first."""
+    def _store_received(self) -> None:
+        self._write()
+
+    def _write(self, *lines: dict[str, Any], published: tuple[str, str] | None = None) -> None:
+        """``lines``, after the page messages taken and not stored yet, in one batch of the process's
+        transcript writer, which then frees those messages from their ``taking`` lists and publishes
+        ``published``. Only this runner writes its agents' lines, so their ``seq`` are known here."""
+        taken, self._received = self._received, []
+        stored = [self._line(agent_id, IN, data) for agent_id, data in taken] + list(lines)
+        try:
+            self._writer.write(stored, freed=[keys.agent_inbox_taking(agent_id) for agent_id, _ in taken],
+                               published=() if published is None else (published,))
+        except NotSent as failed:
+            raise (failed.__cause__ or failed) from None  # stored: only Redis failed, as a send did before
+        except BaseException:
+            for line in stored:  # not stored: the same numbers go to the next attempt
+                self._seq[line["agent_id"]] = min(self._seq[line["agent_id"]], line["seq"] - 1)
+            self._received = taken + self._received
+            raise
+
+    def _line(self, agent_id: str, direction: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The agent's next transcript line (its ``seq`` is read once, then counted here)."""
         seq = self._seq.get(agent_id)
         if seq is None:
             with read_transaction(self._sessions) as session:
                 seq = int(session.scalar(select(func.coalesce(func.max(AgentMessage.seq), 0))
                                          .where(AgentMessage.agent_id == agent_id)) or 0)
         seq += 1
-        with single_statement(self._sessions) as connection:
-            connection.execute(_INSERT_LINE, {"task_run_id": self._run_id, "agent_id": agent_id, "seq": seq,
-                                              "direction": direction, "data": dict(data), "created_at": _now()})
         self._seq[agent_id] = seq
-
-
-_INSERT_LINE = insert(AgentMessage)
+        return {"task_run_id": self._run_id, "agent_id": agent_id, "seq": seq, "direction": direction,
+                "data": dict(data), "created_at": _now()}
 
 
 def stored_replay(sessions: sessionmaker[Session], agent_ids: list[str]) -> Replay:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from mephisto_dist.limiter import keys
 
@@ -52,7 +53,9 @@ class Inbox:
     def take(self, agent_id: str, wait_s: float) -> dict[str, Any] | None:
         """The agent's next entry, waiting up to ``wait_s`` (0: not at all); None when there is none. The
         entry moves to the agent's ``taking`` list, where it stays until :meth:`taken` (the runner stored
-        it), so a runner that dies in between does not lose it (:meth:`give_back`)."""
+        it), so a runner that dies in between does not lose it (:meth:`give_back`). The list has no
+        expiry of its own (one more round trip per message): the runner empties it, a restarted runner
+        gives it back, and the sweep drops it with the inbox of an assignment it ends."""
         inbox, taking = keys.agent_inbox(agent_id), keys.agent_inbox_taking(agent_id)
         raw: Any
         if wait_s <= 0:
@@ -61,7 +64,6 @@ class Inbox:
             raw = self._client.blmove(inbox, taking, wait_s, "LEFT", "RIGHT")  # type: ignore[arg-type]  # seconds, decimal since Redis 6
         if raw is None:
             return None
-        self._client.expire(taking, INBOX_TTL_S)
         entry: dict[str, Any] = json.loads(raw)
         return entry
 
@@ -92,3 +94,17 @@ class Inbox:
     def _entry(self, agent_id: str, entry: dict[str, Any], update_id: str) -> bool:
         return bool(self._push(keys=[keys.agent_seen_updates(agent_id), keys.agent_inbox(agent_id)],
                                args=[update_id, json.dumps(entry), INBOX_TTL_S]))
+
+
+class AsyncInbox:
+    """A web process's side, on its event loop: a page's message pushed without a thread."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._push = client.register_script(_lua())
+
+    async def push_message(self, agent_id: str, data: Mapping[str, Any]) -> bool:
+        """As :meth:`Inbox.push_message`."""
+        update_id = data.get("update_id")
+        entry = json.dumps({"kind": ACT, "data": dict(data)})
+        return bool(await self._push(keys=[keys.agent_seen_updates(agent_id), keys.agent_inbox(agent_id)],
+                                     args=[update_id if isinstance(update_id, str) else "", entry, INBOX_TTL_S]))
