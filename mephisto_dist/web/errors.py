@@ -48,7 +48,8 @@ async def driver_error_response(request: Request, exc: Exception) -> Response:
     """An outage is a 503 the worker can read (the operator's line, URL masked, goes to the log); any
     other driver error is a bug, answered 500 without its SQL."""
     translated = translate(exc, context_of(request).served.runtime.settings)
-    log.error("%s %s: %s", request.method, request.url.path, translated or repr(exc))
+    # Raised in a websocket handler too (the live channel), which has no method.
+    log.error("%s %s: %s", getattr(request, "method", "WEBSOCKET"), request.url.path, translated or repr(exc))
     if isinstance(translated, Unreachable):
         return JSONResponse({"error": BACKEND_DOWN}, 503)
     return JSONResponse({"error": "internal error"}, 500)

@@ -107,9 +107,11 @@ def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     # Idle keep-alive connections are closed by the balancer first (nginx keeps an upstream one 60 s):
     # closed here after uvicorn's default 5 s, nginx could send a request down one just as it closed,
     # get "upstream prematurely closed", and take this healthy process out of its pool (max_fails=1).
+    # The live channel's packets are small JSON: compressing each (permessage-deflate, which browsers offer)
+    # cost more CPU on both ends than it saved, and Mephisto's router (Tornado's default) does not either.
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
                           access_log=False, log_config=None, proxy_headers=False,
-                          timeout_keep_alive=KEEP_ALIVE_S)
+                          timeout_keep_alive=KEEP_ALIVE_S, ws_per_message_deflate=False)
 
 
 def serve_recorded(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,

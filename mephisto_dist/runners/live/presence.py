@@ -35,6 +35,10 @@ class AsyncPresence:
         """Stamp ``agent_id`` as heard now; return the server time in ms."""
         return int(await self._beat(keys=[self._key], args=[agent_id]))
 
+    async def beat_all(self, agent_ids: list[str]) -> int:
+        """Stamp every one of ``agent_ids`` as heard now, in one call; return the server time in ms."""
+        return int(await self._beat(keys=[self._key], args=agent_ids))
+
 
 class Presence:
     """The sweep's side: take the silent agents."""

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mephisto_dist.domain.status import AGENT_ACTIVE
+from mephisto_dist.domain.status import AGENT_ACTIVE, AgentStatus
 from mephisto_dist.errors import RequestError
 from mephisto_dist.runners import channel as service
 from mephisto_dist.runners.live import protocol
@@ -47,7 +47,7 @@ async def live_socket(websocket: WebSocket) -> None:
                 # Only a page whose agent is still working is watched: one told it timed out or was
                 # disconnected may stay open, and must not be found silent (and told) again and again.
                 watched = subject == agent_id and page.status in _WORKING
-                now_ms = await hub.presence.beat(subject) if watched else None
+                now_ms = await hub.heard(subject) if watched else None
                 await page.send(protocol.heartbeat_answer(subject, page.status, now_ms=now_ms or _ms()))
             elif kind == protocol.MEPHISTO_BOUND_LIVE_UPDATE:
                 if subject != agent_id:
@@ -56,7 +56,7 @@ async def live_socket(websocket: WebSocket) -> None:
                     # Mephisto's router, which routes a call by its subject, take it: link the socket first.
                     agent_id = await _alive(context, hub, page, subject, agent_id)
                 if subject == agent_id:
-                    await _live_update(context, page, subject, packet.get("data"))
+                    await _live_update(context, hub, page, subject, packet.get("data"))
             elif kind == protocol.LOG_ERROR:
                 log.warning("front-end error from agent %s: %s", subject, str(packet.get("data"))[:2000])
     except WebSocketDisconnect:
@@ -91,9 +91,17 @@ async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: 
     return agent_id
 
 
-async def _live_update(context: WebContext, page: PageSocket, agent_id: str, data: Any) -> None:
+async def _live_update(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: str, data: Any) -> None:
     if not isinstance(data, dict):
         return
+    if page.status in _TO_RUNNER and not _is_call(data):
+        run = context.served.cached_run()
+        if run is not None and run.hooks.hosts_assignments:
+            # A message for the agent's hosted runner from a page whose agent is known to be working (its
+            # status was read at alive and has followed every change told to the page since): straight to
+            # the inbox from the loop, with no thread and no database read. Others go the checked way.
+            await hub.push_message(agent_id, data)
+            return
     try:
         # In a thread even on SQLite: waiting for the database's write lock (held by a Celery worker, another
         # process) must not stall the loop that carries every other page's packets.
@@ -102,6 +110,15 @@ async def _live_update(context: WebContext, page: PageSocket, agent_id: str, dat
         request_id = data.get("request_id")
         if isinstance(request_id, str):
             await page.send(protocol.answer_update(agent_id, request_id, protocol.error_response(str(error))))
+
+
+_TO_RUNNER = frozenset({AgentStatus.WAITING.value, AgentStatus.IN_TASK.value, AgentStatus.ONBOARDING.value})
+
+
+def _is_call(data: dict[str, Any]) -> bool:
+    """A remote procedure call (recorded and answered), not a message for a runner."""
+    request_id, target = data.get("request_id"), data.get("target")
+    return bool(request_id) or bool(target)
 
 
 def _ms() -> int:
