@@ -23,6 +23,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from mephisto_dist.db.engine import holding_connections
 from mephisto_dist.errors.drivers import is_outage, translate
 from mephisto_dist.web.frontend import RenderedFrontend
 from mephisto_dist.web.hot_threads import HotThreads
@@ -64,7 +65,7 @@ class WebContext:
     files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hot", HotThreads(self.hot_threads))
+        object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections))
 
     @property
     def max_body_bytes(self) -> int:

@@ -6,7 +6,8 @@ capacity limiter, cancel scopes, the async library's detection, a worker thread 
 share of a web process's CPU per unit of its own, twice per unit. What it gave that is kept: at most
 ``size`` calls run at once (the others wait in the queue, in order), and a call the awaiting request
 gives up on (a cancelled task) still runs to its end, its answer dropped; idle threads end after
-``IDLE_S``, and a thread is started again when work comes.
+``IDLE_S``, and a thread is started again when work comes. Each thread lives inside ``around()`` (the web's
+holds its database connections from one transaction to the next: ``db.engine.holding_connections``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -24,11 +26,13 @@ IDLE_S = 10.0
 
 
 class HotThreads:
-    def __init__(self, size: int, name: str = "hot-path") -> None:
+    def __init__(self, size: int, name: str = "hot-path",
+                 around: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one thread")
         self.size = size
         self._name = name
+        self._around = around
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
             queue.SimpleQueue()
         # Under the lock: threads started and not ended, those waiting for a job, jobs not yet taken.
@@ -50,6 +54,10 @@ class HotThreads:
         return await future
 
     def _serve(self) -> None:
+        with self._around():
+            self._serve_jobs()
+
+    def _serve_jobs(self) -> None:
         jobs = self._jobs
         lock = self._lock
         while True:
