@@ -150,3 +150,40 @@ def test_a_message_that_keeps_failing_is_failed_then_resent(tmp_path: Path, data
             assert outbox.claim(session, first, now=now + timedelta(hours=1)) is None  # done stays done
     finally:
         engine.dispose()
+
+
+def test_a_message_settled_by_the_work_it_asked_for_is_done_once_and_not_resent(tmp_path: Path,
+                                                                                 database_url: str) -> None:
+    """A hosted runner's start marks its ``assignment_ready`` message done in the start's own transaction
+    (``outbox.settle``): pending or claimed by another delivery, it is done after, and only the first
+    settle says it did it; a rolled-back start leaves it to be sent again."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+    now = datetime.now(UTC)
+    try:
+        with transaction(sessions) as session:
+            ready = outbox.add(session, outbox.ASSIGNMENT_READY, "1:ab", run_id=None,
+                               payload={"assignment_id": 1, "agent_ids": ["a", "b"]}, now=now)
+            claimed_elsewhere = outbox.add(session, outbox.ASSIGNMENT_READY, "2:cd", run_id=None,
+                                           payload={"assignment_id": 2, "agent_ids": ["c", "d"]}, now=now)
+        assert ready is not None and claimed_elsewhere is not None
+        with read_transaction(sessions) as session:
+            assert outbox.unfinished(session, ready) == (outbox.ASSIGNMENT_READY,
+                                                         {"assignment_id": 1, "agent_ids": ["a", "b"]})
+        with pytest.raises(RuntimeError), transaction(sessions) as session:
+            assert outbox.settle(session, ready, now=now)
+            raise RuntimeError("the start failed: its agents' moves and the settle roll back together")
+        with transaction(sessions) as session:
+            assert outbox.due(session, now=now + timedelta(seconds=5), retry_base_s=1.0) == [ready, claimed_elsewhere]
+            assert outbox.claim(session, claimed_elsewhere, now=now) is not None  # the default queue's delivery
+        with transaction(sessions) as session:
+            assert outbox.settle(session, ready, now=now)
+            assert outbox.settle(session, claimed_elsewhere, now=now)
+            assert not outbox.settle(session, ready, now=now), "done once"
+        with transaction(sessions) as session:
+            assert outbox.unfinished(session, ready) is None
+            assert outbox.due(session, now=now + timedelta(hours=1), retry_base_s=1.0) == []
+            assert outbox.claim(session, ready, now=now + timedelta(hours=1)) is None
+    finally:
+        engine.dispose()

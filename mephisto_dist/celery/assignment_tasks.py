@@ -14,7 +14,10 @@ from functools import lru_cache
 from mephisto_dist import queue
 from mephisto_dist.blueprints.hooks import TaskHooks
 from mephisto_dist.celery.runner_worker import app
+from mephisto_dist.db import outbox
+from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import TaskRun
+from mephisto_dist.runners import events
 from mephisto_dist.runners.assignments import host, onboarding
 from mephisto_dist.runs.bundles import run_files
 from mephisto_dist.runtime import Runtime
@@ -35,6 +38,26 @@ def _hooks(run: TaskRun) -> TaskHooks:
 def run_assignment(assignment_id: int, agent_ids: list[str]) -> str:
     """Start the assignment with these agents (all still waiting) and run it to its end."""
     return host.run_assignment(runtime(), assignment_id, agent_ids, _hooks)
+
+
+@app.task(name=queue.RUNNER_OUTBOX_MESSAGE, acks_late=False)  # type: ignore[untyped-decorator]
+def runner_outbox_message(message_id: int) -> str | None:
+    """Carry out an outbox message that starts a hosted runner, here, at once. An ``assignment_ready``
+    runs the assignment in this thread, its start marking the message done in the start's own
+    transaction (the agents' move from ``waiting`` is what makes it once: a re-send finds them started);
+    an ``onboarding_ready`` is delivered as the default queue does (claimed, sent, marked done). A message
+    lost before its start stays pending, and beat's sweep sends it again."""
+    rt = runtime()
+    with read_transaction(rt.sessions) as session:
+        found = outbox.unfinished(session, message_id)
+    if found is None:
+        return None
+    kind, payload = found
+    if kind != outbox.ASSIGNMENT_READY:
+        events.deliver(rt, message_id)
+        return None
+    return host.run_assignment(rt, int(payload["assignment_id"]), list(payload["agent_ids"]), _hooks,
+                               message_id=message_id)
 
 
 @app.task(name=queue.RESTART_ASSIGNMENT, acks_late=False)  # type: ignore[untyped-decorator]

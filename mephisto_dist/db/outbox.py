@@ -98,6 +98,23 @@ def finish(session: Session, claimed: Claimed, *, now: datetime) -> bool:
         .values(status=DONE, done_at=now, last_error=None)).rowcount)
 
 
+def unfinished(session: Session, message_id: int) -> tuple[str, dict[str, Any]] | None:
+    """The message's kind and payload while it is not done (nor failed); ``None`` after."""
+    row = session.execute(select(OutboxMessage.kind, OutboxMessage.payload)
+                          .where(OutboxMessage.id == message_id, OutboxMessage.status.in_(UNFINISHED))).first()
+    return None if row is None else (str(row.kind), dict(row.payload or {}))
+
+
+def settle(session: Session, message_id: int, *, now: datetime) -> bool:
+    """Mark done a message whose work is committed in this same transaction, by whichever delivery did it
+    (the work's own compare-and-set is what makes it once: a hosted runner's start moves its agents from
+    ``waiting``); False when it was done already."""
+    return bool(session.connection().execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.status.in_(UNFINISHED))
+        .values(status=DONE, done_at=now, last_error=None)).rowcount)
+
+
 def give_up_or_retry(session: Session, claimed: Claimed, error: str, *, max_attempts: int, now: datetime) -> bool:
     """After a failed attempt: back to pending (the sweep re-sends it after a backoff), or failed for good
     once ``max_attempts`` were made; True when it failed for good."""

@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 LAUNCH_UNITS = "mephisto_dist.launch_units"
 OUTBOX_MESSAGE = "mephisto_dist.outbox_message"
 """Carries out one outbox row (``db.outbox``) by id: the TaskRunner's unit-assigned and unit-submitted events."""
+RUNNER_OUTBOX_MESSAGE = "mephisto_dist.runner_outbox_message"
+"""The same, on the runner worker, for the messages that start a hosted runner (an assignment whose units
+are all claimed, an onboarding world): the pair waiting for it is not held up behind the default queue's
+events, launches and sweeps, and an assignment's start is one transaction that also marks its message
+done (beat's re-send of one goes to :data:`OUTBOX_MESSAGE`, which carries it out too)."""
 RESEND_OUTBOX = "mephisto_dist.resend_outbox"
 REMOTE_CALL = "mephisto_dist.remote_call"
 LIVE_SWEEP = "mephisto_dist.live_sweep"
@@ -42,19 +47,20 @@ ASSIGNMENTS_QUEUE = "assignments"
 would hold a process for a whole conversation); the runner worker (``mephisto_dist.celery.runner_worker``,
 threads pool) consumes only it."""
 ROUTES = {REMOTE_CALL: LIVE_QUEUE, RUN_ASSIGNMENT: ASSIGNMENTS_QUEUE, RESTART_ASSIGNMENT: ASSIGNMENTS_QUEUE,
-          RUN_ONBOARDING: ASSIGNMENTS_QUEUE}
+          RUN_ONBOARDING: ASSIGNMENTS_QUEUE, RUNNER_OUTBOX_MESSAGE: ASSIGNMENTS_QUEUE}
 
 
 class TaskQueue(Protocol):
     def enqueue(self, name: str, *args: Any) -> None: ...
 
 
-def send_outbox(queue: TaskQueue, message_ids: Sequence[int]) -> None:
-    """Send outbox messages (``db.outbox``) after the commit that wrote them. A broker that does not
-    answer is no failure: the messages are in the database, and beat's sweep sends them."""
+def send_outbox(queue: TaskQueue, message_ids: Sequence[int], *, task: str = OUTBOX_MESSAGE) -> None:
+    """Send outbox messages (``db.outbox``) after the commit that wrote them, as ``task``
+    (:data:`OUTBOX_MESSAGE` or :data:`RUNNER_OUTBOX_MESSAGE`). A broker that does not answer is no
+    failure: the messages are in the database, and beat's sweep sends them."""
     for message_id in message_ids:
         try:
-            queue.enqueue(OUTBOX_MESSAGE, message_id)
+            queue.enqueue(task, message_id)
         except ServiceError as error:
             log.warning("outbox message %s not sent now (%s): beat re-sends it", message_id, error)
             return

@@ -16,7 +16,7 @@ from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
 from mephisto_dist.providers import provider_class
-from mephisto_dist.queue import PROVIDER_CALL, send_outbox
+from mephisto_dist.queue import OUTBOX_MESSAGE, PROVIDER_CALL, RUNNER_OUTBOX_MESSAGE, send_outbox
 from mephisto_dist.review.qualifications import pending_worker_calls
 from mephisto_dist.runners.live import calls
 from mephisto_dist.work import claims, onboarding, partners
@@ -32,7 +32,7 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     run = served.run()
     runner = runner_for(run.run_config.blueprint.blueprint_type)
     details = AgentDetails(reg.request_id, failure_reason=claims.NO_UNIT_AVAILABLE)
-    messages: list[int] = []
+    messages: list[tuple[int, str]] = []
     for attempt in range(claims.CLAIM_ATTEMPTS):
         try:
             freed: list[UnitTokens] = []
@@ -56,7 +56,7 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
             break
         except claims.ClaimBusy:
             time.sleep(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
-    send_outbox(served.runtime.queue, messages)
+    _send(served, messages)
     if run.hooks.hosts_assignments and details.agent_id and details.unit_id is not None:
         hosted = partners.init_task_data(run, details)
         if hosted is not None:
@@ -77,7 +77,7 @@ def _register(session: Session, served: Served, run: RunContext, reg: Registrati
 
 
 def _claim_reserved(served: Served, run: RunContext,
-                    reservation: claims.Reservation) -> tuple[AgentDetails, list[int]] | None:
+                    reservation: claims.Reservation) -> tuple[AgentDetails, list[tuple[int, str]]] | None:
     """Take the worker's per-worker tokens for the reserved unit (no transaction open), then claim it;
     with the outbox messages the claim wrote (to send after the commit). ``None`` when another request
     took the unit first (its tokens are given back)."""
@@ -137,7 +137,7 @@ def submit_onboarding(served: Served, agent_id: str, data: dict[str, Any], *,
         if claimed is None:
             return request_agent(served, outcome.reg)
         outcome, messages = claimed
-    send_outbox(served.runtime.queue, messages)
+    _send(served, messages)
     return outcome
 
 
@@ -160,27 +160,34 @@ def _send_provider_calls(served: Served, call_ids: list[int]) -> None:
             return
 
 
-def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -> list[int]:
+def _record_assigned(session: Session, run: RunContext, details: AgentDetails) -> list[tuple[int, str]]:
     """The TaskRunner's on-assigned event for a new agent on a unit, when the run's runner wants it, and
     the start of its assignment's hosted runner when this claim completed it: outbox messages written in
-    the claiming transaction (their ids, to send after the commit)."""
+    the claiming transaction (their ids, to send after the commit, each with the task that carries it
+    out: a runner's start goes to the runner worker's queue, see ``queue.RUNNER_OUTBOX_MESSAGE``)."""
     if run.hooks.plays_onboarding and details.unit_id is None and details.agent_id \
             and onboarding.is_onboarding_id(details.agent_id):
         # Its world is played on a runner worker (once per onboarding agent: the message's key).
         ready = outbox.add(session, outbox.ONBOARDING_READY, details.agent_id, run_id=run.run_id,
                            payload={"agent_id": details.agent_id}, now=now())
-        return [] if ready is None else [ready]
+        return [] if ready is None else [(ready, RUNNER_OUTBOX_MESSAGE)]
     if not (details.created and details.unit_id is not None and details.agent_id):
         return []
     messages = []
     if runner_for(run.run_config.blueprint.blueprint_type).wants_unit_assigned:
         message = outbox.add(session, outbox.UNIT_ASSIGNED, details.agent_id, run_id=run.run_id,
                              payload={"agent_id": details.agent_id}, now=now())
-        messages += [] if message is None else [message]
+        messages += [] if message is None else [(message, OUTBOX_MESSAGE)]
     if run.hooks.hosts_assignments:
         ready = partners.record_claim(session, run.run_id, details.unit_id, now=now())
-        messages += [] if ready is None else [ready]
+        messages += [] if ready is None else [(ready, RUNNER_OUTBOX_MESSAGE)]
     return messages
+
+
+def _send(served: Served, messages: list[tuple[int, str]]) -> None:
+    """The claim's outbox messages, after its commit, each as its task."""
+    for task in sorted({task for _, task in messages}):
+        send_outbox(served.runtime.queue, [message for message, sent_as in messages if sent_as == task], task=task)
 
 
 def _validate_onboarding(run: RunContext, data: dict[str, Any]) -> bool:

@@ -48,6 +48,7 @@ from mephisto_dist.compat.live_agent import Agent as LiveAgent
 from mephisto_dist.compat.live_agent import Assignment as AssignmentView
 from mephisto_dist.compat.task_runner import RunningAssignment, RunningUnit, TaskRunner, build_runner
 from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import read_transaction, transaction
 from mephisto_dist.db.models import Agent, Assignment, Task, TaskRun, Unit, Worker
 from mephisto_dist.db.transitions import move_agent, move_unit
@@ -95,8 +96,10 @@ class _Started:
 
 
 def run_assignment(rt: Runtime, assignment_id: int, agent_ids: Sequence[str],
-                   hooks_of: Callable[[TaskRun], TaskHooks]) -> str:
-    started = _start(rt, assignment_id, list(agent_ids))
+                   hooks_of: Callable[[TaskRun], TaskHooks], *, message_id: int | None = None) -> str:
+    """``message_id``: the ``assignment_ready`` outbox message this start carries out, marked done in the
+    start's own transaction (or after it, when the agents were no longer all waiting)."""
+    started = _start(rt, assignment_id, list(agent_ids), message_id)
     if started is None:
         return NOT_STARTED
     # Taken after the start's commit (a repeated start never touches it); the sweep gives a start a lease's
@@ -256,16 +259,21 @@ def _cleanup(runner: TaskRunner, assignment: AssignmentView, unit: UnitView | No
         log.exception("cleanup failed for assignment %s", assignment.db_id)
 
 
-def _start(rt: Runtime, assignment_id: int, agent_ids: list[str]) -> _Started | None:
+def _start(rt: Runtime, assignment_id: int, agent_ids: list[str], message_id: int | None = None) -> _Started | None:
     now = _now()
     try:
         with transaction(rt.sessions) as session:
             for agent_id in agent_ids:
                 if not move_agent(session, agent_id, AgentStatus.WAITING, AgentStatus.IN_TASK, now=now):
                     raise _NotAllWaiting(agent_id)
+            if message_id is not None:
+                outbox.settle(session, message_id, now=now)
             return _read_started(session, assignment_id, agent_ids)
     except _NotAllWaiting as left:
         log.info("assignment %s not started: agent %s is no longer waiting", assignment_id, left)
+        if message_id is not None:  # nothing to start: a later claim writes a message of its own
+            with transaction(rt.sessions) as session:
+                outbox.settle(session, message_id, now=now)
         return None
 
 
