@@ -139,3 +139,16 @@ def test_a_message_taken_is_stored_with_the_runners_next_send_and_kept_for_a_res
     restarted.close(["agent-x", "agent-y"])
     assert _lines(runtime, "agent-x") == [(1, IN, "hi y"), (2, IN, "second")], \
         "a runner that ends stores what it took before the inboxes go"
+
+
+def test_a_message_taken_then_answered_to_the_same_page_is_numbered_before_the_answer(runtime: Any) -> None:
+    """The taken message waits for the runner's next write, but it came first: its line is numbered first."""
+    inbox = Inbox(runtime.redis)
+    channel = RunnerChannel(runtime.sessions, runtime.redis, 1, longest_wait_s=0.5)
+    channel.send("agent-s", {"text": "hello", "update_id": "o0"})
+    inbox.push_message("agent-s", {"text": "question", "update_id": "u1"})
+    taken = channel.receive("agent-s", 0.5)
+    assert taken is not None
+    channel.received("agent-s", taken.data or {})
+    channel.send("agent-s", {"text": "answer", "update_id": "o1"})
+    assert _lines(runtime, "agent-s") == [(1, OUT, "hello"), (2, IN, "question"), (3, OUT, "answer")]

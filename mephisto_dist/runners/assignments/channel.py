@@ -91,7 +91,7 @@ class RunnerChannel:
         if self._replay is not None and self._replay.already_sent(agent_id):
             return
         self.check_lease()
-        self._write(self._line(agent_id, OUT, data),
+        self._write((agent_id, OUT, data),
                     published=(keys.agent_channel(agent_id), json.dumps(protocol.live_update(agent_id, data))))
 
     def received(self, agent_id: str, data: Mapping[str, Any]) -> None:
@@ -106,7 +106,7 @@ class RunnerChannel:
         if self._replay is not None and self._replay.already_kept(agent_id):
             return
         self.check_lease()
-        self._write(self._line(agent_id, STATE, data))
+        self._write((agent_id, STATE, data))
 
     def status(self, agent_id: str) -> str:
         with read_transaction(self._sessions) as session:
@@ -151,13 +151,16 @@ class RunnerChannel:
     def _store_received(self) -> None:
         self._write()
 
-    def _write(self, *lines: dict[str, Any], published: tuple[str, str] | None = None) -> None:
-        """``lines``, after the page messages taken and not stored yet, in one batch of the process's
-        transcript writer, which then frees those messages from their ``taking`` lists and publishes
-        ``published``. Only this runner writes its agents' lines, so their ``seq`` are known here."""
+    def _write(self, *lines: tuple[str, str, Mapping[str, Any]], published: tuple[str, str] | None = None) -> None:
+        """``lines`` (agent, direction, data), after the page messages taken and not stored yet (numbered
+        first: they came first), in one batch of the process's transcript writer, which then frees those
+        messages from their ``taking`` lists and publishes ``published``. Only this runner writes its
+        agents' lines, so their ``seq`` are known here."""
         taken, self._received = self._received, []
-        stored = [self._line(agent_id, IN, data) for agent_id, data in taken] + list(lines)
+        stored: list[dict[str, Any]] = []
         try:
+            stored += [self._line(agent_id, IN, data) for agent_id, data in taken]
+            stored += [self._line(agent_id, direction, data) for agent_id, direction, data in lines]
             self._writer.write(stored, freed=[keys.agent_inbox_taking(agent_id) for agent_id, _ in taken],
                                published=() if published is None else (published,))
         except NotSent as failed:
