@@ -5,6 +5,7 @@ the count is one statement guarded by the unit's counted marker)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,76 +123,75 @@ def test_an_event_delivered_twice_counts_a_gold_once(tmp_path: Path, database_ur
         rt.close()
 
 
-def test_a_message_that_keeps_failing_is_failed_then_resent(tmp_path: Path, database_url: str) -> None:
-    """The ledger's states without processes: claim, a duplicate claim refused, backoff, failed after
-    the last attempt, made pending again by ``review resend``."""
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A migrated database of the ledger's own, without processes."""
     engine = make_engine(database_url)
     upgrade(engine)
-    sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
-    now = datetime.now(UTC)
     try:
-        with transaction(sessions) as session:
-            first = outbox.add(session, outbox.UNIT_SUBMITTED, "7", run_id=None, payload={"unit_id": 7}, now=now)
-            again = outbox.add(session, outbox.UNIT_SUBMITTED, "7", run_id=None, payload={"unit_id": 7}, now=now)
-        assert first is not None and again is None  # one message per change
-        with transaction(sessions) as session:
-            assert outbox.due(session, now=now, retry_base_s=1.0) == []  # its first send is under way
-            assert outbox.due(session, now=now + timedelta(seconds=5), retry_base_s=1.0) == [first]
-        for attempt in (1, 2):
-            with transaction(sessions) as session:
-                claimed = outbox.claim(session, first, now=now)
-                assert claimed is not None and claimed.attempt == attempt
-                assert outbox.claim(session, first, now=now) is None  # a duplicate delivery
-                assert outbox.due(session, now=now, retry_base_s=1.0) == []
-                failed = outbox.give_up_or_retry(session, claimed, "boom", max_attempts=2, now=now)
-            assert failed == (attempt == 2)
-            with transaction(sessions) as session:
-                later = now + timedelta(seconds=60)
-                assert outbox.due(session, now=later, retry_base_s=1.0) == ([] if failed else [first])
-        with transaction(sessions) as session:
-            assert session.scalar(select(OutboxMessage.status)) == outbox.FAILED
-            assert outbox.reset_failed(session, None) == [first]
-        with transaction(sessions) as session:
-            claimed = outbox.claim(session, first, now=now)
-            assert claimed is not None and claimed.attempt == 1
-            assert outbox.finish(session, claimed, now=now)
-            assert outbox.claim(session, first, now=now + timedelta(hours=1)) is None  # done stays done
+        yield sessionmaker(engine, expire_on_commit=False)
     finally:
         engine.dispose()
 
 
-def test_a_message_settled_by_the_work_it_asked_for_is_done_once_and_not_resent(tmp_path: Path,
-                                                                                 database_url: str) -> None:
+def test_a_message_that_keeps_failing_is_failed_then_resent(sessions: sessionmaker[Session]) -> None:
+    """The ledger's states without processes: claim, a duplicate claim refused, backoff, failed after
+    the last attempt, made pending again by ``review resend``."""
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        first = outbox.add(session, outbox.UNIT_SUBMITTED, "7", run_id=None, payload={"unit_id": 7}, now=now)
+        again = outbox.add(session, outbox.UNIT_SUBMITTED, "7", run_id=None, payload={"unit_id": 7}, now=now)
+    assert first is not None and again is None  # one message per change
+    with transaction(sessions) as session:
+        assert outbox.due(session, now=now, retry_base_s=1.0) == []  # its first send is under way
+        assert outbox.due(session, now=now + timedelta(seconds=5), retry_base_s=1.0) == [first]
+    for attempt in (1, 2):
+        with transaction(sessions) as session:
+            claimed = outbox.claim(session, first, now=now)
+            assert claimed is not None and claimed.attempt == attempt
+            assert outbox.claim(session, first, now=now) is None  # a duplicate delivery
+            assert outbox.due(session, now=now, retry_base_s=1.0) == []
+            failed = outbox.give_up_or_retry(session, claimed, "boom", max_attempts=2, now=now)
+        assert failed == (attempt == 2)
+        with transaction(sessions) as session:
+            later = now + timedelta(seconds=60)
+            assert outbox.due(session, now=later, retry_base_s=1.0) == ([] if failed else [first])
+    with transaction(sessions) as session:
+        assert session.scalar(select(OutboxMessage.status)) == outbox.FAILED
+        assert outbox.reset_failed(session, None) == [first]
+    with transaction(sessions) as session:
+        claimed = outbox.claim(session, first, now=now)
+        assert claimed is not None and claimed.attempt == 1
+        assert outbox.finish(session, claimed, now=now)
+        assert outbox.claim(session, first, now=now + timedelta(hours=1)) is None  # done stays done
+
+
+def test_a_message_settled_by_the_work_it_asked_for_is_done_once_and_not_resent(
+        sessions: sessionmaker[Session]) -> None:
     """A hosted runner's start marks its ``assignment_ready`` message done in the start's own transaction
     (``outbox.settle``): pending or claimed by another delivery, it is done after, and only the first
     settle says it did it; a rolled-back start leaves it to be sent again."""
-    engine = make_engine(database_url)
-    upgrade(engine)
-    sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
-    try:
-        with transaction(sessions) as session:
-            ready = outbox.add(session, outbox.ASSIGNMENT_READY, "1:ab", run_id=None,
-                               payload={"assignment_id": 1, "agent_ids": ["a", "b"]}, now=now)
-            claimed_elsewhere = outbox.add(session, outbox.ASSIGNMENT_READY, "2:cd", run_id=None,
-                                           payload={"assignment_id": 2, "agent_ids": ["c", "d"]}, now=now)
-        assert ready is not None and claimed_elsewhere is not None
-        with read_transaction(sessions) as session:
-            assert outbox.unfinished(session, ready) == (outbox.ASSIGNMENT_READY,
-                                                         {"assignment_id": 1, "agent_ids": ["a", "b"]})
-        with pytest.raises(RuntimeError), transaction(sessions) as session:
-            assert outbox.settle(session, ready, now=now)
-            raise RuntimeError("the start failed: its agents' moves and the settle roll back together")
-        with transaction(sessions) as session:
-            assert outbox.due(session, now=now + timedelta(seconds=5), retry_base_s=1.0) == [ready, claimed_elsewhere]
-            assert outbox.claim(session, claimed_elsewhere, now=now) is not None  # the default queue's delivery
-        with transaction(sessions) as session:
-            assert outbox.settle(session, ready, now=now)
-            assert outbox.settle(session, claimed_elsewhere, now=now)
-            assert not outbox.settle(session, ready, now=now), "done once"
-        with transaction(sessions) as session:
-            assert outbox.unfinished(session, ready) is None
-            assert outbox.due(session, now=now + timedelta(hours=1), retry_base_s=1.0) == []
-            assert outbox.claim(session, ready, now=now + timedelta(hours=1)) is None
-    finally:
-        engine.dispose()
+    with transaction(sessions) as session:
+        ready = outbox.add(session, outbox.ASSIGNMENT_READY, "1:ab", run_id=None,
+                           payload={"assignment_id": 1, "agent_ids": ["a", "b"]}, now=now)
+        claimed_elsewhere = outbox.add(session, outbox.ASSIGNMENT_READY, "2:cd", run_id=None,
+                                       payload={"assignment_id": 2, "agent_ids": ["c", "d"]}, now=now)
+    assert ready is not None and claimed_elsewhere is not None
+    with read_transaction(sessions) as session:
+        assert outbox.unfinished(session, ready) == (outbox.ASSIGNMENT_READY,
+                                                     {"assignment_id": 1, "agent_ids": ["a", "b"]})
+    with pytest.raises(RuntimeError), transaction(sessions) as session:
+        assert outbox.settle(session, ready, now=now)
+        raise RuntimeError("the start failed: its agents' moves and the settle roll back together")
+    with transaction(sessions) as session:
+        assert outbox.due(session, now=now + timedelta(seconds=5), retry_base_s=1.0) == [ready, claimed_elsewhere]
+        assert outbox.claim(session, claimed_elsewhere, now=now) is not None  # the default queue's delivery
+    with transaction(sessions) as session:
+        assert outbox.settle(session, ready, now=now)
+        assert outbox.settle(session, claimed_elsewhere, now=now)
+        assert not outbox.settle(session, ready, now=now), "done once"
+    with transaction(sessions) as session:
+        assert outbox.unfinished(session, ready) is None
+        assert outbox.due(session, now=now + timedelta(hours=1), retry_base_s=1.0) == []
+        assert outbox.claim(session, ready, now=now + timedelta(hours=1)) is None
