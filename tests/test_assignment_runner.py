@@ -139,6 +139,20 @@ def started_pair(web: str) -> Iterator[tuple[LivePage, LivePage]]:
             page.close()
 
 
+@contextmanager
+def first_turn_relayed(rt: Runtime, run_id: int, logs: Path) -> Iterator[tuple[str, Any, LivePage, LivePage]]:
+    """:func:`sweeping_deployment`, a first runner worker (its log ``runner1.log``) and :func:`started_pair`;
+    yields the web URL, that runner worker's process and the two pages once Alice's first turn reached Bob."""
+    with (
+        sweeping_deployment(rt, run_id, logs) as web,
+        runner_worker(rt.settings, logs / "runner1.log") as runner,
+        started_pair(web) as (alice, bob),
+    ):
+        alice.say("hi bob")
+        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+        yield web, runner, alice, bob
+
+
 def statuses(rt: Runtime, run_id: int) -> dict[str, str]:
     with transaction(rt.sessions) as session:
         return {str(a): str(s) for a, s in session.execute(
@@ -360,13 +374,7 @@ def test_a_runner_worker_killed_mid_chat_ends_the_assignment_and_the_run_still_f
     finishes."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path))
-    with (
-        sweeping_deployment(rt, run_id, tmp_path) as web,
-        runner_worker(rt.settings, tmp_path / "runner1.log") as runner,
-        started_pair(web) as (alice, bob),
-    ):
-        alice.say("hi bob")
-        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+    with first_turn_relayed(rt, run_id, tmp_path) as (web, runner, alice, bob):
         os.killpg(runner.pid, signal.SIGKILL)
         for page in (alice, bob):
             wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
@@ -406,13 +414,7 @@ def test_a_runner_worker_killed_mid_chat_is_restarted_from_the_stored_messages_w
     export has the whole conversation once and no ended attempt."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2))
-    with (
-        sweeping_deployment(rt, run_id, tmp_path) as web,
-        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
-        started_pair(web) as (alice, bob),
-    ):
-        alice.say("hi bob")
-        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+    with first_turn_relayed(rt, run_id, tmp_path) as (web, first, alice, bob):
         with runner_worker(rt.settings, tmp_path / "runner2.log"):
             os.killpg(first.pid, signal.SIGKILL)
             bob.say("hi alice")  # into his inbox: no runner takes it until the restart

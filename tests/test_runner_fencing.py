@@ -24,14 +24,13 @@ from tests.system import runner_worker
 from tests.test_assignment_runner import (
     assert_tokens_match,
     chat_task_dir,
+    first_turn_relayed,
     launch,
     live,
     new_pair_chats_to_the_end,
     run_finished,
-    started_pair,
     statuses,
     submit,
-    sweeping_deployment,
     unit_statuses,
 )
 
@@ -60,13 +59,7 @@ def test_a_runner_paused_past_its_lease_and_resumed_moves_nothing_after_the_swee
     on another runner worker and the run finishes with each unit completed once."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path))
-    with (
-        sweeping_deployment(rt, run_id, tmp_path) as web,
-        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
-        started_pair(web) as (alice, bob),
-    ):
-        alice.say("hi bob")
-        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+    with first_turn_relayed(rt, run_id, tmp_path) as (web, first, alice, bob):
         with paused(first.pid):
             for page in (alice, bob):
                 wait_for(lambda page=page: "expired" in page.statuses, timeout_s=20,
@@ -98,13 +91,7 @@ def test_a_runner_paused_past_its_lease_and_resumed_leaves_the_restarted_runner_
     second start, each line is stored once and the run finishes."""
     rt = live
     run_id = launch(rt.settings, chat_task_dir(tmp_path, runner_restarts=2, num_turns=2))
-    with (
-        sweeping_deployment(rt, run_id, tmp_path) as web,
-        runner_worker(rt.settings, tmp_path / "runner1.log") as first,
-        started_pair(web) as (alice, bob),
-    ):
-        alice.say("hi bob")
-        wait_for(lambda: "hi bob" in bob.texts(), message="alice's turn relayed")
+    with first_turn_relayed(rt, run_id, tmp_path) as (web, first, alice, bob):
         with runner_worker(rt.settings, tmp_path / "runner2.log"):
             with paused(first.pid):
                 bob.say("hi alice")
