@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -95,14 +96,59 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROLES = (("nginx", "nginx"), (" web ", "web"), (" mephisto_dist.web ", "web"),
+         ("redis-server", "redis"), (" beat ", "beat"), (" worker ", "celery worker"), (" run ", "run (cli)"),
+         ("postgres", "postgresql"))
+NAMED = {"mephisto-web": "web", "mephisto-keeper": "redis keeper"}  # forks of `run`, under names of their own
+
+
+def cpu_by_role() -> dict[int, tuple[str, int, float]]:
+    """Every process on the machine: pid -> (role, start time, CPU seconds), the role read off its name and
+    command line ("other" for the rest: a benchmark's figures are only clean when "other" stays near 0)."""
+    found: dict[int, tuple[str, int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+            command = " " + (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") + " "
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        role = NAMED.get(comm) or next((name for mark, name in ROLES if mark in command), "other")
+        found[int(entry.name)] = (role, int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def cpu_spent(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[str, int, float]]) -> dict[str, float]:
+    """CPU seconds each role spent between two readings (a process started meanwhile counts from 0; one that
+    ended meanwhile is lost: none of the deployment's should)."""
+    spent: dict[str, float] = {}
+    for pid, (role, started, seconds) in after.items():
+        earlier = before.get(pid)
+        base = earlier[2] if earlier is not None and earlier[1] == started else 0.0
+        spent[role] = round(spent.get(role, 0.0) + seconds - base, 2)
+    return spent
+
+
 def load(url: str, workers: int, units: int, think_ms: float, out: Path, cap: int,
          reload_ms: float = 1000.0) -> dict[str, Any]:
+    before, children_before = cpu_by_role(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), url, "--workers", str(workers), "--cap", str(cap),
                     "--units", str(units), "--think-ms", str(think_ms), "--reload-ms", str(reload_ms),
                     "--duration", "300", "--json", str(out)],
                    check=False, stdout=subprocess.DEVNULL)
+    spent = cpu_spent(before, cpu_by_role())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # load.py, ended: its CPU is ours now
+    spent["load generator"] = round(children.ru_utime + children.ru_stime - children_before.ru_utime
+                                    - children_before.ru_stime, 2)
     result: dict[str, Any] = json.loads(out.read_text())
     result.pop("accepted_agents", None)
+    result["cpu_s"] = spent
+    submitted = int(result.get("units") or units)
+    result["web_cpu_ms_per_unit"] = round(spent.get("web", 0.0) / submitted * 1000, 3)
     return result
 
 
@@ -216,6 +262,8 @@ def print_row(row: dict[str, Any]) -> None:
           f"reload {row.get('reload_ms')} ms | "
           f"refusals {sum(row['refusals'].values())} errors {sum(row['errors'].values())} | "
           f"load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}", flush=True)
+    print(f"{'':<9} web CPU {row['web_cpu_ms_per_unit']} ms/unit | CPU s by role: "
+          + ", ".join(f"{role} {seconds}" for role, seconds in sorted(row["cpu_s"].items())), flush=True)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from mephisto_dist.runtime import Runtime
 from mephisto_dist.work import claims, registration, submissions
 from mephisto_dist.work.claims import Registration, RunContext
 from mephisto_dist.work.served import Served
+from tests.conftest import wait_for
 from tests.factories import make_run, now
 from tests.system import make_runtime
 
@@ -122,13 +123,26 @@ def test_what_each_status_frees() -> None:
         UnitTokens(1, 2, None, UnitStatus.EXPIRED, worker_id=3)
 
 
-def test_a_submit_frees_the_slots_and_the_unit_still_counts_for_its_worker(rt: Runtime) -> None:
+@pytest.mark.parametrize("allowed_concurrent", [0, 1], ids=["no-limit", "allowed-concurrent"])
+def test_a_submit_frees_the_slots_and_the_unit_still_counts_for_its_worker(rt: Runtime,
+                                                                           allowed_concurrent: int) -> None:
     run = make_run(rt.sessions, task_name=TASK)
+    if allowed_concurrent:
+        with transaction(rt.sessions) as session:
+            session.execute(update(TaskRun).where(TaskRun.id == run.run_id).values(
+                config={**run.config, "task": {"task_name": TASK, "allowed_concurrent": allowed_concurrent}}))
     held = assign(rt, run, "alice")
     served = Served.for_runtime(rt, run_id=run.run_id)
+    assert served.run().allowed_concurrent == allowed_concurrent
     submission = submissions.submit_task(served, held.agent_id, {"answer": 1})
     assert submission.first
-    assert holding(rt.limiter, run.run_id, held) == {"worker_task"}
+    if allowed_concurrent:
+        # The worker's next request must find their slot free: given back before the answer.
+        assert holding(rt.limiter, run.run_id, held) == {"worker_task"}
+    else:
+        # No cap and no worker slot anyone waits for: given back off the request, in the next batch.
+        wait_for(lambda: holding(rt.limiter, run.run_id, held) == {"worker_task"}, 5.0,
+                 message="the deferred release")
     # Given back again (the outbox handler does): nothing changes.
     tokens = UnitTokens(run.run_id, held.unit_id, held.launch_id, UnitStatus.COMPLETED, held.worker_id, TASK)
     assert release_unit_tokens(rt.limiter, [tokens]) == 0
@@ -222,6 +236,7 @@ def test_a_forced_shutdown_frees_every_token_of_the_units_it_expires(rt: Runtime
     submissions.submit_task(served, submitted.agent_id, {"answer": 1})
     assert lifecycle.force_expire(rt.sessions, MockProvider(), rt.limiter, run.run_id, now=now()) == 2
     assert holding(rt.limiter, run.run_id, held) == set()
+    served.releases.close()  # the submission's own release (deferred: the run has no cap), as a web process stops
     assert holding(rt.limiter, run.run_id, submitted) == {"worker_task"}  # submitted work still counts
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
@@ -52,6 +53,8 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             yield
         finally:
             await hub.close()
+            # What the last submissions queued to give back (a thread join: not on the event loop).
+            await anyio.to_thread.run_sync(app.state.context.served.releases.close)
 
     app = Starlette(routes=route_table(),
                     exception_handlers={MephistoDistError: error_response,

@@ -14,6 +14,7 @@ from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
+from mephisto_dist.limiter.deferred import DeferredReleases
 from mephisto_dist.providers import CrowdProvider, make_provider
 from mephisto_dist.runs.bundles import run_files
 from mephisto_dist.runtime import Runtime
@@ -104,12 +105,14 @@ class Served:
     providers: ProviderCache
     gate: WorkerGate
     uploads: UploadStore
+    releases: DeferredReleases
+    """Token releases no request waits for (an uncapped run's submissions), given back in batches."""
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, *, run_id: int | None = None, port: int | None = None) -> Served:
         return cls(runtime, RunResolver(runtime, run_id, port), ProviderCache(),
                    WorkerGate(runtime.limiter, runtime.settings.lease_ttl_s),
-                   UploadStore(runtime.storage))
+                   UploadStore(runtime.storage), DeferredReleases(runtime.limiter))
 
     def run(self) -> RunContext:
         return self.resolver.current()

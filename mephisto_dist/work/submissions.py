@@ -151,14 +151,18 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         # a run without that limit makes no second Redis call here.
         if run.allowed_concurrent:
             release_unit_tokens(runtime.limiter, [tokens], run_wide=False)
+    elif not pools and not run.allowed_concurrent:
+        # No cap to refill against (an uncapped run launched all of its units at once; a cap removed
+        # meanwhile launched what it held back) and no worker slot their next request needs: no one waits
+        # for these tokens (a token found is beat's recount of the deployment pool, which no cap limits).
+        # They are given back in a batch, moments later, off this request (limiter.deferred).
+        served.releases.add([tokens])
+        freed = launched = 0
     else:
         freed = release_unit_tokens(runtime.limiter, [tokens])
         launched = 0
         if not pools:
-            # No cap to refill against: an uncapped run launched all of its units at once (a token
-            # found here is beat's recount of the deployment pool, which no cap limits), and a cap
-            # removed meanwhile launched what it held back (limits enqueues the launch).
-            freed = 0
+            freed = 0  # as above: nothing to refill; only the worker's slot had to be free at once
         elif freed and ctx.provider.publishes_instantly:
             launched = launch_units(runtime.sessions, ctx, run.run_id, now=now())
         elif freed:
