@@ -6,6 +6,7 @@ name check."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import unicodedata
@@ -209,6 +210,33 @@ def test_the_web_process_log_lines_are_loggings_own() -> None:
         record.created, record.msecs = created, (created - int(created)) * 1000 // 1 + 0.0
         assert cached.format(record) == plain.format(record)
         assert cached.formatTime(record, "%H") == plain.formatTime(record, "%H")
+
+
+def test_the_access_log_written_in_batches_is_the_text_the_log_formatter_writes() -> None:
+    """What ``serve`` sets up (request_log.AccessLines): the lines a record per request would give, written
+    together once a tenth of a second has gathered them."""
+    times = [1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_767_225_599.9995, 1_767_225_600.25]
+    formatter = LogFormatter(LOG_FORMAT)
+    expected = []
+    for created in times:
+        record = logging.LogRecord(request_log.log.name, logging.INFO, __file__, 1, "%s %s %d %.1fms",
+                                   ("POST", "/submit_task", 200, 12.25), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        expected.append(formatter.format(record) + "\n")
+    stream = io.StringIO()
+    clock = iter(times)
+    lines = request_log.AccessLines(stream, clock=lambda: next(clock))
+
+    async def go() -> tuple[str, str]:
+        for _ in times:
+            lines.add("POST", "/submit_task", 200, 0.01225)
+        written_at_once = stream.getvalue()
+        await asyncio.sleep(request_log.GATHER_S * 3)
+        return written_at_once, stream.getvalue()
+
+    at_once, later = asyncio.run(go())
+    assert at_once == ""  # gathered, not written line by line
+    assert later == "".join(expected)
 
 
 def test_warming_up_opens_the_hot_paths_connections_and_never_stops_the_server_starting(

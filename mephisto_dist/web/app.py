@@ -19,6 +19,7 @@ from mephisto_dist import metrics
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
+from mephisto_dist.web import request_log
 from mephisto_dist.web.context import SQLITE_THREADS, WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.hot_routes import HotRoutes
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
             yield
         finally:
             await hub.close()
+            request_log.flush_lines()
             # What the last submissions queued to give back (a thread join: not on the event loop).
             await anyio.to_thread.run_sync(app.state.context.served.releases.close)
 

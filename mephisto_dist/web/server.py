@@ -32,6 +32,7 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     """Serve the app; with a metrics port, also this machine's metrics there, unless another process of
     the machine already does (several web processes share one listener)."""
     from mephisto_dist import metrics
+    from mephisto_dist.web import request_log
     from mephisto_dist.web.recorded_server import serve_recorded
 
     handler = logging.StreamHandler()
@@ -41,6 +42,8 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     # (a walk up the stack), the thread's and the process's names (the logging HOWTO's optimizations).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # The access log's lines, formatted as the handler's formatter would, written in batches (request_log).
+    request_log.write_lines_to(handler.stream)
     metrics.enable(runtime.settings)
     metrics_port = metrics_port or runtime.settings.metrics_port
     if metrics_port:
