@@ -149,3 +149,67 @@ def test_the_run_is_completed_by_its_last_submission_only(runtime: Runtime, run:
         answer = ask(served, "/submit_task", json={"USED_AGENT_ID": agent_id, "final_data": {"i": i}})
         assert answer[0] == 200, answer
     assert completed()
+
+
+def get_answer(app: Starlette, path: str, headers: dict[str, str] | None = None) -> Answer:
+    async def go() -> Answer:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get(path, headers=headers)
+            return response.status_code, list(response.headers.raw), response.content
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def built_run(runtime: Runtime, tmp_path: Path) -> RunContext:
+    """A React task's run, its build folder holding a page, a script and a file in a subfolder."""
+    from mephisto_dist.runs.preparation import create_run, prepare_run
+    from mephisto_dist.work.served import Served
+    from tests.test_router_surface import react_task_dir
+
+    task_dir = react_task_dir(tmp_path)
+    build = task_dir / "static"  # the blueprint's extra_source_dir: copied into the run's build folder
+    (build / "css").mkdir()
+    (build / "task.html").write_text("<p>Rate ${sentence}</p>\n", encoding="utf-8")
+    (build / "big.js").write_bytes(b"console.log('x');\n" * 200)
+    (build / "css" / "page.css").write_text("p { color: red }\n", encoding="utf-8")
+    (build / "request_agent").write_text("a file named as a POST route\n", encoding="utf-8")
+    run_id = create_run(runtime, prepare_run(task_dir, "example", [], check_port=False))
+    return Served.for_runtime(runtime, run_id=run_id).run()
+
+
+def test_the_pages_files_are_answered_as_the_routes_answer(runtime: Runtime, built_run: RunContext) -> None:
+    served, reference = apps(runtime, built_run)
+    etag = dict(get_answer(reference, "/task.html")[1])[b"etag"].decode()
+    for path, headers in [
+            ("/task_config.json", {}),
+            ("/task_config.json?mephisto_task_version=2.0.3", {}),
+            ("/task_config.json?mephisto_task_version=1.0&mephisto_task_version=", {}),
+            ("/task.html", {}), ("/big.js", {}), ("/css/page.css", {}), ("/request_agent", {}),
+            ("/big.js", {"range": "bytes=0-9"}), ("/task.html", {"if-none-match": etag}),
+            ("/missing.js", {}), ("/favicon.ico", {}), ("/css", {}), ("/../../etc/passwd", {}),
+            ("/", {}), ("/is_alive", {}), ("/_mephisto_dist/shell.js", {}), ("/download_file/x", {})]:
+        # Twice: the first may find the run not yet read (the route reads it), the second is the hot layer's.
+        for _ in range(2):
+            hot = get_answer(served, path, headers)
+            assert hot == get_answer(reference, path, headers), (path, headers)
+    assert get_answer(served, "/task.html")[2] == b"<p>Rate ${sentence}</p>\n"
+
+
+def test_the_run_files_kept_in_memory_and_the_config_never_reach_the_routes(
+        runtime: Runtime, built_run: RunContext) -> None:
+    from starlette.routing import Route
+
+    served, _ = apps(runtime, built_run)
+    assert get_answer(served, "/task_config.json")[0] == 200  # the run read (by the route, this first time)
+
+    async def refuse(request: Any) -> Any:
+        raise AssertionError(f"{request.url.path} reached the route")
+
+    # The routes of the run's files and of the config now fail: what the hot layer serves never gets there.
+    routes = served.router.routes
+    routes[-1] = Route("/{path:path}", refuse)
+    routes[[getattr(r, "path", None) for r in routes].index("/task_config.json")] = Route("/task_config.json", refuse)
+    for path in ("/task_config.json", "/task.html", "/css/page.css", "/request_agent"):
+        assert get_answer(served, path)[0] == 200, path
+    assert get_answer(served, "/missing.js")[0] == 500  # not kept: the (failing) route's

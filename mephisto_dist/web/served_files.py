@@ -16,6 +16,7 @@ Used from the event loop only (no locks): the reads it does on a first request a
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections import OrderedDict
@@ -50,6 +51,11 @@ class ServedFile:
     """What ``FileResponse`` sends for it: content-type, accept-ranges, content-length, last-modified, etag."""
     body: bytes | None
     """Its bytes, or None for a file streamed from disk."""
+
+    @functools.cached_property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """``headers`` as the ASGI answer of its plain GET carries them (``response``'s 200, unconditional)."""
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
 
     def response(self, request: Request, headers: dict[str, str] | None = None, *,
                  conditional: bool = True) -> Response:
