@@ -9,9 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import IntegrityError
 
 from mephisto_dist.db import engine as engine_module
-from mephisto_dist.db.engine import holding_connections, make_engine, make_sessionmaker, transaction
+from mephisto_dist.db.engine import (
+    holding_connections,
+    make_engine,
+    make_sessionmaker,
+    single_statement,
+    transaction,
+)
 from mephisto_dist.errors import ServiceError
 
 
@@ -134,3 +141,41 @@ def test_a_held_connection_idle_whose_backend_died_is_replaced_before_use(
         monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)  # the held connection counts as idle
         with transaction(factory) as session:
             assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid  # the caller saw nothing
+
+
+def test_a_single_statement_of_a_holding_thread_runs_on_its_connection_and_commits_by_itself(
+        pg_engine: Engine) -> None:
+    """``single_statement`` on the held connection, in the driver's autocommit for that statement only:
+    no checkout, its write visible at once, and the transactions after it are transactions again (one that
+    fails rolls back); a statement that fails gives the connection up, as a failed transaction does."""
+    factory = make_sessionmaker(pg_engine)
+    table = f"single_{uuid.uuid4().hex[:12]}"
+    with pg_engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {table} (x INTEGER PRIMARY KEY)"))
+
+    def stored() -> list[int]:
+        with pg_engine.connect() as connection:
+            return sorted(connection.execute(text(f"SELECT x FROM {table}")).scalars())
+
+    try:
+        with holding_connections():
+            with transaction(factory) as session:
+                pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with single_statement(factory) as connection:
+                assert pg_engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the held one only
+                connection.execute(text(f"INSERT INTO {table} VALUES (1)"))
+                assert stored() == [1]  # committed by itself, before the block ends
+                assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+            with pytest.raises(RuntimeError), transaction(factory) as session:
+                session.execute(text(f"INSERT INTO {table} VALUES (2)"))
+                raise RuntimeError("refused")
+            assert stored() == [1]  # a transaction again: rolled back
+            with pytest.raises(IntegrityError), single_statement(factory) as connection:
+                connection.execute(text(f"INSERT INTO {table} VALUES (1)"))  # a duplicate key
+            with transaction(factory) as session:
+                session.execute(text(f"INSERT INTO {table} VALUES (3)"))
+                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid  # given up
+            assert stored() == [1, 3]
+    finally:
+        with pg_engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE {table}"))

@@ -262,8 +262,32 @@ def single_statement(factory: sessionmaker[Session]) -> Iterator[Connection]:
         with transaction(factory) as session:
             yield session.connection()
         return
-    with driver_errors(bind), bind.connect() as connection:
-        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    with driver_errors(bind):
+        held = _held_connection(bind)
+    if held is None:
+        with driver_errors(bind), bind.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return
+    # The thread's held connection (``holding_connections``), in the driver's autocommit for this one
+    # statement: a checkout from the pool, with its events, isolation level set and reset, cost more than
+    # the statement (issue 23: a capped run's every submission records its hand-over this way).
+    dbapi_connection: Any = held.connection.dbapi_connection
+    failed = True
+    try:
+        with driver_errors(bind):
+            dbapi_connection.autocommit = True
+            try:
+                yield held
+                if held.in_transaction():  # SQLAlchemy's begin around the statement: nothing to send
+                    held.commit()
+                failed = False
+            finally:
+                if held.in_transaction():
+                    held.rollback()
+                if not held.invalidated and not dbapi_connection.closed:
+                    dbapi_connection.autocommit = False
+    finally:
+        _give_back_held(bind, failed=failed)
 
 
 @contextmanager

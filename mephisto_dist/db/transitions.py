@@ -424,9 +424,9 @@ def record_launched(
     connection = session if isinstance(session, Connection) else session.connection()
     if len(launches) == 1:
         unit_id, launch_id, provider_unit_id = launches[0]
-        return list(connection.execute(_RECORD_LAUNCHED, {
+        return [row[0] for row in run_prepared(connection, _RECORD_LAUNCHED, {
             "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id,
-            "v_now": now}).scalars())
+            "v_now": now})]
     owners = {unit_id: launch_id for unit_id, launch_id, _ in launches}
     owned = connection.execute(
         select(_UNITS.c.id, _UNITS.c.launch_id).where(_UNITS.c.id.in_(list(owners)),

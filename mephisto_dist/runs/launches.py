@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, single_statement, transaction
 from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
+from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.db.transitions import record_launched
 from mephisto_dist.domain.launch import out_of_attempts, retry_at
 from mephisto_dist.domain.qualifications import meets_requirements
@@ -225,7 +226,7 @@ def bind_next_launch(session: Session, ctx: LaunchContext, run_id: int, *, now: 
 
     The intent counts in a pool rebuilt from the database from the commit on, while the token is still
     the finished unit's: the count is the same, and ``hand_over`` moves the token in one step."""
-    unit_id = session.connection().execute(_BIND_NEXT, {
+    unit_id = run_prepared(session.connection(), _BIND_NEXT, {
         "run_id": run_id, "launch_id": (launch_id := new_launch_id()), "retry_at": now + ctx.stale_after}).scalar()
     return None if unit_id is None else UnitLaunch(run_id, int(unit_id), launch_id)
 

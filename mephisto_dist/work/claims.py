@@ -139,6 +139,12 @@ class RunContext:
         return RunConfig.parse(self.config)
 
     @cached_property
+    def launch_args(self) -> dict[str, Any]:
+        """``runs.launches.launch_args`` of the run, worked out once per served run (every submission of a
+        capped run hands its slot over with them); shared: do not change it."""
+        return self.run_config.launch_args()
+
+    @cached_property
     def gate_rules(self) -> GateRules:
         """Who may work on the run (``domain.gate``): built once per served run."""
         gold_hooks = self.hooks.gold

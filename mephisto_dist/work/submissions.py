@@ -25,7 +25,6 @@ from mephisto_dist.runs.launches import (
     LaunchContext,
     bind_next_launch,
     hand_over,
-    launch_args,
     launch_units,
     pools_for,
 )
@@ -141,7 +140,7 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
         handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
                            pools, submission.server_url,
-                           launch_args(run.config), now=now())
+                           run.launch_args, now=now())
         # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
         launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
         # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
