@@ -152,8 +152,9 @@ class Prepared:
             connection.begin()
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            # SQLAlchemy's own test for listeners (its flags: the dispatch lookup costs more than a statement).
-            if connection._has_events or connection.engine._has_events:
+            # SQLAlchemy's own test for listeners (its flags: the dispatch lookup costs more than a statement),
+            # then whether any listens to this event (SQLite's engine has one for "begin", none for this).
+            if (connection._has_events or connection.engine._has_events) and connection.dispatch.before_cursor_execute:
                 connection.dispatch.before_cursor_execute(connection, cursor, plan.sql, arguments, None, False)
             cursor.execute(plan.sql, arguments)
             description = cursor.description
