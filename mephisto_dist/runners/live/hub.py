@@ -45,6 +45,9 @@ class PageSocket:
         self._sender = sender
         self._lock = asyncio.Lock()
         self.status: str | None = None
+        self.told = 0
+        """How many status changes the hub has passed on to this page (``web.routes.live``'s alive compares
+        it before and after its own read of the status, to send nothing older than what the page heard)."""
 
     async def send(self, packet: dict[str, Any]) -> None:
         await self.send_text(json.dumps(packet))
@@ -169,7 +172,11 @@ class LiveHub:
             if packet is None:
                 return
             if packet["packet_type"] == protocol.UPDATE_STATUS:
-                socket.status = (packet.get("data") or {}).get("status")
+                status = (packet.get("data") or {}).get("status")
+                if status == socket.status:
+                    return  # the page knows it already (told at its alive, read after subscribing)
+                socket.status = status
+                socket.told += 1
         try:
             await socket.send_text(text)
         except Exception:

@@ -69,21 +69,28 @@ async def live_socket(websocket: WebSocket) -> None:
 async def _alive(context: WebContext, hub: LiveHub, page: PageSocket, agent_id: str,
                  previous: str | None) -> str | None:
     """Link the socket to its agent, tell the page its status, and resend the answers and a hosted runner's
-    messages it may have missed while it was away or not yet connected (after subscribing, so none falls
-    in between; the page drops repeats)."""
+    messages it may have missed while it was away or not yet connected. Subscribed first, then read: a
+    status the runner publishes after the subscription reaches the page through it, one before is in what
+    is read (read first, a start committed and published in between was heard by no one, and the page
+    waited for ever). A status the hub passed on meanwhile is newer than what was read: that read is not
+    sent (and the hub does not repeat a status the page was told)."""
+    await hub.attach(agent_id, page)
+    told = page.told
     try:
         status = await context.call(service.agent_status, context.served, agent_id)
     except RequestError as error:
+        if agent_id != previous:
+            await hub.detach(agent_id, page)
         await page.send(protocol.status_packet(agent_id, "expired"))
         log.info("live channel: refused alive for %s: %s", agent_id, error)
         return previous
     if previous is not None and previous != agent_id:
         await hub.detach(previous, page)
-    await hub.attach(agent_id, page)
-    page.status = status
-    if status in _WORKING:
+    if page.told == told:
+        page.status = status
+        await page.send(protocol.status_packet(agent_id, status))
+    if page.status in _WORKING:
         await hub.presence.beat(agent_id)
-    await page.send(protocol.status_packet(agent_id, status))
     for request_id, response in await context.call(service.missed_answers, context.served, agent_id):
         await page.send(protocol.answer_update(agent_id, request_id, response))
     for message in await context.call(service.missed_messages, context.served, agent_id):
