@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("MEPHISTO_DIST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 EXTRA: dict[str, str] = {}  # --set NAME=VALUE: further settings for every process started
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from throughput import write_task_folder
+from throughput import role_of, write_task_folder
 
 
 def free_port() -> int:
@@ -97,10 +97,7 @@ def pg_database() -> Iterator[str]:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-ROLES = (("nginx", "nginx"), (" web ", "web"), (" mephisto_dist.web ", "web"),
-         ("redis-server", "redis"), (" beat ", "beat"), (" worker ", "celery worker"), (" run ", "run (cli)"),
-         ("postgres", "postgresql"))
-NAMED = {"mephisto-web": "web", "mephisto-keeper": "redis keeper"}  # forks of `run`, under names of their own
+ROLES = frozenset({"web", "redis keeper", "nginx", "postgresql", "redis", "beat", "celery worker", "run (cli)"})
 
 
 def cpu_by_role() -> dict[int, tuple[str, int, float]]:
@@ -112,12 +109,13 @@ def cpu_by_role() -> dict[int, tuple[str, int, float]]:
             continue
         try:
             raw = (entry / "stat").read_text()
-            command = " " + (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") + " "
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         comm = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2:].split()
-        role = NAMED.get(comm) or next((name for mark, name in ROLES if mark in command), "other")
+        role = role_of(comm, command)
+        role = role if role in ROLES else "other"
         found[int(entry.name)] = (role, int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
     return found
 

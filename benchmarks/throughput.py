@@ -163,17 +163,19 @@ def process_tree(root_pid: int) -> list[ProcessId]:
         stat = _stat(pid)
         if stat is None:
             continue
-        found.append(ProcessId(pid, int(stat[20]), _role(stat[0], _cmdline(pid))))
+        found.append(ProcessId(pid, int(stat[20]), role_of(stat[0], _cmdline(pid))))
         pending.extend(children.get(pid, []))
     return found
 
 
-def _role(comm: str, cmdline: str) -> str:
+def role_of(comm: str, cmdline: str) -> str:
     # The web server and the Redis keeper that run forks keep its command line, under names of their own.
     named = {"mephisto-web": "web", "mephisto-keeper": "redis keeper"}
     if comm in named:
         return named[comm]
-    for marker, role in ((" web ", "web"), (" mephisto_dist.web ", "web"), ("redis-server", "redis"), (" beat ", "beat"),
+    for marker, role in (("nginx", "nginx"), ("postgres: ", "postgresql"), ("bin/postgres ", "postgresql"),
+                         # (first: "nginx: worker process" is no Celery worker)
+                         (" web ", "web"), (" mephisto_dist.web ", "web"), ("redis-server", "redis"), (" beat ", "beat"),
                          (" worker ", "celery worker"), (" run ", "run (cli)"), ("py-spy", "py-spy")):
         if marker in f" {cmdline} ":
             return role

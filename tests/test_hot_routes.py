@@ -47,11 +47,11 @@ def apps(runtime: Runtime, run: RunContext) -> tuple[Starlette, Starlette]:
     return served, reference
 
 
-def ask(app: Starlette, path: str, **kwargs: Any) -> Answer:
+def ask(app: Starlette, path: str, method: str = "POST", **kwargs: Any) -> Answer:
     async def go() -> Answer:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.post(path, **kwargs)
+            response = await client.request(method, path, **kwargs)
             return response.status_code, list(response.headers.raw), response.content
     return asyncio.run(go())
 
@@ -152,12 +152,7 @@ def test_the_run_is_completed_by_its_last_submission_only(runtime: Runtime, run:
 
 
 def get_answer(app: Starlette, path: str, headers: dict[str, str] | None = None) -> Answer:
-    async def go() -> Answer:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.get(path, headers=headers)
-            return response.status_code, list(response.headers.raw), response.content
-    return asyncio.run(go())
+    return ask(app, path, "GET", headers=headers)
 
 
 @pytest.fixture
