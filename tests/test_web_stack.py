@@ -225,7 +225,7 @@ def test_the_access_log_written_in_batches_is_the_text_the_log_formatter_writes(
         expected.append(formatter.format(record) + "\n")
     stream = io.StringIO()
     clock = iter(times)
-    lines = request_log.AccessLines(stream, clock=lambda: next(clock))
+    lines = request_log.AccessLines(stream, LogFormatter(LOG_FORMAT).stamp, clock=lambda: next(clock))
 
     async def go() -> tuple[str, str]:
         for _ in times:

@@ -35,20 +35,15 @@ class AccessLines:
     for at most ``GATHER_S`` and written to ``stream`` together. Used from the event loop only; ``flush``
     also from the thread that stops the server (after the loop)."""
 
-    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, stream: TextIO, stamp: Callable[[float], str], clock: Callable[[], float] = time.time) -> None:
         self._stream = stream
+        self._stamp = stamp  # the formatter's date and time of a record made then (LogFormatter.stamp)
         self._clock = clock
         self._lines: list[str] = []
-        self._second: tuple[int, str] = (-1, "")
         self._prefix = f" {log.name} {logging.getLevelName(logging.INFO)} "
 
     def add(self, method: str, path: str, status: int, elapsed_s: float) -> None:
-        created = self._clock()
-        second = int(created)
-        if self._second[0] != second:
-            self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
-        millis = int((created - second) * 1000)
-        self._lines.append(f"{self._second[1]},{millis:03d}{self._prefix}{method} {path} {status} "
+        self._lines.append(f"{self._stamp(self._clock())}{self._prefix}{method} {path} {status} "
                            f"{elapsed_s * 1000:.1f}ms\n")
         if len(self._lines) == 1:
             asyncio.get_running_loop().call_later(GATHER_S, self.flush)
@@ -70,10 +65,10 @@ ACCESS_LINES: AccessLines | None = None
 """Set by ``web.server.serve`` for its process; None: lines go through ``logging``."""
 
 
-def write_lines_to(stream: TextIO) -> AccessLines:
+def write_lines_to(stream: TextIO, stamp: Callable[[float], str]) -> AccessLines:
     """Write this process's access log with :class:`AccessLines` (``web.server.serve``)."""
     global ACCESS_LINES
-    ACCESS_LINES = AccessLines(stream)
+    ACCESS_LINES = AccessLines(stream, stamp)
     return ACCESS_LINES
 
 

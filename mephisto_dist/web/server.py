@@ -20,11 +20,18 @@ class LogFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None or self.default_msec_format is None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._stamp(int(record.created), record.msecs)
+
+    def stamp(self, created: float) -> str:
+        """What ``formatTime`` writes for a record made at ``created`` (the access log's own lines)."""
+        second = int(created)
+        return self._stamp(second, int((created - second) * 1000))
+
+    def _stamp(self, second: int, msecs: float) -> str:
         cached = self._second
         if cached[0] != second:
             cached = self._second = (second, time.strftime(self.default_time_format, self.converter(second)))
-        return self.default_msec_format % (cached[1], record.msecs)
+        return self.default_msec_format % (cached[1], msecs)  # type: ignore[operator]
 
 
 def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_port: int | None = None,
@@ -36,14 +43,15 @@ def serve(runtime: Runtime, *, run_id: int | None, host: str, port: int, public_
     from mephisto_dist.web.recorded_server import serve_recorded
 
     handler = logging.StreamHandler()
-    handler.setFormatter(LogFormatter(LOG_FORMAT))
+    formatter = LogFormatter(LOG_FORMAT)
+    handler.setFormatter(formatter)
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     # A log record per request (the access log): skip what the format never shows, the caller's frame
     # (a walk up the stack), the thread's and the process's names (the logging HOWTO's optimizations).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # The access log's lines, formatted as the handler's formatter would, written in batches (request_log).
-    request_log.write_lines_to(handler.stream)
+    request_log.write_lines_to(handler.stream, formatter.stamp)
     metrics.enable(runtime.settings)
     metrics_port = metrics_port or runtime.settings.metrics_port
     if metrics_port:
