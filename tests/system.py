@@ -59,13 +59,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def celery_worker(settings: Settings, log: Path, concurrency: int = 2, *, name: str = "test",
                   env: dict[str, str] | None = None, queues: Sequence[str] = (),
-                  loglevel: str = "INFO") -> Iterator[subprocess.Popen[bytes]]:
+                  loglevel: str = "INFO", app: str = "mephisto_dist.celery.worker") -> Iterator[subprocess.Popen[bytes]]:
     """A Celery worker process (its own process group); ``name`` tells two workers apart; it consumes every
-    queue unless ``queues`` names some (``-Q``). Beat's idle sweeps are logged at DEBUG only."""
+    queue unless ``queues`` names some (``-Q``). Beat's idle sweeps are logged at DEBUG only. ``app``: the
+    Celery app module (a test's own, built on the product's ``make_celery``)."""
     only = ["-Q", ",".join(queues)] if queues else []
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mephisto_dist.celery.worker", "worker", "--concurrency", str(concurrency),
+            [sys.executable, "-m", "celery", "-A", app, "worker", "--concurrency", str(concurrency),
              "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h",
              *only],
             cwd=ROOT, env={**child_env(settings), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,

@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import task_postrun
 
 from mephisto_dist import metrics
+from mephisto_dist.celery import transport
 from mephisto_dist.celery.limits import celery_limits
 from mephisto_dist.queue import celery_config
 from mephisto_dist.settings import Settings
@@ -18,6 +19,7 @@ def make_celery(settings: Settings, *, record_metrics: bool = True) -> Celery:
     process but Flower, whose own Prometheus metrics are not ours)."""
     if record_metrics:
         metrics.enable(settings)  # before the prefork pool starts: its children inherit the folder
+    transport.use_for_redis_urls()  # a worker outlives its broker's restart during a task (see the module)
     app = Celery("mephisto_dist")
     app.conf.update(celery_config(settings.broker_url, settings.redis_timeout_s))
     app.conf.update(celery_limits(settings))
