@@ -13,6 +13,8 @@ import pytest
 import redis
 
 from mephisto_dist import heartbeats
+from mephisto_dist.domain.diagnosis import QUEUE_BACKLOG
+from mephisto_dist.queue import LIVE_QUEUE, RECONCILE_RUNS, CeleryQueue
 from tests.conftest import wait_for
 from tests.system import ROOT, celery_beat, celery_worker, child_env, make_runtime
 
@@ -96,3 +98,25 @@ def test_status_says_when_no_worker_answers_and_beat_is_not_running(tmp_path: Pa
                                   and "no Celery worker answers: the last one was seen" in s), None),
                     timeout_s=30, message="status to notice beat and the worker are gone")
     assert "celery workers: 0 answering (last seen: test-" in said, said
+
+
+def test_status_counts_the_tasks_no_worker_takes(tmp_path: Path, redis_url: str) -> None:
+    """A worker that answers but takes nothing (here: one started for remote calls only, ``-Q live``; a
+    worker that stopped consuming after a broker restart looks the same) leaves the default queue growing;
+    status counts it and, past QUEUE_BACKLOG, says what it may mean."""
+    settings = _settings(tmp_path, redis_url)
+    queue = CeleryQueue(settings.broker_url)
+    try:
+        with celery_worker(settings, tmp_path / "worker.log", concurrency=1, queues=[LIVE_QUEUE]):
+            wait_for(lambda: "celery workers: 1 answering" in _status(settings), timeout_s=30,
+                     message="status to see the worker")
+            queue.enqueue(RECONCILE_RUNS)
+            said = _status(settings)
+            assert "1 task(s) waiting in the queue" in said and "although a Celery worker answers" not in said, said
+            for _ in range(QUEUE_BACKLOG - 1):
+                queue.enqueue(RECONCILE_RUNS)
+            said = _status(settings)
+            assert f"{QUEUE_BACKLOG} task(s) waiting in the queue" in said, said
+            assert f"{QUEUE_BACKLOG} tasks wait in the queue although a Celery worker answers" in said, said
+    finally:
+        queue.close()

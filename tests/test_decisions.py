@@ -92,3 +92,18 @@ def test_process_diagnosis_names_a_missing_worker_and_beat() -> None:
     said = diagnose_processes(gone)
     assert "last one was seen 6 min ago" in said[0] and "last seen 2 h 1 min ago" in said[1]
     assert diagnose_processes(ProcessFacts(None, None, 30)) == []
+
+
+def test_process_diagnosis_asks_about_a_queue_no_worker_takes_from() -> None:
+    from mephisto_dist.domain.diagnosis import QUEUE_BACKLOG, ProcessFacts, diagnose_processes
+
+    def said(queued: int | None, worker_age_s: float = 2.0) -> list[str]:
+        return diagnose_processes(ProcessFacts([worker_age_s], [1.0], 30, queued=queued))
+
+    assert said(None) == [] and said(QUEUE_BACKLOG - 1) == []
+    expected = (f"{QUEUE_BACKLOG} tasks wait in the queue although a Celery worker answers: if the number grows "
+                "from one `status` to the next, the workers take nothing (a worker can stop taking tasks after Redis "
+                "went away and came back); restart them")
+    assert said(QUEUE_BACKLOG) == [expected]
+    # No worker answers: that is what is said, not the queue.
+    assert "no Celery worker answers" in said(500, worker_age_s=400.0)[0] and len(said(500, worker_age_s=400.0)) == 1

@@ -30,7 +30,8 @@ def print_processes(runtime: Runtime) -> ProcessFacts:
     stale = facts.stale_after_s
     alive = [s for s in workers if s.age_s <= stale]
     listed = ", ".join(f"{s.name} {ago(s.age_s)} ago" for s in workers[:SHOWN_WORKERS])
-    console.print(f"celery workers: {len(alive)} answering" + (f" (last seen: {listed})" if listed else ""),
+    queued = "" if facts.queued is None else f"; {facts.queued} task(s) waiting in the queue"
+    console.print(f"celery workers: {len(alive)} answering" + (f" (last seen: {listed})" if listed else "") + queued,
                   soft_wrap=True)
     beat_line = f"{beats[0].name}, last seen {ago(beats[0].age_s)} ago" if beats else "never seen"
     running = "running" if beats and beats[0].age_s <= stale else "NOT running"

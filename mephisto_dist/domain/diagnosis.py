@@ -51,6 +51,13 @@ class ProcessFacts:
     worker_ages_s: list[float] | None
     beat_ages_s: list[float] | None
     stale_after_s: float
+    queued: int | None = None
+    """Tasks in Celery's default queue that no worker has taken (``None``: not counted)."""
+
+
+QUEUE_BACKLOG = 100
+"""Tasks waiting in the default queue beyond which ``status`` asks whether the workers still take any: a
+healthy worker takes beat's sweeps and the launches within seconds."""
 
 
 def diagnose_processes(facts: ProcessFacts) -> list[str]:
@@ -63,6 +70,10 @@ def diagnose_processes(facts: ProcessFacts) -> list[str]:
         elif facts.worker_ages_s[0] > facts.stale_after_s:
             found.append(f"no Celery worker answers: the last one was seen {ago(facts.worker_ages_s[0])} ago; "
                          f"start one with celery -A mephisto_dist.celery.worker worker")
+        elif facts.queued is not None and facts.queued >= QUEUE_BACKLOG:
+            found.append(f"{facts.queued} tasks wait in the queue although a Celery worker answers: if the number "
+                         f"grows from one `status` to the next, the workers take nothing (a worker can stop "
+                         f"taking tasks after Redis went away and came back); restart them")
     if facts.beat_ages_s is not None:
         if not facts.beat_ages_s:
             found.append("beat is not running (never seen): overdue units, leaked tokens, orphaned HITs and "

@@ -4,6 +4,7 @@ a run is not progressing. Queries only; each returns frozen data for a face to p
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from mephisto_dist.providers import provider_class
 from mephisto_dist.runs.launches import LaunchTrouble, launch_trouble, run_pool
 from mephisto_dist.runs.task_runs import unit_counts
 from mephisto_dist.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT_SHOWN = 10
 RECENT_SUBMISSIONS_MIN = 10
@@ -240,8 +243,18 @@ def processes(runtime: Runtime) -> Processes:
         beats = heartbeats.last_seen(runtime.redis, "beat")
     except ServiceError:
         return Processes(ProcessFacts(None, None, stale_s), (), ())
-    facts = ProcessFacts([s.age_s for s in workers], [s.age_s for s in beats], stale_s)
+    facts = ProcessFacts([s.age_s for s in workers], [s.age_s for s in beats], stale_s,
+                         queued=_queued(runtime) if workers else None)
     return Processes(facts, tuple(workers), tuple(beats))
+
+
+def _queued(runtime: Runtime) -> int | None:
+    """The default queue's tasks no worker took; ``None`` when the broker does not say."""
+    try:
+        return runtime.queue.waiting()
+    except Exception as error:  # noqa: BLE001 - a figure for status, never a reason for it to fail
+        log.debug("the queue's length is unknown: %s", error)
+        return None
 
 
 @dataclass(frozen=True)
