@@ -11,12 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
-from mephisto_dist.queue import DEFAULT_QUEUE
 from tests.conftest import wait_for
-from tests.system import celery_worker, make_runtime
-from tests.test_submit_faults import KillableRedis
+from tests.system import KillableRedis, celery_worker, make_runtime
 
 pytestmark = pytest.mark.system
 
@@ -25,19 +22,18 @@ def test_a_worker_running_a_task_when_redis_restarts_goes_on_consuming(tmp_path:
     server = KillableRedis(tmp_path / "redis")
     server.start()
     rt = make_runtime(tmp_path / "data", sqlite_url, server.url)
-    sender = Celery("broker_restart_test", broker=rt.settings.broker_url, set_as_current=False)
     log = tmp_path / "worker.log"
     try:
         with celery_worker(rt.settings, log, app="tests.broker_app") as worker:
-            sender.send_task("tests.sleep", args=[3.0], queue=DEFAULT_QUEUE)
-            wait_for(lambda: b"tests.sleep" in log.read_bytes() and b"received" in log.read_bytes(), timeout_s=30,
+            rt.queue.enqueue("tests.sleep", 3.0)  # a name no route names: the default queue
+            wait_for(lambda: re.search(rb"tests\.sleep\[[^]]+\] received", log.read_bytes()), timeout_s=30,
                      message="the worker to start the slow task")
             server.kill()
             wait_for(lambda: b"Connection to broker lost" in log.read_bytes(), timeout_s=30,
                      message="the worker to notice the broker is gone")
             server.start()
             done = tmp_path / "done"
-            sender.send_task("tests.touch", args=[str(done)], queue=DEFAULT_QUEUE)
+            rt.queue.enqueue("tests.touch", str(done))
             wait_for(lambda: worker.poll() is not None or done.exists(), timeout_s=60,
                      message="the worker to run a task sent after the restart")
             assert worker.poll() is None, log.read_text()[-3000:]
@@ -46,12 +42,11 @@ def test_a_worker_running_a_task_when_redis_restarts_goes_on_consuming(tmp_path:
             wait_for(lambda: worker.poll() is not None or re.search(rb"tests\.sleep\[[^]]+\] succeeded", log.read_bytes()),
                      timeout_s=30, message="the slow task to end")
             again = tmp_path / "again"
-            sender.send_task("tests.touch", args=[str(again)], queue=DEFAULT_QUEUE)
+            rt.queue.enqueue("tests.touch", str(again))
             wait_for(lambda: worker.poll() is not None or again.exists(), timeout_s=60,
                      message="the worker to run a task sent after the slow one ended")
             assert worker.poll() is None, log.read_text()[-3000:]
             assert b"Unrecoverable error" not in log.read_bytes()
     finally:
-        sender.close()
         rt.close()
         server.stop()

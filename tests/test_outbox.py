@@ -21,10 +21,9 @@ from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, OutboxMessage, Unit
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_beat, celery_worker, make_runtime, web_server
+from tests.system import KillableRedis, celery_beat, celery_worker, make_runtime, web_server
 from tests.test_golds_system import GOLDS, launch
 from tests.test_screening_system import grants, sentence
-from tests.test_submit_faults import KillableRedis
 from tests.test_task_scripts_system import register, submit
 
 FAST_SWEEPS = {"OUTBOX_SWEEP_EVERY_S": "0.5", "OUTBOX_RETRY_BASE_S": "0.5", "POOL_RENEW_EVERY_S": "0.5",

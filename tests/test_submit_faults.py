@@ -5,14 +5,10 @@ back beat gives the slot back and the run goes on."""
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
 from mephisto_dist.db.engine import read_transaction
@@ -20,49 +16,10 @@ from mephisto_dist.db.models import Unit
 from mephisto_dist.runs.preparation import create_run, enqueue_launch, prepare_run
 from mephisto_dist.runtime import Runtime
 from tests.conftest import wait_for
-from tests.system import celery_beat, celery_worker, make_runtime, web_server
+from tests.system import KillableRedis, celery_beat, celery_worker, make_runtime, web_server
 from tests.taskdirs import write_task_dir
 
 pytestmark = pytest.mark.system
-
-
-class KillableRedis:
-    """A redis-server of this test's own on a unix socket, to kill and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.socket.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(unix_socket_path=str(self.socket))
-
-        def pings() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(pings, message="redis-server to start")
-        client.close()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 def statuses(rt: Runtime, run_id: int) -> list[str]:
