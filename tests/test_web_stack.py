@@ -24,11 +24,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mephisto_dist.domain.worker_input import check_name
 from mephisto_dist.errors import RequestError
 from mephisto_dist.web import request_log
 from mephisto_dist.web.app import HOT_PATHS, ROUTE_GROUPS, route_table
+from mephisto_dist.web.one_write import OneWriteHttpProtocol
 from mephisto_dist.web.recorded_server import server_config, warm_up
 from mephisto_dist.web.request_log import RequestLog
 from mephisto_dist.web.server import LOG_FORMAT, LogFormatter
@@ -147,8 +149,9 @@ def test_uvicorn_runs_the_app_on_httptools_and_uvloop_without_its_own_access_log
         pass
 
     config = server_config(app, "127.0.0.1", 3000)
-    assert (config.access_log, config.proxy_headers, config.http, config.loop) == (False, False, "httptools",
-                                                                                   "uvloop")
+    assert (config.access_log, config.proxy_headers, config.http, config.loop) == (False, False,
+                                                                                   OneWriteHttpProtocol, "uvloop")
+    assert issubclass(OneWriteHttpProtocol, HttpToolsProtocol)
     config.load()
     assert not isinstance(config.loaded_app, ProxyHeadersMiddleware)
 

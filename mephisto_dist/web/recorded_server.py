@@ -29,6 +29,7 @@ from mephisto_dist.db.models import Server
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.storage.bundle_cache import BundleMissing
+from mephisto_dist.web.one_write import OneWriteHttpProtocol
 
 if TYPE_CHECKING:
     from mephisto_dist.work.served import Served
@@ -109,7 +110,8 @@ def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     # get "upstream prematurely closed", and take this healthy process out of its pool (max_fails=1).
     # The live channel's packets are small JSON: compressing each (permessage-deflate, which browsers offer)
     # cost more CPU on both ends than it saved, and Mephisto's router (Tornado's default) does not either.
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
+    # One write per answer, its head and body together (web.one_write): uvicorn's httptools protocol.
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=OneWriteHttpProtocol, log_level="warning",
                           access_log=False, log_config=None, proxy_headers=False,
                           timeout_keep_alive=KEEP_ALIVE_S, ws_per_message_deflate=False)
 
