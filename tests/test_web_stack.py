@@ -259,3 +259,47 @@ def test_warming_up_opens_the_hot_paths_connections_and_never_stops_the_server_s
             assert isinstance(pool, QueuePool) and pool.checkedin() >= 5 and pool.checkedout() == 0
     finally:
         runtime.close()
+
+
+@pytest.mark.parametrize(("task", "blueprint", "provider", "deployment_cap", "expected"), [
+    ({}, {}, "mock", "0", True),  # a static task, no limits: SQLite's work only (web.context runs it on the loop)
+    ({}, {}, "inhouse", "0", True),
+    ({}, {}, "prolific", "0", True),
+    ({"max_num_concurrent_units": 5}, {}, "mock", "0", False),  # its cap is kept in Redis
+    ({}, {}, "mock", "20", False),  # so is the deployment's
+    ({"allowed_concurrent": 1}, {}, "mock", "0", False),
+    ({"maximum_units_per_worker": 3}, {}, "mock", "0", False),
+    ({}, {"onboarding_qualification": "q"}, "mock", "0", False),
+    ({}, {"block_qualification": "b"}, "mock", "0", False),  # the gate may send provider calls
+    ({}, {"_blueprint_type": "remote_procedure"}, "mock", "0", False),  # a live runner
+    ({}, {}, "mturk", "0", False),  # a HIT taken back gives its tokens back in the request
+])
+def test_which_runs_hot_path_calls_nothing_but_the_database(tmp_path: Any, task: dict[str, Any],
+                                                            blueprint: dict[str, Any], provider: str,
+                                                            deployment_cap: str, expected: bool) -> None:
+    from mephisto_dist.work.claims import RunContext
+
+    runtime = make_runtime(tmp_path / "data", f"sqlite:///{tmp_path / 'test.db'}", "redis://127.0.0.1:1/0",
+                           MAX_CONCURRENT_UNITS=deployment_cap)
+    try:
+        run = RunContext.from_config(1, 1, "t", provider, "/b", {"task": task, "blueprint": blueprint})
+        served = Served.for_runtime(runtime, run_id=1)
+        assert served.database_only(run) is expected
+        # A cap set on the run while it goes (limits), as the run was last read.
+        capped = RunContext.from_config(1, 1, "t", provider, "/b", {"task": task, "blueprint": blueprint}, cap=5)
+        assert not served.database_only(capped)
+    finally:
+        runtime.close()
+
+
+def test_a_hook_choosing_units_keeps_the_run_off_the_loop(tmp_path: Any) -> None:
+    from mephisto_dist.work.claims import RunContext
+
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text("def worker_can_do_unit(worker_name, unit_data):\n    return True\n")
+    runtime = make_runtime(tmp_path / "data", f"sqlite:///{tmp_path / 'test.db'}", "redis://127.0.0.1:1/0")
+    try:
+        run = RunContext.from_config(1, 1, "t", "mock", "/b", {"task": {}, "blueprint": {"hooks_module": str(hooks)}})
+        assert not Served.for_runtime(runtime, run_id=1).database_only(run)
+    finally:
+        runtime.close()

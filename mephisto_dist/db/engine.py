@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.prepared import Prepared
@@ -127,9 +127,92 @@ def _sqlite_engine(database_url: str, database: str | None) -> Engine:
         # Readers take no lock in WAL mode: a read-only transaction must not queue behind writers. Run on
         # the driver's cursor (db.prepared): every hot-path transaction begins here.
         read_only = connection.get_execution_options().get(READ_ONLY, False)
+        if not read_only and _NO_WAIT.first_begin:
+            _begin_without_waiting(connection)
+            return
+        if connection.info.get(_WAITS_NOT):
+            _restore_busy_wait(connection)
         (_BEGIN_READ if read_only else _BEGIN_WRITE).execute(connection, begin=False)
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # Back to the pool with the busy wait every other user of the connection expects.
+        if dbapi_connection is not None and record.info.pop(_WAITS_NOT, False):
+            dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
     return engine
+
+
+class WriterBusy(Exception):
+    """SQLite's write lock is held elsewhere this instant, by another process or another thread of this
+    one, and the thread asked not to wait for it (:func:`without_waiting`). Nothing was written."""
+
+
+class _NoWait(threading.local):
+    active = False  # in a without_waiting block
+    first_begin = False  # ... whose first write transaction has not begun
+
+
+_NO_WAIT = _NoWait()
+_BUSY_NOW = Prepared(text("PRAGMA busy_timeout=0"))
+_BUSY_AS_USUAL = Prepared(text(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"))
+_WAITS_NOT = "mephisto_dist_busy_timeout_0"
+"""In a connection's pool record: its busy timeout is 0. Left so between blocks (one PRAGMA less a call
+where blocks follow one another on the same connection); any other BEGIN, and the pool's checkin, set
+the usual timeout back first."""
+
+
+def _begin_without_waiting(connection: Any) -> None:
+    """BEGIN IMMEDIATE with no busy wait: :class:`WriterBusy` when another process holds the write lock."""
+    import sqlite3
+
+    _NO_WAIT.first_begin = False
+    if not connection.info.get(_WAITS_NOT):
+        _BUSY_NOW.execute(connection, begin=False)
+        connection.info[_WAITS_NOT] = True
+    try:
+        _BEGIN_WRITE.execute(connection, begin=False)
+    except DBAPIError as error:
+        code = getattr(error.orig, "sqlite_errorcode", None)
+        if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        raise WriterBusy(str(error.orig)) from None
+
+
+def _restore_busy_wait(connection: Any) -> None:
+    _BUSY_AS_USUAL.execute(connection, begin=False)
+    connection.info.pop(_WAITS_NOT, None)
+
+
+@contextmanager
+def without_waiting(factory: sessionmaker[Session]) -> Iterator[None]:
+    """On this thread, for the block: work on SQLite that never waits for another writer to begin. The
+    block holds this process's writer lock throughout (:class:`WriterBusy` at once when another thread
+    has it), and its first write transaction begins only if SQLite's write lock is free (else
+    :class:`WriterBusy`, before anything was written). Later transactions of the block wait as usual:
+    what the first committed stands. :func:`pause` raises :class:`WriterBusy` in the block.
+
+    For a caller that has a better place to wait (the web's event loop hands the work to a thread)."""
+    lock = _writer_lock(factory)
+    if lock is None:
+        raise ValueError("without_waiting is for SQLite")
+    if not lock.acquire(blocking=False):
+        raise WriterBusy("another thread of this process is writing")
+    _NO_WAIT.active = _NO_WAIT.first_begin = True
+    try:
+        yield
+    finally:
+        _NO_WAIT.active = _NO_WAIT.first_begin = False
+        lock.release()
+
+
+def pause(seconds: float) -> None:
+    """``time.sleep``, outside any transaction, before trying again; in a :func:`without_waiting` block,
+    :class:`WriterBusy` instead: the caller makes its work again from the start where waiting is fine
+    (what the block committed before stands, as when a retry follows an outage)."""
+    if _NO_WAIT.active:
+        raise WriterBusy("a retry would wait")
+    time.sleep(seconds)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

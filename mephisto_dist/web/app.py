@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from mephisto_dist import metrics
+from mephisto_dist.db.engine import holding_connections
 from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
@@ -51,7 +52,10 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            # The event loop's thread runs SQLite's hot-path work when the write lock is free
+            # (WebContext.call): on a connection it holds from one call to the next, as the hot threads.
+            with holding_connections():
+                yield
         finally:
             await hub.close()
             request_log.flush_lines()
@@ -65,5 +69,6 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     app.state.live = hub
     sqlite = runtime.engine.dialect.name == "sqlite"
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
-                                   hot_threads=SQLITE_THREADS if sqlite else runtime.settings.web_threads)
+                                   hot_threads=SQLITE_THREADS if sqlite else runtime.settings.web_threads,
+                                   on_loop_when_free=sqlite)
     return app

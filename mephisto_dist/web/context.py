@@ -23,7 +23,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from mephisto_dist.db.engine import holding_connections
+from mephisto_dist.db.engine import WriterBusy, holding_connections, without_waiting
 from mephisto_dist.errors.drivers import is_outage, translate
 from mephisto_dist.web.frontend import RenderedFrontend
 from mephisto_dist.web.hot_threads import HotThreads
@@ -51,9 +51,20 @@ def retry_delay_s(attempt: int, jitter: float) -> float:
 
 @dataclass(frozen=True)
 class WebContext:
-    """The event loop only does I/O: every database transaction, task hook and blocking Redis or Celery
-    call of a request runs on a worker thread (``call``), on SQLite as on PostgreSQL, so one slow hook or
-    lock wait holds its own request, never the other requests and live sockets of the process."""
+    """The event loop waits for nothing: every task hook and blocking call of a request that may wait
+    runs on a worker thread, so one slow hook or lock wait holds its own request, never the other
+    requests and live sockets of the process.
+
+    The hot path's service functions (``call``) run on the hot threads, except where nothing would wait:
+    on SQLite, for a run whose hot path calls nothing but the database (``Served.database_only``: no cap,
+    no per-worker limit, no gate, no task code, no runner event), a call runs on the event loop itself
+    when SQLite's write lock is free this instant (``db.engine.without_waiting``: this process's writer
+    lock taken without waiting, the first BEGIN without SQLite's busy wait), and goes to the hot threads
+    when it is not. Handing the work to a thread cost more than the work (issue 23: the GIL passed back
+    and forth at every SQLite call, a third of the web's CPU per unit). Such a call writes in one
+    transaction; what the event loop can still wait for is SQLite's checkpoint of its log at a commit
+    (milliseconds, every thousand pages written), and the run read again by port (a read: in WAL mode it
+    waits for no writer)."""
 
     served: Served
     # Threads for the hot path's database work. PostgreSQL writes concurrently: a few threads
@@ -63,6 +74,11 @@ class WebContext:
     _hot: HotThreads = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
     files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
+
+    # Whether ``call`` runs on the event loop when SQLite's write lock is free (SQLite only).
+    on_loop_when_free: bool = False
+    # The run last judged by _database_only, and the verdict.
+    _judged: list[object] = field(default_factory=lambda: [None, False], repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections))
@@ -80,7 +96,29 @@ class WebContext:
         """Run a hot-path service function on one of the hot path's threads; made again across a short
         outage (the module's docstring)."""
         bound = functools.partial(work, *args, **kwargs)
-        return await self._outlasting(work, lambda: self._hot.run(bound))
+        if not (self.on_loop_when_free and self._database_only()):
+            return await self._outlasting(work, lambda: self._hot.run(bound))
+        sessions = self.served.runtime.sessions
+
+        async def attempt() -> T:
+            try:
+                with without_waiting(sessions):
+                    return bound()
+            except WriterBusy:
+                return await self._hot.run(bound)  # the writer that holds the lock is waited for there
+
+        return await self._outlasting(work, attempt)
+
+    def _database_only(self) -> bool:
+        """Whether the served run is one whose hot path calls nothing but SQLite (``Served.database_only``,
+        worked out once per run read). While the resolver's cache of a run served by port has lapsed (it
+        reads the run again every ``RESOLVE_CACHE_S``, in the call), the last run's verdict stands."""
+        run = self.served.cached_run()
+        if run is None:
+            return bool(self._judged[1])  # no run judged yet: False
+        if self._judged[0] is not run:
+            self._judged[:] = [run, self.served.database_only(run)]
+        return bool(self._judged[1])
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work that may be slow whatever the database (the task's own code, file copies); made again

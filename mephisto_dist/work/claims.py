@@ -107,10 +107,13 @@ class RunContext:
     onboarding_data: dict[str, Any] = field(default_factory=dict)
     screening: Screening | None = None
     golds: Golds | None = None
+    cap_when_read: int = 0
+    """The run's cap (``TaskRun.max_concurrent_units``) when this was read; a unit's own transactions read
+    the cap in force (it changes while the run goes)."""
 
     @classmethod
     def from_config(cls, run_id: int, task_id: int, task_name: str, provider_type: str, build_dir: str,
-                    config: dict[str, Any], hooks: TaskHooks | None = None) -> RunContext:
+                    config: dict[str, Any], hooks: TaskHooks | None = None, *, cap: int = 0) -> RunContext:
         """From a run's stored config and its hooks (by default loaded from the path the config names,
         once per process)."""
         parsed = RunConfig.parse(config)
@@ -126,7 +129,7 @@ class RunContext:
                    hooks=hooks,
                    onboarding_data=onboarding_data(parsed.blueprint.blueprint_type, hooks),
                    screening=screening_of(blueprint_args, generated=hooks.screening_data is not None),
-                   golds=golds_of(blueprint_args))
+                   golds=golds_of(blueprint_args), cap_when_read=cap)
 
     def init_task_data(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A data row as this run's pages receive it (a screening unit's, made while the run goes)."""

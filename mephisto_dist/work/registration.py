@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import pause, transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
@@ -55,7 +54,7 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
             details = outcome
             break
         except claims.ClaimBusy:
-            time.sleep(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
+            pause(claims.CLAIM_RETRY_S)  # never inside a transaction: it is closed here
     _send(served, messages)
     if run.hooks.hosts_assignments and details.agent_id and details.unit_id is not None:
         hosted = partners.init_task_data(run, details)

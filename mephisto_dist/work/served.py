@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mephisto_dist.architects import architect_types
+from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Task, TaskRun
 from mephisto_dist.errors import RequestError
 from mephisto_dist.limiter.deferred import DeferredReleases
-from mephisto_dist.providers import CrowdProvider, make_provider
+from mephisto_dist.providers import CrowdProvider, make_provider, provider_class
 from mephisto_dist.runs.bundles import run_files
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.work.claims import RunContext, WorkerGate
@@ -64,7 +65,8 @@ class RunResolver:
             task_name = session.scalar(select(Task.task_name).where(Task.id == run.task_id)) or ""
             files = run_files(self._runtime.bundles, run)
             self._cached = RunContext.from_config(run.id, run.task_id, task_name, run.provider_type,
-                                                  str(files.build_dir), run.config, files.hooks)
+                                                  str(files.build_dir), run.config, files.hooks,
+                                                  cap=run.max_concurrent_units or 0)
         self._cached_at = time.monotonic()
         return self._cached
 
@@ -120,3 +122,23 @@ class Served:
     def cached_run(self) -> RunContext | None:
         """The run served when known without a database read, else None (then call ``run``)."""
         return self.resolver.cached()
+
+    def database_only(self, run: RunContext) -> bool:
+        """Whether ``request_agent`` and ``submit_task`` on this run talk to nothing but the database
+        (no Redis, Celery or crowd-provider call, nor the task's own code, while the request waits): no cap
+        on the run or the deployment, no per-worker limits, no qualification gate or onboarding, no
+        ``worker_can_do_unit`` hook, no TaskRunner event or live channel, no HIT taken back (MTurk). An
+        uncapped run's tokens are given back off the request (``releases``).
+
+        The run's cap is the one read with ``run``: a cap set on the run while it goes (``limits``) makes
+        its submissions use Redis, and is seen here when the run is read again (every ``RESOLVE_CACHE_S``
+        for a run served by port, as ``mephisto-dist run`` and the Procfile's ``web`` serve it; for a run
+        served by id, ``web --run``, when the process starts)."""
+        settings = self.runtime.settings
+        runner = runner_for(run.run_config.blueprint.blueprint_type)
+        return not (run.cap_when_read or run.run_config.task.max_num_concurrent_units or settings.max_concurrent_units
+                    or run.allowed_concurrent or run.maximum_units_per_worker or run.gated
+                    or run.onboarding_qualification or run.screening is not None or run.golds is not None
+                    or run.hooks.worker_can_do_unit is not None
+                    or runner.live or runner.wants_unit_assigned or runner.wants_unit_submitted(run.hooks)
+                    or run.hooks.hosts_assignments or provider_class(run.provider_type).is_hit_based)
