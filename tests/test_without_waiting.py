@@ -150,3 +150,45 @@ def test_it_is_for_sqlite_only(pg_url: str) -> None:
             pass
     finally:
         engine.dispose()
+
+
+def test_the_web_runs_a_plain_runs_call_on_its_loop_and_leaves_a_writer_to_a_hot_thread(tmp_path: Path) -> None:
+    """``WebContext.call`` on SQLite: a run whose calls touch nothing but the database runs them on the
+    event loop's thread; one that meets another connection's write goes to a hot thread, which waits for
+    it; a capped run's calls always go to the hot threads."""
+    import asyncio
+
+    from mephisto_dist.web.context import WebContext
+    from mephisto_dist.work.served import Served
+    from tests.factories import make_run
+    from tests.system import make_runtime
+
+    path = tmp_path / "test.db"
+    runtime = make_runtime(tmp_path / "data", f"sqlite:///{path}", "redis://127.0.0.1:1/0")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        plain, capped = make_run(runtime.sessions), make_run(runtime.sessions, max_concurrent_units=5)
+
+        def where() -> str:
+            with transaction(runtime.sessions) as session:
+                session.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
+            return threading.current_thread().name
+
+        async def go(run_id: int) -> tuple[str, ...]:
+            context = WebContext(Served.for_runtime(runtime, run_id=run_id), hot_threads=2, on_loop_when_free=True)
+            context.served.run()  # the run read (and judged) before the calls, as the server's warm-up does
+            free = await context.call(where)
+            other.execute("BEGIN IMMEDIATE")
+            threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+            started = time.monotonic()
+            busy = await context.call(where)
+            assert time.monotonic() - started >= 0.25  # it waited for the writer's commit
+            return threading.current_thread().name, free, busy
+
+        loop, free, busy = asyncio.run(go(plain.run_id))
+        assert free == loop and busy.startswith("hot-path")
+        loop, free, busy = asyncio.run(go(capped.run_id))
+        assert free.startswith("hot-path") and busy.startswith("hot-path")
+    finally:
+        other.close()
+        runtime.close()
