@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from matrix import free_port, wait
 
 BODY = json.dumps({"agent_id": "0" * 36, "failure_reason": None, "init_task_data": {"html": "page.html"}}).encode()
 
@@ -79,10 +80,12 @@ async def drive(port: int, requests: int, clients: int) -> float:
     return time.perf_counter() - started
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def measure(protocol: str, requests: int, clients: int) -> dict[str, float]:
@@ -90,15 +93,7 @@ def measure(protocol: str, requests: int, clients: int) -> dict[str, float]:
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(port, protocol), daemon=True)
     server.start()
     assert server.pid is not None
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not start") from None
-            time.sleep(0.05)
+    wait(lambda: listening(port), 20, "the server to listen")
     asyncio.run(drive(port, 500, clients))  # warm-up
     cpu0, writes0 = cpu_and_writes(server.pid)
     wall = asyncio.run(drive(port, requests, clients))
