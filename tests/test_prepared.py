@@ -161,3 +161,47 @@ def test_the_hot_inserts_run_prepared_and_store_what_sqlalchemy_stores(engine: E
     assert [(name, blocked) for name, blocked, _ in rows] == [("w2", False), ("w4", False)]
     assert rows[0].created_at == rows[1].created_at
     assert stored.provider_data == agent["provider_data"] and stored.created_at.replace(tzinfo=UTC) == NOW
+
+
+def _work_of(connection: Any, statement: Any, params: dict[str, Any]) -> list[str] | int:
+    """What the database does for ``statement``: on PostgreSQL the rows its run read (EXPLAIN ANALYZE: those
+    each step returned or filtered out), on SQLite the steps of its plan that scan a table rather than
+    search an index."""
+    sql = str(statement.params(params).compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    if connection.dialect.name == "postgresql":
+        plan = connection.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)).scalar_one()
+        return _rows_read(plan[0]["Plan"])
+    steps = [row[3] for row in connection.execute(text("EXPLAIN QUERY PLAN " + sql))]
+    return [step for step in steps if step.startswith("SCAN") and "CONSTANT ROW" not in step]
+
+
+def _rows_read(node: dict[str, Any]) -> int:
+    own = int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0))
+    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
+def test_whether_a_run_has_more_does_not_read_its_done_units(engine: Engine) -> None:
+    """The submission's question (``run_has_more``) looks up each open status in the run's index: with
+    2,000 units done, a database with statistics (ANALYZE) reads a few rows for it, not the done units
+    (the question ORed the statuses: PostgreSQL walked every done unit's index entry or the whole table at
+    every submission, 934 buffers a submission by a run's 1,500th, and SQLite scanned the table)."""
+    from mephisto_dist.db.transitions import _run_has_more
+
+    factory = make_sessionmaker(engine)
+    context = make_run(factory, assignments=2002, launch=False)
+    with transaction(factory) as session:
+        ids = list(session.scalars(select(Unit.id).where(Unit.task_run_id == context.run_id).order_by(Unit.id)))
+        session.execute(update(Unit).where(Unit.id.in_(ids[:-1])).values(status="completed"))
+        session.execute(update(Unit).where(Unit.id == ids[-1]).values(status="launched"))
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    question = select(_run_has_more(bindparam("v_unit_id")))
+    with engine.connect() as connection:
+        for unit_id, expected in ((ids[0], True), (ids[-1], False)):  # the launched unit: nothing else open
+            params = {"v_unit_id": unit_id, "v_run_id": context.run_id}
+            assert connection.execute(question, params).scalar_one() is expected
+            work = _work_of(connection, question, params)
+            if engine.dialect.name == "postgresql":
+                assert isinstance(work, int) and work < 20, f"{work} rows read for one question"
+            else:
+                assert work == [], work

@@ -288,13 +288,19 @@ def _run_has_more(unit_id: Any) -> Any:
     submission's own statement (the unit itself left out: the statement moves it to completed), so that
     an open run's submission needs no statement of its own to ask it. The run is the statement's
     parameter, and on SQLite the unit too: its RETURNING names the updated table's columns unqualified,
-    so a subquery on the same table would read its own columns instead."""
-    others = exists().where(_OTHER_UNITS.c.task_run_id == bindparam("v_run_id"),
-                            _OTHER_UNITS.c.id != unit_id,
-                            or_(*(_OTHER_UNITS.c.status == s.value for s in UnitStatus if s not in UNIT_DONE)))
-    events = exists().where(_OUTBOX.c.task_run_id == bindparam("v_run_id"),
-                            or_(*(_OUTBOX.c.status == status for status in outbox.UNFINISHED)))
-    return or_(others, events).label("run_has_more")
+    so a subquery on the same table would read its own columns instead.
+
+    One EXISTS per open status, each a lookup of ``(task_run_id, status)`` in its index: one EXISTS whose
+    statuses are ORed was planned by PostgreSQL (with statistics) as a walk of the run's whole index range
+    with the statuses as a filter, through every unit already done, so that each submission cost more than
+    the one before (a run of 1,500 units: 934 buffers and 0.42 ms at its end, issue 23)."""
+    run_id: Any = bindparam("v_run_id")
+    others = (exists().where(_OTHER_UNITS.c.task_run_id == run_id, _OTHER_UNITS.c.status == status.value,
+                             _OTHER_UNITS.c.id != unit_id)
+              for status in UnitStatus if status not in UNIT_DONE)
+    events = (exists().where(_OUTBOX.c.task_run_id == run_id, _OUTBOX.c.status == status)
+              for status in outbox.UNFINISHED)
+    return or_(*others, *events).label("run_has_more")
 
 
 # SQLite: the unit's write, after the agent's, in a second statement.
