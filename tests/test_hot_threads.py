@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -98,3 +99,64 @@ def test_work_whose_caller_gave_up_still_runs_to_its_end() -> None:
 def test_a_pool_needs_a_thread() -> None:
     with pytest.raises(ValueError):
         HotThreads(0)
+
+
+def test_with_spares_calls_that_come_together_share_one_thread() -> None:
+    """20 calls at once, each 5 ms: the first thread takes them in turn (none waits 2 s), no spare starts;
+    without spares the second thread starts at once and takes some."""
+    def threads_used(spare_after_s: float | None) -> set[int]:
+        pool = HotThreads(2, spare_after_s=spare_after_s)
+        used: set[int] = set()
+
+        def work() -> None:
+            used.add(threading.get_ident())
+            time.sleep(0.005)
+
+        async def go() -> None:
+            await asyncio.gather(*(pool.run(work) for _ in range(20)))
+
+        asyncio.run(go())
+        return used
+
+    assert len(threads_used(2.0)) == 1
+    assert len(threads_used(None)) == 2
+
+
+def test_a_spare_takes_the_calls_a_stuck_thread_holds_up_and_ends_once_they_are_taken() -> None:
+    pool = HotThreads(2, name="spared", spare_after_s=0.05)
+    stuck = threading.Event()
+    release = threading.Event()
+    names: list[str] = []
+
+    def slow() -> str:
+        stuck.set()
+        release.wait(10)
+        return "slow"
+
+    def quick(i: int) -> int:
+        names.append(threading.current_thread().name)
+        return i
+
+    def spares() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name == "spared-2"]
+
+    async def go() -> tuple[list[object], float]:
+        first = asyncio.ensure_future(pool.run(slow))
+        while not stuck.is_set():
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        answers: list[object] = list(await asyncio.gather(*(pool.run(lambda i=i: quick(i))  # type: ignore[misc]
+                                                            for i in range(3))))
+        waited = time.perf_counter() - started
+        deadline = time.monotonic() + 5
+        while spares() and time.monotonic() < deadline:  # the spare found the queue empty
+            await asyncio.sleep(0.01)
+        assert not spares()
+        release.set()
+        answers.append(await first)
+        return answers, waited
+
+    answers, waited = asyncio.run(go())
+    assert answers == [0, 1, 2, "slow"]
+    assert waited < 5  # answered by the spare while the first thread was still held
+    assert names == ["spared-2"] * 3

@@ -21,7 +21,7 @@ from mephisto_dist.errors import MephistoDistError
 from mephisto_dist.runners.live.hub import LiveHub
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.web import request_log
-from mephisto_dist.web.context import SQLITE_THREADS, WebContext
+from mephisto_dist.web.context import SQLITE_SPARE_AFTER_S, SQLITE_THREADS, WebContext
 from mephisto_dist.web.errors import DRIVER_ERRORS, driver_error_response, error_response
 from mephisto_dist.web.hot_routes import HotRoutes
 from mephisto_dist.web.request_log import RequestLog
@@ -70,5 +70,6 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     sqlite = runtime.engine.dialect.name == "sqlite"
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    hot_threads=SQLITE_THREADS if sqlite else runtime.settings.web_threads,
+                                   spare_after_s=SQLITE_SPARE_AFTER_S if sqlite else None,
                                    on_loop_when_free=sqlite)
     return app

@@ -35,6 +35,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SQLITE_THREADS = 2
+SQLITE_SPARE_AFTER_S = 0.05
+"""On SQLite the second hot thread is a spare: started when a call has waited this long for the first
+(``HotThreads``' ``spare_after_s``)."""
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,10 @@ class WebContext:
     served: Served
     # Threads for the hot path's database work. PostgreSQL writes concurrently: a few threads
     # (settings.web_threads), more only contend for the GIL and the database. SQLite takes one writer at a
-    # time (the engine's writer lock): SQLITE_THREADS let a read go on while a write waits for it.
+    # time (the engine's writer lock): SQLITE_THREADS let a call go on while a slow one (a task's hook, a
+    # lock held by another process) holds the first thread, the second started only then (spare_after_s).
     hot_threads: int = 4
+    spare_after_s: float | None = None
     _hot: HotThreads = field(init=False, repr=False, compare=False)
     frontend: RenderedFrontend = field(default_factory=RenderedFrontend, repr=False, compare=False)
     files: ServedFiles = field(default_factory=ServedFiles, repr=False, compare=False)
@@ -81,7 +86,8 @@ class WebContext:
     _judged: list[object] = field(default_factory=lambda: [None, False], repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections))
+        object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections,
+                                                   spare_after_s=self.spare_after_s))
 
     @property
     def max_body_bytes(self) -> int:
