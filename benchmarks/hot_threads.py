@@ -3,7 +3,7 @@
 threads, interleaved with an event loop and with each other, costs (``profile-hot-path.md``).
 
     python benchmarks/hot_threads.py [--units 3000] [--mode pool|direct|thread|two] [--size 2]
-                                     [--concurrency 20]
+                                     [--concurrency 20] [--cap 0] [--spare-after-ms MS]
 
 - ``direct``: ``hot_path.py``'s loop on the main thread; ``thread``: the same on one other thread;
   ``two``: two threads, each its own loop over half the units (each its own SQLite connection);
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["pool", "direct", "thread", "two"], default="pool")
     parser.add_argument("--size", type=int, default=2, help="hot threads (pool)")
     parser.add_argument("--concurrency", type=int, default=20, help="asyncio tasks (pool)")
+    parser.add_argument("--cap", type=int, default=0, help="the run's max_num_concurrent_units")
+    parser.add_argument("--spare-after-ms", type=float, default=None,
+                        help="threads past the first are spares (pool; the web's on SQLite: 50)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hot-threads-"))
     server, redis_url = _start_redis(folder)
@@ -75,7 +78,9 @@ def measure(args: argparse.Namespace, folder: Path) -> str:
     (task_dir / "data.csv").write_text("\n".join(["text"] + [f"sentence {i}" for i in range(args.units)]) + "\n")
     runtime = Runtime(load_settings())
     upgrade(runtime.engine)
-    run_id = create_run(runtime, prepare_run(task_dir, "example", ["mephisto.architect.port=3999"], check_port=False))
+    overrides = ["mephisto.architect.port=3999"] + ([f"mephisto.task.max_num_concurrent_units={args.cap}"]
+                                                     if args.cap else [])
+    run_id = create_run(runtime, prepare_run(task_dir, "example", overrides, check_port=False))
     launch_units(runtime.sessions, LaunchContext.of(runtime, run_provider(runtime, run_id)), run_id,
                  now=datetime.now(UTC))
     served = Served.for_runtime(runtime, run_id=run_id)
@@ -109,7 +114,8 @@ def measure(args: argparse.Namespace, folder: Path) -> str:
         return run
 
     async def pool_run() -> None:
-        pool = HotThreads(args.size, around=holding_connections)
+        spare_after_s = None if args.spare_after_ms is None else args.spare_after_ms / 1000
+        pool = HotThreads(args.size, around=holding_connections, spare_after_s=spare_after_s)
         numbers = iter(range(args.units))
 
         async def worker() -> None:
