@@ -194,7 +194,7 @@ def test_whether_a_run_has_more_does_not_read_its_done_units(engine: Engine) -> 
         session.execute(update(Unit).where(Unit.id.in_(ids[:-1])).values(status="completed"))
         session.execute(update(Unit).where(Unit.id == ids[-1]).values(status="launched"))
     with engine.begin() as connection:
-        connection.execute(text("ANALYZE"))
+        connection.execute(text("ANALYZE unit"))  # this schema's table (the search path), not the database's
     question = select(_run_has_more(bindparam("v_unit_id")))
     with engine.connect() as connection:
         for unit_id, expected in ((ids[0], True), (ids[-1], False)):  # the launched unit: nothing else open
