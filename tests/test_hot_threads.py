@@ -110,7 +110,7 @@ def test_with_spares_calls_that_come_together_share_one_thread() -> None:
 
         def work() -> None:
             used.add(threading.get_ident())
-            time.sleep(0.005)
+            time.sleep(0.005)  # the call's own work (not a wait for a condition): long enough to overlap
 
         async def go() -> None:
             await asyncio.gather(*(pool.run(work) for _ in range(20)))
