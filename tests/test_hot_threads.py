@@ -160,3 +160,38 @@ def test_a_spare_takes_the_calls_a_stuck_thread_holds_up_and_ends_once_they_are_
     assert answers == [0, 1, 2, "slow"]
     assert waited < 5  # answered by the spare while the first thread was still held
     assert names == ["spared-2"] * 3
+
+
+def test_a_call_that_comes_while_a_look_for_a_spare_is_pending_gets_one_too() -> None:
+    """One look for a spare is scheduled at a time: the call it was for is taken in time, the next one
+    meets a stuck thread, and the next look starts a spare for it."""
+    pool = HotThreads(2, name="relook", spare_after_s=0.05)
+    release = threading.Event()
+    names: list[str] = []
+
+    def short() -> None:
+        time.sleep(0.03)  # the call's own work (not a wait for a condition), shorter than spare_after_s
+
+    def stuck() -> str:
+        release.wait(10)
+        return "stuck"
+
+    def quick() -> str:
+        names.append(threading.current_thread().name)
+        return "quick"
+
+    async def go() -> tuple[str, bool]:
+        first = asyncio.ensure_future(pool.run(short))
+        await asyncio.sleep(0.001)
+        held = asyncio.ensure_future(pool.run(stuck))  # the look scheduled now finds it taken in time
+        await asyncio.sleep(0.04)
+        answer = await asyncio.wait_for(pool.run(quick), 5)  # behind the stuck call: a spare's
+        still_held = not held.done()
+        release.set()
+        await first
+        assert await held == "stuck"
+        return answer, still_held
+
+    answer, still_held = asyncio.run(go())
+    assert answer == "quick" and still_held
+    assert len(names) == 1  # the spare's, or (a slow machine) the first thread's while a spare took the stuck call

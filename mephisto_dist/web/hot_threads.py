@@ -13,8 +13,9 @@ With ``spare_after_s``, threads past the first are spares: one is started only w
 that long in the queue (the threads busy with something slow: a task's hook, a database lock held by
 another process), and it ends as soon as it finds the queue empty. On SQLite, whose writes are one at a
 time anyway, a second thread always at work only made the threads pass the interpreter's lock back and
-forth: a capped run measured 1.96-2.14 ms of web CPU a unit on one thread against 2.22-2.41 on two, and
-412-452 units/s against 375-408 (issue 23).
+forth: a capped run's calls cost 1.61-1.80 ms of CPU a unit on two threads always at work, 1.27-1.33 with
+the second a spare (``benchmarks/hot_threads.py --cap 50``; in the web process, beside its event loop's
+HTTP work, the difference was within the machine's spread: issue 23).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class HotThreads:
         # still waiting while fewer than n were taken.
         self._put = 0
         self._taken = 0
+        # The loop a look for a spare is scheduled on (one at a time, not one per call), or None.
+        self._spare_check: asyncio.AbstractEventLoop | None = None
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` on one of the threads; its result, or what it raised."""
@@ -65,9 +68,15 @@ class HotThreads:
             if self._pending > self._idle and self._threads < self.size:
                 if self._threads == 0 or self._spare_after_s is None:
                     self._start(spare=False)
-                else:
-                    loop.call_later(self._spare_after_s, self._spare_if_waiting, self._put)
+                elif self._spare_check is not loop:
+                    self._look_for_spare_later(loop)
         return await future
+
+    def _look_for_spare_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Under the lock: in ``spare_after_s``, a spare if the newest call put by now is still waiting."""
+        assert self._spare_after_s is not None
+        self._spare_check = loop
+        loop.call_later(self._spare_after_s, self._spare_if_waiting, loop, self._put)
 
     def _start(self, *, spare: bool) -> None:
         """Under the lock."""
@@ -75,10 +84,15 @@ class HotThreads:
         threading.Thread(target=self._serve, args=(spare,), name=f"{self._name}-{self._threads}",
                          daemon=True).start()
 
-    def _spare_if_waiting(self, number: int) -> None:
+    def _spare_if_waiting(self, loop: asyncio.AbstractEventLoop, number: int) -> None:
         with self._lock:
-            if self._taken < number and self._threads < self.size:
+            self._spare_check = None
+            if self._threads >= self.size or self._pending <= self._idle:
+                return
+            if self._taken < number:
                 self._start(spare=True)
+            else:  # taken in time: look again for the calls that came after it
+                self._look_for_spare_later(loop)
 
     def _serve(self, spare: bool) -> None:
         with self._around():
