@@ -50,10 +50,9 @@ class HotThreads:
         self._threads = 0
         self._idle = 0
         self._pending = 0
-        # Jobs put and taken since the start: the queue is first in, first out, so the n-th job put is
-        # still waiting while fewer than n were taken.
+        # Jobs put since the start; those taken are _put - _pending. The queue is first in, first out, so
+        # the n-th job put is still waiting while fewer than n were taken.
         self._put = 0
-        self._taken = 0
         # The loop a look for a spare is scheduled on (one at a time, not one per call), or None.
         self._spare_check: asyncio.AbstractEventLoop | None = None
 
@@ -89,7 +88,7 @@ class HotThreads:
             self._spare_check = None
             if self._threads >= self.size or self._pending <= self._idle:
                 return
-            if self._taken < number:
+            if self._put - self._pending < number:
                 self._start(spare=True)
             else:  # taken in time: look again for the calls that came after it
                 self._look_for_spare_later(loop)
@@ -117,7 +116,6 @@ class HotThreads:
             with lock:
                 self._idle -= 1
                 self._pending -= 1
-                self._taken += 1
             try:
                 result = work()
             except BaseException as error:  # noqa: BLE001 - handed to the awaiting request
