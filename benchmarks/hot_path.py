@@ -3,7 +3,7 @@
 run`` does it (``examples/simple_static_task``'s config, the mock provider).
 
     python benchmarks/hot_path.py [--units 2000] [--cap 0] [--database-url URL] [--redis-url URL]
-                                  [--profile FILE] [--statements]
+                                  [--profile FILE] [--statements] [--workers N]
 
 Printed: CPU (this process, user + system) per unit for the whole cycle and for each call, wall time per
 unit, and with ``--statements`` the SQL statements and transactions per unit (counted by SQLAlchemy's
@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--profile")
     parser.add_argument("--statements", action="store_true")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="how many workers take the units in turn (0: a new worker for every unit)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="hot-path-"))
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace, folder: Path) -> list[str]:
             counts[statement.split()[0].upper()] += 1
 
     def cycle(i: int) -> tuple[float, float]:
-        worker = f"w{i}"
+        worker = f"w{i % args.workers}" if args.workers else f"w{i}"
         reg = Registration(worker, f"a{i}-{worker}", {"worker_name": worker, "agent_registration_id": f"a{i}-{worker}",
                                                       "assignment_id": f"a{i}", "provider_type": "mock"})
         started = time.process_time()
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace, folder: Path) -> list[str]:
     holding.__exit__(None, None, None)
     n = args.units - warm
     runtime.close()
-    lines = [f"{n} units, cap {args.cap or 'none'}, {runtime.engine.dialect.name}",
+    lines = [(f"{n} units, cap {args.cap or 'none'}, {runtime.engine.dialect.name}, "
+              (f"{args.workers} workers" if args.workers else "a new worker for each unit")),
              (f"  CPU per unit      {1000 * cpu / n:.3f} ms (request_agent {1000 * request_cpu / n:.3f}, "
              f"submit_task {1000 * submit_cpu / n:.3f})"),
              f"  wall per unit     {1000 * wall / n:.3f} ms"]

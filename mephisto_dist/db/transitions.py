@@ -12,12 +12,26 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, Update, bindparam, exists, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    Update,
+    bindparam,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from mephisto_dist.db import outbox
 from mephisto_dist.db.models import (
     Agent,
+    Assignment,
     Base,
     OnboardingAgent,
     OutboxMessage,
@@ -25,6 +39,7 @@ from mephisto_dist.db.models import (
     Server,
     TaskRun,
     Unit,
+    Worker,
 )
 from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.domain.servers import ServerStatus, check_server_transition
@@ -209,6 +224,80 @@ def assign_unit_to_new_agent(session: Session, agent: dict[str, Any]) -> bool:
     return run_prepared(session.connection(), _assign_with_new_agent(), params).first() is not None
 
 
+@lru_cache(maxsize=1)
+def _claim_alone() -> Any:
+    """PostgreSQL, a claim that needs nothing else in its transaction, as one statement atomic by itself:
+    the run's lowest launched unit in an assignment the worker has not worked on (locked, skipping the
+    units other claims hold), when no agent of the run has this registration id and the worker is not
+    blocked; the worker's row made if it is new (only once there is a unit for them); the agent inserted
+    (nothing on a conflict) and the unit moved ``launched -> assigned`` to it. Every step depends on the
+    one before, so the statement writes all of its rows or none; the row locked is the one moved.
+
+    The worker is looked up once (a materialised CTE, read by one-time filters): an unknown worker does
+    not make the statement walk the run's launched units."""
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    workers, agents, units, assignments = _table(Worker), _AGENTS, _UNITS, _table(Assignment)
+    found = (select(workers.c.id, workers.c.is_blocked)
+             .where(workers.c.provider_type == bindparam("a_provider_type"),
+                    workers.c.worker_name == bindparam("a_worker_name"))
+             .cte("found_worker"))
+    registered = agents.alias("registered")
+    mine = agents.alias("mine")
+    free_unit = (select(units.c.id, units.c.assignment_id)
+                 .where(units.c.task_run_id == bindparam("a_task_run_id"),
+                        units.c.status == UnitStatus.LAUNCHED.value,
+                        ~exists().where(registered.c.task_run_id == bindparam("a_task_run_id"),
+                                        registered.c.registration_id == bindparam("a_registration_id")),
+                        ~exists(select(found.c.id).where(found.c.is_blocked.is_not(False))),
+                        ~exists().where(mine.c.assignment_id == units.c.assignment_id,
+                                        mine.c.worker_id == select(found.c.id).scalar_subquery()))
+                 .order_by(units.c.id).limit(1)
+                 .with_for_update(of=units, skip_locked=True)
+                 .cte("free_unit"))
+    made = (postgresql_insert(workers)
+            .from_select(["provider_type", "worker_name", "created_at", "is_blocked"],
+                         select(bindparam("a_provider_type", type_=workers.c.provider_type.type),
+                                bindparam("a_worker_name", type_=workers.c.worker_name.type),
+                                bindparam("a_created_at", type_=workers.c.created_at.type), false())
+                         .where(exists(select(free_unit.c.id)), ~exists(select(found.c.id))),
+                         include_defaults=False)
+            .on_conflict_do_nothing()
+            .returning(workers.c.id)
+            .cte("made_worker"))
+    worker = union_all(select(found.c.id), select(made.c.id)).cte("the_worker")
+    given = {"unit_id": free_unit.c.id, "assignment_id": free_unit.c.assignment_id, "worker_id": worker.c.id}
+    new_agent = (postgresql_insert(agents)
+                 .from_select(list(_NEW_AGENT_COLUMNS),
+                              select(*(given.get(name, bindparam(f"a_{name}", type_=agents.c[name].type))
+                                       for name in _NEW_AGENT_COLUMNS))
+                              .select_from(free_unit.join(worker, true())),
+                              include_defaults=False)
+                 .on_conflict_do_nothing()
+                 .returning(agents.c.id, agents.c.unit_id, agents.c.worker_id)
+                 .cte("new_agent"))
+    assigned = (update(units)
+                .where(units.c.id == new_agent.c.unit_id, units.c.status == UnitStatus.LAUNCHED.value)
+                .values(status=UnitStatus.ASSIGNED.value, agent_id=new_agent.c.id, worker_id=new_agent.c.worker_id,
+                        status_changed_at=bindparam("a_created_at"), assigned_at=bindparam("a_created_at"))
+                .returning(units.c.id, units.c.assignment_id, units.c.worker_id)
+                .cte("assigned_unit"))
+    return (select(assigned.c.id.label("unit_id"), assigned.c.worker_id, assignments.c.data)
+            .select_from(assigned.join(assignments, assignments.c.id == assigned.c.assignment_id)))
+
+
+def claim_alone(connection: Connection, agent: dict[str, Any], worker_name: str, provider_type: str) -> Any:
+    """PostgreSQL: :func:`_claim_alone` on ``connection`` (meant for autocommit: ``engine.single_statement``)
+    for the new agent ``agent`` (its row, keyed by column, but for its unit, assignment and worker, which
+    the statement finds, the worker made if new). The claimed unit's ``unit_id``, ``worker_id`` and
+    assignment ``data``, or None when nothing was written: a blocked worker, a registration seen before, no
+    free unit, a lost race; the caller takes the request again in a transaction, which says which."""
+    check_unit_transition(UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)
+    params = {f"a_{name}": value for name, value in agent.items()}
+    params.update(a_worker_name=worker_name, a_provider_type=provider_type)
+    return run_prepared(connection, _claim_alone(), params).first()
+
+
 def move_agent(
     session: Session,
     agent_id: str,
@@ -357,6 +446,92 @@ def complete_submission(session: Session, agent_id: str, run_id: int, *, outputs
     unit = run_prepared(connection, _COMPLETE_UNIT, {"v_unit_id": agent.unit_id, "v_run_id": run_id,
                                                      "v_now": now}).first()
     return CompletedSubmission(int(agent.unit_id), int(agent.worker_id), unit)
+
+
+@lru_cache(maxsize=2)
+def _complete_alone(bind_next: bool) -> Any:
+    """PostgreSQL, for a submission that needs nothing else in its transaction: both writes in one
+    statement that is atomic by itself (run in autocommit, no BEGIN or COMMIT round trips), and with
+    ``bind_next`` also :func:`runs.launches.bind_next_launch`'s intent on the run's next created unit,
+    bound when the unit was completed, its run is open and a cap counts its units (the run's, or
+    ``v_capped``: the deployment's).
+
+    Unlike :func:`_complete_both` it writes nothing unless the agent can submit *and* its unit is
+    assigned: both rows are locked first, so neither write can miss once the other is made (there is no
+    rollback to undo one). Whatever it does not write (a repeat, a stranger, a closed agent or unit) is
+    for the caller to take again in a transaction, as :func:`complete_submission`."""
+    agents, units, runs = _AGENTS, _UNITS, _table(TaskRun)
+    target = (select(agents.c.id, agents.c.unit_id)
+              .join(units, units.c.id == agents.c.unit_id)
+              .where(agents.c.id == bindparam("v_id"), agents.c.task_run_id == bindparam("v_run_id"),
+                     or_(*(agents.c.status == s for s in sorted(s.value for s in AGENT_SUBMITTING))),
+                     units.c.status == UnitStatus.ASSIGNED.value)
+              .with_for_update(of=(agents, units))
+              .cte("submitting"))
+    done_agent = (_COMPLETE_AGENT.where(agents.c.id == select(target.c.id).scalar_subquery())
+                  .cte("done_agent"))
+    done_unit = (_COMPLETE_ASSIGNED_UNIT.where(units.c.id == select(target.c.unit_id).scalar_subquery())
+                 .returning(units.c.id, units.c.launch_id, units.c.task_run_id)
+                 .cte("done_unit"))
+    columns: list[Any] = [done_agent.c.unit_id, done_agent.c.worker_id, done_unit.c.launch_id,
+                          *(runs.c[name] for name in _REFILL_COLUMNS), _run_has_more(done_unit.c.id)]
+    joined = (done_agent.join(done_unit, done_unit.c.id == done_agent.c.unit_id)
+              .join(runs, runs.c.id == done_unit.c.task_run_id))
+    if bind_next:
+        waiting = _UNITS.alias("waiting_unit")
+        next_unit = (select(waiting.c.id)
+                     .where(waiting.c.task_run_id == bindparam("v_run_id"),
+                            waiting.c.status == UnitStatus.CREATED.value, waiting.c.launch_id.is_(None),
+                            waiting.c.launch_failed_at.is_(None))
+                     .order_by(waiting.c.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+        run_counted = (select(runs.c.id)
+                       .join(done_unit, done_unit.c.task_run_id == runs.c.id)
+                       .where(runs.c.is_completed.is_(False), runs.c.shutdown_requested_at.is_(None),
+                              or_(func.coalesce(runs.c.max_concurrent_units, 0) > 0, bindparam("v_capped"))))
+        bound = (update(units)
+                 .where(units.c.id == next_unit, units.c.status == UnitStatus.CREATED.value,
+                        units.c.launch_id.is_(None), exists(run_counted))
+                 .values(launch_id=bindparam("v_launch_id"), launch_attempts=1, launch_error=None,
+                         launch_retry_at=bindparam("v_retry_at"))
+                 .returning(units.c.id)
+                 .cte("bound_unit"))
+        columns.append(bound.c.id.label("bound_unit_id"))
+        joined = joined.outerjoin(bound, true())
+    return select(*columns).select_from(joined)
+
+
+class NextLaunch(NamedTuple):
+    """What :func:`complete_submission_alone` needs to bind the run's next unit to a launch."""
+
+    launch_id: str
+    retry_at: datetime
+    capped: bool  # the deployment caps every run's units (a run's own cap is read by the statement)
+
+
+class CompletedAlone(NamedTuple):
+    unit_id: int
+    worker_id: int
+    unit: Any  # as CompletedSubmission's, never None
+    bound_unit_id: int | None  # the unit bound to ``NextLaunch.launch_id``
+
+
+def complete_submission_alone(connection: Connection, agent_id: str, run_id: int, *, outputs: dict[str, Any],
+                              now: datetime, bind: NextLaunch | None) -> CompletedAlone | None:
+    """PostgreSQL: :func:`complete_submission`'s writes (and with ``bind`` the next launch's intent) in one
+    statement on ``connection``, meant for autocommit (``engine.single_statement``). None when it wrote
+    nothing: the caller takes the submission again in a transaction, which says why (see
+    :func:`_complete_alone`)."""
+    for status in AGENT_SUBMITTING:
+        check_agent_transition(status, AgentStatus.COMPLETED, onboarding=False)
+    check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
+    params: dict[str, Any] = {"v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}
+    if bind is not None:
+        params.update(v_launch_id=bind.launch_id, v_retry_at=bind.retry_at, v_capped=bind.capped)
+    row = run_prepared(connection, _complete_alone(bind is not None), params).first()
+    if row is None:
+        return None
+    bound = getattr(row, "bound_unit_id", None)
+    return CompletedAlone(int(row.unit_id), int(row.worker_id), row, None if bound is None else int(bound))
 
 
 def move_remote_call(

@@ -20,12 +20,13 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, select
+from sqlalchemy import Connection, bindparam, delete, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from mephisto_dist.blueprints import initial_task_data, onboarding_data, run_requirements
 from mephisto_dist.blueprints.hooks import NO_HOOKS, TaskHooks, WorkerCanDoUnit, hooks_for
 from mephisto_dist.config.run_config import RunConfig
+from mephisto_dist.db import transitions
 from mephisto_dist.db.models import (
     Agent,
     Assignment,
@@ -469,6 +470,22 @@ def claim_reserved(session: Session, run: RunContext, reservation: Reservation, 
                         created=True)
 
 
+def claim_alone(connection: Connection, run: RunContext, reg: Registration, *, now: datetime) -> AgentDetails | None:
+    """PostgreSQL, a run whose claims write nothing else (``Served.claims_alone``): a worker's claim of the
+    run's next launched unit (their worker row made if they are new) in one statement on ``connection``, in
+    autocommit (``db.transitions.claim_alone``). ``None`` when it wrote nothing (a blocked worker, a
+    registration seen before, no free unit this instant, a lost race): :func:`register_agent` takes the
+    request in a transaction and answers it."""
+    agent_id = secrets.token_hex(12)
+    agent = {"id": agent_id, "task_run_id": run.run_id, "registration_id": reg.registration_id,
+             "status": AgentStatus.IN_TASK.value, "provider_data": reg.provider_data, "init_data": {},
+             "created_at": now, "status_changed_at": now}
+    row = transitions.claim_alone(connection, agent, reg.worker_name, run.provider_type)
+    if row is None:
+        return None
+    return AgentDetails(reg.request_id, int(row.worker_id), agent_id, int(row.unit_id), row.data, created=True)
+
+
 def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:
     return _run(session, _FIND_REGISTRATION, {"run_id": run_id,
                                               "registration_id": registration_id}).first() is not None
@@ -674,6 +691,11 @@ def submit_task(
     unit_id, worker_id, unit = done
     if unit is None:
         raise RequestError("this unit is no longer open for submissions", 409)
+    return submitted(unit_id, agent_id, worker_id, unit)
+
+
+def submitted(unit_id: int, agent_id: str, worker_id: int, unit: Any) -> Submission:
+    """The first submission of an agent, from the submitting statement's row of its unit and run."""
     return Submission(unit_id, agent_id, worker_id, first=True, launch_id=unit.launch_id,
                       run_cap=int(unit.max_concurrent_units or 0),
                       run_open=not unit.is_completed and unit.shutdown_requested_at is None,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
-from mephisto_dist.db.engine import pause, transaction
+from mephisto_dist.db.engine import pause, single_statement, transaction
 from mephisto_dist.domain.status import AgentStatus
 from mephisto_dist.errors import RequestError, ServiceError
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens
@@ -30,6 +30,11 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
     one through an outbox message written with the claim and sent after the commit."""
     run = served.run()
     runner = runner_for(run.run_config.blueprint.blueprint_type)
+    if served.runtime.engine.dialect.name == "postgresql" and served.claims_alone(run):
+        with single_statement(served.runtime.sessions) as connection:
+            alone = claims.claim_alone(connection, run, reg, now=now())
+        if alone is not None:
+            return alone
     details = AgentDetails(reg.request_id, failure_reason=claims.NO_UNIT_AVAILABLE)
     messages: list[tuple[int, str]] = []
     for attempt in range(claims.CLAIM_ATTEMPTS):

@@ -136,9 +136,19 @@ class Served:
         served by id, ``web --run``, when the process starts)."""
         settings = self.runtime.settings
         runner = runner_for(run.run_config.blueprint.blueprint_type)
-        return not (run.cap_when_read or run.run_config.task.max_num_concurrent_units or settings.max_concurrent_units
-                    or run.allowed_concurrent or run.maximum_units_per_worker or run.gated
+        return (self.claims_alone(run) and not runner.wants_unit_submitted(run.hooks)
+                and not (run.cap_when_read or run.run_config.task.max_num_concurrent_units
+                         or settings.max_concurrent_units))
+
+    def claims_alone(self, run: RunContext) -> bool:
+        """Whether a ``request_agent`` on this run writes nothing but the claim (a worker, an agent, its
+        unit) and talks to nothing but the database: no per-worker limits, no qualification gate or
+        onboarding, no ``worker_can_do_unit`` hook, no TaskRunner event, live channel or partners, no HIT
+        taken back (MTurk). A cap does not matter here: a claim takes no token. On PostgreSQL such a
+        claim is first tried as one statement (``db.transitions.claim_alone``)."""
+        runner = runner_for(run.run_config.blueprint.blueprint_type)
+        return not (run.allowed_concurrent or run.maximum_units_per_worker or run.gated
                     or run.onboarding_qualification or run.screening is not None or run.golds is not None
                     or run.hooks.worker_can_do_unit is not None
-                    or runner.live or runner.wants_unit_assigned or runner.wants_unit_submitted(run.hooks)
+                    or runner.live or runner.wants_unit_assigned
                     or run.hooks.hosts_assignments or provider_class(run.provider_type).is_hit_based)

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 
 from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
-from mephisto_dist.db.engine import transaction
+from mephisto_dist.db.engine import single_statement, transaction
 from mephisto_dist.db.models import Agent
+from mephisto_dist.db.transitions import NextLaunch, complete_submission_alone
 from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AGENT_SUBMITTING, UnitStatus
 from mephisto_dist.errors import RequestError, ServiceError
@@ -26,6 +27,7 @@ from mephisto_dist.runs.launches import (
     bind_next_launch,
     hand_over,
     launch_units,
+    new_launch_id,
     pools_for,
 )
 from mephisto_dist.runs.task_runs import mark_completed_if_done
@@ -94,6 +96,11 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
     run = served.run()
     provider = served.providers.get(run)
     ctx = LaunchContext.of(served.runtime, provider)
+    if served.runtime.engine.dialect.name == "postgresql" and isinstance(agent_id, str) and agent_id \
+            and not runner_for(run.run_config.blueprint.blueprint_type).wants_unit_submitted(run.hooks):
+        recorded = _record_alone(served, run, ctx, agent_id, outputs)
+        if recorded is not None:
+            return recorded
     handover: UnitLaunch | None = None
     pools: list[PoolLimit] = []
     message: int | None = None
@@ -125,6 +132,36 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             # intent bound above is cleared when Redis fails; a process dying before that leaves it
             # for beat to re-send once its retry time passes).
             log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+    return submission
+
+
+def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: str,
+                  outputs: dict[str, Any]) -> Submission | None:
+    """PostgreSQL, a run whose submissions write no TaskRunner event: the answer, the unit and the next
+    launch's intent in one statement, atomic by itself (``transitions.complete_submission_alone``), with
+    no BEGIN and COMMIT round trips; then what :func:`_record` does after its commit. ``None`` when the
+    statement wrote nothing (a repeat, a stranger, a closed agent): :func:`_record` takes it again in a
+    transaction and says why."""
+    runtime = served.runtime
+    at = now()
+    bind = NextLaunch(new_launch_id(), at + ctx.stale_after, bool(ctx.global_cap)) \
+        if ctx.provider.publishes_instantly else None
+    with single_statement(runtime.sessions) as connection:
+        done = complete_submission_alone(connection, agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
+    if done is None:
+        return None
+    submission = claims.submitted(done.unit_id, agent_id, done.worker_id, done.unit)
+    handover = None if bind is None or done.bound_unit_id is None else \
+        UnitLaunch(run.run_id, done.bound_unit_id, bind.launch_id)
+    pools = pools_for(ctx, run.run_id, submission.run_cap)
+    if handover is None and not submission.run_has_more:
+        # Its own transaction, after the answer's: beat's sweep closes the run if this process dies first.
+        with transaction(runtime.sessions) as session:
+            mark_completed_if_done(session, run.run_id, now=now())
+    try:
+        _after_submit(served, run, ctx, submission, handover, pools)
+    except ServiceError as error:
+        log.warning("after the submission of unit %s: %s", submission.unit_id, error)  # as _record says
     return submission
 
 
