@@ -168,8 +168,8 @@ def run(args: argparse.Namespace, folder: Path) -> list[str]:
     holding.__exit__(None, None, None)
     n = args.units - warm
     runtime.close()
-    lines = [(f"{n} units, cap {args.cap or 'none'}, {runtime.engine.dialect.name}, "
-              (f"{args.workers} workers" if args.workers else "a new worker for each unit")),
+    workers = f"{args.workers} workers" if args.workers else "a new worker for each unit"
+    lines = [f"{n} units, cap {args.cap or 'none'}, {runtime.engine.dialect.name}, {workers}",
              (f"  CPU per unit      {1000 * cpu / n:.3f} ms (request_agent {1000 * request_cpu / n:.3f}, "
              f"submit_task {1000 * submit_cpu / n:.3f})"),
              f"  wall per unit     {1000 * wall / n:.3f} ms"]
