@@ -7,8 +7,11 @@ Runtime is free.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine
@@ -16,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mephisto_dist.db.engine import make_engine, make_sessionmaker
 from mephisto_dist.limiter import Limiter, RateBucket
-from mephisto_dist.limiter.redis_pool import RedisLimiter, RedisRateBucket
+from mephisto_dist.limiter.redis_pool import AsyncSwap, RedisLimiter, RedisRateBucket
 from mephisto_dist.queue import CeleryQueue
 from mephisto_dist.settings import Settings
 from mephisto_dist.storage import Storage, open_storage
@@ -41,14 +44,25 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.effective_redis_url,
+                                    retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+                                    max_connections=REDIS_MAX_CONNECTIONS, **self._redis_options())
+
+    def async_swap(self) -> AsyncSwap | None:
+        """The limiter's swap for the calling event loop (``AsyncSwap``: a new client, made on that loop),
+        with :attr:`redis`'s timeouts and retries; None where the limiter is not in Redis."""
+        if not isinstance(self.limiter, RedisLimiter):
+            return None
+        return AsyncSwap(redis.asyncio.Redis.from_url(
+            self.settings.effective_redis_url, retry=redis.asyncio.retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+            **self._redis_options()))
+
+    def _redis_options(self) -> dict[str, Any]:
         # A partition costs a bounded wait, a few quick retries, then an error (ServiceError at the
         # limiter's boundary), never a hung web thread or Celery task.
         timeout_s = self.settings.redis_timeout_s
-        return redis.Redis.from_url(
-            self.settings.effective_redis_url, health_check_interval=30, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-            max_connections=REDIS_MAX_CONNECTIONS)
+        return {"health_check_interval": 30, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+                "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]}
 
     @cached_property
     def limiter(self) -> Limiter:

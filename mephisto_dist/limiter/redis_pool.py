@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.commands.core import Script
 
 from mephisto_dist.errors import ServiceError
@@ -36,7 +37,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def describe(client: redis.Redis) -> str:
+def describe(client: redis.Redis | redis.asyncio.Redis) -> str:
     """The URL a client talks to, for messages."""
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
@@ -73,6 +74,53 @@ class _Boundary:
             raise ServiceError(f"Redis at {self.url} is not answering: {error}; {REDIS_HINT}") from error
 
 
+def _take_arguments(holders: list[str], pools: Sequence[PoolLimit], prefix: str) -> tuple[list[str], list[str | int]]:
+    """acquire.lua's and swap.lua's keys and arguments: each pool's three keys, and its three arguments
+    after the holders."""
+    script_keys: list[str] = []
+    args: list[str | int] = list(holders)
+    for limit in pools:
+        script_keys += (keys.pool_key(limit.pool, prefix), keys.cap_key(limit.pool, prefix),
+                        keys.ready_key(limit.pool, prefix))
+        args += (limit.cap, _lease_arg(limit.lease_s), "1" if limit.rebuilt_from_db else "0")
+    return script_keys, args
+
+
+def _taken(refused: int, pools: Sequence[PoolLimit]) -> Acquired:
+    """What acquire.lua's or swap.lua's answer says: 0 taken, -n pool n lost, n refused by pool n, more
+    than the pools: held already."""
+    if refused == 0:
+        return Acquired(ok=True)
+    if refused < 0:
+        return Acquired(ok=False, lost_pool=pools[-refused - 1].pool)
+    if refused > len(pools):
+        return Acquired(ok=False, held_pool=pools[refused - len(pools) - 1].pool)
+    return Acquired(ok=False, refused_pool=pools[refused - 1].pool)
+
+
+class AsyncSwap:
+    """:meth:`RedisLimiter.swap` for an event loop: the same script through ``redis.asyncio``, so that a
+    capped submission served on the web's event loop hands its slot over without blocking it
+    (``web.context``). Its client is the event loop's: make it on the loop that uses it."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = keys.PREFIX) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._boundary = _Boundary(describe(client))
+        self._swap = client.register_script(_lua("swap.lua"))
+
+    async def swap(self, old_holder: str, holder: str, pools: Sequence[PoolLimit]) -> Acquired:
+        if not pools:
+            return Acquired(ok=True)
+        script_keys, args = _take_arguments([old_holder, holder], pools, self._prefix)
+        with self._boundary:
+            refused = int(await self._swap(script_keys, args))
+        return _taken(refused, pools)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class RedisLimiter:
     """:class:`~mephisto_dist.limiter.Limiter` on one Redis server."""
 
@@ -105,21 +153,10 @@ class RedisLimiter:
 
     def _take(self, script: Script, holders: list[str], pools: Sequence[PoolLimit]) -> Acquired:
         """Run acquire.lua or swap.lua: each pool's three keys and three arguments after the holders."""
-        script_keys: list[str] = []
-        args: list[str | int] = list(holders)
-        for limit in pools:
-            script_keys += (keys.pool_key(limit.pool, self._prefix), keys.cap_key(limit.pool, self._prefix),
-                            keys.ready_key(limit.pool, self._prefix))
-            args += (limit.cap, _lease_arg(limit.lease_s), "1" if limit.rebuilt_from_db else "0")
+        script_keys, args = _take_arguments(holders, pools, self._prefix)
         with self._boundary:
             refused = int(script(script_keys, args))
-        if refused == 0:
-            return Acquired(ok=True)
-        if refused < 0:
-            return Acquired(ok=False, lost_pool=pools[-refused - 1].pool)
-        if refused > len(pools):
-            return Acquired(ok=False, held_pool=pools[refused - len(pools) - 1].pool)
-        return Acquired(ok=False, refused_pool=pools[refused - 1].pool)
+        return _taken(refused, pools)
 
     def release(self, holder: str, pools: Sequence[str]) -> int:
         return sum(self.release_each([(holder, pool) for pool in pools]))

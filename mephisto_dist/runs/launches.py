@@ -45,7 +45,7 @@ from mephisto_dist.domain.launch import out_of_attempts, retry_at
 from mephisto_dist.domain.qualifications import meets_requirements
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
 from mephisto_dist.errors import NotFoundError, ServiceError
-from mephisto_dist.limiter import Limiter, PoolLimit, RateBucket, keys
+from mephisto_dist.limiter import Acquired, Limiter, PoolLimit, RateBucket, keys
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens, token_holder
 from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
@@ -232,7 +232,8 @@ def bind_next_launch(session: Session, ctx: LaunchContext, run_id: int, *, now: 
 
 
 def hand_over(factory: sessionmaker[Session], ctx: LaunchContext, freed_holder: str, launch: UnitLaunch,
-              pools: list[PoolLimit], server_url: str, task_args: dict[str, Any], *, now: datetime) -> int | None:
+              pools: list[PoolLimit], server_url: str, task_args: dict[str, Any], *, now: datetime,
+              taken: Acquired | ServiceError | None = None) -> int | None:
     """Move the slot ``freed_holder`` (a unit just done) held to the launch :func:`bind_next_launch`
     recorded, and send that launch; return how many units were launched (0 or 1).
 
@@ -240,15 +241,20 @@ def hand_over(factory: sessionmaker[Session], ctx: LaunchContext, freed_holder: 
     can take the slot in between and the unit is offered as soon as this returns. A pool that refuses (a
     cap lowered, or the slot taken after a reconciler removed the finished unit's token) withdraws the
     intent. ``None``: a pool was lost; the intent is withdrawn and the finished unit's tokens given back,
-    for the caller to fall back on :func:`launch_units`, which rebuilds it."""
-    holder = f"launch:{launch.launch_id}"
-    try:
-        taken = ctx.limiter.swap(freed_holder, holder, pools)
-    except ServiceError:
+    for the caller to fall back on :func:`launch_units`, which rebuilds it.
+
+    ``taken``: the swap's outcome when the caller made it (``limiter.redis_pool.AsyncSwap`` on the web's
+    event loop), or the ServiceError it failed with."""
+    if taken is None:
+        try:
+            taken = ctx.limiter.swap(freed_holder, token_holder(launch.unit_id, launch.launch_id), pools)
+        except ServiceError as error:
+            taken = error
+    if isinstance(taken, ServiceError):
         # Redis is not answering: clear the intent now, so beat's repair refills the slot on its next
         # sweep instead of re-sending this launch once its retry time (a lease) has passed.
         _clear_intents(factory, [launch])
-        raise
+        raise taken
     if not taken.ok:
         _withdraw(factory, ctx, [p.pool for p in pools], [launch])
         if taken.lost_pool is not None:

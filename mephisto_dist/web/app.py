@@ -58,6 +58,7 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
                 yield
         finally:
             await hub.close()
+            await app.state.context.aclose()
             request_log.flush_lines()
             # What the last submissions queued to give back (a thread join: not on the event loop).
             await anyio.to_thread.run_sync(app.state.context.served.releases.close)

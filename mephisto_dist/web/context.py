@@ -24,12 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from mephisto_dist.db.engine import WriterBusy, holding_connections, without_waiting
+from mephisto_dist.errors import ServiceError
 from mephisto_dist.errors.drivers import is_outage, translate
+from mephisto_dist.limiter import Acquired
+from mephisto_dist.limiter.redis_pool import AsyncSwap
 from mephisto_dist.web.frontend import RenderedFrontend
 from mephisto_dist.web.hot_threads import HotThreads
 from mephisto_dist.web.served_files import ServedFiles
 from mephisto_dist.work.claims import RunContext
-from mephisto_dist.work.served import Served
+from mephisto_dist.work.served import AfterCommit, Served, finished
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,7 +66,9 @@ class WebContext:
     no per-worker limit, no gate, no task code, no runner event), a call runs on the event loop itself
     when SQLite's write lock is free this instant (``db.engine.without_waiting``: this process's writer
     lock taken without waiting, the first BEGIN without SQLite's busy wait), and goes to the hot threads
-    when it is not. Handing the work to a thread cost more than the work (issue 23: the GIL passed back
+    when it is not. ``call_split`` (request_agent and submit_task) does the same for a capped run
+    (``Served.commits_alone``), its submission's hand-over included: the swap through an async Redis
+    client, the next launch's record on the loop when the lock is free. Handing the work to a thread cost more than the work (issue 23: the GIL passed back
     and forth at every SQLite call, a third of the web's CPU per unit). Such a call writes in one
     transaction; what the event loop can still wait for is SQLite's checkpoint of its log at a commit
     (milliseconds, every thousand pages written), and the run read again by port (a read: in WAL mode it
@@ -82,8 +87,10 @@ class WebContext:
 
     # Whether ``call`` runs on the event loop when SQLite's write lock is free (SQLite only).
     on_loop_when_free: bool = False
-    # The run last judged by _database_only, and the verdict.
-    _judged: list[object] = field(default_factory=lambda: [None, False], repr=False, compare=False)
+    # The run last judged and the verdict: by _database_only, then by commits_alone (_judge).
+    _judged: tuple[list[object], list[object]] = field(default_factory=lambda: (_unjudged(), _unjudged()),
+                                                       repr=False, compare=False)
+    _swap: list[AsyncSwap | None] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections,
@@ -115,16 +122,82 @@ class WebContext:
 
         return await self._outlasting(work, attempt)
 
+    async def call_split(self, work: Callable[P, T | AfterCommit[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`call` for a hot-path service function that may hand back the work following its commit
+        (``work.served.AfterCommit``: a capped submission's hand-over). On SQLite, for a run whose calls
+        talk to nothing but the database up to their commit (``Served.commits_alone``: a cap allowed), the
+        call runs on the event loop when SQLite's write lock is free, as :meth:`call` runs a
+        ``database_only`` run's; then a hand-over's swap goes to Redis from the loop without blocking it
+        (``AsyncSwap``), and the next launch's record is written there too when the swap took the slot
+        and the write lock is free. What else follows (a refusal to withdraw, tokens to give back, Redis
+        failing, the lock taken) is done on a hot thread. The answer waits for all of it. Anywhere else,
+        the whole call on a hot thread, as :meth:`call`."""
+        bound = functools.partial(work, *args, **kwargs)
+
+        def whole() -> T:
+            return finished(bound())
+
+        if not (self.on_loop_when_free and self._judge(1, self.served.commits_alone)):
+            return await self._outlasting(work, lambda: self._hot.run(whole))
+        sessions = self.served.runtime.sessions
+
+        async def attempt() -> T:
+            try:
+                with without_waiting(sessions):
+                    result = bound()
+            except WriterBusy:
+                return await self._hot.run(whole)
+            if not isinstance(result, AfterCommit):
+                return result
+            step = result.handover
+            swap = self._async_swap()
+            if step is None or swap is None or self.served.runtime.settings.max_concurrent_units:
+                # (A deployment-wide cap may send a reconciliation after the hand-over: a Celery call.)
+                return await self._hot.run(result.finish)
+            taken: Acquired | ServiceError
+            try:
+                taken = await swap.swap(step.old_holder, step.holder, step.pools)
+            except ServiceError as error:
+                taken = error
+            then = functools.partial(step.then, taken)
+            if isinstance(taken, Acquired) and taken.ok:
+                try:
+                    with without_waiting(sessions):
+                        return then()  # one transaction: the launch's record
+                except WriterBusy:
+                    pass
+            return await self._hot.run(then)
+
+        return await self._outlasting(work, attempt)
+
+    async def aclose(self) -> None:
+        """Close what the event loop made (the hand-over's Redis client)."""
+        swap = self._swap[0] if self._swap else None
+        self._swap.clear()
+        if swap is not None:
+            await swap.aclose()
+
+    def _async_swap(self) -> AsyncSwap | None:
+        """This process's :class:`AsyncSwap`, made on the event loop at its first use."""
+        if not self._swap:
+            self._swap.append(self.served.runtime.async_swap())
+        return self._swap[0]
+
     def _database_only(self) -> bool:
-        """Whether the served run is one whose hot path calls nothing but SQLite (``Served.database_only``,
-        worked out once per run read). While the resolver's cache of a run served by port has lapsed (it
-        reads the run again every ``RESOLVE_CACHE_S``, in the call), the last run's verdict stands."""
+        """Whether the served run is one whose hot path calls nothing but SQLite (``Served.database_only``)."""
+        return self._judge(0, self.served.database_only)
+
+    def _judge(self, index: int, verdict: Callable[[RunContext], bool]) -> bool:
+        """A verdict on the served run (``index``: which), worked out once per run read. While the resolver's
+        cache of a run served by port has lapsed (it reads the run again every ``RESOLVE_CACHE_S``, in the
+        call), the last run's verdict stands."""
+        judged = self._judged[index]
         run = self.served.cached_run()
         if run is None:
-            return bool(self._judged[1])  # no run judged yet: False
-        if self._judged[0] is not run:
-            self._judged[:] = [run, self.served.database_only(run)]
-        return bool(self._judged[1])
+            return bool(judged[1])  # no run judged yet: False
+        if judged[0] is not run:
+            judged[:] = [run, verdict(run)]
+        return bool(judged[1])
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work that may be slow whatever the database (the task's own code, file copies); made again
@@ -164,6 +237,10 @@ class WebContext:
                 log.warning("%s: done after waiting out an outage for %.1f s (%d attempts)", _name(work),
                             time.monotonic() - started, failures + 1)
             return result
+
+
+def _unjudged() -> list[object]:
+    return [None, False]
 
 
 def _name(work: Callable[..., object]) -> str:

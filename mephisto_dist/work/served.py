@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +16,8 @@ from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction
 from mephisto_dist.db.models import Task, TaskRun
-from mephisto_dist.errors import RequestError
+from mephisto_dist.errors import RequestError, ServiceError
+from mephisto_dist.limiter import Acquired, PoolLimit
 from mephisto_dist.limiter.deferred import DeferredReleases
 from mephisto_dist.providers import CrowdProvider, make_provider, provider_class
 from mephisto_dist.runs.bundles import run_files
@@ -23,6 +26,8 @@ from mephisto_dist.work.claims import RunContext, WorkerGate
 from mephisto_dist.work.uploads import UploadStore
 
 RESOLVE_CACHE_S = 2.0
+
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -99,6 +104,34 @@ class ProviderCache:
 
 
 @dataclass(frozen=True)
+class HandOver(Generic[T]):
+    """A capped submission's slot, to move in Redis from the finished unit's launch to the next unit's
+    (``Limiter.swap(old_holder, holder, pools)``), and what follows the swap: ``then(taken)`` with its
+    outcome, or the ServiceError it failed with (the launch's record, or the intent withdrawn)."""
+
+    old_holder: str
+    holder: str
+    pools: list[PoolLimit]
+    then: Callable[[Acquired | ServiceError], T]
+
+
+@dataclass(frozen=True)
+class AfterCommit(Generic[T]):
+    """A service call whose transaction has committed, and the work that follows its commit and may wait
+    (Redis, another transaction): ``finish`` does it and returns the call's result. With ``handover``, the
+    same work can be done in two steps: the swap made by the caller (``limiter.redis_pool.AsyncSwap``),
+    then ``handover.then``."""
+
+    finish: Callable[[], T]
+    handover: HandOver[T] | None = None
+
+
+def finished(result: T | AfterCommit[T]) -> T:
+    """The call's result, its work after the commit done here if it handed any back."""
+    return result.finish() if isinstance(result, AfterCommit) else result
+
+
+@dataclass(frozen=True)
 class Served:
     """Everything a request's service function needs: built once per web process."""
 
@@ -135,10 +168,16 @@ class Served:
         for a run served by port, as ``mephisto-dist run`` and the Procfile's ``web`` serve it; for a run
         served by id, ``web --run``, when the process starts)."""
         settings = self.runtime.settings
+        return self.commits_alone(run) and not (run.cap_when_read or run.run_config.task.max_num_concurrent_units
+                                                or settings.max_concurrent_units)
+
+    def commits_alone(self, run: RunContext) -> bool:
+        """Whether ``request_agent`` and ``submit_task`` on this run write nothing but their own rows and talk
+        to nothing but the database up to their commit (``claims_alone``, and no TaskRunner event written
+        with a submission). A cap is allowed: what follows a capped submission's commit (its slot handed over
+        in Redis, the next launch recorded) is handed back (``submissions.submit_task_split``)."""
         runner = runner_for(run.run_config.blueprint.blueprint_type)
-        return (self.claims_alone(run) and not runner.wants_unit_submitted(run.hooks)
-                and not (run.cap_when_read or run.run_config.task.max_num_concurrent_units
-                         or settings.max_concurrent_units))
+        return self.claims_alone(run) and not runner.wants_unit_submitted(run.hooks)
 
     def claims_alone(self, run: RunContext) -> bool:
         """Whether a ``request_agent`` on this run writes nothing but the claim (a worker, an agent, its

@@ -18,7 +18,7 @@ from mephisto_dist.db.transitions import NextLaunch, complete_submission_alone
 from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AGENT_SUBMITTING, UnitStatus
 from mephisto_dist.errors import RequestError, ServiceError
-from mephisto_dist.limiter import PoolLimit
+from mephisto_dist.limiter import Acquired, PoolLimit
 from mephisto_dist.limiter.units import UnitTokens, release_unit_tokens, token_holder
 from mephisto_dist.providers import UnitLaunch
 from mephisto_dist.queue import LAUNCH_UNITS, RECONCILE_RUNS, send_outbox
@@ -33,7 +33,7 @@ from mephisto_dist.runs.launches import (
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 from mephisto_dist.work import claims
 from mephisto_dist.work.claims import RunContext, Submission
-from mephisto_dist.work.served import Served, now
+from mephisto_dist.work.served import AfterCommit, HandOver, Served, finished, now
 from mephisto_dist.work.uploads import StoredFile, UploadBatch
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
     (a repeat keeps the first answer and its files)."""
     batch = _store_files(served, agent_id, outputs, files) if files else None
     try:
-        submission = _record(served, agent_id, outputs)
+        submission = finished(_record(served, agent_id, outputs))
     except BaseException:
         if batch is not None:
             served.uploads.discard(batch)
@@ -63,6 +63,14 @@ def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
     if not submission.first and batch is not None:
         served.uploads.discard(batch)
     return submission
+
+
+def submit_task_split(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission | AfterCommit[Submission]:
+    """:func:`submit_task` without files, for a caller that does the work after the commit itself: when
+    that work may wait (a capped run's hand-over in Redis and the next launch's record, tokens given back,
+    a launch or an event sent) it is handed back, not done (``AfterCommit``); the answer is committed
+    either way. ``served.finished`` does that work where the caller is."""
+    return _record(served, agent_id, outputs, split=True)
 
 
 def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> None:
@@ -92,7 +100,8 @@ def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
     return batch
 
 
-def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission:
+def _record(served: Served, agent_id: str, outputs: dict[str, Any], *,
+            split: bool = False) -> Submission | AfterCommit[Submission]:
     run = served.run()
     provider = served.providers.get(run)
     ctx = LaunchContext.of(served.runtime, provider)
@@ -121,18 +130,27 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submissio
             # event was just written (its handler closes it once it ran), nor one with another unit or
             # event still open when the submission's statement looked (it said so: no statement to ask).
             mark_completed_if_done(session, run.run_id, now=now())
-    if message is not None:
-        send_outbox(served.runtime.queue, [message])
-    if submission.first:
-        try:
-            _after_submit(served, run, ctx, submission, handover, pools)
-        except ServiceError as error:
-            # The answer is committed: the worker hears success. The slot comes back with beat's
-            # repair (it removes the tokens of done units), the refill with its next sweep (the
-            # intent bound above is cleared when Redis fails; a process dying before that leaves it
-            # for beat to re-send once its retry time passes).
-            log.warning("after the submission of unit %s: %s", submission.unit_id, error)
-    return submission
+
+    def finish(taken: Acquired | ServiceError | None = None) -> Submission:
+        if message is not None:
+            send_outbox(served.runtime.queue, [message])
+        if submission.first:
+            try:
+                _after_submit(served, run, ctx, submission, handover, pools, taken=taken)
+            except ServiceError as error:
+                # The answer is committed: the worker hears success. The slot comes back with beat's
+                # repair (it removes the tokens of done units), the refill with its next sweep (the
+                # intent bound above is cleared when Redis fails; a process dying before that leaves it
+                # for beat to re-send once its retry time passes).
+                log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+        return submission
+
+    if not split or not (message is not None or (submission.first and not _given_back_later(run, handover, pools))):
+        return finish()
+    step = None if handover is None or message is not None else HandOver(
+        token_holder(submission.unit_id, submission.launch_id), token_holder(handover.unit_id, handover.launch_id),
+        pools, finish)
+    return AfterCommit(finish, step)
 
 
 def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: str,
@@ -166,7 +184,8 @@ def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id:
 
 
 def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
-                  handover: UnitLaunch | None, pools: list[PoolLimit]) -> None:
+                  handover: UnitLaunch | None, pools: list[PoolLimit], *,
+                  taken: Acquired | ServiceError | None = None) -> None:
     """After the commit: free the unit's slots and refill them at once: handed straight to the unit
     bound in the submitting transaction where publishing is free, else by a Celery launch task
     enqueued now."""
@@ -177,7 +196,7 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         freed = 1  # the unit counted in its capped run: it held a slot, now the next unit's
         handed = hand_over(runtime.sessions, ctx, token_holder(submission.unit_id, submission.launch_id), handover,
                            pools, submission.server_url,
-                           run.launch_args, now=now())
+                           run.launch_args, now=now(), taken=taken)
         # None: a pool was lost (Redis restarted); launching rebuilds it from the database first.
         launched = launch_units(runtime.sessions, ctx, run.run_id, now=now()) if handed is None else handed
         # After the hand-over: when Redis fails, the hand-over is the step that must clear the launch bound
@@ -187,7 +206,7 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
         # a run without that limit makes no second Redis call here.
         if run.allowed_concurrent:
             release_unit_tokens(runtime.limiter, [tokens], run_wide=False)
-    elif not pools and not run.allowed_concurrent:
+    elif _given_back_later(run, handover, pools):
         # No cap to refill against (an uncapped run launched all of its units at once; a cap removed
         # meanwhile launched what it held back) and no worker slot their next request needs: no one waits
         # for these tokens (a token found is beat's recount of the deployment pool, which no cap limits).
@@ -206,6 +225,12 @@ def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submissio
     if freed and runtime.settings.max_concurrent_units and not launched:
         # The deployment-wide slot this unit freed may belong to another run's waiting units.
         runtime.queue.enqueue(RECONCILE_RUNS)
+
+
+def _given_back_later(run: RunContext, handover: UnitLaunch | None, pools: list[PoolLimit]) -> bool:
+    """Whether all a first submission's commit leaves to do is give its tokens back in a later batch (no
+    slot to hand over or refill, no worker slot to free now): nothing that waits."""
+    return handover is None and not pools and not run.allowed_concurrent
 
 
 def _attach_files(fields: dict[str, Any], stored: list[StoredFile]) -> None:
