@@ -6,7 +6,6 @@ processes racing through them never share a unit."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import Engine, event, func, select, update
 
 from mephisto_dist.db.engine import make_engine, make_sessionmaker, single_statement, transaction
-from mephisto_dist.db.migrate import upgrade
 from mephisto_dist.db.models import Agent, TaskRun, Unit, Worker
 from mephisto_dist.db.transitions import NextLaunch, complete_submission_alone, move_unit
 from mephisto_dist.domain.status import AgentStatus, UnitStatus
@@ -33,11 +31,14 @@ from tests.test_agents import at_once, register, submit
 
 
 @pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def database_url(pg_url: str) -> str:
+    """PostgreSQL only: the statements are PostgreSQL's (``engine`` is conftest's, on this URL)."""
+    return pg_url
+
+
+@pytest.fixture
+def pg_engine(engine: Engine) -> Engine:
+    return engine
 
 
 def reg_of(worker: str, assignment_ref: str) -> Registration:
