@@ -64,8 +64,8 @@ def reg(n: int) -> Registration:
 async def claim_and_submit(context: WebContext, n: int) -> None:
     details = await context.call_split(registration.request_agent, context.served, reg(n))
     assert details.agent_id, details.failure_reason
-    submitted = await context.call_split(submissions.submit_task_split, context.served, details.agent_id,
-                                         {"rating": str(n)})
+    submitted = await context.call_split(submissions.submit_task, context.served, details.agent_id,
+                                         {"rating": str(n)}, split=True)
     assert submitted.first
 
 
@@ -118,7 +118,7 @@ def test_a_hand_over_meeting_another_writer_is_recorded_off_the_loop(capped: tup
             other.execute("BEGIN IMMEDIATE")
             before = jobs_on_threads(context)
             submitting = asyncio.create_task(context.call_split(
-                submissions.submit_task_split, context.served, details.agent_id, {"rating": "1"}))
+                submissions.submit_task, context.served, details.agent_id, {"rating": "1"}, split=True))
             ticks = 0
             for _ in range(20):  # the loop turns while the submission waits
                 await asyncio.sleep(0.01)
@@ -145,8 +145,8 @@ def test_redis_failing_at_the_hand_over_clears_the_intent_and_answers(capped: tu
             context._swap[:] = [AsyncSwap(dead)]
             details = await context.call_split(registration.request_agent, context.served, reg(1))
             assert details.agent_id
-            submitted = await context.call_split(submissions.submit_task_split, context.served, details.agent_id,
-                                                 {"rating": "1"})
+            submitted = await context.call_split(submissions.submit_task, context.served, details.agent_id,
+                                                 {"rating": "1"}, split=True)
             assert submitted.first
             await dead.aclose()
 

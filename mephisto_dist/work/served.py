@@ -175,7 +175,7 @@ class Served:
         """Whether ``request_agent`` and ``submit_task`` on this run write nothing but their own rows and talk
         to nothing but the database up to their commit (``claims_alone``, and no TaskRunner event written
         with a submission). A cap is allowed: what follows a capped submission's commit (its slot handed over
-        in Redis, the next launch recorded) is handed back (``submissions.submit_task_split``)."""
+        in Redis, the next launch recorded) is handed back (``submissions.submit_task(split=True)``)."""
         runner = runner_for(run.run_config.blueprint.blueprint_type)
         return self.claims_alone(run) and not runner.wants_unit_submitted(run.hooks)
 

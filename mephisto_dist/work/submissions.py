@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, overload
 
 from sqlalchemy import select, update
 
@@ -49,10 +49,27 @@ class UploadedFile:
     data: BinaryIO
 
 
-def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
-                files: Sequence[UploadedFile] = ()) -> Submission:
+@overload
+def submit_task(served: Served, agent_id: str, outputs: dict[str, Any], files: Sequence[UploadedFile] = (), *,
+                split: Literal[False] = False) -> Submission: ...
+
+
+@overload
+def submit_task(served: Served, agent_id: str, outputs: dict[str, Any], files: Sequence[UploadedFile] = (), *,
+                split: Literal[True]) -> Submission | AfterCommit[Submission]: ...
+
+
+def submit_task(served: Served, agent_id: str, outputs: dict[str, Any], files: Sequence[UploadedFile] = (), *,
+                split: bool = False) -> Submission | AfterCommit[Submission]:
     """Store the files, then record the answer; a refused or repeated submission leaves no files behind
-    (a repeat keeps the first answer and its files)."""
+    (a repeat keeps the first answer and its files).
+
+    ``split`` (no files): for a caller that does the work after the commit itself (``web.context``'s
+    ``call_split``). When that work may wait (a capped run's hand-over in Redis and the next launch's
+    record, tokens given back, a launch or an event sent), it is handed back, not done (``AfterCommit``);
+    the answer is committed either way, and ``served.finished`` does that work where the caller is."""
+    if split and not files:
+        return _record(served, agent_id, outputs, split=True)
     batch = _store_files(served, agent_id, outputs, files) if files else None
     try:
         submission = finished(_record(served, agent_id, outputs))
@@ -63,14 +80,6 @@ def submit_task(served: Served, agent_id: str, outputs: dict[str, Any],
     if not submission.first and batch is not None:
         served.uploads.discard(batch)
     return submission
-
-
-def submit_task_split(served: Served, agent_id: str, outputs: dict[str, Any]) -> Submission | AfterCommit[Submission]:
-    """:func:`submit_task` without files, for a caller that does the work after the commit itself: when
-    that work may wait (a capped run's hand-over in Redis and the next launch's record, tokens given back,
-    a launch or an event sent) it is handed back, not done (``AfterCommit``); the answer is committed
-    either way. ``served.finished`` does that work where the caller is."""
-    return _record(served, agent_id, outputs, split=True)
 
 
 def submit_metadata(served: Served, agent_id: str, metadata: dict[str, Any]) -> None:

@@ -33,7 +33,8 @@ async def submit_task(request: Request) -> Response:
 async def submitted(context: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     """The answer to a ``/submit_task`` JSON body (``web.hot_routes`` serves it without a ``Request``)."""
     final_data = json_object(body, "final_data", "submit_task")
-    submission = await context.call_split(service.submit_task_split, context.served, agent_id_of(body), final_data)
+    submission = await context.call_split(service.submit_task, context.served, agent_id_of(body), final_data,
+                                         split=True)
     return _answer(submission)
 
 
@@ -48,7 +49,7 @@ async def _submit_form(request: Request) -> Response:
         files = [UploadedFile(key, value.filename, value.content_type, value.file)
                  for key, value in form.multi_items() if isinstance(value, UploadFile) and value.filename]
         if not files:
-            submission = await context.call_split(service.submit_task_split, context.served, agent_id, fields)
+            submission = await context.call_split(service.submit_task, context.served, agent_id, fields, split=True)
         else:
             submission = await context.call_in_thread(_submit_with_files, context.served, agent_id, fields, files)
         return _submitted(submission)
