@@ -99,6 +99,7 @@ def test_a_capped_runs_calls_and_hand_overs_run_on_the_loop(capped: tuple[Runtim
                 await claim_and_submit(context, n)
                 check_the_cap(rt, run_id, n + 1)
             assert jobs_on_threads(context) == before + 2
+            await context.aclose()
 
     asyncio.run(scenario())
 
@@ -129,6 +130,7 @@ def test_a_hand_over_meeting_another_writer_is_recorded_off_the_loop(capped: tup
             assert (await asyncio.wait_for(submitting, 30)).first
             assert jobs_on_threads(context) == before + 1
             check_the_cap(rt, run_id, 2)
+            await context.aclose()
 
     asyncio.run(scenario())
 
@@ -148,7 +150,7 @@ def test_redis_failing_at_the_hand_over_clears_the_intent_and_answers(capped: tu
             submitted = await context.call_split(submissions.submit_task, context.served, details.agent_id,
                                                  {"rating": "1"}, split=True)
             assert submitted.first
-            await dead.aclose()
+            await context.aclose()
 
     asyncio.run(scenario())
     after = units(rt, run_id)
