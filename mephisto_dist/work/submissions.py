@@ -116,7 +116,7 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any], *,
     ctx = LaunchContext.of(served.runtime, provider)
     if served.runtime.engine.dialect.name == "postgresql" and isinstance(agent_id, str) and agent_id \
             and not runner_for(run.run_config.blueprint.blueprint_type).wants_unit_submitted(run.hooks):
-        recorded = _record_alone(served, run, ctx, agent_id, outputs)
+        recorded = _record_alone(served, run, ctx, agent_id, outputs, split=split)
         if recorded is not None:
             return recorded
     handover: UnitLaunch | None = None
@@ -140,30 +140,11 @@ def _record(served: Served, agent_id: str, outputs: dict[str, Any], *,
             # event still open when the submission's statement looked (it said so: no statement to ask).
             mark_completed_if_done(session, run.run_id, now=now())
 
-    def finish(taken: Acquired | ServiceError | None = None) -> Submission:
-        if message is not None:
-            send_outbox(served.runtime.queue, [message])
-        if submission.first:
-            try:
-                _after_submit(served, run, ctx, submission, handover, pools, taken=taken)
-            except ServiceError as error:
-                # The answer is committed: the worker hears success. The slot comes back with beat's
-                # repair (it removes the tokens of done units), the refill with its next sweep (the
-                # intent bound above is cleared when Redis fails; a process dying before that leaves it
-                # for beat to re-send once its retry time passes).
-                log.warning("after the submission of unit %s: %s", submission.unit_id, error)
-        return submission
-
-    if not split or not (message is not None or (submission.first and not _given_back_later(run, handover, pools))):
-        return finish()
-    step = None if handover is None or message is not None else HandOver(
-        token_holder(submission.unit_id, submission.launch_id), token_holder(handover.unit_id, handover.launch_id),
-        pools, finish)
-    return AfterCommit(finish, step)
+    return _after_commit(served, run, ctx, submission, handover, pools, message, split=split)
 
 
-def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: str,
-                  outputs: dict[str, Any]) -> Submission | None:
+def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: str, outputs: dict[str, Any], *,
+                  split: bool) -> Submission | AfterCommit[Submission] | None:
     """PostgreSQL, a run whose submissions write no TaskRunner event: the answer, the unit and the next
     launch's intent in one statement, atomic by itself (``transitions.complete_submission_alone``), with
     no BEGIN and COMMIT round trips; then what :func:`_record` does after its commit. ``None`` when the
@@ -185,11 +166,35 @@ def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id:
         # Its own transaction, after the answer's: beat's sweep closes the run if this process dies first.
         with transaction(runtime.sessions) as session:
             mark_completed_if_done(session, run.run_id, now=now())
-    try:
-        _after_submit(served, run, ctx, submission, handover, pools)
-    except ServiceError as error:
-        log.warning("after the submission of unit %s: %s", submission.unit_id, error)  # as _record says
-    return submission
+    return _after_commit(served, run, ctx, submission, handover, pools, None, split=split)
+
+
+def _after_commit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
+                  handover: UnitLaunch | None, pools: list[PoolLimit], message: int | None, *,
+                  split: bool) -> Submission | AfterCommit[Submission]:
+    """What follows a submission's commit: its TaskRunner event sent, its slots given back or handed over
+    (:func:`_after_submit`). Done here, or with ``split`` handed back when it may wait."""
+
+    def finish(taken: Acquired | ServiceError | None = None) -> Submission:
+        if message is not None:
+            send_outbox(served.runtime.queue, [message])
+        if submission.first:
+            try:
+                _after_submit(served, run, ctx, submission, handover, pools, taken=taken)
+            except ServiceError as error:
+                # The answer is committed: the worker hears success. The slot comes back with beat's
+                # repair (it removes the tokens of done units), the refill with its next sweep (the
+                # intent bound above is cleared when Redis fails; a process dying before that leaves it
+                # for beat to re-send once its retry time passes).
+                log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+        return submission
+
+    if not split or not (message is not None or (submission.first and not _given_back_later(run, handover, pools))):
+        return finish()
+    step = None if handover is None or message is not None else HandOver(
+        token_holder(submission.unit_id, submission.launch_id), token_holder(handover.unit_id, handover.launch_id),
+        pools, finish)
+    return AfterCommit(finish, step)
 
 
 def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
