@@ -87,9 +87,8 @@ class WebContext:
 
     # Whether ``call`` runs on the event loop when SQLite's write lock is free (SQLite only).
     on_loop_when_free: bool = False
-    # The run last judged and the verdict: by _database_only, then by commits_alone (_judge).
-    _judged: tuple[list[object], list[object]] = field(default_factory=lambda: (_unjudged(), _unjudged()),
-                                                       repr=False, compare=False)
+    # Per verdict (Served.database_only, Served.commits_alone): the run last judged, and what it was.
+    _judged: dict[str, tuple[object, bool]] = field(default_factory=dict, repr=False, compare=False)
     _swap: list[AsyncSwap | None] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,7 +136,7 @@ class WebContext:
         def whole() -> T:
             return finished(bound())
 
-        if not (self.on_loop_when_free and self._judge(1, self.served.commits_alone)):
+        if not (self.on_loop_when_free and self._judge(self.served.commits_alone)):
             return await self._outlasting(work, lambda: self._hot.run(whole))
         sessions = self.served.runtime.sessions
 
@@ -185,19 +184,18 @@ class WebContext:
 
     def _database_only(self) -> bool:
         """Whether the served run is one whose hot path calls nothing but SQLite (``Served.database_only``)."""
-        return self._judge(0, self.served.database_only)
+        return self._judge(self.served.database_only)
 
-    def _judge(self, index: int, verdict: Callable[[RunContext], bool]) -> bool:
-        """A verdict on the served run (``index``: which), worked out once per run read. While the resolver's
-        cache of a run served by port has lapsed (it reads the run again every ``RESOLVE_CACHE_S``, in the
-        call), the last run's verdict stands."""
-        judged = self._judged[index]
+    def _judge(self, verdict: Callable[[RunContext], bool]) -> bool:
+        """A verdict on the served run, worked out once per run read. While the resolver's cache of a run
+        served by port has lapsed (it reads the run again every ``RESOLVE_CACHE_S``, in the call), the last
+        run's verdict stands (none yet: False)."""
+        judged, answer = self._judged.get(verdict.__name__, (None, False))
         run = self.served.cached_run()
-        if run is None:
-            return bool(judged[1])  # no run judged yet: False
-        if judged[0] is not run:
-            judged[:] = [run, verdict(run)]
-        return bool(judged[1])
+        if run is not None and judged is not run:
+            answer = verdict(run)
+            self._judged[verdict.__name__] = (run, answer)
+        return answer
 
     async def call_in_thread(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work that may be slow whatever the database (the task's own code, file copies); made again
@@ -237,10 +235,6 @@ class WebContext:
                 log.warning("%s: done after waiting out an outage for %.1f s (%d attempts)", _name(work),
                             time.monotonic() - started, failures + 1)
             return result
-
-
-def _unjudged() -> list[object]:
-    return [None, False]
 
 
 def _name(work: Callable[..., object]) -> str:
