@@ -128,6 +128,27 @@ class _Plan:
         self.row = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
 
 
+    def ran(self, raw: Sequence[Any], description: Sequence[Any] | None, rowcount: int, dialect: Dialect) -> Ran:
+        """What the driver returned (its rows, its description, its row count) as :class:`Ran`, each value
+        through its type's result processor."""
+        if description is None:
+            return Ran([], rowcount)
+        if self.row is None:
+            self.describe(description, dialect)
+        row = self.row
+        assert row is not None
+        readers = self.readers
+        if not readers:
+            return Ran([row(*values) for values in raw], rowcount)
+        rows = []
+        for values in raw:
+            converted = list(values)
+            for index, reader in readers:
+                converted[index] = reader(converted[index])
+            rows.append(row(*converted))
+        return Ran(rows, rowcount)
+
+
 class Prepared:
     """A Core statement run by :meth:`execute` past ``Connection.execute`` (see the module docstring)."""
 
@@ -168,23 +189,7 @@ class Prepared:
             raise
         finally:
             cursor.close()
-        if description is None:
-            return Ran([], rowcount)
-        if plan.row is None:
-            plan.describe(description, dialect)
-        row = plan.row
-        assert row is not None
-        readers = plan.readers
-        if readers:
-            rows = []
-            for values in raw:
-                converted = list(values)
-                for index, reader in readers:
-                    converted[index] = reader(converted[index])
-                rows.append(row(*converted))
-        else:
-            rows = [row(*values) for values in raw]
-        return Ran(rows, rowcount)
+        return plan.ran(raw, description, rowcount, dialect)
 
 
 _PREPARED: dict[int, Prepared] = {}

@@ -292,10 +292,16 @@ def claim_alone(connection: Connection, agent: dict[str, Any], worker_name: str,
     the statement finds, the worker made if new). The claimed unit's ``unit_id``, ``worker_id`` and
     assignment ``data``, or None when nothing was written: a blocked worker, a registration seen before, no
     free unit, a lost race; the caller takes the request again in a transaction, which says which."""
+    return run_prepared(connection, *claim_alone_statement(agent, worker_name, provider_type)).first()
+
+
+def claim_alone_statement(agent: dict[str, Any], worker_name: str, provider_type: str) -> tuple[Any, dict[str, Any]]:
+    """:func:`claim_alone`'s statement and parameters, for a caller that runs it elsewhere
+    (``db.async_statements`` on the web's event loop); its first row is what :func:`claim_alone` returns."""
     check_unit_transition(UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)
     params = {f"a_{name}": value for name, value in agent.items()}
     params.update(a_worker_name=worker_name, a_provider_type=provider_type)
-    return run_prepared(connection, _claim_alone(), params).first()
+    return _claim_alone(), params
 
 
 def move_agent(
@@ -521,13 +527,25 @@ def complete_submission_alone(connection: Connection, agent_id: str, run_id: int
     statement on ``connection``, meant for autocommit (``engine.single_statement``). None when it wrote
     nothing: the caller takes the submission again in a transaction, which says why (see
     :func:`_complete_alone`)."""
+    statement = complete_submission_alone_statement(agent_id, run_id, outputs=outputs, now=now, bind=bind)
+    return completed_alone(run_prepared(connection, *statement).first())
+
+
+def complete_submission_alone_statement(agent_id: str, run_id: int, *, outputs: dict[str, Any], now: datetime,
+                                        bind: NextLaunch | None) -> tuple[Any, dict[str, Any]]:
+    """:func:`complete_submission_alone`'s statement and parameters, for a caller that runs it elsewhere
+    (``db.async_statements`` on the web's event loop); :func:`completed_alone` reads its first row."""
     for status in AGENT_SUBMITTING:
         check_agent_transition(status, AgentStatus.COMPLETED, onboarding=False)
     check_unit_transition(UnitStatus.ASSIGNED, UnitStatus.COMPLETED)
     params: dict[str, Any] = {"v_id": agent_id, "v_run_id": run_id, "v_outputs": outputs, "v_now": now}
     if bind is not None:
         params.update(v_launch_id=bind.launch_id, v_retry_at=bind.retry_at, v_capped=bind.capped)
-    row = run_prepared(connection, _complete_alone(bind is not None), params).first()
+    return _complete_alone(bind is not None), params
+
+
+def completed_alone(row: Any) -> CompletedAlone | None:
+    """:func:`complete_submission_alone_statement`'s first row read (None: it wrote nothing)."""
     if row is None:
         return None
     bound = getattr(row, "bound_unit_id", None)

@@ -72,5 +72,6 @@ def create_app(runtime: Runtime, *, run_id: int | None = None, port: int | None 
     app.state.context = WebContext(Served.for_runtime(runtime, run_id=run_id, port=port),
                                    hot_threads=SQLITE_THREADS if sqlite else runtime.settings.web_threads,
                                    spare_after_s=SQLITE_SPARE_AFTER_S if sqlite else None,
-                                   on_loop_when_free=sqlite)
+                                   on_loop_when_free=sqlite,
+                                   statements_on_loop=runtime.engine.dialect.driver == "psycopg")
     return app

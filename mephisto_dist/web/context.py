@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +33,9 @@ from mephisto_dist.web.hot_threads import HotThreads
 from mephisto_dist.web.served_files import ServedFiles
 from mephisto_dist.work.claims import RunContext
 from mephisto_dist.work.served import AfterCommit, Served, finished
+
+if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -68,8 +71,10 @@ class WebContext:
     lock taken without waiting, the first BEGIN without SQLite's busy wait), and goes to the hot threads
     when it is not. ``call_split`` (request_agent and submit_task) does the same for a capped run
     (``Served.commits_alone``), its submission's hand-over included: the swap through an async Redis
-    client, the next launch's record on the loop when the lock is free. Handing the work to a thread cost more than the work (issue 23: the GIL passed back
-    and forth at every SQLite call, a third of the web's CPU per unit). Such a call writes in one
+    client, the next launch's record on the loop when the lock is free. On PostgreSQL, ``call_first``
+    sends such a run's claim and submission, one statement each, from the loop through psycopg's async
+    connections (``db.async_statements``). Handing the work to a thread cost more than the work (issue 23:
+    the GIL passed back and forth at every SQLite call, a third of the web's CPU per unit). Such a call writes in one
     transaction; what the event loop can still wait for is SQLite's checkpoint of its log at a commit
     (milliseconds, every thousand pages written), and the run read again by port (a read: in WAL mode it
     waits for no writer)."""
@@ -90,6 +95,9 @@ class WebContext:
     # Per verdict (Served.database_only, Served.commits_alone): the run last judged, and what it was.
     _judged: dict[str, tuple[object, bool]] = field(default_factory=dict, repr=False, compare=False)
     _swap: list[AsyncSwap | None] = field(default_factory=list, repr=False, compare=False)
+    # Whether ``call_first`` runs its statement on the event loop (PostgreSQL only).
+    statements_on_loop: bool = False
+    _statements: list[AsyncStatements] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hot", HotThreads(self.hot_threads, around=holding_connections,
@@ -146,35 +154,80 @@ class WebContext:
                     result = bound()
             except WriterBusy:
                 return await self._hot.run(whole)
-            if not isinstance(result, AfterCommit):
-                return result
-            step = result.handover
-            swap = self._async_swap()
-            if step is None or swap is None or self.served.runtime.settings.max_concurrent_units:
-                # (A deployment-wide cap may send a reconciliation after the hand-over: a Celery call.)
-                return await self._hot.run(result.finish)
-            taken: Acquired | ServiceError
-            try:
-                taken = await swap.swap(step.old_holder, step.holder, step.pools)
-            except ServiceError as error:
-                taken = error
-            then = functools.partial(step.then, taken)
-            if isinstance(taken, Acquired) and taken.ok:
-                try:
-                    with without_waiting(sessions):
-                        return then()  # one transaction: the launch's record
-                except WriterBusy:
-                    pass
-            return await self._hot.run(then)
+            return await self._finished(result, sqlite_on_loop=True)
 
         return await self._outlasting(work, attempt)
 
+    async def call_first(self, first: Callable[[AsyncStatements, RunContext], Awaitable[T | AfterCommit[T] | None]],
+                         work: Callable[..., T | AfterCommit[T]], *args: object, **kwargs: object) -> T:
+        """:meth:`call_split`, but on PostgreSQL, for a run whose calls talk to nothing but the database up
+        to their commit (``Served.commits_alone``: a cap allowed), ``first`` (the call's one statement) runs
+        on the event loop through psycopg's async connections (``db.async_statements``), and what follows
+        its commit as in :meth:`call_split` (the hand-over's swap on the loop, a transaction on a hot
+        thread). When ``first`` wrote nothing (None), ``work(*args, tried_alone=True, **kwargs)`` answers
+        on a hot thread (a refusal, a repeat, no unit free this instant)."""
+        statements = self._async_statements() if self.statements_on_loop else None
+        if statements is None or not self._judge(self.served.commits_alone):
+            return await self.call_split(work, *args, **kwargs)
+        served = self.served
+
+        async def attempt() -> T:
+            run = served.cached_run()
+            if run is None:  # the resolver's cache lapsed: the run read again, and judged again
+                run = await self._hot.run(served.run)
+                alone = served.commits_alone(run)
+            else:
+                alone = self._judge(served.commits_alone)
+            result = await first(statements, run) if alone else None
+            if result is None:
+                return await self._hot.run(lambda: finished(work(*args, tried_alone=True, **kwargs)))
+            return await self._finished(result, sqlite_on_loop=False)
+
+        return await self._outlasting(work, attempt)
+
+    async def _finished(self, result: T | AfterCommit[T], *, sqlite_on_loop: bool) -> T:
+        """A committed call's result, with what follows its commit done: a capped submission's swap in
+        Redis from the loop (``AsyncSwap``), then the next launch's record (on the loop when
+        ``sqlite_on_loop`` and SQLite's write lock is free), anything else on a hot thread."""
+        if not isinstance(result, AfterCommit):
+            return result
+        step = result.handover
+        swap = self._async_swap()
+        if step is None or swap is None or self.served.runtime.settings.max_concurrent_units:
+            # (A deployment-wide cap may send a reconciliation after the hand-over: a Celery call.)
+            return await self._hot.run(result.finish)
+        taken: Acquired | ServiceError
+        try:
+            taken = await swap.swap(step.old_holder, step.holder, step.pools)
+        except ServiceError as error:
+            taken = error
+        then = functools.partial(step.then, taken)
+        if sqlite_on_loop and isinstance(taken, Acquired) and taken.ok:
+            try:
+                with without_waiting(self.served.runtime.sessions):
+                    return then()  # one transaction: the launch's record
+            except WriterBusy:
+                pass
+        return await self._hot.run(then)
+
     async def aclose(self) -> None:
-        """Close what the event loop made (the hand-over's Redis client)."""
+        """Close what the event loop made (the hand-over's Redis client, the async database connections)."""
         swap = self._swap[0] if self._swap else None
         self._swap.clear()
         if swap is not None:
             await swap.aclose()
+        statements = self._statements[0] if self._statements else None
+        self._statements.clear()
+        if statements is not None:
+            await statements.aclose()
+
+    def _async_statements(self) -> AsyncStatements | None:
+        """This process's :class:`AsyncStatements` (PostgreSQL), made on the event loop at its first use."""
+        if not self._statements:
+            from mephisto_dist.db.async_statements import AsyncStatements  # psycopg's import: not on SQLite
+
+            self._statements.append(AsyncStatements(self.served.runtime.engine, self.hot_threads))
+        return self._statements[0]
 
     def _async_swap(self) -> AsyncSwap | None:
         """This process's :class:`AsyncSwap`, made on the event loop at its first use."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, select
 from sqlalchemy.orm import Session, aliased
@@ -62,6 +62,9 @@ from mephisto_dist.providers import provider_class
 from mephisto_dist.work import onboarding, screening
 from mephisto_dist.work.golds import GOLD_UNIT_INDEX, Golds, golds_of
 from mephisto_dist.work.screening import Screening, screening_of
+
+if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
 
 log = logging.getLogger(__name__)
 
@@ -476,14 +479,30 @@ def claim_alone(connection: Connection, run: RunContext, reg: Registration, *, n
     autocommit (``db.transitions.claim_alone``). ``None`` when it wrote nothing (a blocked worker, a
     registration seen before, no free unit this instant, a lost race): :func:`register_agent` takes the
     request in a transaction and answers it."""
-    agent_id = secrets.token_hex(12)
-    agent = {"id": agent_id, "task_run_id": run.run_id, "registration_id": reg.registration_id,
+    statement, params = claim_alone_statement(run, reg, now=now)
+    return claimed_alone(reg, params, run_prepared(connection, statement, params).first())
+
+
+async def claim_alone_on_loop(statements: AsyncStatements, run: RunContext, reg: Registration, *,
+                              now: datetime) -> AgentDetails | None:
+    """:func:`claim_alone` on the web's event loop (``db.async_statements``)."""
+    statement, params = claim_alone_statement(run, reg, now=now)
+    return claimed_alone(reg, params, (await statements.run(statement, params)).first())
+
+
+def claim_alone_statement(run: RunContext, reg: Registration, *, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """:func:`claim_alone`'s statement, for a new agent of ``reg`` (its id minted here)."""
+    agent = {"id": secrets.token_hex(12), "task_run_id": run.run_id, "registration_id": reg.registration_id,
              "status": AgentStatus.IN_TASK.value, "provider_data": reg.provider_data, "init_data": {},
              "created_at": now, "status_changed_at": now}
-    row = transitions.claim_alone(connection, agent, reg.worker_name, run.provider_type)
+    return transitions.claim_alone_statement(agent, reg.worker_name, run.provider_type)
+
+
+def claimed_alone(reg: Registration, params: dict[str, Any], row: Any) -> AgentDetails | None:
+    """What :func:`claim_alone_statement`'s first row says (None: it wrote nothing)."""
     if row is None:
         return None
-    return AgentDetails(reg.request_id, int(row.worker_id), agent_id, int(row.unit_id), row.data, created=True)
+    return AgentDetails(reg.request_id, int(row.worker_id), params["a_id"], int(row.unit_id), row.data, created=True)
 
 
 def _registration_taken(session: Session, run_id: int, registration_id: str) -> bool:

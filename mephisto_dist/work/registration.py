@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -22,15 +22,19 @@ from mephisto_dist.work import claims, onboarding, partners
 from mephisto_dist.work.claims import AgentDetails, Registration, RunContext
 from mephisto_dist.work.served import Served, now
 
+if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
+
 log = logging.getLogger(__name__)
 
 
-def request_agent(served: Served, reg: Registration) -> AgentDetails:
+def request_agent(served: Served, reg: Registration, *, tried_alone: bool = False) -> AgentDetails:
     """An agent on a unit of the served run (or onboarding, or a refusal); the TaskRunner hears of a new
-    one through an outbox message written with the claim and sent after the commit."""
+    one through an outbox message written with the claim and sent after the commit. ``tried_alone``: the
+    caller has just tried the one-statement claim (:func:`request_agent_on_loop`), which wrote nothing."""
     run = served.run()
     runner = runner_for(run.run_config.blueprint.blueprint_type)
-    if served.runtime.engine.dialect.name == "postgresql" and served.claims_alone(run):
+    if not tried_alone and served.runtime.engine.dialect.name == "postgresql" and served.claims_alone(run):
         with single_statement(served.runtime.sessions) as connection:
             alone = claims.claim_alone(connection, run, reg, now=now())
         if alone is not None:
@@ -66,6 +70,13 @@ def request_agent(served: Served, reg: Registration) -> AgentDetails:
         if hosted is not None:
             details = replace(details, init_task_data=hosted)
     return details
+
+
+async def request_agent_on_loop(served: Served, statements: AsyncStatements, run: RunContext,
+                                reg: Registration) -> AgentDetails | None:
+    """PostgreSQL, a run whose claims write nothing else (``Served.claims_alone``): the one-statement claim
+    on the web's event loop. None when it wrote nothing: :func:`request_agent` (``tried_alone``) answers."""
+    return await claims.claim_alone_on_loop(statements, run, reg, now=now())
 
 
 def _register(session: Session, served: Served, run: RunContext, reg: Registration, freed: list[UnitTokens],

@@ -6,7 +6,8 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, overload
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
 
 from sqlalchemy import select, update
 
@@ -14,7 +15,13 @@ from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import single_statement, transaction
 from mephisto_dist.db.models import Agent
-from mephisto_dist.db.transitions import NextLaunch, complete_submission_alone
+from mephisto_dist.db.prepared import run as run_prepared
+from mephisto_dist.db.transitions import (
+    CompletedAlone,
+    NextLaunch,
+    complete_submission_alone_statement,
+    completed_alone,
+)
 from mephisto_dist.domain.metadata import merge_metadata
 from mephisto_dist.domain.status import AGENT_SUBMITTING, UnitStatus
 from mephisto_dist.errors import RequestError, ServiceError
@@ -35,6 +42,9 @@ from mephisto_dist.work import claims
 from mephisto_dist.work.claims import RunContext, Submission
 from mephisto_dist.work.served import AfterCommit, HandOver, Served, finished, now
 from mephisto_dist.work.uploads import StoredFile, UploadBatch
+
+if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +70,18 @@ def submit_task(served: Served, agent_id: str, outputs: dict[str, Any], files: S
 
 
 def submit_task(served: Served, agent_id: str, outputs: dict[str, Any], files: Sequence[UploadedFile] = (), *,
-                split: bool = False) -> Submission | AfterCommit[Submission]:
+                split: bool = False, tried_alone: bool = False) -> Submission | AfterCommit[Submission]:
     """Store the files, then record the answer; a refused or repeated submission leaves no files behind
     (a repeat keeps the first answer and its files).
 
     ``split`` (no files): for a caller that does the work after the commit itself (``web.context``'s
     ``call_split``). When that work may wait (a capped run's hand-over in Redis and the next launch's
     record, tokens given back, a launch or an event sent), it is handed back, not done (``AfterCommit``);
-    the answer is committed either way, and ``served.finished`` does that work where the caller is."""
+    the answer is committed either way, and ``served.finished`` does that work where the caller is.
+    ``tried_alone``: the caller has just tried the one-statement submission (:func:`submit_task_on_loop`),
+    which wrote nothing."""
     if split and not files:
-        return _record(served, agent_id, outputs, split=True)
+        return _record(served, agent_id, outputs, split=True, tried_alone=tried_alone)
     batch = _store_files(served, agent_id, outputs, files) if files else None
     try:
         submission = finished(_record(served, agent_id, outputs))
@@ -110,12 +122,12 @@ def _store_files(served: Served, agent_id: str, outputs: dict[str, Any],
 
 
 def _record(served: Served, agent_id: str, outputs: dict[str, Any], *,
-            split: bool = False) -> Submission | AfterCommit[Submission]:
+            split: bool = False, tried_alone: bool = False) -> Submission | AfterCommit[Submission]:
     run = served.run()
     provider = served.providers.get(run)
     ctx = LaunchContext.of(served.runtime, provider)
-    if served.runtime.engine.dialect.name == "postgresql" and isinstance(agent_id, str) and agent_id \
-            and not runner_for(run.run_config.blueprint.blueprint_type).wants_unit_submitted(run.hooks):
+    if not tried_alone and served.runtime.engine.dialect.name == "postgresql" and isinstance(agent_id, str) \
+            and agent_id and not runner_for(run.run_config.blueprint.blueprint_type).wants_unit_submitted(run.hooks):
         recorded = _record_alone(served, run, ctx, agent_id, outputs, split=split)
         if recorded is not None:
             return recorded
@@ -150,22 +162,63 @@ def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id:
     no BEGIN and COMMIT round trips; then what :func:`_record` does after its commit. ``None`` when the
     statement wrote nothing (a repeat, a stranger, a closed agent): :func:`_record` takes it again in a
     transaction and says why."""
-    runtime = served.runtime
     at = now()
-    bind = NextLaunch(new_launch_id(), at + ctx.stale_after, bool(ctx.global_cap)) \
-        if ctx.provider.publishes_instantly else None
-    with single_statement(runtime.sessions) as connection:
-        done = complete_submission_alone(connection, agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
+    bind = _next_launch(ctx, at)
+    statement, params = complete_submission_alone_statement(agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
+    with single_statement(served.runtime.sessions) as connection:
+        done = completed_alone(run_prepared(connection, statement, params).first())
     if done is None:
         return None
+    return _after_alone(served, run, ctx, agent_id, bind, done, split=split, close_here=True)
+
+
+async def submit_task_on_loop(served: Served, statements: AsyncStatements, run: RunContext, agent_id: str,
+                              outputs: dict[str, Any]) -> Submission | AfterCommit[Submission] | None:
+    """PostgreSQL, a run whose submissions write no TaskRunner event (``Served.commits_alone``): the
+    one-statement submission (:func:`_record_alone`) on the web's event loop, what follows its commit
+    handed back when it may wait, as ``submit_task(split=True)`` does. None when it wrote nothing:
+    :func:`submit_task` (``tried_alone``) takes it in a transaction and says why."""
+    if not isinstance(agent_id, str) or not agent_id:
+        return None
+    ctx = LaunchContext.of(served.runtime, served.providers.get(run))
+    at = now()
+    bind = _next_launch(ctx, at)
+    statement, params = complete_submission_alone_statement(agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
+    done = completed_alone((await statements.run(statement, params)).first())
+    if done is None:
+        return None
+    return _after_alone(served, run, ctx, agent_id, bind, done, split=True, close_here=False)
+
+
+def _next_launch(ctx: LaunchContext, at: datetime) -> NextLaunch | None:
+    """The launch a one-statement submission binds the run's next unit to, where publishing is free."""
+    return NextLaunch(new_launch_id(), at + ctx.stale_after, bool(ctx.global_cap)) \
+        if ctx.provider.publishes_instantly else None
+
+
+def _after_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: str, bind: NextLaunch | None,
+                 done: CompletedAlone, *, split: bool, close_here: bool) -> Submission | AfterCommit[Submission]:
+    """What follows a one-statement submission: the run closed if that was its last unit (its own
+    transaction: beat's sweep closes the run if the process dies first; handed back unless
+    ``close_here``), then :func:`_after_commit`."""
     submission = claims.submitted(done.unit_id, agent_id, done.worker_id, done.unit)
     handover = None if bind is None or done.bound_unit_id is None else \
         UnitLaunch(run.run_id, done.bound_unit_id, bind.launch_id)
     pools = pools_for(ctx, run.run_id, submission.run_cap)
-    if handover is None and not submission.run_has_more:
-        # Its own transaction, after the answer's: beat's sweep closes the run if this process dies first.
-        with transaction(runtime.sessions) as session:
+    if handover is not None or submission.run_has_more:
+        return _after_commit(served, run, ctx, submission, handover, pools, None, split=split)
+
+    def close() -> None:
+        with transaction(served.runtime.sessions) as session:
             mark_completed_if_done(session, run.run_id, now=now())
+
+    def close_and_finish() -> Submission:
+        close()
+        return finished(_after_commit(served, run, ctx, submission, handover, pools, None, split=False))
+
+    if split and not close_here:
+        return AfterCommit(close_and_finish)
+    close()
     return _after_commit(served, run, ctx, submission, handover, pools, None, split=split)
 
 

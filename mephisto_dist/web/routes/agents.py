@@ -24,7 +24,9 @@ async def request_agent(request: Request) -> Response:
 async def agent_details(context: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     """The answer to a ``/request_agent`` body (``web.hot_routes`` serves it without a ``Request``)."""
     reg = Registration.from_request(body)
-    details = await context.call_split(service.request_agent, context.served, reg)
+    served = context.served
+    details = await context.call_first(lambda statements, run: service.request_agent_on_loop(served, statements, run, reg),
+                                       service.request_agent, served, reg)
     record_agent_answer(details.failure_reason, details.agent_id)
     return details.packet()
 

@@ -33,9 +33,15 @@ async def submit_task(request: Request) -> Response:
 async def submitted(context: WebContext, body: dict[str, Any]) -> dict[str, Any]:
     """The answer to a ``/submit_task`` JSON body (``web.hot_routes`` serves it without a ``Request``)."""
     final_data = json_object(body, "final_data", "submit_task")
-    submission = await context.call_split(service.submit_task, context.served, agent_id_of(body), final_data,
-                                         split=True)
-    return _answer(submission)
+    return _answer(await _submit(context, agent_id_of(body), final_data))
+
+
+async def _submit(context: WebContext, agent_id: str, fields: dict[str, Any]) -> Submission:
+    """A submission without files: its statement on the event loop where it can be (``call_first``)."""
+    served = context.served
+    return await context.call_first(
+        lambda statements, run: service.submit_task_on_loop(served, statements, run, agent_id, fields),
+        service.submit_task, served, agent_id, fields, split=True)
 
 
 async def _submit_form(request: Request) -> Response:
@@ -49,7 +55,7 @@ async def _submit_form(request: Request) -> Response:
         files = [UploadedFile(key, value.filename, value.content_type, value.file)
                  for key, value in form.multi_items() if isinstance(value, UploadFile) and value.filename]
         if not files:
-            submission = await context.call_split(service.submit_task, context.served, agent_id, fields, split=True)
+            submission = await _submit(context, agent_id, fields)
         else:
             submission = await context.call_in_thread(_submit_with_files, context.served, agent_id, fields, files)
         return _submitted(submission)
