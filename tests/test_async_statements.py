@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +22,9 @@ from mephisto_dist.db.models import Agent, TaskRun, Unit, Worker
 from mephisto_dist.domain.status import UnitStatus
 from mephisto_dist.errors import RequestError, Unreachable
 from mephisto_dist.errors.drivers import is_outage
+from mephisto_dist.limiter.redis_pool import RedisLimiter
+from mephisto_dist.providers import UnitLaunch, make_provider
+from mephisto_dist.runs.launches import LaunchContext, send_launch_on_loop
 from mephisto_dist.web.context import WebContext
 from mephisto_dist.web.routes.agents import agent_details
 from mephisto_dist.web.routes.submissions import submitted
@@ -83,9 +87,9 @@ def test_a_claim_on_the_loop_writes_what_a_thread_writes(engine: Engine) -> None
 def test_the_web_claims_and_submits_on_the_loop_and_answers_the_rest_on_a_thread(
         tmp_path: Path, pg_url: str, redis_url: str, cap: int) -> None:
     """Through the routes' own functions, as the web calls them: every claim and submission of a run of
-    six is its statement on the loop (no thread sent one); the hot threads take only what follows a
-    commit and may wait (a capped run's next launch's record, the refill's look, closing the run), and
-    what the statement does not write (a repeat, a stranger, no unit left)."""
+    six is its statement on the loop (no thread sent one), and so is a capped run's handed-over launch's
+    record; the hot threads take only what follows a commit and may wait (the refill's look, closing the
+    run), and what the statement does not write (a repeat, a stranger, no unit left)."""
     rt, served = served_run(tmp_path, pg_url, redis_url, cap=cap)
     context = WebContext(served, hot_threads=4, statements_on_loop=True)
     served.run()  # read once, as by the process's first request (which is judged on a thread)
@@ -116,9 +120,9 @@ def test_the_web_claims_and_submits_on_the_loop_and_answers_the_rest_on_a_thread
     try:
         asyncio.run(work())
         on_threads, repeat, late, fallbacks = answers
-        # Uncapped: only the run's close. Capped 2 of 6: four launches' records, the refill's look after
-        # the fifth, the close after the sixth.
-        assert on_threads == (1 if not cap else 6)
+        # Uncapped: only the run's close. Capped 2 of 6: the refill's look after the fifth, the close after
+        # the sixth (the four handed-over launches are recorded on the loop).
+        assert on_threads == (1 if not cap else 2)
         assert repeat["status"] == "Already submitted"
         assert late["agent_id"] is None and late["failure_reason"] == NO_UNIT_AVAILABLE
         assert fallbacks == 3
@@ -219,3 +223,43 @@ def test_it_is_for_postgresql_through_psycopg_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PostgreSQL through psycopg"):
         AsyncStatements(sqlite, 1)
     sqlite.dispose()
+
+
+def test_a_handed_over_launch_is_recorded_on_the_loop_and_an_orphan_left_to_a_thread(engine: Engine,
+                                                                                       redis_url: str) -> None:
+    """``runs.launches.send_launch_on_loop``: the launch published and its record sent from the loop; a
+    launch no longer owning its unit (withdrawn meanwhile) is left to a thread, which records it as
+    ``send_launches`` does (the unit untouched), without publishing it again."""
+    factory = make_sessionmaker(engine)
+    run = make_run(factory, assignments=2, launch=False)
+    published: list[str] = []
+    provider = make_provider("mock")
+
+    def publish(launch: UnitLaunch, server_url: str, task_args: Any) -> str:
+        published.append(launch.launch_id)
+        return f"p-{launch.launch_id}"
+
+    provider.publish_unit = publish  # type: ignore[method-assign]
+    ctx = LaunchContext(RedisLimiter(redis.Redis.from_url(redis_url)), provider, 60.0, 0)
+    with transaction(factory) as session:
+        first, second = session.scalars(select(Unit.id).where(Unit.task_run_id == run.run_id).order_by(Unit.id))
+        session.execute(update(Unit).where(Unit.id == first).values(launch_id="L1"))
+
+    async def send(unit_id: int, launch_id: str) -> Any:
+        statements = AsyncStatements(engine, 1)
+        try:
+            return await send_launch_on_loop(statements, factory, ctx, "http://x", {},
+                                             UnitLaunch(run.run_id, unit_id, launch_id), now=now())
+        finally:
+            await statements.aclose()
+
+    assert asyncio.run(send(first, "L1")) is None
+    with transaction(factory) as session:
+        unit = session.get(Unit, first)
+        assert unit is not None and (unit.status, unit.provider_unit_id) == (UnitStatus.LAUNCHED.value, "p-L1")
+    left = asyncio.run(send(second, "L2"))  # never bound to L2: not its launch's to record
+    assert left is not None and published == ["L1", "L2"]
+    assert left() == 0 and published == ["L1", "L2"]
+    with transaction(factory) as session:
+        unit = session.get(Unit, second)
+        assert unit is not None and (unit.status, unit.launch_id) == (UnitStatus.CREATED.value, None)

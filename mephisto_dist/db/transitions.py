@@ -607,6 +607,16 @@ _RECORD_LAUNCHED_EACH = (update(_UNITS)
 """:data:`_RECORD_LAUNCHED` without its answer, for a batch (executemany returns no rows)."""
 
 
+def record_launched_statement(launch: tuple[int, str, str], *, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """:func:`record_launched`'s one statement for one ``(unit id, launch id, provider unit id)``, for a
+    caller that runs it elsewhere (``db.async_statements`` on the web's event loop); its rows are the ids
+    moved."""
+    check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
+    unit_id, launch_id, provider_unit_id = launch
+    return _RECORD_LAUNCHED, {"v_unit_id": unit_id, "v_launch_id": launch_id,
+                              "v_provider_unit_id": provider_unit_id, "v_now": now}
+
+
 def record_launched(
     session: Session | Connection, launches: Sequence[tuple[int, str, str]], *, now: datetime
 ) -> list[int]:
@@ -619,13 +629,10 @@ def record_launched(
     thousand launches: each unit its own statement held SQLite's write lock, and the claims queued behind
     it, for a sixth of a second). The units read, still created and owned by their launch, are locked
     (PostgreSQL's ``FOR UPDATE``; SQLite's write lock is already held), so the update moves exactly them."""
-    check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
     connection = session if isinstance(session, Connection) else session.connection()
     if len(launches) == 1:
-        unit_id, launch_id, provider_unit_id = launches[0]
-        return [row[0] for row in run_prepared(connection, _RECORD_LAUNCHED, {
-            "v_unit_id": unit_id, "v_launch_id": launch_id, "v_provider_unit_id": provider_unit_id,
-            "v_now": now})]
+        return [row[0] for row in run_prepared(connection, *record_launched_statement(launches[0], now=now))]
+    check_unit_transition(UnitStatus.CREATED, UnitStatus.LAUNCHED)
     owners = {unit_id: launch_id for unit_id, launch_id, _ in launches}
     owned = connection.execute(
         select(_UNITS.c.id, _UNITS.c.launch_id).where(_UNITS.c.id.in_(list(owners)),

@@ -24,11 +24,12 @@ lost to a Redis flush refuses every acquire until one process rebuilds it from t
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -40,7 +41,7 @@ from mephisto_dist.config.run_config import RunConfig
 from mephisto_dist.db.engine import read_transaction, single_statement, transaction
 from mephisto_dist.db.models import GrantedQualification, Qualification, TaskRun, Unit, Worker
 from mephisto_dist.db.prepared import run as run_prepared
-from mephisto_dist.db.transitions import record_launched
+from mephisto_dist.db.transitions import record_launched, record_launched_statement
 from mephisto_dist.domain.launch import out_of_attempts, retry_at
 from mephisto_dist.domain.qualifications import meets_requirements
 from mephisto_dist.domain.status import UNIT_ACTIVE, UNIT_DONE, UnitStatus
@@ -51,6 +52,7 @@ from mephisto_dist.metrics import record_provider_call
 from mephisto_dist.providers import CrowdProvider, UnitLaunch
 
 if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
     from mephisto_dist.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -456,6 +458,36 @@ def _allowed_workers(factory: sessionmaker[Session], ctx: LaunchContext, run_id:
 
 def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_url: str,
                      task_args: dict[str, Any], launches: Sequence[UnitLaunch], *, now: datetime) -> int:
+    published, failed = _publish(ctx, server_url, task_args, launches)
+    if len(published) == 1 and not failed:
+        # The common case (a slot handed over, a unit refilled): one statement, atomic by itself.
+        with single_statement(factory) as connection:
+            if record_launched(connection, [_recorded(*published[0])], now=now):
+                return 1
+    return _record_outcomes(factory, ctx, published, failed, now=now)
+
+
+async def send_launch_on_loop(statements: AsyncStatements, factory: sessionmaker[Session], ctx: LaunchContext,
+                              server_url: str, task_args: dict[str, Any], launch: UnitLaunch, *,
+                              now: datetime) -> Callable[[], int] | None:
+    """PostgreSQL, the web's event loop: :func:`send_launches` of one launch that took its slot (a capped
+    submission's hand-over) where publishing is instant and reads nothing (no qualification allow-list),
+    the record sent through ``statements``. None when recorded (one unit launched); else what is left to
+    do on a thread (the failure or the orphan recorded, as :func:`send_launches` does), which returns how
+    many units were launched. Nothing is published twice."""
+    assert ctx.provider.publishes_instantly and not (ctx.provider.is_study_based and task_args.get("qualifications"))
+    published, failed = _publish(ctx, server_url, task_args, [launch])
+    if published:
+        statement, params = record_launched_statement(_recorded(*published[0]), now=now)
+        if (await statements.run(statement, params)).first() is not None:
+            return None
+    return functools.partial(_record_outcomes, factory, ctx, published, failed, now=now)
+
+
+def _publish(ctx: LaunchContext, server_url: str, task_args: dict[str, Any],
+             launches: Sequence[UnitLaunch]) -> tuple[list[tuple[UnitLaunch, str]], list[tuple[UnitLaunch, str]]]:
+    """Call the provider for each launch: those published with their provider unit ids, those failed with
+    the error to record."""
     published: list[tuple[UnitLaunch, str]] = []
     failed: list[tuple[UnitLaunch, str]] = []
     for launch in launches:
@@ -467,12 +499,18 @@ def _send_and_record(factory: sessionmaker[Session], ctx: LaunchContext, server_
             record_provider_call(type(ctx.provider).__name__, "publish", "error")
             log.warning("publishing unit %s (launch %s) failed: %s", launch.unit_id, launch.launch_id, error)
             failed.append((launch, str(error)[:MAX_ERROR_CHARS]))
-    recorded = [(launch.unit_id, launch.launch_id, pid) for launch, pid in published]
-    if len(published) == 1 and not failed:
-        # The common case (a slot handed over, a unit refilled): one statement, atomic by itself.
-        with single_statement(factory) as connection:
-            if record_launched(connection, recorded, now=now):
-                return 1
+    return published, failed
+
+
+def _recorded(launch: UnitLaunch, provider_unit_id: str) -> tuple[int, str, str]:
+    return launch.unit_id, launch.launch_id, provider_unit_id
+
+
+def _record_outcomes(factory: sessionmaker[Session], ctx: LaunchContext, published: list[tuple[UnitLaunch, str]],
+                     failed: list[tuple[UnitLaunch, str]], *, now: datetime) -> int:
+    """Record what the provider said (launched, failed, or published for a unit no longer the launch's:
+    unpublished); return how many units moved to ``launched``."""
+    recorded = [_recorded(launch, pid) for launch, pid in published]
     with transaction(factory) as session:
         moved = set(record_launched(session, recorded, now=now))
         given_up = [launch for launch, error in failed if _record_failure(session, ctx, launch, error, now=now)]

@@ -181,14 +181,16 @@ class WebContext:
             result = await first(statements, run) if alone else None
             if result is None:
                 return await self._hot.run(lambda: finished(work(*args, tried_alone=True, **kwargs)))
-            return await self._finished(result, sqlite_on_loop=False)
+            return await self._finished(result, statements=statements)
 
         return await self._outlasting(work, attempt)
 
-    async def _finished(self, result: T | AfterCommit[T], *, sqlite_on_loop: bool) -> T:
+    async def _finished(self, result: T | AfterCommit[T], *, sqlite_on_loop: bool = False,
+                        statements: AsyncStatements | None = None) -> T:
         """A committed call's result, with what follows its commit done: a capped submission's swap in
-        Redis from the loop (``AsyncSwap``), then the next launch's record (on the loop when
-        ``sqlite_on_loop`` and SQLite's write lock is free), anything else on a hot thread."""
+        Redis from the loop (``AsyncSwap``), then the next launch's record on the loop (SQLite's when
+        ``sqlite_on_loop`` and its write lock is free; PostgreSQL's through ``statements`` where the
+        hand-over says it can: ``HandOver.then_on_loop``), anything else on a hot thread."""
         if not isinstance(result, AfterCommit):
             return result
         step = result.handover
@@ -208,6 +210,8 @@ class WebContext:
                     return then()  # one transaction: the launch's record
             except WriterBusy:
                 pass
+        if statements is not None and step.then_on_loop is not None and isinstance(taken, Acquired) and taken.ok:
+            return await self._finished(await step.then_on_loop(statements))  # left over: on a thread
         return await self._hot.run(then)
 
     async def aclose(self) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +24,9 @@ from mephisto_dist.runs.bundles import run_files
 from mephisto_dist.runtime import Runtime
 from mephisto_dist.work.claims import RunContext, WorkerGate
 from mephisto_dist.work.uploads import UploadStore
+
+if TYPE_CHECKING:
+    from mephisto_dist.db.async_statements import AsyncStatements
 
 RESOLVE_CACHE_S = 2.0
 
@@ -113,6 +116,9 @@ class HandOver(Generic[T]):
     holder: str
     pools: list[PoolLimit]
     then: Callable[[Acquired | ServiceError], T]
+    then_on_loop: Callable[[AsyncStatements], Awaitable[T | AfterCommit[T]]] | None = None
+    """PostgreSQL: ``then`` for a swap that took the slot, on the web's event loop (the launch's record
+    sent through ``db.async_statements``); what it hands back is done on a thread."""
 
 
 @dataclass(frozen=True)

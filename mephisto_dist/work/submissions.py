@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
@@ -36,6 +36,7 @@ from mephisto_dist.runs.launches import (
     launch_units,
     new_launch_id,
     pools_for,
+    send_launch_on_loop,
 )
 from mephisto_dist.runs.task_runs import mark_completed_if_done
 from mephisto_dist.work import claims
@@ -244,10 +245,37 @@ def _after_commit(served: Served, run: RunContext, ctx: LaunchContext, submissio
 
     if not split or not (message is not None or (submission.first and not _given_back_later(run, handover, pools))):
         return finish()
-    step = None if handover is None or message is not None else HandOver(
-        token_holder(submission.unit_id, submission.launch_id), token_holder(handover.unit_id, handover.launch_id),
-        pools, finish)
-    return AfterCommit(finish, step)
+    if handover is None or message is not None:
+        return AfterCommit(finish)
+    launch = handover
+
+    async def launched_on_loop(statements: AsyncStatements) -> Submission | AfterCommit[Submission]:
+        # finish(taken) for a swap that took the slot, where that is the launch's record alone: no worker
+        # slot to free, no deployment-wide cap to reconcile, no allow-list to read before publishing.
+        try:
+            left = await send_launch_on_loop(statements, served.runtime.sessions, ctx, submission.server_url,
+                                             run.launch_args, launch, now=now())
+        except ServiceError as error:  # as finish: the answer is committed; beat re-sends the launch
+            log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+            return submission
+        if left is None:
+            return submission
+        return AfterCommit(lambda: _left_over(left, submission))
+
+    on_loop = not (run.allowed_concurrent or served.runtime.settings.max_concurrent_units
+                   or (ctx.provider.is_study_based and run.launch_args.get("qualifications")))
+    return AfterCommit(finish, HandOver(
+        token_holder(submission.unit_id, submission.launch_id), token_holder(launch.unit_id, launch.launch_id),
+        pools, finish, launched_on_loop if on_loop else None))
+
+
+def _left_over(work: Callable[[], object], submission: Submission) -> Submission:
+    """What a hand-over on the event loop left to a thread, done; a failure logged, as ``finish`` does."""
+    try:
+        work()
+    except ServiceError as error:
+        log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+    return submission
 
 
 def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
