@@ -100,9 +100,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ROLES = frozenset({"web", "redis keeper", "nginx", "postgresql", "redis", "beat", "celery worker", "run (cli)"})
 
 
-def cpu_by_role() -> dict[int, tuple[str, int, float]]:
-    """Every process on the machine: pid -> (role, start time, CPU seconds), the role read off its name and
-    command line ("other" for the rest: a benchmark's figures are only clean when "other" stays near 0)."""
+def cpu_by_role(kernel: bool = False) -> dict[int, tuple[str, int, float]]:
+    """Every process on the machine: pid -> (role, start time, CPU seconds; with ``kernel``, those in the
+    kernel only), the role read off its name and command line ("other" for the rest: a benchmark's figures
+    are only clean when "other" stays near 0)."""
     found: dict[int, tuple[str, int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -116,7 +117,8 @@ def cpu_by_role() -> dict[int, tuple[str, int, float]]:
         fields = raw[raw.rindex(")") + 2:].split()
         role = role_of(comm, command)
         role = role if role in ROLES else "other"
-        found[int(entry.name)] = (role, int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        ticks = int(fields[12]) if kernel else int(fields[11]) + int(fields[12])  # (utime +) stime
+        found[int(entry.name)] = (role, int(fields[19]), ticks / CLOCK_TICKS)
     return found
 
 
@@ -134,11 +136,13 @@ def cpu_spent(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[
 def load(url: str, workers: int, units: int, think_ms: float, out: Path, cap: int,
          reload_ms: float = 1000.0) -> dict[str, Any]:
     before, children_before = cpu_by_role(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    kernel_before = cpu_by_role(kernel=True)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), url, "--workers", str(workers), "--cap", str(cap),
                     "--units", str(units), "--think-ms", str(think_ms), "--reload-ms", str(reload_ms),
                     "--duration", "300", "--json", str(out)],
                    check=False, stdout=subprocess.DEVNULL)
     spent = cpu_spent(before, cpu_by_role())
+    in_kernel = cpu_spent(kernel_before, cpu_by_role(kernel=True))
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # load.py, ended: its CPU is ours now
     spent["load generator"] = round(children.ru_utime + children.ru_stime - children_before.ru_utime
                                     - children_before.ru_stime, 2)
@@ -147,6 +151,7 @@ def load(url: str, workers: int, units: int, think_ms: float, out: Path, cap: in
     result["cpu_s"] = spent
     submitted = int(result.get("units") or units)
     result["web_cpu_ms_per_unit"] = round(spent.get("web", 0.0) / submitted * 1000, 3)
+    result["web_kernel_ms_per_unit"] = round(in_kernel.get("web", 0.0) / submitted * 1000, 3)
     return result
 
 
@@ -260,7 +265,8 @@ def print_row(row: dict[str, Any]) -> None:
           f"reload {row.get('reload_ms')} ms | "
           f"refusals {sum(row['refusals'].values())} errors {sum(row['errors'].values())} | "
           f"load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}", flush=True)
-    print(f"{'':<9} web CPU {row['web_cpu_ms_per_unit']} ms/unit | CPU s by role: "
+    print(f"{'':<9} web CPU {row['web_cpu_ms_per_unit']} ms/unit ({row.get('web_kernel_ms_per_unit')} in the "
+          "kernel) | CPU s by role: "
           + ", ".join(f"{role} {seconds}" for role, seconds in sorted(row["cpu_s"].items())), flush=True)
 
 
