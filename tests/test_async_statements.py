@@ -6,6 +6,8 @@ interrupted connection never used again. On a real PostgreSQL and a real Redis."
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -263,3 +265,34 @@ def test_a_handed_over_launch_is_recorded_on_the_loop_and_an_orphan_left_to_a_th
     with transaction(factory) as session:
         unit = session.get(Unit, second)
         assert unit is not None and (unit.status, unit.launch_id) == (UnitStatus.CREATED.value, None)
+
+
+def test_a_server_that_never_answers_is_an_outage_within_the_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that accepts and says nothing (a hung host): making the connection gives up after
+    ``CONNECT_TIMEOUT_S`` with the web's one line for an unreachable database, never a request held on."""
+    from mephisto_dist.db import async_statements
+    from mephisto_dist.db.engine import make_engine
+
+    monkeypatch.setattr(async_statements, "CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        engine = make_engine(f"postgresql://someone:secret@127.0.0.1:{port}/nothing")
+
+        async def work() -> None:
+            statements = AsyncStatements(engine, 1)
+            try:
+                started = time.monotonic()
+                with pytest.raises(Unreachable) as lost:
+                    await asyncio.wait_for(pid_of(statements), 30)
+                assert time.monotonic() - started < 10
+                assert is_outage(lost.value) and "secret" not in str(lost.value)
+                assert f"127.0.0.1:{port}" in str(lost.value) and statements._open == 0
+            finally:
+                await statements.aclose()
+
+        try:
+            asyncio.run(work())
+        finally:
+            engine.dispose()

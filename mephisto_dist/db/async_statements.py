@@ -29,6 +29,9 @@ from sqlalchemy.sql import ClauseElement
 from mephisto_dist.db.engine import driver_errors
 from mephisto_dist.db.prepared import Ran, prepared
 
+CONNECT_TIMEOUT_S = 10
+"""How long making a connection may take (libpq's ``connect_timeout``: whole seconds, at least 2)."""
+
 
 class AsyncStatements:
     """Up to ``size`` async connections to ``engine``'s PostgreSQL database, made when first needed, for
@@ -124,6 +127,9 @@ class AsyncStatements:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         args, params = self._dialect.create_connect_args(self._engine.url)
+        # A server that accepts and never answers (a hung host, a half-open balancer) is an outage the
+        # web waits out, not a request held without end: bounded unless the URL sets its own.
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         try:
             return await psycopg.AsyncConnection.connect(*args, autocommit=True, **params)
         except psycopg.Error as error:
