@@ -286,18 +286,13 @@ def _claim_alone() -> Any:
             .select_from(assigned.join(assignments, assignments.c.id == assigned.c.assignment_id)))
 
 
-def claim_alone(connection: Connection, agent: dict[str, Any], worker_name: str, provider_type: str) -> Any:
-    """PostgreSQL: :func:`_claim_alone` on ``connection`` (meant for autocommit: ``engine.single_statement``)
-    for the new agent ``agent`` (its row, keyed by column, but for its unit, assignment and worker, which
-    the statement finds, the worker made if new). The claimed unit's ``unit_id``, ``worker_id`` and
-    assignment ``data``, or None when nothing was written: a blocked worker, a registration seen before, no
-    free unit, a lost race; the caller takes the request again in a transaction, which says which."""
-    return run_prepared(connection, *claim_alone_statement(agent, worker_name, provider_type)).first()
-
-
 def claim_alone_statement(agent: dict[str, Any], worker_name: str, provider_type: str) -> tuple[Any, dict[str, Any]]:
-    """:func:`claim_alone`'s statement and parameters, for a caller that runs it elsewhere
-    (``db.async_statements`` on the web's event loop); its first row is what :func:`claim_alone` returns."""
+    """PostgreSQL: :func:`_claim_alone` and its parameters for the new agent ``agent`` (its row, keyed by
+    column, but for its unit, assignment and worker, which the statement finds, the worker made if new),
+    to run in autocommit (``engine.single_statement``, or ``db.async_statements`` on the web's event loop).
+    Its first row is the claimed unit's ``unit_id``, ``worker_id`` and assignment ``data``; none when
+    nothing was written: a blocked worker, a registration seen before, no free unit, a lost race; the
+    caller takes the request again in a transaction, which says which."""
     check_unit_transition(UnitStatus.LAUNCHED, UnitStatus.ASSIGNED)
     params = {f"a_{name}": value for name, value in agent.items()}
     params.update(a_worker_name=worker_name, a_provider_type=provider_type)

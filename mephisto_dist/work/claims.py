@@ -476,7 +476,7 @@ def claim_reserved(session: Session, run: RunContext, reservation: Reservation, 
 def claim_alone(connection: Connection, run: RunContext, reg: Registration, *, now: datetime) -> AgentDetails | None:
     """PostgreSQL, a run whose claims write nothing else (``Served.claims_alone``): a worker's claim of the
     run's next launched unit (their worker row made if they are new) in one statement on ``connection``, in
-    autocommit (``db.transitions.claim_alone``). ``None`` when it wrote nothing (a blocked worker, a
+    autocommit (``db.transitions.claim_alone_statement``). ``None`` when it wrote nothing (a blocked worker, a
     registration seen before, no free unit this instant, a lost race): :func:`register_agent` takes the
     request in a transaction and answers it."""
     statement, params = claim_alone_statement(run, reg, now=now)

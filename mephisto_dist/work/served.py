@@ -190,7 +190,7 @@ class Served:
         unit) and talks to nothing but the database: no per-worker limits, no qualification gate or
         onboarding, no ``worker_can_do_unit`` hook, no TaskRunner event, live channel or partners, no HIT
         taken back (MTurk). A cap does not matter here: a claim takes no token. On PostgreSQL such a
-        claim is first tried as one statement (``db.transitions.claim_alone``)."""
+        claim is first tried as one statement (``db.transitions.claim_alone_statement``)."""
         runner = runner_for(run.run_config.blueprint.blueprint_type)
         return not (run.allowed_concurrent or run.maximum_units_per_worker or run.gated
                     or run.onboarding_qualification or run.screening is not None or run.golds is not None

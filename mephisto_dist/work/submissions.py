@@ -15,10 +15,10 @@ from mephisto_dist.blueprints.runner import runner_for
 from mephisto_dist.db import outbox
 from mephisto_dist.db.engine import single_statement, transaction
 from mephisto_dist.db.models import Agent
-from mephisto_dist.db.prepared import run as run_prepared
 from mephisto_dist.db.transitions import (
     CompletedAlone,
     NextLaunch,
+    complete_submission_alone,
     complete_submission_alone_statement,
     completed_alone,
 )
@@ -165,9 +165,8 @@ def _record_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id:
     transaction and says why."""
     at = now()
     bind = _next_launch(ctx, at)
-    statement, params = complete_submission_alone_statement(agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
     with single_statement(served.runtime.sessions) as connection:
-        done = completed_alone(run_prepared(connection, statement, params).first())
+        done = complete_submission_alone(connection, agent_id, run.run_id, outputs=outputs, now=at, bind=bind)
     if done is None:
         return None
     return _after_alone(served, run, ctx, agent_id, bind, done, split=split, close_here=True)
@@ -209,18 +208,14 @@ def _after_alone(served: Served, run: RunContext, ctx: LaunchContext, agent_id: 
     if handover is not None or submission.run_has_more:
         return _after_commit(served, run, ctx, submission, handover, pools, None, split=split)
 
-    def close() -> None:
+    def closed(split_after: bool) -> Submission | AfterCommit[Submission]:
         with transaction(served.runtime.sessions) as session:
             mark_completed_if_done(session, run.run_id, now=now())
-
-    def close_and_finish() -> Submission:
-        close()
-        return finished(_after_commit(served, run, ctx, submission, handover, pools, None, split=False))
+        return _after_commit(served, run, ctx, submission, handover, pools, None, split=split_after)
 
     if split and not close_here:
-        return AfterCommit(close_and_finish)
-    close()
-    return _after_commit(served, run, ctx, submission, handover, pools, None, split=split)
+        return AfterCommit(lambda: finished(closed(False)))
+    return closed(split)
 
 
 def _after_commit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
@@ -240,7 +235,7 @@ def _after_commit(served: Served, run: RunContext, ctx: LaunchContext, submissio
                 # repair (it removes the tokens of done units), the refill with its next sweep (the
                 # intent bound above is cleared when Redis fails; a process dying before that leaves it
                 # for beat to re-send once its retry time passes).
-                log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+                _warn_after(submission, error)
         return submission
 
     if not split or not (message is not None or (submission.first and not _given_back_later(run, handover, pools))):
@@ -256,7 +251,7 @@ def _after_commit(served: Served, run: RunContext, ctx: LaunchContext, submissio
             left = await send_launch_on_loop(statements, served.runtime.sessions, ctx, submission.server_url,
                                              run.launch_args, launch, now=now())
         except ServiceError as error:  # as finish: the answer is committed; beat re-sends the launch
-            log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+            _warn_after(submission, error)
             return submission
         if left is None:
             return submission
@@ -274,8 +269,13 @@ def _left_over(work: Callable[[], object], submission: Submission) -> Submission
     try:
         work()
     except ServiceError as error:
-        log.warning("after the submission of unit %s: %s", submission.unit_id, error)
+        _warn_after(submission, error)
     return submission
+
+
+def _warn_after(submission: Submission, error: ServiceError) -> None:
+    """A failure after a submission's commit: logged; the worker hears success, beat repairs the rest."""
+    log.warning("after the submission of unit %s: %s", submission.unit_id, error)
 
 
 def _after_submit(served: Served, run: RunContext, ctx: LaunchContext, submission: Submission,
