@@ -9,6 +9,7 @@ import asyncio
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,22 @@ _SLEEP = text("SELECT pg_backend_pid() AS pid, pg_sleep(:seconds)")
 def database_url(pg_url: str) -> str:
     """PostgreSQL only (``engine`` is conftest's, on this URL)."""
     return pg_url
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Yield to the loop until ``condition`` holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
+
+
+def sleeping(engine: Engine) -> bool:
+    """Whether a ``pg_sleep`` statement of another connection is running on the server."""
+    with engine.connect() as connection:
+        return bool(connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep%' "
+            "AND pid <> pg_backend_pid()")).scalar())
 
 
 async def pid_of(statements: AsyncStatements) -> int:
@@ -177,10 +194,10 @@ def test_an_interrupted_statement_closes_its_connection_and_a_waiter_gets_anothe
         statements = AsyncStatements(engine, 1)
         try:
             slow = asyncio.create_task(statements.run(_SLEEP, {"seconds": 5}))
-            await asyncio.sleep(0.2)
+            await until(lambda: sleeping(engine))  # the slow statement is running on the server
             waiting = asyncio.create_task(pid_of(statements))
             given_up = asyncio.create_task(pid_of(statements))
-            await asyncio.sleep(0.05)
+            await until(lambda: len(statements._waiting) == 2)
             given_up.cancel()
             slow.cancel()
             with pytest.raises(asyncio.CancelledError):
